@@ -1,0 +1,39 @@
+# diffspec: every target installs into .venv first (with the pinned constraints).
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+HYPOTHESIS_PROFILE ?= dev
+export HYPOTHESIS_PROFILE
+
+.PHONY: install test conformance lint train bench mutants gpu-check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv .venv
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests conformance
+
+conformance: $(STAMP)
+	$(PY) -m pytest conformance
+
+lint: $(STAMP)
+	$(PY) -m ruff check spec runtime conformance tests scripts
+
+train: $(STAMP)
+	$(PY) -m runtime.train
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(PY) scripts/bench.py
+
+mutants: $(STAMP)
+	$(PY) scripts/mutants.py
+
+gpu-check: $(STAMP)
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .hypothesis
