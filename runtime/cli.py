@@ -1,0 +1,99 @@
+"""One error convention for every `python -m runtime.*` command.
+
+A mistake the user can fix (a wrong path, a bad flag, a malformed file) ends the command with
+ONE line on stderr, `error: <what was wrong, the value seen, what is expected>`, and exit
+status 2 (argparse's own status for bad usage). Ctrl-C ends it with `interrupted` and status 130
+(128 + SIGINT). A bug still gives a traceback: only the exception types below are caught.
+
+    from runtime.cli import ArgumentParser, UserError, fail, run_main
+
+    def main(argv=None):
+        args = ArgumentParser(prog="python -m runtime.train").parse_args(argv)
+        if args.steps <= 0:
+            fail(f"--steps must be positive; got {args.steps}")
+        ...
+
+    if __name__ == "__main__":
+        run_main(main)
+
+Caught and printed as one line: `UserError` (and its subclasses, e.g. `runtime.data.DataError`),
+`OSError` (unwritable folders, full disks: the OS message and the file name), the usage errors
+of `ArgumentParser` (which raise `UserError` instead of printing the usage block), and any
+exception types passed as `run_main(main, user_errors=(ConfigError, CheckpointError))`.
+A command that wants to save state on Ctrl-C (the trainer's checkpoint) catches
+`KeyboardInterrupt` itself and re-raises it; `run_main` then exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+EXIT_USER_ERROR = 2  # bad input or usage (argparse's convention)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "ArgumentParser",
+    "UserError",
+    "fail",
+    "one_line",
+    "run_main",
+]
+
+
+class UserError(Exception):
+    """An error the user can act on. Its message is printed as `error: <message>`, exit 2."""
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the command with a user error: `error: <message>` on stderr, exit status 2."""
+    raise UserError(message)
+
+
+def one_line(message: object) -> str:
+    """`message` as a single line (newlines and runs of spaces collapsed)."""
+    return " ".join(str(message).split())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose usage errors raise `UserError` (one line, exit 2).
+
+    Sub-parsers made with `add_subparsers()` inherit the behaviour.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+def run_main(
+    main: Callable[[Sequence[str] | None], int | None],
+    argv: Sequence[str] | None = None,
+    user_errors: tuple[type[Exception], ...] = (),
+) -> NoReturn:
+    """Run `main(argv)` and exit: its return value (None → 0), 2 on a user error, 130 on Ctrl-C.
+
+    User errors are `UserError`, `OSError` and the extra exception types in `user_errors`
+    (e.g. a module's own `ConfigError`); each is printed as `error: <message>` on one line.
+    """
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except (UserError, *user_errors) as exc:
+        print(f"error: {one_line(exc) or type(exc).__name__}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:
+        print(f"error: {one_line(_describe_os_error(exc))}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(0 if code is None else code)
