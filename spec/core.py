@@ -1,0 +1,102 @@
+"""Totality helpers, the mean squared error, and the ε-model interface.
+
+The spec is total: no formula divides by zero or takes the square root of a negative number.
+Two helpers make that so, and they are used exactly where the formulas of the other modules
+say (see the list in `spec/__init__.py`), nowhere else:
+
+    sqrt_nonneg(x) = sqrt(max(x, 0))
+    safe_div(x, y) = x / (y + EPS),   EPS = 1e-12
+
+EPS is far below float64 resolution of every quantity it guards except the exact zeros it is
+there for (1 − ᾱ_0 = 0, σ(0) = 0), so it changes results by at most ~1e-12 relatively.
+
+This module also holds the small shared vocabulary of types used in annotations:
+`Scalar` (a Python or NumPy real number, or a 0-d array) and `Index` (a Python or NumPy int).
+"""
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from jaxtyping import Float, Real
+
+__all__ = ["EPS", "sqrt_nonneg", "safe_div", "mse", "EpsModel"]
+
+EPS: float = 1e-12
+"""The one totality constant: `safe_div(x, y) = x / (y + EPS)`."""
+
+Scalar = int | float | np.integer | np.floating | Real[np.ndarray, ""]
+"""A real number: Python int/float, NumPy scalar or 0-d array."""
+
+Index = int | np.integer
+"""An integer time or step index."""
+
+ArrayOrScalar = Float[np.ndarray, "*shape"] | Scalar
+
+
+def sqrt_nonneg(x: ArrayOrScalar) -> ArrayOrScalar:
+    """Square root clamped at zero (TorchLean `sqrtNonneg`).
+
+    Formula: sqrt_nonneg(x) = sqrt(max(x, 0)).
+    Used for every square root of a variance-like quantity (ᾱ, 1 − ᾱ, α, β̃, σ²), which can
+    round to a tiny negative number.
+    Shapes: x (*shape) or scalar -> same.
+    """
+    return np.sqrt(np.maximum(x, 0))
+
+
+def safe_div(x: ArrayOrScalar, y: ArrayOrScalar) -> ArrayOrScalar:
+    """Division with the denominator shifted by EPS (TorchLean `safeDiv`).
+
+    Formula: safe_div(x, y) = x / (y + EPS), EPS = 1e-12. Every denominator it guards is
+    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, σ(t), ᾱ_prev), so y + EPS > 0.
+    Shapes: x, y broadcastable (or scalars) -> broadcast shape.
+    """
+    return x / (y + EPS)
+
+
+def mse(a: Float[np.ndarray, "*shape"], b: Float[np.ndarray, "..."]) -> Scalar:
+    """Mean squared error (TorchLean `mseSpec`).
+
+    Formula: mse(a, b) = (1/n) Σ_i (a_i − b_i)², the mean over all n elements.
+    Shapes: a (*shape), b (*shape) -> scalar. Different shapes are a ValueError (no broadcasting).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"mse: a and b must have the same shape, got a {a.shape} and b {b.shape}")
+    return np.mean((a - b) ** 2)
+
+
+@runtime_checkable
+class EpsModel(Protocol):
+    """A noise predictor ε_θ(x, t_norm) (DDPM Eq. 11–14).
+
+    `eps(x, t_scalar)` returns an array of x's shape: the predicted noise of x = x_t, where
+    t_scalar = time_of_index(t, T) = t / T ∈ [0, 1] (or the continuous t of the PF ODE).
+    Shapes: x (*shape), t_scalar scalar -> (*shape).
+    """
+
+    def eps(self, x: Float[np.ndarray, "*shape"], t_scalar: Scalar) -> Float[np.ndarray, "*shape"]:
+        """Predicted noise ε̂ for x at normalized time t_scalar. Shapes: (*shape) -> (*shape)."""
+        ...
+
+
+def check_index(name: str, value: Index, low: int, high: int) -> int:
+    """Return `value` as an int after checking it is an integer in {low..high} (else ValueError).
+
+    Shapes: scalars only.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer in {{{low}..{high}}}, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {{{low}..{high}}}, got {name} = {int(value)}")
+    return int(value)
+
+
+def check_same_shape(name: str, value: np.ndarray, other_name: str, shape: tuple) -> None:
+    """Raise a ValueError unless value.shape == shape (the shape of `other_name`).
+
+    Shapes: any.
+    """
+    if value.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} (the shape of {other_name}), got {value.shape}"
+        )

@@ -1,0 +1,210 @@
+"""Denoising diffusion implicit models (DDIM, Song, Meng & Ermon 2021).
+
+Notation: DDIM's α_t is DDPM's ᾱ_t. Every formula here is written with DDPM's ᾱ
+(`sched.alpha_bar`), so "ᾱ_prev" is ᾱ at the target time t_prev.
+
+The generalized step (Eq. 12) from t to t_prev < t:
+    x̂_0    = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t                        (Eq. 9)
+    σ      = η · √((1 − ᾱ_prev)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
+    x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z
+η = 0 is the deterministic DDIM; η = 1 with t_prev = t − 1 has σ² = β̃_t, DDPM's posterior
+variance. The model's ε̂ gives the direction also when x̂_0 is clipped.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+from jaxtyping import Float, Int
+
+from spec.core import (
+    EpsModel,
+    Index,
+    Scalar,
+    check_index,
+    check_same_shape,
+    safe_div,
+    sqrt_nonneg,
+)
+from spec.dynamics import DynamicalSystem
+from spec.schedule import VPSchedule, time_of_index
+
+__all__ = [
+    "ddim_step",
+    "ddim_sample",
+    "ddim_step_system",
+    "ddim_prev",
+    "ddim_timesteps",
+    "ddim_step_between",
+    "ddim_sample_strided",
+]
+
+
+def ddim_step_between(
+    sched: VPSchedule,
+    model: EpsModel,
+    t: Index,
+    t_prev: Index,
+    x_t: Float[np.ndarray, "*shape"],
+    eta: Scalar = 0.0,
+    z: Float[np.ndarray, "..."] | None = None,
+    clip: bool = False,
+) -> Float[np.ndarray, "*shape"]:
+    """One generalized DDIM step x_t → x_{t_prev}, 0 ≤ t_prev < t ≤ T (DDIM Eq. 12 and 16).
+
+    Formula (DDIM's α is DDPM's ᾱ):
+      x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t)), clipped to [−1, 1] if clip;
+      σ = η·sqrt_nonneg(safe_div(1 − ᾱ_prev, 1 − ᾱ_t))·sqrt_nonneg(1 − safe_div(ᾱ_t, ᾱ_prev));
+      x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev − σ²)·ε̂ + σ·z.
+    z is required when η > 0; with η = 0 and z None the σ·z term is 0. η must be ≥ 0.
+    Shapes: x_t (*shape), z (*shape) or None -> (*shape).
+    """
+    t = check_index("t", t, 1, sched.T)
+    t_prev = check_index("t_prev", t_prev, 0, t - 1)
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got eta = {eta!r}")
+    if z is None and eta > 0:
+        raise ValueError(
+            f"z (the step's noise) is required when eta > 0, got eta = {eta!r} and z = None"
+        )
+    if z is not None:
+        check_same_shape("z", z, "x_t", x_t.shape)
+    ab, ab_prev = sched.alpha_bar(t), sched.alpha_bar(t_prev)
+    # 1. ε̂ = ε_θ(x_t, t/T)
+    eps_hat = model.eps(x_t, time_of_index(t, sched.T))
+    # 2. x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t  (Eq. 9), optionally clipped
+    x0_hat = safe_div(x_t - sqrt_nonneg(1 - ab) * eps_hat, sqrt_nonneg(ab))
+    if clip:
+        x0_hat = np.clip(x0_hat, -1, 1)
+    # 3. σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
+    sigma = (
+        eta * sqrt_nonneg(safe_div(1 - ab_prev, 1 - ab)) * sqrt_nonneg(1 - safe_div(ab, ab_prev))
+    )
+    # 4. x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z  (Eq. 12)
+    x_prev = sqrt_nonneg(ab_prev) * x0_hat + sqrt_nonneg(1 - ab_prev - sigma**2) * eps_hat
+    if z is not None:
+        x_prev = x_prev + sigma * z
+    return x_prev
+
+
+def ddim_prev(
+    ab_prev: Scalar,
+    ab: Scalar,
+    x_t: Float[np.ndarray, "*shape"],
+    eps_hat: Float[np.ndarray, "..."],
+    clip: bool = True,
+) -> Float[np.ndarray, "*shape"]:
+    """Deterministic DDIM update from ᾱ_prev, ᾱ_t and ε̂ (DDIM Eq. 12, η = 0; TorchLean `ddimPrev`).
+
+    Formula: x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t)), clipped to [−1, 1]
+    if clip; x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev)·ε̂.
+    Shapes: x_t (*shape), eps_hat (*shape), ab_prev and ab scalars -> (*shape).
+    """
+    check_same_shape("eps_hat", eps_hat, "x_t", x_t.shape)
+    # 1. x̂_0 from x_t and ε̂ (Eq. 9), optionally clipped
+    x0_hat = safe_div(x_t - sqrt_nonneg(1 - ab) * eps_hat, sqrt_nonneg(ab))
+    if clip:
+        x0_hat = np.clip(x0_hat, -1, 1)
+    # 2. x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev)·ε̂  (Eq. 12 with σ = 0)
+    return sqrt_nonneg(ab_prev) * x0_hat + sqrt_nonneg(1 - ab_prev) * eps_hat
+
+
+def ddim_step(
+    sched: VPSchedule, model: EpsModel, k: Index, x_t: Float[np.ndarray, "*shape"]
+) -> Float[np.ndarray, "*shape"]:
+    """Deterministic DDIM step x_{k+1} → x_k, k ∈ {0..T−1} (DDIM Eq. 12, η = 0; `ddimStep`).
+
+    Formula: ddim_step(k) = ddim_step_between(k + 1, k, x, η = 0), unclipped.
+    Shapes: x_t (*shape) -> (*shape).
+    """
+    k = check_index("k", k, 0, sched.T - 1)
+    return ddim_step_between(sched, model, k + 1, k, x_t)
+
+
+def ddim_sample(
+    sched: VPSchedule, model: EpsModel, x_T: Float[np.ndarray, "*shape"]
+) -> Float[np.ndarray, "*shape"]:
+    """Deterministic DDIM sampling over every time step (TorchLean `ddimSample`).
+
+    Formula: for k = T−1, …, 0: x ← ddim_step(sched, model, k, x).
+    Shapes: x_T (*shape) -> (*shape).
+    """
+    x = x_T
+    for k in reversed(range(sched.T)):
+        x = ddim_step(sched, model, k, x)
+    return x
+
+
+def ddim_step_system(sched: VPSchedule, model: EpsModel, k: Index) -> DynamicalSystem:
+    """The DDIM step k as a dynamical system (TorchLean `ddimStepSystem`).
+
+    Formula: DynamicalSystem(x ↦ ddim_step(sched, model, k, x)), k ∈ {0..T−1}.
+    Shapes: state (*shape) -> (*shape).
+    """
+    k = check_index("k", k, 0, sched.T - 1)
+    return DynamicalSystem(lambda x: ddim_step(sched, model, k, x))
+
+
+def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
+    """The strided DDIM time grid T = τ_0 > τ_1 > … > τ_n = 0 (DDIM §4.2, "uniform" τ).
+
+    Formula: n = num_steps ∈ {1..T}; τ_i = (T·(n − i) + n // 2) // n, i = 0..n
+    (integer round-half-up of T·(n − i)/n; strictly decreasing since T/n ≥ 1).
+    Shapes: -> (num_steps + 1,), int64.
+    """
+    T = check_index("T", T, 1, 2**62)
+    n = check_index("num_steps", num_steps, 1, T)
+    i = np.arange(n + 1, dtype=np.int64)
+    return (T * (n - i) + n // 2) // n
+
+
+def _check_timesteps(timesteps: Sequence[Index] | np.ndarray, T: int) -> list[int]:
+    """Validate a DDIM grid: ints, strictly decreasing, first in {1..T}, last exactly 0."""
+    steps = list(timesteps)
+    if len(steps) < 2:
+        raise ValueError(
+            f"timesteps must hold at least 2 times (from t in 1..{T} down to 0), got {steps}"
+        )
+    for i, s in enumerate(steps):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise ValueError(f"timesteps must be integers, got timesteps[{i}] = {s!r}")
+    steps = [int(s) for s in steps]
+    if not 1 <= steps[0] <= T:
+        raise ValueError(f"timesteps[0] must be in {{1..{T}}}, got timesteps[0] = {steps[0]}")
+    if steps[-1] != 0:
+        raise ValueError(f"timesteps must end at 0, got timesteps[-1] = {steps[-1]}")
+    for i in range(len(steps) - 1):
+        if not steps[i] > steps[i + 1]:
+            raise ValueError(
+                "timesteps must be strictly decreasing, got "
+                f"timesteps[{i}] = {steps[i]} <= timesteps[{i + 1}] = {steps[i + 1]}"
+            )
+    return steps
+
+
+def ddim_sample_strided(
+    sched: VPSchedule,
+    model: EpsModel,
+    x_T: Float[np.ndarray, "*shape"],
+    timesteps: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
+    eta: Scalar = 0.0,
+    noise: Float[np.ndarray, "..."] | None = None,
+    clip: bool = False,
+) -> Float[np.ndarray, "*shape"]:
+    """DDIM sampling on a strided grid τ_0 > … > τ_n = 0 (DDIM Eq. 12 and 16, §4.2).
+
+    Formula: for i = 0..n−1: x ← ddim_step_between(τ_i, τ_{i+1}, x, η, noise[i], clip).
+    noise[i] is used by the step τ_i → τ_{i+1}, in the order the steps run; it is required
+    when η > 0. The grid must be strictly decreasing ints, τ_0 ∈ {1..T}, τ_n = 0.
+    Shapes: x_T (*shape), noise (n, *shape) or None -> (*shape).
+    """
+    steps = _check_timesteps(timesteps, sched.T)
+    n = len(steps) - 1
+    if noise is None and eta > 0:
+        raise ValueError(f"noise is required when eta > 0, got eta = {eta!r} and noise = None")
+    if noise is not None:
+        check_same_shape("noise", noise, "(len(timesteps) - 1, *x_T.shape)", (n, *x_T.shape))
+    x = x_T
+    for i in range(n):
+        z = noise[i] if noise is not None else None
+        x = ddim_step_between(sched, model, steps[i], steps[i + 1], x, eta, z, clip)
+    return x

@@ -1,0 +1,153 @@
+"""The variational bound in nats and bits/dim (DDPM, Ho et al. 2020, Eq. 5 and §3.3).
+
+L = L_T + Σ_{t=2..T} L_{t−1} + L_0 with the reverse variance fixed to β̃_t ("fixed small"):
+    L_T     = KL(q(x_T | x_0) ‖ N(0, I))                                (no model)
+    L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ N(μ_θ(x_t, t), β̃_t·I)),  t = 2..T
+    L_0     = −log p(x_0 | x_1),  p the discretized Gaussian N(μ_θ(x_1, 1), β_1) on the data bins
+μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x0_pred (unclipped). L_0 uses
+σ_1² = β_1 because β̃_1 = 0 (DDPM §3.3).
+
+Data bins: the values 2k/(bins − 1) − 1, k = 0..bins−1 (256 for 8-bit images, 17 for the digits);
+the bin of x is [x − 1/(bins−1), x + 1/(bins−1)], the lowest extended to −∞ and the highest to
++∞. A value of x0 farther than 1e-3·(1/(bins − 1)) from every bin centre is a ValueError.
+Log-probabilities are log(max(p, 1e-12)). Each term is summed over every element of x0.
+"""
+
+import math
+
+import numpy as np
+from jaxtyping import Float
+
+from spec.core import EpsModel, Index, Scalar, check_index, check_same_shape, sqrt_nonneg
+from spec.ddpm import x0_pred
+from spec.forward import q_posterior_mean_variance, q_sample
+from spec.schedule import VPSchedule
+
+__all__ = [
+    "normal_kl",
+    "standard_normal_cdf",
+    "discretized_gaussian_log_likelihood",
+    "vlb_terms",
+    "bits_per_dim",
+]
+
+ArrayOrScalar = Float[np.ndarray, "..."] | Scalar
+PROB_FLOOR = 1e-12
+"""Probabilities are floored here before the log: log(max(p, 1e-12))."""
+
+
+def normal_kl(
+    mean1: ArrayOrScalar, logvar1: ArrayOrScalar, mean2: ArrayOrScalar, logvar2: ArrayOrScalar
+) -> ArrayOrScalar:
+    """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)), elementwise, in nats.
+
+    Formula: ½·(−1 + logvar2 − logvar1 + exp(logvar1 − logvar2) + (mean1 − mean2)²·exp(−logvar2))
+    (the Gaussian KL used for Ho et al. 2020 Eq. 5). (logvar2 − logvar1) is formed first, so
+    equal arguments give exactly 0.
+    Shapes: broadcastable arrays or scalars -> broadcast shape.
+    """
+    return 0.5 * (
+        -1.0
+        + (logvar2 - logvar1)
+        + np.exp(logvar1 - logvar2)
+        + (mean1 - mean2) ** 2 * np.exp(-logvar2)
+    )
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def standard_normal_cdf(x: ArrayOrScalar) -> ArrayOrScalar:
+    """Φ(x), the standard normal CDF (exact erf, elementwise).
+
+    Formula: Φ(x) = ½·(1 + erf(x/√2)).
+    Shapes: (*shape) or scalar -> same.
+    """
+    return 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def _bin_index(x: np.ndarray, bins: int) -> np.ndarray:
+    """k with x = 2k/(bins − 1) − 1 (ValueError when x is off the grid)."""
+    k = np.rint((x + 1) * (bins - 1) / 2)
+    off = np.abs(x - (2 * k / (bins - 1) - 1)) > 1e-3 / (bins - 1)
+    off |= (k < 0) | (k > bins - 1)
+    if np.any(off):
+        bad = x[off].flat[0]
+        raise ValueError(
+            f"x0 values must lie on the {bins} bins 2k/({bins}-1) - 1, k = 0..{bins - 1}, "
+            f"got x0 value {bad!r} ({int(off.sum())} value(s) off the grid)"
+        )
+    return k
+
+
+def discretized_gaussian_log_likelihood(
+    x: Float[np.ndarray, "*shape"],
+    mean: Float[np.ndarray, "..."],
+    log_scale: ArrayOrScalar,
+    bins: Index = 256,
+) -> Float[np.ndarray, "*shape"]:
+    """log p(x) of N(mean, e^(2·log_scale)) integrated over x's data bin (DDPM §3.3, Eq. 13).
+
+    Formula: δ = 1/(bins − 1); p = Φ((x + δ − mean)/σ) − Φ((x − δ − mean)/σ), σ = e^log_scale,
+    with Φ(−∞) = 0 for the lowest bin (x = −1) and Φ(+∞) = 1 for the highest (x = 1);
+    result log(max(p, 1e-12)). Summed over all bins of one coordinate, p is 1.
+    Shapes: x (*shape), mean (*shape), log_scale broadcastable -> (*shape).
+    """
+    bins = check_index("bins", bins, 2, 2**31)
+    check_same_shape("mean", mean, "x", x.shape)
+    k = _bin_index(x, bins)
+    delta = 1.0 / (bins - 1)
+    inv_sigma = np.exp(-log_scale)
+    cdf_plus = np.where(k == bins - 1, 1.0, standard_normal_cdf(inv_sigma * (x - mean + delta)))
+    cdf_min = np.where(k == 0, 0.0, standard_normal_cdf(inv_sigma * (x - mean - delta)))
+    return np.log(np.maximum(cdf_plus - cdf_min, PROB_FLOOR)).astype(x.dtype)
+
+
+def vlb_terms(
+    sched: VPSchedule,
+    model: EpsModel,
+    x0: Float[np.ndarray, "*shape"],
+    noise: Float[np.ndarray, "..."],
+    bins: Index = 256,
+) -> Float[np.ndarray, " T_plus_1"]:
+    """The per-timestep terms of the variational bound, in nats (Ho et al. 2020, Eq. 5).
+
+    Formula: x_t = q_sample(x0, t, noise[t−1]);  index 0: L_0 = −Σ log p(x0 | x_1);
+    index t−1 (t = 2..T): L_{t−1} = Σ KL(N(μ̃_t(x_0, x_t), β̃_t) ‖ N(μ_θ(x_t, t), β̃_t));
+    index T: L_T = Σ KL(N(√ᾱ_T·x0, 1 − ᾱ_T) ‖ N(0, 1)); see the module docstring.
+    Shapes: x0 (*shape) on the bins grid, noise (T, *shape) -> (T + 1,).
+    """
+    T = sched.T
+    check_same_shape("noise", noise, "(T, *x0.shape)", (T, *x0.shape))
+    _bin_index(x0, check_index("bins", bins, 2, 2**31))
+    terms = np.zeros(T + 1, dtype=np.result_type(x0, sched.betas))
+    # L_T: the prior term, no model
+    ab_T = sched.alpha_bar(T)
+    terms[T] = np.sum(normal_kl(sqrt_nonneg(ab_T) * x0, np.log(1 - ab_T), 0.0, 0.0))
+    # L_{t−1}, t = 2..T: posterior vs model, both with variance β̃_t
+    for t in range(2, T + 1):
+        x_t = q_sample(sched, x0, t, noise[t - 1])
+        mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
+        mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_t, t), x_t, t)
+        terms[t - 1] = np.sum(normal_kl(mean_q, np.log(var), mean_p, np.log(var)))
+    # L_0: discretized decoder with σ_1² = β_1
+    x_1 = q_sample(sched, x0, 1, noise[0])
+    mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_1, 1), x_1, 1)
+    log_scale = 0.5 * np.log(sched.beta(0))
+    terms[0] = -np.sum(discretized_gaussian_log_likelihood(x0, mean_p, log_scale, bins))
+    return terms
+
+
+def bits_per_dim(
+    sched: VPSchedule,
+    model: EpsModel,
+    x0: Float[np.ndarray, "*shape"],
+    noise: Float[np.ndarray, "..."],
+    bins: Index = 256,
+) -> Scalar:
+    """The variational bound in bits per dimension (Ho et al. 2020, Table 2's NLL column).
+
+    Formula: bits_per_dim = Σ_t vlb_terms[t] / (x0.size · ln 2).
+    Shapes: x0 (*shape), noise (T, *shape) -> scalar.
+    """
+    return np.sum(vlb_terms(sched, model, x0, noise, bins)) / (x0.size * math.log(2))
