@@ -1,1 +1,26 @@
-"""conformance package (placeholder)."""
+"""diffspec's conformance suite: proof that `runtime` (PyTorch) computes what `spec` (NumPy) says.
+
+Layout (read in this order):
+
+* `registry.py`      one `Record` per name in `spec.__all__`: the runtime twin, a hypothesis
+                     strategy for a plan, a builder from plan to arguments, per-dtype tolerance
+                     overrides (each with its reason) and the plans a dtype leaves out (with the
+                     reason). Types and constants may be exempt, with a reason.
+* `tolerances.py`    one tolerance table per dtype (elementwise |a − e| ≤ atol + rtol·|e|) and the
+                     device list ($DIFFSPEC_DEVICES, e.g. "cpu,cuda"; default: CPU, plus CUDA when
+                     torch sees it).
+* `strategies.py`    the input strategies, as named nouns (schedules, time indices, grids, images,
+                     ε-models…), each with its builder; `test_strategies.py` checks them.
+* `harness.py`       how a call is given to each side (a batch to the runtime, one sample at a time
+                     to the spec; inputs rounded to the runtime's dtype first so only arithmetic is
+                     judged), the comparison, and the one-line reproduction.
+* `gaussian.py`      the exact ε-predictor of Gaussian data, once in NumPy and once in torch.
+* `test_conformance.py`  the generic tests over the registry; `test_coverage.py` fails for any
+                     spec name without a record.
+
+Reading a failure: the first line of the assertion is
+
+    REPRO <name> dtype=<dtype> device=<device> seed=<seed> <argument shapes> | python -m conformance …
+
+and the command after `|` reruns exactly that case (`python -m conformance --help`).
+"""

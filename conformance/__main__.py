@@ -1,0 +1,81 @@
+"""Rerun one conformance case: the command printed after `REPRO` in a failure.
+
+    python -m conformance NAME --dtype float32 --device cpu --plan '{"B": 2, ...}'
+    python -m conformance NAME ... --check batch      (the batch-size independence check)
+
+Prints the spec's and the runtime's results side by side (max |a − e| and the tolerance) and
+exits 1 when they disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import torch
+from jaxtyping import install_import_hook
+
+with install_import_hook("spec", "beartype.beartype"):
+    import spec  # noqa: F401  (the same shape checks as under pytest)
+
+from conformance.harness import (  # noqa: E402
+    Mismatch,
+    describe,
+    run_batch_independence,
+    run_case,
+    runtime_result,
+    spec_result,
+    tolerance,
+)
+from conformance.registry import REGISTRY  # noqa: E402
+
+
+def _flat(x: object) -> np.ndarray:
+    if isinstance(x, (list, tuple)):
+        return np.concatenate([_flat(v) for v in x]) if x else np.zeros(0)
+    if isinstance(x, dict):
+        return _flat(list(x.values()))
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=sorted(REGISTRY))
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32", "bfloat16"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plan", required=True, help="the JSON plan printed after REPRO")
+    parser.add_argument("--check", default="spec", choices=["spec", "batch"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    record = REGISTRY[args.name]
+    plan = json.loads(args.plan)
+    call = record.build(plan)
+    print(f"{record.name} dtype={args.dtype} device={args.device}: {describe(call, record.spec_callable())}")
+    if record.skip is not None and record.skip(plan, args.dtype):
+        print(f"note: pytest skips this plan for {args.dtype}: {record.skip.reason}")
+    try:
+        if args.check == "batch":
+            run_batch_independence(record, plan, args.dtype, args.device)
+        else:
+            expected = _flat(spec_result(record, call, args.dtype))
+            actual = _flat(runtime_result(record, call, args.dtype, args.device))
+            tol = tolerance(record, args.dtype)
+            if expected.shape == actual.shape and expected.size:
+                err = np.abs(actual - expected)
+                i = int(np.nanargmax(err / (tol.atol + tol.rtol * np.abs(expected))))
+                print(f"max |a-e| = {np.nanmax(err):.3e}; worst element {i}: runtime {actual[i]!r}, "
+                      f"spec {expected[i]!r}; tolerance atol={tol.atol:g} rtol={tol.rtol:g}"
+                      + (f" ({tol.reason})" if tol.reason else ""))
+            run_case(record, plan, args.dtype, args.device)
+    except Mismatch as exc:
+        print(f"FAIL\n{exc}")
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The exact ε-predictor of Gaussian data, written once in NumPy and once in torch.
+
+Data x0 ~ N(μ, s²) independently per element (μ, s² per channel, shape (C, 1, 1)). With
+x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, E[ε | x_t] is linear in x_t:
+
+    ε*(x_t) = √(1 − ᾱ)·(x_t − √ᾱ·μ) / (ᾱ·s² + 1 − ᾱ)
+
+The model is fed the normalised time t_norm, so each denoiser carries its own ᾱ(t_norm):
+a discrete schedule reads ᾱ at index round(t_norm·T); the PF ODE's continuous schedule uses
+ᾱ(t) = exp(−(β0·t + ½(β1 − β0)·t²)). The two versions share no code: each is a closed form,
+so samplers can be compared with a model whose every output is known exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class GaussianData:
+    """μ and s² (each (C, 1, 1)) and the schedule ᾱ(t_norm) is read from: ("discrete", betas) or
+    ("continuous", beta0, beta1)."""
+
+    mu: np.ndarray
+    var: np.ndarray
+    schedule: tuple
+
+
+class GaussianDenoiserNumpy:
+    """spec side: `eps(x, t_norm)` with x (C, H, W) or (N, C, H, W) and a scalar t_norm."""
+
+    def __init__(self, data: GaussianData) -> None:
+        self.data = data
+        if data.schedule[0] == "discrete":
+            betas = np.asarray(data.schedule[1], dtype=np.float64)
+            self.alpha_bars = np.concatenate([[1.0], np.cumprod(1.0 - betas)])
+
+    def alpha_bar(self, t_norm: float) -> float:
+        if self.data.schedule[0] == "discrete":
+            T = len(self.alpha_bars) - 1
+            return float(self.alpha_bars[int(round(float(t_norm) * T))])
+        _, b0, b1 = self.data.schedule
+        return math.exp(-(b0 * t_norm + 0.5 * (b1 - b0) * t_norm**2))
+
+    def eps(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        ab = self.alpha_bar(t_norm)
+        mu, var = self.data.mu, self.data.var
+        return np.sqrt(1.0 - ab) * (x - np.sqrt(ab) * mu) / (ab * var + 1.0 - ab)
+
+
+class GaussianDenoiserTorch(torch.nn.Module):
+    """runtime side: `model(x, t_norm)` with x (B, C, H, W), t_norm a float or a (B,) tensor.
+    ᾱ is evaluated in float64 and the result returned in x's dtype."""
+
+    def __init__(self, data: GaussianData, device: str | torch.device) -> None:
+        super().__init__()
+        self.data = data
+        self.kind = data.schedule[0]
+        self.mu = torch.tensor(data.mu, dtype=torch.float64, device=device)
+        self.var = torch.tensor(data.var, dtype=torch.float64, device=device)
+        if self.kind == "discrete":
+            betas = torch.tensor(np.asarray(data.schedule[1]), dtype=torch.float64, device=device)
+            ones = torch.ones(1, dtype=torch.float64, device=device)
+            self.alpha_bars = torch.cat([ones, torch.cumprod(1.0 - betas, 0)])
+
+    def _alpha_bar(self, t: Tensor) -> Tensor:
+        if self.kind == "discrete":
+            T = self.alpha_bars.shape[0] - 1
+            return self.alpha_bars[torch.round(t * T).long()]
+        _, b0, b1 = self.data.schedule
+        return torch.exp(-(b0 * t + 0.5 * (b1 - b0) * t**2))
+
+    def forward(self, x: Tensor, t_norm: Tensor | float) -> Tensor:
+        t = torch.as_tensor(t_norm, dtype=torch.float64, device=x.device)
+        ab = self._alpha_bar(t.reshape(-1))  # (B,) or (1,)
+        ab = ab.reshape(-1, 1, 1, 1)  # broadcast over (C, H, W)
+        x64 = x.to(torch.float64)
+        eps = torch.sqrt(1.0 - ab) * (x64 - torch.sqrt(ab) * self.mu) / (ab * self.var + 1.0 - ab)
+        return eps.to(x.dtype)

@@ -1,0 +1,194 @@
+"""Deterministic and stochastic DDIM: the twins of `spec.ddim`, batched.
+
+Notation: DDIM's α_t is DDPM's ᾱ_t; we write ᾱ everywhere. A step goes from time t to an earlier
+time t_prev (0 ≤ t_prev < t ≤ T); `ddim_step(k)` is the adjacent step t = k + 1 → k. The model is
+fed t/T. Per-step coefficients (σ and the direction coefficient) are computed in float64 from the
+schedule's ᾱ table and cast once to the working dtype (float32 for 16-bit inputs).
+Shapes: x_t, z (B, C, H, W); t, t_prev, k an int or a (B,) LongTensor; noise (S, B, C, H, W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
+from runtime.dynamics import DynamicalSystem
+from runtime.schedule import Schedule, TimeIndex, time_of_index
+
+
+def _ddim_update(
+    ab_prev: Tensor,
+    ab: Tensor,
+    x_t: Tensor,
+    eps_hat: Tensor,
+    sigma: Tensor,
+    z: Tensor | None,
+    clip: bool,
+) -> Tensor:
+    """Steps 2 and 4 of the DDIM update (DDIM Eq. 9 and 12), in x_t's dtype.
+    ab_prev, ab, sigma: coefficient-dtype (float64) tensors broadcastable to x_t."""
+    # 2. x̂0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t, clipped to [−1, 1] on request
+    x0 = safe_div(x_t - sqrt_nonneg(1.0 - ab).to(x_t.dtype) * eps_hat, sqrt_nonneg(ab).to(x_t.dtype))
+    if clip:
+        x0 = x0.clamp(-1.0, 1.0)
+    # 4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z   (the model's ε̂ gives the direction)
+    direction = sqrt_nonneg(1.0 - ab_prev - sigma**2).to(x_t.dtype)
+    x_prev = sqrt_nonneg(ab_prev).to(x_t.dtype) * x0 + direction * eps_hat
+    if z is not None:
+        x_prev = x_prev + sigma.to(x_t.dtype) * z.to(x_t.dtype)
+    return x_prev
+
+
+def ddim_prev(
+    ab_prev: Tensor | float, ab: Tensor | float, x_t: Tensor, eps_hat: Tensor, clip: bool = True
+) -> Tensor:
+    """The η = 0 DDIM update given ᾱ_prev, ᾱ_t and ε̂ directly (TorchLean's ddimPrev):
+    x̂0 = clip((x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t) (clip optional), x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev)·ε̂.
+    Shapes: ab_prev, ab floats or tensors broadcastable to x_t; x_t, eps_hat (B, …) -> (B, …)."""
+    wd = work_dtype(x_t.dtype)
+    cd = coef_dtype(x_t.device)
+    ab = torch.as_tensor(ab, dtype=cd, device=x_t.device)
+    ab_prev = torch.as_tensor(ab_prev, dtype=cd, device=x_t.device)
+    sigma = torch.zeros((), dtype=cd, device=x_t.device)
+    out = _ddim_update(ab_prev, ab, x_t.to(wd), eps_hat.to(wd), sigma, None, clip)
+    return out.to(x_t.dtype)
+
+
+def ddim_step_between(
+    sched: Schedule,
+    model: EpsModel,
+    t: TimeIndex,
+    t_prev: TimeIndex,
+    x_t: Tensor,
+    eta: float = 0.0,
+    z: Tensor | None = None,
+    clip: bool = False,
+) -> Tensor:
+    """One DDIM step x_t → x_{t_prev}, 0 ≤ t_prev < t ≤ T   (DDIM Eq. 12 and 16).
+
+    1. ε̂ = ε_θ(x_t, t/T)
+    2. x̂0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t; clipped to [−1, 1] if `clip`
+    3. σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)
+    4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z
+    `z` is required when eta > 0 (ValueError); with eta = 0 and no z the σ·z term is 0.
+    With eta = 1 and t_prev = t − 1, σ² = β̃_t (the DDPM posterior variance).
+    Shapes: x_t, z (B, C, H, W); t, t_prev int or (B,) -> (B, C, H, W).
+    """
+    if not isinstance(t, Tensor) and not isinstance(t_prev, Tensor):
+        if not 0 <= t_prev < t <= sched.T:
+            raise ValueError(f"need 0 <= t_prev < t <= T = {sched.T}, got t = {t}, t_prev = {t_prev}")
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got eta = {eta!r}")
+    if eta > 0 and z is None:
+        raise ValueError(f"eta = {eta} > 0 needs the noise z, got z = None")
+    wd = work_dtype(x_t.dtype)
+    ab = sched.coef("alpha_bars", t, x_t)  # ᾱ_t, float64
+    ab_prev = sched.coef("alpha_bars", t_prev, x_t)  # ᾱ_prev, float64
+    # 1. ε̂ = ε_θ(x_t, t/T)
+    eps_hat = model(x_t, time_of_index(t, sched.T, dtype=wd)).to(wd)
+    # 3. σ (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0)
+    sigma = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
+        1.0 - safe_div(ab, ab_prev)
+    )
+    # 2. and 4.
+    out = _ddim_update(ab_prev, ab, x_t.to(wd), eps_hat, sigma, z, clip)
+    return out.to(x_t.dtype)
+
+
+def ddim_step(sched: Schedule, model: EpsModel, k: TimeIndex, x_t: Tensor) -> Tensor:
+    """The adjacent deterministic step x_{k+1} → x_k (η = 0, unclipped)   (DDIM Eq. 12).
+    Shapes: x_t (B, C, H, W); k int or (B,) -> (B, C, H, W)."""
+    return ddim_step_between(sched, model, k + 1, k, x_t)
+
+
+@torch.no_grad()
+def ddim_sample(sched: Schedule, model: EpsModel, x_T: Tensor, progress: bool = False) -> Tensor:
+    """x_0 from x_T by the T adjacent deterministic steps k = T−1, …, 0   (DDIM, η = 0).
+    Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
+    x = x_T
+    for k in tqdm(range(sched.T - 1, -1, -1), desc="ddim", disable=not progress):
+        x = ddim_step(sched, model, k, x)
+    return x
+
+
+def ddim_step_system(sched: Schedule, model: EpsModel, k: int) -> DynamicalSystem:
+    """x ↦ ddim_step(sched, model, k, x) as a DynamicalSystem."""
+    return DynamicalSystem(lambda x: ddim_step(sched, model, k, x))
+
+
+def ddim_timesteps(T: int, num_steps: int) -> list[int]:
+    """The strided grid timesteps[i] = (T·(n − i) + n // 2) // n, i = 0..n (n = num_steps):
+    round-half-up of T·(n − i)/n, strictly decreasing from T to 0, n + 1 values."""
+    if not 1 <= num_steps <= T:
+        raise ValueError(f"num_steps must be in 1..T = {T}, got {num_steps}")
+    n = num_steps
+    return [(T * (n - i) + n // 2) // n for i in range(n + 1)]
+
+
+def _check_timesteps(timesteps: Sequence[int] | Tensor, T: int) -> list[int]:
+    ts = timesteps.tolist() if isinstance(timesteps, Tensor) else [int(s) for s in timesteps]
+    if len(ts) < 2:
+        raise ValueError(f"timesteps needs at least 2 values (from t to 0), got {ts}")
+    if not 1 <= ts[0] <= T:
+        raise ValueError(f"timesteps[0] = {ts[0]} must be in 1..T = {T}")
+    if ts[-1] != 0:
+        raise ValueError(f"timesteps[-1] = {ts[-1]} must be 0")
+    for i in range(len(ts) - 1):
+        if not ts[i + 1] < ts[i]:
+            raise ValueError(
+                f"timesteps must be strictly decreasing; timesteps[{i}] = {ts[i]}, "
+                f"timesteps[{i + 1}] = {ts[i + 1]}"
+            )
+    return ts
+
+
+@torch.no_grad()
+def ddim_sample_strided(
+    sched: Schedule,
+    model: EpsModel,
+    x_T: Tensor,
+    timesteps: Sequence[int] | Tensor,
+    eta: float = 0.0,
+    noise: Tensor | None = None,
+    clip: bool = False,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """DDIM on a strided grid: x = ddim_step_between(timesteps[i] → timesteps[i+1]) for each i
+    (DDIM §4.2). `timesteps`: strictly decreasing ints, first in 1..T, last 0 (ValueError
+    otherwise). Step i uses `noise[i]` (S = len(timesteps) − 1 steps, in the order they run);
+    with eta > 0 and no `noise`, it draws torch.randn(x.shape, generator=generator) per step.
+    Shapes: x_T (B, C, H, W); noise (S, B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad().
+    """
+    ts = _check_timesteps(timesteps, sched.T)
+    steps = len(ts) - 1
+    if noise is not None and tuple(noise.shape) != (steps, *x_T.shape):
+        raise ValueError(
+            f"noise must have shape (len(timesteps) - 1, *x_T.shape) = {(steps, *x_T.shape)}, "
+            f"got {tuple(noise.shape)}"
+        )
+    x = x_T
+    for i in tqdm(range(steps), desc="ddim", disable=not progress):
+        if noise is not None:
+            z = noise[i]
+        elif eta > 0:
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        else:
+            z = None
+        x = ddim_step_between(sched, model, ts[i], ts[i + 1], x, eta, z, clip)
+    return x
+
+
+__all__ = [
+    "ddim_prev",
+    "ddim_sample",
+    "ddim_sample_strided",
+    "ddim_step",
+    "ddim_step_between",
+    "ddim_step_system",
+    "ddim_timesteps",
+]

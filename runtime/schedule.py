@@ -1,0 +1,224 @@
+"""Variance schedules: the twins of `spec.schedule`, plus the runtime's `Schedule` class.
+
+Notation (as in `spec`): t ∈ {0..T}; `betas[k]` = β_{k+1}, the variance of the transition
+k → k+1; ᾱ_0 = 1, ᾱ_{k+1} = ᾱ_k·(1 − betas[k]); α_t = 1 − β_t. The model is fed t/T.
+
+`Schedule` computes every coefficient table once, in float64 on the CPU, with the spec's formulas
+(EPS, `sqrt_nonneg` and `safe_div` at the spec's places), and casts each table once per
+(dtype, device) it is asked for; the casts are cached. Tables indexed by the time t have length
+T + 1; entry t = 0 of a β-type table is a placeholder (β_0 := 0, ᾱ_{−1} := 1) that no formula reads.
+
+Step functions read coefficients through `Schedule.at(name, t, like)`, which gathers `table[t]` for
+an int t or a (B,) LongTensor t and reshapes it to broadcast over `like` (B, 1, 1, 1). Nothing in
+it synchronises with the device: int t is range-checked on the host, tensor t is not checked.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from runtime.core import EPS, coef_dtype, safe_div, sqrt_nonneg, work_dtype
+
+TimeIndex = int | Tensor
+"""A time index: a Python int (one time for the whole batch) or a (B,) LongTensor (per sample)."""
+
+
+def _coefficient_tables(betas: Tensor) -> dict[str, Tensor]:
+    """Every table a step needs, in float64. Shapes: betas (T,) -> tables (T,) or (T + 1,)."""
+    alphas = 1.0 - betas
+    alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(alphas, 0)])
+    # Indexed by t = 0..T: β_t, α_t and ᾱ_{t−1} (entry 0 is a placeholder no formula reads).
+    beta_t = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
+    alpha_t = 1.0 - beta_t
+    alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
+    one_minus_alpha_bars = 1.0 - alpha_bars
+    # β̃_t = (1 − ᾱ_{t−1})·β_t / (1 − ᾱ_t)   (DDPM Eq. 7, "fixed small" reverse variance)
+    posterior_variance = safe_div((1.0 - alpha_bar_prev) * beta_t, one_minus_alpha_bars)
+    return {
+        "betas": betas,
+        "alphas": alphas,
+        "alpha_bars": alpha_bars,
+        "beta_t": beta_t,
+        "alpha_t": alpha_t,
+        "alpha_bar_prev": alpha_bar_prev,
+        "one_minus_alpha_bars": one_minus_alpha_bars,
+        "sqrt_alpha_bars": sqrt_nonneg(alpha_bars),
+        "sqrt_one_minus_alpha_bars": sqrt_nonneg(one_minus_alpha_bars),
+        "sqrt_alpha_t": sqrt_nonneg(alpha_t),
+        # DDPM Eq. 7: μ̃_t = coef_x0·x0 + coef_xt·x_t
+        "posterior_mean_coef_x0": safe_div(
+            sqrt_nonneg(alpha_bar_prev) * beta_t, one_minus_alpha_bars
+        ),
+        "posterior_mean_coef_xt": safe_div(
+            sqrt_nonneg(alpha_t) * (1.0 - alpha_bar_prev), one_minus_alpha_bars
+        ),
+        "posterior_variance": posterior_variance,
+        "posterior_std": sqrt_nonneg(posterior_variance),
+        # DDPM Eq. 11: β_t / √(1 − ᾱ_t), the ε̂ coefficient of the reverse mean
+        "eps_coef": safe_div(beta_t, sqrt_nonneg(one_minus_alpha_bars)),
+    }
+
+
+def _check_betas(betas: Tensor) -> None:
+    if betas.ndim != 1:
+        raise ValueError(f"betas must be a 1-d sequence, got shape {tuple(betas.shape)}")
+    bad = ~((betas >= 0.0) & (betas < 1.0))
+    if bool(bad.any()):
+        k = int(torch.nonzero(bad)[0, 0])
+        raise ValueError(
+            f"betas[{k}] = {float(betas[k])!r} is outside [0, 1): every beta must be in [0, 1)"
+        )
+
+
+class Schedule:
+    """A discrete VP schedule with precomputed coefficient tables (float64, cast once).
+
+    Schedule(betas, dtype=torch.float32, device="cpu"): `betas` is any 1-d sequence or tensor of
+    length T with every value in [0, 1) (ValueError otherwise, naming `betas`, the index and the
+    value). `.T`, `.betas` (T,) and `.alpha_bars` (T + 1,) are in `dtype` on `device`; `.to()`
+    returns a schedule with the same float64 tables and another default dtype/device.
+    Steps use `.at(name, t, like)`, which casts to `like`'s device and working dtype.
+    """
+
+    def __init__(
+        self,
+        betas: Sequence[float] | Tensor,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if isinstance(betas, Tensor):
+            betas64 = betas.detach().to(device="cpu", dtype=torch.float64).clone()
+        else:
+            betas64 = torch.tensor(list(betas), dtype=torch.float64)
+        _check_betas(betas64)
+        self._init(_coefficient_tables(betas64), dtype, torch.device(device))
+
+    def _init(self, tables: dict[str, Tensor], dtype: torch.dtype, device: torch.device) -> None:
+        self._tables64 = tables
+        self._cache: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self.T = int(tables["betas"].shape[0])
+        self.dtype = dtype
+        self.device = device
+        self.betas = self.table("betas", dtype, device)
+        self.alpha_bars = self.table("alpha_bars", dtype, device)
+
+    def to(
+        self, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+    ) -> Schedule:
+        """The same schedule with another default dtype and/or device (tables re-cast from float64)."""
+        new = Schedule.__new__(Schedule)
+        new._init(
+            self._tables64,
+            self.dtype if dtype is None else dtype,
+            self.device if device is None else torch.device(device),
+        )
+        return new
+
+    def table(self, name: str, dtype: torch.dtype, device: str | torch.device) -> Tensor:
+        """The float64 table `name` cast to (dtype, device); each cast is made once and cached."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = (name, dtype, device)
+        if key not in self._cache:  # first use of (dtype, device): cast every table, once
+            for other, table64 in self._tables64.items():
+                self._cache[(other, dtype, device)] = table64.to(dtype=dtype).to(device=device)
+        return self._cache[key]
+
+    def at(self, name: str, t: TimeIndex, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """table[t], on like's device, in `dtype` (default: like's working dtype), shaped to
+        broadcast over like: a 0-d tensor for int t, (B, 1, …, 1) for a (B,) tensor t."""
+        if dtype is None:
+            dtype = work_dtype(like.dtype)
+        table = self.table(name, dtype, like.device)
+        if isinstance(t, Tensor):
+            values = table[t.to(device=like.device)]  # (B,)
+            return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+        t = operator.index(t)
+        if not 0 <= t < table.shape[0]:
+            raise ValueError(f"time index {t} is outside 0..{table.shape[0] - 1} for {name}")
+        return table[t]
+
+    def coef(self, name: str, t: TimeIndex, like: Tensor) -> Tensor:
+        """table[t] in the coefficient dtype (float64 where the device has it), shaped like `at`."""
+        return self.at(name, t, like, dtype=coef_dtype(like.device))
+
+    # The spec's accessors (k ∈ {0..T−1}, t ∈ {0..T}); int or LongTensor indices.
+    def beta(self, k: TimeIndex) -> Tensor:
+        """β_{k+1} = betas[k]."""
+        return self.betas[_index(k, self.T, "k")]
+
+    def alpha(self, k: TimeIndex) -> Tensor:
+        """α_{k+1} = 1 − betas[k]."""
+        return self.table("alphas", self.dtype, self.device)[_index(k, self.T, "k")]
+
+    def alpha_bar(self, t: TimeIndex) -> Tensor:
+        """ᾱ_t."""
+        return self.alpha_bars[_index(t, self.T + 1, "t")]
+
+    def __repr__(self) -> str:
+        return f"Schedule(T={self.T}, dtype={self.dtype}, device={self.device})"
+
+
+VPSchedule = Schedule
+"""The spec's name for the schedule class (`spec.schedule.VPSchedule`)."""
+
+
+def _index(i: TimeIndex, n: int, what: str) -> TimeIndex:
+    if isinstance(i, Tensor):
+        return i
+    i = operator.index(i)
+    if not 0 <= i < n:
+        raise ValueError(f"{what} = {i} is outside 0..{n - 1}")
+    return i
+
+
+def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
+    """betas[k] = beta_start + (beta_end − beta_start)·k/(T − 1), the last exactly beta_end
+    (DDPM §4). T = 1 gives [beta_end]. Shapes: -> (T,) float64."""
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    if T == 1:
+        return torch.tensor([beta_end], dtype=torch.float64)
+    k = torch.arange(T, dtype=torch.float64)
+    betas = beta_start + (beta_end - beta_start) * k / (T - 1)
+    betas[T - 1] = beta_end
+    return betas
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """f(t) = cos²(((t/T) + s)/(1 + s)·π/2); betas[k] = min(1 − f(k+1)/f(k), max_beta)
+    (Nichol & Dhariwal 2021, Eq. 17). Shapes: -> (T,) float64."""
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    steps = torch.arange(T + 1, dtype=torch.float64)
+    f = torch.cos(((steps / T) + s) / (1 + s) * math.pi / 2) ** 2
+    return torch.clamp(1.0 - f[1:] / f[:-1], max=max_beta)
+
+
+def time_of_index(t: TimeIndex, T: int, dtype: torch.dtype = torch.float64) -> Tensor | float:
+    """t / T, the time fed to the model (0 when T = 0). An int t gives a float; a tensor t gives
+    a tensor of `dtype`. Never t/(T − 1)."""
+    if isinstance(t, Tensor):
+        t = t.to(dtype)
+    elif not 0 <= t <= T:
+        raise ValueError(f"t must be in 0..T = {T}, got t = {t}")
+    if T == 0:
+        return t * 0.0
+    return t / T
+
+
+__all__ = [
+    "EPS",
+    "Schedule",
+    "TimeIndex",
+    "VPSchedule",
+    "cosine_betas",
+    "linear_betas",
+    "time_of_index",
+]

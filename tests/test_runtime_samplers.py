@@ -1,0 +1,101 @@
+"""runtime samplers beyond conformance: generators, progress bars, errors, no host syncs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runtime.ddim import ddim_sample, ddim_sample_strided, ddim_step_between, ddim_timesteps
+from runtime.ddpm import ddpm_sample, ddpm_step
+from runtime.forward import q_sample
+from runtime.loss import eps_pred_loss
+from runtime.model import EpsFiLMNetConfig, from_spec_params, init_film_params
+from runtime.pf_ode import VPLinearSchedule, pf_ode_sample_euler
+from runtime.schedule import Schedule, linear_betas
+
+
+def _setup(device: str = "cpu") -> tuple[Schedule, torch.nn.Module]:
+    cfg = EpsFiLMNetConfig(1, 8, 1, 8, 4)
+    model = from_spec_params(cfg, init_film_params(cfg, 0), dtype=torch.float32, device=device)
+    return Schedule(linear_betas(20, 1e-4, 0.2), device=device), model.eval()
+
+
+def test_generator_makes_samplers_reproducible() -> None:
+    sched, model = _setup()
+    x = torch.randn(2, 1, 4, 4)
+    a = ddpm_sample(sched, model, x, generator=torch.Generator().manual_seed(3))
+    b = ddpm_sample(sched, model, x, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    grid = ddim_timesteps(20, 5)
+    c = ddim_sample_strided(sched, model, x, grid, eta=1.0, generator=torch.Generator().manual_seed(4))
+    d = ddim_sample_strided(sched, model, x, grid, eta=1.0, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(c, d)
+
+
+def test_generator_draws_noise_in_step_order() -> None:
+    sched, model = _setup()
+    x = torch.randn(2, 1, 4, 4)
+    gen = torch.Generator().manual_seed(5)
+    noise = torch.stack([torch.randn(x.shape, generator=gen) for _ in range(sched.T)])
+    # step k = T-1 runs first and draws first
+    explicit = ddpm_sample(sched, model, x, noise=noise.flip(0))
+    drawn = ddpm_sample(sched, model, x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(explicit, drawn)
+
+
+def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    sched, model = _setup()
+    ddim_sample(sched, model, torch.randn(1, 1, 4, 4), progress=True)
+    assert "ddim" in capsys.readouterr().err
+    pf_ode_sample_euler(VPLinearSchedule(), model, 3, torch.randn(1, 1, 4, 4), progress=True)
+    assert "pf-ode" in capsys.readouterr().err
+
+
+def test_sampler_errors_are_actionable() -> None:
+    sched, model = _setup()
+    x = torch.randn(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        ddpm_sample(sched, model, x, noise=torch.zeros(3, 1, 1, 4, 4))
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        ddim_sample_strided(sched, model, x, [10, 10, 0])
+    with pytest.raises(ValueError, match="eta"):
+        ddim_step_between(sched, model, 5, 2, x, eta=0.5)
+    with pytest.raises(ValueError, match="eta"):
+        ddim_step_between(sched, model, 5, 2, x, eta=-1.0, z=x)
+    with pytest.raises(ValueError, match="step index"):
+        ddpm_step(sched, model, 20, x, x)
+
+
+def test_samplers_keep_dtype_and_do_not_track_gradients() -> None:
+    sched, model = _setup()
+    x = torch.randn(1, 1, 4, 4, dtype=torch.bfloat16)
+    model_bf16 = model.to(torch.bfloat16)
+    out = ddim_sample(sched, model_bf16, x)
+    assert out.dtype == torch.bfloat16 and not out.requires_grad
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_hot_paths_do_not_synchronise_on_cuda() -> None:
+    sched, model = _setup("cuda")
+    x = torch.randn(4, 1, 4, 4, device="cuda")
+    t = torch.randint(0, 21, (4,), device="cuda")
+    k = torch.randint(0, 20, (4,), device="cuda")
+    eps = torch.randn_like(x)
+    noise = torch.randn(20, 4, 1, 4, 4, device="cuda")
+
+    def hot_paths() -> None:
+        eps_pred_loss(sched, model, x, t, eps).backward()
+        q_sample(sched, x, t, eps)
+        ddpm_step(sched, model, 7, x, eps)
+        ddpm_step(sched, model, k, x, eps)
+        ddim_step_between(sched, model, 9, 3, x, eta=0.5, z=eps, clip=True)
+        ddim_step_between(sched, model, k + 1, k, x)
+        ddpm_sample(sched, model, x, noise=noise)
+
+    hot_paths()  # first use: the schedule's tables are uploaded once per (dtype, device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        hot_paths()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
