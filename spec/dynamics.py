@@ -83,7 +83,7 @@ def trajectory(
 
 
 def iterate_with_input(
-    sys: DrivenSystem, inputs: Sequence[Any], n: Index, x: Float[np.ndarray, "*shape"]
+    sys: DrivenSystem, inputs: Sequence[Any] | np.ndarray, n: Index, x: Float[np.ndarray, "*shape"]
 ) -> Float[np.ndarray, "*shape"]:
     """Run the driven system n steps: x ← step(x, inputs[i]) for i = 0..n−1, in order.
 
@@ -97,7 +97,7 @@ def iterate_with_input(
 
 
 def driven_trajectory(
-    sys: DrivenSystem, inputs: Sequence[Any], x0: Float[np.ndarray, "*shape"], n: Index
+    sys: DrivenSystem, inputs: Sequence[Any] | np.ndarray, x0: Float[np.ndarray, "*shape"], n: Index
 ) -> list[Float[np.ndarray, "*shape"]]:
     """The states x_0, …, x_n of the driven system, x_{i+1} = step(x_i, inputs[i]).
 
