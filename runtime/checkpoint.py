@@ -1,0 +1,199 @@
+"""Checkpoints: atomic save, validated load.
+
+A checkpoint is one `torch.save`d dict (API.md):
+
+    format      "diffspec-checkpoint", version CHECKPOINT_VERSION
+    model       the ε-network's state_dict (float32)
+    ema         the EMA weights (float32 state_dict), or absent when EMA is off
+    optimizer   torch.optim.Adam state_dict
+    step        optimiser steps done
+    config      the TrainConfig as a dict, plus `derived` (data shape, model, schedule, world size)
+    rng         the states of the training generators (data order, t, noise) and the data cursor
+    history     the loss curve so far (and the running accumulators of the current log interval)
+
+`save_checkpoint` writes a temporary file in the target's folder, flushes and fsyncs it, then
+`os.replace`s it over the target (and fsyncs the folder), so a reader sees either the old file or
+the new one, never a partial one; if anything fails the old checkpoint is left as it was.
+
+`load_checkpoint` loads with `weights_only=True` (no pickled code runs) and turns every failure
+(missing, truncated, not a checkpoint, missing keys) into one `CheckpointError` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from runtime.cli import UserError
+
+CHECKPOINT_FORMAT = "diffspec-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("format", "version", "model", "optimizer", "step", "config", "rng", "history")
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file and the cause."""
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Atomically write `payload` (plus format/version tags) to `path`."""
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (best effort: not every platform can fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Load and check a checkpoint written by `save_checkpoint`; raise `CheckpointError`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a torch checkpoint ({cause[:160]})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a diffspec training checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {payload.get('version')!r}; this diffspec "
+            f"reads version {CHECKPOINT_VERSION}")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    if not isinstance(payload["config"], dict) or "derived" not in payload["config"]:
+        raise CheckpointError(f"checkpoint {path} has no usable config")
+    return payload
+
+
+def load_state_dict_checked(module: torch.nn.Module, state: Any, what: str, path: Any) -> None:
+    """`module.load_state_dict(state)` with a mismatch reported as one `CheckpointError` line."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: {what} is not a state dict")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {path}: {what} does not match the model its config describes "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, value in own.items():
+        other = state[key]
+        if not isinstance(other, torch.Tensor) or tuple(other.shape) != tuple(value.shape):
+            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+            raise CheckpointError(
+                f"checkpoint {path}: {what}[{key!r}] has shape {shape}, the model expects "
+                f"{tuple(value.shape)}")
+    module.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- rebuilding a run
+
+
+def model_spec(kind: str, data_channels: int, hidden: int, blocks: int) -> dict[str, Any]:
+    """The description of an ε-network stored in `config["derived"]["model"]`."""
+    spec: dict[str, Any] = {"kind": kind, "data_channels": int(data_channels),
+                            "hidden_channels": int(hidden), "residual_blocks": int(blocks)}
+    if kind == "film":
+        from runtime.config import FILM_GROUPS
+
+        spec.update(embed_dim=64, groups=FILM_GROUPS)
+    return spec
+
+
+def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    """A freshly constructed ε-network (float32, CPU) from `model_spec(...)`'s dict."""
+    from runtime import model as models
+
+    kind = spec["kind"]
+    if kind == "film":
+        cfg = models.EpsFiLMNetConfig(
+            data_channels=spec["data_channels"], hidden_channels=spec["hidden_channels"],
+            residual_blocks=spec["residual_blocks"], embed_dim=spec["embed_dim"],
+            groups=spec["groups"])
+        return models.EpsFiLMNet(cfg)
+    if kind == "residual":
+        return models.EpsResidualConvNet(models.EpsConvNetConfig(
+            spec["data_channels"], spec["hidden_channels"], spec["residual_blocks"]))
+    if kind == "conv":
+        return models.EpsConvNet(models.EpsConvNetConfig(
+            spec["data_channels"], spec["hidden_channels"], 0))
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def schedule_betas(kind: str, T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """The float64 betas of a `--schedule` choice."""
+    from runtime.schedule import cosine_betas, linear_betas
+
+    if kind == "cosine":
+        return cosine_betas(T)
+    if kind == "linear":
+        return linear_betas(T, beta_start, beta_end)
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
+def restore_for_inference(payload: dict[str, Any], path: Any, device: torch.device,
+                          use_ema: bool = True):
+    """(model in eval mode on `device`, Schedule, derived config, which weights) from a payload.
+
+    Any mismatch between the stored weights and the stored config is one `CheckpointError`.
+    """
+    from runtime.schedule import Schedule
+
+    derived = payload["config"]["derived"]
+    try:
+        model = build_model(derived["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: unusable model description "
+                              f"{derived.get('model')!r} ({exc})") from exc
+    weights = "ema" if use_ema and payload.get("ema") is not None else "model"
+    load_state_dict_checked(model, payload[weights], weights, path)
+    try:
+        betas = torch.as_tensor(derived["betas"], dtype=torch.float64)
+        if betas.ndim != 1 or not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError("betas must be a 1-d tensor with values in (0, 1)")
+        sched = Schedule(betas, dtype=torch.float32, device=device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: unusable schedule ({exc})") from exc
+    return model.to(device).eval(), sched, derived, weights
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,354 @@
+"""Configs of the runtime commands, as frozen dataclasses, and the argparse parsers built over them.
+
+Each field carries its command-line help in `metadata`; the flag is the field name with `_`
+replaced by `-` (`hidden_c` -> `--hidden-c`, `T` -> `--T`), so the flag names of API.md are the
+field names. A config validates itself in `__post_init__` and raises `ConfigError` with one line
+saying what was wrong, the value seen and what is expected; the commands turn that into
+`error: ...` on stderr and exit status 2, before anything is written.
+
+    TrainConfig     python -m runtime.train      (every field is a flag)
+    SampleConfig    python -m runtime.sample
+    EvaluateConfig  python -m runtime.evaluate
+
+`parse_config(cls, argv)` returns `(config, explicit)` where `explicit` is the set of field names
+given on the command line; `runtime.train --resume` uses it to take every other setting from the
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from runtime.cli import ArgumentParser, UserError
+
+MODELS = ("film", "residual", "conv")
+SCHEDULES = ("cosine", "linear")
+DEVICES = ("auto", "cpu", "cuda")
+SAMPLERS = ("ddim", "ddpm", "pf-ode")
+
+# FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
+FILM_GROUPS = 8
+# Residual blocks when --blocks is not given: 4 for the FiLM net (FINDINGS.md), 2 for TorchLean's.
+DEFAULT_BLOCKS = {"film": 4, "residual": 2, "conv": 0}
+
+
+class ConfigError(UserError, ValueError):
+    """A command-line value that cannot work; the message is one line a user can act on."""
+
+
+def _opt(default: Any, help: str, group: str, **argparse_kwargs: Any):
+    """A dataclass field carrying its command-line help, argparse group and extra kwargs."""
+    meta = {"help": help, "group": group, **argparse_kwargs}
+    return field(default=default, metadata=meta)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive_int(name: str, value: int) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"--{name} must be a positive integer, got {value!r}",
+    )
+
+
+def _finite(name: str, value: float) -> None:
+    _require(
+        isinstance(value, (int, float)) and math.isfinite(value),
+        f"--{name} must be a finite number, got {value!r}",
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `python -m runtime.train` needs. Defaults are the default run (README)."""
+
+    # --- data ---
+    dataset: str = _opt(
+        "digits",
+        "data set: digits (scikit-learn's 8x8 digits, embedded), cifar10, npy or image-folder "
+        "(the last three read a converted folder, see --data-dir and python -m runtime.data)",
+        "data",
+    )
+    data_dir: str | None = _opt(
+        None, "folder holding train_x.npy, train_y.npy, test_x.npy, test_y.npy", "data",
+        metavar="DIR",
+    )
+    n_total: int | None = _opt(
+        None, "train on the first N training images only (default: all of them)", "data", type=int,
+        metavar="N",
+    )
+    # --- model ---
+    model: str = _opt(
+        "film",
+        "ε-network: film (EpsFiLMNet: GroupNorm, SiLU, sinusoidal time embedding with FiLM), "
+        "residual (TorchLean's EpsResidualConvNet, constant time channel) or conv (stem + out)",
+        "model", choices=MODELS,
+    )
+    hidden_c: int = _opt(64, "hidden channels of the network", "model", type=int, metavar="C")
+    blocks: int | None = _opt(
+        None, "residual blocks (default: 4 for film, 2 for residual; conv has none)", "model",
+        type=int, metavar="B",
+    )
+    # --- diffusion ---
+    T: int = _opt(1000, "number of diffusion steps", "diffusion", type=int)
+    schedule: str = _opt(
+        "cosine", "β schedule: cosine (Nichol & Dhariwal 2021) or linear (Ho et al. 2020)",
+        "diffusion", choices=SCHEDULES,
+    )
+    beta_start: float = _opt(1e-4, "first β of the linear schedule", "diffusion", type=float,
+                             metavar="β")
+    beta_end: float = _opt(0.02, "last β of the linear schedule", "diffusion", type=float,
+                           metavar="β")
+    # --- optimisation ---
+    steps: int = _opt(
+        2500, "total optimiser steps (with --resume: the total to reach, not an increment)",
+        "optimisation", type=int, metavar="N",
+    )
+    batch_size: int = _opt(
+        128, "images per step and per process (under torchrun the global batch is "
+        "world_size × this)", "optimisation", type=int, metavar="B",
+    )
+    lr: float = _opt(2e-3, "Adam learning rate", "optimisation", type=float)
+    ema_decay: float = _opt(
+        0.995, "EMA decay of the weights used for sampling (0 turns EMA off)", "optimisation",
+        type=float, metavar="D",
+    )
+    seed: int = _opt(
+        0, "seed of every random stream (data order, t, noise, init, samples)", "optimisation",
+        type=int,
+    )
+    # --- hardware ---
+    device: str = _opt("auto", "cpu, cuda or auto (cuda when available)", "hardware",
+                       choices=DEVICES)
+    fast_kernels: bool = _opt(
+        False, "CPU: channels_last + bf16 autocast; CUDA: TF32 + bf16 autocast + torch.compile",
+        "hardware",
+    )
+    # --- sampling and artifacts ---
+    sample_steps: int = _opt(50, "DDIM steps for samples.png and reconstruct.png", "sampling",
+                             type=int, metavar="S")
+    eta: float = _opt(0.0, "DDIM η (0: deterministic DDIM, 1: DDPM-like noise)", "sampling",
+                      type=float, metavar="η")
+    n_samples: int = _opt(64, "images in samples.png, reference.png, noisy.png and "
+                          "reconstruct.png", "sampling", type=int, metavar="N")
+    reconstruct_step: int | None = _opt(
+        None, "noise the reference images to this t, then DDIM back to 0 (default: T // 2)",
+        "sampling", type=int, metavar="t",
+    )
+    # --- run folder and outputs ---
+    out: str | None = _opt(
+        None, "run folder (default: runs/<dataset>-<YYYYmmdd-HHMMSS>)", "outputs", metavar="DIR",
+    )
+    resume: bool = _opt(False, "continue the run in --out from OUT/checkpoint.pt up to --steps",
+                        "outputs")
+    checkpoint_every: int = _opt(
+        500, "also write OUT/checkpoint.pt every N steps (0: only at the end)", "outputs",
+        type=int, metavar="N",
+    )
+    log_every: int = _opt(
+        50, "steps per point of the loss curve (the only host syncs of the loop)", "outputs",
+        type=int, metavar="N",
+    )
+    log: str | None = _opt(None, "also write the JSON loss log here", "outputs", metavar="PATH")
+    sample_ppm: str | None = _opt(None, "write the sample grid as a PPM (P6) here", "outputs",
+                                  metavar="PATH")
+    reference_ppm: str | None = _opt(None, "write the reference grid as a PPM here", "outputs",
+                                     metavar="PATH")
+    noisy_ppm: str | None = _opt(None, "write the noised reference grid as a PPM here",
+                                 "outputs", metavar="PATH")
+    reconstruct_ppm: str | None = _opt(None, "write the reconstruction grid as a PPM here",
+                                       "outputs", metavar="PATH")
+    progress: bool = _opt(True, "draw a progress bar", "outputs")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "T", "batch_size", "hidden_c", "sample_steps", "n_samples",
+                     "log_every"):
+            _positive_int(name.replace("_", "-"), getattr(self, name))
+        _require(self.dataset.strip() != "", "--dataset must not be empty")
+        if self.n_total is not None:
+            _positive_int("n-total", self.n_total)
+        if self.blocks is not None:
+            _require(self.blocks >= 0, f"--blocks must be >= 0, got {self.blocks}")
+            _require(self.model != "conv" or self.blocks == 0,
+                     f"--model conv has no residual blocks, got --blocks {self.blocks}")
+        if self.model == "film":
+            _require(self.hidden_c % FILM_GROUPS == 0,
+                     f"--hidden-c must be a multiple of {FILM_GROUPS} for --model film "
+                     f"(GroupNorm({FILM_GROUPS})), got {self.hidden_c}")
+        for name in ("beta_start", "beta_end", "lr", "ema_decay", "eta"):
+            _finite(name.replace("_", "-"), getattr(self, name))
+        for name in ("beta_start", "beta_end"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0,
+                     f"--{name.replace('_', '-')} must lie in (0, 1), got {value}")
+        _require(self.beta_start <= self.beta_end,
+                 f"--beta-start ({self.beta_start}) must not exceed --beta-end ({self.beta_end})")
+        _require(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        _require(0.0 <= self.ema_decay < 1.0, f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+        _require(self.eta >= 0.0, f"--eta must be >= 0, got {self.eta}")
+        _require(self.sample_steps <= self.T,
+                 f"--sample-steps must lie in 1..T = 1..{self.T}, got {self.sample_steps}")
+        if self.reconstruct_step is not None:
+            _require(1 <= self.reconstruct_step <= self.T,
+                     f"--reconstruct-step must lie in 1..T = 1..{self.T}, got "
+                     f"{self.reconstruct_step}")
+        _require(self.checkpoint_every >= 0,
+                 f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        _require(not (self.resume and self.out is None),
+                 "--resume needs --out DIR, the run folder holding checkpoint.pt")
+
+    # Derived values, in one place.
+    @property
+    def residual_blocks(self) -> int:
+        return DEFAULT_BLOCKS[self.model] if self.blocks is None else self.blocks
+
+    @property
+    def reconstruct_t(self) -> int:
+        return max(1, self.T // 2) if self.reconstruct_step is None else self.reconstruct_step
+
+
+# Fields that define what is trained; on --resume they must agree with the checkpoint.
+# (--batch-size is checked through the global batch, world_size × batch_size.)
+TRAINING_IDENTITY = (
+    "dataset", "n_total", "model", "hidden_c", "blocks", "T", "schedule", "beta_start",
+    "beta_end", "lr", "ema_decay", "seed",
+)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """`python -m runtime.sample`: draw images from a checkpoint."""
+
+    checkpoint: str = _opt(None, "checkpoint file (OUT/checkpoint.pt of a training run)",
+                           "input", metavar="CKPT")
+    sampler: str = _opt("ddim", "ddim (strided, Song et al.), ddpm (ancestral, all T steps) or "
+                        "pf-ode (Euler on the probability-flow ODE; linear-schedule models only)",
+                        "sampler", choices=SAMPLERS)
+    steps: int | None = _opt(None, "sampling steps (default: 50 for ddim and pf-ode; ddpm always "
+                             "runs all T)", "sampler", type=int, metavar="S")
+    eta: float = _opt(0.0, "DDIM η (ddim only)", "sampler", type=float, metavar="η")
+    clip: bool = _opt(True, "clip x̂0 to [-1, 1] in DDIM steps", "sampler")
+    n: int = _opt(64, "number of images", "sampler", type=int, metavar="N")
+    seed: int = _opt(0, "seed of the sampling noise", "sampler", type=int)
+    ema: bool = _opt(True, "use the EMA weights when the checkpoint has them", "sampler")
+    device: str = _opt("auto", "cpu, cuda or auto", "sampler", choices=DEVICES)
+    out: str = _opt("samples.png", "output: .png (grid) or .npy ((N, C, H, W) float32 in [0, 1])",
+                    "output", metavar="FILE")
+
+    def __post_init__(self) -> None:
+        _require(self.checkpoint is not None, "--checkpoint CKPT is required")
+        if self.steps is not None:
+            _positive_int("steps", self.steps)
+        _positive_int("n", self.n)
+        _finite("eta", self.eta)
+        _require(self.eta >= 0.0, f"--eta must be >= 0, got {self.eta}")
+        _require(str(self.out).lower().endswith((".png", ".npy")),
+                 f"--out must end in .png or .npy, got {self.out!r}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`python -m runtime.evaluate`: held-out ε-loss and bits/dim of a checkpoint."""
+
+    checkpoint: str = _opt(None, "checkpoint file (OUT/checkpoint.pt of a training run)",
+                           "input", metavar="CKPT")
+    dataset: str | None = _opt(None, "data set (default: the checkpoint's)", "input")
+    data_dir: str | None = _opt(None, "converted data folder (default: the checkpoint's)",
+                                "input", metavar="DIR")
+    n: int | None = _opt(None, "evaluate the first N test images (default: all)", "input",
+                         type=int, metavar="N")
+    batch_size: int = _opt(256, "images per forward pass", "evaluation", type=int, metavar="B")
+    bins: int | None = _opt(None, "discretisation bins of the data (default: 17 for digits, "
+                            "256 otherwise)", "evaluation", type=int)
+    seed: int = _opt(0, "seed of t and noise", "evaluation", type=int)
+    ema: bool = _opt(True, "use the EMA weights when the checkpoint has them", "evaluation")
+    device: str = _opt("auto", "cpu, cuda or auto", "evaluation", choices=DEVICES)
+    json: str | None = _opt(None, "also write the results as JSON here", "output",
+                            metavar="PATH")
+
+    def __post_init__(self) -> None:
+        _require(self.checkpoint is not None, "--checkpoint CKPT is required")
+        if self.n is not None:
+            _positive_int("n", self.n)
+        _positive_int("batch-size", self.batch_size)
+        if self.bins is not None:
+            _require(isinstance(self.bins, int) and self.bins >= 2,
+                     f"--bins must be an integer >= 2, got {self.bins!r}")
+
+
+C = TypeVar("C")
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(cls: type, prog: str, description: str, epilog: str = "",
+                 suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of the dataclass `cls`, grouped and with
+    defaults shown. With `suppress_defaults`, absent flags are absent from the namespace (used to
+    learn which flags were given explicitly)."""
+
+    class Formatter(argparse.RawDescriptionHelpFormatter):
+        """Shows "(default: X)" unless the default is None/False or the help already says it."""
+
+        def _get_help_string(self, action: argparse.Action) -> str:
+            text = action.help or ""
+            default = action.default
+            if ("default" in text or default is None or default is False
+                    or default == argparse.SUPPRESS or not action.option_strings):
+                return text
+            return f"{text} (default: {default})"
+
+    parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=Formatter)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata)
+        help_text = meta.pop("help")
+        group_name = meta.pop("group")
+        group = groups.get(group_name)
+        if group is None:
+            group = groups[group_name] = parser.add_argument_group(group_name)
+        kwargs: dict[str, Any] = {"help": help_text, "dest": f.name, **meta}
+        if f.type in (bool, "bool"):
+            # --flag for switches that are off by default; --flag/--no-flag for those on.
+            kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
+        if suppress_defaults:
+            kwargs["default"] = argparse.SUPPRESS
+        else:
+            kwargs["default"] = f.default
+        group.add_argument(flag_of(f.name), **kwargs)
+    if cls is TrainConfig:
+        group = groups["hardware"]
+        group.add_argument("--cuda", action="store_const", const="cuda", dest="device",
+                           default=argparse.SUPPRESS, help="same as --device cuda")
+    return parser
+
+
+def parse_config(cls: type[C], argv: list[str] | None, prog: str, description: str,
+                 epilog: str = "") -> tuple[C, set[str]]:
+    """Parse `argv` into a validated `cls`; also return the names of the fields given explicitly.
+
+    A usage error raises `runtime.cli.UserError`, an invalid value `ConfigError` (both one line,
+    exit status 2 under `runtime.cli.run_main`).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(cls, prog, description, epilog)
+    namespace = parser.parse_args(argv)
+    explicit_ns = build_parser(cls, prog, description, epilog, suppress_defaults=True).parse_args(
+        argv)
+    explicit = set(vars(explicit_ns))
+    return cls(**vars(namespace)), explicit
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,143 @@
+"""`python -m runtime.evaluate`: held-out ε-loss and bits/dim of a training checkpoint.
+
+    python -m runtime.evaluate --checkpoint runs/d/checkpoint.pt [--data-dir DIR] [--n N]
+                               [--json results.json]
+
+On the test split of the checkpoint's data set (or --dataset/--data-dir):
+
+- ε-loss: `runtime.loss.eps_pred_loss` (DDPM Eq. 14) with t ~ U{1..T} and ε ~ N(0, I) per image
+  from a generator seeded with --seed; the mean over the images.
+- bits/dim: `runtime.likelihood.bits_per_dim`, the variational bound of Ho et al. 2020, Eq. 5
+  (L_0 a discretized Gaussian decoder, L_1..L_{T−1} KL terms with the "fixed small" variance,
+  L_T the prior term), one noise draw per (t, image). It is an upper bound on the negative
+  log-likelihood of the discretized data. The data are on a grid of `bins` values:
+  17 for digits (pixel values k/16), 256 for 8-bit images (k/255); --bins overrides it.
+
+Prints a small table; --json also writes the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime.artifacts import save_json
+from runtime.checkpoint import load_checkpoint, restore_for_inference
+from runtime.cli import fail, run_main
+from runtime.config import EvaluateConfig, parse_config
+from runtime.data.datasets import load_dataset
+from runtime.data.transforms import to_diffusion_range
+from runtime.likelihood import vlb_terms
+from runtime.loss import eps_pred_loss
+from runtime.train import resolve_device
+
+DIGITS_BINS = 17  # scikit-learn's digits take the values 0..16 (divided by 16)
+BYTE_BINS = 256
+# Noise for the bound is (T, B, C, H, W); keep one batch of it under this many elements.
+MAX_NOISE_ELEMENTS = 1 << 26
+
+
+def default_bins(dataset: str) -> int:
+    return DIGITS_BINS if dataset == "digits" else BYTE_BINS
+
+
+def snap_to_grid(x01: np.ndarray, bins: int, source: str) -> np.ndarray:
+    """Round float data to the grid k/(bins−1) (float32 storage is off it by rounding only);
+    data off the grid by more than a quarter bin are an error."""
+    k = np.round(x01.astype(np.float64) * (bins - 1))
+    worst = float(np.max(np.abs(x01 * (bins - 1) - k))) if x01.size else 0.0
+    if worst > 0.25:
+        fail(f"{source}: the images are not {bins}-level data (a pixel is {worst:.2f} of a bin "
+             f"off the grid k/{bins - 1}); pass the right --bins")
+    return (k / (bins - 1)).astype(np.float32)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    device = resolve_device(cfg.device)
+    if cfg.json is not None:
+        folder = Path(cfg.json).parent
+        if not folder.is_dir():
+            fail(f"--json {cfg.json}: folder {folder} does not exist")
+    payload = load_checkpoint(cfg.checkpoint)
+    model, sched, derived, weights = restore_for_inference(payload, cfg.checkpoint, device,
+                                                           cfg.ema)
+    stored = payload["config"]
+    dataset = cfg.dataset or stored.get("dataset", "digits")
+    data_dir = cfg.data_dir if cfg.data_dir is not None else (
+        stored.get("data_dir") if cfg.dataset in (None, stored.get("dataset")) else None)
+    test = load_dataset(dataset, data_dir, split="test")
+    if list(test.image_shape) != list(derived["image_shape"]):
+        fail(f"the test images of {dataset} are {list(test.image_shape)}, the checkpoint's model "
+             f"was trained on {list(derived['image_shape'])}")
+    x01 = test.x if cfg.n is None else test.x[:cfg.n]
+    bins = cfg.bins if cfg.bins is not None else default_bins(dataset)
+    x01 = snap_to_grid(np.asarray(x01), bins, f"{dataset} test split")
+    x0_all = to_diffusion_range(torch.from_numpy(x01)).to(device)  # (N, C, H, W) in [-1, 1]
+    n, T = int(x0_all.shape[0]), sched.T
+    per_image = int(np.prod(x0_all.shape[1:]))
+
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    started = time.perf_counter()
+    loss_sum, term_sums = 0.0, torch.zeros(T + 1, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, n, cfg.batch_size):
+            x0 = x0_all[start:start + cfg.batch_size]
+            t = torch.randint(1, T + 1, (x0.shape[0],), generator=gen, device=device)
+            eps = torch.randn(x0.shape, generator=gen, device=device)
+            loss_sum += float(eps_pred_loss(sched, model, x0, t, eps)) * x0.shape[0]
+        bound_batch = max(1, min(cfg.batch_size, MAX_NOISE_ELEMENTS // (T * per_image)))
+        for start in range(0, n, bound_batch):
+            x0 = x0_all[start:start + bound_batch]
+            noise = torch.randn((T, *x0.shape), generator=gen, device=device)
+            terms = vlb_terms(sched, model, x0, noise, bins=bins)  # (B, T + 1) nats
+            term_sums += terms.double().sum(0).cpu()
+    to_bpd = 1.0 / (n * per_image * math.log(2))
+    result = {
+        "checkpoint": str(cfg.checkpoint), "step": int(payload["step"]), "weights": weights,
+        "dataset": dataset, "split": "test", "n": n, "bins": bins, "T": T, "seed": cfg.seed,
+        "eps_loss": loss_sum / n,
+        "bits_per_dim": float(term_sums.sum()) * to_bpd,
+        "bits_per_dim_terms": {"L_0": float(term_sums[0]) * to_bpd,
+                               "L_1..L_T-1": float(term_sums[1:T].sum()) * to_bpd,
+                               "L_T": float(term_sums[T]) * to_bpd},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if cfg.json is not None:
+        save_json(cfg.json, result)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    terms = result["bits_per_dim_terms"]
+    rows = [
+        ("checkpoint", f"{result['checkpoint']} (step {result['step']}, {result['weights']} "
+                       "weights)"),
+        ("data", f"{result['dataset']} test split, {result['n']} images, {result['bins']} bins"),
+        ("ε-loss (held out)", f"{result['eps_loss']:.5f}"),
+        ("bits/dim (Ho et al. Eq. 5)", f"{result['bits_per_dim']:.4f}"),
+        ("  L_0 (decoder)", f"{terms['L_0']:.4g}"),
+        ("  L_1..L_T-1", f"{terms['L_1..L_T-1']:.4g}"),
+        ("  L_T (prior)", f"{terms['L_T']:.4g}"),
+        ("time", f"{result['seconds']} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(EvaluateConfig, None if argv is None else list(argv),
+                          prog="python -m runtime.evaluate",
+                          description="Held-out ε-loss and bits/dim (variational bound, Ho et "
+                                      "al. 2020 Eq. 5) of a runtime.train checkpoint.")
+    print(format_table(evaluate(cfg)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
