@@ -1,0 +1,325 @@
+"""`make bench`: speed figures, each measured side by side in the same run.
+
+    python scripts/bench.py [--device cpu|cuda] [--out bench.json] [--quick]
+
+Figures (ratios > 1 favour us; each goal is the issue's):
+
+1. train step       the full `runtime.train` step (data shard, t and ε draws, q_sample, loss,
+                    backward, guarded Adam + EMA) against a bare forward + backward + Adam of the
+                    same model on the same batch                                  goal ≥ 0.9
+2. DDIM sampling    `ddim_sample_strided` against bare model forwards, same steps  goal ≥ 0.95
+3. vs diffusers     our DDIM loop against diffusers' DDIMScheduler driving the same model
+                    (bench extra; skipped when diffusers is not installed)      goal ≥ 1.0
+4. fast kernels     the train step with --fast-kernels against fp32 (CPU: bf16 autocast +
+                    channels_last; CUDA: TF32/bf16 + torch.compile)               goal ≥ 1.8 (CPU)
+5. spec vs runtime  one DDIM step of the NumPy spec against the runtime (information)
+6. conformance      wall time of `pytest conformance` (information; goal < 120 s on 2 cores)
+
+Timing: each timed loop runs after warm-up; a figure is the median of per-iteration times,
+and the bare baselines are measured before and after the pipeline and averaged, so a drift of
+the machine's speed during the run cancels out. CUDA timings synchronize around each loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from runtime.checkpoint import build_model, model_spec  # noqa: E402
+from runtime.config import TrainConfig  # noqa: E402
+from runtime.ddim import ddim_sample_strided, ddim_timesteps  # noqa: E402
+from runtime.schedule import Schedule, cosine_betas  # noqa: E402
+from runtime.train import train  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, iters: int, device: torch.device, warmup: int = 3) -> float:
+    """Median seconds per call of fn() after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------- 1 and 4: training
+
+
+def pipeline_step_time(cfg: TrainConfig, steps: int, warmup: int, data) -> float:
+    """Median seconds per step of runtime.train itself, read off its on_step callback."""
+    stamps: list[float] = []
+
+    def on_step(step: int) -> None:
+        if cfg.device == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = replace(cfg, steps=warmup + steps + 1, out=str(Path(tmp) / "run"), progress=False,
+                      log_every=warmup + steps + 1, checkpoint_every=0, n_samples=4,
+                      sample_steps=2)
+        train(run, on_step=on_step, data=data)
+    deltas = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:], strict=False)]
+    return statistics.median(deltas)
+
+
+def bare_step_time(cfg: TrainConfig, shape: tuple[int, int, int], steps: int,
+                   device: torch.device) -> float:
+    """A bare forward + backward + Adam of the same model on a fixed batch (no diffusion code)."""
+    C, H, W = shape
+    model = build_model(model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks)).to(device)
+    fast_cpu = cfg.fast_kernels and device.type == "cpu"
+    if fast_cpu:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.fast_kernels and device.type == "cuda" else model
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn((cfg.batch_size, C, H, W), generator=g).to(device)
+    if fast_cpu:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = torch.randn((cfg.batch_size, C, H, W), generator=g).to(device)
+    t_norm = torch.rand((cfg.batch_size,), generator=g).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.fast_kernels)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = (step_model(x, t_norm).float() - target).square().mean()
+        loss.backward()
+        opt.step()
+
+    return timed(step, steps, device)
+
+
+def train_figures(cfg: TrainConfig, shape, steps: int, warmup: int, device, data) -> dict:
+    bare_a = bare_step_time(cfg, shape, steps, device)
+    pipe = pipeline_step_time(cfg, steps, warmup, data)
+    bare_b = bare_step_time(cfg, shape, steps, device)
+    bare = (bare_a + bare_b) / 2
+    return {"pipeline_step_s": pipe, "bare_step_s": bare, "ratio_bare_over_pipeline": bare / pipe}
+
+
+# --------------------------------------------------------------------------- 2 and 3: sampling
+
+
+def sampling_figures(model, sched: Schedule, shape, n: int, steps: int, iters: int,
+                     device: torch.device) -> dict:
+    T = sched.T
+    timesteps = ddim_timesteps(T, steps)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x_T = torch.randn((n, *shape), generator=g).to(device)
+    t_norms = [torch.full((n,), t / T, device=device) for t in timesteps[:-1]]
+
+    @torch.no_grad()
+    def bare() -> None:
+        x = x_T
+        for tn in t_norms:
+            x = model(x, tn)
+
+    @torch.no_grad()
+    def ours() -> None:
+        ddim_sample_strided(sched, model, x_T, timesteps, clip=True)
+
+    bare_a = timed(bare, iters, device)
+    ours_s = timed(ours, iters, device)
+    bare_b = timed(bare, iters, device)
+    figures = {"ddim_s": ours_s, "bare_forwards_s": (bare_a + bare_b) / 2,
+               "ratio_bare_over_ddim": (bare_a + bare_b) / 2 / ours_s}
+    try:
+        from diffusers import DDIMScheduler
+    except ImportError:
+        figures["diffusers"] = "not installed (pip install -e '.[bench]')"
+        return figures
+    scheduler = DDIMScheduler(num_train_timesteps=T, trained_betas=sched.betas.double().cpu()
+                              .numpy(), clip_sample=True, set_alpha_to_one=True,
+                              timestep_spacing="leading")
+    scheduler.set_timesteps(steps, device=device)
+
+    @torch.no_grad()
+    def theirs() -> None:
+        x = x_T
+        for t in scheduler.timesteps:
+            eps = model(x, torch.full((n,), (int(t) + 1) / T, device=device))
+            x = scheduler.step(eps, t, x).prev_sample
+
+    theirs_s = timed(theirs, iters, device)
+    ours_again = timed(ours, iters, device)
+    ours_mean = (ours_s + ours_again) / 2
+    figures.update(diffusers_s=theirs_s, ratio_diffusers_over_ours=theirs_s / ours_mean)
+    return figures
+
+
+# --------------------------------------------------------------------------- 5: spec vs runtime
+
+
+def spec_vs_runtime(hidden: int) -> dict:
+    import numpy as np
+
+    import spec
+    from runtime.ddim import ddim_step
+    from runtime.model import from_spec_params
+
+    cfg = spec.EpsFiLMNetConfig(data_channels=1, hidden_channels=hidden)
+    params = spec.init_film_params(cfg, seed=0)
+    s_model = spec.eps_film_net(cfg, params)
+    s_sched = spec.VPSchedule(spec.cosine_betas(1000))
+    x = np.random.default_rng(0).standard_normal((1, 8, 8))
+    spec_s = timed(lambda: spec.ddim_step(s_sched, s_model, 499, x), 5, torch.device("cpu"), 1)
+
+    from runtime import model as rmodel
+
+    r_model = from_spec_params(rmodel.EpsFiLMNetConfig(1, hidden), params).float().eval()
+    r_sched = Schedule(cosine_betas(1000))
+    xt = torch.from_numpy(x).float()[None]
+    with torch.no_grad():
+        run_s = timed(lambda: ddim_step(r_sched, r_model, 499, xt), 20, torch.device("cpu"))
+    return {"spec_step_s": spec_s, "runtime_step_s": run_s, "ratio_spec_over_runtime":
+            spec_s / run_s}
+
+
+def conformance_wall_time() -> float:
+    env = {**os.environ, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pytest", "conformance", "-q", "-p",
+                    "no:cacheprovider"], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--out", default="bench.json", help="where to write the figures (JSON)")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    parser.add_argument("--skip-conformance", action="store_true",
+                        help="do not time the conformance suite")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is visible", file=sys.stderr)
+        return 2
+    iters, warm = (5, 2) if args.quick else (30, 5)
+
+    results: dict = {"machine": {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
+
+    # The default run's configuration (digits 1×8×8), and a CIFAR-shaped one (3×32×32).
+    base = TrainConfig(device=args.device)
+    configs = {"digits_default": (base, (1, 8, 8)),
+               "cifar_shaped": (replace(base, batch_size=64 if device.type == "cpu" else 256),
+                                (3, 32, 32))}
+    for name, (cfg, shape) in configs.items():
+        data = fake_data(shape, 512)
+        cfg = replace(cfg, dataset="digits")
+        fig = train_figures(cfg, shape, iters, warm, device, data)
+        fast = train_figures(replace(cfg, fast_kernels=True), shape, iters, warm,
+                                       device, data)
+        results[f"train_{name}"] = {
+            "fp32": fig, "fast_kernels": fast,
+            "fast_kernels_speedup": fig["pipeline_step_s"] / fast["pipeline_step_s"]}
+        print(f"[{name}] train step: pipeline {fig['pipeline_step_s'] * 1e3:.2f} ms, bare "
+              f"{fig['bare_step_s'] * 1e3:.2f} ms, ratio {fig['ratio_bare_over_pipeline']:.3f}; "
+              f"fast kernels x{results[f'train_{name}']['fast_kernels_speedup']:.2f}", flush=True)
+
+    sched = Schedule(cosine_betas(1000), device=device)
+    for name, shape, n in (("digits", (1, 8, 8), 256), ("cifar_shaped", (3, 32, 32), 64)):
+        model = build_model(model_spec("film", shape[0], 64, 4)).to(device).eval()
+        fig = sampling_figures(model, sched, shape, n, 50, max(3, iters // 6), device)
+        results[f"sampling_{name}"] = fig
+        print(f"[{name}] DDIM 50 steps x {n}: ours {fig['ddim_s'] * 1e3:.1f} ms, bare "
+              f"{fig['bare_forwards_s'] * 1e3:.1f} ms, ratio {fig['ratio_bare_over_ddim']:.3f}"
+              + (f"; diffusers {fig['diffusers_s'] * 1e3:.1f} ms, ratio "
+                 f"{fig['ratio_diffusers_over_ours']:.3f}" if "diffusers_s" in fig else
+                 f"; diffusers {fig['diffusers']}"), flush=True)
+
+    results["spec_vs_runtime"] = spec_vs_runtime(64)
+    if not args.skip_conformance:
+        results["conformance_wall_s"] = conformance_wall_time()
+
+    print_table(results)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def fake_data(shape, n: int):
+    """Random images in [0, 1] of the given shape: speed does not depend on the pixels."""
+    import numpy as np
+
+    from runtime.data.datasets import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.random((n, *shape), dtype=np.float32)
+    y = np.zeros(n, dtype=np.int64)
+    ds = Dataset(name="bench", split="train", x=x, y=y, num_classes=1)
+    return ds, replace(ds, split="test")
+
+
+GOALS = {"train": 0.9, "ddim": 0.95, "diffusers": 1.0, "fast": 1.8}
+
+
+def print_table(r: dict) -> None:
+    rows = []
+
+    def row(what, value, goal=None, unit="x"):
+        ok = "" if goal is None else ("met" if value >= goal else "MISSED")
+        rows.append((what, f"{value:.3f}{unit}", "" if goal is None else f">= {goal}", ok))
+
+    for name in ("digits_default", "cifar_shaped"):
+        t = r[f"train_{name}"]
+        row(f"train step bare/pipeline ({name}, fp32)", t["fp32"]["ratio_bare_over_pipeline"],
+            GOALS["train"])
+        row(f"train step bare/pipeline ({name}, fast)",
+            t["fast_kernels"]["ratio_bare_over_pipeline"], GOALS["train"])
+        row(f"fast kernels speedup ({name})", t["fast_kernels_speedup"],
+            GOALS["fast"] if r["machine"]["gpu"] is None else None)
+    for name in ("digits", "cifar_shaped"):
+        s = r[f"sampling_{name}"]
+        row(f"DDIM bare/ours ({name})", s["ratio_bare_over_ddim"], GOALS["ddim"])
+        if "ratio_diffusers_over_ours" in s:
+            row(f"diffusers/ours DDIM loop ({name})", s["ratio_diffusers_over_ours"],
+                GOALS["diffusers"])
+    row("spec/runtime one DDIM step (info)", r["spec_vs_runtime"]["ratio_spec_over_runtime"])
+    if "conformance_wall_s" in r:
+        row("make conformance wall time", r["conformance_wall_s"], None, " s")
+    width = max(len(w) for w, *_ in rows)
+    print(f"\n{'figure':<{width}}  {'value':>10}  {'goal':>7}  status")
+    for what, value, goal, ok in rows:
+        print(f"{what:<{width}}  {value:>10}  {goal:>7}  {ok}")
+    m = r["machine"]
+    print(f"machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} "
+          f"({m['torch_threads']} threads){', ' + m['gpu'] if m['gpu'] else ''}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
