@@ -16,10 +16,9 @@ run interrupted and resumed (`--resume`) ends bit-identical to an uninterrupted 
 stores the generators' states, the position in the current epoch and Adam's state.
 
 Skipped steps: a non-finite loss or gradient never reaches the weights (`GuardedUpdate`). On the
-CPU the step is simply not taken; on CUDA it is decided without a host sync (Adam runs, then the
-parameters and Adam's state are restored elementwise with `torch.where` when the step was not
-finite, and EMA's weight is multiplied by the finite flag), so the CUDA hot loop never calls
-`.item()`. Both paths give the same bits. Skips are counted in the log; after
+CPU the step is simply not taken; on CUDA it is decided without a host sync (fused Adam is given
+`found_inf`, the flag torch.amp.GradScaler uses, and skips its update on the device; EMA's weight
+is multiplied by the finite flag), so the CUDA hot loop never calls `.item()`. Both paths give the same bits. Skips are counted in the log; after
 `MAX_CONSECUTIVE_NONFINITE` skips in a row the run stops with exit status 2.
 
 Host syncs: on CUDA the loop syncs only every `--log-every` steps (loss curve, progress bar, the
@@ -182,40 +181,33 @@ def init_parameters(module: torch.nn.Module, generator: torch.Generator) -> None
 class GuardedUpdate:
     """Adam step + EMA update that leave everything untouched when `finite` is False.
 
-    sync_free (the default on CUDA): `finite` is never read on the host; Adam runs, then the
-    parameters and Adam's state are restored elementwise with torch.where, and the EMA weight is
-    multiplied by `finite`. Otherwise (CPU, where reading a flag costs nothing) the step is
-    simply not taken. Both give bit-identical results.
+    sync_free (the default on CUDA): `finite` is never read on the host; fused Adam gets
+    `found_inf = 1 − finite` and skips its update on the device, and the EMA weight is multiplied
+    by `finite`. Otherwise (CPU, where reading a flag costs nothing) the step is simply not
+    taken. Both give bit-identical results.
     """
 
     def __init__(self, model: torch.nn.Module, lr: float, ema_decay: float,
                  device: torch.device, sync_free: bool | None = None) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
-        capturable = device.type == "cuda"
-        self.sync_free = capturable if sync_free is None else sync_free
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, capturable=capturable)
+        self.sync_free = device.type == "cuda" if sync_free is None else sync_free
+        # Fused Adam: one kernel for the whole update, and it takes a device-side `found_inf`
+        # flag that skips the update exactly (as under torch.amp.GradScaler), so the sync-free
+        # path needs no backup copies. Both paths use it, so they stay bit-identical.
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True)
         self.ema_decay = ema_decay
         # EMA weights, float32, one per parameter (None when EMA is off).
         self.ema = ([p.detach().clone().float() for p in self.params] if ema_decay > 0 else None)
-        self._init_adam_state(capturable)
+        self._init_adam_state()
 
-    def _init_adam_state(self, capturable: bool) -> None:
-        """Create Adam's state now (as Adam would on its first step) so it can be restored."""
+    def _init_adam_state(self) -> None:
+        """Create Adam's state now (as fused Adam would on its first step)."""
         for p in self.params:
             state = self.optimizer.state[p]
             if not state:
-                state["step"] = (torch.zeros((), dtype=torch.float32, device=p.device)
-                                 if capturable else torch.tensor(0.0, dtype=torch.float32))
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _guarded_tensors(self) -> list[torch.Tensor]:
-        tensors = list(self.params)
-        for p in self.params:
-            state = self.optimizer.state[p]
-            tensors.extend(state[key] for key in sorted(state) if isinstance(state[key],
-                                                                             torch.Tensor))
-        return tensors
 
     def step(self, finite: torch.Tensor) -> None:
         """finite: 0-d bool tensor on the device."""
@@ -226,13 +218,12 @@ class GuardedUpdate:
                 self.optimizer.step()
                 self._ema_update(finite)
             return
-        tensors = self._guarded_tensors()
-        backup = [t.detach().clone() for t in tensors]
+        # found_inf = 1 makes fused Adam leave parameters, moments and step count as they were.
+        self.optimizer.found_inf = (~finite).to(torch.float32)
         with torch.no_grad():
             self.optimizer.step()
-            for tensor, old in zip(tensors, backup, strict=True):
-                tensor.copy_(torch.where(finite, tensor, old))
             self._ema_update(finite)
+        del self.optimizer.found_inf
 
     def _ema_update(self, finite: torch.Tensor) -> None:
         """ema ← ema + w·(θ − ema), w = (1 − decay)·finite (so a skipped step leaves it as is)."""

@@ -20,8 +20,10 @@ def _model():
 
 
 def _snapshot(update: GuardedUpdate) -> list[torch.Tensor]:
-    return [t.detach().clone() for t in update._guarded_tensors()] + [
-        e.clone() for e in update.ema]
+    """Every tensor an update may change: parameters, Adam's state (step included), EMA."""
+    adam_state = [update.optimizer.state[p][key] for p in update.params
+                  for key in ("step", "exp_avg", "exp_avg_sq")]
+    return [t.detach().clone() for t in [*update.params, *adam_state, *update.ema]]
 
 
 def _backward(model, x):
@@ -31,7 +33,7 @@ def _backward(model, x):
     return loss.detach()
 
 
-@pytest.mark.parametrize("sync_free", [False, True])  # CPU's host check, CUDA's torch.where
+@pytest.mark.parametrize("sync_free", [False, True])  # CPU's host check, CUDA's found_inf
 def test_guarded_update_skips_a_non_finite_step_exactly(sync_free):
     model = _model()
     update = GuardedUpdate(model, lr=0.1, ema_decay=0.9, device=torch.device("cpu"),
