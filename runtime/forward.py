@@ -36,7 +36,7 @@ def q_posterior_mean_variance(
         + sched.at("posterior_mean_coef_xt", t, x0) * x_t
     )
     variance = sched.at("posterior_variance", t, x0)
-    return mean.to(x0.dtype), variance.to(x0.dtype)
+    return mean.to(x0.dtype), variance.to(device=x0.device, dtype=x0.dtype)
 
 
 __all__ = ["q_posterior_mean_variance", "q_sample"]

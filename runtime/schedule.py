@@ -131,14 +131,16 @@ class Schedule:
         return self._cache[key]
 
     def at(self, name: str, t: TimeIndex, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """table[t], on like's device, in `dtype` (default: like's working dtype), shaped to
-        broadcast over like: a 0-d tensor for int t, (B, 1, …, 1) for a (B,) tensor t."""
+        """table[t] in `dtype` (default: like's working dtype), shaped to broadcast over like:
+        a 0-d CPU tensor for int t, (B, 1, …, 1) on like's device for a (B,) tensor t."""
         if dtype is None:
             dtype = work_dtype(like.dtype)
-        table = self.table(name, dtype, like.device)
         if isinstance(t, Tensor):
-            values = table[t.to(device=like.device)]  # (B,)
+            values = self.table(name, dtype, like.device)[t.to(device=like.device)]  # (B,)
             return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+        # An int t gives a 0-d CPU tensor: PyTorch passes it to a kernel on any device as a
+        # scalar, so the coefficient arithmetic of a step runs on the host and launches nothing.
+        table = self.table(name, dtype, "cpu")
         t = operator.index(t)
         if not 0 <= t < table.shape[0]:
             raise ValueError(f"time index {t} is outside 0..{table.shape[0] - 1} for {name}")
