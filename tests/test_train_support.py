@@ -18,7 +18,9 @@ import pytest
 from runtime.cli import run_main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--steps", "3", "--T", "10", "--hidden-c", "8", "--n-samples", "4",
+# The CPU is pinned: these tests check CPU behaviour (the per-step skip check, bit-identical
+# resume) and must not move to a GPU when the test machine has one.
+TINY = ["--device", "cpu", "--steps", "3", "--T", "10", "--hidden-c", "8", "--n-samples", "4",
         "--sample-steps", "2", "--log-every", "1", "--no-progress"]
 
 
