@@ -15,9 +15,11 @@ Figures (ratios > 1 favour us; each goal is the issue's):
 5. spec vs runtime  one DDIM step of the NumPy spec against the runtime (information)
 6. conformance      wall time of `pytest conformance` (information; goal < 120 s on 2 cores)
 
-Timing: each timed loop runs after warm-up; a figure is the median of per-iteration times,
-and the bare baselines are measured before and after the pipeline and averaged, so a drift of
-the machine's speed during the run cancels out. CUDA timings synchronize around each loop.
+Timing: each timed loop runs after warm-up; a figure is the median of per-iteration times.
+The samplers are timed round-robin (bare, ours, diffusers, bare, ...); the training pipeline is a
+whole `runtime.train` run, so its bare baseline is measured before and after it and averaged.
+Either way a drift of the machine's speed during the run cancels out. CUDA timings synchronize
+around each timed call.
 """
 
 from __future__ import annotations
@@ -65,6 +67,21 @@ def timed(fn, iters: int, device: torch.device, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def interleaved(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each fn, calling them round-robin (one warm-up round), so a
+    drift of the machine's speed hits every contender alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(iters + 1):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if round_:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 # --------------------------------------------------------------------------- 1 and 4: training
 
 
@@ -95,7 +112,7 @@ def bare_step_time(cfg: TrainConfig, shape: tuple[int, int, int], steps: int,
     if fast_cpu:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.fast_kernels and device.type == "cuda" else model
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # as runtime.train
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn((cfg.batch_size, C, H, W), generator=g).to(device)
     if fast_cpu:
@@ -143,32 +160,34 @@ def sampling_figures(model, sched: Schedule, shape, n: int, steps: int, iters: i
     def ours() -> None:
         ddim_sample_strided(sched, model, x_T, timesteps, clip=True)
 
-    bare_a = timed(bare, iters, device)
-    ours_s = timed(ours, iters, device)
-    bare_b = timed(bare, iters, device)
-    figures = {"ddim_s": ours_s, "bare_forwards_s": (bare_a + bare_b) / 2,
-               "ratio_bare_over_ddim": (bare_a + bare_b) / 2 / ours_s}
+    contenders = {"bare": bare, "ours": ours}
     try:
         from diffusers import DDIMScheduler
     except ImportError:
+        DDIMScheduler = None
+    if DDIMScheduler is not None:
+        scheduler = DDIMScheduler(num_train_timesteps=T,
+                                  trained_betas=sched.betas.double().cpu().numpy(),
+                                  clip_sample=True, set_alpha_to_one=True,
+                                  timestep_spacing="leading")
+        scheduler.set_timesteps(steps, device=device)
+
+        @torch.no_grad()
+        def theirs() -> None:
+            x = x_T
+            for t in scheduler.timesteps:
+                eps = model(x, torch.full((n,), (int(t) + 1) / T, device=device))
+                x = scheduler.step(eps, t, x).prev_sample
+
+        contenders["diffusers"] = theirs
+    median = interleaved(contenders, iters, device)
+    figures = {"ddim_s": median["ours"], "bare_forwards_s": median["bare"],
+               "ratio_bare_over_ddim": median["bare"] / median["ours"]}
+    if "diffusers" in median:
+        figures.update(diffusers_s=median["diffusers"],
+                       ratio_diffusers_over_ours=median["diffusers"] / median["ours"])
+    else:
         figures["diffusers"] = "not installed (pip install -e '.[bench]')"
-        return figures
-    scheduler = DDIMScheduler(num_train_timesteps=T, trained_betas=sched.betas.double().cpu()
-                              .numpy(), clip_sample=True, set_alpha_to_one=True,
-                              timestep_spacing="leading")
-    scheduler.set_timesteps(steps, device=device)
-
-    @torch.no_grad()
-    def theirs() -> None:
-        x = x_T
-        for t in scheduler.timesteps:
-            eps = model(x, torch.full((n,), (int(t) + 1) / T, device=device))
-            x = scheduler.step(eps, t, x).prev_sample
-
-    theirs_s = timed(theirs, iters, device)
-    ours_again = timed(ours, iters, device)
-    ours_mean = (ours_s + ours_again) / 2
-    figures.update(diffusers_s=theirs_s, ratio_diffusers_over_ours=theirs_s / ours_mean)
     return figures
 
 
