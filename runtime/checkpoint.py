@@ -84,9 +84,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's own text for an unpicklable file is a paragraph about `weights_only`; name the
+        # exception type only, which is what a user can act on (the file is not a checkpoint).
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a torch checkpoint ({cause[:160]})") from exc
+            f"checkpoint {path} is corrupt or not a torch checkpoint ({type(exc).__name__}); "
+            "expected a checkpoint.pt written by python -m runtime.train") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a diffspec training checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
