@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.atomic import atomic_write, current_umask
 from runtime.cli import UserError
 
 __all__ = [
@@ -375,22 +376,7 @@ def load_dataset(
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    part = path.with_name(path.name + ".part")
-    try:
-        with open(part, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-    finally:
-        if part.exists():
-            part.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), durable=True)
 
 
 def save_folder(out_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
@@ -416,7 +402,7 @@ def save_folder(out_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) ->
         for d in reversed(created):
             d.mkdir()
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0o700; give it a normal folder's mode
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700; give it a normal folder's mode
         for fname, arr in arrays.items():
             _save_npy_atomic(tmp / fname, arr)
         if out_dir.exists():
