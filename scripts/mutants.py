@@ -82,14 +82,16 @@ MUTANTS = [
            "ddim.py", "    return [(T * (n - i) + n // 2) // n for i in range(n + 1)]",
            "    return [(T * (n - i)) // n for i in range(n + 1)]"),
     Mutant("per-sample t: every sample gets the first sample's coefficient",
-           "schedule.py", "            values = table[t.to(device=like.device)]  # (B,)",
-           "            values = table[t.to(device=like.device)][:1]  # (B,)"),
+           "schedule.py",
+           "            values = self.table(name, dtype, like.device)[t.to(device=like.device)]  # (B,)",
+           "            values = self.table(name, dtype, like.device)[t.to(device=like.device)][:1]"),
     Mutant("DDIM σ without η",
            "ddim.py", "    sigma = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(",
            "    sigma = sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg("),
     Mutant("L_0 decoder variance β̃_1 (= 0) instead of β_1",
-           "likelihood.py", '    log_scale = (0.5 * torch.log(sched.coef("beta_t", 1, x0))).to(wd)',
-           '    log_scale = (0.5 * torch.log(sched.coef("posterior_variance", 1, x0))).to(wd)'),
+           "likelihood.py",
+           '    log_scale = (0.5 * torch.log(sched.coef("beta_t", 1, x0))).to(x0.device, wd)',
+           '    log_scale = (0.5 * torch.log(sched.coef("posterior_variance", 1, x0))).to(x0.device, wd)'),
 ]
 
 
