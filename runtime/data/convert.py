@@ -174,6 +174,12 @@ def _read_cifar_batch(
     return x, labels
 
 
+def _save_layout(out, x_train, y_train, x_test, y_test) -> None:
+    """Write the four files of the data layout into `out`, atomically (`save_folder`)."""
+    save_folder(out, {"train_x.npy": x_train, "train_y.npy": y_train,
+                      "test_x.npy": x_test, "test_y.npy": y_test})
+
+
 def convert_cifar10(
     archive: str | os.PathLike,
     out: str | os.PathLike,
@@ -220,15 +226,7 @@ def convert_cifar10(
     x_test, y_test = validate_pair(
         xs[CIFAR10_TEST_BATCH], ys[CIFAR10_TEST_BATCH], CIFAR10_CLASSES, archive, archive
     )
-    save_folder(
-        out,
-        {
-            "train_x.npy": x_train,
-            "train_y.npy": y_train,
-            "test_x.npy": x_test,
-            "test_y.npy": y_test,
-        },
-    )
+    _save_layout(out, x_train, y_train, x_test, y_test)
     names = (
         "airplane",
         "automobile",
@@ -342,15 +340,7 @@ def convert_image_folder(
     test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     x_train, y_train = validate_pair(x[train_idx], y[train_idx], len(class_names), src, src)
     x_test, y_test = validate_pair(x[test_idx], y[test_idx], len(class_names), src, src)
-    save_folder(
-        out,
-        {
-            "train_x.npy": x_train,
-            "train_y.npy": y_train,
-            "test_x.npy": x_test,
-            "test_y.npy": y_test,
-        },
-    )
+    _save_layout(out, x_train, y_train, x_test, y_test)
     return ConversionReport(
         Path(out),
         len(y_train),
