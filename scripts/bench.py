@@ -53,33 +53,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, iters: int, device: torch.device, warmup: int = 3) -> float:
-    """Median seconds per call of fn() after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def interleaved(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each fn, calling them round-robin (one warm-up round), so a
-    drift of the machine's speed hits every contender alike."""
+def interleaved(fns: dict, iters: int, device: torch.device, warmup: int = 1
+                ) -> dict[str, float]:
+    """Median seconds per call of each fn over `iters` rounds after `warmup` rounds, calling them
+    round-robin, so a drift of the machine's speed hits every contender alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(iters + 1):
+    for round_ in range(warmup + iters):
         for name, fn in fns.items():
             sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)
-            if round_:
+            if round_ >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def timed(fn, iters: int, device: torch.device, warmup: int = 3) -> float:
+    """Median seconds per call of fn() over `iters` calls after `warmup` calls."""
+    return interleaved({"fn": fn}, iters, device, warmup)["fn"]
 
 
 # --------------------------------------------------------------------------- 1 and 4: training
@@ -90,8 +82,7 @@ def pipeline_step_time(cfg: TrainConfig, steps: int, warmup: int, data) -> float
     stamps: list[float] = []
 
     def on_step(step: int) -> None:
-        if cfg.device == "cuda":
-            torch.cuda.synchronize()
+        sync(torch.device(cfg.device))
         stamps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp:
