@@ -1,6 +1,6 @@
 """Checkpoints: atomic save, validated load.
 
-A checkpoint is one `torch.save`d dict (API.md):
+A checkpoint is one `torch.save`d dict (docs/api.md):
 
     format      "diffspec-checkpoint", version CHECKPOINT_VERSION
     model       the ε-network's state_dict (float32)

@@ -1,7 +1,7 @@
 """Configs of the runtime commands, as frozen dataclasses, and the argparse parsers built over them.
 
 Each field carries its command-line help in `metadata`; the flag is the field name with `_`
-replaced by `-` (`hidden_c` -> `--hidden-c`, `T` -> `--T`), so the flag names of API.md are the
+replaced by `-` (`hidden_c` -> `--hidden-c`, `T` -> `--T`), so the flags that `--help` lists are the
 field names. A config validates itself in `__post_init__` and raises `ConfigError` with one line
 saying what was wrong, the value seen and what is expected; the commands turn that into
 `error: ...` on stderr and exit status 2, before anything is written.
@@ -33,7 +33,7 @@ SAMPLERS = ("ddim", "ddpm", "pf-ode")
 
 # FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
 FILM_GROUPS = 8
-# Residual blocks when --blocks is not given: 4 for the FiLM net (FINDINGS.md), 2 for TorchLean's.
+# Residual blocks when --blocks is not given: 4 for the FiLM net (docs/default-network.md), 2 for TorchLean's.
 DEFAULT_BLOCKS = {"film": 4, "residual": 2, "conv": 0}
 
 

@@ -13,7 +13,7 @@ and t_norm a float, a 0-d tensor or a (B,) float tensor: t/T, or the PF ODE's co
   h = relu(stem(append_time_channel(x, t))); h = relu(h + conv2(relu(conv1(h)))) per block;
   ε̂ = out(h).
 * `EpsConvNet` — TorchLean's epsConvNet: ε̂ = out(relu(stem(append_time_channel(x, t)))).
-* `EpsFiLMNet` — the default training model (FINDINGS.md): a sinusoidal embedding of t through
+* `EpsFiLMNet` — the default training model (docs/default-network.md): a sinusoidal embedding of t through
   a 2-layer MLP scales and shifts (FiLM) each GroupNorm/SiLU residual block. Built from plain
   nn modules with no per-sample loops, so it runs under bf16 autocast and with channels_last;
   the embedding is computed in at least float32.

@@ -4,7 +4,7 @@ Continuous time t ∈ [0, 1] (Song et al. 2021): β(t) = β0 + t·(β1 − β0),
 ᾱ(t) = exp(−(β0·t + ½·(β1 − β0)·t²)), σ(t) = √(1 − ᾱ(t)). The model is fed t itself.
 Drift (Song et al. 2021, Eq. 13 with score = −ε̂/σ(t)): dx/dt = −½β(t)·x + ½·β(t)/σ(t)·ε̂(x, t).
 TorchLean's pfOdeRhs omits the ½ of the second term, and its Euler recursion evaluates the drift
-at t = 1/n first; both are errors and are not copied (see FINDINGS.md).
+at t = 1/n first; both are errors and are not copied (see docs/errata.md).
 Shapes: x (B, C, H, W); t a float, a 0-d tensor or a (B,) tensor.
 """
 

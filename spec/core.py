@@ -7,8 +7,9 @@ say (see the list in `spec/__init__.py`), nowhere else:
     sqrt_nonneg(x) = sqrt(max(x, 0))
     safe_div(x, y) = x / (y + EPS),   EPS = 1e-12
 
-EPS is far below float64 resolution of every quantity it guards except the exact zeros it is
-there for (1 − ᾱ_0 = 0, σ(0) = 0), so it changes results by at most ~1e-12 relatively.
+EPS is there for the exact zeros (1 − ᾱ_0 = 0, σ(0) = 0). Elsewhere it changes x / y by a relative
+EPS / y: ≤ 1e-12 for denominators of order 1, but about 1e-8 for the smallest non-zero one of a
+default schedule (1 − ᾱ_1 = β_1 ≈ 1e-4). See docs/conventions.md.
 
 This module also holds the small shared vocabulary of types used in annotations:
 `Scalar` (a Python or NumPy real number, or a 0-d array) and `Index` (a Python or NumPy int).

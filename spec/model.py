@@ -11,7 +11,7 @@ Three networks, one dict of arrays driving both spec and runtime (keys = state_d
   h = relu(h + blocks.{i}.conv2(relu(blocks.{i}.conv1(h))));  ε̂ = out(h).
 * `eps_conv_net(params)` — TorchLean's `epsConvNet`:
   ε̂ = out(relu(stem(append_time_channel(x, t)))).
-* `eps_film_net(cfg, params)` — the improved net of the default run (FINDINGS.md): a sinusoidal
+* `eps_film_net(cfg, params)` — the improved net of the default run (docs/default-network.md): a sinusoidal
   time embedding through a 2-layer MLP scales and shifts (FiLM) each residual block; GroupNorm
   and SiLU (the formula is in its docstring).
 

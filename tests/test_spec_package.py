@@ -11,54 +11,28 @@ import spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = ROOT / "spec"
-API_MD = Path("/work/shared/API.md")
-
-# The spec table of API.md, for when API.md is not next to the checkout (e.g. in CI).
-API_NAMES = {
-    "spec.core": "EPS sqrt_nonneg safe_div mse EpsModel",
-    "spec.schedule": "VPSchedule linear_betas cosine_betas time_of_index",
-    "spec.forward": "q_sample q_posterior_mean_variance",
-    "spec.loss": "eps_pred_loss",
-    "spec.ddpm": "x0_pred ddpm_step ddpm_sample",
-    "spec.ddim": "ddim_step ddim_sample ddim_step_system ddim_prev ddim_timesteps "
-    "ddim_step_between ddim_sample_strided",
-    "spec.pf_ode": "VPLinearSchedule pf_ode_rhs euler_step pf_ode_sample_euler pf_ode_euler_system",
-    "spec.dynamics": "DynamicalSystem DrivenSystem iterate trajectory iterate_with_input "
-    "driven_trajectory is_fixed_point",
-    "spec.model": "append_time_channel conv2d_same relu EpsConvNetConfig init_params "
-    "eps_conv_net eps_residual_conv_net",
-    "spec.data": "to_diffusion_range from_diffusion_range noised_sample_from_eps",
-    "spec.likelihood": "normal_kl standard_normal_cdf discretized_gaussian_log_likelihood "
-    "vlb_terms bits_per_dim",
-}
-# Names the shared conventions add to spec.model (the FiLM net of the default run).
-EXTRA_MODEL_NAMES = (
-    "EpsFiLMNetConfig init_film_params eps_film_net silu group_norm linear sinusoidal_embedding"
-)
+API_MD = ROOT / "docs" / "api.md"  # the table of public names, in the checkout
 
 
 def api_table() -> dict[str, set[str]]:
-    """module → names, parsed from API.md's spec table (else the copy above)."""
-    if not API_MD.exists():
-        return {m: set(names.split()) for m, names in API_NAMES.items()}
+    """module → names, parsed from the table in docs/api.md."""
     table: dict[str, set[str]] = {}
     for line in API_MD.read_text().splitlines():
         m = re.match(r"\|\s*`(spec\.\w+)`\s*\|(.*)\|\s*$", line)
         if m:
-            cell = re.sub(r"\([^()]*(\([^()]*\)[^()]*)*\)", "", m.group(2))  # drop signatures
-            cell = re.sub(r"\[[^\]]*\]", "", cell)  # drop [TorchLean names]
-            cell = re.sub(r"→\s*`[^`]*`", "", cell)  # drop return types
-            table[m.group(1)] = set(re.findall(r"`([A-Za-z_]\w*)", cell))
+            table[m.group(1)] = set(re.findall(r"`([A-Za-z_]\w*)`", m.group(2)))
     return table
 
 
-def test_api_table_parser_finds_at_least_the_known_names():
-    table = api_table()
-    for module, names in API_NAMES.items():
-        assert set(names.split()) <= table[module], module
+SPEC_MODULES = sorted(api_table())
 
 
-@pytest.mark.parametrize("module", sorted(API_NAMES))
+def test_api_table_lists_every_spec_module():
+    modules = {f"spec.{p.stem}" for p in SPEC_DIR.glob("*.py") if p.stem != "__init__"}
+    assert set(api_table()) == modules
+
+
+@pytest.mark.parametrize("module", SPEC_MODULES)
 def test_every_api_name_is_in_its_module_and_in_spec_all(module):
     mod = __import__(module, fromlist=["_"])
     for name in api_table()[module]:
@@ -68,15 +42,15 @@ def test_every_api_name_is_in_its_module_and_in_spec_all(module):
         assert getattr(spec, name) is getattr(mod, name)
 
 
-def test_spec_all_is_exactly_the_api_plus_the_film_net():
-    expected = set().union(*api_table().values()) | set(EXTRA_MODEL_NAMES.split())
+def test_spec_all_is_exactly_the_documented_names():
+    expected = set().union(*api_table().values())
     assert set(spec.__all__) == expected
     assert len(spec.__all__) == len(set(spec.__all__))
 
 
 def test_module_all_lists_add_up_to_spec_all():
     names = []
-    for module in API_NAMES:
+    for module in SPEC_MODULES:
         names += __import__(module, fromlist=["_"]).__all__
     assert sorted(names) == sorted(spec.__all__)
 
