@@ -129,7 +129,9 @@ class TrainConfig:
     device: str = _opt("auto", "cpu, cuda or auto (cuda when available)", "hardware",
                        choices=DEVICES)
     fast_kernels: bool = _opt(
-        False, "CPU: channels_last + bf16 autocast; CUDA: TF32 + bf16 autocast + torch.compile",
+        False, "CPU: a start-up probe picks the fastest of fp32, channels_last and (only with "
+        "native bf16) bf16 autocast, never slower than fp32; CUDA: TF32 + bf16 autocast + "
+        "torch.compile",
         "hardware",
     )
     # --- sampling and artifacts ---

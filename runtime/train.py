@@ -78,6 +78,8 @@ from runtime.distributed import (
     env_info,
     init_distributed,
 )
+from runtime.fast_kernels import choose as choose_kernels
+from runtime.fast_kernels import common_choice, configure_tf32
 from runtime.forward import q_sample
 from runtime.loss import eps_pred_loss
 from runtime.schedule import Schedule
@@ -427,16 +429,6 @@ def to_device_data(x01: np.ndarray, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
-def configure_fast_kernels(device: torch.device) -> None:
-    if device.type == "cuda":
-        try:
-            torch.backends.cuda.matmul.fp32_precision = "tf32"
-            torch.backends.cudnn.conv.fp32_precision = "tf32"
-        except AttributeError:  # older PyTorch
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-
-
 def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *,
           on_step: Callable[[int], None] | None = None, data=None) -> Path:
     """Run training as configured; return the run folder. Raises UserError for bad input.
@@ -524,10 +516,15 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     mspec = model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks)
     model = build_model(mspec)
     init_parameters(model, make_generator(cfg.seed, STREAM_INIT))
+    kernels = choose_kernels(cfg.fast_kernels, device, model, (b, C, H, W))
+    if info.enabled and kernels.probe_ms:
+        kernels = common_choice(kernels, lambda i: int(all_reduce_min(
+            torch.tensor([i], dtype=torch.int64, device=device), info).item()))
     if cfg.fast_kernels:
-        configure_fast_kernels(device)
-        if device.type == "cpu":
-            model = model.to(memory_format=torch.channels_last)
+        say(f"fast kernels: {kernels.name} ({kernels.reason})")
+    configure_tf32(kernels)
+    if kernels.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     update = GuardedUpdate(model, cfg.lr, cfg.ema_decay, device)
     sampler = EpochSampler(n_train, make_generator(cfg.seed, STREAM_DATA))
@@ -583,10 +580,10 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if is_cuda
                                               else None)
-    if cfg.fast_kernels and is_cuda:
+    if kernels.compile:
         train_model = torch.compile(train_model)
-    channels_last = cfg.fast_kernels and device.type == "cpu"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.fast_kernels)
+    channels_last = kernels.channels_last
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=kernels.bf16)
     data_x = to_device_data(train_x, device)
     T = cfg.T
 
@@ -705,7 +702,7 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     notes = {
         "dataset": cfg.dataset, "data_dir": cfg.data_dir, "n_train": n_train,
         "image_shape": [C, H, W], "device": str(device), "world_size": info.world_size,
-        "fast_kernels": cfg.fast_kernels, "torch": torch.__version__,
+        "fast_kernels": cfg.fast_kernels, "kernels": kernels.as_log(), "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "model": cfg.model, "hidden": cfg.hidden_c, "blocks": cfg.residual_blocks,
         "parameters": sum(p.numel() for p in model.parameters()),
