@@ -80,6 +80,7 @@ from runtime.distributed import (
 )
 from runtime.forward import q_sample
 from runtime.loss import eps_pred_loss
+from runtime.runlock import run_lock
 from runtime.schedule import Schedule
 
 MAX_CONSECUTIVE_NONFINITE = 5
@@ -448,10 +449,18 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *
     info = env_info()
     resolve_device(cfg.device)  # an unusable --device is an error before anything else
 
-    # 1. Where the run goes, and what it continues from (validated before anything is written).
+    # 1. Where the run goes. Rank 0 owns the folder (OUT/.lock, `runtime.runlock`) for the whole
+    # run, from before the checkpoint is read; a second trainer on it stops with exit status 2.
     out = Path(cfg.out) if cfg.out is not None else default_out_dir(cfg.dataset)
     if info.enabled and cfg.out is None:
         fail("under torchrun give --out DIR (each process must agree on the run folder)")
+    with run_lock(out) if info.is_main else contextlib.nullcontext():
+        return _train_owned(cfg, explicit, info, out, t_start, on_step, data)
+
+
+def _train_owned(cfg: TrainConfig, explicit: set[str] | frozenset[str], info: DistInfo,
+                 out: Path, t_start: float, on_step: Callable[[int], None] | None, data) -> Path:
+    # What the run continues from (validated before anything but the lock is written).
     ckpt_path = out / CHECKPOINT_NAME
     payload = None
     if cfg.resume:
