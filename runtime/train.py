@@ -63,7 +63,7 @@ from runtime.checkpoint import (
     save_checkpoint,
     schedule_betas,
 )
-from runtime.cli import UserError, fail, run_main
+from runtime.cli import EXIT_STATUS_HELP, UserError, fail, run_main
 from runtime.config import TRAINING_IDENTITY, ConfigError, TrainConfig, flag_of, parse_config
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import from_diffusion_range, to_diffusion_range
@@ -106,7 +106,13 @@ examples:
 
 Under torchrun --batch-size is per process; every process draws the same global batch from the
 shared seeded generators and trains on its own slice, so N processes x batch b follow one
-process x batch N*b. Errors in the input end with one line `error: ...` and exit status 2."""
+process x batch N*b. Errors in the input end with one line `error: ...` and exit status 2.
+
+One run folder, one trainer: the run holds OUT/.lock from start to end (under torchrun, rank 0
+holds it); another trainer on that folder, --resume included, stops at once with exit status 2
+and names the holder (pid, host, start time). A folder left by kill -9 is free again at once.
+
+""" + EXIT_STATUS_HELP
 
 
 # --------------------------------------------------------------------------- randomness

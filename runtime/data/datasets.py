@@ -228,15 +228,75 @@ def validate_pair(
 # --------------------------------------------------------------------------- reading .npy
 
 
+def memory_limit_bytes() -> int:
+    """The most bytes one array read from a file may claim: this machine's physical memory
+    (Linux/POSIX `sysconf`; 64 GiB where it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 64 << 30
+
+
+def format_bytes(n: int) -> str:
+    """`n` bytes for people: 238.4 GiB, 3.0 KiB, 17 bytes."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _check_npy_header(path: Path) -> None:
+    """Read the `.npy` header only and check what it claims before any array is allocated:
+    no Python objects, and shape × itemsize equal to the bytes the file holds after the header
+    and within `memory_limit_bytes()`."""
+    from numpy.lib import format as npy_format
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            return  # not a .npy (an .npz, or garbage): np.load gives the message
+        f.seek(0)
+        version = npy_format.read_magic(f)
+        read_header = {(1, 0): npy_format.read_array_header_1_0,
+                       (2, 0): npy_format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise DataError(f"{path}: unsupported .npy format version {version[0]}.{version[1]}; "
+                            "expected version 1.0 or 2.0, as numpy.save writes for numeric arrays")
+        shape, _, dtype = read_header(f)
+        data_start = f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{path}: the array holds Python objects (dtype {dtype}, a pickle); "
+                        "expected a numeric array")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize  # exact: Python ints
+    held = size - data_start
+    what = (f"the header claims shape {tuple(int(v) for v in shape)} of {dtype} "
+            f"({claimed} bytes = {format_bytes(claimed)})")
+    if claimed != held:
+        kind = "truncated" if claimed > held else "trailing bytes"
+        raise DataError(f"{path}: {what}, but the file holds {held} bytes after the header "
+                        f"({kind}); expected a complete file written by numpy.save")
+    limit = memory_limit_bytes()
+    if claimed > limit:
+        raise DataError(f"{path}: {what}, {format_bytes(claimed)}: more than this machine's "
+                        f"{format_bytes(limit)} of memory; expected an array that fits in memory")
+
+
 def load_npy_array(path: str | os.PathLike) -> np.ndarray:
-    """Read one `.npy` file fully (no memory map, no pickles); unreadable files raise `DataError`."""
+    """Read one `.npy` file fully (no memory map, no pickles); unreadable files raise `DataError`.
+
+    The header is checked first (`_check_npy_header`): a header claiming more data than the file
+    holds is an error before anything is allocated.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found; expected a .npy array there")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; expected a .npy file")
     try:
+        _check_npy_header(path)
         arr = np.load(path, mmap_mode=None, allow_pickle=False)
+    except DataError:
+        raise
     except (ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(
