@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
+import pickletools
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -55,6 +57,9 @@ CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
 CIFAR10_BATCHES = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
 CIFAR10_CLASSES = 10
+# A batch member holds 10,000 images of 3,072 bytes plus labels and file names (about 31.0 MB in
+# the official archive); a member whose tar header claims more is refused before it is read.
+CIFAR10_MAX_BATCH_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -130,10 +135,33 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(io.BytesIO(raw), encoding="bytes")
+        self._size = len(raw)
+
     def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+        found = super().find_class(module, name)
+        if name != "_reconstruct":
+            return found
+        size = self._size
+
+        def reconstruct(subtype, shape, dtype):  # allocates shape: check it against the pickle
+            elements = math.prod(int(v) for v in shape)
+            if elements > size:
+                raise pickle.UnpicklingError(
+                    f"an array of shape {tuple(shape)} claimed in a pickle of {size} bytes")
+            return found(subtype, shape, dtype)
+
+        return reconstruct
+
+
+def _check_pickle_lengths(raw: bytes) -> None:
+    """Walk the pickle's opcodes without building anything: every length it claims (bytes,
+    strings) must fit in `raw`. (pickle itself allocates a claimed length before reading it.)"""
+    for _ in pickletools.genops(raw):
+        pass
 
 
 def _read_cifar_batch(
@@ -146,13 +174,26 @@ def _read_cifar_batch(
             f"{archive}: batch {name} not found in the archive; expected the official CIFAR-10 "
             f"python archive with {', '.join(CIFAR10_BATCHES)}"
         )
+    claimed = members[name].size
+    if claimed > CIFAR10_MAX_BATCH_BYTES:
+        raise DataError(
+            f"{where}: the tar header claims {claimed} bytes; expected a batch of at most "
+            f"{CIFAR10_MAX_BATCH_BYTES} bytes (10,000 images of 3x32x32 and their labels)"
+        )
     f = tar.extractfile(members[name])
     if f is None:
         raise DataError(f"{where}: not a regular file; expected a pickled batch")
     try:
         raw = f.read()
-        batch = _ArrayOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        if len(raw) != claimed:
+            raise DataError(
+                f"{where}: the tar header claims {claimed} bytes, the archive holds {len(raw)}; "
+                "expected a complete archive"
+            )
+        _check_pickle_lengths(raw)
+        batch = _ArrayOnlyUnpickler(raw).load()
     except (
+        tarfile.TarError,
         pickle.UnpicklingError,
         EOFError,
         ValueError,

@@ -41,6 +41,7 @@ import numpy as np
 
 from runtime.atomic import atomic_write, current_umask
 from runtime.cli import UserError
+from runtime.limits import format_bytes, memory_limit_bytes
 
 __all__ = [
     "DATASETS",
@@ -226,23 +227,6 @@ def validate_pair(
 
 
 # --------------------------------------------------------------------------- reading .npy
-
-
-def memory_limit_bytes() -> int:
-    """The most bytes one array read from a file may claim: this machine's physical memory
-    (Linux/POSIX `sysconf`; 64 GiB where it cannot be read)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 64 << 30
-
-
-def format_bytes(n: int) -> str:
-    """`n` bytes for people: 238.4 GiB, 3.0 KiB, 17 bytes."""
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.1f} {unit}"
-    return f"{n} bytes"
 
 
 def _check_npy_header(path: Path) -> None:
