@@ -6,9 +6,10 @@ Ctrl-C included, the temporary file is removed and `path` is left as it was. `du
 fsyncs the file and its folder, so the new content survives a power cut (checkpoints, data).
 
 A process killed outright (kill -9, a power cut) cannot remove its temporary file. Its name is
-`.<target>.<pid>-<8 hex>.partial` (`temp_path`), a pattern this module alone writes, so
-`remove_leftovers(folder)` can recognise such leftovers and delete them, and nothing else:
-it skips any whose writer (the pid in the name) is still alive on this machine.
+`.<target>.<pid>-<8 hex>.partial` (`temp_path`; a staging folder, `.partial-folder`), a pattern
+this module alone writes, so `remove_leftovers(folder)` can recognise such leftovers and delete
+them, and nothing else: it skips any whose writer (the pid in the name) is still alive on this
+machine.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "current_umask", "fsync_folder", "is_leftover", "remove_leftovers",
-           "temp_path"]
+__all__ = ["atomic_write", "current_umask", "fsync_folder", "is_leftover", "make_temp_folder",
+           "remove_leftovers", "temp_path"]
 
 TEMP_SUFFIX = ".partial"
-# .<target name>.<writer pid>-<8 lowercase hex>.partial
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>[0-9]+)-[0-9a-f]{8}\.partial$")
+FOLDER_SUFFIX = ".partial-folder"
+# .<target name>.<writer pid>-<8 lowercase hex>.partial (a file) or .partial-folder (a folder)
+_TEMP_NAME = re.compile(
+    r"^\.(?P<target>.+)\.(?P<pid>[0-9]+)-[0-9a-f]{8}\.partial(?P<folder>-folder)?$")
 
 
 def current_umask() -> int:
@@ -36,13 +40,16 @@ def current_umask() -> int:
     return mask
 
 
-def temp_path(path: Path) -> Path:
-    """A fresh temporary name for writing `path`: `.<name>.<pid>-<8 hex>.partial` beside it."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+def temp_path(path: Path, folder: bool = False) -> Path:
+    """A fresh temporary name for writing `path`: `.<name>.<pid>-<8 hex>.partial` beside it
+    (`.partial-folder` for a staging folder)."""
+    suffix = FOLDER_SUFFIX if folder else TEMP_SUFFIX
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
 def is_leftover(name: str) -> bool:
-    """Whether `name` is a temporary file of `atomic_write` whose writer is not running."""
+    """Whether `name` is a temporary file (or staging folder) of this module whose writer is
+    not running."""
     match = _TEMP_NAME.match(name)
     if match is None:
         return False
@@ -59,8 +66,9 @@ def is_leftover(name: str) -> bool:
 
 
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that interrupted `atomic_write`s left in `folder` (not
-    recursive); return their paths. Only names of `temp_path`'s pattern whose writer is gone."""
+    """Delete the temporary files (and staging folders) that interrupted writes left in `folder`
+    (not recursive); return their paths. Only names of `temp_path`'s pattern, of the right kind,
+    whose writer is gone."""
     folder = Path(folder)
     removed = []
     try:
@@ -68,11 +76,29 @@ def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        if entry.is_file(follow_symlinks=False) and is_leftover(entry.name):
+        if not is_leftover(entry.name):
+            continue
+        is_folder = entry.name.endswith(FOLDER_SUFFIX)
+        if is_folder and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+        elif not is_folder and entry.is_file(follow_symlinks=False):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
+
+
+def make_temp_folder(path: Path) -> Path:
+    """Create a staging folder for `path` beside it (`temp_path(path, folder=True)`, the mode of
+    an ordinary new folder); the caller renames it into place or removes it."""
+    while True:
+        tmp = temp_path(path, folder=True)
+        try:
+            tmp.mkdir(0o777)  # less the umask
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object],

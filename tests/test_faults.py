@@ -40,7 +40,7 @@ from runtime.atomic import is_leftover, remove_leftovers, temp_path
 from runtime.checkpoint import load_checkpoint
 from runtime.cli import EXIT_FAILURE, run_main
 from runtime.data.convert import convert_cifar10, convert_image_folder
-from runtime.data.datasets import DataError, load_digits
+from runtime.data.datasets import DataError, load_digits, save_folder
 from runtime.runlock import LOCK_NAME, RunLocked, read_holder, run_lock
 from runtime.train import main as train_main
 
@@ -254,9 +254,19 @@ def test_only_the_writers_own_leftovers_are_removed(tmp_path):
     gone = [f".checkpoint.pt.{dead}-0123abcd.partial", f".samples.png.{dead}-ffffffff.partial"]
     for name in keep + gone:
         (tmp_path / name).write_bytes(b"")
+    staging = tmp_path / f".data.{dead}-89abcdef.partial-folder"  # a killed conversion's folder
+    (staging / "sub").mkdir(parents=True)
+    (staging / "sub" / "train_x.npy").write_bytes(b"half")
+    keep.append(f".y.{dead}-89abcdef.partial-folder")  # a file with a folder's name: not ours
+    (tmp_path / keep[-1]).write_bytes(b"")
     removed = remove_leftovers(tmp_path)
-    assert sorted(p.name for p in removed) == sorted(gone)
+    assert sorted(p.name for p in removed) == sorted([*gone, staging.name])
     assert sorted(os.listdir(tmp_path)) == sorted(keep)
+    # a conversion's next run removes a killed one's staging folder beside its output
+    (staging / "sub").mkdir(parents=True)
+    save_folder(tmp_path / "data", {"train_x.npy": np.zeros((1, 1, 2, 2), np.float32)})
+    assert not staging.exists()
+    assert sorted(os.listdir(tmp_path / "data")) == ["train_x.npy"]
 
 
 # --------------------------------------------------------------------------- untrusted headers

@@ -32,14 +32,13 @@ import functools
 import os
 import pickle
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.atomic import atomic_write, current_umask
+from runtime.atomic import atomic_write, make_temp_folder, remove_leftovers
 from runtime.cli import UserError
 from runtime.limits import format_bytes, memory_limit_bytes
 
@@ -426,11 +425,12 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
 def save_folder(out_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write `arrays` (file name → array, e.g. the four `LAYOUT_FILES`) into `out_dir` atomically.
 
-    The files are first written into a temporary folder next to `out_dir` (each `.npy` through a
-    `.part` file and `os.replace`), then moved into place: a new `out_dir` is renamed in one step;
-    an existing folder gets each file replaced with `os.replace`. On any failure, Ctrl-C included,
-    the temporary folder and any parent folders created here are removed, so no partial output
-    is left. Returns `out_dir`.
+    The files are first written into a staging folder next to `out_dir`
+    (`runtime.atomic.make_temp_folder`; each `.npy` through `atomic_write`), then moved into
+    place: a new `out_dir` is renamed in one step; an existing folder gets each file replaced
+    with `os.replace`. On any failure, Ctrl-C included, the staging folder and any parent folders
+    created here are removed, so no partial output is left; what a killed conversion left (its
+    staging folder, by name) is removed at the next one. Returns `out_dir`.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -445,8 +445,8 @@ def save_folder(out_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) ->
     try:
         for d in reversed(created):
             d.mkdir()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700; give it a normal folder's mode
+        remove_leftovers(parent)  # staging folders of killed conversions (by name and dead pid)
+        tmp = make_temp_folder(parent / out_dir.name)
         for fname, arr in arrays.items():
             _save_npy_atomic(tmp / fname, arr)
         if out_dir.exists():
