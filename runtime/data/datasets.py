@@ -255,8 +255,9 @@ def _check_npy_header(path: Path) -> None:
             f"({claimed} bytes = {format_bytes(claimed)})")
     if claimed != held:
         kind = "truncated" if claimed > held else "trailing bytes"
-        raise DataError(f"{path}: {what}, but the file holds {held} bytes after the header "
-                        f"({kind}); expected a complete file written by numpy.save")
+        raise DataError(f"{path}: not a readable .npy array (truncated or corrupt?): {what}, but "
+                        f"the file holds {held} bytes after the header ({kind}); expected a "
+                        "complete file written by numpy.save")
     limit = memory_limit_bytes()
     if claimed > limit:
         raise DataError(f"{path}: {what}, {format_bytes(claimed)}: more than this machine's "
