@@ -69,11 +69,22 @@ def forkable(tmp_path_factory) -> None:
                    [{"step": 1, "loss": 1.0, "quartile_loss": [1.0] * 4}])
 
 
+_CHILDREN: list[Child] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test():
+    yield
+    while _CHILDREN:
+        _CHILDREN.pop().kill()
+
+
 class Child:
     """`python -m runtime.train ARGV` in a forked process; output goes to a file."""
 
     def __init__(self, argv: list[str], log: Path, kill_in_save: int | None = None) -> None:
         self.log = log
+        self.returncode: int | None = None
         self.pid = os.fork()
         if self.pid == 0:  # the child: never returns into pytest
             code = 99
@@ -95,7 +106,7 @@ class Child:
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        self.returncode: int | None = None
+        _CHILDREN.append(self)
 
     def output(self) -> str:
         try:
@@ -130,7 +141,8 @@ class Child:
     def kill(self) -> None:
         if self.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
-            self.wait()
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
 
 
 def _die_in_save(k: int) -> None:
