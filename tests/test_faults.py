@@ -82,7 +82,8 @@ def _no_child_outlives_its_test():
 class Child:
     """`python -m runtime.train ARGV` in a forked process; output goes to a file."""
 
-    def __init__(self, argv: list[str], log: Path, kill_in_save: int | None = None) -> None:
+    def __init__(self, argv: list[str], log: Path, kill_in_save: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.log = log
         self.returncode: int | None = None
         self.pid = os.fork()
@@ -94,6 +95,7 @@ class Child:
                 os.dup2(fd, 2)
                 sys.stdout = sys.stderr = open(fd, "w", buffering=1, closefd=False)
                 torch.set_num_threads(1)  # no OpenMP team after fork; the same bits every child
+                os.environ.update(env or {})
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 if kill_in_save is not None:
                     _die_in_save(kill_in_save)
@@ -238,6 +240,36 @@ def test_one_owner_per_run_folder(tmp_path, capsys, forkable):
     with run_lock(out, say=None):  # free at once, no waiting, no manual clean-up
         assert read_holder((out / LOCK_NAME).read_text())["pid"] == str(os.getpid())
     assert not (out / LOCK_NAME).exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_under_torchrun_the_lock_is_rank_0s(tmp_path, forkable):
+    """Two ranks with torchrun's environment (gloo): rank 0 holds the lock, rank 1 never
+    touches it; a folder in use stops rank 0 with exit status 2."""
+    out = tmp_path / "run"
+    argv = [*RUN, "--steps", 10**6, "--checkpoint-every", 0, "--out", out]
+
+    def ranks(tag: str) -> list[Child]:
+        port = str(_free_port())
+        return [Child(argv, tmp_path / f"{tag}{rank}.log", env={
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for rank in (0, 1)]
+
+    with run_lock(out, say=None):  # the folder is in use
+        rank0, rank1 = ranks("busy")
+        assert rank0.wait() == 2, rank0.output()
+        assert f"in use by pid {os.getpid()} " in rank0.output()
+        rank1.kill()  # it waits for rank 0 to join; torchrun would stop it the same way
+    rank0, rank1 = ranks("free")
+    rank0.wait_for("run folder:")
+    assert read_holder((out / LOCK_NAME).read_text())["pid"] == str(rank0.pid)
+    assert rank1.poll() is None and rank0.poll() is None  # both joined the group and train
 
 
 def test_run_lock_releases_and_cleans(tmp_path):
