@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.cli import EXIT_STATUS_HELP, ArgumentParser, run_main
-from runtime.data.convert import CIFAR10_MD5, convert_cifar10, convert_image_folder
+from runtime.data.convert import (
+    CIFAR10_MD5,
+    MAX_IMAGE_PIXELS,
+    convert_cifar10,
+    convert_image_folder,
+)
 from runtime.data.datasets import (
     LAYOUT_FILES,
     SPLITS,
@@ -106,8 +111,12 @@ def build_parser() -> ArgumentParser:
             "Convert any folder of images read by Pillow into a data folder. With sub-folders, "
             "each sub-folder is a class (names sorted give ids 0, 1, ...); a flat folder is one "
             "class. Images are converted to RGB (transparency composited onto white), the short "
-            "side resized and the centre cropped to HEIGHT x WIDTH. Unreadable files are skipped "
-            "and counted."
+            "side resized and the centre cropped to HEIGHT x WIDTH. The bit depth comes from the "
+            "file's format and mode, never from the pixel values: 16-bit gray is scaled by "
+            "255/65535; 32-bit integer and float images (no stated range) are skipped. "
+            f"Unreadable files, and images whose header claims more than "
+            f"{MAX_IMAGE_PIXELS / 1e6:.1f} M pixels, are "
+            "skipped and named with the reason; the summary lists what was done per mode."
         ),
         epilog=f"example:\n  {PROG} image-folder --src pets/ --out data/pets --test-fraction 0.1"
         f"\n\n{EXIT_STATUS_HELP}",
