@@ -42,7 +42,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ import numpy as np
 import torch
 
 from runtime.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
+from runtime.atomic import temp_path
 from runtime.checkpoint import (
     CheckpointError,
     build_model,
@@ -386,8 +386,8 @@ def prepare_out_dir(out: Path) -> bool:
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
+        probe = temp_path(out / "write-test")  # a kill -9 right here leaves a known leftover
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as exc:
         if created:
