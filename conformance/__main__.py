@@ -31,6 +31,13 @@ from conformance.harness import (  # noqa: E402
 )
 from conformance.registry import REGISTRY  # noqa: E402
 
+EXIT_STATUS = """\
+exit status:
+  0    the runtime agrees with the spec on this case
+  1    they disagree (FAIL and the mismatch are printed), or a failure of the program itself
+  2    bad usage (argparse: an unknown name, a bad flag)
+  130  interrupted by Ctrl-C"""
+
 
 def _flat(x: object) -> np.ndarray:
     if isinstance(x, (list, tuple)):
@@ -42,6 +49,7 @@ def _flat(x: object) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__,
+                                     epilog=EXIT_STATUS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(REGISTRY))
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32", "bfloat16"])

@@ -16,12 +16,15 @@ A checkpoint is one `torch.save`d dict (docs/api.md):
 the new one, never a partial one; if anything fails the old checkpoint is left as it was.
 
 `load_checkpoint` loads with `weights_only=True` (no pickled code runs) and turns every failure
-(missing, truncated, not a checkpoint, missing keys) into one `CheckpointError` line.
+(missing, truncated, not a checkpoint, missing keys) into one `CheckpointError` line. Before
+torch reads the file, `check_container` compares the sizes its zip headers claim with the file's
+own size (torch then checks each tensor's claimed size against its record before allocating).
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ import torch
 
 from runtime.atomic import atomic_write
 from runtime.cli import UserError
+from runtime.limits import format_bytes, memory_limit_bytes
 
 CHECKPOINT_FORMAT = "diffspec-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -54,13 +58,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
+    check_container(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise CheckpointError(f"checkpoint {path} does not fit in memory") from None
     except Exception as exc:  # torch raises many types for a damaged file
         # torch's own text for an unpicklable file is a paragraph about `weights_only`; name the
         # exception type only, which is what a user can act on (the file is not a checkpoint).
+        # A reader's RuntimeError says which record is short (claimed and stored sizes): keep
+        # its first line.
+        reason = type(exc).__name__
+        if type(exc) is RuntimeError and str(exc).strip():
+            reason += ": " + str(exc).strip().splitlines()[0][:200]
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a torch checkpoint ({type(exc).__name__}); "
+            f"checkpoint {path} is corrupt or not a torch checkpoint ({reason}); "
             "expected a checkpoint.pt written by python -m runtime.train") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a diffspec training checkpoint")
@@ -74,6 +86,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload["config"], dict) or "derived" not in payload["config"]:
         raise CheckpointError(f"checkpoint {path} has no usable config")
     return payload
+
+
+def check_container(path: Path) -> None:
+    """Check the zip container before torch reads it: the file fits in memory, is a zip (what
+    `torch.save` writes; the legacy format is refused), and no member claims more bytes than the
+    file holds. (torch itself checks each tensor's claimed size against its stored record before
+    allocating; this names the file, the member and both sizes in one line.)"""
+    size = path.stat().st_size
+    limit = memory_limit_bytes()
+    if size > limit:
+        raise CheckpointError(f"checkpoint {path} is {format_bytes(size)}, more than this "
+                              f"machine's {format_bytes(limit)} of memory")
+    corrupt = (f"checkpoint {path} is corrupt or not a torch checkpoint (%s); expected a "
+               "checkpoint.pt written by python -m runtime.train")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise CheckpointError(corrupt % f"not a readable zip: {exc}") from None
+    for info in members:
+        if info.file_size > size or info.compress_size > size:
+            raise CheckpointError(corrupt % (
+                f"the zip header claims {info.file_size} bytes for {info.filename}, the whole "
+                f"file holds {size}"))
 
 
 def load_state_dict_checked(module: torch.nn.Module, state: Any, what: str, path: Any) -> None:

@@ -21,7 +21,10 @@ Caught and printed as one line: `UserError` (and its subclasses, e.g. `runtime.d
 of `ArgumentParser` (which raise `UserError` instead of printing the usage block), and any
 exception types passed as `run_main(main, user_errors=(ConfigError, CheckpointError))`.
 A command that wants to save state on Ctrl-C (the trainer's checkpoint) catches
-`KeyboardInterrupt` itself and re-raises it; `run_main` then exits with 130.
+`KeyboardInterrupt` itself and re-raises it; `run_main` then exits with 130. A MemoryError
+(the machine's limit: sizes read from files are checked before anything is allocated) is one
+line `error: out of memory ...` and status 1. Every command's --help ends with
+`EXIT_STATUS_HELP`.
 """
 
 from __future__ import annotations
@@ -31,11 +34,26 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a failure of the program itself (Python's status for an uncaught exception)
 EXIT_USER_ERROR = 2  # bad input or usage (argparse's convention)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 
+# The epilog of every command's --help (the README's "Faults and exit statuses" says the same).
+EXIT_STATUS_HELP = """\
+exit status:
+  0    success
+  1    a failure of the program itself: a bug (with a traceback), or out of memory
+       (one line `error: out of memory ...`)
+  2    bad usage or bad input: a bad flag, a missing, malformed or oversized file, a run
+       folder in use by another trainer; one line `error: ...` on stderr
+  130  interrupted by Ctrl-C (runtime.train: also SIGTERM; it saves a checkpoint first)"""
+
 __all__ = [
+    "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_STATUS_HELP",
     "EXIT_USER_ERROR",
     "ArgumentParser",
     "UserError",
@@ -80,7 +98,8 @@ def run_main(
     argv: Sequence[str] | None = None,
     user_errors: tuple[type[Exception], ...] = (),
 ) -> NoReturn:
-    """Run `main(argv)` and exit: its return value (None → 0), 2 on a user error, 130 on Ctrl-C.
+    """Run `main(argv)` and exit: its return value (None → 0), 2 on a user error, 130 on Ctrl-C,
+    1 with one line on MemoryError (any other exception: Python's traceback and status 1).
 
     User errors are `UserError`, `OSError` and the extra exception types in `user_errors`
     (e.g. a module's own `ConfigError`); each is printed as `error: <message>` on one line.
@@ -96,4 +115,10 @@ def run_main(
     except OSError as exc:
         print(f"error: {one_line(_describe_os_error(exc))}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except MemoryError as exc:
+        # Sizes read from files are checked before allocating; this is the machine's limit.
+        detail = f" ({one_line(exc)})" if str(exc) else ""
+        print(f"error: out of memory{detail}; try a smaller input or --batch-size",
+              file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
     sys.exit(0 if code is None else code)

@@ -29,7 +29,7 @@ import torch
 
 from runtime.artifacts import save_json
 from runtime.checkpoint import load_checkpoint, restore_for_inference
-from runtime.cli import fail, run_main
+from runtime.cli import EXIT_STATUS_HELP, fail, run_main
 from runtime.config import EvaluateConfig, parse_config
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import to_diffusion_range
@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(EvaluateConfig, None if argv is None else list(argv),
                           prog="python -m runtime.evaluate",
                           description="Held-out ε-loss and bits/dim (variational bound, Ho et "
-                                      "al. 2020 Eq. 5) of a runtime.train checkpoint.")
+                                      "al. 2020 Eq. 5) of a runtime.train checkpoint.",
+                          epilog=EXIT_STATUS_HELP)
     print(format_table(evaluate(cfg)))
     return 0
 

@@ -29,7 +29,7 @@ import torch
 
 from runtime.artifacts import image_grid, save_npy, save_png
 from runtime.checkpoint import load_checkpoint, restore_for_inference
-from runtime.cli import fail, run_main
+from runtime.cli import EXIT_STATUS_HELP, fail, run_main
 from runtime.config import SampleConfig, parse_config
 from runtime.data.transforms import from_diffusion_range
 from runtime.ddim import ddim_sample_strided, ddim_timesteps
@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(SampleConfig, None if argv is None else list(argv),
                           prog="python -m runtime.sample",
                           description="Sample images from a runtime.train checkpoint "
-                                      "(EMA weights when present).")
+                                      "(EMA weights when present).",
+                          epilog=EXIT_STATUS_HELP)
     out = sample(cfg)
     print(f"wrote {cfg.n} samples ({cfg.sampler}) to {out}")
     return 0

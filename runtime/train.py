@@ -42,7 +42,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ import numpy as np
 import torch
 
 from runtime.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
+from runtime.atomic import temp_path
 from runtime.checkpoint import (
     CheckpointError,
     build_model,
@@ -63,7 +63,7 @@ from runtime.checkpoint import (
     save_checkpoint,
     schedule_betas,
 )
-from runtime.cli import UserError, fail, run_main
+from runtime.cli import EXIT_STATUS_HELP, UserError, fail, run_main
 from runtime.config import TRAINING_IDENTITY, ConfigError, TrainConfig, flag_of, parse_config
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import from_diffusion_range, to_diffusion_range
@@ -82,6 +82,7 @@ from runtime.fast_kernels import choose as choose_kernels
 from runtime.fast_kernels import common_choice, configure_tf32
 from runtime.forward import q_sample
 from runtime.loss import eps_pred_loss
+from runtime.runlock import run_lock
 from runtime.schedule import Schedule
 
 MAX_CONSECUTIVE_NONFINITE = 5
@@ -107,7 +108,13 @@ examples:
 
 Under torchrun --batch-size is per process; every process draws the same global batch from the
 shared seeded generators and trains on its own slice, so N processes x batch b follow one
-process x batch N*b. Errors in the input end with one line `error: ...` and exit status 2."""
+process x batch N*b. Errors in the input end with one line `error: ...` and exit status 2.
+
+One run folder, one trainer: the run holds OUT/.lock from start to end (under torchrun, rank 0
+holds it); another trainer on that folder, --resume included, stops at once with exit status 2
+and names the holder (pid, host, start time). A folder left by kill -9 is free again at once.
+
+""" + EXIT_STATUS_HELP
 
 
 # --------------------------------------------------------------------------- randomness
@@ -381,8 +388,8 @@ def prepare_out_dir(out: Path) -> bool:
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
+        probe = temp_path(out / "write-test")  # a kill -9 right here leaves a known leftover
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as exc:
         if created:
@@ -440,10 +447,18 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *
     info = env_info()
     resolve_device(cfg.device)  # an unusable --device is an error before anything else
 
-    # 1. Where the run goes, and what it continues from (validated before anything is written).
+    # 1. Where the run goes. Rank 0 owns the folder (OUT/.lock, `runtime.runlock`) for the whole
+    # run, from before the checkpoint is read; a second trainer on it stops with exit status 2.
     out = Path(cfg.out) if cfg.out is not None else default_out_dir(cfg.dataset)
     if info.enabled and cfg.out is None:
         fail("under torchrun give --out DIR (each process must agree on the run folder)")
+    with run_lock(out) if info.is_main else contextlib.nullcontext():
+        return _train_owned(cfg, explicit, info, out, t_start, on_step, data)
+
+
+def _train_owned(cfg: TrainConfig, explicit: set[str] | frozenset[str], info: DistInfo,
+                 out: Path, t_start: float, on_step: Callable[[int], None] | None, data) -> Path:
+    # What the run continues from (validated before anything but the lock is written).
     ckpt_path = out / CHECKPOINT_NAME
     payload = None
     if cfg.resume:

@@ -12,8 +12,13 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.cli import ArgumentParser, run_main
-from runtime.data.convert import CIFAR10_MD5, convert_cifar10, convert_image_folder
+from runtime.cli import EXIT_STATUS_HELP, ArgumentParser, run_main
+from runtime.data.convert import (
+    CIFAR10_MD5,
+    MAX_IMAGE_PIXELS,
+    convert_cifar10,
+    convert_image_folder,
+)
 from runtime.data.datasets import (
     LAYOUT_FILES,
     SPLITS,
@@ -38,6 +43,8 @@ then train with:  python -m runtime.train --dataset cifar10 --data-dir data/cifa
 
 A data folder holds {", ".join(LAYOUT_FILES)}: x (N, C, H, W) float32 in [0, 1]
 (uint8 0..255 accepted on load), y (N,) int64 class labels.
+
+{EXIT_STATUS_HELP}
 """
 
 
@@ -85,7 +92,8 @@ def build_parser() -> ArgumentParser:
             "data folder: train 50000 and test 10000 images, 3x32x32 float32 in [0, 1], "
             f"10 classes. The archive's published MD5 ({CIFAR10_MD5}) is checked first."
         ),
-        epilog=f"example:\n  {PROG} cifar10 --archive cifar-10-python.tar.gz --out data/cifar10",
+        epilog=f"example:\n  {PROG} cifar10 --archive cifar-10-python.tar.gz --out data/cifar10"
+        f"\n\n{EXIT_STATUS_HELP}",
         formatter_class=fmt,
     )
     p.add_argument("--archive", required=True, type=Path, help="path to cifar-10-python.tar.gz")
@@ -103,10 +111,15 @@ def build_parser() -> ArgumentParser:
             "Convert any folder of images read by Pillow into a data folder. With sub-folders, "
             "each sub-folder is a class (names sorted give ids 0, 1, ...); a flat folder is one "
             "class. Images are converted to RGB (transparency composited onto white), the short "
-            "side resized and the centre cropped to HEIGHT x WIDTH. Unreadable files are skipped "
-            "and counted."
+            "side resized and the centre cropped to HEIGHT x WIDTH. The bit depth comes from the "
+            "file's format and mode, never from the pixel values: 16-bit gray is scaled by "
+            "255/65535; 32-bit integer and float images (no stated range) are skipped. "
+            f"Unreadable files, and images whose header claims more than "
+            f"{MAX_IMAGE_PIXELS / 1e6:.1f} M pixels, are "
+            "skipped and named with the reason; the summary lists what was done per mode."
         ),
-        epilog=f"example:\n  {PROG} image-folder --src pets/ --out data/pets --test-fraction 0.1",
+        epilog=f"example:\n  {PROG} image-folder --src pets/ --out data/pets --test-fraction 0.1"
+        f"\n\n{EXIT_STATUS_HELP}",
         formatter_class=fmt,
     )
     p.add_argument("--src", required=True, type=Path, help="folder of images")
@@ -130,7 +143,7 @@ def build_parser() -> ArgumentParser:
             "class counts; exits 2 with one error line on the first problem."
         ),
         epilog=f"examples:\n  {PROG} check --data-dir data/cifar10 --dataset cifar10\n"
-        f"  {PROG} check --x x.npy --y y.npy --num-classes 10",
+        f"  {PROG} check --x x.npy --y y.npy --num-classes 10\n\n{EXIT_STATUS_HELP}",
         formatter_class=fmt,
     )
     p.add_argument("--data-dir", type=Path, help="data folder holding " + ", ".join(LAYOUT_FILES))

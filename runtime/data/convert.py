@@ -13,8 +13,12 @@
   images are found recursively inside each; loose files at the top are then ignored (counted).
   A flat folder is one class, 0. Hidden files (".name") are ignored. Each image: EXIF rotation
   applied; palette/grayscale/CMYK converted to RGB; transparency composited onto white; the
-  short side resized (bicubic) and the centre cropped to height × width. Files Pillow cannot read
-  are skipped and counted. The split is a permutation drawn with `numpy.random.default_rng(seed)`:
+  short side resized (bicubic) and the centre cropped to height × width. The bit depth comes
+  from the file's format and Pillow's mode, never from the pixel values (`_to_rgb`): 16-bit
+  gray is scaled by 255/65535; 32-bit integer and float images, whose range the file does not
+  state, are skipped. The report lists what was done per mode. Files Pillow cannot read, and
+  images whose header claims more than `MAX_IMAGE_PIXELS` (checked before decoding), are
+  skipped and named with the reason. The split is a permutation drawn with `numpy.random.default_rng(seed)`:
   round(N · test_fraction) images (at least 1, at most N − 1) go to test.
 
 Both validate their arrays with `validate_pair` before writing, and write with `save_folder`
@@ -25,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
+import pickletools
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -51,6 +57,9 @@ CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
 CIFAR10_BATCHES = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
 CIFAR10_CLASSES = 10
+# A batch member holds 10,000 images of 3,072 bytes plus labels and file names (about 31.0 MB in
+# the official archive); a member whose tar header claims more is refused before it is read.
+CIFAR10_MAX_BATCH_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class ConversionReport:
     class_names: tuple[str, ...]
     skipped: tuple[str, ...] = field(default=())  # unreadable files (image-folder)
     ignored: tuple[str, ...] = field(default=())  # loose top-level files beside class folders
+    skip_reasons: tuple[str, ...] = field(default=())  # why each of `skipped` was skipped
+    conversions: tuple[tuple[str, int], ...] = field(default=())  # (what was done, image count)
 
     def summary(self) -> str:
         c, h, w = self.image_shape
@@ -72,8 +83,13 @@ class ConversionReport:
             f"wrote {self.out}: train {self.n_train}, test {self.n_test} images of "
             f"{c}x{h}x{w}, {len(self.class_names)} class(es) ({classes})"
         ]
+        for how, count in self.conversions:
+            lines.append(f"  {count} image(s) {how}")
         if self.skipped:
-            shown = ", ".join(self.skipped[:5]) + (", ..." if len(self.skipped) > 5 else "")
+            named = [f"{name} ({why})" if why else name
+                     for name, why in zip(self.skipped, self.skip_reasons or
+                                          ("",) * len(self.skipped), strict=True)]
+            shown = ", ".join(named[:5]) + (", ..." if len(named) > 5 else "")
             lines.append(f"skipped {len(self.skipped)} unreadable file(s): {shown}")
         if self.ignored:
             lines.append(
@@ -119,10 +135,33 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(io.BytesIO(raw), encoding="bytes")
+        self._size = len(raw)
+
     def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+        found = super().find_class(module, name)
+        if name != "_reconstruct":
+            return found
+        size = self._size
+
+        def reconstruct(subtype, shape, dtype):  # allocates shape: check it against the pickle
+            elements = math.prod(int(v) for v in shape)
+            if elements > size:
+                raise pickle.UnpicklingError(
+                    f"an array of shape {tuple(shape)} claimed in a pickle of {size} bytes")
+            return found(subtype, shape, dtype)
+
+        return reconstruct
+
+
+def _check_pickle_lengths(raw: bytes) -> None:
+    """Walk the pickle's opcodes without building anything: every length it claims (bytes,
+    strings) must fit in `raw`. (pickle itself allocates a claimed length before reading it.)"""
+    for _ in pickletools.genops(raw):
+        pass
 
 
 def _read_cifar_batch(
@@ -135,13 +174,26 @@ def _read_cifar_batch(
             f"{archive}: batch {name} not found in the archive; expected the official CIFAR-10 "
             f"python archive with {', '.join(CIFAR10_BATCHES)}"
         )
+    claimed = members[name].size
+    if claimed > CIFAR10_MAX_BATCH_BYTES:
+        raise DataError(
+            f"{where}: the tar header claims {claimed} bytes; expected a batch of at most "
+            f"{CIFAR10_MAX_BATCH_BYTES} bytes (10,000 images of 3x32x32 and their labels)"
+        )
     f = tar.extractfile(members[name])
     if f is None:
         raise DataError(f"{where}: not a regular file; expected a pickled batch")
     try:
         raw = f.read()
-        batch = _ArrayOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        if len(raw) != claimed:
+            raise DataError(
+                f"{where}: the tar header claims {claimed} bytes, the archive holds {len(raw)}; "
+                "expected a complete archive"
+            )
+        _check_pickle_lengths(raw)
+        batch = _ArrayOnlyUnpickler(raw).load()
     except (
+        tarfile.TarError,
         pickle.UnpicklingError,
         EOFError,
         ValueError,
@@ -271,29 +323,103 @@ def _list_images(
     return files, tuple(d.name for d in class_dirs), ignored
 
 
-def _read_image(path: Path, height: int, width: int) -> np.ndarray | None:
-    """One image → (3, height, width) uint8, or None when Pillow cannot read it."""
+# Images larger than this are skipped (named, with the size the header claims) before any pixel
+# is decoded: Pillow's own decompression-bomb threshold (about 89 M pixels, 0.33 GiB as RGBA).
+MAX_IMAGE_PIXELS = 89_478_485
+
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_OTHER_8BIT = ("CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _wide_source(im) -> bool:
+    """Whether the decoder reads 16 bits per sample (e.g. PNG rawmode "RGB;16B"), which Pillow
+    stores in an 8-bit mode by keeping the high byte. Read from the file's tiles, before load."""
+    return any(";16" in str(getattr(tile, "args", "")) for tile in (getattr(im, "tile", None) or ()))
+
+
+def _to_rgb(im, fmt: str, wide: bool):
+    """(RGB image, what was done) or (None, why it was skipped), from the mode and the file's
+    format `fmt` only (`wide`: the decoder reads 16-bit samples, see `_wide_source`).
+
+    The bit depth comes from the file's format and Pillow's mode, never from the pixel values:
+    16-bit gray ("I;16*"; "I" from PNG and PPM, which Pillow uses for 16-bit gray) is scaled by
+    255/65535 and rounded; 16-bit RGB(A) is stored by Pillow in 8-bit modes as the high byte.
+    """
+    from PIL import Image
+
+    mode = im.mode
+    depth = "16-bit" if wide else "8-bit"
+    if mode in _SIXTEEN_BIT_GRAY or (mode == "I" and fmt in ("PNG", "PPM")):
+        a = np.asarray(im, dtype=np.float64)  # 0..65535 by the file's declared depth
+        gray = np.floor(np.clip(a, 0.0, 65535.0) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB"), f"{mode} ({fmt}): 16-bit gray, scaled by " \
+            "255/65535 and rounded"
+    if mode == "I":
+        return None, f"mode I ({fmt}): 32-bit integer pixels of unknown depth; convert to 8- or " \
+            "16-bit first"
+    if mode == "F":
+        return None, f"mode F ({fmt}): floating-point pixels of unknown range; convert to 8- or " \
+            "16-bit first"
+    if mode == "P" or (mode == "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        rgba = im.convert("RGBA")
+        if has_alpha:
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB"), \
+                f"{mode} ({fmt}): palette with transparency, composited onto white"
+        return rgba.convert("RGB"), f"P ({fmt}): palette, looked up to RGB"
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        note = ", Pillow keeps the high byte" if wide else ""
+        return Image.alpha_composite(white, rgba).convert("RGB"), \
+            f"{mode} ({fmt}): {depth} with transparency{note}, composited onto white"
+    if mode == "RGB":
+        note = " (Pillow keeps the high byte)" if wide else ", as is"
+        return im, f"RGB ({fmt}): {depth} RGB{note}"
+    if mode == "L":
+        note = " (Pillow keeps the high byte)" if wide else ""
+        return im.convert("RGB"), f"L ({fmt}): {depth} gray{note}, copied to R, G and B"
+    if mode == "1":
+        return im.convert("RGB"), f"1 ({fmt}): 1-bit, 0 or 255"
+    if mode in _OTHER_8BIT:
+        return im.convert("RGB"), f"{mode} ({fmt}): 8-bit {mode}, converted to RGB by Pillow"
+    return None, f"mode {mode} ({fmt}): not supported"
+
+
+def _read_image(path: Path, height: int, width: int) -> tuple[np.ndarray | None, str]:
+    """One image → ((3, height, width) uint8, what was done), or (None, why it was skipped).
+
+    The dimensions the header claims are checked against `MAX_IMAGE_PIXELS` before the pixels
+    are decoded (Pillow reads only the header on open).
+    """
+    import warnings
+
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode == "P":
-                im = im.convert("RGBA")
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, rgba)
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit/float gray → 8-bit
-                a = np.asarray(im, dtype=np.float64)
-                hi = 65535.0 if a.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            im = im.convert("RGB")
-            im = ImageOps.fit(im, (width, height), method=Image.Resampling.BICUBIC)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()  # HWC → CHW
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError):
-        return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    size = path.stat().st_size
+                    return None, (f"the header claims {w}x{h} = {w * h / 1e6:.1f} M pixels in a "
+                                  f"file of {size} bytes; the limit is "
+                                  f"{MAX_IMAGE_PIXELS / 1e6:.1f} M pixels")
+                fmt, wide = im.format or "?", _wide_source(im)  # (a transposed copy has no format)
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb, how = _to_rgb(im, fmt, wide)
+                if rgb is None:
+                    return None, how
+                rgb = ImageOps.fit(rgb, (width, height), method=Image.Resampling.BICUBIC)
+                return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy(), how  # HWC→CHW
+    except Image.DecompressionBombError as exc:
+        return None, f"{exc} (file of {path.stat().st_size} bytes)"
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        return None, " ".join(str(exc).split()) or type(exc).__name__
 
 
 def convert_image_folder(
@@ -320,11 +446,15 @@ def convert_image_folder(
     images: list[np.ndarray] = []
     labels: list[int] = []
     skipped: list[str] = []
+    reasons: list[str] = []
+    done: dict[str, int] = {}  # what was done → how many images
     for path, k in tqdm(files, desc="images", unit="img", disable=None if progress else True):
-        arr = _read_image(path, height, width)
+        arr, how = _read_image(path, height, width)
         if arr is None:
             skipped.append(str(path.relative_to(src)))
+            reasons.append(how)
             continue
+        done[how] = done.get(how, 0) + 1
         images.append(arr)
         labels.append(k)
     n = len(images)
@@ -349,4 +479,6 @@ def convert_image_folder(
         class_names,
         tuple(skipped),
         ignored,
+        tuple(reasons),
+        tuple(sorted(done.items())),
     )

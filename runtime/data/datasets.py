@@ -32,15 +32,15 @@ import functools
 import os
 import pickle
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.atomic import atomic_write, current_umask
+from runtime.atomic import atomic_write, make_temp_folder, remove_leftovers
 from runtime.cli import UserError
+from runtime.limits import format_bytes, memory_limit_bytes
 
 __all__ = [
     "DATASETS",
@@ -228,15 +228,58 @@ def validate_pair(
 # --------------------------------------------------------------------------- reading .npy
 
 
+def _check_npy_header(path: Path) -> None:
+    """Read the `.npy` header only and check what it claims before any array is allocated:
+    shape × itemsize equal to the bytes the file holds after the header
+    and within `memory_limit_bytes()`."""
+    from numpy.lib import format as npy_format
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            return  # not a .npy (an .npz, or garbage): np.load gives the message
+        f.seek(0)
+        version = npy_format.read_magic(f)
+        read_header = {(1, 0): npy_format.read_array_header_1_0,
+                       (2, 0): npy_format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise DataError(f"{path}: unsupported .npy format version {version[0]}.{version[1]}; "
+                            "expected version 1.0 or 2.0, as numpy.save writes for numeric arrays")
+        shape, _, dtype = read_header(f)
+        data_start = f.tell()
+    if dtype.hasobject:
+        return  # a pickle, whose size says nothing: np.load(allow_pickle=False) refuses it
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize  # exact: Python ints
+    held = size - data_start
+    what = (f"the header claims shape {tuple(int(v) for v in shape)} of {dtype} "
+            f"({claimed} bytes = {format_bytes(claimed)})")
+    if claimed != held:
+        kind = "truncated" if claimed > held else "trailing bytes"
+        raise DataError(f"{path}: not a readable .npy array (truncated or corrupt?): {what}, but "
+                        f"the file holds {held} bytes after the header ({kind}); expected a "
+                        "complete file written by numpy.save")
+    limit = memory_limit_bytes()
+    if claimed > limit:
+        raise DataError(f"{path}: {what}, {format_bytes(claimed)}: more than this machine's "
+                        f"{format_bytes(limit)} of memory; expected an array that fits in memory")
+
+
 def load_npy_array(path: str | os.PathLike) -> np.ndarray:
-    """Read one `.npy` file fully (no memory map, no pickles); unreadable files raise `DataError`."""
+    """Read one `.npy` file fully (no memory map, no pickles); unreadable files raise `DataError`.
+
+    The header is checked first (`_check_npy_header`): a header claiming more data than the file
+    holds is an error before anything is allocated.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found; expected a .npy array there")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; expected a .npy file")
     try:
+        _check_npy_header(path)
         arr = np.load(path, mmap_mode=None, allow_pickle=False)
+    except DataError:
+        raise
     except (ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(
@@ -382,11 +425,12 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
 def save_folder(out_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write `arrays` (file name → array, e.g. the four `LAYOUT_FILES`) into `out_dir` atomically.
 
-    The files are first written into a temporary folder next to `out_dir` (each `.npy` through a
-    `.part` file and `os.replace`), then moved into place: a new `out_dir` is renamed in one step;
-    an existing folder gets each file replaced with `os.replace`. On any failure, Ctrl-C included,
-    the temporary folder and any parent folders created here are removed, so no partial output
-    is left. Returns `out_dir`.
+    The files are first written into a staging folder next to `out_dir`
+    (`runtime.atomic.make_temp_folder`; each `.npy` through `atomic_write`), then moved into
+    place: a new `out_dir` is renamed in one step; an existing folder gets each file replaced
+    with `os.replace`. On any failure, Ctrl-C included, the staging folder and any parent folders
+    created here are removed, so no partial output is left; what a killed conversion left (its
+    staging folder, by name) is removed at the next one. Returns `out_dir`.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -401,8 +445,8 @@ def save_folder(out_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) ->
     try:
         for d in reversed(created):
             d.mkdir()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700; give it a normal folder's mode
+        remove_leftovers(parent)  # staging folders of killed conversions (by name and dead pid)
+        tmp = make_temp_folder(parent / out_dir.name)
         for fname, arr in arrays.items():
             _save_npy_atomic(tmp / fname, arr)
         if out_dir.exists():
