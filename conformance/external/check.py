@@ -109,7 +109,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
     model = NonlinearEps.from_seed(getattr(config, "seed", 0))
     oracle = SpecOracle(claim, model)
     ab = oracle.sched.alpha_bars()
-    bound = tol.bound(ab, claim)
+    bound, loop_bound = tol.bound(ab, claim), tol.bound(ab, claim, loop=True)
     calls: list[int] = []
 
     def predict(x: np.ndarray, t: int) -> np.ndarray:
@@ -129,12 +129,14 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
         return CaseResult(
             config, False, math.inf, [], len(calls),
             f"{head}\nthe target raised {type(exc).__name__}: {exc} "
-            f"(after {len(calls)} model call(s), at t = {calls})",
+            f"(after {len(calls)} model call(s), at t = {calls})\n"
+            f"spec formula departed from: {claim.method.formula}",
         )
     if len(states) != n + 1:
         return CaseResult(
             config, False, math.inf, [], 0,
-            f"{head}\nthe target returned {len(states)} states, the claim has {n + 1}",
+            f"{head}\nthe target returned {len(states)} states, the claim has {n + 1}\n"
+            f"spec formula departed from: {claim.method.formula}",
         )
     spec_final = oracle.final(x_T, noise)
     loop_err = rel_err(states[-1], spec_final)
@@ -145,14 +147,14 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
         step_errs.append(rel_err(states[i + 1], e))
     bad_steps = [i for i, err in enumerate(step_errs) if not err <= bound]
     calls_ok = calls == list(claim.grid)
-    agrees = loop_err <= bound and not bad_steps and calls_ok
+    agrees = loop_err <= loop_bound and not bad_steps and calls_ok
     result = CaseResult(config, agrees, loop_err, step_errs)
     if agrees:
         return result
     first = bad_steps[0] if bad_steps else None
     if not calls_ok:
         wrong = next(
-            (i for i, (c, g) in enumerate(zip(calls, claim.grid)) if c != g), min(len(calls), n)
+            (i for i, (c, g) in enumerate(zip(calls, claim.grid, strict=False)) if c != g), min(len(calls), n)
         )
         first = wrong if first is None else min(first, wrong)
     result.first = first
@@ -180,7 +182,8 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
         if hint:
             lines.append(f"  diagnosis: {hint}")
     lines.append(
-        f"whole loop: error {_fmt(loop_err)}; worst element " + _worst_element(states[-1], spec_final)
+        f"whole loop: error {_fmt(loop_err)} (tolerance {loop_bound:.3g}); worst element "
+        + _worst_element(states[-1], spec_final)
     )
     lines.append(f"spec formula departed from: {claim.method.formula}")
     result.detail = "\n".join(lines)
@@ -188,7 +191,10 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
 
 
 def _header(run: Run, claim: Claim) -> str:
-    grid = ", ".join(f"{claim.label(i)} (t={t})" for i, t in enumerate(claim.path))
+    shown = [f"{claim.label(i)} (t={t})" for i, t in enumerate(claim.path)]
+    if len(shown) > 8:
+        shown = [*shown[:3], f"… {len(shown) - 6} more …", *shown[-3:]]
+    grid = ", ".join(shown)
     text = f"configuration: {run.repro}\nclaimed path: {grid}; method {claim.method}; prediction {claim.prediction}"
     return text
 

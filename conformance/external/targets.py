@@ -105,7 +105,7 @@ class Claim:
     def __post_init__(self) -> None:
         T = len(self.betas)
         g = self.grid
-        if not g or not all(1 <= t <= T for t in g) or any(a <= b for a, b in zip(g, g[1:])):
+        if not g or not all(1 <= t <= T for t in g) or any(a <= b for a, b in zip(g, g[1:], strict=False)):
             raise ValueError(
                 f"claim grid must be strictly decreasing times in {{1..{T}}}, got {list(g)}"
             )
@@ -150,8 +150,10 @@ class Run:
 class Tolerance:
     """A bound on max|target − spec| / max(1, max|spec|), with the reason it is that size.
 
-    The bound of one case (`bound`) is rel — times max(1, 1/√ᾱ_t) over the claimed times when
-    `magnified` (a low-precision target, whose rounding x̂_0 = (x − √(1−ᾱ)ε̂)/√ᾱ magnifies) —
+    The bound of one step (`bound`) is rel — times max(1, 1/√ᾱ_t) over the claimed times when
+    `magnified` (a low-precision target, whose rounding x̂_0 = (x − √(1−ᾱ)ε̂)/√ᾱ magnifies; its
+    whole loop gets n times that, one step's rounding per step), plus cancel·max 1/(1 − ᾱ_t)
+    over the grid (a target that forms 1 − ᾱ_t or 1 − ᾱ_t/ᾱ_prev in low precision) —
     plus the spec's own totality term 8·EPS·max(1/(1 − ᾱ_t), 1/ᾱ_t) over the path: safe_div
     adds EPS = 1e-12 to denominators such as 1 − ᾱ_t (DDPM Eq. 7, DDIM Eq. 16) and ᾱ_prev,
     which changes the spec's value by EPS/denominator relatively.
@@ -160,8 +162,11 @@ class Tolerance:
     rel: float
     reason: str
     magnified: bool = False
+    cancel: float = 0.0  # + cancel·max 1/(1 − ᾱ_t) over the grid (a low-precision 1 − ᾱ)
 
-    def bound(self, alpha_bars: np.ndarray, claim: Claim) -> float:
+    def bound(self, alpha_bars: np.ndarray, claim: Claim, loop: bool = False) -> float:
+        """The bound of one step of `claim` (loop=False) or of its whole loop (loop=True: for a
+        magnified tolerance n × the one-step bound, since each of the n steps rounds anew)."""
         from spec.core import EPS
 
         ab = np.asarray(alpha_bars, dtype=np.float64)
@@ -169,6 +174,9 @@ class Tolerance:
         b = self.rel
         if self.magnified:
             b *= max(1.0, *(1.0 / np.sqrt(ab[t]) for t in grid))
+        b += self.cancel * max(1.0 / (1.0 - ab[t]) for t in grid)
+        if self.magnified and loop:
+            b *= len(grid)
         inv = [1.0 / (1.0 - ab[t]) for t in claim.path if t > 0 and ab[t] < 1.0]
         inv += [1.0 / ab[t] for t in claim.path if ab[t] > 0.0]
         return float(b + 8 * EPS * max(inv, default=0.0))
