@@ -324,3 +324,11 @@ def test_readme_example_runs_as_printed():
     namespace: dict = {}
     exec(compile(blocks[0], "README example", "exec"), namespace)  # noqa: S102
     assert namespace["report"].agrees
+
+
+def test_spec_and_runtime_never_import_diffusers():
+    root = Path(__file__).resolve().parents[1]
+    for pkg in ("spec", "runtime"):
+        for path in (root / pkg).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            assert not re.search(r"^\s*(import|from)\s+diffusers\b", text, flags=re.M), path
