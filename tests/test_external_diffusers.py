@@ -178,3 +178,15 @@ def test_bad_usage_exits_2_with_one_line():
     assert p.returncode == 2
     assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("scheduler", TARGETS)
+def test_steps_offset_with_n_equal_t_really_raises_in_diffusers(scheduler):
+    """The README's claim for the 'steps_offset=1, n = T' rows, checked on diffusers itself."""
+    import torch
+
+    s = build_scheduler(cfg(scheduler=scheduler, T=4, n=4, steps_offset=1))
+    assert [int(t) for t in s.timesteps] == [4, 3, 2, 1]
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    with pytest.raises(IndexError):
+        s.step(x, s.timesteps[0], x)
