@@ -4,13 +4,13 @@ STAMP   := .venv/.installed
 HYPOTHESIS_PROFILE ?= dev
 export HYPOTHESIS_PROFILE
 
-.PHONY: install test conformance lint train bench mutants gpu-check clean
+.PHONY: install test conformance conformance-external lint train bench mutants gpu-check clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv .venv
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,external]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -18,6 +18,11 @@ test: $(STAMP)
 
 conformance: $(STAMP)
 	$(PY) -m pytest conformance
+
+# diffusers' schedulers against the spec (full profile); exit 0 when the findings are exactly
+# the recorded ones in conformance/external/expected_deviations.toml
+conformance-external: $(STAMP)
+	$(PY) -m conformance.external diffusers --expect --report conformance-external.md
 
 lint: $(STAMP)
 	$(PY) -m ruff check spec runtime conformance tests scripts

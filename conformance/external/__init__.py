@@ -1,0 +1,58 @@
+"""Conformance for implementations we did not write: diffusers' schedulers, your own sampler.
+
+    python -m conformance.external diffusers            # the table; exit 0 agree, 1 deviation
+    python -m conformance.external diffusers --report r.md
+
+The spec is the oracle: a target states its claim in the spec's conventions (`targets.Claim`),
+the spec computes that claim (`oracle.SpecOracle`), and `check` compares one step and the whole
+loop on configurations drawn by hypothesis. `spec` and `runtime` never import diffusers; only
+`conformance.external.diffusers_adapter` does, and only when it is asked for.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
+
+from conformance.external.check import (  # noqa: E402
+    FLOAT64,
+    CaseResult,
+    FamilyResult,
+    Report,
+    check,
+    check_family,
+    run_case,
+    spec_families,
+)
+from conformance.external.targets import (  # noqa: E402
+    DDIM,
+    DDPM,
+    Claim,
+    Family,
+    Run,
+    SpecConfig,
+    StepTarget,
+    Target,
+    Tolerance,
+    eps_to_prediction,
+)
+
+__all__ = [
+    "FLOAT64",
+    "CaseResult",
+    "FamilyResult",
+    "Report",
+    "check",
+    "check_family",
+    "run_case",
+    "spec_families",
+    "DDIM",
+    "DDPM",
+    "Claim",
+    "Family",
+    "Run",
+    "SpecConfig",
+    "StepTarget",
+    "Target",
+    "Tolerance",
+    "eps_to_prediction",
+]

@@ -1,0 +1,449 @@
+"""Running a target against the spec: one case, one family (hypothesis), a whole report.
+
+One case: the target's claim and trajectory from x_T and the noise (both drawn from the case's
+seed), the spec's loop over the same claim from the same x_T and noise, and the spec's step from
+each of the target's own states (so a departure is found at the step where it happens, not
+where it has grown). Errors are max|target − spec| / max(1, max|spec|): relative to the
+sample's scale, absolute near 0.
+
+One family: hypothesis draws configurations; the first deviating one is shrunk to a minimal
+one (within a budget of evaluations), which becomes the family's reproduction.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from conformance.external.oracle import NonlinearEps, SpecOracle
+from conformance.external.targets import (
+    DDIM,
+    PREDICTIONS,
+    Claim,
+    Family,
+    Run,
+    SpecConfig,
+    Target,
+    Tolerance,
+    eps_to_prediction,
+)
+
+FLOAT64 = Tolerance(
+    1e-8,
+    "float64 on both sides; what is left is the order of operations (~1e-16 each, magnified "
+    "by 1/√ᾱ_t in x̂_0), ᾱ rebuilt by a cumulative product (~1e-16 per factor) and a variance "
+    "floor such as diffusers' 1e-20 (σ = 1e-10); 1e-8 is 100× the largest of these. Every "
+    "bound adds 8·EPS·max(1/(1−ᾱ_t), 1/ᾱ_t) over the path for the spec's safe_div (EPS = 1e-12)",
+)
+
+
+def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max|actual − expected| / max(1, max|expected|); inf when either side is not finite."""
+    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return math.inf
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(e))):
+        return math.inf
+    scale = max(1.0, float(np.max(np.abs(e)))) if e.size else 1.0
+    return float(np.max(np.abs(a - e))) / scale if a.size else 0.0
+
+
+@dataclass
+class CaseResult:
+    """The comparison of one configuration."""
+
+    config: Any
+    agrees: bool
+    loop_err: float = 0.0
+    step_errs: list[float] = field(default_factory=list)
+    first: int | None = None  # the first step whose one-step error exceeds the tolerance
+    detail: str = ""  # the reproduction (empty when the case agrees)
+
+    @property
+    def worst(self) -> float:
+        return max([self.loop_err, *self.step_errs])
+
+
+def draw_inputs(seed: int, shape: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """x_T ~ N(0, I) and the noise (n, *shape) of a case, from its seed (float64)."""
+    rng = np.random.default_rng([seed, 1])
+    return rng.standard_normal(shape), rng.standard_normal((n, *shape))
+
+
+def _fmt(v: float) -> str:
+    return "nan/inf" if not math.isfinite(v) else f"{v:.3g}"
+
+
+def _worst_element(a: np.ndarray, e: np.ndarray) -> str:
+    a, e = np.asarray(a, dtype=np.float64), np.asarray(e, dtype=np.float64)
+    if a.shape != e.shape:
+        return f"shapes differ: target {a.shape}, spec {e.shape}"
+    d = np.abs(a - e)
+    d = np.where(np.isnan(d), np.inf, d)
+    idx = np.unravel_index(int(np.argmax(d)), d.shape)
+    return f"at {tuple(int(i) for i in idx)}: target {float(a[idx])!r}, spec {float(e[idx])!r}"
+
+
+def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
+    """Compare one configuration of `target` with the spec (never raises for a target's fault)."""
+    try:
+        run: Run = target.prepare(config)
+        claim: Claim = run.claim
+    except Exception as exc:  # the target cannot state a claim inside the spec's domain
+        code = config.code() if hasattr(config, "code") else repr(config)
+        return CaseResult(
+            config, False, math.inf, [], 0,
+            f"configuration: {code}\nthe target's claim is outside the spec: "
+            f"{type(exc).__name__}: {exc}",
+        )
+    n = len(claim.grid)
+    x_T, noise = draw_inputs(getattr(config, "seed", 0), tuple(config.shape), n)
+    x_T = x_T.astype(run.dtype).astype(np.float64)  # both sides start from the same rounded x_T
+    noise = noise.astype(run.dtype).astype(np.float64)
+    model = NonlinearEps.from_seed(getattr(config, "seed", 0))
+    oracle = SpecOracle(claim, model)
+    ab = oracle.sched.alpha_bars()
+    bound, loop_bound = tol.bound(ab, claim), tol.bound(ab, claim, loop=True)
+    calls: list[int] = []
+
+    def predict(x: np.ndarray, t: int) -> np.ndarray:
+        t = int(t)
+        calls.append(t)
+        if not 0 <= t <= claim.T:
+            raise ValueError(f"the model was called at t = {t}, outside {{0..{claim.T}}}")
+        x64 = np.asarray(x, dtype=np.float64)
+        eps = model.eps(x64, t / claim.T)
+        out = eps_to_prediction(eps, x64, float(ab[t]), claim.prediction)
+        return out.astype(np.asarray(x).dtype)
+
+    head = _header(run, claim)
+    try:
+        states = run.sample(x_T.astype(run.dtype), predict, noise.astype(run.dtype))
+    except Exception as exc:
+        return CaseResult(
+            config, False, math.inf, [], len(calls),
+            f"{head}\nthe target raised {type(exc).__name__}: {exc} "
+            f"(after {len(calls)} model call(s), at t = {calls})\n"
+            f"spec formula departed from: {claim.method.formula}",
+        )
+    if len(states) != n + 1:
+        return CaseResult(
+            config, False, math.inf, [], 0,
+            f"{head}\nthe target returned {len(states)} states, the claim has {n + 1}\n"
+            f"spec formula departed from: {claim.method.formula}",
+        )
+    spec_final = oracle.final(x_T, noise)
+    loop_err = rel_err(states[-1], spec_final)
+    step_errs, spec_steps = [], []
+    for i in range(n):
+        e = oracle.step(i, np.asarray(states[i], dtype=np.float64), noise[i])
+        spec_steps.append(e)
+        step_errs.append(rel_err(states[i + 1], e))
+    bad_steps = [i for i, err in enumerate(step_errs) if not err <= bound]
+    calls_ok = calls == list(claim.grid)
+    agrees = loop_err <= loop_bound and not bad_steps and calls_ok
+    result = CaseResult(config, agrees, loop_err, step_errs)
+    if agrees:
+        return result
+    first = bad_steps[0] if bad_steps else None
+    if not calls_ok:
+        wrong = next(
+            (i for i, (c, g) in enumerate(zip(calls, claim.grid, strict=False)) if c != g), min(len(calls), n)
+        )
+        first = wrong if first is None else min(first, wrong)
+    result.first = first
+    lines = [head]
+    if not calls_ok:
+        lines.append(
+            f"model calls: the target evaluated the model at t = {calls}; the grid claims "
+            f"t = {list(claim.grid)}"
+        )
+    if first is not None and first < n:
+        i = first
+        t, t_prev = claim.path[i], claim.path[i + 1]
+        lines.append(
+            f"first step that parts: step {i} of {n}, spec t = {t} → t_prev = {t_prev} "
+            f"(target: {claim.label(i)} → {claim.label(i + 1)})"
+        )
+        if run.describe is not None:
+            lines.append(f"  the target's own account: {run.describe(i)}")
+        lines.append(
+            f"  one-step error {_fmt(step_errs[i])} (tolerance {bound:.3g}); worst element "
+            + _worst_element(states[i + 1], spec_steps[i])
+        )
+        hint = diagnose(oracle, i, np.asarray(states[i], dtype=np.float64), noise[i],
+                        np.asarray(states[i + 1], dtype=np.float64), bound)
+        if hint:
+            lines.append(f"  diagnosis: {hint}")
+    lines.append(
+        f"whole loop: error {_fmt(loop_err)} (tolerance {loop_bound:.3g}); worst element "
+        + _worst_element(states[-1], spec_final)
+    )
+    lines.append(f"spec formula departed from: {claim.method.formula}")
+    result.detail = "\n".join(lines)
+    return result
+
+
+def _header(run: Run, claim: Claim) -> str:
+    shown = [f"{claim.label(i)} (t={t})" for i, t in enumerate(claim.path)]
+    if len(shown) > 8:
+        shown = [*shown[:3], f"… {len(shown) - 6} more …", *shown[-3:]]
+    grid = ", ".join(shown)
+    text = f"configuration: {run.repro}\nclaimed path: {grid}; method {claim.method}; prediction {claim.prediction}"
+    return text
+
+
+def diagnose(
+    oracle: SpecOracle, i: int, x: np.ndarray, z: np.ndarray, actual: np.ndarray, bound: float
+) -> str:
+    """Which nearby spec computation the target's step matches, if any (a hint, not a verdict).
+
+    DDIM: Eq. 12 to another t_prev (the grid's time vs. t − 1 or a fixed stride), or with the
+    clipping switched; DDPM: σ² = β_t instead of β̃_t or the reverse, noise on the last step,
+    or the clipping switched.
+    """
+    import dataclasses
+
+    claim = oracle.claim
+    m = claim.method
+    t = claim.path[i]
+    tried: list[tuple[str, Claim]] = []
+    if isinstance(m, DDIM):
+        for tp in range(t - 1, -1, -1):
+            if tp != claim.path[i + 1]:
+                tried.append((f"matches Eq. 12 from t = {t} to t_prev = {tp} instead of the grid's "
+                              f"t_prev = {claim.path[i + 1]}", _with_step(claim, i, tp)))
+    else:
+        other = "beta" if m.variance == "beta_tilde" else "beta_tilde"
+        name = {"beta": "σ² = β_t", "beta_tilde": "σ² = β̃_t"}
+        tried.append((f"matches the step with {name[other]} instead of {name[m.variance]}",
+                      dataclasses.replace(claim, method=dataclasses.replace(m, variance=other))))
+    tried.append((f"matches the step with clip = {not m.clip}",
+                  dataclasses.replace(claim, method=dataclasses.replace(m, clip=not m.clip))))
+    for text, alt in tried:
+        try:
+            o = SpecOracle(alt, oracle.model)
+            if rel_err(actual, o.step(i, x, z)) <= bound:
+                return text
+            if not isinstance(m, DDIM) and rel_err(actual, o.step(i, x, 0 * z)) <= bound:
+                return text + " and without noise"
+        except Exception:
+            continue
+    if not isinstance(m, DDIM) and i == len(claim.path) - 2:
+        # The last step: does the target add σ·z where Algorithm 2 sets z = 0 at t = 1?
+        sched = oracle.respaced
+        var = sched.beta(0) if m.variance == "beta" else 0.0
+        if var > 0 and rel_err(actual, oracle.step(i, x, z) + np.sqrt(var) * z) <= bound:
+            return ("matches the step plus σ·z with σ² = β'_1 on the last step, where "
+                    "Algorithm 2 sets z = 0 at t = 1")
+    return ""
+
+
+def _with_step(claim: Claim, i: int, t_prev: int) -> Claim:
+    """The claim whose step i goes to t_prev instead (later steps dropped)."""
+    import dataclasses
+
+    grid = claim.path[: i + 1]
+    if t_prev == 0:
+        return dataclasses.replace(claim, grid=grid, end=0, labels=())
+    return dataclasses.replace(claim, grid=(*grid, t_prev), end=0, labels=())
+
+
+# ---------------------------------------------------------------------------------------------
+# Families: hypothesis drives, the first deviation is shrunk to a minimal reproduction
+
+
+class _Deviates(Exception):
+    def __init__(self, result: CaseResult) -> None:
+        super().__init__(result.detail)
+        self.result = result
+
+
+@dataclass
+class FamilyResult:
+    target: str
+    family: str
+    tolerance: Tolerance
+    agrees: bool
+    cases: int
+    worst: float  # the largest error over every case evaluated
+    repro: CaseResult | None = None  # the minimal deviating case
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.agrees:
+            return f"agrees (max {_fmt(self.worst)})"
+        return f"deviates (max {_fmt(self.worst)})"
+
+
+def check_family(
+    target: Target, family: Family, examples: int, shrink_budget: int = 60,
+    derandomize: bool | None = None, evaluate_case: Any = None,
+) -> FamilyResult:
+    """Draw `examples` configurations of `family`; shrink the first deviation (≤ shrink_budget
+    further evaluations). Deterministic when derandomize (default: HYPOTHESIS_PROFILE=ci)."""
+    if derandomize is None:
+        derandomize = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
+    memo: dict[Any, CaseResult | None] = {}
+    state = {"after_fail": 0, "failed": False}
+
+    def evaluate(config: Any) -> CaseResult | None:
+        if config in memo:
+            return memo[config]
+        if state["failed"]:
+            state["after_fail"] += 1
+            if state["after_fail"] > shrink_budget:
+                memo[config] = None  # beyond the shrink budget: not evaluated
+                return None
+        r = (evaluate_case or run_case)(target, config, family.tolerance)
+        memo[config] = r
+        if not r.agrees:
+            state["failed"] = True
+        return r
+
+    @settings(
+        max_examples=examples, derandomize=derandomize, database=None, deadline=None,
+        suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink),
+        report_multiple_bugs=False, print_blob=False,
+    )
+    @given(family.strategy)
+    def probe(config: Any) -> None:
+        r = evaluate(config)
+        if r is not None and not r.agrees:
+            raise _Deviates(r)
+
+    repro = None
+    try:
+        probe()
+    except _Deviates as d:
+        repro = d.result
+    done = [r for r in memo.values() if r is not None]
+    worst = max((r.worst for r in done), default=0.0)
+    return FamilyResult(
+        target.name, family.name, family.tolerance, repro is None, len(done), worst, repro,
+        family.note,
+    )
+
+
+@dataclass
+class Report:
+    """Every family of every target checked, in order."""
+
+    results: list[FamilyResult]
+    title: str = ""
+    scope: list[tuple[str, str, str]] = field(default_factory=list)  # (option, status, reason)
+
+    @property
+    def agrees(self) -> bool:
+        return all(r.agrees for r in self.results)
+
+    def deviations(self) -> set[tuple[str, str]]:
+        return {(r.target, r.family) for r in self.results if not r.agrees}
+
+    def table(self, markdown: bool = False) -> str:
+        rows = [(r.target, r.family, r.verdict, str(r.cases)) for r in self.results]
+        head = ("target", "configuration family", "verdict (error / sample scale)", "cases")
+        if markdown:
+            out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+            return "\n".join(out)
+        widths = [max(len(x[k]) for x in [head, *rows]) for k in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+                         + [fmt.format(*row) for row in rows])
+
+    def text(self, markdown: bool = False) -> str:
+        parts = []
+        if self.title:
+            parts.append(("# " if markdown else "") + self.title)
+        parts.append(self.table(markdown))
+        devs = [r for r in self.results if not r.agrees]
+        if devs:
+            parts.append(("## " if markdown else "") + "Deviations (minimal reproductions)")
+            for r in devs:
+                body = r.repro.detail if r.repro else "(no reproduction)"
+                if markdown:
+                    parts.append(f"### {r.target} × {r.family}\n\n```\n{body}\n```")
+                else:
+                    parts.append(f"--- {r.target} × {r.family}\n{body}")
+        if self.scope:
+            parts.append(("## " if markdown else "") + "Scope of the adapters")
+            if markdown:
+                rows = ["| option | status | reason |", "| --- | --- | --- |"]
+                rows += [f"| {a} | {b} | {c} |" for a, b, c in self.scope]
+                parts.append("\n".join(rows))
+            else:
+                parts.append("\n".join(f"- {a}: {b}. {c}" for a, b, c in self.scope))
+        tols = {r.tolerance for r in self.results}
+        parts.append(("## " if markdown else "") + "Tolerances")
+        parts.append("\n".join(f"- {t.rel:g}: {t.reason}" for t in sorted(tols, key=lambda t: t.rel)))
+        return "\n\n".join(parts) + "\n"
+
+
+def check(target: Target, profile: str = "small", examples: int | None = None,
+          shrink_budget: int = 60) -> Report:
+    """Check every family of `target` (examples per family: 6 for "small", 30 for "full")."""
+    n = examples if examples is not None else (6 if profile == "small" else 30)
+    return Report([check_family(target, f, n, shrink_budget) for f in target.families(profile)],
+                  title=f"{target.name} against the spec")
+
+
+# ---------------------------------------------------------------------------------------------
+# Families in the spec's own conventions, for a user's StepTarget
+
+
+@st.composite
+def _spec_configs(draw, kind: str, grid_kind: str, profile: str, prediction: str,
+                  eta: str = "zero", clip: bool | None = False) -> SpecConfig:
+    from spec.ddim import ddim_timesteps
+    from spec.schedule import cosine_betas, linear_betas
+
+    T = draw(st.integers(2, 40 if profile == "small" else 1000))
+    if draw(st.booleans()):
+        b0 = draw(st.floats(1e-5, 1e-3))
+        b1 = draw(st.floats(max(2 * b0, 1e-3), min(0.3, 20.0 / T)))
+        betas = linear_betas(T, b0, b1)
+    else:
+        betas = cosine_betas(T)
+    if grid_kind == "every":
+        grid = tuple(range(T, 0, -1))
+    elif grid_kind == "strided":
+        n = draw(st.integers(1, T))
+        grid = tuple(int(t) for t in ddim_timesteps(T, n)[:-1])
+    else:  # any strictly decreasing grid that starts at T
+        rest = draw(st.sets(st.integers(1, T - 1), max_size=min(T - 1, 12)))
+        grid = (T, *sorted(rest, reverse=True))
+    eta_v = 0.0 if eta == "zero" else draw(st.floats(0.1, 1.0))
+    clip_v = draw(st.booleans()) if clip is None else clip
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+             draw(st.integers(1, 4)))
+    return SpecConfig(tuple(float(b) for b in betas), grid, eta_v, clip_v, shape,
+                      draw(st.integers(0, 2**16)), prediction)
+
+
+def spec_families(kind: str, profile: str = "small", prediction: str = "epsilon") -> list[Family]:
+    """Configuration families for a `StepTarget` of `kind` ("ddim" or "ddpm")."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    c = _spec_configs
+    if kind == "ddim":
+        return [
+            Family("strided grid (ddim_timesteps), η = 0", c(kind, "strided", profile, prediction), FLOAT64),
+            Family("any decreasing grid, η = 0", c(kind, "any", profile, prediction), FLOAT64),
+            Family("any grid, η ∈ [0.1, 1]", c(kind, "any", profile, prediction, "pos"), FLOAT64),
+            Family("any grid, clipped x̂_0", c(kind, "any", profile, prediction, "zero", True), FLOAT64),
+        ]
+    if kind == "ddpm":
+        return [
+            Family("every step", c(kind, "every", profile, prediction), FLOAT64),
+            Family("strided grid", c(kind, "any", profile, prediction), FLOAT64),
+            Family("every step, clipped x̂_0", c(kind, "every", profile, prediction, "zero", True), FLOAT64),
+        ]
+    raise ValueError(f"kind must be 'ddim' or 'ddpm', got {kind!r}")

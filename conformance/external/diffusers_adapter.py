@@ -1,0 +1,490 @@
+"""Adapters for diffusers' DDIMScheduler and DDPMScheduler: their conventions mapped onto the spec's.
+
+Conventions, all mapped in this module and nowhere else:
+
+* **Time.** diffusers counts timesteps τ ∈ {0..T−1}; `alphas_cumprod[τ]` is ᾱ after τ + 1
+  noising steps, i.e. the spec's ᾱ_t at t = τ + 1 (`spec_time`). The model of a diffusers loop
+  is called as model(x, τ); the adapter calls the spec-side model at t = τ + 1 (model time t/T).
+* **The last step.** A step whose previous timestep is < 0 lands on `final_alpha_cumprod`:
+  ᾱ = 1 is the spec's t = 0; with DDIM's `set_alpha_to_one=False` it is `alphas_cumprod[0]`,
+  the spec's ᾱ_1, so that loop ends at t = 1 (`final_time`). A step from t = 1 to t = 1 is DDIM
+  Eq. 12 with ᾱ_prev = ᾱ_t (σ = 0 by Eq. 16): it keeps the noise level and only clips x̂_0.
+* **The grid it claims** is `scheduler.timesteps` after `set_timesteps(n)` (whatever
+  `timestep_spacing` and `steps_offset` made of it), each step going to the next entry and the
+  last one to the final time. Whether that grid is the one Lin et al. 2023 (Table 2) describe
+  is a separate question (pending the spec's timestep grids).
+* **The schedule.** The spec side is given the scheduler's own `alphas_cumprod` (float32
+  values, as float64) as a VPSchedule, so a step check tests the step, not the schedule; the
+  schedule is checked on its own against `spec.linear_betas` / `spec.cosine_betas`.
+* **Precision.** diffusers keeps its tables in float32 and computes the step's coefficients in
+  the table's dtype. For the float64 families the adapter casts the tables (the same float32
+  values) to float64 and runs a float64 sample, so both sides compute in float64; one family
+  per scheduler runs as shipped (float32 tables and sample) with its own tolerance.
+* **Prediction type.** The model given to diffusers returns ε, x_0 or v of the spec's ε-model
+  (`targets.eps_to_prediction`); the spec side always runs the ε-model.
+* **Noise.** DDIM gets each step's noise as `variance_noise`; DDPMScheduler.step draws its own,
+  so the adapter substitutes the module's `randn_tensor` during each call to hand it noise[i].
+
+Options that are out of scope, or pending a spec feature, are listed in `SCOPE` with reasons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from conformance.external.check import (
+    FLOAT64,
+    CaseResult,
+    FamilyResult,
+    check_family,
+)
+from conformance.external.targets import DDIM, DDPM, Claim, Family, Run, Tolerance
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PINNED = "0.42.1"
+
+FLOAT32 = Tolerance(
+    2e-5,
+    "as shipped: diffusers' ᾱ tables, its step coefficients and the sample are float32 "
+    "(u = 2^-24 ≈ 6e-8 per rounding). One step: 2e-5 × max(1, 1/√ᾱ_t) (about 300 roundings, "
+    "magnified by x̂_0 = (x − √(1−ᾱ)ε)/√ᾱ, DDIM Eq. 9) + 64u × max 1/(1 − ᾱ_t) (1 − ᾱ_t and "
+    "DDPM's β'_t = 1 − ᾱ_t/ᾱ_prev are formed by cancellation, and the coefficient of x̂_0 in "
+    "DDPM Eq. 7 divides by 1 − ᾱ_t), over the grid; the whole loop: n times one step's bound",
+    magnified=True,
+    cancel=64 * 2.0**-24,
+)
+
+
+def spec_time(tau: int) -> int:
+    """THE time map: diffusers' timestep τ (alphas_cumprod[τ]) is the spec's t = τ + 1."""
+    return int(tau) + 1
+
+
+def final_time(set_alpha_to_one: bool) -> int:
+    """Where a diffusers loop ends in spec time: ᾱ = 1 is t = 0; alphas_cumprod[0] is t = 1."""
+    return 0 if set_alpha_to_one else 1
+
+
+@dataclass(frozen=True)
+class DiffusersConfig:
+    """One configuration of a diffusers scheduler and its sampling loop."""
+
+    scheduler: str  # "DDIMScheduler" | "DDPMScheduler"
+    T: int
+    beta_schedule: str
+    beta_start: float
+    beta_end: float
+    n: int  # num_inference_steps
+    spacing: str  # timestep_spacing
+    steps_offset: int = 0
+    eta: float = 0.0  # DDIM
+    clip: bool = False
+    prediction_type: str = "epsilon"
+    set_alpha_to_one: bool = True  # DDIM
+    variance_type: str = "fixed_small"  # DDPM
+    tables: str = "float64"  # "float64": tables cast to float64; "float32": as shipped
+    shape: tuple[int, ...] = (1, 1, 2, 2)
+    seed: int = 0
+
+    def kwargs(self) -> dict[str, Any]:
+        """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
+        kw: dict[str, Any] = dict(
+            num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
+            beta_start=self.beta_start, beta_end=self.beta_end, timestep_spacing=self.spacing,
+            steps_offset=self.steps_offset, clip_sample=self.clip,
+            prediction_type=self.prediction_type,
+        )
+        if self.scheduler == "DDIMScheduler":
+            kw["set_alpha_to_one"] = self.set_alpha_to_one
+        else:
+            kw["variance_type"] = self.variance_type
+        return kw
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DiffusersConfig:
+        d = json.loads(text)
+        d["shape"] = tuple(d["shape"])
+        return cls(**d)
+
+    def code(self) -> str:
+        """The target's own code for this run (torch dtype: the sample's)."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs().items())
+        lift = (
+            "; tables cast to float64" if self.tables == "float64" else "; float32 tables and sample"
+        )
+        if self.scheduler == "DDIMScheduler":
+            step = f"s.step(model(x, tau), tau, x, eta={self.eta!r}, variance_noise=noise[i])"
+        else:
+            step = "s.step(model(x, tau), tau, x)  # noise[i] as its randn_tensor"
+        return (
+            f"s = {self.scheduler}({args}){lift}\n"
+            f"  s.set_timesteps({self.n}); for i, tau in enumerate(s.timesteps): x = {step}.prev_sample\n"
+            f"  x_T, noise: shape {self.shape}, seed {self.seed}\n"
+            f"  rerun: python -m conformance.external diffusers --case '{self.to_json()}'"
+        )
+
+
+def _import(name: str) -> Any:
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def installed_version() -> str | None:
+    """The installed diffusers version, or None when it is not installed."""
+    try:
+        from importlib.metadata import version
+
+        return version("diffusers")
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def _ddpm_noise(noise: Any):
+    """Hand DDPMScheduler.step the given noise instead of its own draw."""
+    import diffusers.schedulers.scheduling_ddpm as mod
+
+    saved = mod.randn_tensor
+
+    def given(shape, generator=None, device=None, dtype=None, **_: Any):
+        if tuple(shape) != tuple(noise.shape):
+            raise ValueError(f"noise of shape {tuple(noise.shape)} asked for {tuple(shape)}")
+        return noise.to(dtype=dtype)
+
+    mod.randn_tensor = given
+    try:
+        yield
+    finally:
+        mod.randn_tensor = saved
+
+
+def build_scheduler(cfg: DiffusersConfig) -> Any:
+    """The scheduler of `cfg`, timesteps set, tables cast to float64 when cfg.tables says so."""
+    import torch
+
+    s = _import(cfg.scheduler)(**cfg.kwargs())
+    s.set_timesteps(cfg.n)
+    if cfg.tables == "float64":
+        s.alphas_cumprod = s.alphas_cumprod.to(torch.float64)
+        if hasattr(s, "final_alpha_cumprod"):
+            s.final_alpha_cumprod = torch.as_tensor(s.final_alpha_cumprod).to(torch.float64)
+        if hasattr(s, "one"):
+            s.one = s.one.to(torch.float64)
+    return s
+
+
+class DiffusersTarget:
+    """A diffusers scheduler driven by the loop of its pipeline (DDIMPipeline / DDPMPipeline)."""
+
+    def __init__(self, scheduler: str) -> None:
+        if scheduler not in ("DDIMScheduler", "DDPMScheduler"):
+            raise ValueError(f"no adapter for {scheduler!r}")
+        self.scheduler = scheduler
+        self.name = scheduler
+
+    def families(self, profile: str) -> list[Family]:
+        return ddim_families(profile) if self.scheduler == "DDIMScheduler" else ddpm_families(profile)
+
+    def claim(self, cfg: DiffusersConfig, s: Any) -> Claim:
+        """The grid `s` claims, in spec time, with the scheduler's own ᾱ as the schedule."""
+        ab = s.alphas_cumprod.double().numpy()
+        betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])  # VPSchedule(betas).ᾱ_{τ+1} = ab[τ]
+        taus = [int(v) for v in s.timesteps]
+        T = len(ab)
+        past = [tau for tau in taus if not 0 <= tau < T]
+        if past:
+            raise ValueError(
+                f"set_timesteps({cfg.n}) made {len(taus)} timesteps {taus}, with τ = {past} "
+                f"outside alphas_cumprod's {{0..{T - 1}}} (spec t = τ + 1 = "
+                f"{[spec_time(p) for p in past]}, outside {{1..{T}}}); a torch index −1 "
+                "silently reads ᾱ_T, one past the end raises IndexError"
+            )
+        if self.scheduler == "DDIMScheduler":
+            method: Any = DDIM(eta=cfg.eta, clip=cfg.clip)
+            end = final_time(cfg.set_alpha_to_one)
+            end_label = "final (ᾱ=1)" if cfg.set_alpha_to_one else "final (alphas_cumprod[0])"
+        else:
+            variance = {"fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde",
+                        "fixed_large": "beta", "fixed_large_log": "beta"}[cfg.variance_type]
+            method = DDPM(variance=variance, clip=cfg.clip)
+            end, end_label = 0, "final (ᾱ=1)"
+        return Claim(
+            betas=betas, grid=tuple(spec_time(tau) for tau in taus), end=end, method=method,
+            prediction=cfg.prediction_type,
+            labels=(*(f"τ={tau}" for tau in taus), end_label),
+        )
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        import torch
+
+        s = build_scheduler(cfg)
+        claim = self.claim(cfg, s)
+        dtype = np.float64 if cfg.tables == "float64" else np.float32
+        taus = [int(v) for v in s.timesteps]
+        ddim = self.scheduler == "DDIMScheduler"
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T))
+            states = [x_T]
+            for i, tau in enumerate(s.timesteps):
+                out = torch.from_numpy(np.array(predict(x.numpy(), spec_time(int(tau)))))
+                z = torch.from_numpy(np.array(noise[i]))
+                if ddim:
+                    x = s.step(out, tau, x, eta=cfg.eta, variance_noise=z).prev_sample
+                else:
+                    with _ddpm_noise(z):
+                        x = s.step(out, tau, x).prev_sample
+                states.append(x.numpy().copy())
+            return states
+
+        def describe(i: int) -> str:
+            tau = taus[i]
+            if ddim:
+                prev = tau - cfg.T // cfg.n
+                how = "τ − T // n"
+            else:
+                prev = int(s.previous_timestep(tau))
+                how = "previous_timestep(τ)"
+            where = (
+                f"alphas_cumprod[{prev}] (spec t = {spec_time(prev)})" if prev >= 0
+                else f"final_alpha_cumprod (spec t = {claim.end})"
+            )
+            return f"model at τ = {tau} (spec t = {spec_time(tau)}); prev = {how} = {prev}: ᾱ_prev = {where}"
+
+        return Run(claim=claim, sample=sample, dtype=dtype, describe=describe, repro=cfg.code())
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration families
+
+
+def _divisors(T: int) -> list[int]:
+    return [n for n in range(1, T + 1) if T % n == 0]
+
+
+def trailing_extra(T: int, n: int) -> bool:
+    """Whether diffusers' "trailing" grid, round(arange(T, 0, −T/n)) − 1, has n + 1 entries
+    (the float arange overshoots and adds τ = −1), as it does for T = 17, n = 7."""
+    return len(np.arange(T, 0, -T / n)) > n
+
+
+@functools.lru_cache(maxsize=4)
+def _extra_Ts(T_min: int, T_max: int) -> tuple[int, ...]:
+    return tuple(T for T in range(T_min, T_max + 1)
+                 if any(trailing_extra(T, n) for n in range(2, T)))
+
+
+@st.composite
+def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
+             offset: int = 0, variance: tuple[str, ...] = ("fixed_small", "fixed_small_log"),
+             tables: str = "float64", T_min: int = 2,
+             alpha_one: bool | None = None) -> DiffusersConfig:
+    T_max = 40 if profile == "small" else 1000
+    if n_rule == "trailing_extra":
+        T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
+    else:
+        T = draw(st.integers(T_min, T_max))
+    if n_rule == "any":
+        n = draw(st.integers(1, T))
+    elif n_rule == "lt":
+        n = draw(st.integers(1, T - 1))
+    elif n_rule == "eq":
+        n = T
+    elif n_rule == "divides":
+        n = draw(st.sampled_from(_divisors(T)))
+    elif n_rule == "not_divides":
+        n = draw(st.sampled_from([k for k in range(2, T) if T % k]))
+    elif n_rule == "between":  # 1 < n < T
+        n = draw(st.integers(2, T - 1))
+    elif n_rule == "ends":  # n ∈ {1, T}
+        n = draw(st.sampled_from([1, T]))
+    elif n_rule == "half":  # n ≤ T/2 (T // n ≥ 2)
+        n = draw(st.integers(1, T // 2))
+    elif n_rule == "upper":  # T/2 < n < T (T // n = 1)
+        n = draw(st.integers(T // 2 + 1, T - 1))
+    elif n_rule == "atleast2":
+        n = draw(st.integers(2, T))
+    elif n_rule == "trailing_extra":
+        ns = [k for k in range(2, T) if trailing_extra(T, k)]
+        n = draw(st.sampled_from(ns)) if ns else T  # T: no extra; filtered out below
+    else:
+        raise ValueError(n_rule)
+    if spacing == "trailing" and (n_rule == "trailing_extra") != trailing_extra(T, n):
+        draw(st.nothing())  # keep the family homogeneous
+    schedule = draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]))
+    b0 = draw(st.floats(1e-5, 1e-3))
+    b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
+    ddim = scheduler == "DDIMScheduler"
+    eta = 0.0 if not ddim or draw(st.booleans()) else draw(st.floats(0.1, 1.0))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+             draw(st.integers(1, 4)))
+    return DiffusersConfig(
+        scheduler=scheduler, T=T, beta_schedule=schedule, beta_start=b0, beta_end=b1, n=n,
+        spacing=spacing, steps_offset=offset, eta=eta, clip=draw(st.booleans()),
+        prediction_type=draw(st.sampled_from(["epsilon", "sample", "v_prediction"])),
+        set_alpha_to_one=(draw(st.booleans()) if alpha_one is None else alpha_one) if ddim else True,
+        variance_type=draw(st.sampled_from(variance)), tables=tables, shape=shape,
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def ddim_families(profile: str) -> list[Family]:
+    c = _configs
+    D = "DDIMScheduler"
+    note = ("η, clip_sample, prediction_type, set_alpha_to_one, beta_schedule and β range drawn "
+            "freely")
+    return [
+        Family("leading, any n", c(D, profile, "leading", "any"), FLOAT64, note),
+        Family("leading, steps_offset=1, n ≤ T/2", c(D, profile, "leading", "half", offset=1),
+               FLOAT64, note),
+        Family("leading, steps_offset=1, T/2 < n < T, set_alpha_to_one=True",
+               c(D, profile, "leading", "upper", offset=1, T_min=3, alpha_one=True), FLOAT64, note),
+        Family("leading, steps_offset=1, n = T", c(D, profile, "leading", "eq", offset=1), FLOAT64, note),
+        Family("trailing, n divides T", c(D, profile, "trailing", "divides"), FLOAT64, note),
+        Family("trailing, n does not divide T (n timesteps)",
+               c(D, profile, "trailing", "not_divides", T_min=3), FLOAT64, note),
+        Family("trailing, float arange adds τ = −1 (e.g. T=17, n=7)",
+               c(D, profile, "trailing", "trailing_extra", T_min=15), FLOAT64, note),
+        Family("linspace, n ∈ {1, T}", c(D, profile, "linspace", "ends"), FLOAT64, note),
+        Family("linspace, 1 < n < T", c(D, profile, "linspace", "between", T_min=3), FLOAT64, note),
+        Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
+               FLOAT32, note),
+    ]
+
+
+def ddpm_families(profile: str) -> list[Family]:
+    c = _configs
+    D = "DDPMScheduler"
+    note = "clip_sample, prediction_type, beta_schedule and β range drawn freely"
+    large = ("fixed_large",)
+    return [
+        Family("every step (n = T), fixed_small[_log]", c(D, profile, "leading", "eq"), FLOAT64, note),
+        Family("leading, n < T, fixed_small[_log]", c(D, profile, "leading", "lt"), FLOAT64, note),
+        Family("leading, steps_offset=1, n < T", c(D, profile, "leading", "lt", offset=1), FLOAT64, note),
+        Family("leading, steps_offset=1, n = T", c(D, profile, "leading", "eq", offset=1), FLOAT64, note),
+        Family("trailing, n timesteps, fixed_small[_log]", c(D, profile, "trailing", "any"),
+               FLOAT64, note),
+        Family("trailing, float arange adds τ = −1 (e.g. T=17, n=7)",
+               c(D, profile, "trailing", "trailing_extra", T_min=15), FLOAT64, note),
+        Family("linspace, any n, fixed_small[_log]", c(D, profile, "linspace", "any"), FLOAT64, note),
+        Family("fixed_large, grid ending at τ = 0 (leading)",
+               c(D, profile, "leading", "any", variance=large), FLOAT64, note),
+        Family("fixed_large, grid ending at τ > 0 (trailing, n ≤ T/2)",
+               c(D, profile, "trailing", "half", variance=large), FLOAT64, note),
+        Family("fixed_large_log, n ≥ 2",
+               c(D, profile, "leading", "atleast2", variance=("fixed_large_log",)), FLOAT64, note),
+        Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
+               FLOAT32, note),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule: alphas_cumprod against the spec's betas
+
+
+SCHEDULE_TOL = Tolerance(
+    1.0,
+    "schedule rows: the ratio of |ᾱ_diffusers − ᾱ_spec|/ᾱ_spec to the float32 bound "
+    "Σ_{s≤t} 3·2^-24·(1 + β_s/(1 − β_s)) (each β_s and 1 − β_s rounded once to float32 and the "
+    "running product once per step); agrees when ≤ 1",
+)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    T: int
+    beta_schedule: str
+    beta_start: float
+    beta_end: float
+    shape: tuple[int, ...] = ()
+    seed: int = 0
+
+
+def _schedule_case(_target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseResult:
+    from spec.schedule import VPSchedule, cosine_betas, linear_betas
+
+    s = _import("DDIMScheduler")(
+        num_train_timesteps=cfg.T, beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+    )
+    ab = s.alphas_cumprod.double().numpy()
+    if cfg.beta_schedule == "linear":
+        betas, name = linear_betas(cfg.T, cfg.beta_start, cfg.beta_end), "spec.linear_betas (DDPM §4)"
+    else:
+        betas, name = cosine_betas(cfg.T), "spec.cosine_betas (Nichol & Dhariwal 2021, Eq. 17)"
+    ref = VPSchedule(betas).alpha_bars()[1:]
+    bound = np.cumsum(3 * 2.0**-24 * (1 + betas / (1 - betas)))
+    ratio = np.abs(ab - ref) / ref / bound
+    worst = int(np.argmax(ratio))
+    r = CaseResult(cfg, bool(ratio[worst] <= tol.rel), float(ratio[worst]), [])
+    if not r.agrees:
+        r.first = worst
+        r.detail = (
+            f"configuration: DDIMScheduler(num_train_timesteps={cfg.T}, beta_schedule="
+            f"{cfg.beta_schedule!r}, beta_start={cfg.beta_start!r}, beta_end={cfg.beta_end!r})\n"
+            f"alphas_cumprod[{worst}] = {ab[worst]!r}; spec ᾱ_{worst + 1} = {ref[worst]!r} "
+            f"({ratio[worst]:.3g}× the float32 bound)\nspec formula departed from: {name}"
+        )
+    return r
+
+
+@st.composite
+def _schedule_configs(draw, schedule: str, profile: str) -> ScheduleConfig:
+    T = draw(st.integers(2, 40 if profile == "small" else 1000))
+    b0 = draw(st.floats(1e-5, 1e-3))
+    b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
+    return ScheduleConfig(T, schedule, b0, b1)
+
+
+def schedule_results(profile: str, examples: int) -> list[FamilyResult]:
+    """diffusers' `alphas_cumprod` against the spec's schedules (both schedulers share the code)."""
+
+    class _T:
+        name = "alphas_cumprod (both)"
+
+    out = []
+    for schedule in ("linear", "squaredcos_cap_v2"):
+        fam = Family(f"beta_schedule={schedule} vs spec", _schedule_configs(schedule, profile),
+                     SCHEDULE_TOL)
+        out.append(check_family(_T(), fam, examples, evaluate_case=_schedule_case))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scope: what each option does here
+
+SCOPE: list[tuple[str, str, str]] = [
+    ("num_train_timesteps, beta_start, beta_end", "mapped", "T and the schedule; the step checks use the scheduler's own alphas_cumprod as a VPSchedule"),
+    ("beta_schedule linear / squaredcos_cap_v2", "mapped", "step checks with the scheduler's table; the table itself checked against spec.linear_betas / spec.cosine_betas"),
+    ("beta_schedule scaled_linear", "mapped (steps only)", "step checks with the scheduler's table; the spec has no scaled_linear schedule (it comes from the Latent Diffusion code, not a paper equation), so the table itself is not checked"),
+    ("beta_schedule sigmoid / laplace, trained_betas", "not drawn", "the same code path as any other table (the steps read alphas_cumprod only)"),
+    ("timestep_spacing, steps_offset, num_inference_steps", "mapped", "the grid the scheduler claims: scheduler.timesteps, t = τ + 1, each step to the next entry; checking the grid against Lin et al. 2023 Table 2 is pending the spec's timestep grids"),
+    ("set_alpha_to_one (DDIM)", "mapped", "True: the last step lands on t = 0 (ᾱ_0 = 1); False: on alphas_cumprod[0] = ᾱ_1, i.e. t = 1"),
+    ("eta (DDIM)", "mapped", "DDIM Eq. 16, σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev); each step's noise passed as variance_noise"),
+    ("clip_sample (clip_sample_range = 1)", "mapped", "x̂_0 clipped to [−1, 1]; DDIM keeps the model's ε̂ as the direction (spec.ddim), DDPM takes μ̃_t(x_t, clip(x̂_0)) (DDPM Eq. 7)"),
+    ("clip_sample_range ≠ 1", "out of scope", "the spec clips x̂_0 to the data range [−1, 1] only"),
+    ("thresholding (dynamic)", "out of scope", "Imagen's per-sample percentile clipping (Saharia et al. 2022, §2.3) has no spec function; it is a heuristic on top of Eq. 12, not part of DDIM/DDPM"),
+    ("prediction_type epsilon / sample / v_prediction", "mapped", "the model handed to diffusers returns ε̂, x̂_0 or v = √ᾱ·ε̂ − √(1−ᾱ)·x̂_0 of the same ε-model (Salimans & Ho 2022), converted in one function, targets.eps_to_prediction"),
+    ("variance_type fixed_small / fixed_small_log (DDPM)", "mapped", "σ² = β̃_t (DDPM Eq. 7); the _log form is the same σ through exp(½·log)"),
+    ("variance_type fixed_large / fixed_large_log (DDPM)", "mapped", "σ² = β_t (DDPM §3.2), on a strided grid β'_t = 1 − ᾱ_t/ᾱ_prev"),
+    ("variance_type learned / learned_range (DDPM)", "out of scope", "the variance comes from the model (Nichol & Dhariwal 2021, Eq. 15); the spec's models predict ε only"),
+    ("rescale_betas_zero_snr", "pending", "ᾱ_T = 0 makes x̂_0 = (x − √(1−ᾱ)ε̂)/√ᾱ (Eq. 9) undefined at the first step, so only v-prediction samplers are meaningful there; waits for the spec's zero-terminal-SNR rescaling (Lin et al. 2023, Algorithm 1) and its v-parameterized steps"),
+    ("use_clipped_model_output (DDIM.step argument)", "not drawn", "the pipeline default False is checked; True recomputes ε̂ from the clipped x̂_0, which spec.ddim does not (the model's ε̂ gives the direction)"),
+    ("DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler", "pending", "the spec has no DPM-Solver++(2M) or EDM Euler/Heun samplers yet"),
+]
+
+
+TARGETS = ("DDIMScheduler", "DDPMScheduler")

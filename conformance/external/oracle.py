@@ -1,0 +1,123 @@
+"""The spec's side of an external check: a deterministic ε-model and the spec's step on a claim.
+
+Everything here is computed by `spec` functions in float64; the only arithmetic of our own is
+the respacing of a DDPM chain onto a coarser grid (Nichol & Dhariwal 2021, §4) and the choice of
+σ among the two fixed variances of DDPM §3.2, both stated where they are done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from conformance.external.targets import DDIM, DDPM, Claim
+from spec.ddim import ddim_prev, ddim_sample_strided, ddim_step_between
+from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
+from spec.forward import q_posterior_mean_variance
+from spec.schedule import VPSchedule, time_of_index
+
+
+@dataclass(frozen=True)
+class NonlinearEps:
+    """A deterministic, nonlinear ε-model that depends on x, its neighbours and the time.
+
+    Formula: ε(x, s) = tanh(a·x + b·roll(x, 1) + c·sin(5s + d)) + e·cos(3s)·x, elementwise
+    along the last axis, with (a, b, c, d, e) drawn once from the seed. s is the spec's model time
+    t/T, so a target that calls the model at another time gets another ε (and is caught).
+    Shapes: x (*shape) -> (*shape).
+    """
+
+    a: float
+    b: float
+    c: float
+    d: float
+    e: float
+
+    @classmethod
+    def from_seed(cls, seed: int) -> NonlinearEps:
+        r = np.random.default_rng([seed, 7]).uniform(size=5)
+        return cls(0.6 + r[0], 0.2 + 0.5 * r[1], 0.5 + r[2], 6.0 * r[3], 0.1 + 0.3 * r[4])
+
+    def eps(self, x: np.ndarray, t_scalar: float) -> np.ndarray:
+        s = float(t_scalar)
+        inner = self.a * x + self.b * np.roll(x, 1, axis=-1) + self.c * np.sin(5.0 * s + self.d)
+        return np.tanh(inner) + self.e * np.cos(3.0 * s) * x
+
+
+@dataclass(frozen=True)
+class _RespacedModel:
+    """The model of a respaced chain: respaced time k/n is the original time S[k] (of T)."""
+
+    model: NonlinearEps
+    S: tuple[int, ...]
+    T: int
+
+    def eps(self, x: np.ndarray, t_scalar: float) -> np.ndarray:
+        k = round(float(t_scalar) * (len(self.S) - 1))
+        return self.model.eps(x, time_of_index(self.S[k], self.T))
+
+
+class SpecOracle:
+    """The spec's computation of a claim: one step (`step`) or the whole loop (`sample`)."""
+
+    def __init__(self, claim: Claim, model: NonlinearEps) -> None:
+        self.claim, self.model = claim, model
+        self.sched = VPSchedule(np.asarray(claim.betas, dtype=np.float64))
+        self.T = self.sched.T
+        self.path = claim.path
+        if isinstance(claim.method, DDPM):
+            if claim.end != 0:
+                raise ValueError(f"a DDPM claim ends at t = 0, got end = {claim.end}")
+            # Respacing (Nichol & Dhariwal 2021, §4): on S = (0 = s_0 < s_1 < … < s_n),
+            # β'_k = 1 − ᾱ_{s_{k+1}}/ᾱ_{s_k}, so the respaced chain's ᾱ'_k = ᾱ_{s_k}.
+            S = tuple(sorted(self.path))
+            ab = self.sched.alpha_bars()
+            self.S = S
+            self.respaced = VPSchedule(1.0 - ab[list(S[1:])] / ab[list(S[:-1])])
+            self.respaced_model = _RespacedModel(model, S, self.T)
+
+    def step(self, i: int, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The spec's step i: x at path[i] → x at path[i + 1], with noise z."""
+        t, t_prev = self.path[i], self.path[i + 1]
+        m = self.claim.method
+        if isinstance(m, DDIM):
+            if t_prev < t:
+                return ddim_step_between(self.sched, self.model, t, t_prev, x, m.eta, z, m.clip)
+            # t_prev == t (set_alpha_to_one=False on a grid ending at t = 1): Eq. 12 with
+            # ᾱ_prev = ᾱ_t, where Eq. 16 gives σ = 0.
+            ab = self.sched.alpha_bar(t)
+            eps_hat = self.model.eps(x, time_of_index(t, self.T))
+            return ddim_prev(ab, ab, x, eps_hat, clip=m.clip)
+        k = self.S.index(t) - 1  # respaced step index: x_{k+1} → x_k of the respaced chain
+        rs, rm = self.respaced, self.respaced_model
+        if m.variance == "beta_tilde" and not m.clip:
+            return ddpm_step(rs, rm, k, x, z)  # Eq. 11 with σ² = β̃ (β̃'_1 = 0: last step noiseless)
+        x0 = x0_pred(rs, rm, x, k + 1)
+        if m.clip:
+            x0 = np.clip(x0, -1.0, 1.0)
+        mean, var = q_posterior_mean_variance(rs, x0, x, k + 1)  # μ̃_t(x_t, x̂_0), β̃_t (Eq. 7)
+        if m.variance == "beta":
+            var = rs.beta(k)  # σ² = β_t (DDPM §3.2)
+        sigma = 0.0 if k == 0 else np.sqrt(var)  # Algorithm 2: z = 0 at t = 1
+        return mean + sigma * z
+
+    def final(self, x_T: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """The spec's whole loop from x_T to x_end, by the spec's own sampler where one exists.
+
+        DDIM ending at t = 0: `ddim_sample_strided` on the grid (t_0, …, t_{n−1}, 0); DDPM over
+        every step with σ² = β̃ unclipped: `ddpm_sample` (its noise[k] is for step k, which is
+        our step T − 1 − k); otherwise the steps above one after another.
+        """
+        m, n = self.claim.method, len(self.path) - 1
+        if isinstance(m, DDIM) and self.claim.end == 0:
+            return ddim_sample_strided(
+                self.sched, self.model, x_T, list(self.path), m.eta, noise, m.clip
+            )
+        every = self.claim.grid == tuple(range(self.T, 0, -1))
+        if isinstance(m, DDPM) and every and m.variance == "beta_tilde" and not m.clip:
+            return ddpm_sample(self.sched, self.model, x_T, noise[::-1].copy())
+        x = x_T
+        for i in range(n):
+            x = self.step(i, x, noise[i])
+        return x

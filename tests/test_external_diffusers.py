@@ -1,0 +1,192 @@
+"""diffusers' DDIMScheduler and DDPMScheduler against the spec, on the pinned diffusers version.
+
+`test_findings_match_the_expectations_file` is the make-test check of issue "conformance for
+implementations we did not write": every configuration family runs (small profile) and the set
+of deviating families must equal conformance/external/expected_deviations.toml, in both
+directions, so a diffusers upgrade shows up as a diff of that file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is the `external` extra; make install installs it")
+
+from conformance.external.__main__ import (  # noqa: E402
+    EXPECTED,
+    compare_expected,
+    load_expected,
+    main,
+)
+from conformance.external.check import FLOAT64, check_family, run_case  # noqa: E402
+from conformance.external.diffusers_adapter import (  # noqa: E402
+    FLOAT32,
+    PINNED,
+    TARGETS,
+    DiffusersConfig,
+    DiffusersTarget,
+    build_scheduler,
+    final_time,
+    installed_version,
+    schedule_results,
+    spec_time,
+    trailing_extra,
+)
+from runtime.cli import UserError  # noqa: E402
+from spec.schedule import VPSchedule, linear_betas  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cfg(**kw) -> DiffusersConfig:
+    base = dict(scheduler="DDIMScheduler", T=20, beta_schedule="linear", beta_start=1e-4,
+                beta_end=0.2, n=5, spacing="leading", shape=(2, 1, 3, 3), seed=4)
+    base.update(kw)
+    return DiffusersConfig(**base)
+
+
+def test_pinned_version_is_installed_and_recorded():
+    version, _, _ = load_expected(EXPECTED)
+    assert installed_version() == PINNED == version
+    assert f"diffusers=={PINNED}" in (ROOT / "constraints.txt").read_text().splitlines()
+
+
+def test_alphas_cumprod_tau_is_spec_alpha_bar_at_tau_plus_one():
+    """The time map, read from the spec: alphas_cumprod[τ] = ᾱ_{τ+1}, not ᾱ_τ."""
+    s = build_scheduler(cfg(T=50, n=50))
+    ref = VPSchedule(linear_betas(50, 1e-4, 0.2)).alpha_bars()
+    taus = np.arange(50)
+    ab = s.alphas_cumprod.numpy()
+    np.testing.assert_allclose(ab, ref[[spec_time(t) for t in taus]], rtol=1e-5)
+    assert not np.allclose(ab, ref[taus], rtol=1e-3)
+    assert final_time(True) == 0 and ref[final_time(True)] == 1.0
+    assert final_time(False) == 1 and ab[0] == pytest.approx(ref[1], rel=1e-6)
+
+
+def test_tables_cast_to_float64_hold_the_same_values():
+    s32, s64 = build_scheduler(cfg(tables="float32")), build_scheduler(cfg())
+    assert str(s64.alphas_cumprod.dtype) == "torch.float64"
+    assert np.array_equal(s64.alphas_cumprod.numpy(), s32.alphas_cumprod.double().numpy())
+
+
+@pytest.mark.parametrize("tables", ["float64", "float32"])
+def test_stable_diffusion_like_ddim_agrees(tables):
+    """T = 1000, scaled_linear 0.00085–0.012, leading + steps_offset 1, set_alpha_to_one False."""
+    c = cfg(T=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, n=50,
+            steps_offset=1, set_alpha_to_one=False, clip=False, tables=tables, shape=(1, 2, 4, 4))
+    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64 if tables == "float64" else FLOAT32)
+    assert r.agrees, r.detail
+    assert len(r.step_errs) == 50
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_small_log"])
+def test_ddpm_every_step_agrees_with_spec_ddpm_sample(variance):
+    c = cfg(scheduler="DDPMScheduler", T=30, n=30, variance_type=variance)
+    r = run_case(DiffusersTarget("DDPMScheduler"), c, FLOAT64)
+    assert r.agrees, r.detail
+    assert r.loop_err < 1e-9
+
+
+def test_ddim_linspace_deviation_is_reproduced_and_diagnosed():
+    c = cfg(T=10, n=4, spacing="linspace")  # grid τ = 9, 6, 3, 0; step() strides by 10 // 4 = 2
+    assert [int(t) for t in build_scheduler(c).timesteps] == [9, 6, 3, 0]
+    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64)
+    assert not r.agrees and r.first == 0
+    assert "prev = τ − T // n = 7" in r.detail
+    assert "diagnosis: matches Eq. 12 from t = 10 to t_prev = 8 instead of the grid's t_prev = 7" in r.detail
+    assert "DDIM Eq. 12" in r.detail and "--case '" in r.detail
+
+
+def test_trailing_grid_with_an_extra_minus_one():
+    assert trailing_extra(17, 7) and not trailing_extra(17, 8)
+    c = cfg(T=17, n=7, spacing="trailing")
+    taus = [int(t) for t in build_scheduler(c).timesteps]
+    assert len(taus) == 8 and taus[-1] == -1
+    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64)
+    assert not r.agrees and "τ = [-1]" in r.detail
+
+
+def test_ddpm_fixed_large_noise_on_the_last_step_is_diagnosed():
+    c = cfg(scheduler="DDPMScheduler", T=12, n=3, spacing="trailing", variance_type="fixed_large")
+    r = run_case(DiffusersTarget("DDPMScheduler"), c, FLOAT64)
+    assert not r.agrees and r.first == 2
+    assert "where Algorithm 2 sets z = 0 at t = 1" in r.detail
+
+
+def test_findings_match_the_expectations_file():
+    """Every family (small profile, derandomized): deviations == the recorded ones, both ways."""
+    _, recorded, reasons = load_expected(EXPECTED)
+    results = []
+    for name in TARGETS:
+        target = DiffusersTarget(name)
+        results += [check_family(target, fam, 5, shrink_budget=20, derandomize=True)
+                    for fam in target.families("small")]
+    results += schedule_results("small", 5)
+    found = {(r.target, r.family) for r in results if not r.agrees}
+    assert not compare_expected(found, recorded), "\n".join(compare_expected(found, recorded))
+    families = {(r.target, r.family) for r in results}
+    assert recorded <= families  # every recorded entry names a family that exists
+    for r in results:
+        if not r.agrees:
+            assert reasons[(r.target, r.family)]
+            assert r.repro is not None and "configuration:" in r.repro.detail
+
+
+def test_compare_expected_reports_both_directions():
+    lines = compare_expected({("A", "x"), ("A", "new")}, {("A", "x"), ("B", "gone")})
+    assert lines == ["new deviation (not in the expectations file): A × new",
+                     "recorded deviation no longer occurs: B × gone"]
+
+
+def test_command_table_report_and_expect(tmp_path, capsys):
+    report = tmp_path / "r.md"
+    args = ["diffusers", "--profile", "small", "--examples", "2", "--family", "linspace",
+            "--shrink-budget", "5"]
+    assert main([*args, "--report", str(report)]) == 1  # DDIM linspace 1 < n < T deviates
+    out = capsys.readouterr().out
+    assert "DDIMScheduler" in out and "linspace, 1 < n < T" in out and "deviates" in out
+    md = report.read_text(encoding="utf-8")
+    assert md.startswith("# diffusers ") and "| target | configuration family |" in md
+    assert "### DDIMScheduler × linspace, 1 < n < T" in md
+    assert main([*args, "--expect"]) == 0
+    assert "findings match" in capsys.readouterr().out
+    assert main(["diffusers", "--profile", "small", "--examples", "2", "--family",
+                 "linspace, n ∈"]) == 0
+
+
+def test_command_reruns_one_case(capsys):
+    assert main(["diffusers", "--case", cfg(T=10, n=4, spacing="linspace").to_json()]) == 1
+    assert "first step that parts: step 0" in capsys.readouterr().out
+    assert main(["diffusers", "--case", cfg().to_json()]) == 0
+    assert capsys.readouterr().out.startswith("agrees")
+    with pytest.raises(UserError, match="--case"):
+        main(["diffusers", "--case", "{not json"])
+    with pytest.raises(UserError, match="--examples"):
+        main(["diffusers", "--examples", "0"])
+
+
+def test_bad_usage_exits_2_with_one_line():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "conformance.external", "nonsense"], cwd=ROOT,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("scheduler", TARGETS)
+def test_steps_offset_with_n_equal_t_really_raises_in_diffusers(scheduler):
+    """The README's claim for the 'steps_offset=1, n = T' rows, checked on diffusers itself."""
+    import torch
+
+    s = build_scheduler(cfg(scheduler=scheduler, T=4, n=4, steps_offset=1))
+    assert [int(t) for t in s.timesteps] == [4, 3, 2, 1]
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    with pytest.raises(IndexError):
+        s.step(x, s.timesteps[0], x)

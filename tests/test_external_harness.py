@@ -1,0 +1,334 @@
+"""The external-conformance harness itself: a correct step function passes, broken ones are caught
+with a clear reproduction, and the README's "check your own code" example runs as printed.
+
+No diffusers here: these targets are local step functions in the spec's conventions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance.external import (
+    DDIM,
+    DDPM,
+    FLOAT64,
+    Claim,
+    StepTarget,
+    Tolerance,
+    check,
+    eps_to_prediction,
+    run_case,
+)
+from conformance.external.oracle import NonlinearEps, SpecOracle
+from spec.ddpm import ddpm_step
+from spec.schedule import VPSchedule, cosine_betas, linear_betas
+
+EXAMPLES = 12  # per family; enough for every broken target below to be caught in each family
+
+
+# ---------------------------------------------------------------------------------------------
+# Step functions written from the papers, independently of spec/ (plain NumPy)
+
+
+def ddim_factory(*, to_prev=None, eta_scale=1.0, sqrt_prev=True, clipped_direction=False,
+                 model_time=None):
+    """A DDIM step (Eq. 12, σ of Eq. 16), with optional planted bugs."""
+
+    def make(cfg):
+        ab = cfg.alpha_bars
+
+        def step(model, x, t, t_prev, z):
+            if to_prev is not None:
+                t_prev = to_prev(t, t_prev)
+            eps = model(x, t if model_time is None else model_time(t))
+            x0 = (x - np.sqrt(1 - ab[t]) * eps) / np.sqrt(ab[t])
+            if cfg.clip:
+                x0 = np.clip(x0, -1, 1)
+                if clipped_direction:  # ε recomputed from the clipped x̂_0
+                    eps = (x - np.sqrt(ab[t]) * x0) / np.sqrt(1 - ab[t])
+            eta = cfg.eta * eta_scale
+            sigma = eta * np.sqrt((1 - ab[t_prev]) / (1 - ab[t]) * (1 - ab[t] / ab[t_prev]))
+            coef = np.sqrt(ab[t_prev]) if sqrt_prev else ab[t_prev]
+            return coef * x0 + np.sqrt(max(1 - ab[t_prev] - sigma**2, 0.0)) * eps + sigma * z
+
+        return step
+
+    return make
+
+
+def ddpm_factory(*, variance="beta_tilde", noise_last=False):
+    """A DDPM ancestral step on a (possibly strided) grid: posterior of q(x_prev | x_t, x̂_0)."""
+
+    def make(cfg):
+        ab = cfg.alpha_bars
+
+        def step(model, x, t, t_prev, z):
+            eps = model(x, t)
+            beta = 1 - ab[t] / ab[t_prev]  # β' between grid times (= β_t on every step)
+            x0 = (x - np.sqrt(1 - ab[t]) * eps) / np.sqrt(ab[t])
+            if cfg.clip:
+                x0 = np.clip(x0, -1, 1)
+            mean = (np.sqrt(ab[t_prev]) * beta * x0
+                    + np.sqrt(1 - beta) * (1 - ab[t_prev]) * x) / (1 - ab[t])
+            var = (1 - ab[t_prev]) / (1 - ab[t]) * beta if variance == "beta_tilde" else beta
+            if t_prev == 0:  # Algorithm 2: z = 0 on the last step (the bug: σ² = β' there)
+                var = beta if noise_last else 0.0
+            return mean + np.sqrt(var) * z
+
+        return step
+
+    return make
+
+
+def _verdicts(report):
+    return {r.family: r for r in report.results}
+
+
+# ---------------------------------------------------------------------------------------------
+# Correct targets agree
+
+
+def test_correct_ddim_step_agrees_in_every_family():
+    report = check(StepTarget("paper_ddim", "ddim", ddim_factory()), examples=EXAMPLES)
+    assert report.agrees, report.text()
+    assert len(report.results) == 4 and all(r.cases == EXAMPLES for r in report.results)
+    assert max(r.worst for r in report.results) < 1e-6
+
+
+def test_correct_ddpm_step_agrees_in_every_family():
+    report = check(StepTarget("paper_ddpm", "ddpm", ddpm_factory()), examples=EXAMPLES)
+    assert report.agrees, report.text()
+
+
+def test_other_time_names_are_mapped_by_label_and_unlabel():
+    """A step written in diffusers' τ = t − 1 naming, with its table indexed by τ."""
+
+    def make(cfg):
+        inner = ddim_factory()(cfg)
+
+        def step(model, x, tau, tau_prev, z):
+            return inner(lambda x_, t: model(x_, t - 1), x, tau + 1, tau_prev + 1, z)
+
+        return step
+
+    target = StepTarget("tau_ddim", "ddim", make, label=lambda t: t - 1, unlabel=lambda s: s + 1)
+    report = check(target, examples=6)
+    assert report.agrees, report.text()
+
+
+@pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
+def test_x0_and_v_models_drive_the_same_sampler(prediction):
+    """A target whose model predicts x̂_0 or v gets eps_to_prediction's conversion."""
+
+    def make(cfg):
+        ab = cfg.alpha_bars
+        inner = ddim_factory()(cfg)
+
+        def step(model, x, t, t_prev, z):
+            out = model(x, t)
+            if prediction == "sample":
+                eps = (x - np.sqrt(ab[t]) * out) / np.sqrt(1 - ab[t])
+            else:  # v: ε = √ᾱ·v + √(1−ᾱ)·x (Salimans & Ho 2022)
+                eps = np.sqrt(ab[t]) * out + np.sqrt(1 - ab[t]) * x
+            return inner(lambda x_, t_: eps, x, t, t_prev, z)
+
+        return step
+
+    report = check(StepTarget(f"{prediction}_ddim", "ddim", make, prediction=prediction),
+                   examples=6)
+    assert report.agrees, report.text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken targets are caught, each with a reproduction that names what went wrong
+
+
+def _caught(target, family_part, *must_contain):
+    report = check(target, examples=EXAMPLES, shrink_budget=20)
+    fams = [r for r in report.results if family_part in r.family]
+    assert fams, [r.family for r in report.results]
+    for r in fams:
+        assert not r.agrees, f"{target.name} not caught in {r.family}"
+        detail = r.repro.detail
+        assert "configuration:" in detail and "spec formula departed from:" in detail
+        for text in must_contain:
+            assert text in detail, detail
+    return fams[0].repro
+
+
+def test_ddim_to_t_minus_1_instead_of_grid_prev_is_caught():
+    target = StepTarget("ddim_t_minus_1", "ddim", ddim_factory(to_prev=lambda t, tp: t - 1))
+    repro = _caught(target, "decreasing grid", "first step that parts", "diagnosis: matches Eq. 12")
+    m = re.search(r"from t = (\d+) to t_prev = (\d+) instead of the grid's t_prev = (\d+)",
+                  repro.detail)
+    assert m, repro.detail
+    t, wrong, right = map(int, m.groups())
+    assert wrong == t - 1 and right < t - 1  # the diagnosis names exactly the planted bug
+
+
+def test_ddpm_with_beta_instead_of_beta_tilde_is_caught():
+    target = StepTarget("ddpm_beta", "ddpm", ddpm_factory(variance="beta"))
+    repro = _caught(target, "every step", "matches the step with σ² = β_t instead of σ² = β̃_t")
+    assert "DDPM Algorithm 2" in repro.detail
+
+
+def test_ddim_model_called_at_the_wrong_time_is_caught():
+    target = StepTarget("ddim_time_off_by_one", "ddim",
+                        ddim_factory(model_time=lambda t: t - 1))
+    _caught(target, "strided", "model calls: the target evaluated the model at t = ")
+
+
+def test_ddim_that_ignores_eta_is_caught():
+    target = StepTarget("ddim_no_eta", "ddim", ddim_factory(eta_scale=0.0))
+    _caught(target, "η ∈", "Eq. 16")
+
+
+def test_ddim_missing_square_root_is_caught():
+    target = StepTarget("ddim_no_sqrt", "ddim", ddim_factory(sqrt_prev=False))
+    _caught(target, "strided", "first step that parts")
+
+
+def test_ddim_direction_from_clipped_x0_is_caught():
+    target = StepTarget("ddim_clipped_eps", "ddim", ddim_factory(clipped_direction=True))
+    _caught(target, "clipped", "clipped to [−1, 1]")
+
+
+def test_ddpm_noise_on_the_last_step_is_caught():
+    target = StepTarget("ddpm_noisy_end", "ddpm", ddpm_factory(noise_last=True))
+    _caught(target, "every step")
+
+
+def test_a_target_that_raises_or_returns_too_few_states_is_reported():
+    def raising(cfg):
+        def step(model, x, t, t_prev, z):
+            raise RuntimeError("boom")
+
+        return step
+
+    repro = _caught(StepTarget("raises", "ddim", raising), "strided",
+                    "the target raised RuntimeError: boom")
+    assert math.isinf(repro.loop_err)
+
+    class Short(StepTarget):
+        def prepare(self, config):
+            run = super().prepare(config)
+            full = run.sample
+            run.sample = lambda x_T, predict, noise: full(x_T, predict, noise)[:-1]
+            return run
+
+    _caught(Short("short", "ddim", ddim_factory()), "strided", "states, the claim has")
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces: the ε → x_0 / v conversion, the oracle's respacing, the tolerance
+
+
+@given(st.floats(1e-4, 0.9999), st.integers(0, 2**16))
+@settings(max_examples=30)
+def test_eps_to_prediction_is_the_closed_form(ab, seed):
+    rng = np.random.default_rng(seed)
+    x0, eps = rng.standard_normal((2, 5))
+    x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps  # DDPM Eq. 4
+    assert np.allclose(eps_to_prediction(eps, x_t, ab, "epsilon"), eps)
+    assert np.allclose(eps_to_prediction(eps, x_t, ab, "sample"), x0, atol=1e-8 / np.sqrt(ab))
+    v = eps_to_prediction(eps, x_t, ab, "v_prediction")
+    assert np.allclose(v, np.sqrt(ab) * eps - np.sqrt(1 - ab) * x0, atol=1e-8)
+    assert np.allclose(np.sqrt(ab) * x_t - np.sqrt(1 - ab) * v, x0, atol=1e-8)  # Salimans & Ho
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        eps_to_prediction(eps, x_t, ab, "score")
+
+
+@pytest.mark.parametrize("betas", [linear_betas(12, 1e-3, 0.2), cosine_betas(9)])
+def test_oracle_respaced_every_step_is_spec_ddpm_step(betas):
+    """On the grid of every step, the respaced chain is the original one."""
+    T = len(betas)
+    claim = Claim(betas=betas, grid=tuple(range(T, 0, -1)), end=0, method=DDPM())
+    model = NonlinearEps.from_seed(3)
+    oracle = SpecOracle(claim, model)
+    sched = VPSchedule(betas)
+    rng = np.random.default_rng(0)
+    for i, t in enumerate(claim.grid):
+        x, z = rng.standard_normal((2, 2, 3))
+        np.testing.assert_allclose(oracle.step(i, x, z), ddpm_step(sched, model, t - 1, x, z),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_oracle_clip_path_equals_eq11_when_nothing_is_clipped():
+    """μ̃_t(x_t, x̂_0) (Eq. 7) and Eq. 11's ε-form agree when the clip does not bite."""
+    betas = linear_betas(10, 1e-3, 0.05)
+    model = NonlinearEps.from_seed(1)
+    plain = SpecOracle(Claim(betas, (10, 6, 3, 1), 0, DDPM(clip=False)), model)
+    clipped = SpecOracle(Claim(betas, (10, 6, 3, 1), 0, DDPM(clip=True)), model)
+    x, z = np.full((1, 4), 0.01), np.ones((1, 4))  # x̂_0 stays well inside [−1, 1]
+    for i in range(4):
+        # 1e-8: the two forms divide by different safe_div denominators (EPS/β_1 = 1e-9)
+        np.testing.assert_allclose(clipped.step(i, x, z), plain.step(i, x, z), rtol=1e-8)
+
+
+def test_claim_rejects_grids_outside_the_spec():
+    betas = linear_betas(5, 1e-3, 0.1)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        Claim(betas, (5, 5, 1), 0, DDIM())
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        Claim(betas, (6, 3), 0, DDIM())
+    with pytest.raises(ValueError, match="end must be"):
+        Claim(betas, (5, 3), 4, DDIM())
+
+
+def test_tolerance_bound_adds_the_spec_eps_term():
+    betas = linear_betas(4, 1e-5, 0.1)
+    ab = VPSchedule(betas).alpha_bars()
+    claim = Claim(betas, (4, 2, 1), 0, DDIM())
+    b = FLOAT64.bound(ab, claim)
+    assert b == pytest.approx(1e-8 + 8e-12 / (1 - ab[1]))
+    mag = Tolerance(1e-6, "x", magnified=True).bound(ab, claim)
+    assert mag == pytest.approx(1e-6 / np.sqrt(ab[4]) + 8e-12 / (1 - ab[1]))
+    low = Tolerance(1e-6, "x", magnified=True, cancel=1e-7)
+    one = 1e-6 / np.sqrt(ab[4]) + 1e-7 / (1 - ab[1])
+    assert low.bound(ab, claim) == pytest.approx(one + 8e-12 / (1 - ab[1]))
+    assert low.bound(ab, claim, loop=True) == pytest.approx(3 * one + 8e-12 / (1 - ab[1]))
+
+
+def test_run_case_reports_a_claim_outside_the_spec():
+    def bad_prepare(cfg):
+        raise ValueError("grid has τ = −1")
+
+    class Bad:
+        name = "bad"
+
+        def families(self, profile):
+            return []
+
+        prepare = staticmethod(bad_prepare)
+
+    r = run_case(Bad(), type("C", (), {"shape": (1,), "seed": 0})(), FLOAT64)
+    assert not r.agrees and "the target's claim is outside the spec" in r.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# The README example, exactly as printed
+
+
+def test_readme_example_runs_as_printed():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Checking other implementations", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "the README section has no python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README example", "exec"), namespace)  # noqa: S102
+    assert namespace["report"].agrees
+
+
+def test_spec_and_runtime_never_import_diffusers():
+    root = Path(__file__).resolve().parents[1]
+    for pkg in ("spec", "runtime"):
+        for path in (root / pkg).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            assert not re.search(r"^\s*(import|from)\s+diffusers\b", text, flags=re.M), path
