@@ -67,7 +67,7 @@ MUTANTS = [
            "pf_ode.py", "        drift_eps = 0.5 * safe_div(beta, sigma)",
            "        drift_eps = safe_div(beta, sigma)"),
     Mutant("TorchLean's Euler time order (drift read at h, 2h, …, 1)",
-           "pf_ode.py", "        t_i = 1.0 - i * h", "        t_i = (i + 1) * h"),
+           "pf_ode.py", "        t_i = t_start - i * h", "        t_i = (i + 1) * h"),
     Mutant("FiLM scale applied as r·scale instead of r·(1 + scale)",
            "model.py", "        r = self.norm2(r) * (1 + scale) + shift",
            "        r = self.norm2(r) * scale + shift"),
