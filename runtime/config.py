@@ -239,8 +239,9 @@ class SampleConfig:
     eta: float = _opt(0.0, "DDIM η (ddim only)", "sampler", type=float, metavar="η")
     clip: bool = _opt(True, "clip x̂0 to [-1, 1] in DDIM steps", "sampler")
     sigma_max: float | None = _opt(
-        None, "noise level σ = √((1 − ᾱ)/ᾱ) where pf-ode, euler, heun and dpm-solver++ start "
-        "(default: min(σ at t = T, 80), EDM's σ_max; never above σ at t = T)", "sampler",
+        None, "pf-ode, euler, heun and dpm-solver++ start at the last table time t0 with noise "
+        "level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this (default: 80, EDM's σ_max; t0 = T when σ_T is "
+        "smaller)", "sampler",
         type=float, metavar="σ")
     n: int = _opt(64, "number of images", "sampler", type=int, metavar="N")
     seed: int = _opt(0, "seed of the sampling noise", "sampler", type=int)

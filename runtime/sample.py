@@ -17,11 +17,12 @@ Samplers (all from `runtime`, each the conformance-checked twin of its spec func
   Algorithm 1) on `edm_sigmas(S, σ_min, σ_max, ρ = 7)`, σ_min = σ at t = 1 of the table; the
   model reads the time t = time_of_edm_sigma(σ) of the same continuous schedule;
 - `dpm-solver++`: `runtime.dpm_solver.dpm_solver_pp_2m_sample` (Lu et al. 2022, Algorithm 2)
-  on `ddim_timesteps(t0, S)`, t0 the last table time with σ_t ≤ σ_max.
+  on `ddim_timesteps(t0, S)` (t0 below).
 
-The four ODE samplers start at the noise level σ_max = min(σ_T, --sigma-max or 80), σ =
-√((1 − ᾱ)/ᾱ): pf-ode at t = time_of_edm_sigma(σ_max), euler/heun at σ_max itself (from
-x̃ = x_T·√(1 + σ_max²)), dpm-solver++ at t0. 80 is EDM's σ_max. The cosine table's σ_T is
+The four ODE samplers start from x_T at the same noise level σ_max = σ_{t0} (σ_t =
+√((1 − ᾱ_t)/ᾱ_t) of the table), t0 the last time with σ_t ≤ --sigma-max (default 80, EDM's
+σ_max; t0 = T when σ_T is below it): dpm-solver++ at t0, pf-ode at t = time_of_edm_sigma(σ_max),
+euler/heun at σ_max itself (from x̃ = x_T·√(1 + σ_max²)). The cosine table's σ_T is
 2.0e4 (its last β is clipped at 0.999, so ᾱ_T = 2.4e-9): starting there multiplies the
 network's ε̂ error by 2e4 in the first x̂_0, which clipped DDIM survives and the unclipped
 ODE samplers do not. Every sampler prints its number of model evaluations (heun: 2·S − 1).
@@ -109,17 +110,18 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
         fail(f"--steps must lie in 1..T = 1..{T} for ddim, got {cfg.steps}")
     steps = cfg.steps if cfg.steps is not None else min(DEFAULT_STEPS, T)
     sigmas_t = sigma_table(sched)
-    sigma_max = min(float(sigmas_t[T]), EDM_SIGMA_MAX if cfg.sigma_max is None else cfg.sigma_max)
-    t0 = int(torch.nonzero(sigmas_t <= sigma_max).max())  # last t with σ_t <= σ_max
+    cap = EDM_SIGMA_MAX if cfg.sigma_max is None else cfg.sigma_max
+    t0 = int(torch.nonzero(sigmas_t <= cap).max())  # the last t with σ_t <= cap
     if cfg.sampler in ODE_SAMPLERS and t0 < 1:
-        fail(f"--sigma-max {sigma_max:g} is below σ at t = 1 ({float(sigmas_t[1]):g}): "
+        fail(f"--sigma-max {cap:g} is below σ at t = 1 ({float(sigmas_t[1]):g}): "
              "nothing to sample")
+    sigma_max = float(sigmas_t[t0])  # every ODE sampler starts at this noise level
     if cfg.sampler == "dpm-solver++":
         if cfg.steps is None:
             steps = min(DEFAULT_STEPS, t0)
         elif cfg.steps > t0:
             fail(f"--steps must lie in 1..{t0} for dpm-solver++ (its grid starts at t = {t0}, "
-                 f"the last time with σ_t <= σ_max = {sigma_max:g}), got {cfg.steps}")
+                 f"the last time with σ_t <= {cap:g}), got {cfg.steps}")
     sigma_min = float(sigmas_t[1])
     if cfg.sampler in ("euler", "heun") and not sigma_min < sigma_max:
         fail(f"σ at t = 1 ({sigma_min:g}) must lie below σ_max ({sigma_max:g}) for "

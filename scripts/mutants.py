@@ -92,6 +92,27 @@ MUTANTS = [
            "likelihood.py",
            '    log_scale = (0.5 * torch.log(sched.coef("beta_t", 1, x0))).to(x0.device, wd)',
            '    log_scale = (0.5 * torch.log(sched.coef("posterior_variance", 1, x0))).to(x0.device, wd)'),
+    Mutant("Heun without its correction step (Euler posing as Heun)",
+           "edm.py", "        return (x.to(wd) + dsig * (0.5 * d + 0.5 * d_next)).to(x.dtype)",
+           "        return x_euler.to(x.dtype)"),
+    Mutant("EDM σ grid ramp i/N instead of i/(N − 1) (σ_min never reached)",
+           "edm.py", "    ramp = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)",
+           "    ramp = torch.arange(n, dtype=torch.float64) / n"),
+    Mutant("EDM denoiser fed σ as the model's time instead of t(σ)",
+           "edm.py", "        t_norm = sch.time_of_edm_sigma(float(sigma))",
+           "        t_norm = float(sigma)"),
+    Mutant("DPM-Solver++ reuses the current step's x̂0 as the previous one",
+           "dpm_solver.py",
+           "        x = dpm_solver_pp_2m_step(sched, x, x0, ts[i], ts[i + 1], x0_prev, t_prev)",
+           "        x = dpm_solver_pp_2m_step(sched, x, x0, ts[i], ts[i + 1], x0_prev if x0_prev "
+           "is None else x0, t_prev)"),
+    Mutant("DPM-Solver++ lower-order final step never fires (second order into λ = ∞)",
+           "dpm_solver.py",
+           "        c = torch.where(ab_next < 1.0, c, torch.zeros_like(c)).to(wd)",
+           "        c = c.to(wd)"),
+    Mutant("cosine β(t) = −d log ᾱ/dt off by 2 (the derivative of cos u, not of cos²u)",
+           "pf_ode.py", "        return _back(math.pi / (1 + self.s) * tan, t)",
+           "        return _back(math.pi / 2 / (1 + self.s) * tan, t)"),
 ]
 
 
