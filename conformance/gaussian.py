@@ -6,8 +6,9 @@ x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, E[ε | x_t] is linear in x_t:
     ε*(x_t) = √(1 − ᾱ)·(x_t − √ᾱ·μ) / (ᾱ·s² + 1 − ᾱ)
 
 The model is fed the normalised time t_norm, so each denoiser carries its own ᾱ(t_norm):
-a discrete schedule reads ᾱ at index round(t_norm·T); the PF ODE's continuous schedule uses
-ᾱ(t) = exp(−(β0·t + ½(β1 − β0)·t²)). The two versions share no code: each is a closed form,
+a discrete schedule reads ᾱ at index round(t_norm·T); the PF ODE's continuous schedules use
+ᾱ(t) = exp(−(β0·t + ½(β1 − β0)·t²)) ("continuous", linear) or cos²u(t)/cos²u(0) with
+u(t) = (t + s)/(1 + s)·π/2 ("cosine"). The two versions share no code: each is a closed form,
 so samplers can be compared with a model whose every output is known exactly.
 """
 
@@ -23,8 +24,8 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class GaussianData:
-    """μ and s² (each (C, 1, 1)) and the schedule ᾱ(t_norm) is read from: ("discrete", betas) or
-    ("continuous", beta0, beta1)."""
+    """μ and s² (each (C, 1, 1)) and the schedule ᾱ(t_norm) is read from: ("discrete", betas),
+    ("continuous", beta0, beta1) or ("cosine", s)."""
 
     mu: np.ndarray
     var: np.ndarray
@@ -44,6 +45,9 @@ class GaussianDenoiserNumpy:
         if self.data.schedule[0] == "discrete":
             T = len(self.alpha_bars) - 1
             return float(self.alpha_bars[int(round(float(t_norm) * T))])
+        if self.data.schedule[0] == "cosine":
+            s = self.data.schedule[1]
+            return (math.cos((t_norm + s) / (1 + s) * math.pi / 2) / math.cos(s / (1 + s) * math.pi / 2)) ** 2
         _, b0, b1 = self.data.schedule
         return math.exp(-(b0 * t_norm + 0.5 * (b1 - b0) * t_norm**2))
 
@@ -72,6 +76,9 @@ class GaussianDenoiserTorch(torch.nn.Module):
         if self.kind == "discrete":
             T = self.alpha_bars.shape[0] - 1
             return self.alpha_bars[torch.round(t * T).long()]
+        if self.kind == "cosine":
+            s = self.data.schedule[1]
+            return (torch.cos((t + s) / (1 + s) * math.pi / 2) / math.cos(s / (1 + s) * math.pi / 2)) ** 2
         _, b0, b1 = self.data.schedule
         return torch.exp(-(b0 * t + 0.5 * (b1 - b0) * t**2))
 

@@ -945,6 +945,8 @@ record(
     max_examples=10,
 )
 
+import conformance.records_solvers  # noqa: E402, F401  (EDM, DPM-Solver++, cosine PF ODE)
+
 REGISTRY: dict[str, Record] = {r.name: r for r in RECORDS}
 if len(REGISTRY) != len(RECORDS):
     raise RuntimeError("two registry records share a name")

@@ -29,7 +29,7 @@ from runtime.cli import ArgumentParser, UserError
 MODELS = ("film", "residual", "conv")
 SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
-SAMPLERS = ("ddim", "ddpm", "pf-ode")
+SAMPLERS = ("ddim", "ddpm", "pf-ode", "euler", "heun", "dpm-solver++")
 
 # FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
 FILM_GROUPS = 8
@@ -231,13 +231,20 @@ class SampleConfig:
 
     checkpoint: str = _opt(None, "checkpoint file (OUT/checkpoint.pt of a training run)",
                            "input", metavar="CKPT")
-    sampler: str = _opt("ddim", "ddim (strided, Song et al.), ddpm (ancestral, all T steps) or "
-                        "pf-ode (Euler on the probability-flow ODE; linear-schedule models only)",
+    sampler: str = _opt("ddim", "ddim (strided, Song et al.), ddpm (ancestral, all T steps), "
+                        "pf-ode (Euler on the probability-flow ODE in t), euler or heun (EDM "
+                        "form, Karras et al.; heun costs 2·S − 1 model evaluations) or "
+                        "dpm-solver++ (DPM-Solver++(2M), Lu et al.)",
                         "sampler", choices=SAMPLERS)
-    steps: int | None = _opt(None, "sampling steps (default: 50 for ddim and pf-ode; ddpm always "
-                             "runs all T)", "sampler", type=int, metavar="S")
+    steps: int | None = _opt(None, "sampling steps (default: 50, at most T; ddpm always runs all "
+                             "T)", "sampler", type=int, metavar="S")
     eta: float = _opt(0.0, "DDIM η (ddim only)", "sampler", type=float, metavar="η")
     clip: bool = _opt(True, "clip x̂0 to [-1, 1] in DDIM steps", "sampler")
+    sigma_max: float | None = _opt(
+        None, "pf-ode, euler, heun and dpm-solver++ start at the last table time t0 with noise "
+        "level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this (default: 80, EDM's σ_max; t0 = T when σ_T is "
+        "smaller)", "sampler",
+        type=float, metavar="σ")
     n: int = _opt(64, "number of images", "sampler", type=int, metavar="N")
     seed: int = _opt(0, "seed of the sampling noise", "sampler", type=int)
     ema: bool = _opt(True, "use the EMA weights when the checkpoint has them", "sampler")
@@ -252,6 +259,9 @@ class SampleConfig:
         _positive_int("n", self.n)
         _finite("eta", self.eta)
         _require(self.eta >= 0.0, f"--eta must be >= 0, got {self.eta}")
+        if self.sigma_max is not None:
+            _finite("sigma-max", self.sigma_max)
+            _require(self.sigma_max > 0, f"--sigma-max must be > 0, got {self.sigma_max}")
         _require(str(self.out).lower().endswith((".png", ".npy")),
                  f"--out must end in .png or .npy, got {self.out!r}")
 

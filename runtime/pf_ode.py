@@ -1,7 +1,8 @@
 """The probability-flow ODE of the VP SDE and its Euler sampler: the twins of `spec.pf_ode`.
 
-Continuous time t ∈ [0, 1] (Song et al. 2021): β(t) = β0 + t·(β1 − β0),
-ᾱ(t) = exp(−(β0·t + ½·(β1 − β0)·t²)), σ(t) = √(1 − ᾱ(t)). The model is fed t itself.
+Continuous time t ∈ [0, 1] (Song et al. 2021). Linear: β(t) = β0 + t·(β1 − β0),
+ᾱ(t) = exp(−(β0·t + ½·(β1 − β0)·t²)); cosine (Nichol & Dhariwal 2021): u = (t + s)/(1 + s)·π/2,
+ᾱ(t) = cos²u/cos²u(0), β(t) = π/(1 + s)·tan u; σ(t) = √(1 − ᾱ(t)). The model is fed t itself.
 Drift (Song et al. 2021, Eq. 13 with score = −ε̂/σ(t)): dx/dt = −½β(t)·x + ½·β(t)/σ(t)·ε̂(x, t).
 TorchLean's pfOdeRhs omits the ½ of the second term, and its Euler recursion evaluates the drift
 at t = 1/n first; both are errors and are not copied (see docs/errata.md).
@@ -48,6 +49,69 @@ class VPLinearSchedule:
         evaluated in float32 and the result rounded once."""
         return _back(sqrt_nonneg(1.0 - self.alpha_bar(_up(t))), t)
 
+    def time_of_edm_sigma(self, sigma_edm: Time) -> Time:
+        """The t with ᾱ(t) = 1/(1 + σ²): L = log1p(σ²), t = 2L/(β0 + √(β0² + 2(β1 − β0)·L))."""
+        s = _up(sigma_edm)
+        if isinstance(s, Tensor):
+            L = torch.log1p(s**2)
+            root = torch.sqrt(self.beta0**2 + 2 * (self.beta1 - self.beta0) * L)
+        else:
+            L = math.log1p(s**2)
+            root = math.sqrt(self.beta0**2 + 2 * (self.beta1 - self.beta0) * L)
+        return _back(2 * L / (self.beta0 + root), sigma_edm)
+
+
+@dataclass(frozen=True)
+class VPCosineSchedule:
+    """The continuous cosine VP schedule (Nichol & Dhariwal 2021, Eq. 17 with t/T → t):
+    u(t) = (t + s)/(1 + s)·π/2, ᾱ(t) = cos²u(t)/cos²u(0), β(t) = −d log ᾱ/dt = π/(1 + s)·tan u(t).
+    At t = 1, ᾱ → 0 and β → ∞ (the discrete schedule clips its last β at 0.999 instead).
+    Methods take a float (giving a float) or a tensor (giving a tensor of its dtype). Tensors
+    are evaluated in float64 (the coefficient dtype) and the result rounded once: near t = 1,
+    u is within an ulp of π/2, where float32's own π/2 would even flip the sign of tan u."""
+
+    s: float = 0.008
+
+    def _u(self, t: Time) -> Time:
+        return (t + self.s) / (1 + self.s) * math.pi / 2
+
+    def beta(self, t: Time) -> Time:
+        """β(t) = π/(1 + s)·tan u(t)."""
+        u = self._u(_hi(t))
+        tan = torch.tan(u) if isinstance(u, Tensor) else math.tan(u)
+        return _back(math.pi / (1 + self.s) * tan, t)
+
+    def alpha_bar(self, t: Time) -> Time:
+        """ᾱ(t) = cos²u(t)/cos²u(0)."""
+        u = self._u(_hi(t))
+        cos = torch.cos(u) if isinstance(u, Tensor) else math.cos(u)
+        return _back(cos**2 / math.cos(self._u(0)) ** 2, t)
+
+    def sigma(self, t: Time) -> Time:
+        """σ(t) = √(1 − ᾱ(t)) (sqrt_nonneg)."""
+        return _back(sqrt_nonneg(1.0 - self.alpha_bar(_hi(t))), t)
+
+    def time_of_edm_sigma(self, sigma_edm: Time) -> Time:
+        """The t with ᾱ(t) = 1/(1 + σ²): u = atan2(√(sin²u(0) + σ²), cos u(0)),
+        t = u·2(1 + s)/π − s, clamped to [0, 1]."""
+        u0 = self._u(0)
+        s = _hi(sigma_edm)
+        if isinstance(s, Tensor):
+            u = torch.atan2(torch.sqrt(math.sin(u0) ** 2 + s**2), torch.full_like(s, math.cos(u0)))
+            t = torch.clamp(u * 2 * (1 + self.s) / math.pi - self.s, 0.0, 1.0)
+        else:
+            u = math.atan2(math.sqrt(math.sin(u0) ** 2 + s**2), math.cos(u0))
+            t = min(max(u * 2 * (1 + self.s) / math.pi - self.s, 0.0), 1.0)
+        return _back(t, sigma_edm)
+
+
+def _hi(t: Time) -> Time:
+    """A tensor t in the coefficient dtype (float64 where the device has it)."""
+    return t.to(coef_dtype(t.device)) if isinstance(t, Tensor) else t
+
+
+VPContinuousSchedule = VPLinearSchedule | VPCosineSchedule
+
 
 def _up(t: Time) -> Time:
     """A 16-bit tensor t in float32 (the methods round their result once, at the end)."""
@@ -58,7 +122,7 @@ def _back(value: Time, t: Time) -> Time:
     return value.to(t.dtype) if isinstance(t, Tensor) else value
 
 
-def pf_ode_rhs(sch: VPLinearSchedule, model: EpsModel, x: Tensor, t: Time) -> Tensor:
+def pf_ode_rhs(sch: VPContinuousSchedule, model: EpsModel, x: Tensor, t: Time) -> Tensor:
     """dx/dt = −½β(t)·x + ½·β(t)/σ(t)·ε̂(x, t)   (Song et al. 2021, Eq. 13; score = −ε̂/σ).
     A float t outside [0, 1] is a ValueError (tensor t is not checked: no host sync).
     Shapes: x (B, C, H, W); t float, 0-d or (B,) -> (B, C, H, W) in x's dtype."""
@@ -87,7 +151,7 @@ def euler_step(f: Callable[[Tensor, Time], Tensor], x: Tensor, t: Time, dt: Time
 
 
 def pf_ode_euler_system(
-    sch: VPLinearSchedule, model: EpsModel, t: Time, dt: Time
+    sch: VPContinuousSchedule, model: EpsModel, t: Time, dt: Time
 ) -> DynamicalSystem:
     """x ↦ euler_step(pf_ode_rhs, x, t, dt) as a DynamicalSystem."""
 
@@ -99,26 +163,36 @@ def pf_ode_euler_system(
 
 @torch.no_grad()
 def pf_ode_sample_euler(
-    sch: VPLinearSchedule, model: EpsModel, steps: int, x1: Tensor, progress: bool = False
+    sch: VPContinuousSchedule,
+    model: EpsModel,
+    steps: int,
+    x1: Tensor,
+    t_start: float = 1.0,
+    progress: bool = False,
 ) -> Tensor:
-    """Integrate the PF ODE from t = 1 to t = 0 with `steps` Euler steps of size h = 1/steps:
-    x ← x − h·rhs(x, t_i), t_i = 1 − i·h for i = 0..steps−1 (the drift is read at 1, 1 − h, …, h).
-    Shapes: x1 (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
+    """Integrate the PF ODE from t = t_start (default 1) to t = 0 with `steps` Euler steps of
+    size h = t_start/steps: x ← x − h·rhs(x, t_i), t_i = t_start − i·h for i = 0..steps−1 (the
+    drift is read at t_start, t_start − h, …, h). t_start ∈ (0, 1]; the cosine schedule needs
+    t_start < 1. Shapes: x1 (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0.0 < t_start <= 1.0:
+        raise ValueError(f"t_start must lie in (0, 1], got t_start = {t_start!r}")
 
     def rhs(y: Tensor, s: Time) -> Tensor:
         return pf_ode_rhs(sch, model, y, s)
 
-    h = 1.0 / steps
+    h = t_start / steps
     x = x1
     for i in tqdm(range(steps), desc="pf-ode", disable=not progress):
-        t_i = 1.0 - i * h
+        t_i = t_start - i * h
         x = euler_step(rhs, x, t_i, -h)
     return x
 
 
 __all__ = [
+    "VPCosineSchedule",
+    "VPContinuousSchedule",
     "VPLinearSchedule",
     "euler_step",
     "pf_ode_euler_system",

@@ -9,10 +9,23 @@ Samplers (all from `runtime`, each the conformance-checked twin of its spec func
   Eq. 12; η from --eta, x̂0 clipped to [-1, 1] unless --no-clip);
 - `ddpm`: `runtime.ddpm.ddpm_sample`, ancestral sampling over all T steps (Ho et al. 2020,
   Algorithm 2); --steps, when given, must equal T;
-- `pf-ode`: `runtime.pf_ode.pf_ode_sample_euler`, Euler on the probability-flow ODE of the VP SDE
-  with β(t) = T·beta_start + t·T·(beta_end − beta_start), the continuous limit of the linear
-  schedule the model was trained with. Only checkpoints trained with `--schedule linear` have
-  such a limit; for a cosine checkpoint this is an error.
+- `pf-ode`: `runtime.pf_ode.pf_ode_sample_euler`, Euler in t on the probability-flow ODE of the
+  checkpoint's schedule in continuous time: the linear schedule's limit β(t) = T·beta_start +
+  t·T·(beta_end − beta_start), or the cosine schedule `VPCosineSchedule(s = 0.008)`, whose
+  ᾱ(t/T) equals the trained table at every t < T;
+- `euler`, `heun`: `runtime.edm.edm_sample_euler` / `edm_sample_heun` (Karras et al. 2022,
+  Algorithm 1) on `edm_sigmas(S, σ_min, σ_max, ρ = 7)`, σ_min = σ at t = 1 of the table; the
+  model reads the time t = time_of_edm_sigma(σ) of the same continuous schedule;
+- `dpm-solver++`: `runtime.dpm_solver.dpm_solver_pp_2m_sample` (Lu et al. 2022, Algorithm 2)
+  on `ddim_timesteps(t0, S)` (t0 below).
+
+The four ODE samplers start from x_T at the same noise level σ_max = σ_{t0} (σ_t =
+√((1 − ᾱ_t)/ᾱ_t) of the table), t0 the last time with σ_t ≤ --sigma-max (default 80, EDM's
+σ_max; t0 = T when σ_T is below it): dpm-solver++ at t0, pf-ode at t = time_of_edm_sigma(σ_max),
+euler/heun at σ_max itself (from x̃ = x_T·√(1 + σ_max²)). The cosine table's σ_T is
+2.0e4 (its last β is clipped at 0.999, so ᾱ_T = 2.4e-9): starting there multiplies the
+network's ε̂ error by 2e4 in the first x̂_0, which clipped DDIM survives and the unclipped
+ODE samplers do not. Every sampler prints its number of model evaluations (heun: 2·S − 1).
 
 The EMA weights are used when the checkpoint has them (--no-ema for the raw weights). All noise
 comes from one generator seeded with --seed. The output is a PNG grid (`.png`) or an `.npy` array
@@ -34,10 +47,40 @@ from runtime.config import SampleConfig, parse_config
 from runtime.data.transforms import from_diffusion_range
 from runtime.ddim import ddim_sample_strided, ddim_timesteps
 from runtime.ddpm import ddpm_sample
-from runtime.pf_ode import VPLinearSchedule, pf_ode_sample_euler
+from runtime.dpm_solver import dpm_solver_pp_2m_sample
+from runtime.edm import edm_sample_euler, edm_sample_heun, edm_sigmas, vp_to_edm
+from runtime.pf_ode import (
+    VPContinuousSchedule,
+    VPCosineSchedule,
+    VPLinearSchedule,
+    pf_ode_sample_euler,
+)
+from runtime.schedule import Schedule
 from runtime.train import resolve_device
 
 DEFAULT_STEPS = 50
+EDM_SIGMA_MAX = 80.0
+"""σ_max of Karras et al. 2022 (Table 1, "Ours"): the default start of the ODE samplers."""
+ODE_SAMPLERS = ("pf-ode", "euler", "heun", "dpm-solver++")
+
+
+def continuous_schedule(stored: dict, T: int) -> VPContinuousSchedule:
+    """The checkpoint's schedule in continuous time t ∈ [0, 1] (the model's t/T)."""
+    if stored.get("schedule") == "linear":
+        return VPLinearSchedule(beta0=T * float(stored["beta_start"]),
+                                beta1=T * float(stored["beta_end"]))
+    return VPCosineSchedule()  # runtime.checkpoint builds cosine_betas(T) with s = 0.008
+
+
+def sigma_table(sched: Schedule) -> torch.Tensor:
+    """σ_t = √((1 − ᾱ_t)/ᾱ_t), t = 0..T, float64 on the CPU (increasing in t)."""
+    ab = sched.table("alpha_bars", torch.float64, "cpu")
+    return torch.sqrt((1.0 - ab) / ab)
+
+
+def model_evaluations(sampler: str, steps: int, T: int) -> int:
+    """Network calls of one sample: T for ddpm, 2·steps − 1 for heun, steps otherwise."""
+    return {"ddpm": T, "heun": 2 * steps - 1}.get(sampler, steps)
 
 
 def check_output_path(out: Path) -> None:
@@ -48,8 +91,9 @@ def check_output_path(out: Path) -> None:
         fail(f"--out {out}: folder {folder} does not exist")
 
 
-def sample(cfg: SampleConfig) -> Path:
-    """Draw cfg.n images and write cfg.out; return its path."""
+def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
+    """Draw cfg.n images and write cfg.out; return its path, the steps and the model
+    evaluations per image."""
     out = Path(cfg.out)
     check_output_path(out)
     device = resolve_device(cfg.device)
@@ -64,10 +108,25 @@ def sample(cfg: SampleConfig) -> Path:
                  "(use --sampler ddim for fewer steps)")
     elif cfg.sampler == "ddim" and cfg.steps is not None and cfg.steps > T:
         fail(f"--steps must lie in 1..T = 1..{T} for ddim, got {cfg.steps}")
-    if cfg.sampler == "pf-ode" and stored.get("schedule") != "linear":
-        fail(f"--sampler pf-ode needs a model trained with --schedule linear (the VP SDE with "
-             f"linear β(t)); {cfg.checkpoint} used --schedule {stored.get('schedule')}")
     steps = cfg.steps if cfg.steps is not None else min(DEFAULT_STEPS, T)
+    sigmas_t = sigma_table(sched)
+    cap = EDM_SIGMA_MAX if cfg.sigma_max is None else cfg.sigma_max
+    t0 = int(torch.nonzero(sigmas_t <= cap).max())  # the last t with σ_t <= cap
+    if cfg.sampler in ODE_SAMPLERS and t0 < 1:
+        fail(f"--sigma-max {cap:g} is below σ at t = 1 ({float(sigmas_t[1]):g}): "
+             "nothing to sample")
+    sigma_max = float(sigmas_t[t0])  # every ODE sampler starts at this noise level
+    if cfg.sampler == "dpm-solver++":
+        if cfg.steps is None:
+            steps = min(DEFAULT_STEPS, t0)
+        elif cfg.steps > t0:
+            fail(f"--steps must lie in 1..{t0} for dpm-solver++ (its grid starts at t = {t0}, "
+                 f"the last time with σ_t <= {cap:g}), got {cfg.steps}")
+    sigma_min = float(sigmas_t[1])
+    if cfg.sampler in ("euler", "heun") and not sigma_min < sigma_max:
+        fail(f"σ at t = 1 ({sigma_min:g}) must lie below σ_max ({sigma_max:g}) for "
+             f"--sampler {cfg.sampler}")
+    nfe = model_evaluations(cfg.sampler, steps, T)
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     x_T = torch.randn((cfg.n, C, H, W), generator=gen, device=device)
@@ -77,16 +136,25 @@ def sample(cfg: SampleConfig) -> Path:
                                      clip=cfg.clip, generator=gen, progress=True)
         elif cfg.sampler == "ddpm":
             x0 = ddpm_sample(sched, model, x_T, generator=gen, progress=True)
+        elif cfg.sampler == "dpm-solver++":
+            x0 = dpm_solver_pp_2m_sample(sched, model, x_T, ddim_timesteps(t0, steps),
+                                         progress=True)
         else:
-            sch = VPLinearSchedule(beta0=T * float(stored["beta_start"]),
-                                   beta1=T * float(stored["beta_end"]))
-            x0 = pf_ode_sample_euler(sch, model, steps, x_T, progress=True)
+            sch = continuous_schedule(stored, T)
+            if cfg.sampler == "pf-ode":
+                t_start = min(float(sch.time_of_edm_sigma(sigma_max)), 1.0)
+                x0 = pf_ode_sample_euler(sch, model, steps, x_T, t_start=t_start, progress=True)
+            else:
+                x_tilde, _ = vp_to_edm(1.0 / (1.0 + sigma_max**2), x_T)
+                sigmas = edm_sigmas(steps, sigma_min, sigma_max)
+                run = edm_sample_heun if cfg.sampler == "heun" else edm_sample_euler
+                x0 = run(sch, model, x_tilde, sigmas, progress=True)
     images01 = from_diffusion_range(x0).clamp(0.0, 1.0).float().cpu().numpy()  # (N, C, H, W)
     if out.suffix.lower() == ".npy":
         save_npy(out, images01.astype(np.float32))
     else:
         save_png(out, image_grid(images01))
-    return out
+    return out, steps, nfe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           description="Sample images from a runtime.train checkpoint "
                                       "(EMA weights when present).",
                           epilog=EXIT_STATUS_HELP)
-    out = sample(cfg)
-    print(f"wrote {cfg.n} samples ({cfg.sampler}) to {out}")
+    out, steps, nfe = sample(cfg)
+    print(f"wrote {cfg.n} samples ({cfg.sampler}, {steps} steps, {nfe} model evaluations) "
+          f"to {out}")
     return 0
 
 

@@ -22,8 +22,12 @@ Notation (Ho et al. 2020, "DDPM"; Song, Meng & Ermon 2021, "DDIM"; Song et al. 2
     μ̃_t         posterior mean of q(x_{t−1} | x_t, x_0)          q_posterior_mean_variance
     x̂_0         predicted clean sample                            x0_pred
     σ (DDIM)    η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)           ddim_step_between
-    β(t), ᾱ(t)  continuous VP schedule, t ∈ [0, 1] (SDE paper)    VPLinearSchedule
-    σ(t)        √(1 − ᾱ(t))                                       VPLinearSchedule.sigma
+    β(t), ᾱ(t)  continuous VP schedule, t ∈ [0, 1] (SDE paper)    VPLinearSchedule,
+                β(t) = −d log ᾱ(t)/dt                             VPCosineSchedule
+    σ(t)        √(1 − ᾱ(t))                                       VP…Schedule.sigma
+    σ (EDM)     √((1 − ᾱ)/ᾱ), the noise level of x̃ = x_t/√ᾱ       vp_to_edm, edm_to_vp
+    D(x̃; σ)     EDM's denoiser, x̂_0 of x̃ = x_0 + σ·ε               edm_denoise
+    λ_t         log(√ᾱ_t/√(1 − ᾱ_t)), DPM-Solver's half log-SNR    half_log_snr
 
 Time convention (the one convention, stated here only)
 ------------------------------------------------------
@@ -55,6 +59,7 @@ from spec.ddim import (
     ddim_timesteps,
 )
 from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
+from spec.dpm_solver import dpm_solver_pp_2m_sample, dpm_solver_pp_2m_step, half_log_snr
 from spec.dynamics import (
     DrivenSystem,
     DynamicalSystem,
@@ -63,6 +68,16 @@ from spec.dynamics import (
     iterate,
     iterate_with_input,
     trajectory,
+)
+from spec.edm import (
+    edm_denoise,
+    edm_euler_step,
+    edm_heun_step,
+    edm_sample_euler,
+    edm_sample_heun,
+    edm_sigmas,
+    edm_to_vp,
+    vp_to_edm,
 )
 from spec.forward import q_posterior_mean_variance, q_sample
 from spec.likelihood import (
@@ -90,6 +105,7 @@ from spec.model import (
     sinusoidal_embedding,
 )
 from spec.pf_ode import (
+    VPCosineSchedule,
     VPLinearSchedule,
     euler_step,
     pf_ode_euler_system,
@@ -156,10 +172,24 @@ __all__ = [
     "ddim_sample_strided",
     # spec.pf_ode
     "VPLinearSchedule",
+    "VPCosineSchedule",
     "pf_ode_rhs",
     "euler_step",
     "pf_ode_sample_euler",
     "pf_ode_euler_system",
+    # spec.edm
+    "vp_to_edm",
+    "edm_to_vp",
+    "edm_sigmas",
+    "edm_denoise",
+    "edm_euler_step",
+    "edm_heun_step",
+    "edm_sample_euler",
+    "edm_sample_heun",
+    # spec.dpm_solver
+    "half_log_snr",
+    "dpm_solver_pp_2m_step",
+    "dpm_solver_pp_2m_sample",
     # spec.dynamics
     "DynamicalSystem",
     "DrivenSystem",

@@ -42,22 +42,52 @@ def test_sample_png_and_pf_ode(tiny_linear_run, tmp_path, capsys):  # noqa: F811
             "--steps", 5, "--n", 4, "--out", out]
     code, stdout, err = run_command(sample_main, argv, capsys)
     assert code == 0, err
-    assert "pf-ode" in stdout
+    assert "pf-ode, 5 steps, 5 model evaluations" in stdout
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (152, 152)
+
+
+@pytest.mark.parametrize(("sampler", "steps", "nfe"),
+                         [("pf-ode", 4, 4), ("euler", 4, 4), ("heun", 3, 5),
+                          ("dpm-solver++", 4, 4), ("ddim", 4, 4)])
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_linear_run"])
+def test_every_ode_sampler_on_both_schedules(run, sampler, steps, nfe, tmp_path, capsys, request):
+    ckpt = request.getfixturevalue(run) / "checkpoint.pt"
+    out = tmp_path / "s.npy"
+    argv = ["--checkpoint", ckpt, "--sampler", sampler, "--steps", steps, "--n", 3, "--out", out]
+    code, stdout, err = run_command(sample_main, argv, capsys)
+    assert code == 0, err
+    assert f"({sampler}, {steps} steps, {nfe} model evaluations)" in stdout
+    images = np.load(out)
+    assert images.shape == (3, 1, 8, 8) and np.isfinite(images).all()
+
+
+def test_sample_ode_samplers_start_at_sigma_max(tiny_run, tmp_path, capsys):  # noqa: F811
+    """--sigma-max moves the start; a larger one than σ_T is clamped to σ_T (same samples)."""
+    ckpt = tiny_run / "checkpoint.pt"
+    outs = {}
+    for sigma in ("1e9", "1e12", "3"):
+        outs[sigma] = tmp_path / f"s{sigma}.npy"
+        argv = ["--checkpoint", ckpt, "--sampler", "heun", "--steps", 3, "--n", 2,
+                "--sigma-max", sigma, "--out", outs[sigma]]
+        assert run_command(sample_main, argv, capsys)[0] == 0
+    np.testing.assert_array_equal(np.load(outs["1e9"]), np.load(outs["1e12"]))
+    assert not np.array_equal(np.load(outs["1e9"]), np.load(outs["3"]))
 
 
 def test_sample_user_errors(tiny_run, tmp_path, capsys):  # noqa: F811
     ckpt = tiny_run / "checkpoint.pt"
     cases = [
         (["--checkpoint", tmp_path / "missing.pt"], "does not exist"),
-        (["--checkpoint", ckpt, "--sampler", "pf-ode"], "--schedule linear"),
+        (["--checkpoint", ckpt, "--sampler", "dpm-solver++", "--steps", 10], "dpm-solver++"),
+        (["--checkpoint", ckpt, "--sampler", "heun", "--sigma-max", "1e-9"], "sigma-max"),
+        (["--checkpoint", ckpt, "--sampler", "euler", "--sigma-max", "-1"], "--sigma-max"),
         (["--checkpoint", ckpt, "--sampler", "ddpm", "--steps", 3], "ddpm"),
         (["--checkpoint", ckpt, "--steps", 11], "--steps"),
         (["--checkpoint", ckpt, "--n", 0], "--n"),
         (["--checkpoint", ckpt, "--out", tmp_path / "x.jpg"], "--out"),
         (["--checkpoint", ckpt, "--out", tmp_path / "no" / "x.png"], "does not exist"),
-        (["--checkpoint", ckpt, "--sampler", "euler"], "--sampler"),
+        (["--checkpoint", ckpt, "--sampler", "rk4"], "--sampler"),
         ([], "--checkpoint"),
     ]
     for argv, needle in cases:

@@ -1,0 +1,213 @@
+"""Order of accuracy of the ODE samplers, measured against the exact PF-ODE solution of Gaussian
+data (used by tests/test_sampler_order.py on the spec, conformance/test_order.py on the runtime
+in float64, and scripts/sampler_order.py for the README's table and plot).
+
+Data x_0 ~ N(μ, s²) per coordinate. Under any VP schedule x_t ~ N(√ᾱ_t·μ, v_t),
+v_t = ᾱ_t·s² + 1 − ᾱ_t, the exact ε-predictor is ε*(x, t) = √(1 − ᾱ_t)·(x − √ᾱ_t·μ)/v_t, and the
+probability-flow ODE is the monotone transport of N(√ᾱ_t·μ, v_t) onto N(μ, s²), so its solution
+from time t to 0 is, in closed form,
+
+    x_0 = μ + s·(x_t − √ᾱ_t·μ)/√v_t.
+
+It depends on ᾱ_t alone, so a sampler that reaches t = 0 (ᾱ = 1) from a state at ᾱ_t can be
+scored by max |x̂_0 − x_0| whichever time grid it used.
+
+Set-up (stated once, used everywhere):
+* the continuous linear VP schedule of Song et al. (β_0 = 0.1, β_1 = 20); every sampler starts
+  from the same 64 values x at t_max = 1 (ᾱ(1) = 4.3e-5: far from 0, so nothing degenerates;
+  σ_max = √((1 − ᾱ)/ᾱ) = 152);
+* PF-ODE Euler: `pf_ode_sample_euler` with N uniform steps in t from 1 to 0 (its own grid);
+* EDM Euler and Heun: `edm_sigmas(N, σ_min = 1e-3, σ_max, ρ = 7)` (σ_N = 0 appended; the
+  final step σ_min → 0 is Euler's, with error ~σ_min²/(2s²) ≈ 2e-6·|x_0 − μ|, below every error
+  in the fitted range);
+* DDIM (η = 0) and DPM-Solver++(2M): the same N + 1 noise levels, as a discrete schedule of
+  T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid N, N−1, …, 0 (the model reads
+  ᾱ at its integer time). DDIM is then exactly EDM's Euler step (x̃' = x̃ + (σ' − σ)·ε̂; Karras
+  et al. 2022 §3), which the tests also check;
+* model evaluations (NFE): N for every sampler except Heun (2N − 1).
+The order is the negated least-squares slope of log error against log NFE over N = 32..256.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MU, S = 0.3, 0.5
+BETA0, BETA1 = 0.1, 20.0
+T_MAX = 1.0
+SIGMA_MIN = 1e-3
+RHO = 7.0
+SHAPE = (2, 1, 4, 8)  # 64 coordinates, as a batch of two 1×4×8 images
+FIT_STEPS = (32, 64, 128, 256)
+PLOT_STEPS = (2, 4, 8, 16, 32, 64, 128, 256)
+ORDER_TOLERANCE = 0.2
+"""|fitted slope − claimed order| allowed. Measured slopes are within 0.1 of the order; a
+first-order method posing as second order is off by ~1."""
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    order: int
+    paper: str
+
+
+SAMPLERS = (
+    Sampler("ddim", 1, "DDIM η = 0 (Song, Meng & Ermon 2021)"),
+    Sampler("pf-ode", 1, "PF-ODE Euler (Song et al. 2021)"),
+    Sampler("euler", 1, "Euler, EDM form (Karras et al. 2022)"),
+    Sampler("heun", 2, "Heun, EDM Algorithm 1 (Karras et al. 2022)"),
+    Sampler("dpm-solver++", 2, "DPM-Solver++(2M) (Lu et al. 2022)"),
+)
+ORDERS = {s.name: s.order for s in SAMPLERS}
+
+
+def alpha_bar_linear(t: float) -> float:
+    return math.exp(-(BETA0 * t + 0.5 * (BETA1 - BETA0) * t**2))
+
+
+def start() -> tuple[np.ndarray, float]:
+    """x at t_max (drawn from its marginal, seed 0) and ᾱ(t_max)."""
+    ab = alpha_bar_linear(T_MAX)
+    z = np.random.default_rng(0).standard_normal(SHAPE)
+    return math.sqrt(ab) * MU + math.sqrt(ab * S**2 + 1 - ab) * z, ab
+
+
+def exact_x0(x: np.ndarray, ab: float) -> np.ndarray:
+    """The PF-ODE's exact solution at t = 0 from x at ᾱ."""
+    return MU + S * (x - math.sqrt(ab) * MU) / math.sqrt(ab * S**2 + 1 - ab)
+
+
+def eps_star(x, ab: float):  # noqa: ANN001, ANN201 - NumPy array or tensor
+    return math.sqrt(1 - ab) * (x - math.sqrt(ab) * MU) / (ab * S**2 + 1 - ab)
+
+
+def discrete_alpha_bars(sigmas: np.ndarray) -> np.ndarray:
+    """ᾱ_0..ᾱ_N of the grid's noise levels, ᾱ_k = 1/(1 + σ_{N−k}²) (ᾱ_0 = 1 from σ_N = 0)."""
+    return 1.0 / (1.0 + np.asarray(sigmas, dtype=np.float64)[::-1] ** 2)
+
+
+def discrete_betas(sigmas: np.ndarray) -> np.ndarray:
+    abk = discrete_alpha_bars(sigmas)
+    return 1.0 - abk[1:] / abk[:-1]
+
+
+class _SpecOracle:
+    def __init__(self, ab_of: Callable[[float], float]) -> None:
+        self.ab_of = ab_of
+
+    def eps(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        return eps_star(x, self.ab_of(t_norm))
+
+
+class _TorchOracle(torch.nn.Module):
+    def __init__(self, ab_of: Callable[[float], float]) -> None:
+        super().__init__()
+        self.ab_of = ab_of
+
+    def forward(self, x: torch.Tensor, t_norm: float) -> torch.Tensor:
+        return eps_star(x, self.ab_of(float(t_norm)))
+
+
+def _table_lookup(alpha_bars: np.ndarray) -> Callable[[float], float]:
+    T = len(alpha_bars) - 1
+    return lambda t_norm: float(alpha_bars[round(t_norm * T)])
+
+
+Run = Callable[[int], tuple[int, np.ndarray]]
+"""N ↦ (model evaluations, x̂_0 as a float64 array of SHAPE)."""
+
+
+def spec_runner(name: str) -> Run:
+    """The spec sampler `name` on the set-up above."""
+    import spec
+
+    x, ab = start()
+    vp = spec.VPLinearSchedule(BETA0, BETA1)
+    cont = _SpecOracle(vp.alpha_bar)
+    x_tilde, sigma_max = spec.vp_to_edm(ab, x)
+
+    def run(n: int) -> tuple[int, np.ndarray]:
+        sigmas = spec.edm_sigmas(n, SIGMA_MIN, sigma_max, RHO)
+        if name == "pf-ode":
+            return n, spec.pf_ode_sample_euler(vp, cont, n, x, T_MAX)
+        if name == "euler":
+            return n, spec.edm_sample_euler(vp, cont, x_tilde, sigmas)
+        if name == "heun":
+            return 2 * n - 1, spec.edm_sample_heun(vp, cont, x_tilde, sigmas)
+        sched = spec.VPSchedule(discrete_betas(sigmas))
+        oracle = _SpecOracle(_table_lookup(sched.alpha_bars()))
+        grid = list(range(n, -1, -1))
+        if name == "ddim":
+            return n, spec.ddim_sample_strided(sched, oracle, x, grid)
+        if name == "dpm-solver++":
+            return n, spec.dpm_solver_pp_2m_sample(sched, oracle, x, grid)
+        raise ValueError(f"unknown sampler {name!r}")
+
+    return run
+
+
+def runtime_runner(name: str, device: str = "cpu") -> Run:
+    """The runtime sampler `name` on the set-up above, in float64."""
+    import runtime.ddim
+    import runtime.dpm_solver
+    import runtime.edm
+    import runtime.pf_ode
+    import runtime.schedule
+
+    x_np, ab = start()
+    x = torch.tensor(x_np, dtype=torch.float64, device=device)
+    vp = runtime.pf_ode.VPLinearSchedule(BETA0, BETA1)
+    cont = _TorchOracle(alpha_bar_linear)
+    x_tilde, sigma_max = runtime.edm.vp_to_edm(ab, x)
+
+    def run(n: int) -> tuple[int, np.ndarray]:
+        sigmas = runtime.edm.edm_sigmas(n, SIGMA_MIN, float(sigma_max), RHO)
+        if name == "pf-ode":
+            out, nfe = runtime.pf_ode.pf_ode_sample_euler(vp, cont, n, x, T_MAX), n
+        elif name == "euler":
+            out, nfe = runtime.edm.edm_sample_euler(vp, cont, x_tilde, sigmas), n
+        elif name == "heun":
+            out, nfe = runtime.edm.edm_sample_heun(vp, cont, x_tilde, sigmas), 2 * n - 1
+        else:
+            betas = discrete_betas(sigmas.numpy())
+            sched = runtime.schedule.Schedule(torch.tensor(betas), torch.float64, device)
+            oracle = _TorchOracle(_table_lookup(discrete_alpha_bars(sigmas.numpy())))
+            grid = list(range(n, -1, -1))
+            if name == "ddim":
+                out = runtime.ddim.ddim_sample_strided(sched, oracle, x, grid)
+            elif name == "dpm-solver++":
+                out = runtime.dpm_solver.dpm_solver_pp_2m_sample(sched, oracle, x, grid)
+            else:
+                raise ValueError(f"unknown sampler {name!r}")
+            nfe = n
+        return nfe, out.detach().cpu().double().numpy()
+
+    return run
+
+
+def errors(run: Run, steps: tuple[int, ...] = FIT_STEPS) -> list[tuple[int, float]]:
+    """(NFE, max |x̂_0 − x_0|) for each N in steps."""
+    x, ab = start()
+    target = exact_x0(x, ab)
+    out = []
+    for n in steps:
+        nfe, x0 = run(n)
+        out.append((nfe, float(np.max(np.abs(x0 - target)))))
+    return out
+
+
+def fitted_order(points: list[tuple[int, float]]) -> float:
+    """−(least-squares slope of log error against log NFE)."""
+    nfe = np.log([p[0] for p in points])
+    err = np.log([p[1] for p in points])
+    return float(-np.polyfit(nfe, err, 1)[0])
+
+
+def has_order(points: list[tuple[int, float]], order: int) -> bool:
+    return abs(fitted_order(points) - order) <= ORDER_TOLERANCE

@@ -1,0 +1,153 @@
+"""Order of accuracy of the spec's ODE samplers, measured against the exact PF-ODE solution of
+Gaussian data (the set-up is in `conformance/order.py`), plus the laws that tie them together.
+
+Each sampler's error at t = 0 is measured for N = 32, 64, 128, 256 steps, in float64, and the
+fitted log–log slope against the number of model evaluations must be within
+ORDER_TOLERANCE = 0.2 of the order its paper claims: 1 for DDIM (η = 0), PF-ODE Euler and EDM
+Euler, 2 for Heun (Karras et al. 2022) and DPM-Solver++(2M) (Lu et al. 2022). The last tests
+show that the check has teeth: a first-order method posing as second order fails it.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import spec
+from conformance import order
+from conformance.order import FIT_STEPS, SAMPLERS, errors, fitted_order, has_order, spec_runner
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
+def test_order_of_accuracy(sampler):
+    points = errors(spec_runner(sampler.name))
+    slope = fitted_order(points)
+    assert has_order(points, sampler.order), (
+        f"{sampler.paper}: fitted order {slope:.3f}, claimed {sampler.order} "
+        f"(± {order.ORDER_TOLERANCE}); points {points}")
+    # and the errors really are in the asymptotic regime: each halving of h gains 2^order
+    # within a factor 1.5 (never at round-off, never at the σ_min floor)
+    gains = [a[1] / b[1] for a, b in zip(points, points[1:], strict=False)]
+    assert all(2**sampler.order / 1.5 < g < 2**sampler.order * 1.5 for g in gains), gains
+
+
+def _heun_without_correction(n):
+    """Heun with its corrector dropped: Euler's predictor on every step (a mutant)."""
+    x, ab = order.start()
+    vp = spec.VPLinearSchedule(order.BETA0, order.BETA1)
+    model = order._SpecOracle(vp.alpha_bar)
+    x_tilde, sigma_max = spec.vp_to_edm(ab, x)
+    sigmas = spec.edm_sigmas(n, order.SIGMA_MIN, sigma_max, order.RHO)
+    for i in range(n):
+        x_tilde = spec.edm_euler_step(vp, model, x_tilde, sigmas[i], sigmas[i + 1])
+        if sigmas[i + 1] > 0:
+            spec.edm_denoise(vp, model, x_tilde, sigmas[i + 1])  # evaluated, then ignored
+    return 2 * n - 1, x_tilde
+
+
+def _dpm_reusing_current_x0(n):
+    """DPM-Solver++(2M) fed the current step's x̂_0 as the 'previous' one (a mutant)."""
+    x, ab = order.start()
+    sigmas = spec.edm_sigmas(n, order.SIGMA_MIN, spec.vp_to_edm(ab, x)[1], order.RHO)
+    sched = spec.VPSchedule(order.discrete_betas(sigmas))
+    model = order._SpecOracle(order._table_lookup(sched.alpha_bars()))
+    t_prev = None
+    for t in range(n, 0, -1):
+        x0 = spec.x0_pred(sched, model, x, t)
+        x = spec.dpm_solver_pp_2m_step(sched, x, x0, t, t - 1, None if t_prev is None else x0,
+                                       t_prev)
+        t_prev = t
+    return n, x
+
+
+@pytest.mark.parametrize("mutant", [_heun_without_correction, _dpm_reusing_current_x0])
+def test_a_first_order_method_posing_as_second_order_fails(mutant):
+    points = errors(mutant)
+    assert not has_order(points, 2), points
+    assert abs(fitted_order(points) - 1) <= order.ORDER_TOLERANCE, points
+
+
+def test_ddim_is_euler_in_edm_form():
+    """DDIM (η = 0) is Euler's method on dx̃/dσ in EDM coordinates (Karras et al. 2022, §3):
+    both give x̃' = x̃ + (σ' − σ)·ε̂ on the same noise levels. They agree to 1e-7, not to the
+    last bit: EDM reads ᾱ through t = time_of_edm_sigma(σ), DDIM from its table, and both
+    divide by √ᾱ + EPS with √ᾱ down to 0.0066 (Euler's own error here is above 1e-3)."""
+    for n in (3, 17):
+        _, a = spec_runner("ddim")(n)
+        _, b = spec_runner("euler")(n)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+
+
+def test_heun_and_dpm_solver_converge_to_the_exact_solution():
+    x, ab = order.start()
+    exact = order.exact_x0(x, ab)
+    for name in ("heun", "dpm-solver++"):
+        _, out = spec_runner(name)(FIT_STEPS[-1])
+        assert np.max(np.abs(out - exact)) < 1e-3, name
+
+
+def test_dpm_solver_first_and_last_steps_are_first_order():
+    """On a 1-step grid DPM-Solver++(2M) is DDIM; on any grid its last step (into ᾱ_0 = 1) lands
+    exactly on x̂_0 of the last nonzero time."""
+    sched = spec.VPSchedule(spec.cosine_betas(20))
+    model = order._SpecOracle(order._table_lookup(sched.alpha_bars()))
+    x = np.random.default_rng(1).standard_normal((1, 3, 3))
+    np.testing.assert_allclose(spec.dpm_solver_pp_2m_sample(sched, model, x, [20, 0]),
+                               spec.ddim_sample_strided(sched, model, x, [20, 0]), atol=1e-12)
+    x0 = spec.x0_pred(sched, model, x, 5)
+    out = spec.dpm_solver_pp_2m_step(sched, x, x0, 5, 0, x0 + 1.0, 9)
+    np.testing.assert_allclose(out, x0, atol=1e-12)
+
+
+def test_dpm_solver_is_exact_for_a_point_mass():
+    """Data = one point μ: x̂_0 = μ all along the trajectory, so the integral of Lu et al.'s
+    Eq. 9 is exact for every step (first, multistep and final) and the output is μ."""
+    mu = 0.7
+    sched = spec.VPSchedule(spec.linear_betas(50, 1e-4, 0.2))
+    ab = sched.alpha_bars()
+
+    def eps(x, t_norm):
+        a = ab[round(t_norm * 50)]
+        return (x - math.sqrt(a) * mu) / math.sqrt(1 - a)
+
+    model = spec.model.FunctionEpsModel(eps)
+    x = np.full((1, 2, 2), 0.3)
+    out = spec.dpm_solver_pp_2m_sample(sched, model, x, [50, 31, 17, 8, 3, 0])
+    np.testing.assert_allclose(out, mu, atol=1e-10)
+
+
+def test_half_log_snr_endpoints_and_value():
+    import runtime.dpm_solver as rt
+
+    np.testing.assert_array_equal(spec.half_log_snr(np.array([0.0, 1.0])), [-np.inf, np.inf])
+    assert rt.half_log_snr(0.0) == -math.inf and rt.half_log_snr(1.0) == math.inf
+    assert spec.half_log_snr(0.5) == 0.0
+    np.testing.assert_allclose(spec.half_log_snr(0.8), 0.5 * math.log(4.0), rtol=1e-15)
+
+
+def test_edm_sigmas_formula_and_endpoints():
+    sig = spec.edm_sigmas(5, 0.002, 80.0)
+    assert sig[0] == pytest.approx(80.0, rel=1e-14) and sig[4] == pytest.approx(0.002, rel=1e-12)
+    assert sig[5] == 0.0 and np.all(np.diff(sig) < 0)
+    mid = (80.0 ** (1 / 7) + 0.5 * (0.002 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7  # i/(N−1) = ½
+    assert sig[2] == pytest.approx(mid, rel=1e-14)
+    np.testing.assert_allclose(spec.edm_sigmas(1, 0.1, 2.0), [2.0, 0.0], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("sch", [spec.VPLinearSchedule(), spec.VPCosineSchedule()],
+                         ids=["linear", "cosine"])
+def test_time_of_edm_sigma_inverts_the_schedule(sch):
+    for t in (0.0, 1e-4, 0.05, 0.5, 0.9, 0.999):
+        ab = sch.alpha_bar(t)
+        sigma = math.sqrt((1 - ab) / ab)  # (vp_to_edm's safe_div would add EPS/ᾱ ≈ 2e-8)
+        assert sch.time_of_edm_sigma(sigma) == pytest.approx(t, rel=1e-9, abs=1e-12)
+
+
+def test_vp_edm_round_trip():
+    x = np.random.default_rng(2).standard_normal((2, 3))
+    x_tilde, sigma = spec.vp_to_edm(0.3, x)
+    ab, back = spec.edm_to_vp(sigma, x_tilde)
+    # safe_div's EPS = 1e-12 in x/(√ᾱ + EPS) and (1 − ᾱ)/(ᾱ + EPS): a few 1e-12 relative
+    assert ab == pytest.approx(0.3, rel=1e-11, abs=0)
+    np.testing.assert_allclose(back, x, rtol=1e-11)
+    assert sigma == pytest.approx(math.sqrt(0.7 / 0.3), rel=1e-11, abs=0)
