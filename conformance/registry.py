@@ -945,6 +945,7 @@ record(
     max_examples=10,
 )
 
+RECORDS.extend(Record(**kw) for kw in importlib.import_module("conformance.records_train").RECORDS)
 REGISTRY: dict[str, Record] = {r.name: r for r in RECORDS}
 if len(REGISTRY) != len(RECORDS):
     raise RuntimeError("two registry records share a name")

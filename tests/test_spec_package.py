@@ -30,6 +30,7 @@ API_NAMES = {
     "spec.data": "to_diffusion_range from_diffusion_range noised_sample_from_eps",
     "spec.likelihood": "normal_kl standard_normal_cdf discretized_gaussian_log_likelihood "
     "vlb_terms bits_per_dim",
+    "spec.train": "train_loss adam_step ema_update train_step",
 }
 # Names the shared conventions add to spec.model (the FiLM net of the default run).
 EXTRA_MODEL_NAMES = (
