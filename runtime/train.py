@@ -94,7 +94,7 @@ MAX_CONSECUTIVE_NONFINITE = 5
 SESSION_FIELDS = frozenset({"device", "fast_kernels", "progress", "out", "resume"})
 CHECKPOINT_NAME = "checkpoint.pt"
 # Streams of random numbers, each with its own generator seeded from (--seed, stream id).
-STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE = range(5)
+STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE, STREAM_QUALITY = range(6)
 
 DESCRIPTION = """\
 Train a DDPM ε-predictor and write a run folder: checkpoint.pt, train_log.json, loss.png,
@@ -422,7 +422,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *
 
     info = init_distributed(device_type)
     try:
-        result = _train(cfg, info, out, payload, train_x, test_set, t_start, on_step)
+        result = _train(cfg, info, out, payload, train_x, test_set, t_start, on_step, train_set)
         # The other ranks wait for rank 0's checkpoint and artifacts, so that no process
         # tears down its side of the process group while a peer still holds it open.
         barrier(info)
@@ -433,7 +433,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *
 
 def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] | None,
            train_x: np.ndarray, test_set, t_start: float,
-           on_step: Callable[[int], None] | None) -> Path:
+           on_step: Callable[[int], None] | None, train_set=None) -> Path:
     device = device_for(info, resolve_device(cfg.device).type)
     is_cuda = device.type == "cuda"
     n_train, C, H, W = (int(v) for v in train_x.shape)
@@ -610,6 +610,15 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     sample_model = sample_model.to(device).eval()
     paths = write_artifacts(cfg, out, sample_model, sched, test_set.x, device)
     artifacts_s = time.perf_counter() - t_art
+    quality = None
+    n_quality = (min(len(test_set.x) // 2, 256) if cfg.quality_samples is None
+                 else cfg.quality_samples)
+    if n_quality >= 2 and train_set is not None and len(test_set.x) >= 4:
+        from runtime.quality import draw_and_score
+
+        quality = draw_and_score(sample_model, sched, n_quality, cfg.sample_steps,
+                                 make_generator(cfg.seed, STREAM_QUALITY, device), device,
+                                 train_set, test_set)
     steps_done = state.step - start_step
     last = state.history[-1] if state.history else {}
     notes = {
@@ -633,6 +642,7 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
         "quartile_note": "mean ε-MSE of the last log interval for t in (0, T/4], (T/4, T/2], "
                          "(T/2, 3T/4], (3T/4, T]",
         "skipped_steps": last.get("skipped", 0),
+        "quality": quality,
     }
     log = {"notes": notes, "curve": state.history, "artifacts": paths}
     save_json(out / "train_log.json", log)
@@ -640,6 +650,11 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
         save_json(cfg.log, log)
     save_loss_plot(out / "loss.png", state.history,
                    title=f"{cfg.dataset}: {cfg.model} net, {cfg.schedule} betas, T={cfg.T}")
+    if quality is not None:
+        from runtime.quality import format_quality
+
+        say(f"sample quality (Fréchet distance in classifier features): "
+            f"{format_quality(quality)}")
     say(f"done: {state.step} steps, final loss {notes['final_loss']}, "
         f"wall time {notes['wall_time_s']:.1f} s; run folder: {out}")
     return out
