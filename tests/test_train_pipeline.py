@@ -121,10 +121,10 @@ def test_each_step_uses_only_its_own_gradient():
 
 
 def test_t_noise_and_data_drawn_by_the_real_trainer(monkeypatch, tmp_path, capsys):
-    T, steps, batch, n_train = 10, 200, 16, 64
+    T, steps, batch, n_train = 10, 100, 32, 64
     spy = _spy_run(monkeypatch, tmp_path, capsys,
                    ["--steps", steps, "--T", T, "--batch-size", batch, "--n-total", n_train,
-                    "--log-every", 50, "--hidden-c", 4, "--blocks", 0])
+                    "--log-every", 50, "--hidden-c", 8, "--blocks", 0])
     t = torch.cat([c["t"] for c in spy.calls]).numpy()
     # t ~ U{1..T}: the support exactly, and a chi-square goodness of fit (3,200 draws).
     assert set(np.unique(t)) == set(range(1, T + 1))
@@ -137,17 +137,17 @@ def test_t_noise_and_data_drawn_by_the_real_trainer(monkeypatch, tmp_path, capsy
     firsts = noise[:, 0].flatten(1)
     assert len({tuple(row[:4].tolist()) for row in firsts}) == steps
     # the data reach the step in [0, 1] (the step maps them to [-1, 1]), each image once per
-    # epoch (64 images, 16 a step: steps 4k..4k+3 are one permutation of the training set).
+    # epoch (64 images, 32 a step: steps 2k, 2k+1 are one permutation of the training set).
     from runtime.data.datasets import load_dataset
 
-    train_x = torch.from_numpy(load_dataset("digits", None, "train").x[:n_train])
+    train_x = torch.from_numpy(np.array(load_dataset("digits", None, "train").x[:n_train]))
     x = torch.stack([c["x01"] for c in spy.calls])
     assert x.min() >= 0 and x.max() <= 1
     index = {tuple(img.flatten().tolist()): i for i, img in enumerate(train_x)}
     orders = []
     for epoch in range(steps * batch // n_train):
         seen = [index[tuple(img.flatten().tolist())]
-                for img in x[4 * epoch:4 * epoch + 4].reshape(-1, 1, 8, 8)]
+                for img in x[2 * epoch:2 * epoch + 2].reshape(-1, 1, 8, 8)]
         assert len(seen) == len(set(seen)) == n_train
         orders.append(tuple(seen))
     assert len(set(orders)) == len(orders)  # a fresh permutation every epoch
