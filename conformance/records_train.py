@@ -28,7 +28,7 @@ import runtime.train
 import spec.model
 import spec.train
 from conformance import strategies as S
-from conformance.harness import Arr, Cfg, Params, Sched
+from conformance.harness import Arr, Call, Cfg, Params, Sched
 from conformance.tolerances import Tol
 
 Plan = dict[str, Any]
@@ -116,9 +116,7 @@ def _batch(p: Plan) -> tuple[np.ndarray, np.ndarray]:
     return x01, rng.standard_normal((p["B"], *p["shape"]))
 
 
-def _loss_call(p: Plan) -> Any:
-    from conformance.harness import Call
-
+def _loss_call(p: Plan) -> Call:
     cfg = _cfg_marker(p["kind"], p["shape"][0], S.HIDDEN, p["blocks"], p["groups"])
     x01, noise = _batch(p)
     weights = _rng(p["seed"], 2).uniform(0.1, 2.0, p["B"]) if p["weighted"] else None
@@ -175,9 +173,7 @@ def _named(p: Plan, stream: int, scale: float = 1.0, positive: bool = False) -> 
     return out
 
 
-def _adam_call(p: Plan) -> Any:
-    from conformance.harness import Call
-
+def _adam_call(p: Plan) -> Call:
     fresh = p["step"] == 0
     m = {k: 0 * v for k, v in _named(p, 3).items()} if fresh else _named(p, 3, 0.1)
     v = {k: 0 * x for k, x in _named(p, 4).items()} if fresh else _named(p, 4, 0.1, True)
@@ -221,9 +217,7 @@ def _step_plans(draw: Any) -> Plan:
     return plan
 
 
-def _step_call(p: Plan) -> Any:
-    from conformance.harness import Call
-
+def _step_call(p: Plan) -> Call:
     cfg = _cfg_marker(p["kind"], p["shape"][0], 1, p["blocks"], 1)
     params = _init(cfg, p["seed"])
     x01, noise = _batch(p)
@@ -303,8 +297,7 @@ RECORDS: list[dict[str, Any]] = [
          dtypes_reason="the optimizer updates float32 (training) or float64 parameters; "
          "bfloat16 parameters are never trained here"),
     dict(name="ema_update", module="train", plan=_tensor_plans, batched=False,
-         build=lambda p: __import__("conformance.harness", fromlist=["Call"]).Call(
-             [Params(_named(p, 1)), Params(_named(p, 2)), p["decay"]]),
+         build=lambda p: Call([Params(_named(p, 1)), Params(_named(p, 2)), p["decay"]]),
          runtime_fn=_runtime_ema, dtypes=("float64", "float32"),
          dtypes_reason="EMA weights are kept in float32 (float64 for a float64 model)"),
     dict(name="train_step", module="train", plan=_step_plans(), build=_step_call,

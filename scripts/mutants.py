@@ -225,7 +225,7 @@ def env_for(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(work) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a stale .pyc of another mutant must never be used
-    env.setdefault("HYPOTHESIS_PROFILE", "dev")
+    env["HYPOTHESIS_PROFILE"] = "mutants"  # conftest.py: dev without shrinking
     return env
 
 
