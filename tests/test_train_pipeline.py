@@ -66,7 +66,7 @@ def test_the_cli_loop_runs_the_step_the_record_checks(monkeypatch, tmp_path, cap
 
     plan = {"B": 1, "shape": [1, 3, 3], "schedule": {"kind": "linear", "T": 5,
                                                      "beta_start": 0.001, "beta_end": 0.2},
-            "seed": 1, "kind": "conv", "blocks": 1, "step": 0, "lr": 1e-3, "decay": 0.9,
+            "seed": 1, "kind": "conv", "blocks": 1, "step": 1, "lr": 1e-3, "decay": 0.9,
             "sync_free": False, "nan": False, "t": [3]}
     before = len(spy.calls)
     run_case(REGISTRY["train_step"], plan, "float64", "cpu")
