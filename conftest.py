@@ -9,7 +9,7 @@
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from jaxtyping import install_import_hook
 
 install_import_hook("spec", "beartype.beartype")
@@ -27,5 +27,12 @@ settings.register_profile(
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
+)
+# `make mutants` needs a failure, not a minimal one: no shrinking (a shrink of the train_step
+# record alone can take minutes).
+settings.register_profile(
+    "mutants",
+    parent=settings.get_profile("dev"),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

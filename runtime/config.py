@@ -145,6 +145,11 @@ class TrainConfig:
         None, "noise the reference images to this t, then DDIM back to 0 (default: T // 2)",
         "sampling", type=int, metavar="t",
     )
+    quality_samples: int | None = _opt(
+        None, "samples drawn at the end for the quality figure in train_log.json (Fréchet "
+        "distance in a small classifier's features, with its real-vs-real floor; default: half "
+        "the test split, at most 256; 0: skip)", "sampling", type=int, metavar="N",
+    )
     # --- run folder and outputs ---
     out: str | None = _opt(
         None, "run folder (default: runs/<dataset>-<YYYYmmdd-HHMMSS>)", "outputs", metavar="DIR",
@@ -177,6 +182,8 @@ class TrainConfig:
         _require(self.dataset.strip() != "", "--dataset must not be empty")
         if self.n_total is not None:
             _positive_int("n-total", self.n_total)
+        _require(self.quality_samples is None or self.quality_samples >= 0,
+                 f"--quality-samples must be >= 0, got {self.quality_samples}")
         if self.blocks is not None:
             _require(self.blocks >= 0, f"--blocks must be >= 0, got {self.blocks}")
             _require(self.model != "conv" or self.blocks == 0,
@@ -281,6 +288,10 @@ class EvaluateConfig:
     bins: int | None = _opt(None, "discretisation bins of the data (default: 17 for digits, "
                             "256 otherwise)", "evaluation", type=int)
     seed: int = _opt(0, "seed of t and noise", "evaluation", type=int)
+    samples: int = _opt(0, "also draw N samples (DDIM, 50 steps, η 0, clipped x̂0) and report "
+                        "their Fréchet distance in a small classifier's features, next to the "
+                        "real-vs-real floor (n = min(N, half the test split))", "evaluation",
+                        type=int, metavar="N")
     ema: bool = _opt(True, "use the EMA weights when the checkpoint has them", "evaluation")
     device: str = _opt("auto", "cpu, cuda or auto", "evaluation", choices=DEVICES)
     json: str | None = _opt(None, "also write the results as JSON here", "output",
@@ -291,6 +302,8 @@ class EvaluateConfig:
         if self.n is not None:
             _positive_int("n", self.n)
         _positive_int("batch-size", self.batch_size)
+        _require(isinstance(self.samples, int) and self.samples >= 0,
+                 f"--samples must be an integer >= 0, got {self.samples!r}")
         if self.bins is not None:
             _require(isinstance(self.bins, int) and self.bins >= 2,
                      f"--bins must be an integer >= 2, got {self.bins!r}")

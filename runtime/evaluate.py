@@ -13,6 +13,11 @@ On the test split of the checkpoint's data set (or --dataset/--data-dir):
   log-likelihood of the discretized data. The data are on a grid of `bins` values:
   17 for digits (pixel values k/16), 256 for 8-bit images (k/255); --bins overrides it.
 
+- sample quality (--samples N): N images drawn with DDIM (50 steps or T, η = 0, clipped x̂0,
+  x_T from a generator seeded with --seed: the images `runtime.sample --seed S` draws), scored by
+  `runtime.quality`: the Fréchet distance in the hidden features of a small classifier trained
+  now on the training split, next to the real-vs-real floor at the same n. Not FID.
+
 Prints a small table; --json also writes the numbers.
 """
 
@@ -107,7 +112,17 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                                "L_1..L_T-1": float(term_sums[1:T].sum()) * to_bpd,
                                "L_T": float(term_sums[T]) * to_bpd},
         "seconds": round(time.perf_counter() - started, 2),
+        "quality": None,
     }
+    if cfg.samples > 0:
+        from runtime.quality import draw_and_score
+
+        if len(test.x) < 4:
+            fail(f"--samples needs at least 4 test images, {dataset} has {len(test.x)}")
+        train = load_dataset(dataset, data_dir, split="train")
+        result["quality"] = draw_and_score(
+            model, sched, cfg.samples, 50, torch.Generator(device=device).manual_seed(cfg.seed),
+            device, train, test)
     if cfg.json is not None:
         save_json(cfg.json, result)
     return result
@@ -126,6 +141,11 @@ def format_table(result: dict[str, Any]) -> str:
         ("  L_T (prior)", f"{terms['L_T']:.4g}"),
         ("time", f"{result['seconds']} s"),
     ]
+    if result.get("quality") is not None:
+        from runtime.quality import format_quality
+
+        rows.append(("sample quality (Fréchet, classifier features; not FID)",
+                     format_quality(result["quality"])))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

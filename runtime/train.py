@@ -4,10 +4,10 @@ Each step (one process; see `runtime.distributed` for torchrun):
 
     1. idx ← the next B indices of a seeded epoch permutation of the training set
     2. t ~ U{1..T} per sample, ε ~ N(0, I)                         (seeded generators)
-    3. loss = runtime.loss.eps_pred_loss(sched, model, x0, t, ε)   (DDPM Eq. 14, the conformance-
-       checked twin of spec.loss.eps_pred_loss; x0 in [-1, 1])
-    4. backward; if the loss and every gradient are finite: Adam step and EMA update,
-       else the step is skipped (parameters, Adam state and EMA are left as they were)
+    3-4. runtime.train_step.train_step(sched, model, update, x01, t, ε): x0 = 2·x01 − 1, the
+       ε-loss (DDPM Eq. 14), backward; if the loss and every gradient are finite: Adam step and
+       EMA update, else the step is skipped (parameters, Adam state and EMA are left as they
+       were). That function is the conformance-checked twin of spec.train.train_step.
 
 Randomness: every random number comes from an explicit `torch.Generator` seeded from `--seed`
 (one stream each for the initial weights, the data order, t, the noise and the artifacts' samples);
@@ -81,16 +81,23 @@ from runtime.distributed import (
 from runtime.fast_kernels import choose as choose_kernels
 from runtime.fast_kernels import common_choice, configure_tf32
 from runtime.forward import q_sample
-from runtime.loss import eps_pred_loss
 from runtime.runlock import run_lock
 from runtime.schedule import Schedule
+from runtime.train_step import (  # noqa: F401 (twins of spec.train, re-exported)
+    GuardedUpdate,
+    adam_step,
+    all_finite,
+    ema_update,
+    train_loss,
+    train_step,
+)
 
 MAX_CONSECUTIVE_NONFINITE = 5
 # Settings of the machine and terminal at hand: never taken from a checkpoint on --resume.
 SESSION_FIELDS = frozenset({"device", "fast_kernels", "progress", "out", "resume"})
 CHECKPOINT_NAME = "checkpoint.pt"
 # Streams of random numbers, each with its own generator seeded from (--seed, stream id).
-STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE = range(5)
+STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE, STREAM_QUALITY = range(6)
 
 DESCRIPTION = """\
 Train a DDPM ε-predictor and write a run folder: checkpoint.pt, train_log.json, loss.png,
@@ -185,90 +192,6 @@ def init_parameters(module: torch.nn.Module, generator: torch.Generator) -> None
 
 
 # --------------------------------------------------------------------------- the update
-
-
-class GuardedUpdate:
-    """Adam step + EMA update that leave everything untouched when `finite` is False.
-
-    sync_free (the default on CUDA): `finite` is never read on the host; fused Adam gets
-    `found_inf = 1 − finite` and skips its update on the device, and the EMA weight is multiplied
-    by `finite`. Otherwise (CPU, where reading a flag costs nothing) the step is simply not
-    taken. Both give bit-identical results.
-    """
-
-    def __init__(self, model: torch.nn.Module, lr: float, ema_decay: float,
-                 device: torch.device, sync_free: bool | None = None) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.sync_free = device.type == "cuda" if sync_free is None else sync_free
-        # Fused Adam: one kernel for the whole update, and it takes a device-side `found_inf`
-        # flag that skips the update exactly (as under torch.amp.GradScaler), so the sync-free
-        # path needs no backup copies. Both paths use it, so they stay bit-identical.
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True)
-        self.ema_decay = ema_decay
-        # EMA weights, float32, one per parameter (None when EMA is off).
-        self.ema = ([p.detach().clone().float() for p in self.params] if ema_decay > 0 else None)
-        self._init_adam_state()
-
-    def _init_adam_state(self) -> None:
-        """Create Adam's state now (as fused Adam would on its first step)."""
-        for p in self.params:
-            state = self.optimizer.state[p]
-            if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def step(self, finite: torch.Tensor) -> None:
-        """finite: 0-d bool tensor on the device."""
-        if not self.sync_free:
-            if not bool(finite):
-                return
-            with torch.no_grad():
-                self.optimizer.step()
-                self._ema_update(finite)
-            return
-        # found_inf = 1 makes fused Adam leave parameters, moments and step count as they were.
-        self.optimizer.found_inf = (~finite).to(torch.float32)
-        with torch.no_grad():
-            self.optimizer.step()
-            self._ema_update(finite)
-        del self.optimizer.found_inf
-
-    def _ema_update(self, finite: torch.Tensor) -> None:
-        """ema ← ema + w·(θ − ema), w = (1 − decay)·finite (so a skipped step leaves it as is)."""
-        if self.ema is None:
-            return
-        weight = finite.to(torch.float32) * (1.0 - self.ema_decay)
-        diffs = torch._foreach_sub([p.detach().float() for p in self.params], self.ema)
-        torch._foreach_mul_(diffs, weight)
-        torch._foreach_add_(self.ema, diffs)
-
-    def ema_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-        """The model's state_dict with every parameter replaced by its EMA weight (float32)."""
-        if self.ema is None:
-            return None
-        by_id = {id(p): e for p, e in zip(self.params, self.ema, strict=True)}
-        state = {}
-        for name, tensor in model.state_dict(keep_vars=True).items():
-            state[name] = by_id.get(id(tensor), tensor).detach().clone()
-        return state
-
-    def load_ema_state_dict(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-        assert self.ema is not None
-        own = dict(model.named_parameters())
-        index = {id(p): i for i, p in enumerate(self.params)}
-        for name, param in own.items():
-            self.ema[index[id(param)]].copy_(state[name].to(torch.float32))
-
-
-def all_finite(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """0-d bool: the loss and every gradient are finite (no host sync)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    flag = torch.isfinite(loss)
-    if grads:
-        norms = torch._foreach_norm(grads)
-        flag = flag & torch.isfinite(torch.stack(norms)).all()
-    return flag
 
 
 class Accumulators:
@@ -428,9 +351,10 @@ def threading_is_main() -> bool:
 
 
 def to_device_data(x01: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Training images in [-1, 1] (float32), on the device when they fit comfortably, else pinned
-    host memory (copied per batch with non_blocking=True)."""
-    x = to_diffusion_range(torch.from_numpy(np.array(x01, dtype=np.float32, copy=True)))
+    """Training images in [0, 1] (float32; `train_step` maps each batch to [-1, 1]), on the
+    device when they fit comfortably, else pinned host memory (copied per batch with
+    non_blocking=True)."""
+    x = torch.from_numpy(np.array(x01, dtype=np.float32, copy=True))
     if device.type == "cuda" and x.numel() * 4 > (1 << 30):
         return x.pin_memory()
     return x.to(device)
@@ -505,7 +429,7 @@ def _train_owned(cfg: TrainConfig, explicit: set[str] | frozenset[str], info: Di
 
     info = init_distributed(device_type)
     try:
-        result = _train(cfg, info, out, payload, train_x, test_set, t_start, on_step)
+        result = _train(cfg, info, out, payload, train_x, test_set, t_start, on_step, train_set)
         # The other ranks wait for rank 0's checkpoint and artifacts, so that no process
         # tears down its side of the process group while a peer still holds it open.
         barrier(info)
@@ -516,7 +440,7 @@ def _train_owned(cfg: TrainConfig, explicit: set[str] | frozenset[str], info: Di
 
 def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] | None,
            train_x: np.ndarray, test_set, t_start: float,
-           on_step: Callable[[int], None] | None) -> Path:
+           on_step: Callable[[int], None] | None, train_set=None) -> Path:
     device = device_for(info, resolve_device(cfg.device).type)
     is_cuda = device.type == "cuda"
     n_train, C, H, W = (int(v) for v in train_x.shape)
@@ -602,7 +526,10 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     data_x = to_device_data(train_x, device)
     T = cfg.T
 
-    def train_step() -> None:
+    reduce_finite = ((lambda f: all_reduce_min(f.to(torch.int32), info).bool())
+                     if info.enabled else None)
+
+    def one_step() -> None:
         # 1. this rank's slice of the global batch: indices, t ~ U{1..T}, ε ~ N(0, I)
         idx = info.shard(sampler.next(global_batch), b)
         t = info.shard(torch.randint(1, T + 1, (global_batch,), generator=t_gen), b)
@@ -610,31 +537,14 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
                                        device=noise_gen.device), b).to(device)
         if data_x.is_pinned():  # large data on the host: gather into pinned memory, async copy
             staged = torch.empty((b, C, H, W), dtype=data_x.dtype, pin_memory=True)
-            x0 = torch.index_select(data_x, 0, idx, out=staged).to(device, non_blocking=True)
+            x01 = torch.index_select(data_x, 0, idx, out=staged).to(device, non_blocking=True)
         else:
-            x0 = data_x[idx.to(data_x.device)]
+            x01 = data_x[idx.to(data_x.device)]
         t = t.to(device, non_blocking=True)
-        captured: dict[str, torch.Tensor] = {}
-
-        def eps_model(x: torch.Tensor, t_norm: torch.Tensor) -> torch.Tensor:
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            captured["eps"] = eps_hat = train_model(x, t_norm)
-            return eps_hat
-
-        # 2. loss through the conformance-checked twin of spec.loss.eps_pred_loss
-        with autocast:
-            loss = eps_pred_loss(sched, eps_model, x0, t, noise)
-        update.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # 3. one finite flag for every rank, then the guarded update
-        finite = all_finite(loss.detach(), update.params)
-        if info.enabled:
-            finite = all_reduce_min(finite.to(torch.int32), info).bool()
-        update.step(finite)
-        with torch.no_grad():
-            per_sample = (captured["eps"].float() - noise).square().flatten(1).mean(1)
-        acc.add(per_sample, t, T, finite)
+        # 2. the step spec.train.train_step describes (conformance-checked: runtime.train_step)
+        result = train_step(sched, train_model, update, x01, t, noise, autocast=autocast,
+                            channels_last=channels_last, reduce_finite=reduce_finite)
+        acc.add(result.per_sample, t, T, result.finite)
 
     def sync_point() -> None:
         """Host sync: record a curve point, update the bar, check the skip run."""
@@ -669,7 +579,7 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     with StopRequest() as stop:
         try:
             while state.step < cfg.steps:
-                train_step()
+                one_step()
                 state.step += 1
                 if bar is not None:
                     bar.update(1)
@@ -712,6 +622,15 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     sample_model = sample_model.to(device).eval()
     paths = write_artifacts(cfg, out, sample_model, sched, test_set.x, device)
     artifacts_s = time.perf_counter() - t_art
+    quality = None
+    n_quality = (min(len(test_set.x) // 2, 256) if cfg.quality_samples is None
+                 else cfg.quality_samples)
+    if n_quality >= 2 and train_set is not None and len(test_set.x) >= 4:
+        from runtime.quality import draw_and_score
+
+        quality = draw_and_score(sample_model, sched, n_quality, cfg.sample_steps,
+                                 make_generator(cfg.seed, STREAM_QUALITY, device), device,
+                                 train_set, test_set)
     steps_done = state.step - start_step
     last = state.history[-1] if state.history else {}
     notes = {
@@ -735,6 +654,7 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
         "quartile_note": "mean ε-MSE of the last log interval for t in (0, T/4], (T/4, T/2], "
                          "(T/2, 3T/4], (3T/4, T]",
         "skipped_steps": last.get("skipped", 0),
+        "quality": quality,
     }
     log = {"notes": notes, "curve": state.history, "artifacts": paths}
     save_json(out / "train_log.json", log)
@@ -742,6 +662,11 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
         save_json(cfg.log, log)
     save_loss_plot(out / "loss.png", state.history,
                    title=f"{cfg.dataset}: {cfg.model} net, {cfg.schedule} betas, T={cfg.T}")
+    if quality is not None:
+        from runtime.quality import format_quality
+
+        say(f"sample quality (Fréchet distance in classifier features): "
+            f"{format_quality(quality)}")
     say(f"done: {state.step} steps, final loss {notes['final_loss']}, "
         f"wall time {notes['wall_time_s']:.1f} s; run folder: {out}")
     return out

@@ -7,9 +7,15 @@ the mutant, if the source has changed), runs the suite once unmutated (it must p
 applies one mutant at a time and runs `pytest conformance -x`. The working tree is never
 modified. It prints a table and the kill rate, and exits 1 if any mutant survives.
 
-    python scripts/mutants.py                 # all mutants
-    python scripts/mutants.py --list          # the table of mutants, without running
-    python scripts/mutants.py --only 1,4      # some of them
+A second group, the pipeline mutants (P1, P2, …), plants bugs between the functions: the train
+loop, data loading, checkpoint, sample, evaluate, artifacts, DDP and the quality metric. Each is
+run against the tests of `make test` that should catch it (listed with the mutant; the group's
+baseline runs all of them unmutated first), and the group is reported separately.
+
+    python scripts/mutants.py                    # all mutants, both groups
+    python scripts/mutants.py --group pipeline   # the pipeline mutants only
+    python scripts/mutants.py --list             # the table of mutants, without running
+    python scripts/mutants.py --only 1,4,P2      # some of them
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LINKED = ["spec", "conformance", "conftest.py", "pyproject.toml"]
+LINKED = ["spec", "conformance", "tests", "conftest.py", "pyproject.toml"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Mutant:
     file: str  # relative to runtime/
     old: str  # the exact line (without indentation differences: compared verbatim)
     new: str
+    tests: tuple[str, ...] = ("conformance",)  # what `pytest -x` runs against the mutant
 
 
 MUTANTS = [
@@ -113,6 +120,103 @@ MUTANTS = [
     Mutant("cosine β(t) = −d log ᾱ/dt off by 2 (the derivative of cos u, not of cos²u)",
            "pf_ode.py", "        return _back(math.pi / (1 + self.s) * tan, t)",
            "        return _back(math.pi / 2 / (1 + self.s) * tan, t)"),
+    Mutant("PF ODE drift coefficients computed in the working dtype (float32), not float64",
+           "pf_ode.py", "        tc = t.to(device=x.device, dtype=coef_dtype(x.device))",
+           "        tc = t.to(device=x.device, dtype=wd)"),
+]
+
+
+PIPE = "tests/test_train_pipeline.py::"
+# Pipeline mutants: bugs between the functions (train loop, data, checkpoint, sample, evaluate,
+# artifacts, DDP, the quality metric), each run against the tests of `make test` that should
+# catch it (`make test` whole is too slow to run twenty times on two cores).
+PIPELINE_MUTANTS = [
+    Mutant("t drawn from {0..T−1} instead of {1..T}",
+           "train.py",
+           "        t = info.shard(torch.randint(1, T + 1, (global_batch,), generator=t_gen), b)",
+           "        t = info.shard(torch.randint(0, T, (global_batch,), generator=t_gen), b)",
+           (PIPE + "test_t_noise_and_data_drawn_by_the_real_trainer",)),
+    Mutant("t never reaches T (randint's exclusive bound)",
+           "train.py",
+           "        t = info.shard(torch.randint(1, T + 1, (global_batch,), generator=t_gen), b)",
+           "        t = info.shard(torch.randint(1, T, (global_batch,), generator=t_gen), b)",
+           (PIPE + "test_t_noise_and_data_drawn_by_the_real_trainer",)),
+    Mutant("the same noise every step (generator re-seeded each step)",
+           "train.py",
+           "        noise = info.shard(torch.randn((global_batch, C, H, W), generator=noise_gen,",
+           "        noise = info.shard(torch.randn((global_batch, C, H, W), generator=make_generator("
+           "cfg.seed, STREAM_NOISE, device),",
+           (PIPE + "test_t_noise_and_data_drawn_by_the_real_trainer",)),
+    Mutant("training data mapped to [−1, 1] twice (once on load, once in the step)",
+           "train.py",
+           "    x = torch.from_numpy(np.array(x01, dtype=np.float32, copy=True))",
+           "    x = to_diffusion_range(torch.from_numpy(np.array(x01, dtype=np.float32, copy=True)))",
+           (PIPE + "test_t_noise_and_data_drawn_by_the_real_trainer",)),
+    Mutant("no shuffling: every epoch in index order",
+           "train.py",
+           "                self.perm = torch.randperm(self.n, generator=self.generator)",
+           "                self.perm = torch.arange(self.n)",
+           (PIPE + "test_t_noise_and_data_drawn_by_the_real_trainer",)),
+    Mutant("the step trains on [0, 1] data (to_diffusion_range missing)",
+           "train_step.py", "    x0 = to_diffusion_range(x01)", "    x0 = x01",
+           ("conformance/test_conformance.py::test_matches_spec[train_loss-float64-cpu]",)),
+    Mutant("EMA weight decay instead of 1 − decay",
+           "train_step.py", "    weight = 1.0 - decay", "    weight = decay",
+           ("conformance/test_conformance.py::test_matches_spec[train_step-float64-cpu]",)),
+    Mutant("Adam's β2 = 0.99 in the optimizer the trainer builds",
+           "train_step.py",
+           "    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)",
+           "    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=ADAM_EPS, fused=True)",
+           ("conformance/test_conformance.py::test_matches_spec[train_step-float64-cpu]",)),
+    Mutant("gradients never zeroed (each step adds to the last one's)",
+           "train_step.py", "    update.optimizer.zero_grad(set_to_none=True)", "    pass",
+           (PIPE + "test_each_step_uses_only_its_own_gradient",)),
+    Mutant("the non-finite guard ignored",
+           "train_step.py", "    update.step(finite)", "    update.step(torch.ones_like(finite))",
+           (PIPE + "test_a_nan_step_changes_nothing_exactly",)),
+    Mutant("checkpoint stores the raw weights as EMA",
+           "train.py", '            "ema": update.ema_state_dict(model),',
+           '            "ema": model.state_dict(),',
+           (PIPE + "test_training_samples_come_from_the_ema_weights",)),
+    Mutant("training artifacts drawn from the raw weights, not the EMA",
+           "train.py",
+           "    sample_model.load_state_dict(ema_state if ema_state is not None else "
+           "model.state_dict())",
+           "    sample_model.load_state_dict(model.state_dict())",
+           (PIPE + "test_training_samples_come_from_the_ema_weights",)),
+    Mutant("inference loads the raw weights even when EMA is asked for",
+           "checkpoint.py",
+           '    weights = "ema" if use_ema and payload.get("ema") is not None else "model"',
+           '    weights = "model"',
+           (PIPE + "test_sample_outputs_equal_the_spec_sampler",)),
+    Mutant("samples written in [−1, 1] (from_diffusion_range missing)",
+           "sample.py",
+           "    images01 = from_diffusion_range(x0).clamp(0.0, 1.0).float().cpu().numpy()  "
+           "# (N, C, H, W)",
+           "    images01 = x0.clamp(0.0, 1.0).float().cpu().numpy()  # (N, C, H, W)",
+           (PIPE + "test_sample_outputs_equal_the_spec_sampler",)),
+    Mutant("bits/dim reported in nats (ln 2 missing)",
+           "evaluate.py", "    to_bpd = 1.0 / (n * per_image * math.log(2))",
+           "    to_bpd = 1.0 / (n * per_image)",
+           (PIPE + "test_evaluate_bits_per_dim_equals_the_spec",)),
+    Mutant("evaluate feeds [0, 1] data to the bound",
+           "evaluate.py",
+           "    x0_all = to_diffusion_range(torch.from_numpy(x01)).to(device)  # (N, C, H, W) in "
+           "[-1, 1]",
+           "    x0_all = torch.from_numpy(x01).to(device)  # (N, C, H, W) in [-1, 1]",
+           (PIPE + "test_evaluate_bits_per_dim_equals_the_spec",)),
+    Mutant("every rank trains on the first slice of the global batch",
+           "distributed.py",
+           "        return global_batch[self.rank * per_rank:(self.rank + 1) * per_rank]",
+           "        return global_batch[:per_rank]",
+           (PIPE + "test_rank_slices_partition_the_global_batch",)),
+    Mutant("Fréchet distance without the factor 2 on the cross term",
+           "quality.py",
+           "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * "
+           "np.trace(covmean))",
+           "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - "
+           "np.trace(covmean))",
+           ("tests/test_quality.py::test_frechet_distance_of_diagonal_gaussians_is_closed_form",)),
 ]
 
 
@@ -142,15 +246,15 @@ def env_for(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(work) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a stale .pyc of another mutant must never be used
-    env.setdefault("HYPOTHESIS_PROFILE", "dev")
+    env["HYPOTHESIS_PROFILE"] = "mutants"  # conftest.py: dev without shrinking
     return env
 
 
-def run_suite(work: Path) -> tuple[bool, str, float]:
+def run_suite(work: Path, tests: tuple[str, ...] = ("conformance",)) -> tuple[bool, str, float]:
     """(passed, first failing test or '', seconds)."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-x", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider"],
         cwd=work, env=env_for(work), capture_output=True, text=True,
     )
     seconds = time.perf_counter() - start
@@ -159,64 +263,93 @@ def run_suite(work: Path) -> tuple[bool, str, float]:
     return proc.returncode == 0, detail, seconds
 
 
+def run_group(work: Path, title: str, labelled: list[tuple[str, Mutant]]) -> tuple[int, int]:
+    """Baseline (the union of the group's tests must pass), then each mutant; print the table.
+    Returns (killed, run)."""
+    tests = tuple(dict.fromkeys(t for _, m in labelled for t in m.tests))
+    ok, detail, seconds = run_suite(work, tests)
+    print(f"\n== {title}\nbaseline (unmutated copy, {len(tests)} test target(s)): "
+          f"{'passes' if ok else 'FAILS: ' + detail} ({seconds:.0f} s)", flush=True)
+    if not ok:
+        return 0, -1
+    rows = []
+    started = time.perf_counter()
+    for label, m in labelled:
+        path = work / "runtime" / m.file
+        original = path.read_text()
+        lines = original.splitlines(keepends=True)
+        index = [line.rstrip("\n") for line in lines].index(m.old)
+        lines[index] = m.new + "\n"
+        path.write_text("".join(lines))
+        try:
+            survived, detail, seconds = run_suite(work, m.tests)
+        finally:
+            path.write_text(original)
+        rows.append((label, m, not survived, detail, seconds))
+        status = "killed  " if not survived else "SURVIVED"
+        print(f"{label:>3} {status} {seconds:5.1f} s  runtime/{m.file}: {m.bug}", flush=True)
+        if not survived:
+            print(f"{'':>17}by {detail}", flush=True)
+    killed = sum(1 for r in rows if r[2])
+    print()
+    print("| # | bug | file | run against | killed by |")
+    print("|---|-----|------|-------------|-----------|")
+    for label, m, was_killed, detail, _ in rows:
+        by = detail.split("::", 1)[-1] if was_killed else "**SURVIVED**"
+        print(f"| {label} | {m.bug} | runtime/{m.file} | {' '.join(m.tests)} | {by} |")
+    print(f"\n{title}: kill rate {killed}/{len(rows)} = {100.0 * killed / max(1, len(rows)):.0f}% "
+          f"({time.perf_counter() - started:.0f} s)")
+    return killed, len(rows)
+
+
+def labelled_mutants(group: str, only: str) -> list[tuple[str, Mutant]]:
+    """(label, mutant): conformance mutants are 1, 2, …; pipeline mutants P1, P2, …"""
+    everything = [(str(i), m) for i, m in enumerate(MUTANTS, 1)] * (group != "pipeline") + \
+        [(f"P{i}", m) for i, m in enumerate(PIPELINE_MUTANTS, 1)] * (group != "conformance")
+    wanted = {w.strip().upper() for w in only.split(",") if w.strip()}
+    return [(label, m) for label, m in everything if not wanted or label in wanted]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
-    parser.add_argument("--only", default="", help="comma-separated mutant numbers (1-based)")
+    parser.add_argument("--only", default="", help="comma-separated mutant labels (1, 4, P2)")
+    parser.add_argument("--group", choices=["conformance", "pipeline", "all"], default="all",
+                        help="conformance mutants (run against `pytest conformance`), pipeline "
+                        "mutants (each against its own tests), or both (default)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
-    check_applicable(MUTANTS)
-    chosen = [int(s) for s in args.only.split(",") if s.strip()] or range(1, len(MUTANTS) + 1)
+    check_applicable(MUTANTS + PIPELINE_MUTANTS)
+    chosen = labelled_mutants(args.group, args.only)
     if args.list:
-        for i in chosen:
-            m = MUTANTS[i - 1]
-            print(f"{i:>2}  runtime/{m.file}: {m.bug}\n      - {m.old.strip()}\n      + {m.new.strip()}")
+        for label, m in chosen:
+            print(f"{label:>3}  runtime/{m.file}: {m.bug}\n       - {m.old.strip()}\n"
+                  f"       + {m.new.strip()}\n       tests: {' '.join(m.tests)}")
         return 0
 
     work = make_workdir()
+    results = []
     try:
         probe = subprocess.run([sys.executable, "-c", "import runtime; print(runtime.__file__)"],
                                cwd=work, env=env_for(work), capture_output=True, text=True)
         if not probe.stdout.strip().startswith(str(work)):
             sys.exit(f"mutants.py: the copy is not what Python imports ({probe.stdout.strip()!r})")
-        ok, detail, seconds = run_suite(work)
-        print(f"baseline (unmutated copy): {'passes' if ok else 'FAILS: ' + detail} ({seconds:.0f} s)")
-        if not ok:
-            return 2
-        rows = []
-        for i in chosen:
-            m = MUTANTS[i - 1]
-            path = work / "runtime" / m.file
-            original = path.read_text()
-            lines = original.splitlines(keepends=True)
-            index = [line.rstrip("\n") for line in lines].index(m.old)
-            lines[index] = m.new + "\n"
-            path.write_text("".join(lines))
-            try:
-                survived, detail, seconds = run_suite(work)
-            finally:
-                path.write_text(original)
-            rows.append((i, m, not survived, detail, seconds))
-            status = "killed  " if not survived else "SURVIVED"
-            print(f"{i:>2} {status} {seconds:5.1f} s  runtime/{m.file}: {m.bug}", flush=True)
-            if not survived:
-                print(f"{'':>16}by {detail}", flush=True)
+        for title, group in (("conformance mutants", [c for c in chosen if c[0][0] != "P"]),
+                             ("pipeline mutants", [c for c in chosen if c[0][0] == "P"])):
+            if group:
+                results.append((title, *run_group(work, title, group)))
     finally:
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-
-    killed = sum(1 for r in rows if r[2])
     print()
-    print("| # | bug | file | killed by |")
-    print("|---|-----|------|-----------|")
-    for i, m, was_killed, detail, _ in rows:
-        by = detail.split("::", 1)[-1] if was_killed else "**SURVIVED**"
-        print(f"| {i} | {m.bug} | runtime/{m.file} | {by} |")
-    print(f"\nkill rate: {killed}/{len(rows)} = {100.0 * killed / max(1, len(rows)):.0f}%")
-    return 0 if killed == len(rows) else 1
+    for title, killed, run in results:
+        print(f"{title}: " + (f"{killed}/{run} killed" if run >= 0 else "baseline FAILED"))
+    if any(run < 0 for _, _, run in results):
+        return 2
+    return 0 if all(killed == run for _, killed, run in results) else 1
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ from spec.pf_ode import (
     pf_ode_sample_euler,
 )
 from spec.schedule import VPSchedule, cosine_betas, linear_betas, time_of_index
+from spec.train import adam_step, ema_update, train_loss, train_step
 
 TORCHLEAN_NAMES: dict[str, str] = {
     "sqrtNonneg": "sqrt_nonneg",
@@ -223,4 +224,9 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "vlb_terms",
     "bits_per_dim",
+    # spec.train
+    "train_loss",
+    "adam_step",
+    "ema_update",
+    "train_step",
 ]

@@ -19,8 +19,11 @@ def _mutants_module():
 
 def test_every_mutant_line_occurs_exactly_once():
     mutants = _mutants_module()
-    assert len(mutants.MUTANTS) >= 10
-    for m in mutants.MUTANTS:
+    assert len(mutants.MUTANTS) >= 10 and len(mutants.PIPELINE_MUTANTS) >= 12
+    for m in mutants.MUTANTS + mutants.PIPELINE_MUTANTS:
         lines = (ROOT / "runtime" / m.file).read_text().splitlines()
         assert lines.count(m.old) == 1, f"{m.bug}: runtime/{m.file} line moved: {m.old!r}"
         assert m.new != m.old, m.bug
+        assert m.tests, f"{m.bug}: no tests to run against it"
+        for target in m.tests:
+            assert (ROOT / target.split("::")[0]).exists(), f"{m.bug}: no {target}"

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The CPU is pinned: these tests check CPU behaviour (the per-step skip check, bit-identical
 # resume) and must not move to a GPU when the test machine has one.
 TINY = ["--device", "cpu", "--steps", "3", "--T", "10", "--hidden-c", "8", "--n-samples", "4",
-        "--sample-steps", "2", "--log-every", "1", "--no-progress"]
+        "--sample-steps", "2", "--log-every", "1", "--no-progress", "--quality-samples", "0"]
 
 
 def run_command(main, argv, capsys) -> tuple[int, str, str]:
@@ -73,7 +73,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny") / "run"
     cfg = TrainConfig(steps=3, T=10, hidden_c=8, n_samples=4, sample_steps=2, log_every=1,
-                      progress=False, out=str(out))
+                      progress=False, out=str(out), quality_samples=16)
     train(cfg)
     return out
 
@@ -86,6 +86,6 @@ def tiny_linear_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-linear") / "run"
     cfg = TrainConfig(steps=2, T=10, hidden_c=8, n_samples=4, sample_steps=2, progress=False,
                       schedule="linear", beta_start=0.01, beta_end=0.2, model="residual",
-                      ema_decay=0.0, out=str(out))
+                      ema_decay=0.0, out=str(out), quality_samples=0)
     train(cfg)
     return out

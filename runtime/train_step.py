@@ -1,0 +1,228 @@
+"""One training step, the twins of `spec.train`: the very function `runtime.train`'s loop runs.
+
+`train_step(sched, model, update, x01, t, noise)` takes everything explicitly (a batch in
+[0, 1], the times, the noise, the model and the optimizer/EMA holder `GuardedUpdate`), so the
+conformance record of `spec.train.train_step` checks the step the CLI runs, not a copy:
+
+    x0 = 2·x01 − 1                                   (to_diffusion_range, DDPM §4)
+    loss, per-sample losses = train_loss(…)          (DDPM Eq. 14, batch mean; optional weights)
+    zero grads; loss.backward()
+    finite = loss and every gradient finite          (one device flag, no host sync)
+    update.step(finite): fused Adam (Kingma & Ba Algorithm 1, as torch.optim.Adam computes it)
+                         and ema ← ema + (1 − decay)·(θ − ema), both skipped when not finite
+
+Drawing t ~ U{1..T}, the noise and the batch indices stays in the loop (`runtime.train`):
+those are tested as distributions (tests/test_train_pipeline.py).
+
+Where other prediction types would enter: `train_loss` is the one place that turns the model's
+output into a loss. A prediction type (x0 or v) changes its `target` (ε today) and the
+per-sample `weights` hook takes a weighting (e.g. min-SNR); nothing else in the step changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from runtime.data.transforms import to_diffusion_range
+from runtime.loss import eps_pred_loss
+from runtime.schedule import Schedule, TimeIndex
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def make_adam(params: Sequence[Tensor], lr: float) -> torch.optim.Adam:
+    """The optimizer of every training run: torch's fused Adam (one kernel for the update, and a
+    device-side `found_inf` flag that skips it exactly), betas (0.9, 0.999), eps 1e-8."""
+    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+
+
+def adam_step(params: dict[str, Tensor], grads: dict[str, Tensor], state: dict[str, Any],
+              lr: float, beta1: float = 0.9, beta2: float = 0.999,
+              eps: float = 1e-8) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """One step of the training optimizer on explicit tensors (functional; inputs untouched).
+
+    The twin of spec.train.adam_step: the same fused torch.optim.Adam `make_adam` builds (with
+    the given betas and eps), loaded with state {"step": k, "m": {...}, "v": {...}}.
+    Shapes: dicts of equally shaped tensors -> (params, state).
+    """
+    names = list(params)
+    leaves = [params[n].detach().clone().requires_grad_(True) for n in names]
+    opt = torch.optim.Adam(leaves, lr=lr, betas=(beta1, beta2), eps=eps, fused=True)
+    for n, p in zip(names, leaves, strict=True):
+        p.grad = grads[n].detach().clone()
+        opt.state[p] = {"step": torch.tensor(float(state["step"]), dtype=torch.float32,
+                                             device=p.device),
+                        "exp_avg": state["m"][n].detach().clone(),
+                        "exp_avg_sq": state["v"][n].detach().clone()}
+    with torch.no_grad():
+        opt.step()
+    return ({n: p.detach() for n, p in zip(names, leaves, strict=True)},
+            {"step": int(opt.state[leaves[0]]["step"]) if leaves else int(state["step"]) + 1,
+             "m": {n: opt.state[p]["exp_avg"] for n, p in zip(names, leaves, strict=True)},
+             "v": {n: opt.state[p]["exp_avg_sq"] for n, p in zip(names, leaves, strict=True)}})
+
+
+def ema_update(ema: list[Tensor], params: Sequence[Tensor], decay: float,
+               finite: Tensor | None = None) -> list[Tensor]:
+    """ema ← ema + w·(θ − ema), w = (1 − decay)·finite, in place (a skipped step: w = 0).
+
+    The twin of spec.train.ema_update (lists of tensors for dicts; `finite` a 0-d bool tensor).
+    Shapes: lists of equally shaped tensors -> ema (the same list).
+    """
+    weight = 1.0 - decay
+    if finite is not None:
+        weight = finite.to(ema[0].dtype if ema else torch.float32) * weight
+    diffs = torch._foreach_sub([p.detach().to(e.dtype) for p, e in zip(params, ema, strict=True)],
+                               ema)
+    torch._foreach_mul_(diffs, weight)
+    torch._foreach_add_(ema, diffs)
+    return ema
+
+
+class GuardedUpdate:
+    """Adam step + EMA update that leave everything untouched when `finite` is False.
+
+    sync_free (the default on CUDA): `finite` is never read on the host; fused Adam gets
+    `found_inf = 1 − finite` and skips its update on the device, and the EMA weight is multiplied
+    by `finite`. Otherwise (CPU, where reading a flag costs nothing) the step is simply not
+    taken. Both give bit-identical results.
+    """
+
+    def __init__(self, model: torch.nn.Module, lr: float, ema_decay: float,
+                 device: torch.device, sync_free: bool | None = None) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.sync_free = device.type == "cuda" if sync_free is None else sync_free
+        # Both paths use fused Adam, so they stay bit-identical.
+        self.optimizer = make_adam(self.params, lr)
+        self.ema_decay = ema_decay
+        # EMA weights, one per parameter, in float32 (float64 for a float64 model; None when
+        # EMA is off).
+        self.ema = ([p.detach().clone().to(torch.promote_types(p.dtype, torch.float32))
+                     for p in self.params] if ema_decay > 0 else None)
+        self._init_adam_state()
+
+    def _init_adam_state(self) -> None:
+        """Create Adam's state now (as fused Adam would on its first step)."""
+        for p in self.params:
+            state = self.optimizer.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def step(self, finite: Tensor) -> None:
+        """finite: 0-d bool tensor on the device."""
+        if not self.sync_free:
+            if not bool(finite):
+                return
+            with torch.no_grad():
+                self.optimizer.step()
+                self._ema_update(finite)
+            return
+        # found_inf = 1 makes fused Adam leave parameters, moments and step count as they were.
+        self.optimizer.found_inf = (~finite).to(torch.float32)
+        with torch.no_grad():
+            self.optimizer.step()
+            self._ema_update(finite)
+        del self.optimizer.found_inf
+
+    def _ema_update(self, finite: Tensor) -> None:
+        if self.ema is not None:
+            ema_update(self.ema, self.params, self.ema_decay, finite)
+
+    def ema_state_dict(self, model: torch.nn.Module) -> dict[str, Tensor] | None:
+        """The model's state_dict with every parameter replaced by its EMA weight."""
+        if self.ema is None:
+            return None
+        by_id = {id(p): e for p, e in zip(self.params, self.ema, strict=True)}
+        state = {}
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            state[name] = by_id.get(id(tensor), tensor).detach().clone()
+        return state
+
+    def load_ema_state_dict(self, model: torch.nn.Module, state: dict[str, Tensor]) -> None:
+        assert self.ema is not None
+        own = dict(model.named_parameters())
+        index = {id(p): i for i, p in enumerate(self.params)}
+        for name, param in own.items():
+            self.ema[index[id(param)]].copy_(state[name])
+
+
+def all_finite(loss: Tensor, params: Sequence[Tensor]) -> Tensor:
+    """0-d bool: the loss and every gradient are finite (no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    flag = torch.isfinite(loss)
+    if grads:
+        norms = torch._foreach_norm(grads)
+        flag = flag & torch.isfinite(torch.stack(norms)).all()
+    return flag
+
+
+def train_loss(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor], x01: Tensor,
+               t: TimeIndex, eps: Tensor, weights: Tensor | None = None
+               ) -> tuple[Tensor, Tensor]:
+    """The batch loss of one step and its per-sample values (twin of spec.train.train_loss).
+
+    loss = mean_i w_i·‖ε_i − ε̂(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T)‖²/n, x0 = 2·x01 − 1;
+    without weights it is runtime.loss.eps_pred_loss on the batch. The per-sample values (float32,
+    detached, unweighted) are for the loss curve.
+    Shapes: x01, eps (B, C, H, W); t int or (B,) LongTensor; weights (B,) -> ((), (B,)).
+    """
+    x0 = to_diffusion_range(x01)
+    captured: dict[str, Tensor] = {}
+
+    def eps_model(x: Tensor, t_norm: Tensor) -> Tensor:
+        captured["eps"] = eps_hat = model(x, t_norm)
+        return eps_hat
+
+    loss = eps_pred_loss(sched, eps_model, x0, t, eps)
+    if weights is not None:
+        per = (captured["eps"].to(loss.dtype) - eps.to(loss.dtype)).square().flatten(1).mean(1)
+        loss = (weights.to(per.dtype) * per).mean()
+    with torch.no_grad():
+        per_sample = (captured["eps"].float() - eps.float()).square().flatten(1).mean(1)
+    return loss, per_sample
+
+
+class StepResult(NamedTuple):
+    loss: Tensor  # () detached
+    per_sample: Tensor  # (B,) float32, detached
+    finite: Tensor  # () bool: the update was applied
+
+
+def train_step(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor],
+               update: GuardedUpdate, x01: Tensor, t: Tensor, noise: Tensor, *,
+               autocast: Any = None, channels_last: bool = False,
+               reduce_finite: Callable[[Tensor], Tensor] | None = None,
+               weights: Tensor | None = None) -> StepResult:
+    """One training step on explicit inputs (the twin of spec.train.train_step).
+
+    `model` is what the loss calls (the module, or its DDP / compiled wrapper); `update` holds
+    the parameters, fused Adam and the EMA. `autocast` (a context manager) and `channels_last`
+    are the fast-kernel settings; `reduce_finite` makes every rank agree on the finite flag.
+    Shapes: x01, noise (B, C, H, W) on the device; t (B,) LongTensor -> StepResult.
+    """
+    def call_model(x: Tensor, t_norm: Tensor) -> Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x, t_norm)
+
+    with autocast if autocast is not None else contextlib.nullcontext():
+        loss, per_sample = train_loss(sched, call_model, x01, t, noise, weights)
+    update.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    finite = all_finite(loss.detach(), update.params)
+    if reduce_finite is not None:
+        finite = reduce_finite(finite)
+    update.step(finite)
+    return StepResult(loss.detach(), per_sample, finite)
+
+
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "GuardedUpdate", "StepResult", "adam_step", "all_finite",
+           "ema_update", "make_adam", "train_loss", "train_step"]

@@ -1,0 +1,141 @@
+"""One training step: DDPM Algorithm 1 with Adam and an EMA of the weights.
+
+DDPM (Ho et al. 2020), Algorithm 1, one iteration on a batch of B images:
+
+    x_0 ~ q(x_0)                 a batch in [0, 1], mapped to [-1, 1] (x0 = 2·x01 − 1, §4)
+    t ~ Uniform({1, …, T})       one time per sample (explicit here: the caller draws it)
+    ε ~ N(0, I)                  explicit noise
+    gradient step on ∇_θ ‖ε − ε_θ(√ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, t)‖²   (Eq. 14; the model sees t/T)
+
+The "gradient step" is Adam (Kingma & Ba 2015, Algorithm 1) on the batch mean of the per-sample
+losses, followed by an exponential moving average of the weights (the EMA of DDPM §B:
+"we used EMA on model parameters with a decay factor of 0.9999").
+
+NumPy has no automatic differentiation, so the spec does not compute the gradient: it is, by
+definition, the derivative of `train_loss` with respect to the parameters, and `train_step`
+takes it as an input. Conformance checks the runtime's autograd gradient against central finite
+differences of `train_loss` in float64 (along random directions, and coordinate by coordinate
+for the small networks of the `train_step` record).
+
+Non-finite guard: a step whose loss or gradient is not finite changes nothing (parameters,
+Adam's moments and step count, and the EMA are returned as they were).
+
+Parameters are dicts of arrays (the runtime's state_dict keys); Adam's state is
+{"step": k, "m": {name: array}, "v": {name: array}} with k the number of steps taken.
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from jaxtyping import Float
+
+from spec.core import EpsModel, Index, Scalar, check_index
+from spec.data import to_diffusion_range
+from spec.loss import eps_pred_loss
+from spec.schedule import VPSchedule
+
+__all__ = ["train_loss", "adam_step", "ema_update", "train_step"]
+
+Params = dict[str, np.ndarray]
+AdamState = dict  # {"step": int, "m": Params, "v": Params}
+
+
+def train_loss(
+    sched: VPSchedule,
+    model: EpsModel,
+    x01: Float[np.ndarray, "b c h w"],
+    t: Sequence[Index],
+    eps: Float[np.ndarray, "b c h w"],
+    weights: Float[np.ndarray, " b"] | None = None,
+) -> Scalar:
+    """The batch loss of one training step (DDPM Algorithm 1, lines 2–5; Eq. 14).
+
+    Formula: L = (1/B) Σ_i w_i · ℓ_i,  ℓ_i = eps_pred_loss(sched, model, 2·x01_i − 1, t_i, ε_i)
+             = mse(ε_θ(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T), ε_i),  t_i ∈ {1..T},
+    w_i = 1 unless `weights` is given (a per-sample weighting of the ε-loss).
+    Shapes: x01 (B,C,H,W) in [0, 1], t B ints, eps (B,C,H,W), weights (B,) or None -> scalar.
+    """
+    if len(t) != x01.shape[0]:
+        raise ValueError(f"t must hold one time per sample ({x01.shape[0]}), got {len(t)}")
+    x0 = to_diffusion_range(x01)
+    losses = np.array([eps_pred_loss(sched, model, x0[i], check_index("t", t[i], 1, sched.T),
+                                     eps[i]) for i in range(x0.shape[0])])
+    w = np.ones_like(losses) if weights is None else np.asarray(weights, dtype=losses.dtype)
+    return np.mean(w * losses)
+
+
+def adam_step(
+    params: Params,
+    grads: Params,
+    state: AdamState,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> tuple[Params, AdamState]:
+    """One Adam update (Kingma & Ba 2015, Algorithm 1, with its bias corrections).
+
+    Formula, per parameter θ with gradient g, step k = state["step"] + 1:
+      m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²;
+      m̂ = m / (1 − β1^k);      v̂ = v / (1 − β2^k);
+      θ ← θ − lr · m̂ / (√v̂ + ε).
+    PyTorch's torch.optim.Adam computes the same quantity as lr/(1 − β1^k) · m / (√v/√(1 − β2^k)
+    + ε) (ε added after the bias correction of v, as in Algorithm 1; not the "ε̂" variant of the
+    paper's §2, which adds ε to √v before the correction); the two differ only by rounding.
+    Shapes: params, grads, state["m"], state["v"] dicts of equally shaped arrays -> (params, state).
+    """
+    k = int(state["step"]) + 1
+    new_params, m_new, v_new = {}, {}, {}
+    for name, theta in params.items():
+        g = grads[name]
+        m = beta1 * state["m"][name] + (1 - beta1) * g
+        v = beta2 * state["v"][name] + (1 - beta2) * g * g
+        m_hat = m / (1 - beta1**k)
+        v_hat = v / (1 - beta2**k)
+        new_params[name] = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+        m_new[name], v_new[name] = m, v
+    return new_params, {"step": k, "m": m_new, "v": v_new}
+
+
+def ema_update(ema: Params, params: Params, decay: float) -> Params:
+    """Exponential moving average of the weights, after each optimizer step (DDPM §B).
+
+    Formula: ema ← ema + (1 − decay)·(θ − ema)  ( = decay·ema + (1 − decay)·θ ).
+    Shapes: ema, params dicts of equally shaped arrays -> dict.
+    """
+    return {name: ema[name] + (1 - decay) * (params[name] - ema[name]) for name in ema}
+
+
+def train_step(
+    sched: VPSchedule,
+    net: Callable[[Params], EpsModel],
+    params: Params,
+    grads: Params,
+    state: AdamState,
+    ema: Params | None,
+    x01: Float[np.ndarray, "b c h w"],
+    t: Sequence[Index],
+    eps: Float[np.ndarray, "b c h w"],
+    lr: float,
+    ema_decay: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    adam_eps: float = 1e-8,
+) -> tuple[Scalar, Params, AdamState, Params | None, bool]:
+    """One iteration of DDPM Algorithm 1: loss, guarded Adam step, EMA update.
+
+    Formula: L = train_loss(sched, net(params), x01, t, ε);  `grads` must be ∂L/∂θ at `params`
+    (the derivative of the spec loss; see the module docstring). If L and every gradient are
+    finite: (θ, state) ← adam_step(θ, grads, state, lr, β1, β2, adam_eps) and, when `ema` is
+    given, ema ← ema_update(ema, θ, ema_decay) (with the updated θ). Otherwise θ, state and ema
+    are returned unchanged and `finite` is False.
+    Shapes: x01, eps (B,C,H,W), t B ints; params, grads, ema dicts -> (L, θ, state, ema, finite).
+    """
+    loss = train_loss(sched, net(params), x01, t, eps)
+    finite = bool(np.isfinite(loss)) and all(bool(np.isfinite(g).all()) for g in grads.values())
+    if not finite:
+        return loss, params, state, ema, False
+    params, state = adam_step(params, grads, state, lr, beta1, beta2, adam_eps)
+    if ema is not None:
+        ema = ema_update(ema, params, ema_decay)
+    return loss, params, state, ema, True
