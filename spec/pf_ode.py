@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check_index, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check_index, safe_div, sqrt_nonneg
 from spec.dynamics import DynamicalSystem
+from spec.prediction import AnyModel, eps_from_output, model_output
 
 __all__ = [
     "VPLinearSchedule",
@@ -77,17 +78,20 @@ class VPLinearSchedule:
 
 
 def pf_ode_rhs(
-    sch: VPLinearSchedule, model: EpsModel, x: Float[np.ndarray, "*shape"], t: Scalar
+    sch: VPLinearSchedule, model: AnyModel, x: Float[np.ndarray, "*shape"], t: Scalar
 ) -> Float[np.ndarray, "*shape"]:
     """Right-hand side of the probability-flow ODE (Song et al. 2021, Eq. 13; TorchLean `pfOdeRhs`).
 
-    Formula: dx/dt = −½·β(t)·x + ½·safe_div(β(t), σ(t))·ε_θ(x, t),  t ∈ [0, 1]
-    (score = −ε̂/σ(t)). TorchLean omits the ½ on the second term: see the module docstring.
+    Formula: dx/dt = −½·β(t)·x + ½·safe_div(β(t), σ(t))·ε̂,  t ∈ [0, 1]
+    (score = −ε̂/σ(t)), ε̂ = ε_θ(x, t) for an ε-model, else eps_from_output(ᾱ(t), x, out, p) of
+    the model's output. TorchLean omits the ½ on the second term: see the module docstring.
     Shapes: x (*shape) -> (*shape).
     """
     _check_time(t)
     beta = sch.beta(t)
-    return -0.5 * beta * x + 0.5 * safe_div(beta, sch.sigma(t)) * model.eps(x, t)
+    out, prediction = model_output(model, x, t)
+    eps_hat = eps_from_output(sch.alpha_bar(t), x, out, prediction)
+    return -0.5 * beta * x + 0.5 * safe_div(beta, sch.sigma(t)) * eps_hat
 
 
 def euler_step(
@@ -102,7 +106,7 @@ def euler_step(
 
 
 def pf_ode_euler_system(
-    sch: VPLinearSchedule, model: EpsModel, t: Scalar, dt: Scalar
+    sch: VPLinearSchedule, model: AnyModel, t: Scalar, dt: Scalar
 ) -> DynamicalSystem:
     """One Euler step of the PF ODE at time t as a dynamical system (TorchLean `pfOdeEulerSystem`).
 
@@ -116,7 +120,7 @@ def pf_ode_euler_system(
 
 
 def pf_ode_sample_euler(
-    sch: VPLinearSchedule, model: EpsModel, steps: Index, x1: Float[np.ndarray, "*shape"]
+    sch: VPLinearSchedule, model: AnyModel, steps: Index, x1: Float[np.ndarray, "*shape"]
 ) -> Float[np.ndarray, "*shape"]:
     """Euler on the PF ODE from t = 1 down to 0 (Song et al. 2021 §4.3; `pfOdeSampleEuler`).
 

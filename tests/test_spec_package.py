@@ -36,6 +36,15 @@ EXTRA_MODEL_NAMES = (
     "EpsFiLMNetConfig init_film_params eps_film_net silu group_norm linear sinusoidal_embedding"
 )
 
+# Names added for prediction targets, timestep grids, zero terminal SNR and guidance (README
+# section "Prediction targets, timestep grids, zero terminal SNR and guidance"), by module.
+PREDICTION_NAMES = {
+    "spec.schedule": "rescale_zero_terminal_snr SPACINGS timestep_grid",
+    "spec.loss": "prediction_loss",
+    "spec.prediction": "PREDICTIONS Denoiser x0_from_output eps_from_output predict_x0 "
+    "predict_eps v_target prediction_target denoise snr min_snr_weight",
+}
+
 
 def api_table() -> dict[str, set[str]]:
     """module → names, parsed from API.md's spec table (else the copy above)."""
@@ -70,13 +79,14 @@ def test_every_api_name_is_in_its_module_and_in_spec_all(module):
 
 def test_spec_all_is_exactly_the_api_plus_the_film_net():
     expected = set().union(*api_table().values()) | set(EXTRA_MODEL_NAMES.split())
+    expected |= {n for names in PREDICTION_NAMES.values() for n in names.split()}
     assert set(spec.__all__) == expected
     assert len(spec.__all__) == len(set(spec.__all__))
 
 
 def test_module_all_lists_add_up_to_spec_all():
     names = []
-    for module in API_NAMES:
+    for module in sorted(set(API_NAMES) | set(PREDICTION_NAMES)):
         names += __import__(module, fromlist=["_"]).__all__
     assert sorted(names) == sorted(spec.__all__)
 
