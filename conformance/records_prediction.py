@@ -14,8 +14,12 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
+import runtime.guidance
+import runtime.model
 import runtime.prediction
 import runtime.schedule
+import spec.guidance
+import spec.model
 import spec.prediction
 import spec.schedule
 from conformance import strategies as S
@@ -270,5 +274,97 @@ def prediction_records() -> list[Any]:
                  lambda: runtime.schedule.timestep_grid(10, 11, "leading")),
                 ("an unknown spacing", lambda: spec.schedule.timestep_grid(10, 2, "uniform"),
                  lambda: runtime.schedule.timestep_grid(10, 2, "uniform"))),
+    )
+
+    # --- the class-conditional net and classifier-free guidance ----------------------------------
+
+    def cond_cfg(c: Plan, channels: int) -> Any:
+        from conformance.harness import Cfg
+
+        return Cfg("CondFiLMNetConfig", {
+            "data_channels": channels, "num_classes": c["num_classes"],
+            "hidden_channels": c["groups"] * c["per_group"],
+            "residual_blocks": c["residual_blocks"], "embed_dim": 2 * c["half_embed"],
+            "groups": c["groups"]})
+
+    cond_configs = R.film_configs.flatmap(lambda c: st.integers(1, 10).map(
+        lambda k: {**c, "num_classes": k}))
+
+    @st.composite
+    def cond_plans(draw: Any) -> Plan:
+        plan = draw(R._image_plans())
+        plan["cfg"] = draw(cond_configs)
+        plan["param_seed"] = draw(S.seeds)
+        k = plan["cfg"]["num_classes"]
+        plan["labels"] = draw(st.lists(st.integers(0, k), min_size=plan["B"], max_size=plan["B"]))
+        plan["scale"] = draw(st.one_of(st.just(1.0), st.just(0.0), st.floats(-1.0, 5.0)))
+        plan["prediction"] = draw(st.sampled_from(PREDICTION_NAMES))
+        return plan
+
+    def cond_parts(p: Plan) -> tuple[Any, Any]:
+        from conformance.harness import Params
+
+        c = p["shape"][0]
+        cfg = cond_cfg(p["cfg"], c)
+        params = spec.model.init_cond_film_params(spec.model.CondFiLMNetConfig(**cfg.fields),
+                                                  p["param_seed"])
+        return cfg, Params(params)
+
+    def cond_call(p: Plan) -> Call:
+        from conformance.harness import PerSample
+
+        cfg, params = cond_parts(p)
+        return Call([cfg, params, Batched(R._images(p, 0)), R._time_arg(p),
+                     PerSample(p["labels"])])
+
+    def guided_call(p: Plan) -> Call:
+        from conformance.harness import PerSample
+
+        cfg, params = cond_parts(p)
+        return Call([cfg, params, PerSample(p["labels"]), p["scale"], p["prediction"],
+                     Batched(R._images(p, 0)), R._time_arg(p)])
+
+    record(
+        name="CondFiLMNetConfig", module="model", batched=False,
+        plan=cond_configs.map(lambda c: {"cfg": c}),
+        build=lambda p: Call([cond_cfg(p["cfg"], p["cfg"]["data_channels"])]),
+        spec_fn=R._config_fields, runtime_fn=R._config_fields, dtypes=("float64",),
+        dtypes_reason="a config: fields compared exactly",
+        errors=(("num_classes = 0", lambda: spec.model.CondFiLMNetConfig(1, 0),
+                 lambda: runtime.model.CondFiLMNetConfig(1, 0)),),
+    )
+    record(
+        name="init_cond_film_params", module="model", batched=False,
+        plan=st.fixed_dictionaries({"cfg": cond_configs, "seed": S.seeds}),
+        build=lambda p: Call([cond_cfg(p["cfg"], p["cfg"]["data_channels"]), p["seed"]]),
+        dtypes=("float64",), dtypes_reason="initial parameters are float64 by contract",
+        tolerances={"float64": R.Tol(0, 0, reason="the same NumPy generator draws the same "
+                                     "numbers: exact")},
+    )
+    record(
+        name="cond_film_net", module="model", plan=cond_plans(), build=cond_call,
+        spec_fn=lambda cfg, params, x, t, y: spec.model.cond_film_net(cfg, params).eps(x, t, y),
+        runtime_fn=lambda cfg, params, x, t, y: runtime.model.cond_film_net(cfg, params)(x, t, y),
+        tolerances={"bfloat16": R.MODEL_BF16},
+    )
+    record(
+        name="guided_output", module="guidance", batched=False,
+        plan=st.fixed_dictionaries({"shape": S.array_shapes, "seed": S.seeds,
+                                    "scale": st.one_of(st.just(1.0), st.floats(-2.0, 8.0))}),
+        build=lambda p: Call([Arr(R._rng_array(p, 0, p["shape"])),
+                              Arr(R._rng_array(p, 1, p["shape"])), p["scale"]]),
+        errors=(("different shapes",
+                 lambda: spec.guidance.guided_output(np.zeros(2), np.zeros(3), 2.0),
+                 lambda: runtime.guidance.guided_output(torch.zeros(2), torch.zeros(3), 2.0)),),
+    )
+    record(
+        name="GuidedModel", module="guidance", plan=cond_plans(), build=guided_call,
+        spec_fn=lambda cfg, params, y, s, pred, x, t: spec.guidance.GuidedModel(
+            spec.model.cond_film_net(cfg, params), y, s, pred).output(x, t),
+        runtime_fn=lambda cfg, params, y, s, pred, x, t: runtime.guidance.GuidedModel(
+            runtime.model.cond_film_net(cfg, params), y, s, pred)(x, t),
+        tolerances={"bfloat16": R.Tol(1.5e-1, 1.5e-1, reason=R.MODEL_BF16.reason + "; the guided "
+                                      "mix multiplies the difference of two such outputs by s "
+                                      "up to 5")},
     )
     return out

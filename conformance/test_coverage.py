@@ -17,7 +17,7 @@ from conformance.registry import REGISTRY
 from conformance.tolerances import TOLERANCES
 
 SPEC_MODULES = ["core", "schedule", "forward", "loss", "ddpm", "ddim", "pf_ode", "dynamics",
-                "model", "data", "likelihood", "prediction"]
+                "model", "data", "likelihood", "prediction", "guidance"]
 
 
 def spec_names() -> list[str]:

@@ -64,7 +64,14 @@ from runtime.checkpoint import (
     schedule_betas,
 )
 from runtime.cli import UserError, fail, run_main
-from runtime.config import TRAINING_IDENTITY, ConfigError, TrainConfig, flag_of, parse_config
+from runtime.config import (
+    IDENTITY_DEFAULTS,
+    TRAINING_IDENTITY,
+    ConfigError,
+    TrainConfig,
+    flag_of,
+    parse_config,
+)
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import from_diffusion_range, to_diffusion_range
 from runtime.ddim import ddim_sample_strided, ddim_timesteps
@@ -79,7 +86,9 @@ from runtime.distributed import (
     init_distributed,
 )
 from runtime.forward import q_sample
-from runtime.loss import eps_pred_loss
+from runtime.guidance import GuidedModel
+from runtime.loss import prediction_loss
+from runtime.prediction import prediction_target
 from runtime.schedule import Schedule
 
 MAX_CONSECUTIVE_NONFINITE = 5
@@ -87,7 +96,7 @@ MAX_CONSECUTIVE_NONFINITE = 5
 SESSION_FIELDS = frozenset({"device", "fast_kernels", "progress", "out", "resume"})
 CHECKPOINT_NAME = "checkpoint.pt"
 # Streams of random numbers, each with its own generator seeded from (--seed, stream id).
-STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE = range(5)
+STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE, STREAM_LABEL = range(6)
 
 DESCRIPTION = """\
 Train a DDPM ε-predictor and write a run folder: checkpoint.pt, train_log.json, loss.png,
@@ -173,6 +182,9 @@ def init_parameters(module: torch.nn.Module, generator: torch.Generator) -> None
             elif isinstance(sub, torch.nn.GroupNorm) and sub.affine:
                 sub.weight.fill_(1.0)
                 sub.bias.fill_(0.0)
+            elif isinstance(sub, torch.nn.Embedding):  # the conditional net's label embedding
+                bound = 1.0 / math.sqrt(sub.weight.shape[1])
+                sub.weight.uniform_(-bound, bound, generator=generator)
 
 
 # --------------------------------------------------------------------------- the update
@@ -344,6 +356,7 @@ def merge_resume_config(cfg: TrainConfig, explicit: set[str], stored: dict[str, 
     is an error.
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)} - SESSION_FIELDS
+    stored = {**IDENTITY_DEFAULTS, **stored}  # an old checkpoint: the values it was trained with
     for name in TRAINING_IDENTITY:
         if name in explicit and name in stored and stored[name] != getattr(cfg, name):
             raise CheckpointError(
@@ -498,7 +511,8 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *
 
     info = init_distributed(device_type)
     try:
-        result = _train(cfg, info, out, payload, train_x, test_set, t_start, on_step)
+        train_y = train_set.y if cfg.n_total is None else train_set.y[:cfg.n_total]
+        result = _train(cfg, info, out, payload, train_x, test_set, t_start, on_step, train_y)
         # The other ranks wait for rank 0's checkpoint and artifacts, so that no process
         # tears down its side of the process group while a peer still holds it open.
         barrier(info)
@@ -509,7 +523,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *
 
 def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] | None,
            train_x: np.ndarray, test_set, t_start: float,
-           on_step: Callable[[int], None] | None) -> Path:
+           on_step: Callable[[int], None] | None, train_y: np.ndarray | None = None) -> Path:
     device = device_for(info, resolve_device(cfg.device).type)
     is_cuda = device.type == "cuda"
     n_train, C, H, W = (int(v) for v in train_x.shape)
@@ -519,9 +533,18 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     say(f"run folder: {out}")
 
     # Model, schedule, optimiser, EMA, generators.
-    betas = schedule_betas(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
+    betas = schedule_betas(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end,
+                           cfg.zero_terminal_snr)
     sched = Schedule(betas, dtype=torch.float32, device=device)
-    mspec = model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks)
+    num_classes = 0
+    if cfg.class_conditional:
+        if train_y is None or len(train_y) == 0:
+            fail("--class-conditional needs the training labels (train_y.npy)")
+        num_classes = int(np.max(train_y)) + 1
+        labels_all = torch.from_numpy(np.asarray(train_y, dtype=np.int64))
+        label_gen = make_generator(cfg.seed, STREAM_LABEL)
+    mspec = model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks, cfg.prediction,
+                       num_classes)
     model = build_model(mspec)
     init_parameters(model, make_generator(cfg.seed, STREAM_INIT))
     if cfg.fast_kernels:
@@ -547,6 +570,8 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
             sampler.load_state_dict(payload["rng"]["data"])
             t_gen.set_state(payload["rng"]["t"])
             noise_gen.set_state(payload["rng"]["noise"])
+            if cfg.class_conditional:
+                label_gen.set_state(payload["rng"]["label"])
             acc.load_state_dict(payload["history"]["accumulators"])
         except CheckpointError:
             raise
@@ -571,7 +596,8 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
             "step": state.step,
             "config": {**dataclasses.asdict(cfg), "derived": derived},
             "rng": {"data": sampler.state_dict(), "t": t_gen.get_state(),
-                    "noise": noise_gen.get_state()},
+                    "noise": noise_gen.get_state(),
+                    **({"label": label_gen.get_state()} if cfg.class_conditional else {})},
             "history": {"curve": state.history, "accumulators": acc.state_dict(),
                         "train_time_s": state.train_time_s, "saved_because": reason},
         })
@@ -603,16 +629,23 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
             x0 = data_x[idx.to(data_x.device)]
         t = t.to(device, non_blocking=True)
         captured: dict[str, torch.Tensor] = {}
+        model_args: tuple[torch.Tensor, ...] = ()
+        if cfg.class_conditional:  # labels, the null label with probability --label-dropout
+            labels = labels_all[idx]
+            drop = info.shard(torch.rand(global_batch, generator=label_gen), b)
+            model_args = (torch.where(drop < cfg.label_dropout, num_classes, labels).to(device),)
 
         def eps_model(x: torch.Tensor, t_norm: torch.Tensor) -> torch.Tensor:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            captured["eps"] = eps_hat = train_model(x, t_norm)
-            return eps_hat
+            captured["out"] = out = train_model(x, t_norm, *model_args)
+            return out
 
-        # 2. loss through the conformance-checked twin of spec.loss.eps_pred_loss
+        # 2. loss through the conformance-checked twin of spec.loss.prediction_loss (for an
+        #    unweighted ε-model it is spec.loss.eps_pred_loss, DDPM Eq. 14)
         with autocast:
-            loss = eps_pred_loss(sched, eps_model, x0, t, noise)
+            loss = prediction_loss(sched, eps_model, x0, t, noise, cfg.min_snr_gamma,
+                                   cfg.prediction)
         update.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # 3. one finite flag for every rank, then the guarded update
@@ -621,7 +654,8 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
             finite = all_reduce_min(finite.to(torch.int32), info).bool()
         update.step(finite)
         with torch.no_grad():
-            per_sample = (captured["eps"].float() - noise).square().flatten(1).mean(1)
+            target = prediction_target(sched, x0, t, noise, cfg.prediction)
+            per_sample = (captured["out"].float() - target).square().flatten(1).mean(1)
         acc.add(per_sample, t, T, finite)
 
     def sync_point() -> None:
@@ -754,11 +788,20 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
     gen = make_generator(cfg.seed, STREAM_SAMPLE, device)
     n = cfg.n_samples
     C, H, W = (int(v) for v in test_x.shape[1:])
+    sample_model, ncol = model, None
+    if cfg.class_conditional:  # one row per class (the conditional model alone, s = 1)
+        k = model.num_classes
+        ncol = max(1, n // k)
+        n = ncol * k
+        labels = torch.arange(k, device=device).repeat_interleave(ncol)
+        sample_model = GuidedModel(model, labels, 1.0)
     with torch.no_grad():
         # Samples: x_T ~ N(0, I), DDIM on the strided grid with clipped x̂0.
         x_T = torch.randn((n, C, H, W), generator=gen, device=device)
-        samples = ddim_sample_strided(sched, model, x_T, ddim_timesteps(cfg.T, cfg.sample_steps),
+        samples = ddim_sample_strided(sched, sample_model, x_T,
+                                      ddim_timesteps(cfg.T, cfg.sample_steps),
                                       eta=cfg.eta, clip=True, generator=gen)
+        n = cfg.n_samples
         # Reference images (held out), noised to t_r, then DDIM (η = 0, clipped x̂0) back to 0.
         ref01 = torch.from_numpy(np.array(test_x[:n], dtype=np.float32)).to(device)
         t_r = cfg.reconstruct_t
@@ -776,7 +819,7 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
            "reconstruct": cfg.reconstruct_ppm}
     paths = {}
     for name, tensor in images.items():
-        grid = image_grid(tensor.clamp(0, 1).cpu().numpy())
+        grid = image_grid(tensor.clamp(0, 1).cpu().numpy(), ncol=ncol if name == "samples" else None)
         save_png(out / f"{name}.png", grid)
         paths[f"{name}.png"] = str(out / f"{name}.png")
         if ppm[name] is not None:

@@ -68,6 +68,7 @@ from spec.dynamics import (
     trajectory,
 )
 from spec.forward import q_posterior_mean_variance, q_sample
+from spec.guidance import GuidedModel, guided_output
 from spec.likelihood import (
     bits_per_dim,
     discretized_gaussian_log_likelihood,
@@ -77,14 +78,17 @@ from spec.likelihood import (
 )
 from spec.loss import eps_pred_loss, prediction_loss
 from spec.model import (
+    CondFiLMNetConfig,
     EpsConvNetConfig,
     EpsFiLMNetConfig,
     append_time_channel,
+    cond_film_net,
     conv2d_same,
     eps_conv_net,
     eps_film_net,
     eps_residual_conv_net,
     group_norm,
+    init_cond_film_params,
     init_film_params,
     init_params,
     linear,
@@ -223,6 +227,12 @@ __all__ = [
     "group_norm",
     "linear",
     "sinusoidal_embedding",
+    "CondFiLMNetConfig",
+    "init_cond_film_params",
+    "cond_film_net",
+    # spec.guidance
+    "guided_output",
+    "GuidedModel",
     # spec.data
     "to_diffusion_range",
     "from_diffusion_range",

@@ -41,6 +41,8 @@ EXTRA_MODEL_NAMES = (
 PREDICTION_NAMES = {
     "spec.schedule": "rescale_zero_terminal_snr SPACINGS timestep_grid",
     "spec.loss": "prediction_loss",
+    "spec.model": "CondFiLMNetConfig init_cond_film_params cond_film_net",
+    "spec.guidance": "guided_output GuidedModel",
     "spec.prediction": "PREDICTIONS Denoiser x0_from_output eps_from_output predict_x0 "
     "predict_eps v_target prediction_target denoise snr min_snr_weight",
 }
