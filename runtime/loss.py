@@ -51,6 +51,8 @@ def prediction_loss(
     x_t = q_sample(sched, x0, t, eps)
     out = model(x_t, time_of_index(t, sched.T, dtype=wd))
     target = prediction_target(sched, x0, t, eps, prediction)
+    if min_snr_gamma is None and not per_sample:  # as eps_pred_loss computes it, bit for bit
+        return mse(out, target)
     losses = torch.square(out.to(wd) - target.to(wd)).flatten(1).mean(1)  # (B,)
     if min_snr_gamma is not None:
         weight = min_snr_weight(sched, t, min_snr_gamma, prediction)

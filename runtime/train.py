@@ -541,7 +541,7 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
         if train_y is None or len(train_y) == 0:
             fail("--class-conditional needs the training labels (train_y.npy)")
         num_classes = int(np.max(train_y)) + 1
-        labels_all = torch.from_numpy(np.asarray(train_y, dtype=np.int64))
+        labels_all = torch.from_numpy(np.array(train_y, dtype=np.int64))  # a writable copy
         label_gen = make_generator(cfg.seed, STREAM_LABEL)
     mspec = model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks, cfg.prediction,
                        num_classes)

@@ -10,6 +10,8 @@ modified. It prints a table and the kill rate, and exits 1 if any mutant survive
     python scripts/mutants.py                 # all mutants
     python scripts/mutants.py --list          # the table of mutants, without running
     python scripts/mutants.py --only 1,4      # some of them
+    python scripts/mutants.py --only 21 -k v_target   # a quick check on a subset of the suite
+                                              # (a mutant killed by a subset is killed by all)
 """
 
 from __future__ import annotations
@@ -92,6 +94,45 @@ MUTANTS = [
            "likelihood.py",
            '    log_scale = (0.5 * torch.log(sched.coef("beta_t", 1, x0))).to(x0.device, wd)',
            '    log_scale = (0.5 * torch.log(sched.coef("posterior_variance", 1, x0))).to(x0.device, wd)'),
+    # --- prediction targets, timestep grids, zero terminal SNR, min-SNR, guidance ---
+    Mutant("v built with the two square roots swapped",
+           "prediction.py", "    return (sqrt_ab * eps.to(wd) - sqrt_1m * x0.to(wd)).to(x0.dtype)",
+           "    return (sqrt_1m * eps.to(wd) - sqrt_ab * x0.to(wd)).to(x0.dtype)"),
+    Mutant("x̂0 of a v-prediction with the wrong sign",
+           "prediction.py", "        return sqrt_ab * x_t - sqrt_1m * out",
+           "        return sqrt_ab * x_t + sqrt_1m * out"),
+    Mutant("ε̂ of an x0-prediction divided by √ᾱ instead of √(1 − ᾱ)",
+           "prediction.py", "    return safe_div(x_t - sqrt_ab * out, sqrt_1m)",
+           "    return safe_div(x_t - sqrt_ab * out, sqrt_ab)"),
+    Mutant("min-SNR applied as max",
+           "prediction.py", "        return torch.minimum(s, g)", "        return torch.maximum(s, g)"),
+    Mutant("an ε-model sampled at ᾱ_T = 0 without the error (per-sample t unchecked)",
+           "prediction.py",
+           "    hit = bool((t >= first).any()) if isinstance(t, Tensor) else t >= first",
+           "    hit = False if isinstance(t, Tensor) else t >= first"),
+    Mutant("SNR as (1 − ᾱ)/ᾱ",
+           "schedule.py", '        "snr": safe_div(alpha_bars, one_minus_alpha_bars),',
+           '        "snr": safe_div(one_minus_alpha_bars, alpha_bars),'),
+    Mutant("min-SNR weight computed but not applied to the loss",
+           "loss.py", "        losses = losses * weight.to(device=losses.device, dtype=wd)",
+           "        losses = losses"),
+    Mutant("trailing grid starts at T − 1 (diffusers' 0-based times taken as ours)",
+           "schedule.py", "        times = [_round_half_even(T * (n - i), n) for i in range(n)]",
+           "        times = [_round_half_even(T * (n - i), n) - 1 for i in range(n)]"),
+    Mutant("leading grid without the +1 (diffusers' 0-based times taken as ours)",
+           "schedule.py", "        times = [1 + (n - 1 - i) * (T // n) for i in range(n)]",
+           "        times = [(n - 1 - i) * (T // n) for i in range(n)]"),
+    Mutant("linspace grid rounded down instead of to nearest",
+           "schedule.py",
+           "        times = [_round_half_even((n - 1) + (n - 1 - i) * (T - 1), n - 1) for i in range(n)]",
+           "        times = [((n - 1) + (n - 1 - i) * (T - 1)) // (n - 1) for i in range(n)]"),
+    Mutant("zero terminal SNR shifted but not rescaled (√ᾱ_1 changes)",
+           "schedule.py", "    ab = (s1 * ((s - sT) / (s1 - sT))) ** 2", "    ab = (s - sT) ** 2"),
+    Mutant("guidance mixes the outputs the wrong way round (cond and uncond swapped)",
+           "guidance.py", "        cond, uncond = out.chunk(2)", "        uncond, cond = out.chunk(2)"),
+    Mutant("conditional net ignores its label (label embedding not added)",
+           "model.py", "        silu_e = F.silu(e if extra is None else e + extra)  # (B, E)",
+           "        silu_e = F.silu(e)  # (B, E)"),
 ]
 
 
@@ -125,11 +166,13 @@ def env_for(work: Path) -> dict[str, str]:
     return env
 
 
-def run_suite(work: Path) -> tuple[bool, str, float]:
-    """(passed, first failing test or '', seconds)."""
+def run_suite(work: Path, select: str = "") -> tuple[bool, str, float]:
+    """(passed, first failing test or '', seconds); `select` is a pytest -k expression."""
     start = time.perf_counter()
+    extra = ["-k", select] if select else []
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-x", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "conformance", "-x", "-q", "-p", "no:cacheprovider",
+         *extra],
         cwd=work, env=env_for(work), capture_output=True, text=True,
     )
     seconds = time.perf_counter() - start
@@ -143,6 +186,8 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--only", default="", help="comma-separated mutant numbers (1-based)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("-k", dest="select", default="",
+                        help="run only the conformance tests matching this pytest -k expression")
     args = parser.parse_args()
 
     check_applicable(MUTANTS)
@@ -159,7 +204,7 @@ def main() -> int:
                                cwd=work, env=env_for(work), capture_output=True, text=True)
         if not probe.stdout.strip().startswith(str(work)):
             sys.exit(f"mutants.py: the copy is not what Python imports ({probe.stdout.strip()!r})")
-        ok, detail, seconds = run_suite(work)
+        ok, detail, seconds = run_suite(work, args.select)
         print(f"baseline (unmutated copy): {'passes' if ok else 'FAILS: ' + detail} ({seconds:.0f} s)")
         if not ok:
             return 2
@@ -173,7 +218,7 @@ def main() -> int:
             lines[index] = m.new + "\n"
             path.write_text("".join(lines))
             try:
-                survived, detail, seconds = run_suite(work)
+                survived, detail, seconds = run_suite(work, args.select)
             finally:
                 path.write_text(original)
             rows.append((i, m, not survived, detail, seconds))
