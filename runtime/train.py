@@ -4,8 +4,10 @@ Each step (one process; see `runtime.distributed` for torchrun):
 
     1. idx ← the next B indices of a seeded epoch permutation of the training set
     2. t ~ U{1..T} per sample, ε ~ N(0, I)                         (seeded generators)
-    3. loss = runtime.loss.eps_pred_loss(sched, model, x0, t, ε)   (DDPM Eq. 14, the conformance-
-       checked twin of spec.loss.eps_pred_loss; x0 in [-1, 1])
+    3. loss = runtime.loss.prediction_loss(sched, model, x0, t, ε, --min-snr-gamma, --prediction)
+       (the conformance-checked twin of spec.loss.prediction_loss; for the default ε-model
+       without γ it is DDPM Eq. 14, spec.loss.eps_pred_loss; x0 in [-1, 1]; a class-conditional
+       model also gets the labels, each replaced by the null label with p = --label-dropout)
     4. backward; if the loss and every gradient are finite: Adam step and EMA update,
        else the step is skipped (parameters, Adam state and EMA are left as they were)
 
