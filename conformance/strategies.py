@@ -88,7 +88,8 @@ def beta_schedules(max_T: int = 50, min_beta: float = 0.0) -> st.SearchStrategy[
             {
                 "kind": st.just("zero_snr"),
                 "T": st.integers(2, max(2, max_T)),
-                "beta_start": st.floats(max(min_beta, 1e-4), 0.01),
+                # + 1e-9: the rescaled β_1 = 1 − (√ᾱ_1)² is β_1 only up to rounding
+                "beta_start": st.floats(max(min_beta, 1e-4) + 1e-9, 0.01),
                 "beta_end": st.floats(0.01, 0.3),
             }
         ),
