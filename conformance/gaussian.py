@@ -5,6 +5,12 @@ x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, E[ε | x_t] is linear in x_t:
 
     ε*(x_t) = √(1 − ᾱ)·(x_t − √ᾱ·μ) / (ᾱ·s² + 1 − ᾱ)
 
+and so are the optimal x0- and v-predictors (E[x0 | x_t] and E[v | x_t] = √ᾱ·ε* − √(1 − ᾱ)·x0*):
+
+    x0*(x_t) = μ + √ᾱ·s²·(x_t − √ᾱ·μ) / (ᾱ·s² + 1 − ᾱ)
+
+`GaussianData.prediction` ("eps", "x0" or "v") chooses which one the denoiser outputs; it then
+also carries `prediction`, as a Denoiser does.
 The model is fed the normalised time t_norm, so each denoiser carries its own ᾱ(t_norm):
 a discrete schedule reads ᾱ at index round(t_norm·T); the PF ODE's continuous schedules use
 ᾱ(t) = exp(−(β0·t + ½(β1 − β0)·t²)) ("continuous", linear) or cos²u(t)/cos²u(0) with
@@ -30,6 +36,7 @@ class GaussianData:
     mu: np.ndarray
     var: np.ndarray
     schedule: tuple
+    prediction: str = "eps"
 
 
 class GaussianDenoiserNumpy:
@@ -37,6 +44,7 @@ class GaussianDenoiserNumpy:
 
     def __init__(self, data: GaussianData) -> None:
         self.data = data
+        self.prediction = data.prediction
         if data.schedule[0] == "discrete":
             betas = np.asarray(data.schedule[1], dtype=np.float64)
             self.alpha_bars = np.concatenate([[1.0], np.cumprod(1.0 - betas)])
@@ -56,6 +64,20 @@ class GaussianDenoiserNumpy:
         mu, var = self.data.mu, self.data.var
         return np.sqrt(1.0 - ab) * (x - np.sqrt(ab) * mu) / (ab * var + 1.0 - ab)
 
+    def x0(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        ab = self.alpha_bar(t_norm)
+        mu, var = self.data.mu, self.data.var
+        return mu + np.sqrt(ab) * var * (x - np.sqrt(ab) * mu) / (ab * var + 1.0 - ab)
+
+    def output(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        """The optimal output of kind `prediction`."""
+        if self.prediction == "eps":
+            return self.eps(x, t_norm)
+        if self.prediction == "x0":
+            return self.x0(x, t_norm)
+        ab = self.alpha_bar(t_norm)
+        return np.sqrt(ab) * self.eps(x, t_norm) - np.sqrt(1.0 - ab) * self.x0(x, t_norm)
+
 
 class GaussianDenoiserTorch(torch.nn.Module):
     """runtime side: `model(x, t_norm)` with x (B, C, H, W), t_norm a float or a (B,) tensor.
@@ -64,6 +86,7 @@ class GaussianDenoiserTorch(torch.nn.Module):
     def __init__(self, data: GaussianData, device: str | torch.device) -> None:
         super().__init__()
         self.data = data
+        self.prediction = data.prediction
         self.kind = data.schedule[0]
         self.mu = torch.tensor(data.mu, dtype=torch.float64, device=device)
         self.var = torch.tensor(data.var, dtype=torch.float64, device=device)
@@ -87,5 +110,8 @@ class GaussianDenoiserTorch(torch.nn.Module):
         ab = self._alpha_bar(t.reshape(-1))  # (B,) or (1,)
         ab = ab.reshape(-1, 1, 1, 1)  # broadcast over (C, H, W)
         x64 = x.to(torch.float64)
-        eps = torch.sqrt(1.0 - ab) * (x64 - torch.sqrt(ab) * self.mu) / (ab * self.var + 1.0 - ab)
-        return eps.to(x.dtype)
+        denom = ab * self.var + 1.0 - ab
+        eps = torch.sqrt(1.0 - ab) * (x64 - torch.sqrt(ab) * self.mu) / denom
+        x0 = self.mu + torch.sqrt(ab) * self.var * (x64 - torch.sqrt(ab) * self.mu) / denom
+        out = {"eps": eps, "x0": x0, "v": torch.sqrt(ab) * eps - torch.sqrt(1.0 - ab) * x0}
+        return out[self.prediction].to(x.dtype)

@@ -39,6 +39,7 @@ import runtime.pf_ode as runtime_pf_ode
 import runtime.schedule as runtime_schedule
 import spec.model as spec_model
 import spec.pf_ode as spec_pf_ode
+import spec.prediction as spec_prediction
 import spec.schedule as spec_schedule
 from conformance.gaussian import GaussianData, GaussianDenoiserNumpy, GaussianDenoiserTorch
 from conformance.tolerances import DTYPES, TOLERANCES, Tol
@@ -93,6 +94,7 @@ class Model:
     cfg: Any = None  # spec config (networks)
     params: dict[str, np.ndarray] | None = None  # spec parameters (networks)
     data: GaussianData | None = None  # Gaussian denoiser
+    prediction: str = "eps"  # what a network predicts (the Gaussian denoiser: data.prediction)
 
 
 @dataclass(frozen=True)
@@ -136,16 +138,21 @@ def _spec_model(m: Model, dtype: torch.dtype) -> Any:
         return GaussianDenoiserNumpy(m.data)
     params = {k: round_to(v, dtype) for k, v in m.params.items()}
     if m.kind == "film":
-        return spec_model.eps_film_net(m.cfg, params)
-    if m.kind == "residual":
-        return spec_model.eps_residual_conv_net(params)
-    return spec_model.eps_conv_net(params)
+        net = spec_model.eps_film_net(m.cfg, params)
+    elif m.kind == "residual":
+        net = spec_model.eps_residual_conv_net(params)
+    else:
+        net = spec_model.eps_conv_net(params)
+    # An ε-network stays a plain EpsModel (TorchLean's interface); others declare what they predict.
+    return net if m.prediction == "eps" else spec_prediction.PredictionModel(net, m.prediction)
 
 
 def _runtime_model(m: Model, dtype: torch.dtype, device: str) -> Any:
     if m.kind == "gauss":
         return GaussianDenoiserTorch(m.data, device)
-    return runtime_model.from_spec_params(m.cfg, m.params, dtype=dtype, device=device).eval()
+    module = runtime_model.from_spec_params(m.cfg, m.params, dtype=dtype, device=device).eval()
+    module.prediction = m.prediction
+    return module
 
 
 def spec_static(a: Any, dtype: torch.dtype) -> Any:
@@ -319,7 +326,9 @@ def describe_arg(a: Any) -> str:
     if isinstance(a, PFSched):
         return f"VPLinear({a.beta0:g},{a.beta1:g})"
     if isinstance(a, Model):
-        return a.kind if a.cfg is None else f"{a.kind}{dataclasses.astuple(a.cfg)}"
+        kind = a.kind if a.cfg is None else f"{a.kind}{dataclasses.astuple(a.cfg)}"
+        prediction = a.data.prediction if a.data is not None else a.prediction
+        return kind if prediction == "eps" else f"{kind}[{prediction}]"
     if isinstance(a, Params):
         return f"params[{len(a.value)}]"
     if isinstance(a, Cfg):

@@ -136,10 +136,25 @@ def _sched(plan: Plan) -> Sched:
 
 def _model(plan: Plan, schedule: tuple | None = None) -> Model:
     m, channels = plan["model"], plan["shape"][0]
+    if "schedule" in plan and plan["schedule"]["kind"] == "zero_snr" and \
+            m.get("prediction", "eps") == "eps":
+        # an ε-model cannot be sampled or asked for x̂0 at ᾱ_T = 0 (a ValueError on both sides,
+        # checked by test_same_errors); zero-terminal-SNR plans use a v-model instead
+        m = {**m, "prediction": "v"}
     if m["kind"] == "gauss":
         if schedule is None:
             schedule = ("discrete", S.betas_of(plan["schedule"]).tolist())
         return Model("gauss", data=S.gaussian_data_of(m, channels, schedule))
+    return Model(m["kind"], S.config_of(m, channels), S.params_of(m, channels),
+                 prediction=m.get("prediction", "eps"))
+
+
+def _eps_model(plan: Plan) -> Model:
+    """The plan's model as an ε-model (for the ε-only TorchLean loss, total at ᾱ_T = 0 too)."""
+    m, channels = {**plan["model"], "prediction": "eps"}, plan["shape"][0]
+    if m["kind"] == "gauss":
+        return Model("gauss", data=S.gaussian_data_of(
+            m, channels, ("discrete", S.betas_of(plan["schedule"]).tolist())))
     return Model(m["kind"], S.config_of(m, channels), S.params_of(m, channels))
 
 
@@ -231,7 +246,8 @@ def _x0_skip(plan: Plan, dtype: str) -> bool:
 
 
 PF_AT_ZERO = (
-    "t = 0 exactly is checked with the Gaussian denoiser only (ε* = 0 there, exactly): σ(0) = 0, "
+    "t = 0 exactly is checked with the Gaussian ε- and v-denoisers only (ε* = v* = 0 there, "
+    "exactly; an x0-model's ε̂ = (x − x̂0)/σ(0) is rounding noise over EPS): σ(0) = 0, "
     "so the drift's ε̂ coefficient is ½β(0)/EPS ≈ 5e11 (safe_div's totality guard, never reached "
     "by a sampler), and a network's ε̂ rounding (1e-16 absolute in float64) becomes ~5e-5 in "
     "the output, beyond any fixed atol"
@@ -248,7 +264,8 @@ PF_SMALL_T_F64 = (
 
 def _pf_skip(plan: Plan, dtype: str) -> bool:
     times = plan["t"] if isinstance(plan["t"], list) else [plan["t"]]
-    at_zero = min(times) == 0.0 and plan["model"]["kind"] != "gauss"
+    exact_at_zero = plan["model"]["kind"] == "gauss" and plan["model"]["prediction"] != "x0"
+    at_zero = min(times) == 0.0 and not exact_at_zero
     small = dtype == "float64" and 0.0 < min(times) < 0.01
     return at_zero or small or _bf16_ill_conditioned(plan, dtype)
 
@@ -329,8 +346,8 @@ record(
     spec_fn=lambda s, k, t: (s.T, s.alpha_bars(), s.beta(k), s.alpha(k), s.alpha_bar(t)),
     runtime_fn=lambda s, k, t: (s.T, s.alpha_bars, s.beta(k), s.alpha(k), s.alpha_bar(t)),
     errors=(
-        ("a beta of 1", lambda: spec.schedule.VPSchedule(np.array([0.1, 1.0])),
-         lambda: runtime.schedule.Schedule([0.1, 1.0])),
+        ("a beta above 1", lambda: spec.schedule.VPSchedule(np.array([0.1, 1.5])),
+         lambda: runtime.schedule.Schedule([0.1, 1.5])),
         ("a negative beta", lambda: spec.schedule.VPSchedule(np.array([-0.1, 0.2])),
          lambda: runtime.schedule.Schedule([-0.1, 0.2])),
         ("a NaN beta", lambda: spec.schedule.VPSchedule(np.array([np.nan])),
@@ -392,7 +409,7 @@ record(
 record(
     skip=_bf16_ill_conditioned,
     name="eps_pred_loss", module="loss", plan=batch_plans(model=True), reduce="mean",
-    build=lambda p: Call([_sched(p), _model(p), Batched(_images(p, 0)), _t(p["time"]),
+    build=lambda p: Call([_sched(p), _eps_model(p), Batched(_images(p, 0)), _t(p["time"]),
                           Batched(_images(p, 1))]),
     tolerances={"bfloat16": MODEL_BF16},
 )
@@ -970,6 +987,10 @@ record(
 import conformance.records_solvers  # noqa: E402, F401  (EDM, DPM-Solver++, cosine PF ODE)
 
 RECORDS.extend(Record(**kw) for kw in importlib.import_module("conformance.records_train").RECORDS)
+from conformance.records_prediction import prediction_records  # noqa: E402
+
+RECORDS += prediction_records()
+
 REGISTRY: dict[str, Record] = {r.name: r for r in RECORDS}
 if len(REGISTRY) != len(RECORDS):
     raise RuntimeError("two registry records share a name")

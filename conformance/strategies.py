@@ -68,7 +68,8 @@ bins_counts = st.sampled_from([3, 5, 9, 17, 256])
 
 
 def beta_schedules(max_T: int = 50, min_beta: float = 0.0) -> st.SearchStrategy[Plan]:
-    """Discrete schedules: linear (DDPM), cosine (Nichol & Dhariwal) or random betas.
+    """Discrete schedules: linear (DDPM), cosine (Nichol & Dhariwal), linear rescaled to zero
+    terminal SNR (Lin et al. 2023: β_T = 1, ᾱ_T = 0) or random betas.
     `min_beta` > 0 keeps every β̃_t (t ≥ 2) positive, as the likelihood's log β̃ needs."""
     T = st.integers(1, max_T)
     return st.one_of(
@@ -90,6 +91,15 @@ def beta_schedules(max_T: int = 50, min_beta: float = 0.0) -> st.SearchStrategy[
         ),
         st.fixed_dictionaries(
             {
+                "kind": st.just("zero_snr"),
+                "T": st.integers(2, max(2, max_T)),
+                # + 1e-9: the rescaled β_1 = 1 − (√ᾱ_1)² is β_1 only up to rounding
+                "beta_start": st.floats(max(min_beta, 1e-4) + 1e-9, 0.01),
+                "beta_end": st.floats(0.01, 0.3),
+            }
+        ),
+        st.fixed_dictionaries(
+            {
                 "kind": st.just("random"),
                 "T": T,
                 "low": st.just(min_beta),
@@ -106,6 +116,9 @@ def betas_of(plan: Plan) -> np.ndarray:
         return spec_schedule.linear_betas(plan["T"], plan["beta_start"], plan["beta_end"])
     if plan["kind"] == "cosine":
         return spec_schedule.cosine_betas(plan["T"], plan["s"], plan["max_beta"])
+    if plan["kind"] == "zero_snr":
+        base = spec_schedule.linear_betas(plan["T"], plan["beta_start"], plan["beta_end"])
+        return spec_schedule.rescale_zero_terminal_snr(base)
     rng = np.random.default_rng(plan["seed"])
     return rng.uniform(plan["low"], plan["high"], size=plan["T"]).astype(np.float64)
 
@@ -162,10 +175,12 @@ eps_models = st.fixed_dictionaries(
         "seed": seeds,
         "blocks": st.integers(0, 2),
         "groups": st.sampled_from([1, 2, 4, 8]),
+        "prediction": st.sampled_from(["eps", "x0", "v"]),
     }
 )
-"""ε-models: the closed-form Gaussian denoiser, or one of the three networks with spec-initialised
-parameters (one dict drives both sides)."""
+"""Models: the closed-form Gaussian denoiser, or one of the three networks with spec-initialised
+parameters (one dict drives both sides), declared to predict ε, x0 or v (the Gaussian denoiser
+then outputs the optimal x0 or v)."""
 
 network_models = eps_models.filter(lambda m: m["kind"] != "gauss")
 """ε-models that are networks (for the model records)."""
@@ -192,4 +207,4 @@ def gaussian_data_of(plan: Plan, channels: int, schedule: tuple) -> GaussianData
     rng = np.random.default_rng(plan["seed"])
     mu = rng.uniform(-0.5, 0.5, size=(channels, 1, 1))
     var = rng.uniform(0.05, 1.0, size=(channels, 1, 1))
-    return GaussianData(mu, var, schedule)
+    return GaussianData(mu, var, schedule, plan.get("prediction", "eps"))

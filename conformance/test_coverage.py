@@ -17,7 +17,8 @@ from conformance.registry import REGISTRY
 from conformance.tolerances import TOLERANCES
 
 SPEC_MODULES = ["core", "schedule", "forward", "loss", "ddpm", "ddim", "pf_ode", "dynamics",
-                "model", "data", "likelihood", "edm", "dpm_solver", "train"]
+                "model", "data", "likelihood", "edm", "dpm_solver", "train", "prediction",
+                "guidance"]
 
 
 def spec_names() -> list[str]:

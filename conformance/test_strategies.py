@@ -20,7 +20,10 @@ from conformance.registry import RECORDS
 def test_beta_schedules_are_valid(plan: dict, _min: float) -> None:
     betas = S.betas_of(plan)
     assert betas.shape == (plan["T"],) and betas.dtype == np.float64
-    assert np.all((betas >= 0) & (betas < 1))
+    if plan["kind"] == "zero_snr":  # Lin et al. 2023: β_T = 1 exactly, the rest in (0, 1)
+        assert betas[-1] == 1.0 and np.all((betas[:-1] > 0) & (betas[:-1] < 1))
+    else:
+        assert np.all((betas >= 0) & (betas < 1))
     json.dumps(plan)
 
 

@@ -136,46 +136,67 @@ def load_state_dict_checked(module: torch.nn.Module, state: Any, what: str, path
 # --------------------------------------------------------------------------- rebuilding a run
 
 
-def model_spec(kind: str, data_channels: int, hidden: int, blocks: int) -> dict[str, Any]:
-    """The description of an ε-network stored in `config["derived"]["model"]`."""
+def model_spec(kind: str, data_channels: int, hidden: int, blocks: int,
+               prediction: str = "eps", num_classes: int = 0) -> dict[str, Any]:
+    """The description of a network stored in `config["derived"]["model"]`: its shape, what it
+    predicts (absent in old checkpoints: "eps") and, for a class-conditional FiLM net, the
+    number of classes (absent or 0: unconditional)."""
     spec: dict[str, Any] = {"kind": kind, "data_channels": int(data_channels),
                             "hidden_channels": int(hidden), "residual_blocks": int(blocks)}
     if kind == "film":
         from runtime.config import FILM_GROUPS
 
         spec.update(embed_dim=64, groups=FILM_GROUPS)
+    if prediction != "eps":
+        spec["prediction"] = prediction
+    if num_classes:
+        spec["num_classes"] = int(num_classes)
     return spec
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:
     """A freshly constructed ε-network (float32, CPU) from `model_spec(...)`'s dict."""
     from runtime import model as models
+    from runtime.prediction import check_prediction
 
     kind = spec["kind"]
-    if kind == "film":
+    prediction = check_prediction(spec.get("prediction", "eps"))
+    module: torch.nn.Module
+    if kind == "film" and spec.get("num_classes"):
+        module = models.CondFiLMNet(models.CondFiLMNetConfig(
+            data_channels=spec["data_channels"], num_classes=spec["num_classes"],
+            hidden_channels=spec["hidden_channels"], residual_blocks=spec["residual_blocks"],
+            embed_dim=spec["embed_dim"], groups=spec["groups"]))
+    elif kind == "film":
         cfg = models.EpsFiLMNetConfig(
             data_channels=spec["data_channels"], hidden_channels=spec["hidden_channels"],
             residual_blocks=spec["residual_blocks"], embed_dim=spec["embed_dim"],
             groups=spec["groups"])
-        return models.EpsFiLMNet(cfg)
-    if kind == "residual":
-        return models.EpsResidualConvNet(models.EpsConvNetConfig(
+        module = models.EpsFiLMNet(cfg)
+    elif kind == "residual":
+        module = models.EpsResidualConvNet(models.EpsConvNetConfig(
             spec["data_channels"], spec["hidden_channels"], spec["residual_blocks"]))
-    if kind == "conv":
-        return models.EpsConvNet(models.EpsConvNetConfig(
+    elif kind == "conv":
+        module = models.EpsConvNet(models.EpsConvNetConfig(
             spec["data_channels"], spec["hidden_channels"], 0))
-    raise ValueError(f"unknown model kind {kind!r}")
+    else:
+        raise ValueError(f"unknown model kind {kind!r}")
+    module.prediction = prediction
+    return module
 
 
-def schedule_betas(kind: str, T: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """The float64 betas of a `--schedule` choice."""
-    from runtime.schedule import cosine_betas, linear_betas
+def schedule_betas(kind: str, T: int, beta_start: float, beta_end: float,
+                   zero_terminal_snr: bool = False) -> torch.Tensor:
+    """The float64 betas of a `--schedule` choice, rescaled to ᾱ_T = 0 with zero_terminal_snr."""
+    from runtime.schedule import cosine_betas, linear_betas, rescale_zero_terminal_snr
 
     if kind == "cosine":
-        return cosine_betas(T)
-    if kind == "linear":
-        return linear_betas(T, beta_start, beta_end)
-    raise ValueError(f"unknown schedule {kind!r}")
+        betas = cosine_betas(T)
+    elif kind == "linear":
+        betas = linear_betas(T, beta_start, beta_end)
+    else:
+        raise ValueError(f"unknown schedule {kind!r}")
+    return rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas
 
 
 def restore_for_inference(payload: dict[str, Any], path: Any, device: torch.device,
@@ -196,8 +217,8 @@ def restore_for_inference(payload: dict[str, Any], path: Any, device: torch.devi
     load_state_dict_checked(model, payload[weights], weights, path)
     try:
         betas = torch.as_tensor(derived["betas"], dtype=torch.float64)
-        if betas.ndim != 1 or not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("betas must be a 1-d tensor with values in (0, 1)")
+        if betas.ndim != 1 or not bool(((betas > 0) & (betas <= 1)).all()):
+            raise ValueError("betas must be a 1-d tensor with values in (0, 1]")
         sched = Schedule(betas, dtype=torch.float32, device=device)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path}: unusable schedule ({exc})") from exc

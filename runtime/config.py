@@ -30,6 +30,8 @@ MODELS = ("film", "residual", "conv")
 SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLERS = ("ddim", "ddpm", "pf-ode", "euler", "heun", "dpm-solver++")
+PREDICTIONS = ("eps", "x0", "v")
+SPACINGS = ("even", "leading", "linspace", "trailing")
 
 # FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
 FILM_GROUPS = 8
@@ -97,6 +99,14 @@ class TrainConfig:
         None, "residual blocks (default: 4 for film, 2 for residual; conv has none)", "model",
         type=int, metavar="B",
     )
+    class_conditional: bool = _opt(
+        False, "condition the FiLM net on the class label (a label embedding added to the time "
+        "embedding; classifier-free guidance at sampling, Ho & Salimans 2022)", "model",
+    )
+    label_dropout: float = _opt(
+        0.1, "with --class-conditional: probability of training a sample with the null label "
+        "(the unconditional branch of guidance)", "model", type=float, metavar="P",
+    )
     # --- diffusion ---
     T: int = _opt(1000, "number of diffusion steps", "diffusion", type=int)
     schedule: str = _opt(
@@ -107,6 +117,18 @@ class TrainConfig:
                              metavar="β")
     beta_end: float = _opt(0.02, "last β of the linear schedule", "diffusion", type=float,
                            metavar="β")
+    prediction: str = _opt(
+        "eps", "what the network predicts: eps (the noise, DDPM), x0 (the clean image) or v "
+        "(√ᾱ·ε − √(1−ᾱ)·x0, Salimans & Ho 2022)", "diffusion", choices=PREDICTIONS,
+    )
+    zero_terminal_snr: bool = _opt(
+        False, "rescale the betas so that ᾱ_T = 0 (Lin et al. 2023, Algorithm 1); needs "
+        "--prediction v or x0", "diffusion",
+    )
+    min_snr_gamma: float | None = _opt(
+        None, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023; they use 5); "
+        "default: unweighted", "diffusion", type=float, metavar="G",
+    )
     # --- optimisation ---
     steps: int = _opt(
         2500, "total optimiser steps (with --resume: the total to reach, not an increment)",
@@ -209,6 +231,20 @@ class TrainConfig:
             _require(1 <= self.reconstruct_step <= self.T,
                      f"--reconstruct-step must lie in 1..T = 1..{self.T}, got "
                      f"{self.reconstruct_step}")
+        _require(not (self.zero_terminal_snr and self.prediction == "eps"),
+                 "--zero-terminal-snr needs --prediction v or x0: at ᾱ_T = 0 an ε-prediction "
+                 "cannot give x̂0, so sampling from t = T would fail (Lin et al. 2023 §3.2)")
+        _require(not (self.zero_terminal_snr and self.T < 2),
+                 f"--zero-terminal-snr needs --T >= 2, got {self.T}")
+        if self.min_snr_gamma is not None:
+            _finite("min-snr-gamma", self.min_snr_gamma)
+            _require(self.min_snr_gamma > 0,
+                     f"--min-snr-gamma must be > 0, got {self.min_snr_gamma}")
+        _finite("label-dropout", self.label_dropout)
+        _require(0.0 <= self.label_dropout < 1.0,
+                 f"--label-dropout must lie in [0, 1), got {self.label_dropout}")
+        _require(not (self.class_conditional and self.model != "film"),
+                 f"--class-conditional needs --model film, got --model {self.model}")
         _require(self.checkpoint_every >= 0,
                  f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         _require(not (self.resume and self.out is None),
@@ -228,8 +264,13 @@ class TrainConfig:
 # (--batch-size is checked through the global batch, world_size × batch_size.)
 TRAINING_IDENTITY = (
     "dataset", "n_total", "model", "hidden_c", "blocks", "T", "schedule", "beta_start",
-    "beta_end", "lr", "ema_decay", "seed",
+    "beta_end", "lr", "ema_decay", "seed", "prediction", "zero_terminal_snr", "min_snr_gamma",
+    "class_conditional", "label_dropout",
 )
+# Identity fields added after the first checkpoints: a checkpoint without one was trained with
+# the value below (an old checkpoint is an unweighted, unconditional ε-model).
+IDENTITY_DEFAULTS = {"prediction": "eps", "zero_terminal_snr": False, "min_snr_gamma": None,
+                     "class_conditional": False, "label_dropout": 0.1}
 
 
 @dataclass(frozen=True)
@@ -246,12 +287,22 @@ class SampleConfig:
     steps: int | None = _opt(None, "sampling steps (default: 50, at most T; ddpm always runs all "
                              "T)", "sampler", type=int, metavar="S")
     eta: float = _opt(0.0, "DDIM η (ddim only)", "sampler", type=float, metavar="η")
+    spacing: str = _opt("even", "DDIM time grid: even (round(T·(n−i)/n), today's), trailing "
+                        "(starts at T), leading or linspace (Lin et al. 2023, Table 2)",
+                        "sampler", choices=SPACINGS)
     clip: bool = _opt(True, "clip x̂0 to [-1, 1] in DDIM steps", "sampler")
     sigma_max: float | None = _opt(
         None, "pf-ode, euler, heun and dpm-solver++ start at the last table time t0 with noise "
         "level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this (default: 80, EDM's σ_max; t0 = T when σ_T is "
         "smaller)", "sampler",
         type=float, metavar="σ")
+    class_: int | None = _opt(None, "class-conditional checkpoints: draw every image of this "
+                              "class (default: 10 rows, row k of class k)", "guidance",
+                              type=int, metavar="K")
+    guidance_scale: float = _opt(
+        1.0, "classifier-free guidance s: ε(x,∅) + s·(ε(x,c) − ε(x,∅)); s = 1 is the "
+        "conditional model alone, s = 1 + w in Ho & Salimans' w", "guidance", type=float,
+        metavar="S")
     n: int = _opt(64, "number of images", "sampler", type=int, metavar="N")
     seed: int = _opt(0, "seed of the sampling noise", "sampler", type=int)
     ema: bool = _opt(True, "use the EMA weights when the checkpoint has them", "sampler")
@@ -269,6 +320,10 @@ class SampleConfig:
         if self.sigma_max is not None:
             _finite("sigma-max", self.sigma_max)
             _require(self.sigma_max > 0, f"--sigma-max must be > 0, got {self.sigma_max}")
+        _finite("guidance-scale", self.guidance_scale)
+        if self.class_ is not None:
+            _require(isinstance(self.class_, int) and self.class_ >= 0,
+                     f"--class must be a class index >= 0, got {self.class_!r}")
         _require(str(self.out).lower().endswith((".png", ".npy")),
                  f"--out must end in .png or .npy, got {self.out!r}")
 
@@ -313,7 +368,7 @@ C = TypeVar("C")
 
 
 def flag_of(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return "--" + name.rstrip("_").replace("_", "-")
 
 
 def build_parser(cls: type, prog: str, description: str, epilog: str = "",

@@ -17,29 +17,28 @@ from tqdm.auto import tqdm
 
 from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
 from runtime.dynamics import DynamicalSystem
-from runtime.schedule import Schedule, TimeIndex, time_of_index
+from runtime.prediction import denoise, x0_from_output
+from runtime.schedule import Schedule, TimeIndex
 
 
 def _ddim_update(
     ab_prev: Tensor,
-    ab: Tensor,
-    x_t: Tensor,
+    x0: Tensor,
     eps_hat: Tensor,
     sigma: Tensor,
     z: Tensor | None,
     clip: bool,
 ) -> Tensor:
-    """Steps 2 and 4 of the DDIM update (DDIM Eq. 9 and 12), in x_t's dtype.
-    ab_prev, ab, sigma: coefficient-dtype (float64) tensors broadcastable to x_t."""
-    # 2. x̂0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t, clipped to [−1, 1] on request
-    x0 = safe_div(x_t - sqrt_nonneg(1.0 - ab).to(x_t.dtype) * eps_hat, sqrt_nonneg(ab).to(x_t.dtype))
+    """Steps 2 and 4 of the DDIM update (DDIM Eq. 12) from x̂0 and ε̂, in x0's dtype.
+    ab_prev, sigma: coefficient-dtype (float64) tensors broadcastable to x0."""
+    # 2. x̂0 (from runtime.prediction), clipped to [−1, 1] on request
     if clip:
         x0 = x0.clamp(-1.0, 1.0)
     # 4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z   (the model's ε̂ gives the direction)
-    direction = sqrt_nonneg(1.0 - ab_prev - sigma**2).to(x_t.dtype)
-    x_prev = sqrt_nonneg(ab_prev).to(x_t.dtype) * x0 + direction * eps_hat
+    direction = sqrt_nonneg(1.0 - ab_prev - sigma**2).to(x0.dtype)
+    x_prev = sqrt_nonneg(ab_prev).to(x0.dtype) * x0 + direction * eps_hat
     if z is not None:
-        x_prev = x_prev + sigma.to(x_t.dtype) * z.to(x_t.dtype)
+        x_prev = x_prev + sigma.to(x0.dtype) * z.to(x0.dtype)
     return x_prev
 
 
@@ -51,10 +50,10 @@ def ddim_prev(
     Shapes: ab_prev, ab floats or tensors broadcastable to x_t; x_t, eps_hat (B, …) -> (B, …)."""
     wd = work_dtype(x_t.dtype)
     cd = coef_dtype(x_t.device)
-    ab = torch.as_tensor(ab, dtype=cd, device=x_t.device)
+    x0 = x0_from_output(ab, x_t.to(wd), eps_hat.to(wd), "eps")
     ab_prev = torch.as_tensor(ab_prev, dtype=cd, device=x_t.device)
     sigma = torch.zeros((), dtype=cd, device=x_t.device)
-    out = _ddim_update(ab_prev, ab, x_t.to(wd), eps_hat.to(wd), sigma, None, clip)
+    out = _ddim_update(ab_prev, x0, eps_hat.to(wd), sigma, None, clip)
     return out.to(x_t.dtype)
 
 
@@ -70,8 +69,8 @@ def ddim_step_between(
 ) -> Tensor:
     """One DDIM step x_t → x_{t_prev}, 0 ≤ t_prev < t ≤ T   (DDIM Eq. 12 and 16).
 
-    1. ε̂ = ε_θ(x_t, t/T)
-    2. x̂0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t; clipped to [−1, 1] if `clip`
+    1. x̂0, ε̂ from the model's output at (x_t, t/T) (runtime.prediction.denoise; for an ε-model
+       x̂0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t); x̂0 clipped to [−1, 1] if `clip`
     3. σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)
     4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z
     `z` is required when eta > 0 (ValueError); with eta = 0 and no z the σ·z term is 0.
@@ -85,17 +84,16 @@ def ddim_step_between(
         raise ValueError(f"eta must be >= 0, got eta = {eta!r}")
     if eta > 0 and z is None:
         raise ValueError(f"eta = {eta} > 0 needs the noise z, got z = None")
-    wd = work_dtype(x_t.dtype)
     ab = sched.coef("alpha_bars", t, x_t)  # ᾱ_t, float64
     ab_prev = sched.coef("alpha_bars", t_prev, x_t)  # ᾱ_prev, float64
-    # 1. ε̂ = ε_θ(x_t, t/T)
-    eps_hat = model(x_t, time_of_index(t, sched.T, dtype=wd)).to(wd)
+    # 1. x̂0 and ε̂ (working dtype) from the model's output
+    x0, eps_hat = denoise(sched, model, x_t, t)
     # 3. σ (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0)
     sigma = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
         1.0 - safe_div(ab, ab_prev)
     )
     # 2. and 4.
-    out = _ddim_update(ab_prev, ab, x_t.to(wd), eps_hat, sigma, z, clip)
+    out = _ddim_update(ab_prev, x0, eps_hat, sigma, z, clip)
     return out.to(x_t.dtype)
 
 

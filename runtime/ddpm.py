@@ -12,8 +12,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import EpsModel, safe_div, work_dtype
-from runtime.schedule import Schedule, TimeIndex, time_of_index
+from runtime.core import EpsModel, work_dtype
+from runtime.forward import q_posterior_mean_variance
+from runtime.prediction import denoise
+from runtime.schedule import Schedule, TimeIndex
 
 
 def _check_step_index(k: TimeIndex, T: int) -> None:
@@ -22,34 +24,29 @@ def _check_step_index(k: TimeIndex, T: int) -> None:
 
 
 def x0_pred(sched: Schedule, model: EpsModel, x_t: Tensor, t: TimeIndex) -> Tensor:
-    """x̂0 = (x_t − √(1 − ᾱ_t)·ε̂(x_t, t/T)) / √ᾱ_t, unclipped   (DDPM Eq. 4 solved for x0; DDIM Eq. 9).
+    """x̂0 of the model at (x_t, t), unclipped: `runtime.prediction.denoise(...)[0]`; for an
+    ε-model (x_t − √(1 − ᾱ_t)·ε̂(x_t, t/T)) / √ᾱ_t   (DDPM Eq. 4 solved for x0; DDIM Eq. 9).
 
     Shapes: x_t (B, C, H, W), t int or (B,) -> (B, C, H, W).
     """
-    wd = work_dtype(x_t.dtype)
-    eps_hat = model(x_t, time_of_index(t, sched.T, dtype=wd)).to(wd)
-    x0 = safe_div(
-        x_t.to(wd) - sched.at("sqrt_one_minus_alpha_bars", t, x_t) * eps_hat,
-        sched.at("sqrt_alpha_bars", t, x_t),
-    )
-    return x0.to(x_t.dtype)
+    return denoise(sched, model, x_t, t)[0].to(x_t.dtype)
 
 
 def ddpm_step(sched: Schedule, model: EpsModel, k: TimeIndex, x_t: Tensor, z: Tensor) -> Tensor:
     """One ancestral step x_t → x_{t−1}, t = k + 1   (DDPM Algorithm 2, Eq. 11).
 
-    x_{t−1} = (x_t − β_t/√(1 − ᾱ_t)·ε̂) / √α_t + σ_t·z with σ_t² = β̃_t ("fixed small"; β̃_1 = 0,
-    so the last step adds no noise). Shapes: x_t, z (B, C, H, W); k int or (B,) -> (B, C, H, W).
+    x_{t−1} = μ̃_t(x_t, x̂0) + σ_t·z with x̂0 from the model's output (runtime.prediction) and
+    σ_t² = β̃_t ("fixed small"; β̃_1 = 0, so the last step adds no noise); for an ε-model this is
+    (x_t − β_t/√(1 − ᾱ_t)·ε̂) / √α_t + σ_t·z, written through x̂0 so that α_T = 0 (zero terminal
+    SNR) stays total. Shapes: x_t, z (B, C, H, W); k int or (B,) -> (B, C, H, W).
     """
     _check_step_index(k, sched.T)
     wd = work_dtype(x_t.dtype)
     t = k + 1
-    # 1. ε̂ = ε_θ(x_t, t/T)
-    eps_hat = model(x_t, time_of_index(t, sched.T, dtype=wd)).to(wd)
-    # 2. mean = (x_t − β_t/√(1 − ᾱ_t)·ε̂) / √α_t
-    mean = safe_div(
-        x_t.to(wd) - sched.at("eps_coef", t, x_t) * eps_hat, sched.at("sqrt_alpha_t", t, x_t)
-    )
+    # 1. x̂0 from the model's output at (x_t, t/T)
+    x0_hat = denoise(sched, model, x_t, t)[0]
+    # 2. mean = μ̃_t(x_t, x̂0) (DDPM Eq. 7)
+    mean, _ = q_posterior_mean_variance(sched, x0_hat, x_t.to(wd), t)
     # 3. σ_t = √β̃_t
     sigma = sched.at("posterior_std", t, x_t)
     # 4. x_{t−1} = mean + σ_t·z

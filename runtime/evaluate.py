@@ -5,8 +5,10 @@
 
 On the test split of the checkpoint's data set (or --dataset/--data-dir):
 
-- ε-loss: `runtime.loss.eps_pred_loss` (DDPM Eq. 14) with t ~ U{1..T} and ε ~ N(0, I) per image
-  from a generator seeded with --seed; the mean over the images.
+- ε-loss: the MSE of the model's ε̂ against ε (DDPM Eq. 14) with t ~ U{1..T} and ε ~ N(0, I) per
+  image from a generator seeded with --seed; the mean over the images. For an x0- or v-model
+  ε̂ is converted from its output (`runtime.prediction.predict_eps`), so the figure compares
+  across prediction types; the MSE against the model's own target (x0 or v) is reported too.
 - bits/dim: `runtime.likelihood.bits_per_dim`, the variational bound of Ho et al. 2020, Eq. 5
   (L_0 a discretized Gaussian decoder, L_1..L_{T−1} KL terms with the "fixed small" variance,
   L_T the prior term), one noise draw per (t, image). It is an upper bound on the negative
@@ -38,8 +40,10 @@ from runtime.cli import EXIT_STATUS_HELP, fail, run_main
 from runtime.config import EvaluateConfig, parse_config
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import to_diffusion_range
+from runtime.forward import q_sample
 from runtime.likelihood import vlb_terms
-from runtime.loss import eps_pred_loss
+from runtime.prediction import predict_eps, prediction_of, prediction_target
+from runtime.schedule import time_of_index
 from runtime.train import resolve_device
 
 DIGITS_BINS = 17  # scikit-learn's digits take the values 0..16 (divided by 16)
@@ -89,13 +93,19 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     started = time.perf_counter()
-    loss_sum, term_sums = 0.0, torch.zeros(T + 1, dtype=torch.float64)
+    loss_sum, own_sum, term_sums = 0.0, 0.0, torch.zeros(T + 1, dtype=torch.float64)
+    prediction = prediction_of(model)
     with torch.no_grad():
         for start in range(0, n, cfg.batch_size):
             x0 = x0_all[start:start + cfg.batch_size]
             t = torch.randint(1, T + 1, (x0.shape[0],), generator=gen, device=device)
             eps = torch.randn(x0.shape, generator=gen, device=device)
-            loss_sum += float(eps_pred_loss(sched, model, x0, t, eps)) * x0.shape[0]
+            x_t = q_sample(sched, x0, t, eps)
+            out = model(x_t, time_of_index(t, T, dtype=x0.dtype))
+            eps_hat = predict_eps(sched, x_t, out, t, prediction)
+            loss_sum += float(torch.mean(torch.square(eps_hat - eps))) * x0.shape[0]
+            target = prediction_target(sched, x0, t, eps, prediction)
+            own_sum += float(torch.mean(torch.square(out - target))) * x0.shape[0]
         bound_batch = max(1, min(cfg.batch_size, MAX_NOISE_ELEMENTS // (T * per_image)))
         for start in range(0, n, bound_batch):
             x0 = x0_all[start:start + bound_batch]
@@ -106,7 +116,9 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     result = {
         "checkpoint": str(cfg.checkpoint), "step": int(payload["step"]), "weights": weights,
         "dataset": dataset, "split": "test", "n": n, "bins": bins, "T": T, "seed": cfg.seed,
+        "prediction": prediction,
         "eps_loss": loss_sum / n,
+        "prediction_loss": own_sum / n,
         "bits_per_dim": float(term_sums.sum()) * to_bpd,
         "bits_per_dim_terms": {"L_0": float(term_sums[0]) * to_bpd,
                                "L_1..L_T-1": float(term_sums[1:T].sum()) * to_bpd,
@@ -135,6 +147,7 @@ def format_table(result: dict[str, Any]) -> str:
                        "weights)"),
         ("data", f"{result['dataset']} test split, {result['n']} images, {result['bins']} bins"),
         ("ε-loss (held out)", f"{result['eps_loss']:.5f}"),
+        (f"{result['prediction']}-loss (own target)", f"{result['prediction_loss']:.5f}"),
         ("bits/dim (Ho et al. Eq. 5)", f"{result['bits_per_dim']:.4f}"),
         ("  L_0 (decoder)", f"{terms['L_0']:.4g}"),
         ("  L_1..L_T-1", f"{terms['L_1..L_T-1']:.4g}"),

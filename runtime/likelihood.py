@@ -22,6 +22,7 @@ from torch import Tensor
 from runtime.core import EpsModel, coef_dtype, sqrt_nonneg, work_dtype
 from runtime.ddpm import x0_pred
 from runtime.forward import q_posterior_mean_variance, q_sample
+from runtime.prediction import prediction_of
 from runtime.schedule import Schedule
 
 PROB_FLOOR = 1e-12
@@ -111,6 +112,8 @@ def vlb_terms(
     def model_wd(x: Tensor, t_norm: Tensor | float) -> Tensor:
         # The model sees the caller's dtype; the bound's arithmetic stays in the working dtype.
         return model(x.to(in_dtype), t_norm).to(wd)
+
+    model_wd.prediction = prediction_of(model)  # type: ignore[attr-defined]
 
     terms = x0.new_zeros((x0.shape[0], T + 1))
     # L_T: the prior term, no model

@@ -165,9 +165,11 @@ def _check_positive(name: str, value: int, low: int) -> None:
 
 
 class _EpsModule(nn.Module):
-    def eps(self, x: Tensor, t_norm: Tensor | float) -> Tensor:
+    prediction: str = "eps"  # what the network was trained to predict (runtime.prediction)
+
+    def eps(self, x: Tensor, t_norm: Tensor | float, *args: Any) -> Tensor:
         """The spec's spelling: model.eps(x, t_norm) = model(x, t_norm)."""
-        return self(x, t_norm)
+        return self(x, t_norm, *args)
 
 
 def _conv3(c_in: int, c_out: int) -> nn.Conv2d:
@@ -251,13 +253,58 @@ class EpsFiLMNet(_EpsModule):
         self.out = _conv3(hid, c)
 
     def forward(self, x: Tensor, t_norm: Tensor | float) -> Tensor:
+        return self._forward(x, t_norm, None)
+
+    def _forward(self, x: Tensor, t_norm: Tensor | float, extra: Tensor | None) -> Tensor:
+        """The FiLM forward with `extra` (B, E) added to the time embedding (None: nothing)."""
         t = _time_vector(t_norm, x)  # (B,), float32 or float64
         emb = sinusoidal_embedding(t, self.cfg.embed_dim)  # (B, E)
-        silu_e = F.silu(self.time_mlp(emb.to(self.time_mlp[0].weight.dtype)))  # (B, E)
+        e = self.time_mlp(emb.to(self.time_mlp[0].weight.dtype))  # (B, E)
+        silu_e = F.silu(e if extra is None else e + extra)  # (B, E)
         h = self.stem(append_time_channel(x, t))  # (B, H, h, w)
         for block in self.blocks:
             h = block(h, silu_e)
         return self.out(F.silu(self.out_norm(h)))
+
+
+@dataclass(frozen=True)
+class CondFiLMNetConfig:
+    """Shape of the class-conditional FiLM net: the FiLM net's fields plus num_classes K
+    (labels 0..K−1; K is the null label ∅)."""
+
+    data_channels: int
+    num_classes: int
+    hidden_channels: int = 64
+    residual_blocks: int = 4
+    embed_dim: int = 64
+    groups: int = 8
+
+    def __post_init__(self) -> None:
+        _check_positive("num_classes", self.num_classes, 1)
+        self.film()
+
+    def film(self) -> EpsFiLMNetConfig:
+        """The unconditional part's config."""
+        return EpsFiLMNetConfig(self.data_channels, self.hidden_channels, self.residual_blocks,
+                                self.embed_dim, self.groups)
+
+
+class CondFiLMNet(EpsFiLMNet):
+    """The class-conditional FiLM net (Ho & Salimans 2022): the FiLM net with a label embedding
+    added to the time embedding; `model(x, t_norm, y)`, y (B,) labels in 0..K (K = ∅, also
+    what y = None means). Formula: see `spec.model.cond_film_net`."""
+
+    def __init__(self, cfg: CondFiLMNetConfig) -> None:
+        super().__init__(cfg.film())
+        self.cfg = cfg  # type: ignore[assignment]
+        self.num_classes = cfg.num_classes
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, cfg.embed_dim)
+
+    def forward(self, x: Tensor, t_norm: Tensor | float, y: Tensor | None = None) -> Tensor:
+        if y is None:
+            y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+        extra = self.label_emb(y.to(device=x.device, dtype=torch.long))  # (B, E)
+        return self._forward(x, t_norm, extra.to(self.time_mlp[0].weight.dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +344,24 @@ def init_film_params(cfg: EpsFiLMNetConfig, seed: int) -> dict[str, Tensor]:
     return _uniform_init(EpsFiLMNet, _as_film_config(cfg), seed)
 
 
+def init_cond_film_params(cfg: CondFiLMNetConfig, seed: int) -> dict[str, Tensor]:
+    """Parameters of the conditional FiLM net, equal to `spec.model.init_cond_film_params`.
+    Shapes: -> dict of float64 CPU tensors."""
+    return _uniform_init(CondFiLMNet, _as_cond_config(cfg), seed)
+
+
+def cond_film_net(cfg: CondFiLMNetConfig, params: ParamsLike) -> CondFiLMNet:
+    """The conditional FiLM net for cfg with these parameters (keys and shapes must match)."""
+    return _load(CondFiLMNet, _as_cond_config(cfg), params, *_params_dtype_device(params))
+
+
+def _as_cond_config(cfg: Any) -> CondFiLMNetConfig:
+    if isinstance(cfg, CondFiLMNetConfig):
+        return cfg
+    fields = [f.name for f in dataclasses.fields(CondFiLMNetConfig)]
+    return CondFiLMNetConfig(**{f: getattr(cfg, f) for f in fields})
+
+
 def to_spec_params(module: nn.Module) -> dict[str, np.ndarray]:
     """The module's state_dict as the spec's dict of float64 NumPy arrays (copied to the CPU)."""
     return {
@@ -326,6 +391,8 @@ def from_spec_params(
     (or any config with an `embed_dim`) gives EpsFiLMNet; an EpsConvNetConfig gives
     EpsResidualConvNet when params hold `blocks.*` keys, else EpsConvNet. Spec config objects
     are accepted (same fields). Keys and shapes must match exactly (load_state_dict strict)."""
+    if hasattr(cfg, "num_classes"):
+        return _load(CondFiLMNet, _as_cond_config(cfg), params, dtype, device)
     if hasattr(cfg, "embed_dim"):
         return _load(EpsFiLMNet, _as_film_config(cfg), params, dtype, device)
     conv_cfg = _as_conv_config(cfg)
@@ -386,18 +453,22 @@ def _as_film_config(cfg: Any) -> EpsFiLMNetConfig:
 
 
 __all__ = [
+    "CondFiLMNet",
+    "CondFiLMNetConfig",
     "EpsConvNet",
     "EpsConvNetConfig",
     "EpsFiLMNet",
     "EpsFiLMNetConfig",
     "EpsResidualConvNet",
     "append_time_channel",
+    "cond_film_net",
     "conv2d_same",
     "eps_conv_net",
     "eps_film_net",
     "eps_residual_conv_net",
     "from_spec_params",
     "group_norm",
+    "init_cond_film_params",
     "init_film_params",
     "init_params",
     "linear",

@@ -3,7 +3,8 @@
 Continuous time t ∈ [0, 1] (Song et al. 2021). Linear: β(t) = β0 + t·(β1 − β0),
 ᾱ(t) = exp(−(β0·t + ½·(β1 − β0)·t²)); cosine (Nichol & Dhariwal 2021): u = (t + s)/(1 + s)·π/2,
 ᾱ(t) = cos²u/cos²u(0), β(t) = π/(1 + s)·tan u; σ(t) = √(1 − ᾱ(t)). The model is fed t itself.
-Drift (Song et al. 2021, Eq. 13 with score = −ε̂/σ(t)): dx/dt = −½β(t)·x + ½·β(t)/σ(t)·ε̂(x, t).
+Drift (Song et al. 2021, Eq. 13 with score = −ε̂/σ(t)): dx/dt = −½β(t)·x + ½·β(t)/σ(t)·ε̂(x, t),
+ε̂ converted from an x0- or v-model's output at ᾱ(t) by runtime.prediction.
 TorchLean's pfOdeRhs omits the ½ of the second term, and its Euler recursion evaluates the drift
 at t = 1/n first; both are errors and are not copied (see docs/errata.md).
 Shapes: x (B, C, H, W); t a float, a 0-d tensor or a (B,) tensor.
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
 from runtime.dynamics import DynamicalSystem
+from runtime.prediction import eps_from_output, prediction_of
 
 Time = float | Tensor
 
@@ -130,18 +132,20 @@ def pf_ode_rhs(sch: VPContinuousSchedule, model: EpsModel, x: Tensor, t: Time) -
     if isinstance(t, Tensor):
         tc = t.to(device=x.device, dtype=coef_dtype(x.device))
         tc = tc.reshape(tc.shape + (1,) * (x.ndim - tc.ndim)) if tc.ndim else tc
-        beta, sigma = sch.beta(tc), sch.sigma(tc)
+        beta, sigma, ab = sch.beta(tc), sch.sigma(tc), sch.alpha_bar(tc)
         drift_x = (-0.5 * beta).to(wd)
         drift_eps = (0.5 * safe_div(beta, sigma)).to(wd)
         t_norm = t.to(device=x.device, dtype=wd)
     else:
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"t must lie in [0, 1], got t = {t!r}")
-        beta, sigma = sch.beta(float(t)), sch.sigma(float(t))
+        beta, sigma, ab = sch.beta(float(t)), sch.sigma(float(t)), sch.alpha_bar(float(t))
         drift_x = -0.5 * beta
         drift_eps = 0.5 * safe_div(beta, sigma)
         t_norm = float(t)
-    eps_hat = model(x, t_norm).to(wd)
+    out = model(x, t_norm).to(wd)
+    # ε̂ from the model's output at ᾱ(t) (runtime.prediction; ε̂ = out for an ε-model)
+    eps_hat = eps_from_output(ab, x.to(wd), out, prediction_of(model))
     return (drift_x * x.to(wd) + drift_eps * eps_hat).to(x.dtype)
 
 

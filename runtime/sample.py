@@ -5,8 +5,10 @@
 
 Samplers (all from `runtime`, each the conformance-checked twin of its spec function):
 
-- `ddim`: `runtime.ddim.ddim_sample_strided` on `ddim_timesteps(T, steps)` (Song et al. 2021,
-  Eq. 12; η from --eta, x̂0 clipped to [-1, 1] unless --no-clip);
+- `ddim`: `runtime.ddim.ddim_sample_strided` on `timestep_grid(T, steps, --spacing)` (Song et
+  al. 2021, Eq. 12; η from --eta, x̂0 clipped to [-1, 1] unless --no-clip); --spacing even is
+  `ddim_timesteps`, trailing/leading/linspace are Lin et al. 2023's Table 2 (leading and
+  linspace never visit t = T);
 - `ddpm`: `runtime.ddpm.ddpm_sample`, ancestral sampling over all T steps (Ho et al. 2020,
   Algorithm 2); --steps, when given, must equal T;
 - `pf-ode`: `runtime.pf_ode.pf_ode_sample_euler`, Euler in t on the probability-flow ODE of the
@@ -17,7 +19,7 @@ Samplers (all from `runtime`, each the conformance-checked twin of its spec func
   Algorithm 1) on `edm_sigmas(S, σ_min, σ_max, ρ = 7)`, σ_min = σ at t = 1 of the table; the
   model reads the time t = time_of_edm_sigma(σ) of the same continuous schedule;
 - `dpm-solver++`: `runtime.dpm_solver.dpm_solver_pp_2m_sample` (Lu et al. 2022, Algorithm 2)
-  on `ddim_timesteps(t0, S)` (t0 below).
+  on `timestep_grid(t0, S, --spacing)` (t0 below).
 
 The four ODE samplers start from x_T at the same noise level σ_max = σ_{t0} (σ_t =
 √((1 − ᾱ_t)/ᾱ_t) of the table), t0 the last time with σ_t ≤ --sigma-max (default 80, EDM's
@@ -27,6 +29,10 @@ euler/heun at σ_max itself (from x̃ = x_T·√(1 + σ_max²)). The cosine tabl
 network's ε̂ error by 2e4 in the first x̂_0, which clipped DDIM survives and the unclipped
 ODE samplers do not. Every sampler prints its number of model evaluations (heun: 2·S − 1).
 
+Whatever the checkpoint's network predicts (ε, x0 or v, `--prediction` of runtime.train) goes
+through `runtime.prediction`. A class-conditional checkpoint draws --class K (every image of
+class K) or, without --class, 10 rows with row k of class k, guided with --guidance-scale s:
+ε(x, ∅) + s·(ε(x, c) − ε(x, ∅)) (s = 1 + w of Ho & Salimans 2022; s = 1: no guidance).
 The EMA weights are used when the checkpoint has them (--no-ema for the raw weights). All noise
 comes from one generator seeded with --seed. The output is a PNG grid (`.png`) or an `.npy` array
 (N, C, H, W) float32 in [0, 1] (`.npy`), written atomically.
@@ -45,17 +51,18 @@ from runtime.checkpoint import load_checkpoint, restore_for_inference
 from runtime.cli import EXIT_STATUS_HELP, fail, run_main
 from runtime.config import SampleConfig, parse_config
 from runtime.data.transforms import from_diffusion_range
-from runtime.ddim import ddim_sample_strided, ddim_timesteps
+from runtime.ddim import ddim_sample_strided
 from runtime.ddpm import ddpm_sample
 from runtime.dpm_solver import dpm_solver_pp_2m_sample
 from runtime.edm import edm_sample_euler, edm_sample_heun, edm_sigmas, vp_to_edm
+from runtime.guidance import GuidedModel
 from runtime.pf_ode import (
     VPContinuousSchedule,
     VPCosineSchedule,
     VPLinearSchedule,
     pf_ode_sample_euler,
 )
-from runtime.schedule import Schedule
+from runtime.schedule import Schedule, timestep_grid
 from runtime.train import resolve_device
 
 DEFAULT_STEPS = 50
@@ -108,6 +115,13 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
                  "(use --sampler ddim for fewer steps)")
     elif cfg.sampler == "ddim" and cfg.steps is not None and cfg.steps > T:
         fail(f"--steps must lie in 1..T = 1..{T} for ddim, got {cfg.steps}")
+    if cfg.sampler in ("pf-ode", "euler", "heun") and stored.get("zero_terminal_snr"):
+        fail(f"--sampler {cfg.sampler} follows the continuous {stored.get('schedule')} VP "
+             f"schedule, not the zero-terminal-SNR schedule {cfg.checkpoint} was trained with; "
+             "use --sampler ddim, ddpm or dpm-solver++")
+    if cfg.sampler not in ("ddim", "dpm-solver++") and cfg.spacing != "even":
+        fail(f"--spacing chooses the grid of ddim and dpm-solver++; --sampler {cfg.sampler} "
+             "has none")
     steps = cfg.steps if cfg.steps is not None else min(DEFAULT_STEPS, T)
     sigmas_t = sigma_table(sched)
     cap = EDM_SIGMA_MAX if cfg.sigma_max is None else cfg.sigma_max
@@ -127,17 +141,32 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
         fail(f"σ at t = 1 ({sigma_min:g}) must lie below σ_max ({sigma_max:g}) for "
              f"--sampler {cfg.sampler}")
     nfe = model_evaluations(cfg.sampler, steps, T)
+    num_classes = int(derived["model"].get("num_classes", 0))
+    n, ncol = cfg.n, None
+    if num_classes == 0 and (cfg.class_ is not None or cfg.guidance_scale != 1.0):
+        fail(f"--class and --guidance-scale need a class-conditional checkpoint "
+             f"(runtime.train --class-conditional); {cfg.checkpoint} is unconditional")
+    if num_classes:
+        if cfg.class_ is not None:
+            if cfg.class_ >= num_classes:
+                fail(f"--class must lie in 0..{num_classes - 1}, got {cfg.class_}")
+            labels = torch.full((n,), cfg.class_, dtype=torch.long, device=device)
+        else:  # 10 rows (one per class) of n // num_classes images each
+            ncol = max(1, n // num_classes)
+            n = ncol * num_classes
+            labels = torch.arange(num_classes, device=device).repeat_interleave(ncol)
+        model = GuidedModel(model, labels, cfg.guidance_scale)
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    x_T = torch.randn((cfg.n, C, H, W), generator=gen, device=device)
+    x_T = torch.randn((n, C, H, W), generator=gen, device=device)
     with torch.no_grad():
         if cfg.sampler == "ddim":
-            x0 = ddim_sample_strided(sched, model, x_T, ddim_timesteps(T, steps), eta=cfg.eta,
-                                     clip=cfg.clip, generator=gen, progress=True)
+            x0 = ddim_sample_strided(sched, model, x_T, timestep_grid(T, steps, cfg.spacing),
+                                     eta=cfg.eta, clip=cfg.clip, generator=gen, progress=True)
         elif cfg.sampler == "ddpm":
             x0 = ddpm_sample(sched, model, x_T, generator=gen, progress=True)
         elif cfg.sampler == "dpm-solver++":
-            x0 = dpm_solver_pp_2m_sample(sched, model, x_T, ddim_timesteps(t0, steps),
+            x0 = dpm_solver_pp_2m_sample(sched, model, x_T, timestep_grid(t0, steps, cfg.spacing),
                                          progress=True)
         else:
             sch = continuous_schedule(stored, T)
@@ -153,7 +182,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
     if out.suffix.lower() == ".npy":
         save_npy(out, images01.astype(np.float32))
     else:
-        save_png(out, image_grid(images01))
+        save_png(out, image_grid(images01, ncol=ncol))
     return out, steps, nfe
 
 

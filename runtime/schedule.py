@@ -61,17 +61,19 @@ def _coefficient_tables(betas: Tensor) -> dict[str, Tensor]:
         "posterior_std": sqrt_nonneg(posterior_variance),
         # DDPM Eq. 11: β_t / √(1 − ᾱ_t), the ε̂ coefficient of the reverse mean
         "eps_coef": safe_div(beta_t, sqrt_nonneg(one_minus_alpha_bars)),
+        # SNR(t) = ᾱ_t / (1 − ᾱ_t) (Kingma et al. 2021), 0 exactly where ᾱ_t = 0
+        "snr": safe_div(alpha_bars, one_minus_alpha_bars),
     }
 
 
 def _check_betas(betas: Tensor) -> None:
     if betas.ndim != 1:
         raise ValueError(f"betas must be a 1-d sequence, got shape {tuple(betas.shape)}")
-    bad = ~((betas >= 0.0) & (betas < 1.0))
+    bad = ~((betas >= 0.0) & (betas <= 1.0))
     if bool(bad.any()):
         k = int(torch.nonzero(bad)[0, 0])
         raise ValueError(
-            f"betas[{k}] = {float(betas[k])!r} is outside [0, 1): every beta must be in [0, 1)"
+            f"betas[{k}] = {float(betas[k])!r} is outside [0, 1]: every beta must be in [0, 1]"
         )
 
 
@@ -79,8 +81,9 @@ class Schedule:
     """A discrete VP schedule with precomputed coefficient tables (float64, cast once).
 
     Schedule(betas, dtype=torch.float32, device="cpu"): `betas` is any 1-d sequence or tensor of
-    length T with every value in [0, 1) (ValueError otherwise, naming `betas`, the index and the
-    value). `.T`, `.betas` (T,) and `.alpha_bars` (T + 1,) are in `dtype` on `device`; `.to()`
+    length T with every value in [0, 1] (ValueError otherwise, naming `betas`, the index and the
+    value; β = 1 ends a zero-terminal-SNR schedule). `first_zero_alpha_bar` is the first t with
+    ᾱ_t = 0 exactly, or None (known on the host). `.T`, `.betas` (T,) and `.alpha_bars` (T + 1,) are in `dtype` on `device`; `.to()`
     returns a schedule with the same float64 tables and another default dtype/device.
     Steps use `.at(name, t, like)`, which casts to `like`'s device and working dtype.
     """
@@ -102,6 +105,8 @@ class Schedule:
         self._tables64 = tables
         self._cache: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
         self.T = int(tables["betas"].shape[0])
+        zeros = torch.nonzero(tables["alpha_bars"] == 0.0)
+        self.first_zero_alpha_bar = int(zeros[0, 0]) if zeros.numel() else None
         self.dtype = dtype
         self.device = device
         self.betas = self.table("betas", dtype, device)
@@ -215,12 +220,67 @@ def time_of_index(t: TimeIndex, T: int, dtype: torch.dtype = torch.float64) -> T
     return t / T
 
 
+def rescale_zero_terminal_snr(betas: Tensor | Sequence[float]) -> Tensor:
+    """Lin et al. 2023, Algorithm 1, in our convention: s_t = √ᾱ_t (t = 1..T);
+    s'_t = s_1·(s_t − s_T)/(s_1 − s_T) (s'_1 = s_1 exactly, s'_T = 0); ᾱ' = s'²;
+    betas'[0] = 1 − ᾱ'_1, betas'[k] = 1 − ᾱ'_{k+1}/ᾱ'_k (safe_div), so betas'[T−1] = 1.
+    Needs T ≥ 2 and ᾱ_1 > ᾱ_T. Shapes: (T,) -> (T,) float64."""
+    b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
+    _check_betas(b)
+    if b.shape[0] < 2:
+        raise ValueError(f"zero terminal SNR needs T >= 2 steps, got T = {b.shape[0]}")
+    s = torch.sqrt(torch.cumprod(1.0 - b, 0))
+    s1, sT = s[0].clone(), s[-1].clone()
+    if not bool(s1 > sT):
+        raise ValueError(f"zero terminal SNR needs alpha_bar_1 > alpha_bar_T, got "
+                         f"sqrt(alpha_bar_1) = {float(s1)!r} and sqrt(alpha_bar_T) = {float(sT)!r}")
+    ab = (s1 * ((s - sT) / (s1 - sT))) ** 2
+    return 1.0 - torch.cat([ab[:1], safe_div(ab[1:], ab[:-1])])
+
+
+SPACINGS = ("even", "leading", "linspace", "trailing")
+"""The sampling grids of `timestep_grid` (DDIM's even stride and Lin et al. 2023's three)."""
+
+
+def _round_half_even(num: int, den: int) -> int:
+    q, r = divmod(num, den)
+    return q + 1 if 2 * r > den or (2 * r == den and q % 2 == 1) else q
+
+
+def timestep_grid(T: int, n: int, spacing: str = "even") -> list[int]:
+    """n model-evaluation times, then 0 (Lin et al. 2023, Table 2, in our t ∈ {0..T}; diffusers'
+    0-based timestep τ is t = τ + 1). For i = 0..n−1, rounding to nearest with ties to even:
+    even τ_i = ⌊(T(n − i) + ⌊n/2⌋)/n⌋; trailing round(T(n − i)/n); leading 1 + (n − 1 − i)⌊T/n⌋;
+    linspace round(1 + (n − 1 − i)(T − 1)/(n − 1)) ([1] for n = 1). n + 1 strictly decreasing
+    ints ending at 0, for every 1 ≤ n ≤ T."""
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be an integer >= 1, got T = {T!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
+        raise ValueError(f"n must be an integer in 1..T = {T}, got n = {n!r}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    if spacing == "even":
+        times = [(T * (n - i) + n // 2) // n for i in range(n)]
+    elif spacing == "trailing":
+        times = [_round_half_even(T * (n - i), n) for i in range(n)]
+    elif spacing == "leading":
+        times = [1 + (n - 1 - i) * (T // n) for i in range(n)]
+    elif n == 1:
+        times = [1]
+    else:
+        times = [_round_half_even((n - 1) + (n - 1 - i) * (T - 1), n - 1) for i in range(n)]
+    return [*times, 0]
+
+
 __all__ = [
     "EPS",
+    "SPACINGS",
     "Schedule",
     "TimeIndex",
     "VPSchedule",
     "cosine_betas",
     "linear_betas",
+    "rescale_zero_terminal_snr",
     "time_of_index",
+    "timestep_grid",
 ]

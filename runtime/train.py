@@ -4,10 +4,13 @@ Each step (one process; see `runtime.distributed` for torchrun):
 
     1. idx ← the next B indices of a seeded epoch permutation of the training set
     2. t ~ U{1..T} per sample, ε ~ N(0, I)                         (seeded generators)
-    3-4. runtime.train_step.train_step(sched, model, update, x01, t, ε): x0 = 2·x01 − 1, the
-       ε-loss (DDPM Eq. 14), backward; if the loss and every gradient are finite: Adam step and
-       EMA update, else the step is skipped (parameters, Adam state and EMA are left as they
-       were). That function is the conformance-checked twin of spec.train.train_step.
+    3-4. runtime.train_step.train_step(sched, model, update, x01, t, ε): x0 = 2·x01 − 1, the loss
+       of the model's prediction type (runtime.loss.prediction_loss with --prediction and
+       --min-snr-gamma; for the default ε-model without γ it is DDPM Eq. 14), backward; if the
+       loss and every gradient are finite: Adam step and EMA update, else the step is skipped
+       (parameters, Adam state and EMA are left as they were). That function is the
+       conformance-checked twin of spec.train.train_step. A class-conditional model also gets
+       the labels, each replaced by the null label with probability --label-dropout.
 
 Randomness: every random number comes from an explicit `torch.Generator` seeded from `--seed`
 (one stream each for the initial weights, the data order, t, the noise and the artifacts' samples);
@@ -64,7 +67,14 @@ from runtime.checkpoint import (
     schedule_betas,
 )
 from runtime.cli import EXIT_STATUS_HELP, UserError, fail, run_main
-from runtime.config import TRAINING_IDENTITY, ConfigError, TrainConfig, flag_of, parse_config
+from runtime.config import (
+    IDENTITY_DEFAULTS,
+    TRAINING_IDENTITY,
+    ConfigError,
+    TrainConfig,
+    flag_of,
+    parse_config,
+)
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import from_diffusion_range, to_diffusion_range
 from runtime.ddim import ddim_sample_strided, ddim_timesteps
@@ -81,6 +91,7 @@ from runtime.distributed import (
 from runtime.fast_kernels import choose as choose_kernels
 from runtime.fast_kernels import common_choice, configure_tf32
 from runtime.forward import q_sample
+from runtime.guidance import GuidedModel
 from runtime.runlock import run_lock
 from runtime.schedule import Schedule
 from runtime.train_step import (  # noqa: F401 (twins of spec.train, re-exported)
@@ -98,6 +109,7 @@ SESSION_FIELDS = frozenset({"device", "fast_kernels", "progress", "out", "resume
 CHECKPOINT_NAME = "checkpoint.pt"
 # Streams of random numbers, each with its own generator seeded from (--seed, stream id).
 STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE, STREAM_QUALITY = range(6)
+STREAM_LABEL = 6
 
 DESCRIPTION = """\
 Train a DDPM ε-predictor and write a run folder: checkpoint.pt, train_log.json, loss.png,
@@ -189,6 +201,9 @@ def init_parameters(module: torch.nn.Module, generator: torch.Generator) -> None
             elif isinstance(sub, torch.nn.GroupNorm) and sub.affine:
                 sub.weight.fill_(1.0)
                 sub.bias.fill_(0.0)
+            elif isinstance(sub, torch.nn.Embedding):  # the conditional net's label embedding
+                bound = 1.0 / math.sqrt(sub.weight.shape[1])
+                sub.weight.uniform_(-bound, bound, generator=generator)
 
 
 # --------------------------------------------------------------------------- the update
@@ -276,6 +291,7 @@ def merge_resume_config(cfg: TrainConfig, explicit: set[str], stored: dict[str, 
     is an error.
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)} - SESSION_FIELDS
+    stored = {**IDENTITY_DEFAULTS, **stored}  # an old checkpoint: the values it was trained with
     for name in TRAINING_IDENTITY:
         if name in explicit and name in stored and stored[name] != getattr(cfg, name):
             raise CheckpointError(
@@ -450,9 +466,20 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
     say(f"run folder: {out}")
 
     # Model, schedule, optimiser, EMA, generators.
-    betas = schedule_betas(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
+    betas = schedule_betas(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end,
+                           cfg.zero_terminal_snr)
     sched = Schedule(betas, dtype=torch.float32, device=device)
-    mspec = model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks)
+    train_y = None if train_set is None else (
+        train_set.y if cfg.n_total is None else train_set.y[:cfg.n_total])
+    num_classes = 0
+    if cfg.class_conditional:
+        if train_y is None or len(train_y) == 0:
+            fail("--class-conditional needs the training labels (train_y.npy)")
+        num_classes = int(np.max(train_y)) + 1
+        labels_all = torch.from_numpy(np.array(train_y, dtype=np.int64))  # a writable copy
+        label_gen = make_generator(cfg.seed, STREAM_LABEL)
+    mspec = model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks, cfg.prediction,
+                       num_classes)
     model = build_model(mspec)
     init_parameters(model, make_generator(cfg.seed, STREAM_INIT))
     kernels = choose_kernels(cfg.fast_kernels, device, model, (b, C, H, W))
@@ -483,6 +510,8 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
             sampler.load_state_dict(payload["rng"]["data"])
             t_gen.set_state(payload["rng"]["t"])
             noise_gen.set_state(payload["rng"]["noise"])
+            if cfg.class_conditional:
+                label_gen.set_state(payload["rng"]["label"])
             acc.load_state_dict(payload["history"]["accumulators"])
         except CheckpointError:
             raise
@@ -507,7 +536,8 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
             "step": state.step,
             "config": {**dataclasses.asdict(cfg), "derived": derived},
             "rng": {"data": sampler.state_dict(), "t": t_gen.get_state(),
-                    "noise": noise_gen.get_state()},
+                    "noise": noise_gen.get_state(),
+                    **({"label": label_gen.get_state()} if cfg.class_conditional else {})},
             "history": {"curve": state.history, "accumulators": acc.state_dict(),
                         "train_time_s": state.train_time_s, "saved_because": reason},
         })
@@ -541,9 +571,16 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
         else:
             x01 = data_x[idx.to(data_x.device)]
         t = t.to(device, non_blocking=True)
+        model_args: tuple[torch.Tensor, ...] = ()
+        if cfg.class_conditional:  # labels, the null label with probability --label-dropout
+            labels = labels_all[idx]
+            drop = info.shard(torch.rand(global_batch, generator=label_gen), b)
+            model_args = (torch.where(drop < cfg.label_dropout, num_classes, labels).to(device),)
         # 2. the step spec.train.train_step describes (conformance-checked: runtime.train_step)
         result = train_step(sched, train_model, update, x01, t, noise, autocast=autocast,
-                            channels_last=channels_last, reduce_finite=reduce_finite)
+                            channels_last=channels_last, reduce_finite=reduce_finite,
+                            prediction=cfg.prediction, min_snr_gamma=cfg.min_snr_gamma,
+                            model_args=model_args)
         acc.add(result.per_sample, t, T, result.finite)
 
     def sync_point() -> None:
@@ -691,11 +728,20 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
     gen = make_generator(cfg.seed, STREAM_SAMPLE, device)
     n = cfg.n_samples
     C, H, W = (int(v) for v in test_x.shape[1:])
+    sample_model, ncol = model, None
+    if cfg.class_conditional:  # one row per class (the conditional model alone, s = 1)
+        k = model.num_classes
+        ncol = max(1, n // k)
+        n = ncol * k
+        labels = torch.arange(k, device=device).repeat_interleave(ncol)
+        sample_model = GuidedModel(model, labels, 1.0)
     with torch.no_grad():
         # Samples: x_T ~ N(0, I), DDIM on the strided grid with clipped x̂0.
         x_T = torch.randn((n, C, H, W), generator=gen, device=device)
-        samples = ddim_sample_strided(sched, model, x_T, ddim_timesteps(cfg.T, cfg.sample_steps),
+        samples = ddim_sample_strided(sched, sample_model, x_T,
+                                      ddim_timesteps(cfg.T, cfg.sample_steps),
                                       eta=cfg.eta, clip=True, generator=gen)
+        n = cfg.n_samples
         # Reference images (held out), noised to t_r, then DDIM (η = 0, clipped x̂0) back to 0.
         ref01 = torch.from_numpy(np.array(test_x[:n], dtype=np.float32)).to(device)
         t_r = cfg.reconstruct_t
@@ -713,7 +759,7 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
            "reconstruct": cfg.reconstruct_ppm}
     paths = {}
     for name, tensor in images.items():
-        grid = image_grid(tensor.clamp(0, 1).cpu().numpy())
+        grid = image_grid(tensor.clamp(0, 1).cpu().numpy(), ncol=ncol if name == "samples" else None)
         save_png(out / f"{name}.png", grid)
         paths[f"{name}.png"] = str(out / f"{name}.png")
         if ppm[name] is not None:

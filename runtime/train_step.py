@@ -14,9 +14,8 @@ conformance record of `spec.train.train_step` checks the step the CLI runs, not 
 Drawing t ~ U{1..T}, the noise and the batch indices stays in the loop (`runtime.train`):
 those are tested as distributions (tests/test_train_pipeline.py).
 
-Where other prediction types would enter: `train_loss` is the one place that turns the model's
-output into a loss. A prediction type (x0 or v) changes its `target` (ε today) and the
-per-sample `weights` hook takes a weighting (e.g. min-SNR); nothing else in the step changes.
+`train_loss` is the one place that turns the model's output into a loss: the prediction type
+(ε, x0 or v) chooses its target, and min-SNR-γ or explicit per-sample `weights` its weighting.
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ import torch
 from torch import Tensor
 
 from runtime.data.transforms import to_diffusion_range
-from runtime.loss import eps_pred_loss
+from runtime.loss import prediction_loss
+from runtime.prediction import prediction_target
 from runtime.schedule import Schedule, TimeIndex
 
 ADAM_BETAS = (0.9, 0.999)
@@ -164,29 +164,34 @@ def all_finite(loss: Tensor, params: Sequence[Tensor]) -> Tensor:
     return flag
 
 
-def train_loss(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor], x01: Tensor,
-               t: TimeIndex, eps: Tensor, weights: Tensor | None = None
-               ) -> tuple[Tensor, Tensor]:
+def train_loss(sched: Schedule, model: Callable[..., Tensor], x01: Tensor, t: TimeIndex,
+               eps: Tensor, weights: Tensor | None = None, *, prediction: str = "eps",
+               min_snr_gamma: float | None = None) -> tuple[Tensor, Tensor]:
     """The batch loss of one step and its per-sample values (twin of spec.train.train_loss).
 
-    loss = mean_i w_i·‖ε_i − ε̂(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T)‖²/n, x0 = 2·x01 − 1;
-    without weights it is runtime.loss.eps_pred_loss on the batch. The per-sample values (float32,
-    detached, unweighted) are for the loss curve.
+    loss = mean_i w_i·‖y_i − out(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T)‖²/n, x0 = 2·x01 − 1,
+    y the target of the model's `prediction` (ε, x0 or v; runtime.prediction.prediction_target)
+    and w the min-SNR-γ weight when `min_snr_gamma` is given (runtime.loss.prediction_loss; for
+    an unweighted ε-model it is runtime.loss.eps_pred_loss, bit for bit), or the explicit
+    per-sample `weights`. The per-sample values (float32, detached, unweighted) are for the
+    loss curve.
     Shapes: x01, eps (B, C, H, W); t int or (B,) LongTensor; weights (B,) -> ((), (B,)).
     """
     x0 = to_diffusion_range(x01)
     captured: dict[str, Tensor] = {}
 
-    def eps_model(x: Tensor, t_norm: Tensor) -> Tensor:
-        captured["eps"] = eps_hat = model(x, t_norm)
-        return eps_hat
+    def out_model(x: Tensor, t_norm: Tensor) -> Tensor:
+        captured["out"] = out = model(x, t_norm)
+        return out
 
-    loss = eps_pred_loss(sched, eps_model, x0, t, eps)
+    loss = prediction_loss(sched, out_model, x0, t, eps, min_snr_gamma, prediction)
+    with torch.no_grad():
+        target = prediction_target(sched, x0, t, eps, prediction)
     if weights is not None:
-        per = (captured["eps"].to(loss.dtype) - eps.to(loss.dtype)).square().flatten(1).mean(1)
+        per = (captured["out"].to(loss.dtype) - target.to(loss.dtype)).square().flatten(1).mean(1)
         loss = (weights.to(per.dtype) * per).mean()
     with torch.no_grad():
-        per_sample = (captured["eps"].float() - eps.float()).square().flatten(1).mean(1)
+        per_sample = (captured["out"].float() - target.float()).square().flatten(1).mean(1)
     return loss, per_sample
 
 
@@ -200,21 +205,26 @@ def train_step(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor],
                update: GuardedUpdate, x01: Tensor, t: Tensor, noise: Tensor, *,
                autocast: Any = None, channels_last: bool = False,
                reduce_finite: Callable[[Tensor], Tensor] | None = None,
-               weights: Tensor | None = None) -> StepResult:
+               weights: Tensor | None = None, prediction: str = "eps",
+               min_snr_gamma: float | None = None,
+               model_args: tuple[Tensor, ...] = ()) -> StepResult:
     """One training step on explicit inputs (the twin of spec.train.train_step).
 
     `model` is what the loss calls (the module, or its DDP / compiled wrapper); `update` holds
     the parameters, fused Adam and the EMA. `autocast` (a context manager) and `channels_last`
-    are the fast-kernel settings; `reduce_finite` makes every rank agree on the finite flag.
+    are the fast-kernel settings; `reduce_finite` makes every rank agree on the finite flag;
+    `prediction` and `min_snr_gamma` choose the loss (`train_loss`); `model_args` are passed to
+    the model after (x, t/T) (a class-conditional model's labels).
     Shapes: x01, noise (B, C, H, W) on the device; t (B,) LongTensor -> StepResult.
     """
     def call_model(x: Tensor, t_norm: Tensor) -> Tensor:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return model(x, t_norm)
+        return model(x, t_norm, *model_args)
 
     with autocast if autocast is not None else contextlib.nullcontext():
-        loss, per_sample = train_loss(sched, call_model, x01, t, noise, weights)
+        loss, per_sample = train_loss(sched, call_model, x01, t, noise, weights,
+                                      prediction=prediction, min_snr_gamma=min_snr_gamma)
     update.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     finite = all_finite(loss.detach(), update.params)

@@ -20,7 +20,10 @@ Notation (Ho et al. 2020, "DDPM"; Song, Meng & Ermon 2021, "DDIM"; Song et al. 2
                 writes ᾱ (alpha_bar), also in spec.ddim.
     β̃_t         (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t, posterior variance   q_posterior_mean_variance
     μ̃_t         posterior mean of q(x_{t−1} | x_t, x_0)          q_posterior_mean_variance
-    x̂_0         predicted clean sample                            x0_pred
+    x̂_0         predicted clean sample                            x0_pred, predict_x0
+    v           √ᾱ_t·ε − √(1 − ᾱ_t)·x_0 (Salimans & Ho 2022)      v_target
+    prediction  what the network outputs: "eps", "x0" or "v"      Denoiser.prediction
+    SNR(t)      ᾱ_t / (1 − ᾱ_t)                                   snr
     σ (DDIM)    η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)           ddim_step_between
     β(t), ᾱ(t)  continuous VP schedule, t ∈ [0, 1] (SDE paper)    VPLinearSchedule,
                 β(t) = −d log ᾱ(t)/dt                             VPCosineSchedule
@@ -80,6 +83,7 @@ from spec.edm import (
     vp_to_edm,
 )
 from spec.forward import q_posterior_mean_variance, q_sample
+from spec.guidance import GuidedModel, guided_output
 from spec.likelihood import (
     bits_per_dim,
     discretized_gaussian_log_likelihood,
@@ -87,16 +91,19 @@ from spec.likelihood import (
     standard_normal_cdf,
     vlb_terms,
 )
-from spec.loss import eps_pred_loss
+from spec.loss import eps_pred_loss, prediction_loss
 from spec.model import (
+    CondFiLMNetConfig,
     EpsConvNetConfig,
     EpsFiLMNetConfig,
     append_time_channel,
+    cond_film_net,
     conv2d_same,
     eps_conv_net,
     eps_film_net,
     eps_residual_conv_net,
     group_norm,
+    init_cond_film_params,
     init_film_params,
     init_params,
     linear,
@@ -112,7 +119,28 @@ from spec.pf_ode import (
     pf_ode_rhs,
     pf_ode_sample_euler,
 )
-from spec.schedule import VPSchedule, cosine_betas, linear_betas, time_of_index
+from spec.prediction import (
+    PREDICTIONS,
+    Denoiser,
+    denoise,
+    eps_from_output,
+    min_snr_weight,
+    predict_eps,
+    predict_x0,
+    prediction_target,
+    snr,
+    v_target,
+    x0_from_output,
+)
+from spec.schedule import (
+    SPACINGS,
+    VPSchedule,
+    cosine_betas,
+    linear_betas,
+    rescale_zero_terminal_snr,
+    time_of_index,
+    timestep_grid,
+)
 from spec.train import adam_step, ema_update, train_loss, train_step
 
 TORCHLEAN_NAMES: dict[str, str] = {
@@ -154,11 +182,27 @@ __all__ = [
     "linear_betas",
     "cosine_betas",
     "time_of_index",
+    "rescale_zero_terminal_snr",
+    "SPACINGS",
+    "timestep_grid",
     # spec.forward
     "q_sample",
     "q_posterior_mean_variance",
     # spec.loss
     "eps_pred_loss",
+    "prediction_loss",
+    # spec.prediction
+    "PREDICTIONS",
+    "Denoiser",
+    "x0_from_output",
+    "eps_from_output",
+    "predict_x0",
+    "predict_eps",
+    "v_target",
+    "prediction_target",
+    "denoise",
+    "snr",
+    "min_snr_weight",
     # spec.ddpm
     "x0_pred",
     "ddpm_step",
@@ -214,6 +258,12 @@ __all__ = [
     "group_norm",
     "linear",
     "sinusoidal_embedding",
+    "CondFiLMNetConfig",
+    "init_cond_film_params",
+    "cond_film_net",
+    # spec.guidance
+    "guided_output",
+    "GuidedModel",
     # spec.data
     "to_diffusion_range",
     "from_diffusion_range",

@@ -8,7 +8,8 @@ The generalized step (Eq. 12) from t to t_prev < t:
     σ      = η · √((1 − ᾱ_prev)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
     x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z
 η = 0 is the deterministic DDIM; η = 1 with t_prev = t − 1 has σ² = β̃_t, DDPM's posterior
-variance. The model's ε̂ gives the direction also when x̂_0 is clipped.
+variance. The model's ε̂ gives the direction also when x̂_0 is clipped. x̂_0 and ε̂ come from
+`spec.prediction` (`denoise`, `x0_from_output`), so ε-, x_0- and v-models share the step.
 """
 
 from collections.abc import Sequence
@@ -17,7 +18,6 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from spec.core import (
-    EpsModel,
     Index,
     Scalar,
     check_index,
@@ -26,7 +26,8 @@ from spec.core import (
     sqrt_nonneg,
 )
 from spec.dynamics import DynamicalSystem
-from spec.schedule import VPSchedule, time_of_index
+from spec.prediction import AnyModel, denoise, x0_from_output
+from spec.schedule import VPSchedule
 
 __all__ = [
     "ddim_step",
@@ -41,7 +42,7 @@ __all__ = [
 
 def ddim_step_between(
     sched: VPSchedule,
-    model: EpsModel,
+    model: AnyModel,
     t: Index,
     t_prev: Index,
     x_t: Float[np.ndarray, "*shape"],
@@ -52,7 +53,8 @@ def ddim_step_between(
     """One generalized DDIM step x_t → x_{t_prev}, 0 ≤ t_prev < t ≤ T (DDIM Eq. 12 and 16).
 
     Formula (DDIM's α is DDPM's ᾱ):
-      x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t)), clipped to [−1, 1] if clip;
+      x̂_0, ε̂ = denoise(sched, model, x_t, t) (for an ε-model ε̂ = ε_θ(x_t, t/T) and
+      x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t))), x̂_0 clipped to [−1, 1] if clip;
       σ = η·sqrt_nonneg(safe_div(1 − ᾱ_prev, 1 − ᾱ_t))·sqrt_nonneg(1 − safe_div(ᾱ_t, ᾱ_prev));
       x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev − σ²)·ε̂ + σ·z.
     z is required when η > 0; with η = 0 and z None the σ·z term is 0. η must be ≥ 0.
@@ -69,10 +71,8 @@ def ddim_step_between(
     if z is not None:
         check_same_shape("z", z, "x_t", x_t.shape)
     ab, ab_prev = sched.alpha_bar(t), sched.alpha_bar(t_prev)
-    # 1. ε̂ = ε_θ(x_t, t/T)
-    eps_hat = model.eps(x_t, time_of_index(t, sched.T))
-    # 2. x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t  (Eq. 9), optionally clipped
-    x0_hat = safe_div(x_t - sqrt_nonneg(1 - ab) * eps_hat, sqrt_nonneg(ab))
+    # 1.–2. x̂_0 and ε̂ from the model's output (Eq. 9 for an ε-model), x̂_0 optionally clipped
+    x0_hat, eps_hat = denoise(sched, model, x_t, t)
     if clip:
         x0_hat = np.clip(x0_hat, -1, 1)
     # 3. σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
@@ -101,7 +101,7 @@ def ddim_prev(
     """
     check_same_shape("eps_hat", eps_hat, "x_t", x_t.shape)
     # 1. x̂_0 from x_t and ε̂ (Eq. 9), optionally clipped
-    x0_hat = safe_div(x_t - sqrt_nonneg(1 - ab) * eps_hat, sqrt_nonneg(ab))
+    x0_hat = x0_from_output(ab, x_t, eps_hat, "eps")
     if clip:
         x0_hat = np.clip(x0_hat, -1, 1)
     # 2. x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev)·ε̂  (Eq. 12 with σ = 0)
@@ -109,7 +109,7 @@ def ddim_prev(
 
 
 def ddim_step(
-    sched: VPSchedule, model: EpsModel, k: Index, x_t: Float[np.ndarray, "*shape"]
+    sched: VPSchedule, model: AnyModel, k: Index, x_t: Float[np.ndarray, "*shape"]
 ) -> Float[np.ndarray, "*shape"]:
     """Deterministic DDIM step x_{k+1} → x_k, k ∈ {0..T−1} (DDIM Eq. 12, η = 0; `ddimStep`).
 
@@ -121,7 +121,7 @@ def ddim_step(
 
 
 def ddim_sample(
-    sched: VPSchedule, model: EpsModel, x_T: Float[np.ndarray, "*shape"]
+    sched: VPSchedule, model: AnyModel, x_T: Float[np.ndarray, "*shape"]
 ) -> Float[np.ndarray, "*shape"]:
     """Deterministic DDIM sampling over every time step (TorchLean `ddimSample`).
 
@@ -134,7 +134,7 @@ def ddim_sample(
     return x
 
 
-def ddim_step_system(sched: VPSchedule, model: EpsModel, k: Index) -> DynamicalSystem:
+def ddim_step_system(sched: VPSchedule, model: AnyModel, k: Index) -> DynamicalSystem:
     """The DDIM step k as a dynamical system (TorchLean `ddimStepSystem`).
 
     Formula: DynamicalSystem(x ↦ ddim_step(sched, model, k, x)), k ∈ {0..T−1}.
@@ -183,7 +183,7 @@ def _check_timesteps(timesteps: Sequence[Index] | np.ndarray, T: int) -> list[in
 
 def ddim_sample_strided(
     sched: VPSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x_T: Float[np.ndarray, "*shape"],
     timesteps: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
     eta: Scalar = 0.0,

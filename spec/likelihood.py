@@ -18,9 +18,10 @@ import math
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check_index, check_same_shape, sqrt_nonneg
+from spec.core import Index, Scalar, check_index, check_same_shape, sqrt_nonneg
 from spec.ddpm import x0_pred
 from spec.forward import q_posterior_mean_variance, q_sample
+from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
 
 __all__ = [
@@ -105,7 +106,7 @@ def discretized_gaussian_log_likelihood(
 
 def vlb_terms(
     sched: VPSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x0: Float[np.ndarray, "*shape"],
     noise: Float[np.ndarray, "..."],
     bins: Index = 256,
@@ -140,7 +141,7 @@ def vlb_terms(
 
 def bits_per_dim(
     sched: VPSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x0: Float[np.ndarray, "*shape"],
     noise: Float[np.ndarray, "..."],
     bins: Index = 256,

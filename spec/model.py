@@ -50,6 +50,9 @@ __all__ = [
     "EpsFiLMNetConfig",
     "init_film_params",
     "eps_film_net",
+    "CondFiLMNetConfig",
+    "init_cond_film_params",
+    "cond_film_net",
 ]
 
 Params = dict[str, np.ndarray]
@@ -378,7 +381,104 @@ def eps_film_net(cfg: EpsFiLMNetConfig, params: Params) -> FunctionEpsModel:
     Shapes: x (…, C, H, W) -> (…, C, H, W).
     """
     _check_params(params, film_net_shapes(cfg), "eps_film_net")
-    p, hid = params, cfg.hidden_channels
+
+    def forward(x: np.ndarray, t_norm: Scalar) -> np.ndarray:
+        return _film_forward(cfg, params, x, t_norm, 0.0)
+
+    return FunctionEpsModel(forward)
+
+
+# ---------------------------------------------------------------------------------------------
+# The class-conditional FiLM net (classifier-free guidance, Ho & Salimans 2022)
+
+
+@dataclass(frozen=True)
+class CondFiLMNetConfig:
+    """Shape of the class-conditional FiLM net: the FiLM net's fields plus num_classes K.
+
+    Label k ∈ {0..K−1} is class k; label K is the null label ∅ (the unconditional branch).
+    Shapes: -.
+    """
+
+    data_channels: int
+    num_classes: int
+    hidden_channels: int = 64
+    residual_blocks: int = 4
+    embed_dim: int = 64
+    groups: int = 8
+
+    def __post_init__(self) -> None:
+        check_index("num_classes", self.num_classes, 1, 2**31)
+        self.film()  # the FiLM part's checks
+
+    def film(self) -> EpsFiLMNetConfig:
+        """The unconditional part's config. Shapes: -."""
+        return EpsFiLMNetConfig(self.data_channels, self.hidden_channels, self.residual_blocks,
+                                self.embed_dim, self.groups)
+
+
+def cond_film_net_shapes(cfg: CondFiLMNetConfig) -> dict[str, tuple[int, ...]]:
+    """The FiLM net's parameters, then label_emb.weight (K + 1, E) (row K: the null label).
+
+    Shapes: see `film_net_shapes`; label_emb.weight (num_classes + 1, embed_dim).
+    """
+    return {**film_net_shapes(cfg.film()),
+            "label_emb.weight": (cfg.num_classes + 1, cfg.embed_dim)}
+
+
+def init_cond_film_params(cfg: CondFiLMNetConfig, seed: Index) -> Params:
+    """Random parameters for `cond_film_net`: as `init_film_params`, the label embedding last,
+    uniform(±1/√E) (fan_in = E).
+    Shapes: -> dict of float64 arrays (see `cond_film_net_shapes`).
+    """
+    return _uniform_init(cond_film_net_shapes(cfg), seed)
+
+
+@dataclass(frozen=True)
+class LabelModel:
+    """A network of (x, t_norm, label): `eps(x, t_scalar, y)`, y an int label (or (N,) labels
+    for a batch); y = num_classes is the null label ∅. Shapes: x (…, C, H, W) -> (…, C, H, W)."""
+
+    fn: Callable[[np.ndarray, Scalar, object], np.ndarray]
+    num_classes: int
+
+    def eps(self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar,
+            y: object) -> Float[np.ndarray, "*batch c h w"]:
+        """The network's output for x at t_scalar with label(s) y. Shapes: as x."""
+        return self.fn(x, t_scalar, y)
+
+
+def cond_film_net(cfg: CondFiLMNetConfig, params: Params) -> LabelModel:
+    """The class-conditional FiLM net (Ho & Salimans 2022, §3–4: one network, the null label for
+    the unconditional model): `eps_film_net` with the time embedding e replaced by
+      e = time_mlp.2(silu(time_mlp.0(sinusoidal_embedding(t, E)))) + label_emb[y],
+    y ∈ {0..K−1} a class, y = K the null label ∅ (trained by label dropout).
+    params must have exactly the keys and shapes of `cond_film_net_shapes(cfg)`.
+    Shapes: x (C, H, W) with an int y, or (N, C, H, W) with (N,) labels -> x's shape.
+    """
+    _check_params(params, cond_film_net_shapes(cfg), "cond_film_net")
+    film = {k: v for k, v in params.items() if k != "label_emb.weight"}
+    table = params["label_emb.weight"]
+
+    def forward(x: np.ndarray, t_norm: Scalar, y: object) -> np.ndarray:
+        labels = np.asarray(y)
+        if np.any((labels < 0) | (labels > cfg.num_classes)):
+            raise ValueError(f"labels must lie in 0..{cfg.num_classes} ({cfg.num_classes}: the "
+                             f"null label), got {y!r}")
+        return _film_forward(cfg.film(), film, x, t_norm, table[labels])  # (E,) or (N, E)
+
+    return LabelModel(forward, cfg.num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _film_forward(cfg: EpsFiLMNetConfig, p: Params, x: np.ndarray, t_norm: Scalar,
+                  extra: object) -> np.ndarray:
+    """The FiLM net's forward (see `eps_film_net`) with `extra` added to the time embedding e
+    (0 for the unconditional net, the label embedding for `cond_film_net`)."""
+    hid = cfg.hidden_channels
 
     def conv(name: str, x: np.ndarray) -> np.ndarray:
         return conv2d_same(x, p[f"{name}.weight"], p[f"{name}.bias"])
@@ -389,24 +489,18 @@ def eps_film_net(cfg: EpsFiLMNetConfig, params: Params) -> FunctionEpsModel:
     def lin(name: str, x: np.ndarray) -> np.ndarray:
         return linear(x, p[f"{name}.weight"], p[f"{name}.bias"])
 
-    def forward(x: np.ndarray, t_norm: Scalar) -> np.ndarray:
-        _check_image(x)
-        e = lin("time_mlp.2", silu(lin("time_mlp.0", sinusoidal_embedding(t_norm, cfg.embed_dim))))
-        h = conv("stem", append_time_channel(x, t_norm))  # (…, H, h, w)
-        for i in range(cfg.residual_blocks):
-            b = f"blocks.{i}"
-            r = conv(f"{b}.conv1", silu(norm(f"{b}.norm1", h)))
-            film = lin(f"{b}.film", silu(e))  # (2H,)
-            scale, shift = film[:hid, None, None], film[hid:, None, None]  # (H, 1, 1) each
-            r = norm(f"{b}.norm2", r) * (1 + scale) + shift
-            h = h + conv(f"{b}.conv2", silu(r))
-        return conv("out", silu(norm("out_norm", h)))
-
-    return FunctionEpsModel(forward)
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
+    _check_image(x)
+    e = lin("time_mlp.2", silu(lin("time_mlp.0", sinusoidal_embedding(t_norm, cfg.embed_dim))))
+    e = e + extra  # (E,), or (N, E) with per-sample labels
+    h = conv("stem", append_time_channel(x, t_norm))  # (…, H, h, w)
+    for i in range(cfg.residual_blocks):
+        b = f"blocks.{i}"
+        r = conv(f"{b}.conv1", silu(norm(f"{b}.norm1", h)))
+        film = lin(f"{b}.film", silu(e))  # (2H,) or (N, 2H)
+        scale, shift = film[..., :hid, None, None], film[..., hid:, None, None]  # (…, H, 1, 1)
+        r = norm(f"{b}.norm2", r) * (1 + scale) + shift
+        h = h + conv(f"{b}.conv2", silu(r))
+    return conv("out", silu(norm("out_norm", h)))
 
 
 def _check_image(x: np.ndarray) -> None:

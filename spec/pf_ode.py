@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check_index, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check_index, safe_div, sqrt_nonneg
 from spec.dynamics import DynamicalSystem
+from spec.prediction import AnyModel, eps_from_output, model_output
 
 __all__ = [
     "VPLinearSchedule",
@@ -139,17 +140,20 @@ VPContinuousSchedule = VPLinearSchedule | VPCosineSchedule
 
 
 def pf_ode_rhs(
-    sch: VPContinuousSchedule, model: EpsModel, x: Float[np.ndarray, "*shape"], t: Scalar
+    sch: VPContinuousSchedule, model: AnyModel, x: Float[np.ndarray, "*shape"], t: Scalar
 ) -> Float[np.ndarray, "*shape"]:
     """Right-hand side of the probability-flow ODE (Song et al. 2021, Eq. 13; TorchLean `pfOdeRhs`).
 
-    Formula: dx/dt = −½·β(t)·x + ½·safe_div(β(t), σ(t))·ε_θ(x, t),  t ∈ [0, 1]
-    (score = −ε̂/σ(t)). TorchLean omits the ½ on the second term: see the module docstring.
+    Formula: dx/dt = −½·β(t)·x + ½·safe_div(β(t), σ(t))·ε̂,  t ∈ [0, 1]
+    (score = −ε̂/σ(t)), ε̂ = ε_θ(x, t) for an ε-model, else eps_from_output(ᾱ(t), x, out, p) of
+    the model's output. TorchLean omits the ½ on the second term: see the module docstring.
     Shapes: x (*shape) -> (*shape).
     """
     _check_time(t)
     beta = sch.beta(t)
-    return -0.5 * beta * x + 0.5 * safe_div(beta, sch.sigma(t)) * model.eps(x, t)
+    out, prediction = model_output(model, x, t)
+    eps_hat = eps_from_output(sch.alpha_bar(t), x, out, prediction)
+    return -0.5 * beta * x + 0.5 * safe_div(beta, sch.sigma(t)) * eps_hat
 
 
 def euler_step(
@@ -164,7 +168,7 @@ def euler_step(
 
 
 def pf_ode_euler_system(
-    sch: VPContinuousSchedule, model: EpsModel, t: Scalar, dt: Scalar
+    sch: VPContinuousSchedule, model: AnyModel, t: Scalar, dt: Scalar
 ) -> DynamicalSystem:
     """One Euler step of the PF ODE at time t as a dynamical system (TorchLean `pfOdeEulerSystem`).
 
@@ -179,7 +183,7 @@ def pf_ode_euler_system(
 
 def pf_ode_sample_euler(
     sch: VPContinuousSchedule,
-    model: EpsModel,
+    model: AnyModel,
     steps: Index,
     x1: Float[np.ndarray, "*shape"],
     t_start: Scalar = 1.0,

@@ -9,11 +9,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
-from spec.core import Index, Scalar, check_index
+from spec.core import Index, Scalar, check_index, safe_div
 
-__all__ = ["VPSchedule", "linear_betas", "cosine_betas", "time_of_index"]
+__all__ = [
+    "VPSchedule",
+    "linear_betas",
+    "cosine_betas",
+    "time_of_index",
+    "rescale_zero_terminal_snr",
+    "SPACINGS",
+    "timestep_grid",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -21,7 +29,8 @@ class VPSchedule:
     """A discrete variance-preserving schedule (DDPM Eq. 2 and 4).
 
     Formula: α_t = 1 − β_t, ᾱ_t = Π_{s=1..t} α_s, ᾱ_0 = 1; β_t = betas[t − 1].
-    Every beta must lie in [0, 1) (ValueError naming the index and value otherwise).
+    Every beta must lie in [0, 1] (ValueError naming the index and value otherwise); β_t = 1
+    makes ᾱ_s = 0 for s ≥ t (zero terminal SNR: `rescale_zero_terminal_snr` ends with β_T = 1).
     Shapes: betas (T,).
     """
 
@@ -31,11 +40,11 @@ class VPSchedule:
         betas = self.betas
         if betas.ndim != 1:
             raise ValueError(f"betas must be a 1-d array of length T, got shape {betas.shape}")
-        bad = np.flatnonzero(~((betas >= 0) & (betas < 1)))
+        bad = np.flatnonzero(~((betas >= 0) & (betas <= 1)))
         if bad.size:
             k = int(bad[0])
             raise ValueError(
-                f"betas must lie in [0, 1), got betas[{k}] = {betas[k]!r} "
+                f"betas must lie in [0, 1], got betas[{k}] = {betas[k]!r} "
                 f"({bad.size} value(s) outside the range)"
             )
 
@@ -112,3 +121,72 @@ def time_of_index(t: Index, T: Index) -> float:
     T = check_index("T", T, 0, 2**62)
     t = check_index("t", t, 0, T)
     return 0.0 if T == 0 else t / T
+
+
+def rescale_zero_terminal_snr(betas: Float[np.ndarray, " T"]) -> Float[np.ndarray, " T"]:
+    """Rescale betas to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules and
+    Sample Steps are Flawed", Algorithm 1).
+
+    Formula: s_t = √ᾱ_t (t = 1..T, from betas); s'_t = s_1·(s_t − s_T)/(s_1 − s_T), so s'_1 = s_1
+    exactly and s'_T = 0; ᾱ'_t = s'_t²; betas'[0] = 1 − ᾱ'_1,
+    betas'[k] = 1 − safe_div(ᾱ'_{k+1}, ᾱ'_k) (k = 1..T−1), hence betas'[T−1] = 1 and SNR(T) = 0.
+    Needs T ≥ 2, betas in [0, 1] and ᾱ_1 > ᾱ_T (ValueError otherwise); betas in (0, 1) give
+    betas' in (0, 1].
+    Shapes: betas (T,) -> (T,), float64.
+    """
+    betas = np.asarray(betas, dtype=np.float64)
+    VPSchedule(betas)  # validates: 1-d, every beta in [0, 1]
+    if betas.shape[0] < 2:
+        raise ValueError(f"zero terminal SNR needs T >= 2 steps, got T = {betas.shape[0]}")
+    s = np.sqrt(np.cumprod(1 - betas))  # √ᾱ_1 .. √ᾱ_T
+    s1, sT = s[0], s[-1]
+    if not s1 > sT:
+        raise ValueError(
+            f"zero terminal SNR needs alpha_bar_1 > alpha_bar_T, got sqrt(alpha_bar_1) = {s1!r} "
+            f"and sqrt(alpha_bar_T) = {sT!r}"
+        )
+    ab = (s1 * ((s - sT) / (s1 - sT))) ** 2  # ᾱ'_1 .. ᾱ'_T
+    return 1 - np.concatenate([ab[:1], safe_div(ab[1:], ab[:-1])])
+
+
+SPACINGS: tuple[str, ...] = ("even", "leading", "linspace", "trailing")
+"""The sampling grids of `timestep_grid`: DDIM's even stride and Lin et al. 2023's three."""
+
+
+def _round_half_even(num: int, den: int) -> int:
+    """round(num/den) with ties to even (NumPy's np.round), in exact integer arithmetic."""
+    q, r = divmod(num, den)
+    if 2 * r > den or (2 * r == den and q % 2 == 1):
+        return q + 1
+    return q
+
+
+def timestep_grid(T: Index, n: Index, spacing: str = "even") -> Int[np.ndarray, " n_plus_1"]:
+    """The n model-evaluation times of a strided sampler, then 0 (Lin et al. 2023, Table 2).
+
+    Formula (our convention: ᾱ_t after t noising steps, so Lin et al.'s 1-based t is our t and
+    diffusers' 0-based timestep τ is our t = τ + 1; rounding is to nearest with ties to even,
+    in exact integer arithmetic), for i = 0..n−1, then τ_n = 0:
+      even:     τ_i = ⌊(T·(n − i) + ⌊n/2⌋)/n⌋   (round half up of T·(n − i)/n; `ddim_timesteps`)
+      trailing: τ_i = round(T·(n − i)/n)          (starts at T: 1000, 900, …, 100 for T=1000, n=10)
+      leading:  τ_i = 1 + (n − 1 − i)·⌊T/n⌋       (901, 801, …, 1: never visits T)
+      linspace: τ_i = round(1 + (n − 1 − i)·(T − 1)/(n − 1)), and [1] for n = 1
+                                                  (1000, 889, …, 112, 1)
+    Every grid is n + 1 strictly decreasing ints in {0..T} ending at 0, for every n ∈ {1..T}.
+    Shapes: -> (n + 1,), int64.
+    """
+    T = check_index("T", T, 1, 2**62)
+    n = check_index("n", n, 1, T)
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    if spacing == "even":
+        times = [(T * (n - i) + n // 2) // n for i in range(n)]
+    elif spacing == "trailing":
+        times = [_round_half_even(T * (n - i), n) for i in range(n)]
+    elif spacing == "leading":
+        times = [1 + (n - 1 - i) * (T // n) for i in range(n)]
+    elif n == 1:  # linspace(1, T, 1) = [1]
+        times = [1]
+    else:
+        times = [_round_half_even((n - 1) + (n - 1 - i) * (T - 1), n - 1) for i in range(n)]
+    return np.array([*times, 0], dtype=np.int64)

@@ -49,7 +49,7 @@ def test_per_sample_t_gathers_and_broadcasts() -> None:
     assert var.shape == (3, 1, 1, 1)
 
 
-@pytest.mark.parametrize("bad", [[0.1, 1.0], [-0.01], [float("nan")], [[0.1, 0.2]]])
+@pytest.mark.parametrize("bad", [[0.1, 1.5], [-0.01], [float("nan")], [[0.1, 0.2]]])
 def test_invalid_betas_name_the_value(bad: list) -> None:
     with pytest.raises(ValueError, match="betas"):
         Schedule(bad)

@@ -19,10 +19,11 @@ def raises(*fragments):
     return pytest.raises(ValueError, match="(?s)" + ".*".join(re.escape(f) for f in fragments))
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, np.nan, np.inf])
+@pytest.mark.parametrize("bad", [-0.1, 1.0001, 1.5, np.nan, np.inf])
 def test_betas_outside_0_1(bad):
+    # β = 1 is allowed: it is the last beta of a zero-terminal-SNR schedule
     betas = np.array([0.1, 0.2, bad, 0.3])
-    with raises("betas", "[0, 1)", "betas[2]", repr(np.float64(bad))):
+    with raises("betas", "[0, 1]", "betas[2]", repr(np.float64(bad))):
         spec.VPSchedule(betas)
 
 

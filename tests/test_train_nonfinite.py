@@ -70,7 +70,7 @@ def test_guarded_update_equals_adam_and_ema_when_finite(sync_free):
 
 
 def test_a_nan_step_is_skipped_and_logged(tmp_path, capsys, monkeypatch):
-    real_loss = step_module.eps_pred_loss
+    real_loss = step_module.prediction_loss
     calls = {"n": 0}
 
     def nan_on_second_call(*args, **kwargs):
@@ -78,7 +78,7 @@ def test_a_nan_step_is_skipped_and_logged(tmp_path, capsys, monkeypatch):
         loss = real_loss(*args, **kwargs)
         return loss * math.nan if calls["n"] == 2 else loss
 
-    monkeypatch.setattr(step_module, "eps_pred_loss", nan_on_second_call)
+    monkeypatch.setattr(step_module, "prediction_loss", nan_on_second_call)
     out = tmp_path / "run"
     code, _, err = run_command(train_module.main, [*TINY, "--out", out], capsys)
     assert code == 0, err
@@ -94,8 +94,8 @@ def test_a_nan_step_is_skipped_and_logged(tmp_path, capsys, monkeypatch):
 
 
 def test_a_run_of_nan_steps_stops_with_exit_2(tmp_path, capsys, monkeypatch):
-    real_loss = step_module.eps_pred_loss
-    monkeypatch.setattr(step_module, "eps_pred_loss",
+    real_loss = step_module.prediction_loss
+    monkeypatch.setattr(step_module, "prediction_loss",
                         lambda *a, **k: real_loss(*a, **k) * math.inf)
     out = tmp_path / "run"
     argv = [*TINY, "--out", out, "--steps", "20", "--log-every", "10"]

@@ -1,0 +1,260 @@
+"""What the network predicts: ε, x_0 or v, and the one place its output becomes x̂_0 and ε̂.
+
+A diffusion network sees x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε and may be trained to output
+
+    ε     the noise (DDPM, Ho et al. 2020, Eq. 14)                       prediction = "eps"
+    x_0   the clean sample                                               prediction = "x0"
+    v     √ᾱ_t·ε − √(1 − ᾱ_t)·x_0 (Salimans & Ho 2022, "Progressive      prediction = "v"
+          Distillation for Fast Sampling of Diffusion Models", §4 and App. D)
+
+Given x_t, any one of (ε, x_0, v) fixes the other two (two linear equations in two unknowns):
+
+    from ε:   x̂_0 = (x_t − √(1 − ᾱ)·ε̂) / √ᾱ                                         (DDIM Eq. 9)
+    from x_0: ε̂ = (x_t − √ᾱ·x̂_0) / √(1 − ᾱ)
+    from v:   x̂_0 = √ᾱ·x_t − √(1 − ᾱ)·v̂,   ε̂ = √(1 − ᾱ)·x_t + √ᾱ·v̂      (Salimans & Ho, App. D)
+
+`x0_from_output` and `eps_from_output` are these formulas, written once; `predict_x0` and
+`predict_eps` read ᾱ_t off a schedule; `denoise` calls a model and returns both. Every sampler
+(DDPM, DDIM, the PF ODE), the loss and the likelihood take the model's output through them.
+
+Zero terminal SNR (ᾱ_T = 0, `spec.schedule.rescale_zero_terminal_snr`): there x_T = ε, so an
+ε-prediction carries no information about x_0 and x̂_0 = (x_T − ε̂)/0 does not exist. That case is
+a ValueError (it is what sampling an ε-model from t = T under such a schedule asks for); x_0- and
+v-predictions give x̂_0 = out and x̂_0 = −v̂ there. The other division, by √(1 − ᾱ) for ε̂ from an
+x_0-prediction, is safe_div's case at t = 0 (1 − ᾱ_0 = 0), as everywhere else in the spec.
+
+The signal-to-noise ratio SNR(t) = ᾱ_t/(1 − ᾱ_t) (Kingma et al. 2021, Eq. 1's α²/σ²) weighs
+the three losses against each other (all per element, x̂_0 and ε̂ implied by the output):
+
+    ‖ε − ε̂‖² = SNR·‖x_0 − x̂_0‖² = ᾱ·‖v − v̂‖² = SNR/(SNR + 1)·‖v − v̂‖²
+
+Min-SNR-γ weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+Strategy", Eq. 7–8) weighs the x_0-loss by min(SNR, γ); in each prediction's own loss that is
+
+    eps: min(SNR, γ)/SNR = min(1, γ/SNR)      x0: min(SNR, γ)      v: min(SNR, γ)/(SNR + 1)
+
+so with γ = ∞ every prediction's weighted loss is the plain ε-loss (DDPM's L_simple).
+
+Models: an `EpsModel` (only `.eps(x, t_scalar)`) predicts ε, as in TorchLean; a `Denoiser` has
+`.prediction` ∈ {"eps", "x0", "v"} and `.output(x, t_scalar)`. `PredictionModel(net, "v")` turns
+any object with `.eps` (e.g. `eps_film_net(cfg, params)`, whose forward is the same network
+whatever it was trained to predict) into a Denoiser.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from jaxtyping import Float
+
+from spec.core import EpsModel, Index, Scalar, check_index, check_same_shape, safe_div, sqrt_nonneg
+from spec.schedule import VPSchedule, time_of_index
+
+__all__ = [
+    "PREDICTIONS",
+    "Denoiser",
+    "x0_from_output",
+    "eps_from_output",
+    "predict_x0",
+    "predict_eps",
+    "v_target",
+    "prediction_target",
+    "denoise",
+    "snr",
+    "min_snr_weight",
+]
+
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
+"""The three things a network can be trained to predict, in this order."""
+
+Array = Float[np.ndarray, "*shape"]
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """A network that says what it predicts.
+
+    `prediction` ∈ PREDICTIONS; `output(x, t_scalar)` is the network's output for x = x_t at
+    normalized time t_scalar = t/T (or the PF ODE's continuous t): ε̂, x̂_0 or v̂.
+    Shapes: x (*shape), t_scalar scalar -> (*shape).
+    """
+
+    prediction: str
+
+    def output(self, x: Float[np.ndarray, "*shape"], t_scalar: Scalar) -> Float[np.ndarray, "*shape"]:
+        """The network's output (of kind `prediction`). Shapes: (*shape) -> (*shape)."""
+        ...
+
+
+AnyModel = EpsModel | Denoiser
+"""What samplers, the likelihood and the losses accept: an ε-model or a Denoiser."""
+
+
+@dataclass(frozen=True)
+class PredictionModel:
+    """A network with an `.eps(x, t)` forward, declared to predict `prediction`.
+
+    Formula: output(x, t_scalar) = net.eps(x, t_scalar); prediction ∈ PREDICTIONS.
+    Shapes: x (*shape) -> (*shape).
+    """
+
+    net: Any
+    prediction: str = "eps"
+
+    def __post_init__(self) -> None:
+        check_prediction(self.prediction)
+
+    def output(self, x: Float[np.ndarray, "*shape"], t_scalar: Scalar) -> Float[np.ndarray, "*shape"]:
+        """net.eps(x, t_scalar). Shapes: (*shape) -> (*shape)."""
+        return self.net.eps(x, t_scalar)
+
+
+def check_prediction(prediction: str) -> str:
+    """Return `prediction` if it is one of PREDICTIONS, else raise a ValueError naming it."""
+    if not isinstance(prediction, str) or prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+    return prediction
+
+
+def model_output(model: Any, x: Array, t_scalar: Scalar) -> tuple[Array, str]:
+    """(the model's output, what it predicts): a Denoiser's `.output` and `.prediction`; an
+    EpsModel's `.eps`, which predicts ε. Shapes: x (*shape) -> ((*shape), str)."""
+    if hasattr(model, "output"):
+        return model.output(x, t_scalar), check_prediction(model.prediction)
+    return model.eps(x, t_scalar), "eps"
+
+
+def x0_from_output(ab: Scalar, x_t: Array, out: Float[np.ndarray, "..."], prediction: str) -> Array:
+    """x̂_0 from the network output at ᾱ = ab (DDIM Eq. 9; Salimans & Ho 2022, App. D).
+
+    Formula: eps: x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ab)·out, sqrt_nonneg(ab)), and ab = 0
+    exactly (zero terminal SNR) is a ValueError: ε then says nothing about x_0;
+    x0: x̂_0 = out;  v: x̂_0 = sqrt_nonneg(ab)·x_t − sqrt_nonneg(1 − ab)·out.  ab ∈ [0, 1].
+    Shapes: x_t (*shape), out (*shape), ab scalar -> (*shape).
+    """
+    check_prediction(prediction)
+    check_same_shape("out", out, "x_t", x_t.shape)
+    if prediction == "x0":
+        return out
+    if prediction == "v":
+        return sqrt_nonneg(ab) * x_t - sqrt_nonneg(1 - ab) * out
+    if ab == 0:
+        raise ValueError(
+            "an eps-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR: x_T is pure "
+            "noise); sample such a schedule with an x0- or v-prediction model, got alpha_bar = 0"
+        )
+    return safe_div(x_t - sqrt_nonneg(1 - ab) * out, sqrt_nonneg(ab))
+
+
+def eps_from_output(ab: Scalar, x_t: Array, out: Float[np.ndarray, "..."], prediction: str) -> Array:
+    """ε̂ from the network output at ᾱ = ab (DDPM Eq. 4 solved for ε; Salimans & Ho 2022, App. D).
+
+    Formula: eps: ε̂ = out;  x0: ε̂ = safe_div(x_t − sqrt_nonneg(ab)·out, sqrt_nonneg(1 − ab));
+    v: ε̂ = sqrt_nonneg(1 − ab)·x_t + sqrt_nonneg(ab)·out.  ab ∈ [0, 1].
+    Shapes: x_t (*shape), out (*shape), ab scalar -> (*shape).
+    """
+    check_prediction(prediction)
+    check_same_shape("out", out, "x_t", x_t.shape)
+    if prediction == "eps":
+        return out
+    if prediction == "v":
+        return sqrt_nonneg(1 - ab) * x_t + sqrt_nonneg(ab) * out
+    return safe_div(x_t - sqrt_nonneg(ab) * out, sqrt_nonneg(1 - ab))
+
+
+def predict_x0(
+    sched: VPSchedule, x_t: Array, out: Float[np.ndarray, "..."], t: Index, prediction: str = "eps"
+) -> Array:
+    """x̂_0 at time t from the network output (the one conversion point; see the module doc).
+
+    Formula: x0_from_output(ᾱ_t, x_t, out, prediction), t ∈ {0..T}.
+    Shapes: x_t (*shape), out (*shape) -> (*shape).
+    """
+    t = check_index("t", t, 0, sched.T)
+    return x0_from_output(sched.alpha_bar(t), x_t, out, prediction)
+
+
+def predict_eps(
+    sched: VPSchedule, x_t: Array, out: Float[np.ndarray, "..."], t: Index, prediction: str = "eps"
+) -> Array:
+    """ε̂ at time t from the network output (the one conversion point; see the module doc).
+
+    Formula: eps_from_output(ᾱ_t, x_t, out, prediction), t ∈ {0..T}.
+    Shapes: x_t (*shape), out (*shape) -> (*shape).
+    """
+    t = check_index("t", t, 0, sched.T)
+    return eps_from_output(sched.alpha_bar(t), x_t, out, prediction)
+
+
+def v_target(sched: VPSchedule, x0: Array, t: Index, eps: Float[np.ndarray, "..."]) -> Array:
+    """The velocity v of x_0 and ε at time t (Salimans & Ho 2022, §4: v ≡ α_t·ε − σ_t·x).
+
+    Formula: v = sqrt_nonneg(ᾱ_t)·ε − sqrt_nonneg(1 − ᾱ_t)·x0, t ∈ {0..T}.
+    Shapes: x0 (*shape), eps (*shape) -> (*shape).
+    """
+    t = check_index("t", t, 0, sched.T)
+    check_same_shape("eps", eps, "x0", x0.shape)
+    ab = sched.alpha_bar(t)
+    return sqrt_nonneg(ab) * eps - sqrt_nonneg(1 - ab) * x0
+
+
+def prediction_target(
+    sched: VPSchedule, x0: Array, t: Index, eps: Float[np.ndarray, "..."], prediction: str
+) -> Array:
+    """What a network of kind `prediction` is trained to output for (x0, t, ε).
+
+    Formula: eps: ε;  x0: x0;  v: v_target(sched, x0, t, ε).
+    Shapes: x0 (*shape), eps (*shape) -> (*shape).
+    """
+    check_prediction(prediction)
+    t = check_index("t", t, 0, sched.T)
+    check_same_shape("eps", eps, "x0", x0.shape)
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    return v_target(sched, x0, t, eps)
+
+
+def denoise(sched: VPSchedule, model: AnyModel, x_t: Array, t: Index) -> tuple[Array, Array]:
+    """(x̂_0, ε̂) of a model at x_t and time t: one model call, converted as the model predicts.
+
+    Formula: out, p = model's output at (x_t, t/T) and its prediction (ε for an EpsModel);
+    x̂_0 = predict_x0(sched, x_t, out, t, p), ε̂ = predict_eps(sched, x_t, out, t, p). Unclipped.
+    Shapes: x_t (*shape) -> ((*shape), (*shape)).
+    """
+    t = check_index("t", t, 0, sched.T)
+    out, prediction = model_output(model, x_t, time_of_index(t, sched.T))
+    return (predict_x0(sched, x_t, out, t, prediction), predict_eps(sched, x_t, out, t, prediction))
+
+
+def snr(sched: VPSchedule, t: Index) -> Scalar:
+    """Signal-to-noise ratio of x_t (Kingma et al. 2021, "Variational Diffusion Models", Eq. 1).
+
+    Formula: SNR(t) = safe_div(ᾱ_t, 1 − ᾱ_t), t ∈ {0..T}: 0 exactly where ᾱ_t = 0 (zero
+    terminal SNR), 1/EPS = 1e12 at t = 0 (safe_div's guard of 1 − ᾱ_0 = 0).
+    Shapes: -> scalar.
+    """
+    t = check_index("t", t, 0, sched.T)
+    ab = sched.alpha_bar(t)
+    return safe_div(ab, 1 - ab)
+
+
+def min_snr_weight(sched: VPSchedule, t: Index, gamma: Scalar, prediction: str) -> Scalar:
+    """Min-SNR-γ loss weight of a prediction type's own loss (Hang et al. 2023, Eq. 7–8).
+
+    Formula: s = snr(sched, t);  eps: min(1, safe_div(γ, s))  (= min(s, γ)/s for s > 0; 1 at
+    s = 0);  x0: min(s, γ);  v: min(s, γ)/(s + 1).  γ > 0; γ = inf turns every prediction's
+    weighted loss into the plain ε-loss (see the module docstring).
+    Shapes: -> scalar.
+    """
+    check_prediction(prediction)
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0 (math.inf for no clipping), got gamma = {gamma!r}")
+    s = snr(sched, t)
+    if prediction == "eps":
+        return min(1.0, safe_div(gamma, s))
+    if prediction == "x0":
+        return min(s, gamma)
+    return min(s, gamma) / (s + 1)
+
