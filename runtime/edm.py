@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
 from runtime.pf_ode import VPContinuousSchedule
+from runtime.prediction import _x0, prediction_of
 
 Sigma = float | Tensor
 
@@ -79,7 +80,8 @@ def edm_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> 
 
 def edm_denoise(sch: VPContinuousSchedule, model: EpsModel, x_tilde: Tensor, sigma: Sigma) -> Tensor:
     """D(x̃; σ): x_t = x̃/√(1 + σ²), t = sch.time_of_edm_sigma(σ), ε̂ = model(x_t, t),
-    x̂_0 = (x_t − √(1 − ᾱ)·ε̂)/√ᾱ with ᾱ = 1/(1 + σ²) (the one place ε̂ becomes x̂_0 here).
+    x̂_0 from the model's output by runtime.prediction's formula (for ε: (x_t − √(1 − ᾱ)·ε̂)/√ᾱ)
+    with ᾱ = 1/(1 + σ²) (the one place the output becomes x̂_0 here).
     Shapes: x_tilde (B, C, H, W); σ float or (B,) -> (B, C, H, W)."""
     wd = work_dtype(x_tilde.dtype)
     ab, x_t = edm_to_vp(sigma, x_tilde)
@@ -87,10 +89,10 @@ def edm_denoise(sch: VPContinuousSchedule, model: EpsModel, x_tilde: Tensor, sig
         t_norm = sch.time_of_edm_sigma(sigma.to(device=x_tilde.device, dtype=torch.float64)).to(wd)
     else:
         t_norm = sch.time_of_edm_sigma(float(sigma))
-    eps_hat = model(x_t, t_norm).to(wd)
+    out = model(x_t, t_norm).to(wd)
     ab = _coef(ab, x_tilde)
-    x0 = safe_div(x_t.to(wd) - _cast(sqrt_nonneg(1.0 - ab), wd) * eps_hat,
-                  _cast(sqrt_nonneg(ab), wd))
+    x0 = _x0(_cast(sqrt_nonneg(ab), wd), _cast(sqrt_nonneg(1.0 - ab), wd), x_t.to(wd), out,
+             prediction_of(model))
     return x0.to(x_tilde.dtype)
 
 

@@ -35,9 +35,10 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float, Int
 
-from spec.core import EpsModel, Index, Scalar, check_index, check_same_shape, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check_index, check_same_shape, safe_div, sqrt_nonneg
 from spec.ddim import _check_timesteps
 from spec.ddpm import x0_pred
+from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
 
 __all__ = ["half_log_snr", "dpm_solver_pp_2m_step", "dpm_solver_pp_2m_sample"]
@@ -97,7 +98,7 @@ def dpm_solver_pp_2m_step(
 
 def dpm_solver_pp_2m_sample(
     sched: VPSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x_T: Float[np.ndarray, "*shape"],
     timesteps: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
 ) -> Float[np.ndarray, "*shape"]:

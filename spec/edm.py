@@ -33,8 +33,9 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check_index, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check_index, safe_div, sqrt_nonneg
 from spec.pf_ode import VPContinuousSchedule
+from spec.prediction import AnyModel, model_output, x0_from_output
 
 __all__ = [
     "vp_to_edm",
@@ -97,22 +98,23 @@ def edm_sigmas(
 
 
 def edm_denoise(
-    sch: VPContinuousSchedule, model: EpsModel, x_tilde: Float[np.ndarray, "*shape"], sigma: Scalar
+    sch: VPContinuousSchedule, model: AnyModel, x_tilde: Float[np.ndarray, "*shape"], sigma: Scalar
 ) -> Float[np.ndarray, "*shape"]:
     """The denoiser D(x̃; σ) of a VP ε-model (Karras et al. 2022, Eq. 2 and Table 1, VP).
 
     Formula: ᾱ = 1/(1 + σ²); x_t = x̃/√(1 + σ²) (edm_to_vp); t = sch.time_of_edm_sigma(σ);
-    ε̂ = ε_θ(x_t, t); x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ)·ε̂, sqrt_nonneg(ᾱ)) (= x̃ − σ·ε̂).
-    This is the one place where the model's output becomes x̂_0 in EDM form.
+    x̂_0 = x0_from_output(ᾱ, x_t, model output at t) (spec.prediction; for an ε-model
+    x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ)·ε̂, sqrt_nonneg(ᾱ)) = x̃ − σ·ε̂). This is the one place
+    where the model's output becomes x̂_0 in EDM form.
     Shapes: x_tilde (*shape), sigma scalar -> (*shape).
     """
     ab, x_t = edm_to_vp(sigma, x_tilde)
-    eps_hat = model.eps(x_t, sch.time_of_edm_sigma(sigma))
-    return safe_div(x_t - sqrt_nonneg(1 - ab) * eps_hat, sqrt_nonneg(ab))
+    out, prediction = model_output(model, x_t, sch.time_of_edm_sigma(sigma))
+    return x0_from_output(ab, x_t, out, prediction)
 
 
 def _slope(
-    sch: VPContinuousSchedule, model: EpsModel, x: Float[np.ndarray, "*shape"], sigma: Scalar
+    sch: VPContinuousSchedule, model: AnyModel, x: Float[np.ndarray, "*shape"], sigma: Scalar
 ) -> Float[np.ndarray, "*shape"]:
     """dx̃/dσ = (x̃ − D(x̃; σ))/σ (Karras Eq. 4 with σ(t) = t, s(t) = 1), σ > 0."""
     return (x - edm_denoise(sch, model, x, sigma)) / sigma
@@ -127,7 +129,7 @@ def _check_sigma_pair(sigma: Scalar, sigma_next: Scalar) -> None:
 
 def edm_euler_step(
     sch: VPContinuousSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x: Float[np.ndarray, "*shape"],
     sigma: Scalar,
     sigma_next: Scalar,
@@ -143,7 +145,7 @@ def edm_euler_step(
 
 def edm_heun_step(
     sch: VPContinuousSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x: Float[np.ndarray, "*shape"],
     sigma: Scalar,
     sigma_next: Scalar,
@@ -183,7 +185,7 @@ def _check_sigmas(sigmas: Sequence[Scalar] | np.ndarray) -> list[float]:
 
 def edm_sample_euler(
     sch: VPContinuousSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x: Float[np.ndarray, "*shape"],
     sigmas: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
 ) -> Float[np.ndarray, "*shape"]:
@@ -201,7 +203,7 @@ def edm_sample_euler(
 
 def edm_sample_heun(
     sch: VPContinuousSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x: Float[np.ndarray, "*shape"],
     sigmas: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
 ) -> Float[np.ndarray, "*shape"]:

@@ -90,7 +90,9 @@ def test_ddpm_every_step_agrees_with_spec_ddpm_sample(variance):
     c = cfg(scheduler="DDPMScheduler", T=30, n=30, variance_type=variance)
     r = run_case(DiffusersTarget("DDPMScheduler"), c, FLOAT64)
     assert r.agrees, r.detail
-    assert r.loop_err < 1e-9
+    # float64 on both sides; what remains is the spec's EPS in safe_div, relative EPS/(1 − ᾱ_1)
+    # = 1e-12/1e-4 at t = 1 (docs/conventions.md), so 1e-7 and not 1e-12
+    assert r.loop_err < 1e-7
 
 
 def test_ddim_linspace_deviation_is_reproduced_and_diagnosed():
