@@ -119,7 +119,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
             raise ValueError(f"the model was called at t = {t}, outside {{0..{claim.T}}}")
         x64 = np.asarray(x, dtype=np.float64)
         eps = model.eps(x64, t / claim.T)
-        out = eps_to_prediction(eps, x64, float(ab[t]), claim.prediction)
+        out = eps_to_prediction(eps, x64, oracle.sched, t, claim.prediction)
         return out.astype(np.asarray(x).dtype)
 
     head = _header(run, claim)

@@ -21,7 +21,7 @@ Conventions, all mapped in this module and nowhere else:
   values) to float64 and runs a float64 sample, so both sides compute in float64; one family
   per scheduler runs as shipped (float32 tables and sample) with its own tolerance.
 * **Prediction type.** The model given to diffusers returns ε, x_0 or v of the spec's ε-model
-  (`targets.eps_to_prediction`); the spec side always runs the ε-model.
+  (`targets.eps_to_prediction`, which calls spec.prediction); the spec side always runs the ε-model.
 * **Noise.** DDIM gets each step's noise as `variance_noise`; DDPMScheduler.step draws its own,
   so the adapter substitutes the module's `randn_tensor` during each call to hand it noise[i].
 
@@ -477,7 +477,7 @@ SCOPE: list[tuple[str, str, str]] = [
     ("clip_sample (clip_sample_range = 1)", "mapped", "x̂_0 clipped to [−1, 1]; DDIM keeps the model's ε̂ as the direction (spec.ddim), DDPM takes μ̃_t(x_t, clip(x̂_0)) (DDPM Eq. 7)"),
     ("clip_sample_range ≠ 1", "out of scope", "the spec clips x̂_0 to the data range [−1, 1] only"),
     ("thresholding (dynamic)", "out of scope", "Imagen's per-sample percentile clipping (Saharia et al. 2022, §2.3) has no spec function; it is a heuristic on top of Eq. 12, not part of DDIM/DDPM"),
-    ("prediction_type epsilon / sample / v_prediction", "mapped", "the model handed to diffusers returns ε̂, x̂_0 or v = √ᾱ·ε̂ − √(1−ᾱ)·x̂_0 of the same ε-model (Salimans & Ho 2022), converted in one function, targets.eps_to_prediction"),
+    ("prediction_type epsilon / sample / v_prediction", "mapped", "the model handed to diffusers returns ε̂, x̂_0 or v = √ᾱ·ε̂ − √(1−ᾱ)·x̂_0 of the same ε-model (Salimans & Ho 2022), converted by spec.prediction (predict_x0, prediction_target) through targets.eps_to_prediction"),
     ("variance_type fixed_small / fixed_small_log (DDPM)", "mapped", "σ² = β̃_t (DDPM Eq. 7); the _log form is the same σ through exp(½·log)"),
     ("variance_type fixed_large / fixed_large_log (DDPM)", "mapped", "σ² = β_t (DDPM §3.2), on a strided grid β'_t = 1 − ᾱ_t/ᾱ_prev"),
     ("variance_type learned / learned_range (DDPM)", "out of scope", "the variance comes from the model (Nichol & Dhariwal 2021, Eq. 15); the spec's models predict ε only"),

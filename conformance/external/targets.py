@@ -211,28 +211,34 @@ class Target(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# Prediction targets: THE one conversion from an ε-model (pending the spec's own module)
+# Prediction targets: THE one conversion from an ε-model, done by the spec's prediction module
+
+SPEC_PREDICTION: dict[str, str] = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+"""A target's name of a prediction kind (diffusers' prediction_type) → spec.prediction's name."""
 
 
 def eps_to_prediction(
-    eps: np.ndarray, x_t: np.ndarray, alpha_bar: float, prediction: str
+    eps: np.ndarray, x_t: np.ndarray, sched: Any, t: int, prediction: str
 ) -> np.ndarray:
-    """An ε-prediction at x_t turned into the prediction a target expects.
+    """An ε-prediction at x_t (time t of `sched`, a spec.schedule.VPSchedule) turned into the
+    prediction a target expects — by the spec's own conversion, written once in spec.prediction.
 
-    Formula: "epsilon": ε̂;  "sample": x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t (DDPM Eq. 4 solved for x_0,
-    DDIM Eq. 9);  "v_prediction": v = √ᾱ_t·ε̂ − √(1−ᾱ_t)·x̂_0 (Salimans & Ho 2022, §4, "v").
+    Formula: x̂_0 = spec.prediction.predict_x0(sched, x_t, ε̂, t, "eps") (DDIM Eq. 9), then
+    out = spec.prediction.prediction_target(sched, x̂_0, t, ε̂, p): ε̂, x̂_0 or
+    v = √ᾱ_t·ε̂ − √(1−ᾱ_t)·x̂_0 (Salimans & Ho 2022, §4) for p = SPEC_PREDICTION[prediction].
     Exact in real arithmetic, so an ε-model and its x_0- or v-twin define the same sampler.
-    TODO(lead): redirect to the spec's prediction-conversion module once it lands.
+    ᾱ_t = 0 (zero terminal SNR) with an x_0/v target raises the spec's ValueError: ε says
+    nothing about x_0 there (such claims are run with a model of the claimed kind instead).
     Shapes: eps (*shape), x_t (*shape) -> (*shape).
     """
+    from spec.prediction import predict_x0, prediction_target
+
+    if prediction not in SPEC_PREDICTION:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     if prediction == "epsilon":
         return eps
-    x0 = (x_t - np.sqrt(1.0 - alpha_bar) * eps) / np.sqrt(alpha_bar)
-    if prediction == "sample":
-        return x0
-    if prediction == "v_prediction":
-        return np.sqrt(alpha_bar) * eps - np.sqrt(1.0 - alpha_bar) * x0
-    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    x0 = predict_x0(sched, x_t, eps, t, "eps")
+    return prediction_target(sched, x0, t, eps, SPEC_PREDICTION[prediction])
 
 
 # ---------------------------------------------------------------------------------------------
