@@ -194,3 +194,45 @@ def test_steps_offset_with_n_equal_t_really_raises_in_diffusers(scheduler):
     x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
     with pytest.raises(IndexError):
         s.step(x, s.timesteps[0], x)
+
+
+# ---------------------------------------------------------------------------------------------
+# rescale_betas_zero_snr (Lin et al. 2023, Algorithm 1)
+
+
+@pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
+@pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DDPMScheduler"])
+def test_zero_terminal_snr_x0_and_v_agree_from_alpha_bar_zero(scheduler, prediction):
+    """Trailing grids start at t = T, where ᾱ_T = 0: the x_0/v model runs natively on both sides."""
+    c = cfg(scheduler=scheduler, T=20, n=5, spacing="trailing", prediction_type=prediction,
+            rescale=True, eta=0.5 if scheduler == "DDIMScheduler" else 0.0)
+    target = DiffusersTarget(scheduler)
+    run = target.prepare(c)
+    assert run.claim.grid[0] == 20
+    assert build_scheduler(c).alphas_cumprod[-1].item() == 0.0  # SNR(T) = 0
+    r = run_case(target, c, FLOAT64)
+    assert r.agrees, r.detail
+    assert r.loop_err < 1e-9
+
+
+def test_zero_terminal_snr_eps_claim_is_outside_the_spec():
+    c = cfg(T=20, n=5, spacing="trailing", prediction_type="epsilon", rescale=True)
+    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64)
+    assert not r.agrees
+    assert "outside the spec" in r.detail and "ε-prediction" in r.detail
+
+
+def test_zero_terminal_snr_wrong_v_step_is_caught():
+    """A target that reads v as ε at ᾱ = 0 (x̂_0 = −v̂ there, not (x − ε̂)/0) is reported."""
+    c = cfg(T=20, n=5, spacing="trailing", prediction_type="v_prediction", rescale=True)
+    target = DiffusersTarget("DDIMScheduler")
+    run = target.prepare(c)
+    inner = run.sample
+
+    def broken(x_T, predict, noise):
+        return inner(x_T, lambda x, t: -predict(x, t), noise)  # v with the wrong sign
+
+    run.sample = broken
+    target.prepare = lambda _cfg: run
+    r = run_case(target, c, FLOAT64)
+    assert not r.agrees and r.first == 0, r.detail

@@ -94,6 +94,7 @@ class DiffusersConfig:
     tables: str = "float64"  # "float64": tables cast to float64; "float32": as shipped
     shape: tuple[int, ...] = (1, 1, 2, 2)
     seed: int = 0
+    rescale: bool = False  # rescale_betas_zero_snr (Lin et al. 2023, Algorithm 1)
 
     def kwargs(self) -> dict[str, Any]:
         """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
@@ -107,6 +108,8 @@ class DiffusersConfig:
             kw["set_alpha_to_one"] = self.set_alpha_to_one
         else:
             kw["variance_type"] = self.variance_type
+        if self.rescale:
+            kw["rescale_betas_zero_snr"] = True
         return kw
 
     def to_json(self) -> str:
@@ -291,7 +294,7 @@ def _extra_Ts(T_min: int, T_max: int) -> tuple[int, ...]:
 def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
              offset: int = 0, variance: tuple[str, ...] = ("fixed_small", "fixed_small_log"),
              tables: str = "float64", T_min: int = 2,
-             alpha_one: bool | None = None) -> DiffusersConfig:
+             alpha_one: bool | None = None, rescale: bool = False) -> DiffusersConfig:
     T_max = 40 if profile == "small" else 1000
     if n_rule == "trailing_extra":
         T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
@@ -334,10 +337,13 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
     return DiffusersConfig(
         scheduler=scheduler, T=T, beta_schedule=schedule, beta_start=b0, beta_end=b1, n=n,
         spacing=spacing, steps_offset=offset, eta=eta, clip=draw(st.booleans()),
-        prediction_type=draw(st.sampled_from(["epsilon", "sample", "v_prediction"])),
+        # under zero terminal SNR an ε-model cannot be sampled from ᾱ_T = 0 (spec.prediction
+        # raises), so rescaled configurations draw x_0- and v-prediction only
+        prediction_type=draw(st.sampled_from(
+            ["sample", "v_prediction"] if rescale else ["epsilon", "sample", "v_prediction"])),
         set_alpha_to_one=(draw(st.booleans()) if alpha_one is None else alpha_one) if ddim else True,
         variance_type=draw(st.sampled_from(variance)), tables=tables, shape=shape,
-        seed=draw(st.integers(0, 2**16)),
+        seed=draw(st.integers(0, 2**16)), rescale=rescale,
     )
 
 
@@ -362,6 +368,8 @@ def ddim_families(profile: str) -> list[Family]:
         Family("linspace, 1 < n < T", c(D, profile, "linspace", "between", T_min=3), FLOAT64, note),
         Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
                FLOAT32, note),
+        Family("rescale_betas_zero_snr, trailing, n divides T, x_0/v",
+               c(D, profile, "trailing", "divides", rescale=True, T_min=3), FLOAT64, note),
     ]
 
 
@@ -388,6 +396,8 @@ def ddpm_families(profile: str) -> list[Family]:
                c(D, profile, "leading", "atleast2", variance=("fixed_large_log",)), FLOAT64, note),
         Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
                FLOAT32, note),
+        Family("rescale_betas_zero_snr, trailing, x_0/v, fixed_small[_log]",
+               c(D, profile, "trailing", "any", rescale=True, T_min=3), FLOAT64, note),
     ]
 
 
@@ -441,6 +451,55 @@ def _schedule_case(_target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseRes
     return r
 
 
+def _sqrt_ab_bound(betas: np.ndarray) -> np.ndarray:
+    """The float32 bound on |√ᾱ'_diffusers − √ᾱ'_spec| after rescaling (t = 1..T).
+
+    diffusers rescales in float32: the running product and its square root (t + 1 roundings of
+    √ᾱ_t relatively, plus each β_s once), the shift √ᾱ_t − √ᾱ_T and the scale s_1/(s_1 − s_T)
+    (which magnifies the absolute errors of √ᾱ_t and √ᾱ_T by s_1/(s_1 − s_T)), then ᾱ' → β' →
+    ᾱ' again (another t roundings, relatively). Bound: 4·u·(t + 4)·(1 + s_1/(s_1 − s_T)), u = 2^-24.
+    """
+    s = np.sqrt(np.cumprod(1 - betas))
+    t = np.arange(1, len(betas) + 1)
+    return 4 * 2.0**-24 * (t + 4) * (1 + s[0] / (s[0] - s[-1]))
+
+
+def _rescale_case(_target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseResult:
+    from spec.schedule import VPSchedule, cosine_betas, linear_betas, rescale_zero_terminal_snr
+
+    s = _import("DDIMScheduler")(
+        num_train_timesteps=cfg.T, beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end, rescale_betas_zero_snr=True,
+    )
+    ab = s.alphas_cumprod.double().numpy()
+    betas = (linear_betas(cfg.T, cfg.beta_start, cfg.beta_end) if cfg.beta_schedule == "linear"
+             else cosine_betas(cfg.T))
+    ref = VPSchedule(rescale_zero_terminal_snr(betas)).alpha_bars()[1:]
+    ratio = np.abs(np.sqrt(ab) - np.sqrt(ref)) / _sqrt_ab_bound(betas)
+    worst = int(np.argmax(ratio))
+    zero = ab[-1] == 0.0 and ref[-1] == 0.0  # SNR(T) = 0 exactly on both sides
+    r = CaseResult(cfg, bool(zero and ratio[worst] <= tol.rel), float(ratio[worst]), [])
+    if not r.agrees:
+        r.first = worst
+        r.detail = (
+            f"configuration: DDIMScheduler(num_train_timesteps={cfg.T}, beta_schedule="
+            f"{cfg.beta_schedule!r}, beta_start={cfg.beta_start!r}, beta_end={cfg.beta_end!r}, "
+            f"rescale_betas_zero_snr=True)\nalphas_cumprod[{worst}] = {ab[worst]!r}; spec ᾱ'_"
+            f"{worst + 1} = {ref[worst]!r} ({ratio[worst]:.3g}× the float32 bound on √ᾱ'); "
+            f"ᾱ'_T: diffusers {ab[-1]!r}, spec {ref[-1]!r}\n"
+            "spec formula departed from: spec.rescale_zero_terminal_snr (Lin et al. 2023, Algorithm 1)"
+        )
+    return r
+
+
+RESCALE_TOL = Tolerance(
+    1.0,
+    "rescaled schedule rows: ᾱ'_T = 0 exactly on both sides, and the ratio of |√ᾱ'_diffusers − "
+    "√ᾱ'_spec| to the float32 bound 4·2^-24·(t + 4)·(1 + s_1/(s_1 − s_T)) (s = √ᾱ before "
+    "rescaling; the shift by s_T magnifies absolute errors by s_1/(s_1 − s_T)); agrees when ≤ 1",
+)
+
+
 @st.composite
 def _schedule_configs(draw, schedule: str, profile: str) -> ScheduleConfig:
     T = draw(st.integers(2, 40 if profile == "small" else 1000))
@@ -460,6 +519,10 @@ def schedule_results(profile: str, examples: int) -> list[FamilyResult]:
         fam = Family(f"beta_schedule={schedule} vs spec", _schedule_configs(schedule, profile),
                      SCHEDULE_TOL)
         out.append(check_family(_T(), fam, examples, evaluate_case=_schedule_case))
+    for schedule in ("linear", "squaredcos_cap_v2"):
+        fam = Family(f"beta_schedule={schedule}, rescale_betas_zero_snr vs spec",
+                     _schedule_configs(schedule, profile), RESCALE_TOL)
+        out.append(check_family(_T(), fam, examples, evaluate_case=_rescale_case))
     return out
 
 
@@ -481,7 +544,7 @@ SCOPE: list[tuple[str, str, str]] = [
     ("variance_type fixed_small / fixed_small_log (DDPM)", "mapped", "σ² = β̃_t (DDPM Eq. 7); the _log form is the same σ through exp(½·log)"),
     ("variance_type fixed_large / fixed_large_log (DDPM)", "mapped", "σ² = β_t (DDPM §3.2), on a strided grid β'_t = 1 − ᾱ_t/ᾱ_prev"),
     ("variance_type learned / learned_range (DDPM)", "out of scope", "the variance comes from the model (Nichol & Dhariwal 2021, Eq. 15); the spec's models predict ε only"),
-    ("rescale_betas_zero_snr", "pending", "ᾱ_T = 0 makes x̂_0 = (x − √(1−ᾱ)ε̂)/√ᾱ (Eq. 9) undefined at the first step, so only v-prediction samplers are meaningful there; waits for the spec's zero-terminal-SNR rescaling (Lin et al. 2023, Algorithm 1) and its v-parameterized steps"),
+    ("rescale_betas_zero_snr", "mapped", "the table checked against spec.rescale_zero_terminal_snr (Lin et al. 2023, Algorithm 1; ᾱ_T = 0 exactly on both sides); DDIM/DDPM steps run for x_0- and v-prediction with a model of that kind on both sides (ε cannot be converted at ᾱ_T = 0). ε-prediction is not drawn: a claim starting at ᾱ = 0 with ε is outside the spec (spec.prediction raises), and the harness reports it as such"),
     ("use_clipped_model_output (DDIM.step argument)", "not drawn", "the pipeline default False is checked; True recomputes ε̂ from the clipped x̂_0, which spec.ddim does not (the model's ε̂ gives the direction)"),
     ("DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler", "pending", "the spec has no DPM-Solver++(2M) or EDM Euler/Heun samplers yet"),
 ]

@@ -8,13 +8,15 @@ the respacing of a DDPM chain onto a coarser grid (Nichol & Dhariwal 2021, §4) 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from conformance.external.targets import DDIM, DDPM, Claim
+from conformance.external.targets import DDIM, DDPM, SPEC_PREDICTION, Claim
 from spec.ddim import ddim_prev, ddim_sample_strided, ddim_step_between
 from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
 from spec.forward import q_posterior_mean_variance
+from spec.prediction import PredictionModel, denoise
 from spec.schedule import VPSchedule, time_of_index
 
 
@@ -58,11 +60,27 @@ class _RespacedModel:
         return self.model.eps(x, time_of_index(self.S[k], self.T))
 
 
-class SpecOracle:
-    """The spec's computation of a claim: one step (`step`) or the whole loop (`sample`)."""
+@dataclass(frozen=True)
+class _RespacedDenoiser(_RespacedModel):
+    """A respaced model that predicts `prediction` (spec.prediction's Denoiser protocol)."""
 
-    def __init__(self, claim: Claim, model: NonlinearEps) -> None:
-        self.claim, self.model = claim, model
+    prediction: str = "eps"
+
+    def output(self, x: np.ndarray, t_scalar: float) -> np.ndarray:
+        return self.eps(x, t_scalar)
+
+
+class SpecOracle:
+    """The spec's computation of a claim: one step (`step`) or the whole loop (`sample`).
+
+    native: the model's output is read as the claim's own prediction kind (x̂_0 or v̂) through
+    spec.prediction.PredictionModel, instead of as ε (used where ᾱ = 0: zero terminal SNR).
+    """
+
+    def __init__(self, claim: Claim, model: NonlinearEps, native: bool = False) -> None:
+        self.claim = claim
+        self.kind = SPEC_PREDICTION[claim.prediction] if native else "eps"
+        self.model: Any = PredictionModel(model, self.kind) if native else model
         self.sched = VPSchedule(np.asarray(claim.betas, dtype=np.float64))
         self.T = self.sched.T
         self.path = claim.path
@@ -75,7 +93,10 @@ class SpecOracle:
             ab = self.sched.alpha_bars()
             self.S = S
             self.respaced = VPSchedule(1.0 - ab[list(S[1:])] / ab[list(S[:-1])])
-            self.respaced_model = _RespacedModel(model, S, self.T)
+            self.respaced_model = (
+                _RespacedDenoiser(model, S, self.T, self.kind) if native
+                else _RespacedModel(model, S, self.T)
+            )
 
     def step(self, i: int, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The spec's step i: x at path[i] → x at path[i + 1], with noise z."""
@@ -87,7 +108,7 @@ class SpecOracle:
             # t_prev == t (set_alpha_to_one=False on a grid ending at t = 1): Eq. 12 with
             # ᾱ_prev = ᾱ_t, where Eq. 16 gives σ = 0.
             ab = self.sched.alpha_bar(t)
-            eps_hat = self.model.eps(x, time_of_index(t, self.T))
+            eps_hat = denoise(self.sched, self.model, x, t)[1]  # ε̂ of the model's output
             return ddim_prev(ab, ab, x, eps_hat, clip=m.clip)
         k = self.S.index(t) - 1  # respaced step index: x_{k+1} → x_k of the respaced chain
         rs, rm = self.respaced, self.respaced_model

@@ -113,6 +113,13 @@ class Claim:
             raise ValueError(f"claim end must be in {{0..{g[-1]}}}, got {self.end}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        ab = np.cumprod(1.0 - np.asarray(self.betas, dtype=np.float64))  # ᾱ_1..ᾱ_T
+        if self.prediction == "epsilon" and ab[g[0] - 1] == 0:
+            raise ValueError(
+                f"an ε-prediction claim cannot start at t = {g[0]}, where ᾱ = 0 (zero terminal "
+                "SNR): ε says nothing about x_0 there (spec.prediction.x0_from_output raises); "
+                "only x_0- and v-prediction are defined"
+            )
 
     @property
     def T(self) -> int:
