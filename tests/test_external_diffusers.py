@@ -33,6 +33,7 @@ from conformance.external.diffusers_adapter import (  # noqa: E402
     DiffusersTarget,
     build_scheduler,
     final_time,
+    grid_results,
     installed_version,
     schedule_results,
     spec_time,
@@ -132,6 +133,7 @@ def test_findings_match_the_expectations_file():
         results += [check_family(target, fam, 5, shrink_budget=20, derandomize=True)
                     for fam in target.families("small")]
     results += schedule_results("small", 5)
+    results += grid_results("small", 5, derandomize=True)
     found = {(r.target, r.family) for r in results if not r.agrees}
     assert not compare_expected(found, recorded), "\n".join(compare_expected(found, recorded))
     families = {(r.target, r.family) for r in results}
@@ -236,3 +238,30 @@ def test_zero_terminal_snr_wrong_v_step_is_caught():
     target.prepare = lambda _cfg: run
     r = run_case(target, c, FLOAT64)
     assert not r.agrees and r.first == 0, r.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid: scheduler.timesteps against spec.timestep_grid
+
+
+@pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DDPMScheduler"])
+def test_grid_rows_compare_timesteps_plus_one_with_timestep_grid(scheduler):
+    from conformance.external.diffusers_adapter import GRID_TOL, GridConfig, _grid_case
+
+    # Lin et al. 2023 Table 2 (T = 1000, n = 10): trailing 1000, 900, …, 100; leading 901, …, 1
+    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "trailing"), GRID_TOL).agrees
+    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "leading"), GRID_TOL).agrees
+    shifted = _grid_case(None, GridConfig(scheduler, 1000, 10, "leading", 1), GRID_TOL)
+    assert not shifted.agrees and shifted.loop_err == 10  # every entry one too late
+    tie = _grid_case(None, GridConfig(scheduler, 4, 3, "linspace"), GRID_TOL)
+    assert not tie.agrees and "[4, 3, 1]" in tie.detail and "[4, 2, 1]" in tie.detail
+    extra = _grid_case(None, GridConfig(scheduler, 17, 7, "trailing"), GRID_TOL)
+    assert not extra.agrees and extra.first == 7  # the (n+1)-th entry, τ = −1
+
+
+def test_grid_families_are_split_by_the_rounding_case():
+    from conformance.external.diffusers_adapter import linspace_tie, trailing_misround
+
+    assert linspace_tie(4, 3) and not linspace_tie(4, 4) and not linspace_tie(10, 1)
+    assert trailing_misround(7, 6) and not trailing_misround(1000, 10)
+    assert trailing_extra(17, 7) and not trailing_extra(1000, 10)

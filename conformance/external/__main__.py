@@ -60,6 +60,7 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
         SCOPE,
         TARGETS,
         DiffusersTarget,
+        grid_results,
         installed_version,
         schedule_results,
     )
@@ -74,6 +75,7 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
             results.append(check_family(target, fam, examples, shrink_budget))
     if not family or "beta_schedule" in family:
         results += schedule_results(profile, examples)
+    results += [r for r in grid_results(profile, examples) if not family or family in r.family]
     version = installed_version()
     note = "" if version == PINNED else f" (pinned: {PINNED})"
     return Report(results, title=f"diffusers {version}{note} against the spec ({profile} profile, "

@@ -12,7 +12,7 @@ Conventions, all mapped in this module and nowhere else:
 * **The grid it claims** is `scheduler.timesteps` after `set_timesteps(n)` (whatever
   `timestep_spacing` and `steps_offset` made of it), each step going to the next entry and the
   last one to the final time. Whether that grid is the one Lin et al. 2023 (Table 2) describe
-  is a separate question (pending the spec's timestep grids).
+  is a separate check (`grid_results`: t = τ + 1 against `spec.timestep_grid`).
 * **The schedule.** The spec side is given the scheduler's own `alphas_cumprod` (float32
   values, as float64) as a VPSchedule, so a step check tests the step, not the schedule; the
   schedule is checked on its own against `spec.linear_betas` / `spec.cosine_betas`.
@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -527,6 +528,124 @@ def schedule_results(profile: str, examples: int) -> list[FamilyResult]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The grid: scheduler.timesteps against spec.timestep_grid (Lin et al. 2023, Table 2)
+
+
+GRID_TOL = Tolerance(
+    0.0,
+    "grid rows: scheduler.timesteps mapped to t = τ + 1 must equal spec.timestep_grid(T, n, "
+    "spacing) without its final 0, entry for entry (integers: no tolerance); the value is the "
+    "number of entries that differ (a grid of another length counts every entry)",
+)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    scheduler: str
+    T: int
+    n: int
+    spacing: str
+    steps_offset: int = 0
+    shape: tuple[int, ...] = ()
+    seed: int = 0
+
+
+def linspace_tie(T: int, n: int) -> bool:
+    """Whether diffusers' grid round(np.linspace(0, T − 1, n)) + 1 (τ rounded half to even in
+    floats, then t = τ + 1) differs from the spec's exact round(1 + k(T−1)/(n−1)): at a tie x.5
+    the two roundings always part, and the float linspace decides which values are ties."""
+    from spec.schedule import timestep_grid
+
+    got = (np.round(np.linspace(0, T - 1, n)) + 1).astype(np.int64)[::-1]
+    return list(got) != list(timestep_grid(T, n, "linspace")[:-1])
+
+
+def trailing_misround(T: int, n: int) -> bool:
+    """Whether diffusers' float arange(T, 0, −T/n), rounded, differs from the exact round(T·(n−i)/n)
+    (ties to even) on its first n entries: a tie that the float step pushes the other way."""
+    from spec.schedule import timestep_grid
+
+    got = np.round(np.arange(T, 0, -T / n)).astype(np.int64)[:n]
+    return list(got) != list(timestep_grid(T, n, "trailing")[:-1])
+
+
+def _grid_kind(T: int, n: int, spacing: str) -> str:
+    if spacing == "linspace":
+        return "tie" if linspace_tie(T, n) else "exact"
+    if spacing == "trailing":
+        if trailing_extra(T, n):
+            return "extra"
+        return "misround" if trailing_misround(T, n) else "exact"
+    return "exact"
+
+
+def _grid_case(_target: Any, cfg: GridConfig, tol: Tolerance) -> CaseResult:
+    from spec.schedule import timestep_grid
+
+    s = _import(cfg.scheduler)(num_train_timesteps=cfg.T, timestep_spacing=cfg.spacing,
+                               steps_offset=cfg.steps_offset)
+    code = (f"{cfg.scheduler}(num_train_timesteps={cfg.T}, timestep_spacing={cfg.spacing!r}, "
+            f"steps_offset={cfg.steps_offset}).set_timesteps({cfg.n})")
+    ref = [int(t) for t in timestep_grid(cfg.T, cfg.n, cfg.spacing)[:-1]]
+    try:
+        s.set_timesteps(cfg.n)
+        got = [spec_time(int(tau)) for tau in s.timesteps]
+    except Exception as exc:
+        return CaseResult(cfg, False, math.inf, [], 0,
+                          f"configuration: {code}\nthe target raised {type(exc).__name__}: {exc}")
+    wrong = [i for i in range(max(len(got), len(ref)))
+             if i >= len(got) or i >= len(ref) or got[i] != ref[i]]
+    r = CaseResult(cfg, not wrong, float(len(wrong)), [])
+    if wrong:
+        i = wrong[0]
+        r.first = i
+        r.detail = (
+            f"configuration: {code}\nscheduler.timesteps + 1 = {got}\n"
+            f"spec.timestep_grid({cfg.T}, {cfg.n}, {cfg.spacing!r})[:-1] = {ref}\n"
+            f"first entry that parts: index {i}; {len(wrong)} of {max(len(got), len(ref))} differ\n"
+            f"spec formula departed from: spec.timestep_grid, {cfg.spacing} spacing "
+            "(Lin et al. 2023, Table 2), in the spec's t = τ + 1"
+        )
+    return r
+
+
+@st.composite
+def _grid_configs(draw, scheduler: str, profile: str, spacing: str, kind: str,
+                  offset: int = 0) -> GridConfig:
+    T = draw(st.integers(2, 40 if profile == "small" else 1000))
+    ns = [n for n in range(1, T + 1) if _grid_kind(T, n, spacing) == kind]
+    if not ns:
+        draw(st.nothing())
+    return GridConfig(scheduler, T, draw(st.sampled_from(ns)), spacing, offset)
+
+
+GRID_FAMILIES: tuple[tuple[str, str, str, int], ...] = (
+    ("timesteps: leading, steps_offset=0", "leading", "exact", 0),
+    ("timesteps: leading, steps_offset=1", "leading", "exact", 1),
+    ("timesteps: linspace, no tie rounded apart", "linspace", "exact", 0),
+    ("timesteps: linspace, a tie k·(T−1)/(n−1) = x.5 rounded apart (e.g. T=4, n=3)", "linspace", "tie", 0),
+    ("timesteps: trailing, float arange exact", "trailing", "exact", 0),
+    ("timesteps: trailing, float arange misrounds a tie (e.g. T=7, n=6)", "trailing", "misround", 0),
+    ("timesteps: trailing, float arange adds τ = −1 (e.g. T=17, n=7)", "trailing", "extra", 0),
+)
+
+
+def grid_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
+    """scheduler.timesteps (t = τ + 1) against spec.timestep_grid, per spacing, both schedulers."""
+    out = []
+    for scheduler in TARGETS:
+        class _T:
+            name = f"{scheduler}.timesteps"
+
+        for name, spacing, kind, offset in GRID_FAMILIES:
+            fam = Family(name, _grid_configs(scheduler, profile, spacing, kind, offset), GRID_TOL,
+                         "T and n drawn; the family fixes the spacing and which rounding case")
+            out.append(check_family(_T(), fam, examples, evaluate_case=_grid_case,
+                                    derandomize=derandomize))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Scope: what each option does here
 
 SCOPE: list[tuple[str, str, str]] = [
@@ -534,7 +653,7 @@ SCOPE: list[tuple[str, str, str]] = [
     ("beta_schedule linear / squaredcos_cap_v2", "mapped", "step checks with the scheduler's table; the table itself checked against spec.linear_betas / spec.cosine_betas"),
     ("beta_schedule scaled_linear", "mapped (steps only)", "step checks with the scheduler's table; the spec has no scaled_linear schedule (it comes from the Latent Diffusion code, not a paper equation), so the table itself is not checked"),
     ("beta_schedule sigmoid / laplace, trained_betas", "not drawn", "the same code path as any other table (the steps read alphas_cumprod only)"),
-    ("timestep_spacing, steps_offset, num_inference_steps", "mapped", "the grid the scheduler claims: scheduler.timesteps, t = τ + 1, each step to the next entry; checking the grid against Lin et al. 2023 Table 2 is pending the spec's timestep grids"),
+    ("timestep_spacing, steps_offset, num_inference_steps", "mapped", "the grid the scheduler claims: scheduler.timesteps, t = τ + 1, each step to the next entry; the grid itself is checked on its own against spec.timestep_grid (Lin et al. 2023, Table 2) per spacing (the timesteps rows)"),
     ("set_alpha_to_one (DDIM)", "mapped", "True: the last step lands on t = 0 (ᾱ_0 = 1); False: on alphas_cumprod[0] = ᾱ_1, i.e. t = 1"),
     ("eta (DDIM)", "mapped", "DDIM Eq. 16, σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev); each step's noise passed as variance_noise"),
     ("clip_sample (clip_sample_range = 1)", "mapped", "x̂_0 clipped to [−1, 1]; DDIM keeps the model's ε̂ as the direction (spec.ddim), DDPM takes μ̃_t(x_t, clip(x̂_0)) (DDPM Eq. 7)"),
