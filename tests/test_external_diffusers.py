@@ -31,6 +31,7 @@ from conformance.external.diffusers_adapter import (  # noqa: E402
     TARGETS,
     DiffusersConfig,
     DiffusersTarget,
+    all_targets,
     build_scheduler,
     final_time,
     grid_results,
@@ -128,8 +129,7 @@ def test_findings_match_the_expectations_file():
     """Every family (small profile, derandomized): deviations == the recorded ones, both ways."""
     _, recorded, reasons = load_expected(EXPECTED)
     results = []
-    for name in TARGETS:
-        target = DiffusersTarget(name)
+    for target in all_targets():
         results += [check_family(target, fam, 5, shrink_budget=20, derandomize=True)
                     for fam in target.families("small")]
     results += schedule_results("small", 5)
@@ -265,3 +265,34 @@ def test_grid_families_are_split_by_the_rounding_case():
     assert linspace_tie(4, 3) and not linspace_tie(4, 4) and not linspace_tie(10, 1)
     assert trailing_misround(7, 6) and not trailing_misround(1000, 10)
     assert trailing_extra(17, 7) and not trailing_extra(1000, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# EulerDiscreteScheduler against spec.edm's Euler step
+
+
+def test_euler_leading_agrees_with_spec_edm_euler():
+    from conformance.external.diffusers_adapter import FLOAT32, EulerTarget
+
+    c = cfg(scheduler="EulerDiscreteScheduler", T=30, n=6, spacing="leading", tables="float32")
+    target = EulerTarget()
+    run = target.prepare(c)
+    assert run.claim.grid == (26, 21, 16, 11, 6, 1) and run.claim.end == 0
+    r = run_case(target, c, FLOAT32)
+    assert r.agrees, r.detail
+    assert len(r.step_errs) == 6
+
+
+def test_euler_with_the_model_at_tau_instead_of_t_is_caught():
+    """The time map matters: a model fed τ (not t = τ + 1) is reported at the first step."""
+    from conformance.external.diffusers_adapter import FLOAT32, EulerTarget
+
+    c = cfg(scheduler="EulerDiscreteScheduler", T=30, n=6, spacing="leading", tables="float32")
+    target = EulerTarget()
+    run = target.prepare(c)
+    inner = run.sample
+    run.sample = lambda x_T, predict, noise: inner(x_T, lambda x, t: predict(x, t - 1), noise)
+    target.prepare = lambda _cfg: run
+    r = run_case(target, c, FLOAT32)
+    assert not r.agrees and r.first == 0, r.detail
+    assert "model calls" in r.detail

@@ -217,6 +217,8 @@ def diagnose(
 
     claim = oracle.claim
     m = claim.method
+    if not hasattr(m, "clip"):  # EDMEuler: no nearby variants to try
+        return ""
     t = claim.path[i]
     tried: list[tuple[str, Claim]] = []
     if isinstance(m, DDIM):

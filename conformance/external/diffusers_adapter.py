@@ -1,4 +1,4 @@
-"""Adapters for diffusers' DDIMScheduler and DDPMScheduler: their conventions mapped onto the spec's.
+"""Adapters for diffusers' DDIMScheduler, DDPMScheduler and EulerDiscreteScheduler, mapped onto the spec.
 
 Conventions, all mapped in this module and nowhere else:
 
@@ -47,7 +47,7 @@ from conformance.external.check import (
     FamilyResult,
     check_family,
 )
-from conformance.external.targets import DDIM, DDPM, Claim, Family, Run, Tolerance
+from conformance.external.targets import DDIM, DDPM, Claim, EDMEuler, Family, Run, Tolerance
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -99,6 +99,13 @@ class DiffusersConfig:
 
     def kwargs(self) -> dict[str, Any]:
         """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
+        if self.scheduler == "EulerDiscreteScheduler":
+            return dict(
+                num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
+                beta_start=self.beta_start, beta_end=self.beta_end,
+                timestep_spacing=self.spacing, steps_offset=self.steps_offset,
+                prediction_type=self.prediction_type,
+            )
         kw: dict[str, Any] = dict(
             num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
             beta_start=self.beta_start, beta_end=self.beta_end, timestep_spacing=self.spacing,
@@ -128,7 +135,10 @@ class DiffusersConfig:
         lift = (
             "; tables cast to float64" if self.tables == "float64" else "; float32 tables and sample"
         )
-        if self.scheduler == "DDIMScheduler":
+        if self.scheduler == "EulerDiscreteScheduler":
+            step = ("s.step(model(s.scale_model_input(x, tau), tau), tau, x)  "
+                    "# x starts as x_T·√(1 + σ_0²)")
+        elif self.scheduler == "DDIMScheduler":
             step = f"s.step(model(x, tau), tau, x, eta={self.eta!r}, variance_noise=noise[i])"
         else:
             step = "s.step(model(x, tau), tau, x)  # noise[i] as its randn_tensor"
@@ -271,6 +281,71 @@ class DiffusersTarget:
         return Run(claim=claim, sample=sample, dtype=dtype, describe=describe, repro=cfg.code())
 
 
+class EulerTarget:
+    """diffusers' EulerDiscreteScheduler (s_churn = 0) against spec.edm's Euler step.
+
+    Its σ's are the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of alphas_cumprod (float32) at its timesteps, then
+    σ = 0 (final_sigmas_type "zero"); its sample is x̃ = x_t·√(1 + σ²) (scale_model_input divides
+    by √(1 + σ²) before the model), so the adapter starts it from x̃ = x_T·√(1 + σ_0²) (not
+    init_noise_sigma, which is σ_0 for linspace/trailing: EDM's σ_max·z, not the VP x_T) and
+    hands back x̃/√(1 + σ²). The model gets the spec time t = τ + 1. Non-integer timesteps
+    (spacing "linspace": np.linspace(0, T − 1, n) unrounded, σ interpolated between table
+    entries) are outside a discrete-time claim. The sample is float32 (step() upcasts to it).
+    """
+
+    name = "EulerDiscreteScheduler"
+
+    def families(self, profile: str) -> list[Family]:
+        c = _configs
+        E = self.name
+        note = "prediction_type (ε, x_0, v), beta_schedule and β range drawn freely; s_churn = 0"
+        return [
+            Family("leading, any n", c(E, profile, "leading", "any", tables="float32"), FLOAT32, note),
+            Family("trailing, n divides T", c(E, profile, "trailing", "divides", tables="float32"),
+                   FLOAT32, note),
+            Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
+                   c(E, profile, "linspace", "whole", tables="float32"), FLOAT32, note),
+            Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
+                   c(E, profile, "linspace", "frac", T_min=4, tables="float32"), FLOAT32, note),
+        ]
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        import torch
+
+        s = _import(self.name)(**cfg.kwargs())
+        s.set_timesteps(cfg.n)
+        raw = [float(v) for v in s.timesteps]
+        if any(v != int(v) for v in raw):
+            raise ValueError(
+                f"set_timesteps({cfg.n}) made non-integer timesteps {raw[:6]}…: the model is called "
+                "at fractional τ and σ is interpolated between alphas_cumprod entries, which no "
+                "discrete grid t ∈ {1..T} claims"
+            )
+        taus = [int(v) for v in raw]
+        ab = s.alphas_cumprod.double().numpy()
+        betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+        claim = Claim(betas=betas, grid=tuple(spec_time(tau) for tau in taus), end=0,
+                      method=EDMEuler(), prediction=cfg.prediction_type,
+                      labels=(*(f"τ={tau}" for tau in taus), "σ=0"))
+        sig = [float(v) for v in s.sigmas]
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32)) * float(np.sqrt(1 + sig[0] ** 2))
+            states = [x_T]
+            for i, tau in enumerate(s.timesteps):
+                x_in = s.scale_model_input(x, tau)
+                out = torch.from_numpy(np.array(predict(x_in.numpy(), spec_time(int(tau)))))
+                x = s.step(out, tau, x).prev_sample
+                states.append(x.double().numpy() / np.sqrt(1 + sig[i + 1] ** 2))
+            return states
+
+        def describe(i: int) -> str:
+            return (f"model at τ = {taus[i]} (spec t = {spec_time(taus[i])}) on scale_model_input(x̃); "
+                    f"σ = {sig[i]!r} → σ_next = {sig[i + 1]!r}")
+
+        return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration families
 
@@ -319,6 +394,11 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         n = draw(st.integers(1, T // 2))
     elif n_rule == "upper":  # T/2 < n < T (T // n = 1)
         n = draw(st.integers(T // 2 + 1, T - 1))
+    elif n_rule == "frac":  # 1 < n < T with (n − 1) ∤ (T − 1): linspace(0, T − 1, n) not integer
+        ns = [k for k in range(2, T) if (T - 1) % (k - 1)]
+        n = draw(st.sampled_from(ns)) if ns else draw(st.nothing())
+    elif n_rule == "whole":  # (n − 1) | (T − 1) (or n = 1): linspace(0, T − 1, n) integer
+        n = draw(st.sampled_from([k for k in range(1, T + 1) if k == 1 or (T - 1) % (k - 1) == 0]))
     elif n_rule == "atleast2":
         n = draw(st.integers(2, T))
     elif n_rule == "trailing_extra":
@@ -665,8 +745,16 @@ SCOPE: list[tuple[str, str, str]] = [
     ("variance_type learned / learned_range (DDPM)", "out of scope", "the variance comes from the model (Nichol & Dhariwal 2021, Eq. 15); the spec's models predict ε only"),
     ("rescale_betas_zero_snr", "mapped", "the table checked against spec.rescale_zero_terminal_snr (Lin et al. 2023, Algorithm 1; ᾱ_T = 0 exactly on both sides); DDIM/DDPM steps run for x_0- and v-prediction with a model of that kind on both sides (ε cannot be converted at ᾱ_T = 0). ε-prediction is not drawn: a claim starting at ᾱ = 0 with ε is outside the spec (spec.prediction raises), and the harness reports it as such"),
     ("use_clipped_model_output (DDIM.step argument)", "not drawn", "the pipeline default False is checked; True recomputes ε̂ from the clipped x̂_0, which spec.ddim does not (the model's ε̂ gives the direction)"),
-    ("DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler", "pending", "the spec has no DPM-Solver++(2M) or EDM Euler/Heun samplers yet"),
+    ("EulerDiscreteScheduler (s_churn = 0, final_sigmas_type zero, interpolation linear)", "mapped", "spec.edm.edm_euler_step on the VP σ_t = √((1−ᾱ_t)/ᾱ_t) of its float32 table at t = τ + 1, then σ = 0; scale_model_input's x̃/√(1+σ²) is the VP x_t the model gets; started from x̃ = x_T·√(1+σ_0²) (init_noise_sigma is σ_0 for linspace/trailing, EDM's σ_max·z); float32 as shipped"),
+    ("EulerDiscreteScheduler use_karras_sigmas / exponential / beta sigmas, s_churn > 0, final_sigmas_type sigma_min", "pending", "Karras σ's (ρ = 7, spec.edm.edm_sigmas) call the model at σ-interpolated fractional τ; churn adds noise (Karras Algorithm 2), which spec.edm does not have"),
+    ("HeunDiscreteScheduler", "pending", "spec.edm.edm_heun_step maps directly, but its duplicated timesteps (2 model calls per step, the last step Euler) need the harness to accept a claimed call sequence other than one call per grid time"),
+    ("DPMSolverMultistepScheduler", "pending", "spec.dpm_solver.dpm_solver_pp_2m_step on diffusers' grid (t = τ + 1) needs a claim type for multistep state (the previous x̂_0) and checks of lower_order_final (< 15 steps), euler_at_final and final_sigmas_type"),
 ]
 
 
 TARGETS = ("DDIMScheduler", "DDPMScheduler")
+
+
+def all_targets() -> list[Any]:
+    """Every adapted scheduler: DDIM and DDPM (pipeline loops), then Euler (spec.edm)."""
+    return [*(DiffusersTarget(name) for name in TARGETS), EulerTarget()]

@@ -80,7 +80,23 @@ class DDPM:
         )
 
 
-Method = DDIM | DDPM
+@dataclass(frozen=True)
+class EDMEuler:
+    """Euler's method on the EDM ODE dx̃/dσ = (x̃ − D(x̃; σ))/σ (Karras et al. 2022, Algorithm 1
+    without its correction; `spec.edm.edm_euler_step`), on the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of the
+    claimed grid and σ = 0 at its end, x̃ = x_t/√ᾱ_t (`spec.edm.vp_to_edm`). States are compared
+    in VP scale (x_t = x̃/√(1 + σ²)); the model is called at the grid's discrete t.
+    """
+
+    @property
+    def formula(self) -> str:
+        return (
+            "EDM Euler (Karras et al. 2022, Algorithm 1 lines 4–5, no correction): "
+            "x̃' = x̃ + (σ_next − σ)·(x̃ − D(x̃; σ))/σ with σ_t = √((1−ᾱ_t)/ᾱ_t) on the grid, σ = 0 at its end"
+        )
+
+
+Method = DDIM | DDPM | EDMEuler
 
 
 @dataclass(frozen=True, eq=False)
