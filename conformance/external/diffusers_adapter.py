@@ -136,8 +136,7 @@ class DiffusersConfig:
             "; tables cast to float64" if self.tables == "float64" else "; float32 tables and sample"
         )
         if self.scheduler == "EulerDiscreteScheduler":
-            step = ("s.step(model(s.scale_model_input(x, tau), tau), tau, x)  "
-                    "# x starts as x_T·√(1 + σ_0²)")
+            step = "s.step(model(s.scale_model_input(x, tau), tau), tau, x)"
         elif self.scheduler == "DDIMScheduler":
             step = f"s.step(model(x, tau), tau, x, eta={self.eta!r}, variance_noise=noise[i])"
         else:
@@ -145,8 +144,9 @@ class DiffusersConfig:
         return (
             f"s = {self.scheduler}({args}){lift}\n"
             f"  s.set_timesteps({self.n}); for i, tau in enumerate(s.timesteps): x = {step}.prev_sample\n"
-            f"  x_T, noise: shape {self.shape}, seed {self.seed}\n"
-            f"  rerun: python -m conformance.external diffusers --case '{self.to_json()}'"
+            f"  x_T, noise: shape {self.shape}, seed {self.seed}"
+            + ("; x starts as x_T·√(1 + σ_0²)\n" if self.scheduler == "EulerDiscreteScheduler" else "\n")
+            + f"  rerun: python -m conformance.external diffusers --case '{self.to_json()}'"
         )
 
 
