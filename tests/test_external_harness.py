@@ -232,17 +232,28 @@ def test_a_target_that_raises_or_returns_too_few_states_is_reported():
 
 @given(st.floats(1e-4, 0.9999), st.integers(0, 2**16))
 @settings(max_examples=30)
-def test_eps_to_prediction_is_the_closed_form(ab, seed):
+def test_eps_to_prediction_is_the_closed_form(beta, seed):
+    sched = VPSchedule(np.array([beta]))  # ᾱ_1 = 1 − β
+    ab = sched.alpha_bar(1)
     rng = np.random.default_rng(seed)
     x0, eps = rng.standard_normal((2, 5))
     x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps  # DDPM Eq. 4
-    assert np.allclose(eps_to_prediction(eps, x_t, ab, "epsilon"), eps)
-    assert np.allclose(eps_to_prediction(eps, x_t, ab, "sample"), x0, atol=1e-8 / np.sqrt(ab))
-    v = eps_to_prediction(eps, x_t, ab, "v_prediction")
-    assert np.allclose(v, np.sqrt(ab) * eps - np.sqrt(1 - ab) * x0, atol=1e-8)
-    assert np.allclose(np.sqrt(ab) * x_t - np.sqrt(1 - ab) * v, x0, atol=1e-8)  # Salimans & Ho
+    assert np.allclose(eps_to_prediction(eps, x_t, sched, 1, "epsilon"), eps)
+    assert np.allclose(eps_to_prediction(eps, x_t, sched, 1, "sample"), x0, atol=1e-8 / np.sqrt(ab))
+    v = eps_to_prediction(eps, x_t, sched, 1, "v_prediction")
+    assert np.allclose(v, np.sqrt(ab) * eps - np.sqrt(1 - ab) * x0, atol=1e-8 / np.sqrt(ab))
+    assert np.allclose(np.sqrt(ab) * x_t - np.sqrt(1 - ab) * v, x0, atol=1e-8 / np.sqrt(ab))  # Salimans & Ho
     with pytest.raises(ValueError, match="prediction must be one of"):
-        eps_to_prediction(eps, x_t, ab, "score")
+        eps_to_prediction(eps, x_t, sched, 1, "score")
+
+
+def test_eps_to_prediction_refuses_x0_at_zero_terminal_snr():
+    """ᾱ_T = 0: ε says nothing about x_0, so the spec's conversion raises instead of dividing by 0."""
+    sched = VPSchedule(np.array([0.5, 1.0]))  # ᾱ_2 = 0
+    x = np.ones(3)
+    with pytest.raises(ValueError, match="zero terminal SNR"):
+        eps_to_prediction(x, x, sched, 2, "sample")
+    assert np.array_equal(eps_to_prediction(x, x, sched, 2, "epsilon"), x)
 
 
 @pytest.mark.parametrize("betas", [linear_betas(12, 1e-3, 0.2), cosine_betas(9)])

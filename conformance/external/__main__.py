@@ -58,22 +58,22 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
     from conformance.external.diffusers_adapter import (
         PINNED,
         SCOPE,
-        TARGETS,
-        DiffusersTarget,
+        all_targets,
+        grid_results,
         installed_version,
         schedule_results,
     )
 
     torch.set_num_threads(1)  # tiny tensors: thread hand-off costs more than the arithmetic
     results = []
-    for name in TARGETS:
-        target = DiffusersTarget(name)
+    for target in all_targets():
         for fam in target.families(profile):
             if family and family not in fam.name:
                 continue
             results.append(check_family(target, fam, examples, shrink_budget))
     if not family or "beta_schedule" in family:
         results += schedule_results(profile, examples)
+    results += [r for r in grid_results(profile, examples) if not family or family in r.family]
     version = installed_version()
     note = "" if version == PINNED else f" (pinned: {PINNED})"
     return Report(results, title=f"diffusers {version}{note} against the spec ({profile} profile, "
@@ -83,16 +83,23 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
 def run_one_case(text: str) -> int:
     """Rerun one diffusers configuration (JSON from a reproduction) and print the comparison."""
     from conformance.external.check import FLOAT64, run_case
-    from conformance.external.diffusers_adapter import FLOAT32, DiffusersConfig, DiffusersTarget
+    from conformance.external.diffusers_adapter import (
+        FLOAT32,
+        DiffusersConfig,
+        DiffusersTarget,
+        EulerTarget,
+    )
 
     try:
         cfg = DiffusersConfig.from_json(text)
     except (ValueError, TypeError, KeyError) as exc:
         fail(f"--case: not a diffusers configuration: {exc}")
-    if cfg.scheduler not in ("DDIMScheduler", "DDPMScheduler"):
-        fail(f"--case: scheduler must be DDIMScheduler or DDPMScheduler, got {cfg.scheduler!r}")
+    if cfg.scheduler not in ("DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler"):
+        fail("--case: scheduler must be DDIMScheduler, DDPMScheduler or EulerDiscreteScheduler, "
+             f"got {cfg.scheduler!r}")
     tol = FLOAT64 if cfg.tables == "float64" else FLOAT32
-    r = run_case(DiffusersTarget(cfg.scheduler), cfg, tol)
+    target = EulerTarget() if cfg.scheduler == "EulerDiscreteScheduler" else DiffusersTarget(cfg.scheduler)
+    r = run_case(target, cfg, tol)
     if r.agrees:
         print(f"agrees: whole-loop error {r.loop_err:.3g}, largest one-step error "
               f"{max(r.step_errs, default=0.0):.3g} ({len(r.step_errs)} steps)")

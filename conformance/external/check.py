@@ -33,6 +33,7 @@ from conformance.external.targets import (
     Tolerance,
     eps_to_prediction,
 )
+from spec.schedule import VPSchedule
 
 FLOAT64 = Tolerance(
     1e-8,
@@ -107,8 +108,12 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
     x_T = x_T.astype(run.dtype).astype(np.float64)  # both sides start from the same rounded x_T
     noise = noise.astype(run.dtype).astype(np.float64)
     model = NonlinearEps.from_seed(getattr(config, "seed", 0))
-    oracle = SpecOracle(claim, model)
-    ab = oracle.sched.alpha_bars()
+    ab = VPSchedule(np.asarray(claim.betas, dtype=np.float64)).alpha_bars()
+    # Zero terminal SNR (ᾱ = 0 on the grid): an ε-model says nothing about x_0 there, so an x_0-
+    # or v-claim is run with a model OF that kind on both sides (the same network read as x̂_0 or
+    # v̂: spec.prediction.PredictionModel) instead of converting ε (the spec would raise).
+    native = claim.prediction != "epsilon" and any(ab[t] == 0 for t in claim.grid)
+    oracle = SpecOracle(claim, model, native=native)
     bound, loop_bound = tol.bound(ab, claim), tol.bound(ab, claim, loop=True)
     calls: list[int] = []
 
@@ -119,7 +124,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
             raise ValueError(f"the model was called at t = {t}, outside {{0..{claim.T}}}")
         x64 = np.asarray(x, dtype=np.float64)
         eps = model.eps(x64, t / claim.T)
-        out = eps_to_prediction(eps, x64, float(ab[t]), claim.prediction)
+        out = eps if native else eps_to_prediction(eps, x64, oracle.sched, t, claim.prediction)
         return out.astype(np.asarray(x).dtype)
 
     head = _header(run, claim)
@@ -212,6 +217,8 @@ def diagnose(
 
     claim = oracle.claim
     m = claim.method
+    if not hasattr(m, "clip"):  # EDMEuler: no nearby variants to try
+        return ""
     t = claim.path[i]
     tried: list[tuple[str, Claim]] = []
     if isinstance(m, DDIM):

@@ -1,4 +1,4 @@
-"""Adapters for diffusers' DDIMScheduler and DDPMScheduler: their conventions mapped onto the spec's.
+"""Adapters for diffusers' DDIMScheduler, DDPMScheduler and EulerDiscreteScheduler, mapped onto the spec.
 
 Conventions, all mapped in this module and nowhere else:
 
@@ -12,7 +12,7 @@ Conventions, all mapped in this module and nowhere else:
 * **The grid it claims** is `scheduler.timesteps` after `set_timesteps(n)` (whatever
   `timestep_spacing` and `steps_offset` made of it), each step going to the next entry and the
   last one to the final time. Whether that grid is the one Lin et al. 2023 (Table 2) describe
-  is a separate question (pending the spec's timestep grids).
+  is a separate check (`grid_results`: t = τ + 1 against `spec.timestep_grid`).
 * **The schedule.** The spec side is given the scheduler's own `alphas_cumprod` (float32
   values, as float64) as a VPSchedule, so a step check tests the step, not the schedule; the
   schedule is checked on its own against `spec.linear_betas` / `spec.cosine_betas`.
@@ -21,7 +21,7 @@ Conventions, all mapped in this module and nowhere else:
   values) to float64 and runs a float64 sample, so both sides compute in float64; one family
   per scheduler runs as shipped (float32 tables and sample) with its own tolerance.
 * **Prediction type.** The model given to diffusers returns ε, x_0 or v of the spec's ε-model
-  (`targets.eps_to_prediction`); the spec side always runs the ε-model.
+  (`targets.eps_to_prediction`, which calls spec.prediction); the spec side always runs the ε-model.
 * **Noise.** DDIM gets each step's noise as `variance_noise`; DDPMScheduler.step draws its own,
   so the adapter substitutes the module's `randn_tensor` during each call to hand it noise[i].
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,7 +47,7 @@ from conformance.external.check import (
     FamilyResult,
     check_family,
 )
-from conformance.external.targets import DDIM, DDPM, Claim, Family, Run, Tolerance
+from conformance.external.targets import DDIM, DDPM, Claim, EDMEuler, Family, Run, Tolerance
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -94,9 +95,17 @@ class DiffusersConfig:
     tables: str = "float64"  # "float64": tables cast to float64; "float32": as shipped
     shape: tuple[int, ...] = (1, 1, 2, 2)
     seed: int = 0
+    rescale: bool = False  # rescale_betas_zero_snr (Lin et al. 2023, Algorithm 1)
 
     def kwargs(self) -> dict[str, Any]:
         """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
+        if self.scheduler == "EulerDiscreteScheduler":
+            return dict(
+                num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
+                beta_start=self.beta_start, beta_end=self.beta_end,
+                timestep_spacing=self.spacing, steps_offset=self.steps_offset,
+                prediction_type=self.prediction_type,
+            )
         kw: dict[str, Any] = dict(
             num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
             beta_start=self.beta_start, beta_end=self.beta_end, timestep_spacing=self.spacing,
@@ -107,6 +116,8 @@ class DiffusersConfig:
             kw["set_alpha_to_one"] = self.set_alpha_to_one
         else:
             kw["variance_type"] = self.variance_type
+        if self.rescale:
+            kw["rescale_betas_zero_snr"] = True
         return kw
 
     def to_json(self) -> str:
@@ -124,15 +135,18 @@ class DiffusersConfig:
         lift = (
             "; tables cast to float64" if self.tables == "float64" else "; float32 tables and sample"
         )
-        if self.scheduler == "DDIMScheduler":
+        if self.scheduler == "EulerDiscreteScheduler":
+            step = "s.step(model(s.scale_model_input(x, tau), tau), tau, x)"
+        elif self.scheduler == "DDIMScheduler":
             step = f"s.step(model(x, tau), tau, x, eta={self.eta!r}, variance_noise=noise[i])"
         else:
             step = "s.step(model(x, tau), tau, x)  # noise[i] as its randn_tensor"
         return (
             f"s = {self.scheduler}({args}){lift}\n"
             f"  s.set_timesteps({self.n}); for i, tau in enumerate(s.timesteps): x = {step}.prev_sample\n"
-            f"  x_T, noise: shape {self.shape}, seed {self.seed}\n"
-            f"  rerun: python -m conformance.external diffusers --case '{self.to_json()}'"
+            f"  x_T, noise: shape {self.shape}, seed {self.seed}"
+            + ("; x starts as x_T·√(1 + σ_0²)\n" if self.scheduler == "EulerDiscreteScheduler" else "\n")
+            + f"  rerun: python -m conformance.external diffusers --case '{self.to_json()}'"
         )
 
 
@@ -267,6 +281,71 @@ class DiffusersTarget:
         return Run(claim=claim, sample=sample, dtype=dtype, describe=describe, repro=cfg.code())
 
 
+class EulerTarget:
+    """diffusers' EulerDiscreteScheduler (s_churn = 0) against spec.edm's Euler step.
+
+    Its σ's are the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of alphas_cumprod (float32) at its timesteps, then
+    σ = 0 (final_sigmas_type "zero"); its sample is x̃ = x_t·√(1 + σ²) (scale_model_input divides
+    by √(1 + σ²) before the model), so the adapter starts it from x̃ = x_T·√(1 + σ_0²) (not
+    init_noise_sigma, which is σ_0 for linspace/trailing: EDM's σ_max·z, not the VP x_T) and
+    hands back x̃/√(1 + σ²). The model gets the spec time t = τ + 1. Non-integer timesteps
+    (spacing "linspace": np.linspace(0, T − 1, n) unrounded, σ interpolated between table
+    entries) are outside a discrete-time claim. The sample is float32 (step() upcasts to it).
+    """
+
+    name = "EulerDiscreteScheduler"
+
+    def families(self, profile: str) -> list[Family]:
+        c = _configs
+        E = self.name
+        note = "prediction_type (ε, x_0, v), beta_schedule and β range drawn freely; s_churn = 0"
+        return [
+            Family("leading, any n", c(E, profile, "leading", "any", tables="float32"), FLOAT32, note),
+            Family("trailing, n divides T", c(E, profile, "trailing", "divides", tables="float32"),
+                   FLOAT32, note),
+            Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
+                   c(E, profile, "linspace", "whole", tables="float32"), FLOAT32, note),
+            Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
+                   c(E, profile, "linspace", "frac", T_min=4, tables="float32"), FLOAT32, note),
+        ]
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        import torch
+
+        s = _import(self.name)(**cfg.kwargs())
+        s.set_timesteps(cfg.n)
+        raw = [float(v) for v in s.timesteps]
+        if any(v != int(v) for v in raw):
+            raise ValueError(
+                f"set_timesteps({cfg.n}) made non-integer timesteps {raw[:6]}…: the model is called "
+                "at fractional τ and σ is interpolated between alphas_cumprod entries, which no "
+                "discrete grid t ∈ {1..T} claims"
+            )
+        taus = [int(v) for v in raw]
+        ab = s.alphas_cumprod.double().numpy()
+        betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+        claim = Claim(betas=betas, grid=tuple(spec_time(tau) for tau in taus), end=0,
+                      method=EDMEuler(), prediction=cfg.prediction_type,
+                      labels=(*(f"τ={tau}" for tau in taus), "σ=0"))
+        sig = [float(v) for v in s.sigmas]
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32)) * float(np.sqrt(1 + sig[0] ** 2))
+            states = [x_T]
+            for i, tau in enumerate(s.timesteps):
+                x_in = s.scale_model_input(x, tau)
+                out = torch.from_numpy(np.array(predict(x_in.numpy(), spec_time(int(tau)))))
+                x = s.step(out, tau, x).prev_sample
+                states.append(x.double().numpy() / np.sqrt(1 + sig[i + 1] ** 2))
+            return states
+
+        def describe(i: int) -> str:
+            return (f"model at τ = {taus[i]} (spec t = {spec_time(taus[i])}) on scale_model_input(x̃); "
+                    f"σ = {sig[i]!r} → σ_next = {sig[i + 1]!r}")
+
+        return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration families
 
@@ -291,7 +370,7 @@ def _extra_Ts(T_min: int, T_max: int) -> tuple[int, ...]:
 def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
              offset: int = 0, variance: tuple[str, ...] = ("fixed_small", "fixed_small_log"),
              tables: str = "float64", T_min: int = 2,
-             alpha_one: bool | None = None) -> DiffusersConfig:
+             alpha_one: bool | None = None, rescale: bool = False) -> DiffusersConfig:
     T_max = 40 if profile == "small" else 1000
     if n_rule == "trailing_extra":
         T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
@@ -315,6 +394,11 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         n = draw(st.integers(1, T // 2))
     elif n_rule == "upper":  # T/2 < n < T (T // n = 1)
         n = draw(st.integers(T // 2 + 1, T - 1))
+    elif n_rule == "frac":  # 1 < n < T with (n − 1) ∤ (T − 1): linspace(0, T − 1, n) not integer
+        ns = [k for k in range(2, T) if (T - 1) % (k - 1)]
+        n = draw(st.sampled_from(ns)) if ns else draw(st.nothing())
+    elif n_rule == "whole":  # (n − 1) | (T − 1) (or n = 1): linspace(0, T − 1, n) integer
+        n = draw(st.sampled_from([k for k in range(1, T + 1) if k == 1 or (T - 1) % (k - 1) == 0]))
     elif n_rule == "atleast2":
         n = draw(st.integers(2, T))
     elif n_rule == "trailing_extra":
@@ -334,10 +418,13 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
     return DiffusersConfig(
         scheduler=scheduler, T=T, beta_schedule=schedule, beta_start=b0, beta_end=b1, n=n,
         spacing=spacing, steps_offset=offset, eta=eta, clip=draw(st.booleans()),
-        prediction_type=draw(st.sampled_from(["epsilon", "sample", "v_prediction"])),
+        # under zero terminal SNR an ε-model cannot be sampled from ᾱ_T = 0 (spec.prediction
+        # raises), so rescaled configurations draw x_0- and v-prediction only
+        prediction_type=draw(st.sampled_from(
+            ["sample", "v_prediction"] if rescale else ["epsilon", "sample", "v_prediction"])),
         set_alpha_to_one=(draw(st.booleans()) if alpha_one is None else alpha_one) if ddim else True,
         variance_type=draw(st.sampled_from(variance)), tables=tables, shape=shape,
-        seed=draw(st.integers(0, 2**16)),
+        seed=draw(st.integers(0, 2**16)), rescale=rescale,
     )
 
 
@@ -362,6 +449,8 @@ def ddim_families(profile: str) -> list[Family]:
         Family("linspace, 1 < n < T", c(D, profile, "linspace", "between", T_min=3), FLOAT64, note),
         Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
                FLOAT32, note),
+        Family("rescale_betas_zero_snr, trailing, n divides T, x_0/v",
+               c(D, profile, "trailing", "divides", rescale=True, T_min=3), FLOAT64, note),
     ]
 
 
@@ -388,6 +477,8 @@ def ddpm_families(profile: str) -> list[Family]:
                c(D, profile, "leading", "atleast2", variance=("fixed_large_log",)), FLOAT64, note),
         Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
                FLOAT32, note),
+        Family("rescale_betas_zero_snr, trailing, x_0/v, fixed_small[_log]",
+               c(D, profile, "trailing", "any", rescale=True, T_min=3), FLOAT64, note),
     ]
 
 
@@ -441,6 +532,55 @@ def _schedule_case(_target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseRes
     return r
 
 
+def _sqrt_ab_bound(betas: np.ndarray) -> np.ndarray:
+    """The float32 bound on |√ᾱ'_diffusers − √ᾱ'_spec| after rescaling (t = 1..T).
+
+    diffusers rescales in float32: the running product and its square root (t + 1 roundings of
+    √ᾱ_t relatively, plus each β_s once), the shift √ᾱ_t − √ᾱ_T and the scale s_1/(s_1 − s_T)
+    (which magnifies the absolute errors of √ᾱ_t and √ᾱ_T by s_1/(s_1 − s_T)), then ᾱ' → β' →
+    ᾱ' again (another t roundings, relatively). Bound: 4·u·(t + 4)·(1 + s_1/(s_1 − s_T)), u = 2^-24.
+    """
+    s = np.sqrt(np.cumprod(1 - betas))
+    t = np.arange(1, len(betas) + 1)
+    return 4 * 2.0**-24 * (t + 4) * (1 + s[0] / (s[0] - s[-1]))
+
+
+def _rescale_case(_target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseResult:
+    from spec.schedule import VPSchedule, cosine_betas, linear_betas, rescale_zero_terminal_snr
+
+    s = _import("DDIMScheduler")(
+        num_train_timesteps=cfg.T, beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end, rescale_betas_zero_snr=True,
+    )
+    ab = s.alphas_cumprod.double().numpy()
+    betas = (linear_betas(cfg.T, cfg.beta_start, cfg.beta_end) if cfg.beta_schedule == "linear"
+             else cosine_betas(cfg.T))
+    ref = VPSchedule(rescale_zero_terminal_snr(betas)).alpha_bars()[1:]
+    ratio = np.abs(np.sqrt(ab) - np.sqrt(ref)) / _sqrt_ab_bound(betas)
+    worst = int(np.argmax(ratio))
+    zero = ab[-1] == 0.0 and ref[-1] == 0.0  # SNR(T) = 0 exactly on both sides
+    r = CaseResult(cfg, bool(zero and ratio[worst] <= tol.rel), float(ratio[worst]), [])
+    if not r.agrees:
+        r.first = worst
+        r.detail = (
+            f"configuration: DDIMScheduler(num_train_timesteps={cfg.T}, beta_schedule="
+            f"{cfg.beta_schedule!r}, beta_start={cfg.beta_start!r}, beta_end={cfg.beta_end!r}, "
+            f"rescale_betas_zero_snr=True)\nalphas_cumprod[{worst}] = {ab[worst]!r}; spec ᾱ'_"
+            f"{worst + 1} = {ref[worst]!r} ({ratio[worst]:.3g}× the float32 bound on √ᾱ'); "
+            f"ᾱ'_T: diffusers {ab[-1]!r}, spec {ref[-1]!r}\n"
+            "spec formula departed from: spec.rescale_zero_terminal_snr (Lin et al. 2023, Algorithm 1)"
+        )
+    return r
+
+
+RESCALE_TOL = Tolerance(
+    1.0,
+    "rescaled schedule rows: ᾱ'_T = 0 exactly on both sides, and the ratio of |√ᾱ'_diffusers − "
+    "√ᾱ'_spec| to the float32 bound 4·2^-24·(t + 4)·(1 + s_1/(s_1 − s_T)) (s = √ᾱ before "
+    "rescaling; the shift by s_T magnifies absolute errors by s_1/(s_1 − s_T)); agrees when ≤ 1",
+)
+
+
 @st.composite
 def _schedule_configs(draw, schedule: str, profile: str) -> ScheduleConfig:
     T = draw(st.integers(2, 40 if profile == "small" else 1000))
@@ -460,6 +600,128 @@ def schedule_results(profile: str, examples: int) -> list[FamilyResult]:
         fam = Family(f"beta_schedule={schedule} vs spec", _schedule_configs(schedule, profile),
                      SCHEDULE_TOL)
         out.append(check_family(_T(), fam, examples, evaluate_case=_schedule_case))
+    for schedule in ("linear", "squaredcos_cap_v2"):
+        fam = Family(f"beta_schedule={schedule}, rescale_betas_zero_snr vs spec",
+                     _schedule_configs(schedule, profile), RESCALE_TOL)
+        out.append(check_family(_T(), fam, examples, evaluate_case=_rescale_case))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid: scheduler.timesteps against spec.timestep_grid (Lin et al. 2023, Table 2)
+
+
+GRID_TOL = Tolerance(
+    0.0,
+    "grid rows: scheduler.timesteps mapped to t = τ + 1 must equal spec.timestep_grid(T, n, "
+    "spacing) without its final 0, entry for entry (integers: no tolerance); the value is the "
+    "number of entries that differ (a grid of another length counts every entry)",
+)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    scheduler: str
+    T: int
+    n: int
+    spacing: str
+    steps_offset: int = 0
+    shape: tuple[int, ...] = ()
+    seed: int = 0
+
+
+def linspace_tie(T: int, n: int) -> bool:
+    """Whether diffusers' grid round(np.linspace(0, T − 1, n)) + 1 (τ rounded half to even in
+    floats, then t = τ + 1) differs from the spec's exact round(1 + k(T−1)/(n−1)): at a tie x.5
+    the two roundings always part, and the float linspace decides which values are ties."""
+    from spec.schedule import timestep_grid
+
+    got = (np.round(np.linspace(0, T - 1, n)) + 1).astype(np.int64)[::-1]
+    return list(got) != list(timestep_grid(T, n, "linspace")[:-1])
+
+
+def trailing_misround(T: int, n: int) -> bool:
+    """Whether diffusers' float arange(T, 0, −T/n), rounded, differs from the exact round(T·(n−i)/n)
+    (ties to even) on its first n entries: a tie that the float step pushes the other way."""
+    from spec.schedule import timestep_grid
+
+    got = np.round(np.arange(T, 0, -T / n)).astype(np.int64)[:n]
+    return list(got) != list(timestep_grid(T, n, "trailing")[:-1])
+
+
+def _grid_kind(T: int, n: int, spacing: str) -> str:
+    if spacing == "linspace":
+        return "tie" if linspace_tie(T, n) else "exact"
+    if spacing == "trailing":
+        if trailing_extra(T, n):
+            return "extra"
+        return "misround" if trailing_misround(T, n) else "exact"
+    return "exact"
+
+
+def _grid_case(_target: Any, cfg: GridConfig, tol: Tolerance) -> CaseResult:
+    from spec.schedule import timestep_grid
+
+    s = _import(cfg.scheduler)(num_train_timesteps=cfg.T, timestep_spacing=cfg.spacing,
+                               steps_offset=cfg.steps_offset)
+    code = (f"{cfg.scheduler}(num_train_timesteps={cfg.T}, timestep_spacing={cfg.spacing!r}, "
+            f"steps_offset={cfg.steps_offset}).set_timesteps({cfg.n})")
+    ref = [int(t) for t in timestep_grid(cfg.T, cfg.n, cfg.spacing)[:-1]]
+    try:
+        s.set_timesteps(cfg.n)
+        got = [spec_time(int(tau)) for tau in s.timesteps]
+    except Exception as exc:
+        return CaseResult(cfg, False, math.inf, [], 0,
+                          f"configuration: {code}\nthe target raised {type(exc).__name__}: {exc}")
+    wrong = [i for i in range(max(len(got), len(ref)))
+             if i >= len(got) or i >= len(ref) or got[i] != ref[i]]
+    r = CaseResult(cfg, not wrong, float(len(wrong)), [])
+    if wrong:
+        i = wrong[0]
+        r.first = i
+        r.detail = (
+            f"configuration: {code}\nscheduler.timesteps + 1 = {got}\n"
+            f"spec.timestep_grid({cfg.T}, {cfg.n}, {cfg.spacing!r})[:-1] = {ref}\n"
+            f"first entry that parts: index {i}; {len(wrong)} of {max(len(got), len(ref))} differ\n"
+            f"spec formula departed from: spec.timestep_grid, {cfg.spacing} spacing "
+            "(Lin et al. 2023, Table 2), in the spec's t = τ + 1"
+        )
+    return r
+
+
+@st.composite
+def _grid_configs(draw, scheduler: str, profile: str, spacing: str, kind: str,
+                  offset: int = 0) -> GridConfig:
+    T = draw(st.integers(2, 40 if profile == "small" else 1000))
+    ns = [n for n in range(1, T + 1) if _grid_kind(T, n, spacing) == kind]
+    if not ns:
+        draw(st.nothing())
+    return GridConfig(scheduler, T, draw(st.sampled_from(ns)), spacing, offset)
+
+
+GRID_FAMILIES: tuple[tuple[str, str, str, int], ...] = (
+    ("timesteps: leading, steps_offset=0", "leading", "exact", 0),
+    ("timesteps: leading, steps_offset=1", "leading", "exact", 1),
+    ("timesteps: linspace, no tie rounded apart", "linspace", "exact", 0),
+    ("timesteps: linspace, a tie k·(T−1)/(n−1) = x.5 rounded apart (e.g. T=4, n=3)", "linspace", "tie", 0),
+    ("timesteps: trailing, float arange exact", "trailing", "exact", 0),
+    ("timesteps: trailing, float arange misrounds a tie (e.g. T=7, n=6)", "trailing", "misround", 0),
+    ("timesteps: trailing, float arange adds τ = −1 (e.g. T=17, n=7)", "trailing", "extra", 0),
+)
+
+
+def grid_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
+    """scheduler.timesteps (t = τ + 1) against spec.timestep_grid, per spacing, both schedulers."""
+    out = []
+    for scheduler in TARGETS:
+        class _T:
+            name = f"{scheduler}.timesteps"
+
+        for name, spacing, kind, offset in GRID_FAMILIES:
+            fam = Family(name, _grid_configs(scheduler, profile, spacing, kind, offset), GRID_TOL,
+                         "T and n drawn; the family fixes the spacing and which rounding case")
+            out.append(check_family(_T(), fam, examples, evaluate_case=_grid_case,
+                                    derandomize=derandomize))
     return out
 
 
@@ -471,20 +733,28 @@ SCOPE: list[tuple[str, str, str]] = [
     ("beta_schedule linear / squaredcos_cap_v2", "mapped", "step checks with the scheduler's table; the table itself checked against spec.linear_betas / spec.cosine_betas"),
     ("beta_schedule scaled_linear", "mapped (steps only)", "step checks with the scheduler's table; the spec has no scaled_linear schedule (it comes from the Latent Diffusion code, not a paper equation), so the table itself is not checked"),
     ("beta_schedule sigmoid / laplace, trained_betas", "not drawn", "the same code path as any other table (the steps read alphas_cumprod only)"),
-    ("timestep_spacing, steps_offset, num_inference_steps", "mapped", "the grid the scheduler claims: scheduler.timesteps, t = τ + 1, each step to the next entry; checking the grid against Lin et al. 2023 Table 2 is pending the spec's timestep grids"),
+    ("timestep_spacing, steps_offset, num_inference_steps", "mapped", "the grid the scheduler claims: scheduler.timesteps, t = τ + 1, each step to the next entry; the grid itself is checked on its own against spec.timestep_grid (Lin et al. 2023, Table 2) per spacing (the timesteps rows)"),
     ("set_alpha_to_one (DDIM)", "mapped", "True: the last step lands on t = 0 (ᾱ_0 = 1); False: on alphas_cumprod[0] = ᾱ_1, i.e. t = 1"),
     ("eta (DDIM)", "mapped", "DDIM Eq. 16, σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev); each step's noise passed as variance_noise"),
     ("clip_sample (clip_sample_range = 1)", "mapped", "x̂_0 clipped to [−1, 1]; DDIM keeps the model's ε̂ as the direction (spec.ddim), DDPM takes μ̃_t(x_t, clip(x̂_0)) (DDPM Eq. 7)"),
     ("clip_sample_range ≠ 1", "out of scope", "the spec clips x̂_0 to the data range [−1, 1] only"),
     ("thresholding (dynamic)", "out of scope", "Imagen's per-sample percentile clipping (Saharia et al. 2022, §2.3) has no spec function; it is a heuristic on top of Eq. 12, not part of DDIM/DDPM"),
-    ("prediction_type epsilon / sample / v_prediction", "mapped", "the model handed to diffusers returns ε̂, x̂_0 or v = √ᾱ·ε̂ − √(1−ᾱ)·x̂_0 of the same ε-model (Salimans & Ho 2022), converted in one function, targets.eps_to_prediction"),
+    ("prediction_type epsilon / sample / v_prediction", "mapped", "the model handed to diffusers returns ε̂, x̂_0 or v = √ᾱ·ε̂ − √(1−ᾱ)·x̂_0 of the same ε-model (Salimans & Ho 2022), converted by spec.prediction (predict_x0, prediction_target) through targets.eps_to_prediction"),
     ("variance_type fixed_small / fixed_small_log (DDPM)", "mapped", "σ² = β̃_t (DDPM Eq. 7); the _log form is the same σ through exp(½·log)"),
     ("variance_type fixed_large / fixed_large_log (DDPM)", "mapped", "σ² = β_t (DDPM §3.2), on a strided grid β'_t = 1 − ᾱ_t/ᾱ_prev"),
     ("variance_type learned / learned_range (DDPM)", "out of scope", "the variance comes from the model (Nichol & Dhariwal 2021, Eq. 15); the spec's models predict ε only"),
-    ("rescale_betas_zero_snr", "pending", "ᾱ_T = 0 makes x̂_0 = (x − √(1−ᾱ)ε̂)/√ᾱ (Eq. 9) undefined at the first step, so only v-prediction samplers are meaningful there; waits for the spec's zero-terminal-SNR rescaling (Lin et al. 2023, Algorithm 1) and its v-parameterized steps"),
+    ("rescale_betas_zero_snr", "mapped", "the table checked against spec.rescale_zero_terminal_snr (Lin et al. 2023, Algorithm 1; ᾱ_T = 0 exactly on both sides); DDIM/DDPM steps run for x_0- and v-prediction with a model of that kind on both sides (ε cannot be converted at ᾱ_T = 0). ε-prediction is not drawn: a claim starting at ᾱ = 0 with ε is outside the spec (spec.prediction raises), and the harness reports it as such"),
     ("use_clipped_model_output (DDIM.step argument)", "not drawn", "the pipeline default False is checked; True recomputes ε̂ from the clipped x̂_0, which spec.ddim does not (the model's ε̂ gives the direction)"),
-    ("DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler", "pending", "the spec has no DPM-Solver++(2M) or EDM Euler/Heun samplers yet"),
+    ("EulerDiscreteScheduler (s_churn = 0, final_sigmas_type zero, interpolation linear)", "mapped", "spec.edm.edm_euler_step on the VP σ_t = √((1−ᾱ_t)/ᾱ_t) of its float32 table at t = τ + 1, then σ = 0; scale_model_input's x̃/√(1+σ²) is the VP x_t the model gets; started from x̃ = x_T·√(1+σ_0²) (init_noise_sigma is σ_0 for linspace/trailing, EDM's σ_max·z); float32 as shipped"),
+    ("EulerDiscreteScheduler use_karras_sigmas / exponential / beta sigmas, s_churn > 0, final_sigmas_type sigma_min", "pending", "Karras σ's (ρ = 7, spec.edm.edm_sigmas) call the model at σ-interpolated fractional τ; churn adds noise (Karras Algorithm 2), which spec.edm does not have"),
+    ("HeunDiscreteScheduler", "pending", "spec.edm.edm_heun_step maps directly, but its duplicated timesteps (2 model calls per step, the last step Euler) need the harness to accept a claimed call sequence other than one call per grid time"),
+    ("DPMSolverMultistepScheduler", "pending", "spec.dpm_solver.dpm_solver_pp_2m_step on diffusers' grid (t = τ + 1) needs a claim type for multistep state (the previous x̂_0) and checks of lower_order_final (< 15 steps), euler_at_final and final_sigmas_type"),
 ]
 
 
 TARGETS = ("DDIMScheduler", "DDPMScheduler")
+
+
+def all_targets() -> list[Any]:
+    """Every adapted scheduler: DDIM and DDPM (pipeline loops), then Euler (spec.edm)."""
+    return [*(DiffusersTarget(name) for name in TARGETS), EulerTarget()]

@@ -8,13 +8,17 @@ the respacing of a DDPM chain onto a coarser grid (Nichol & Dhariwal 2021, §4) 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from conformance.external.targets import DDIM, DDPM, Claim
+from conformance.external.targets import DDIM, DDPM, SPEC_PREDICTION, Claim, EDMEuler
 from spec.ddim import ddim_prev, ddim_sample_strided, ddim_step_between
 from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
+from spec.edm import edm_euler_step, edm_sample_euler, edm_to_vp, vp_to_edm
 from spec.forward import q_posterior_mean_variance
+from spec.pf_ode import VPLinearSchedule
+from spec.prediction import PredictionModel, denoise
 from spec.schedule import VPSchedule, time_of_index
 
 
@@ -58,11 +62,43 @@ class _RespacedModel:
         return self.model.eps(x, time_of_index(self.S[k], self.T))
 
 
-class SpecOracle:
-    """The spec's computation of a claim: one step (`step`) or the whole loop (`sample`)."""
+@dataclass(frozen=True)
+class _RespacedDenoiser(_RespacedModel):
+    """A respaced model that predicts `prediction` (spec.prediction's Denoiser protocol)."""
 
-    def __init__(self, claim: Claim, model: NonlinearEps) -> None:
-        self.claim, self.model = claim, model
+    prediction: str = "eps"
+
+    def output(self, x: np.ndarray, t_scalar: float) -> np.ndarray:
+        return self.eps(x, t_scalar)
+
+
+@dataclass(frozen=True)
+class _GridTimes(VPLinearSchedule):
+    """spec.edm's schedule argument on a discrete grid: the model time of each claimed σ.
+
+    spec.edm uses its schedule only to call the model at sch.time_of_edm_sigma(σ); a discrete
+    sampler calls it at the grid time t whose σ_t = √((1 − ᾱ_t)/ᾱ_t) that is, i.e. at t/T (the
+    spec's model time). A VPLinearSchedule subclass only so that spec.edm's type check accepts
+    it; nothing else of the continuous schedule is used.
+    """
+
+    sigma_time: tuple[tuple[float, float], ...] = ()
+
+    def time_of_edm_sigma(self, sigma_edm: float) -> float:
+        return dict(self.sigma_time)[float(sigma_edm)]
+
+
+class SpecOracle:
+    """The spec's computation of a claim: one step (`step`) or the whole loop (`sample`).
+
+    native: the model's output is read as the claim's own prediction kind (x̂_0 or v̂) through
+    spec.prediction.PredictionModel, instead of as ε (used where ᾱ = 0: zero terminal SNR).
+    """
+
+    def __init__(self, claim: Claim, model: NonlinearEps, native: bool = False) -> None:
+        self.claim = claim
+        self.kind = SPEC_PREDICTION[claim.prediction] if native else "eps"
+        self.model: Any = PredictionModel(model, self.kind) if native else model
         self.sched = VPSchedule(np.asarray(claim.betas, dtype=np.float64))
         self.T = self.sched.T
         self.path = claim.path
@@ -75,19 +111,31 @@ class SpecOracle:
             ab = self.sched.alpha_bars()
             self.S = S
             self.respaced = VPSchedule(1.0 - ab[list(S[1:])] / ab[list(S[:-1])])
-            self.respaced_model = _RespacedModel(model, S, self.T)
+            self.respaced_model = (
+                _RespacedDenoiser(model, S, self.T, self.kind) if native
+                else _RespacedModel(model, S, self.T)
+            )
+
+    def sigma(self, t: int) -> float:
+        """σ_t = √((1 − ᾱ_t)/ᾱ_t) of spec.edm.vp_to_edm (0 at t = 0)."""
+        return float(vp_to_edm(self.sched.alpha_bar(t), np.zeros(1))[1])
 
     def step(self, i: int, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The spec's step i: x at path[i] → x at path[i + 1], with noise z."""
         t, t_prev = self.path[i], self.path[i + 1]
         m = self.claim.method
+        if isinstance(m, EDMEuler):
+            s, s_next = self.sigma(t), (self.sigma(t_prev) if t_prev > 0 else 0.0)
+            times = _GridTimes(sigma_time=((s, time_of_index(t, self.T)),))
+            x_tilde = vp_to_edm(self.sched.alpha_bar(t), x)[0]
+            return edm_to_vp(s_next, edm_euler_step(times, self.model, x_tilde, s, s_next))[1]
         if isinstance(m, DDIM):
             if t_prev < t:
                 return ddim_step_between(self.sched, self.model, t, t_prev, x, m.eta, z, m.clip)
             # t_prev == t (set_alpha_to_one=False on a grid ending at t = 1): Eq. 12 with
             # ᾱ_prev = ᾱ_t, where Eq. 16 gives σ = 0.
             ab = self.sched.alpha_bar(t)
-            eps_hat = self.model.eps(x, time_of_index(t, self.T))
+            eps_hat = denoise(self.sched, self.model, x, t)[1]  # ε̂ of the model's output
             return ddim_prev(ab, ab, x, eps_hat, clip=m.clip)
         k = self.S.index(t) - 1  # respaced step index: x_{k+1} → x_k of the respaced chain
         rs, rm = self.respaced, self.respaced_model
@@ -110,6 +158,12 @@ class SpecOracle:
         our step T − 1 − k); otherwise the steps above one after another.
         """
         m, n = self.claim.method, len(self.path) - 1
+        if isinstance(m, EDMEuler):  # spec.edm.edm_sample_euler over the grid's σ's, then σ = 0
+            sigmas = [self.sigma(t) for t in self.claim.grid] + [0.0]
+            times = _GridTimes(sigma_time=tuple(
+                (s, time_of_index(t, self.T)) for s, t in zip(sigmas, self.claim.grid, strict=False)))
+            x_tilde = vp_to_edm(self.sched.alpha_bar(self.path[0]), x_T)[0]
+            return edm_to_vp(0.0, edm_sample_euler(times, self.model, x_tilde, sigmas))[1]
         if isinstance(m, DDIM) and self.claim.end == 0:
             return ddim_sample_strided(
                 self.sched, self.model, x_T, list(self.path), m.eta, noise, m.clip
