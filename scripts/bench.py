@@ -146,9 +146,10 @@ def pipeline_step_time(cfg: TrainConfig, steps: int, warmup: int, data) -> float
 
 
 def bare_step_time(cfg: TrainConfig, shape: tuple[int, int, int], steps: int,
-                   device: torch.device) -> float:
+                   device: torch.device) -> tuple[float, bool]:
     """A bare forward + backward + Adam of the same model on a fixed batch (no diffusion code),
-    with the kernels `--fast-kernels` chooses on this machine when cfg.fast_kernels is set."""
+    with the kernels `--fast-kernels` chooses on this machine when cfg.fast_kernels is set.
+    Returns (median seconds per step, whether those kernels compute in bf16)."""
     C, H, W = shape
     model = build_model(model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks)).to(device)
     kernels = choose_kernels(cfg.fast_kernels, device, model, (cfg.batch_size, C, H, W))
@@ -171,15 +172,16 @@ def bare_step_time(cfg: TrainConfig, shape: tuple[int, int, int], steps: int,
         loss.backward()
         opt.step()
 
-    return timed(step, steps, device)
+    return timed(step, steps, device), kernels.bf16
 
 
 def train_figures(cfg: TrainConfig, shape, steps: int, warmup: int, device, data) -> dict:
-    bare_a = bare_step_time(cfg, shape, steps, device)
+    bare_a, bf16 = bare_step_time(cfg, shape, steps, device)
     pipe = pipeline_step_time(cfg, steps, warmup, data)
-    bare_b = bare_step_time(cfg, shape, steps, device)
+    bare_b, _ = bare_step_time(cfg, shape, steps, device)
     bare = (bare_a + bare_b) / 2
-    return {"pipeline_step_s": pipe, "bare_step_s": bare, "ratio_bare_over_pipeline": bare / pipe}
+    return {"pipeline_step_s": pipe, "bare_step_s": bare, "ratio_bare_over_pipeline": bare / pipe,
+            "dtype": "bfloat16" if bf16 else "float32"}
 
 
 # --------------------------------------------------------------------------- 2 and 3: sampling
@@ -316,14 +318,9 @@ def main() -> int:
         fast = train_figures(replace(cfg, fast_kernels=True), shape, iters, warm,
                                        device, data)
         flops = train_step_flops(cfg, shape)
-        fast_dtype = "bfloat16" if choose_kernels(
-            True, device, build_model(model_spec(cfg.model, shape[0], cfg.hidden_c,
-                                                 cfg.residual_blocks)),
-            (cfg.batch_size, *shape)).bf16 else "float32"
-        for f, dtype in ((fig, "float32"), (fast, fast_dtype)):
+        for f in (fig, fast):
             f["gflops"] = flops / f["pipeline_step_s"] / 1e9
-            f["fraction_of_matmul"] = f["gflops"] / results["matmul_gflops"][dtype]
-            f["dtype"] = dtype
+            f["fraction_of_matmul"] = f["gflops"] / results["matmul_gflops"][f["dtype"]]
         results[f"train_{name}"] = {
             "fp32": fig, "fast_kernels": fast, "step_gflop": flops / 1e9,
             "fast_kernels_speedup": fig["pipeline_step_s"] / fast["pipeline_step_s"]}
