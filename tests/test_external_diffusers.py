@@ -175,6 +175,8 @@ def test_command_reruns_one_case(capsys):
         main(["diffusers", "--case", "{not json"])
     with pytest.raises(UserError, match="--examples"):
         main(["diffusers", "--examples", "0"])
+    with pytest.raises(UserError, match="--family 'nope' matches no configuration family"):
+        main(["diffusers", "--family", "nope", "--profile", "small"])
 
 
 def test_bad_usage_exits_2_with_one_line():

@@ -74,6 +74,9 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
     if not family or "beta_schedule" in family:
         results += schedule_results(profile, examples)
     results += [r for r in grid_results(profile, examples) if not family or family in r.family]
+    if family and not results:
+        fail(f"--family {family!r} matches no configuration family; the table without --family "
+             "lists them (e.g. 'leading', 'trailing', 'beta_schedule')")
     version = installed_version()
     note = "" if version == PINNED else f" (pinned: {PINNED})"
     return Report(results, title=f"diffusers {version}{note} against the spec ({profile} profile, "
