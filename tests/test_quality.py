@@ -55,3 +55,15 @@ def test_real_images_sit_at_the_floor_and_noise_far_above(digits):
     # blurring the digits (a typical failure of a weak generator) is seen too
     blurred = 0.5 * (train.x[:148] + np.roll(train.x[:148], 1, axis=-1))
     assert sample_quality(blurred, train, test, net)["distance"] > real["distance"]
+
+
+def test_the_training_split_reference_reaches_a_larger_n_and_still_separates(digits):
+    train, test, net = digits
+    real = sample_quality(test.x, train, test, net, reference="train")  # held-out real images
+    noise = sample_quality(np.random.default_rng(0).uniform(0, 1, test.x.shape), train, test, net,
+                           reference="train")
+    assert real["n"] == noise["n"] == len(test.x) < len(train.x) // 2
+    assert real["reference"] == "train" and real["floor"] == noise["floor"] > 0
+    assert real["ratio"] < 2.0 < 5.0 < noise["ratio"]
+    with pytest.raises(ValueError, match="reference must be one of"):
+        sample_quality(test.x, train, test, net, reference="validation")

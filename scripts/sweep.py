@@ -1,0 +1,264 @@
+"""Quality per FLOP: train a set of configurations of the default run and score each.
+
+For every configuration below this script
+
+  1. trains it with `python -m runtime.train` into runs/sweep/NAME (skipped when
+     runs/sweep/NAME/checkpoint.pt already holds the final step, so an interrupted sweep
+     continues where it stopped),
+  2. counts the model FLOPs of one training step (forward + backward of the batch, by
+     torch.utils.flop_counter) and multiplies by the number of steps,
+  3. draws images from the EMA weights (DDIM, 50 steps, η = 0, clipped x̂0) and scores them
+     with runtime.quality: against the held-out test split (n = 148, the figure of the pipeline
+     issue, four sampling seeds) and against the training split (n = 750, one seed), and
+     computes the held-out ε-MSE with the same (t, ε) draws for every configuration,
+
+then writes runs/sweep/results.json, the plot docs/sweep.png (quality against training TFLOP,
+the old default marked) and prints the README's table in Markdown.
+
+    python scripts/sweep.py                 # every configuration
+    python scripts/sweep.py --only h32-b4-s3000   # some of them (repeat --only)
+    python scripts/sweep.py --score-only    # re-score the trained ones, train nothing
+
+Wall time depends on the machine; the FLOPs and the figures do not (training is bit-exact for a
+given seed and machine kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runtime.checkpoint import load_checkpoint, restore_for_inference  # noqa: E402
+from runtime.data.datasets import load_dataset  # noqa: E402
+from runtime.quality import draw_and_score, fit_feature_net  # noqa: E402
+
+OUT = ROOT / "runs" / "sweep"
+OLD_DEFAULT = "old-default"
+SEEDS = (1,)
+TEST_SEEDS = (1, 2, 3, 4)
+
+# name -> (train flags without --steps, step counts to score at, what it tries). Without a
+# learning-rate schedule a run of N steps is the first N steps of a longer run (resume is
+# bit-exact), so each network is trained once, in stages, and scored at the end of each stage.
+# The old default is the run `make train` did before this sweep: film net, 64 channels, 4 blocks,
+# batch 128, lr 2e-3, EMA 0.995, 2,500 steps.
+ARCHS: dict[str, tuple[list[str], list[int], str]] = {
+    OLD_DEFAULT: (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128"], [2500],
+                  "the default before the sweep"),
+    "h64-b4": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128"], [500, 650, 800],
+               "the same network, fewer steps"),
+    "h48-b4": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128"], [700, 1000, 1400],
+               "narrower"),
+    "h32-b4": (["--hidden-c", "32", "--blocks", "4", "--batch-size", "128"], [1500, 3000],
+               "half the width"),
+    "h64-b2": (["--hidden-c", "64", "--blocks", "2", "--batch-size", "128"], [800, 1500],
+               "half the depth"),
+    "h64-b4-bs64": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64"], [1000, 1600],
+                    "half the batch"),
+}
+CONFIGS = {f"{arch}-s{steps}" if arch != OLD_DEFAULT else arch: (arch, steps)
+           for arch, (_, stages, _) in ARCHS.items() for steps in stages}
+
+
+def flag(flags: list[str], name: str) -> str:
+    return flags[flags.index(name) + 1]
+
+
+def stage_path(arch: str, steps: int) -> Path:
+    return OUT / arch / ("checkpoint.pt" if arch == OLD_DEFAULT else f"stage-{steps}.pt")
+
+
+def trained_step(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    return int(load_checkpoint(path)["step"])
+
+
+def train(arch: str, steps: int) -> float | None:
+    """Train `arch` up to `steps` (resuming its run folder) and keep a copy of that stage."""
+    folder, stage = OUT / arch, stage_path(arch, steps)
+    if trained_step(stage) == steps:
+        return None
+    resume = ["--resume"] if trained_step(folder / "checkpoint.pt") is not None else []
+    cmd = [sys.executable, "-m", "runtime.train", "--out", str(folder), "--quality-samples", "0",
+           "--checkpoint-every", "250", "--no-progress", *resume, *ARCHS[arch][0],
+           "--steps", str(steps)]
+    print(f"[{arch}] {' '.join(cmd[1:])}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    if stage != folder / "checkpoint.pt":
+        shutil.copyfile(folder / "checkpoint.pt", stage)
+        shutil.copyfile(folder / "train_log.json", stage.with_suffix(".json"))
+    return seconds
+
+
+def step_flops(model: torch.nn.Module, batch: int, shape: tuple[int, ...]) -> int:
+    """Model FLOPs of one training step: forward and backward of one batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model.train()
+    x = torch.zeros((batch, *shape))
+    with FlopCounterMode(display=False) as counter:
+        model(x, torch.zeros(batch)).square().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def held_out_loss(model: torch.nn.Module, sched, test_x, draws: int = 8) -> float:
+    """Mean ε-MSE on the test split over `draws` (t, ε) per image, the same draws for every
+    configuration (generator seed 0): a paired comparison with little noise."""
+    from runtime.data.transforms import to_diffusion_range
+    from runtime.forward import q_sample
+    from runtime.prediction import predict_eps, prediction_of
+    from runtime.schedule import time_of_index
+
+    x0 = to_diffusion_range(torch.from_numpy(test_x))
+    gen, total = torch.Generator().manual_seed(0), 0.0
+    with torch.no_grad():
+        for _ in range(draws):
+            t = torch.randint(1, sched.T + 1, (len(x0),), generator=gen)
+            eps = torch.randn(x0.shape, generator=gen)
+            x_t = q_sample(sched, x0, t, eps)
+            out = model(x_t, time_of_index(t, sched.T, dtype=x0.dtype))
+            eps_hat = predict_eps(sched, x_t, out, t, prediction_of(model))
+            total += float(torch.mean(torch.square(eps_hat - eps)))
+    return total / draws
+
+
+def score(name: str, n: int, train_set, test_set, net) -> dict:
+    arch, steps = CONFIGS[name]
+    flags, path = ARCHS[arch][0], stage_path(arch, steps)
+    payload = load_checkpoint(path)
+    model, sched, derived, weights = restore_for_inference(payload, path, torch.device("cpu"))
+    shape = tuple(derived["image_shape"])
+    batch = int(flag(flags, "--batch-size"))
+    flops = step_flops(model, batch, shape)
+    model.eval()
+    figures = [draw_and_score(model, sched, n, 50, torch.Generator().manual_seed(seed),
+                              torch.device("cpu"), train_set, test_set, "train", net)
+               for seed in SEEDS]
+    held_out = [draw_and_score(model, sched, len(test_set.x) // 2, 50,
+                               torch.Generator().manual_seed(seed), torch.device("cpu"),
+                               train_set, test_set, "test", net) for seed in TEST_SEEDS]
+    log_path = OUT / arch / "train_log.json" if arch == OLD_DEFAULT else path.with_suffix(".json")
+    log = json.loads(log_path.read_text())
+    return {
+        "name": name, "flags": [*flags, "--steps", str(steps)], "what": ARCHS[arch][2],
+        "steps": steps,
+        "batch_size": batch, "params": sum(p.numel() for p in model.parameters()),
+        "step_gflop": flops / 1e9, "train_tflop": flops * steps / 1e12, "weights": weights,
+        "n": figures[0]["n"], "floor": figures[0]["floor"],
+        "distance": [f["distance"] for f in figures],
+        "ratio": sum(f["ratio"] for f in figures) / len(figures),
+        "final_loss": log["curve"][-1]["loss"] if log.get("curve") else None,
+        "test_n": held_out[0]["n"], "test_floor": held_out[0]["floor"],
+        "test_ratio": sum(f["ratio"] for f in held_out) / len(held_out),
+        "test_ratios": [f["ratio"] for f in held_out],
+        "held_out_eps_mse": held_out_loss(model, sched, test_set.x),
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    budget = rows[0]["train_tflop"] / 3 if rows and rows[0]["name"] == OLD_DEFAULT else None
+    for r in rows:
+        old = r["name"] == OLD_DEFAULT
+        style = dict(marker="*" if old else "o", color="crimson" if old else "tab:blue",
+                     zorder=3)
+        x = r["train_tflop"]
+        low, high = min(r["test_ratios"]), max(r["test_ratios"])
+        left.errorbar(x, r["test_ratio"], yerr=[[r["test_ratio"] - low], [high - r["test_ratio"]]],
+                      ms=9 if old else 6, capsize=3, **style)
+        left.scatter(x, r["ratio"], s=30, marker="x", color=style["color"], zorder=3)
+        right.scatter(x, r["held_out_eps_mse"], s=70 if old else 36, **style)
+        for ax, y in ((left, r["test_ratio"]), (right, r["held_out_eps_mse"])):
+            ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for ax in (left, right):
+        if budget:
+            ax.axvline(budget, color="gray", ls="--", lw=1)
+        ax.set_xlabel("training compute (TFLOP of model FLOPs, forward + backward)")
+        ax.grid(alpha=0.3)
+    left.axhline(1.0, color="gray", lw=0.8)
+    left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
+    left.set_title("sample quality: dots test n = 148 (4 seeds, min–max), crosses train n = 750 (1 seed)",
+                   fontsize=8)
+    right.set_ylabel("held-out ε-MSE (test split, 8 fixed draws per image)")
+    right.set_title("held-out loss (dashed: a third of the old default's compute; "
+                    "star: old default)", fontsize=8)
+    fig.suptitle("digits: quality against training compute (lower is better)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| configuration | what | steps | batch | GFLOP/step | TFLOP | held-out ε-MSE | "
+             "÷ floor, train n = 750 | ÷ floor, test n = 148 (4 seeds) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        test_spread = f"{min(r['test_ratios']):.2f}–{max(r['test_ratios']):.2f}"
+        lines.append(f"| `{r['name']}` | {r['what']} | {r['steps']} | {r['batch_size']} | "
+                     f"{r['step_gflop']:.2f} | {r['train_tflop']:.1f} | "
+                     f"{r['held_out_eps_mse']:.4f} | {r['ratio']:.2f} | "
+                     f"{r['test_ratio']:.2f} ({test_spread}) |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(CONFIGS),
+                        help="run only this configuration (repeatable)")
+    parser.add_argument("--score-only", action="store_true", help="train nothing")
+    parser.add_argument("--train-only", action="store_true", help="score nothing")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score again the configurations results.json already has")
+    parser.add_argument("--n", type=int, default=750, help="images per quality figure")
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "sweep.png"))
+    args = parser.parse_args()
+    names = args.only or list(CONFIGS)
+    OUT.mkdir(parents=True, exist_ok=True)
+    results_path = OUT / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    train_set, test_set = load_dataset("digits", split="train"), load_dataset("digits",
+                                                                              split="test")
+    net = fit_feature_net(train_set.x, train_set.y, test_set.x, test_set.y)
+    for name in names:
+        arch, steps = CONFIGS[name]
+        if not args.score_only:
+            seconds = train(arch, steps)
+            if seconds is not None:
+                print(f"[{name}] trained in {seconds:.0f} s", flush=True)
+        if args.train_only or trained_step(stage_path(arch, steps)) != steps:
+            continue
+        if name in results and not args.rescore:
+            continue
+        results[name] = score(name, args.n, train_set, test_set, net)
+        r = results[name]
+        print(f"[{name}] {r['train_tflop']:.1f} TFLOP, ratio {r['ratio']:.3f} "
+              f"(distances {r['distance']}, floor {r['floor']:.3f})", flush=True)
+        results_path.write_text(json.dumps(results, indent=1))
+    if args.train_only:
+        return 0
+    rows = [results[k] for k in CONFIGS if k in results]
+    plot(rows, Path(args.plot))
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
