@@ -31,6 +31,7 @@ SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLERS = ("ddim", "ddpm", "pf-ode", "euler", "heun", "dpm-solver++")
 PREDICTIONS = ("eps", "x0", "v")
+LR_SCHEDULES = ("constant", "cosine")
 SPACINGS = ("even", "leading", "linspace", "trailing")
 
 # FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
@@ -138,7 +139,16 @@ class TrainConfig:
         128, "images per step and per process (under torchrun the global batch is "
         "world_size × this)", "optimisation", type=int, metavar="B",
     )
-    lr: float = _opt(2e-3, "Adam learning rate", "optimisation", type=float)
+    lr: float = _opt(2e-3, "Adam learning rate (the peak rate with --lr-schedule cosine)",
+                     "optimisation", type=float)
+    lr_schedule: str = _opt(
+        "constant", "learning rate over the run: constant, or cosine (decays to 0 at --steps, "
+        "Loshchilov & Hutter 2017)", "optimisation", choices=LR_SCHEDULES,
+    )
+    warmup_steps: int = _opt(
+        0, "linear learning-rate warm-up over the first N steps (0: none)", "optimisation",
+        type=int, metavar="N",
+    )
     ema_decay: float = _opt(
         0.995, "EMA decay of the weights used for sampling (0 turns EMA off)", "optimisation",
         type=float, metavar="D",
@@ -223,6 +233,7 @@ class TrainConfig:
         _require(self.beta_start <= self.beta_end,
                  f"--beta-start ({self.beta_start}) must not exceed --beta-end ({self.beta_end})")
         _require(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        _require(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         _require(0.0 <= self.ema_decay < 1.0, f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
         _require(self.eta >= 0.0, f"--eta must be >= 0, got {self.eta}")
         _require(self.sample_steps <= self.T,
@@ -265,12 +276,13 @@ class TrainConfig:
 TRAINING_IDENTITY = (
     "dataset", "n_total", "model", "hidden_c", "blocks", "T", "schedule", "beta_start",
     "beta_end", "lr", "ema_decay", "seed", "prediction", "zero_terminal_snr", "min_snr_gamma",
-    "class_conditional", "label_dropout",
+    "class_conditional", "label_dropout", "lr_schedule", "warmup_steps",
 )
 # Identity fields added after the first checkpoints: a checkpoint without one was trained with
 # the value below (an old checkpoint is an unweighted, unconditional ε-model).
 IDENTITY_DEFAULTS = {"prediction": "eps", "zero_terminal_snr": False, "min_snr_gamma": None,
-                     "class_conditional": False, "label_dropout": 0.1}
+                     "class_conditional": False, "label_dropout": 0.1,
+                     "lr_schedule": "constant", "warmup_steps": 0}
 
 
 @dataclass(frozen=True)

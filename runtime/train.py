@@ -92,6 +92,7 @@ from runtime.fast_kernels import choose as choose_kernels
 from runtime.fast_kernels import common_choice, configure_tf32
 from runtime.forward import q_sample
 from runtime.guidance import GuidedModel
+from runtime.lr_schedule import lr_factor, set_lr
 from runtime.runlock import run_lock
 from runtime.schedule import Schedule
 from runtime.train_step import (  # noqa: F401 (twins of spec.train, re-exported)
@@ -576,7 +577,10 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
             labels = labels_all[idx]
             drop = info.shard(torch.rand(global_batch, generator=label_gen), b)
             model_args = (torch.where(drop < cfg.label_dropout, num_classes, labels).to(device),)
-        # 2. the step spec.train.train_step describes (conformance-checked: runtime.train_step)
+        # 2. the step spec.train.train_step describes (conformance-checked: runtime.train_step),
+        #    at this step's learning rate (runtime.lr_schedule)
+        set_lr(update.optimizer, cfg.lr * lr_factor(state.step, cfg.steps, cfg.lr_schedule,
+                                                    cfg.warmup_steps))
         result = train_step(sched, train_model, update, x01, t, noise, autocast=autocast,
                             channels_last=channels_last, reduce_finite=reduce_finite,
                             prediction=cfg.prediction, min_snr_gamma=cfg.min_snr_gamma,
@@ -678,7 +682,8 @@ def _train(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str, Any] 
         "model": cfg.model, "hidden": cfg.hidden_c, "blocks": cfg.residual_blocks,
         "parameters": sum(p.numel() for p in model.parameters()),
         "schedule": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start,
-        "beta_end": cfg.beta_end, "lr": cfg.lr, "batch_size": cfg.batch_size,
+        "beta_end": cfg.beta_end, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule,
+        "warmup_steps": cfg.warmup_steps, "batch_size": cfg.batch_size,
         "global_batch": global_batch, "ema_decay": cfg.ema_decay, "seed": cfg.seed,
         "steps": cfg.steps, "resumed_from_step": start_step if payload is not None else None,
         "sample_steps": cfg.sample_steps, "eta": cfg.eta, "reconstruct_step": cfg.reconstruct_t,
