@@ -75,7 +75,7 @@ def continuous_schedule(stored: dict, T: int) -> VPContinuousSchedule:
     if stored.get("schedule") == "linear":
         return VPLinearSchedule(beta0=T * float(stored["beta_start"]),
                                 beta1=T * float(stored["beta_end"]))
-    return VPCosineSchedule()  # runtime.checkpoint builds cosine_betas(T) with s = 0.008
+    return VPCosineSchedule()  # the trainer builds cosine_betas(T), s = 0.008
 
 
 def sigma_table(sched: Schedule) -> torch.Tensor:
