@@ -174,7 +174,10 @@ def train_loss(sched: Schedule, model: Callable[..., Tensor], x01: Tensor, t: Ti
     runtime.prediction.prediction_target); the ℓ_i are runtime.loss.prediction_loss with
     reduction="none". w is the explicit per-sample `weights`, else the min-SNR-γ weight when
     `min_snr_gamma` is given, else 1. The per-sample values returned (float32, detached,
-    unweighted: the ℓ_i) are for the loss curve.
+    unweighted: the ℓ_i) are for the loss curve. Unweighted, the loss is the mean of the ℓ_i
+    as in the spec; its gradient equals that of the mean over all B·n elements bit for bit
+    when B or n = C·H·W is a power of two (otherwise the scale 1/(B·n) may differ by one
+    rounding).
     Shapes: x01, eps (B, C, H, W); t int or (B,) LongTensor; weights (B,) -> ((), (B,)).
     """
     x0 = to_diffusion_range(x01)
