@@ -13,8 +13,9 @@ equal. The runtime never imports `spec`. Differences from the spec, all delibera
   elementwise operations of a step run in at least float32, and per-step coefficients are
   computed in float64;
 * models are `torch.nn.Module`s called as `model(x, t_norm)` (`EpsResidualConvNet`,
-  `EpsConvNet`, `EpsFiLMNet`), with `to_spec_params` / `from_spec_params` so one dict of arrays
-  drives both sides;
+  `EpsConvNet`, `EpsFiLMNet`, `CondFiLMNet`), with `to_spec_params` / `from_spec_params` so
+  one dict of arrays drives both sides; `runtime.model.MODELS` (kind -> config class, module
+  class) is the one table of them that checkpoints and commands look up;
 * samplers take explicit noise (the spec's layout with a batch axis after the step axis,
   (steps, B, C, H, W)) or a `torch.Generator`, show a tqdm bar with `progress=True`, and run
   under `torch.no_grad()`;

@@ -7,7 +7,9 @@ A checkpoint is one `torch.save`d dict (docs/api.md):
     ema         the EMA weights (float32 state_dict), or absent when EMA is off
     optimizer   torch.optim.Adam state_dict
     step        optimiser steps done
-    config      the TrainConfig as a dict, plus `derived` (data shape, model, schedule, world size)
+    config      the TrainConfig as a dict, plus `derived`: data shape, betas, world size and
+                `model`, the network as runtime.model.describe_model gives it: {"kind" (a key
+                of runtime.model.MODELS), "config" (asdict of that kind's config), "prediction"}
     rng         the states of the training generators (data order, t, noise) and the data cursor
     history     the loss curve so far (and the running accumulators of the current log interval)
 
@@ -16,13 +18,16 @@ A checkpoint is one `torch.save`d dict (docs/api.md):
 the new one, never a partial one; if anything fails the old checkpoint is left as it was.
 
 `load_checkpoint` loads with `weights_only=True` (no pickled code runs) and turns every failure
-(missing, truncated, not a checkpoint, missing keys) into one `CheckpointError` line. Before
+(missing, truncated, not a checkpoint, missing keys) into one `CheckpointError` line. A version-1
+checkpoint (written before the model table) is read too: `upgrade_model_description` turns its
+flat model description into today's. Before
 torch reads the file, `check_container` compares the sizes its zip headers claim with the file's
 own size (torch then checks each tensor's claimed size against its record before allocating).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from pathlib import Path
@@ -35,7 +40,10 @@ from runtime.cli import UserError
 from runtime.limits import format_bytes, memory_limit_bytes
 
 CHECKPOINT_FORMAT = "diffspec-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# 1: the model description was flat ({"kind": film|residual|conv, the config's fields, an optional
+# "prediction" and "num_classes"}); 2: {"kind", "config", "prediction"} (runtime.model.MODELS).
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("format", "version", "model", "optimizer", "step", "config", "rng", "history")
 
 
@@ -76,16 +84,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "expected a checkpoint.pt written by python -m runtime.train") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a diffspec training checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
+    if payload.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"checkpoint {path} has format version {payload.get('version')!r}; this diffspec "
-            f"reads version {CHECKPOINT_VERSION}")
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     if not isinstance(payload["config"], dict) or "derived" not in payload["config"]:
         raise CheckpointError(f"checkpoint {path} has no usable config")
+    derived = payload["config"]["derived"]
+    if isinstance(derived, dict) and isinstance(derived.get("model"), dict):
+        derived["model"] = upgrade_model_description(derived["model"])
     return payload
+
+
+def upgrade_model_description(description: dict[str, Any]) -> dict[str, Any]:
+    """Today's model description ({"kind", "config", "prediction"}) from a stored one; the flat
+    form of version-1 checkpoints is converted: kind film with `num_classes` is cond_film, the
+    config's fields are picked from beside the kind, a missing prediction is "eps"."""
+    if "config" in description:
+        return description
+    from runtime.model import MODELS
+
+    kind = description.get("kind")
+    if kind == "film" and description.get("num_classes"):
+        kind = "cond_film"
+    if kind not in MODELS:
+        return description  # unusable: restore_for_inference names it
+    names = [f.name for f in dataclasses.fields(MODELS[kind][0])]
+    return {"kind": kind, "config": {n: description[n] for n in names if n in description},
+            "prediction": description.get("prediction", "eps")}
 
 
 def check_container(path: Path) -> None:
@@ -133,70 +162,7 @@ def load_state_dict_checked(module: torch.nn.Module, state: Any, what: str, path
     module.load_state_dict(state)
 
 
-# --------------------------------------------------------------------------- rebuilding a run
-
-
-def model_spec(kind: str, data_channels: int, hidden: int, blocks: int,
-               prediction: str = "eps", num_classes: int = 0) -> dict[str, Any]:
-    """The description of a network stored in `config["derived"]["model"]`: its shape, what it
-    predicts (absent in old checkpoints: "eps") and, for a class-conditional FiLM net, the
-    number of classes (absent or 0: unconditional)."""
-    spec: dict[str, Any] = {"kind": kind, "data_channels": int(data_channels),
-                            "hidden_channels": int(hidden), "residual_blocks": int(blocks)}
-    if kind == "film":
-        from runtime.config import FILM_GROUPS
-
-        spec.update(embed_dim=64, groups=FILM_GROUPS)
-    if prediction != "eps":
-        spec["prediction"] = prediction
-    if num_classes:
-        spec["num_classes"] = int(num_classes)
-    return spec
-
-
-def build_model(spec: dict[str, Any]) -> torch.nn.Module:
-    """A freshly constructed ε-network (float32, CPU) from `model_spec(...)`'s dict."""
-    from runtime import model as models
-    from runtime.prediction import check_prediction
-
-    kind = spec["kind"]
-    prediction = check_prediction(spec.get("prediction", "eps"))
-    module: torch.nn.Module
-    if kind == "film" and spec.get("num_classes"):
-        module = models.CondFiLMNet(models.CondFiLMNetConfig(
-            data_channels=spec["data_channels"], num_classes=spec["num_classes"],
-            hidden_channels=spec["hidden_channels"], residual_blocks=spec["residual_blocks"],
-            embed_dim=spec["embed_dim"], groups=spec["groups"]))
-    elif kind == "film":
-        cfg = models.EpsFiLMNetConfig(
-            data_channels=spec["data_channels"], hidden_channels=spec["hidden_channels"],
-            residual_blocks=spec["residual_blocks"], embed_dim=spec["embed_dim"],
-            groups=spec["groups"])
-        module = models.EpsFiLMNet(cfg)
-    elif kind == "residual":
-        module = models.EpsResidualConvNet(models.EpsConvNetConfig(
-            spec["data_channels"], spec["hidden_channels"], spec["residual_blocks"]))
-    elif kind == "conv":
-        module = models.EpsConvNet(models.EpsConvNetConfig(
-            spec["data_channels"], spec["hidden_channels"], 0))
-    else:
-        raise ValueError(f"unknown model kind {kind!r}")
-    module.prediction = prediction
-    return module
-
-
-def schedule_betas(kind: str, T: int, beta_start: float, beta_end: float,
-                   zero_terminal_snr: bool = False) -> torch.Tensor:
-    """The float64 betas of a `--schedule` choice, rescaled to ᾱ_T = 0 with zero_terminal_snr."""
-    from runtime.schedule import cosine_betas, linear_betas, rescale_zero_terminal_snr
-
-    if kind == "cosine":
-        betas = cosine_betas(T)
-    elif kind == "linear":
-        betas = linear_betas(T, beta_start, beta_end)
-    else:
-        raise ValueError(f"unknown schedule {kind!r}")
-    return rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas
+# --------------------------------------------------------------------------- inference
 
 
 def restore_for_inference(payload: dict[str, Any], path: Any, device: torch.device,
@@ -205,11 +171,12 @@ def restore_for_inference(payload: dict[str, Any], path: Any, device: torch.devi
 
     Any mismatch between the stored weights and the stored config is one `CheckpointError`.
     """
+    from runtime.model import model_from_description
     from runtime.schedule import Schedule
 
     derived = payload["config"]["derived"]
     try:
-        model = build_model(derived["model"])
+        model = model_from_description(derived["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: unusable model description "
                               f"{derived.get('model')!r} ({exc})") from exc

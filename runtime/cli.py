@@ -59,6 +59,7 @@ __all__ = [
     "UserError",
     "fail",
     "one_line",
+    "resolve_device",
     "run_main",
 ]
 
@@ -70,6 +71,21 @@ class UserError(Exception):
 def fail(message: str) -> NoReturn:
     """Stop the command with a user error: `error: <message>` on stderr, exit status 2."""
     raise UserError(message)
+
+
+def resolve_device(requested: str):
+    """The torch.device of a `--device` choice (auto, cpu or cuda): auto is cuda when available;
+    cuda without a usable GPU is a `ConfigError` (one line, exit 2)."""
+    import torch
+
+    from runtime.config import ConfigError
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch.cuda.is_available() is False "
+                          "(use --device cpu or auto)")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
 
 
 def one_line(message: object) -> str:

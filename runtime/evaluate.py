@@ -36,7 +36,7 @@ import torch
 
 from runtime.artifacts import save_json
 from runtime.checkpoint import load_checkpoint, restore_for_inference
-from runtime.cli import EXIT_STATUS_HELP, fail, run_main
+from runtime.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
 from runtime.config import EvaluateConfig, parse_config
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import to_diffusion_range
@@ -44,7 +44,6 @@ from runtime.forward import q_sample
 from runtime.likelihood import vlb_terms
 from runtime.prediction import predict_eps, prediction_of, prediction_target
 from runtime.schedule import time_of_index
-from runtime.train import resolve_device
 
 DIGITS_BINS = 17  # scikit-learn's digits take the values 0..16 (divided by 16)
 BYTE_BINS = 256

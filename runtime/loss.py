@@ -39,25 +39,29 @@ def prediction_loss(
     eps: Tensor,
     min_snr_gamma: float | None = None,
     prediction: str | None = None,
-    per_sample: bool = False,
+    reduction: str = "mean",
 ) -> Tensor:
     """mean_i w_i·mean‖target_i − out_i‖², out = model(√ᾱ_t·x0 + √(1 − ᾱ_t)·ε, t/T), target ε, x0 or
     v as the model predicts (`prediction`, default `prediction_of(model)`), w_i = 1 or the
     min-SNR-γ weight (Hang et al. 2023) when `min_snr_gamma` is given.
+    `reduction` as in torch.nn.functional: "mean" (the batch mean) or "none" (each sample's
+    weighted loss, w_i·mean‖target_i − out_i‖²; their mean is the "mean" loss up to rounding).
     Shapes: x0, eps (B, C, H, W); t int or (B,) -> () in the working dtype ((B,) with
-    per_sample=True: the weighted loss of each sample)."""
+    reduction="none")."""
+    if reduction not in ("mean", "none"):
+        raise ValueError(f'reduction must be "mean" or "none", got {reduction!r}')
     prediction = prediction_of(model) if prediction is None else prediction
     wd = work_dtype(x0.dtype)
     x_t = q_sample(sched, x0, t, eps)
     out = model(x_t, time_of_index(t, sched.T, dtype=wd))
     target = prediction_target(sched, x0, t, eps, prediction)
-    if min_snr_gamma is None and not per_sample:  # as eps_pred_loss computes it, bit for bit
+    if min_snr_gamma is None and reduction == "mean":  # as eps_pred_loss computes it, bit for bit
         return mse(out, target)
     losses = torch.square(out.to(wd) - target.to(wd)).flatten(1).mean(1)  # (B,)
     if min_snr_gamma is not None:
         weight = min_snr_weight(sched, t, min_snr_gamma, prediction)
         losses = losses * weight.to(device=losses.device, dtype=wd)
-    return losses if per_sample else losses.mean()
+    return losses if reduction == "none" else losses.mean()
 
 
 __all__ = ["eps_pred_loss", "prediction_loss"]

@@ -17,6 +17,12 @@ and t_norm a float, a 0-d tensor or a (B,) float tensor: t/T, or the PF ODE's co
   a 2-layer MLP scales and shifts (FiLM) each GroupNorm/SiLU residual block. Built from plain
   nn modules with no per-sample loops, so it runs under bf16 autocast and with channels_last;
   the embedding is computed in at least float32.
+* `CondFiLMNet` — the FiLM net with a class-label embedding (classifier-free guidance).
+
+`MODELS` is the one description of the networks: kind -> (config class, module class).
+`build_model(kind, config, prediction)` builds one; `describe_model(module)` is what a checkpoint
+stores ({"kind", "config": asdict(config), "prediction"}) and `model_from_description` reads it
+back. Nothing else guesses a network's kind.
 """
 
 from __future__ import annotations
@@ -166,6 +172,7 @@ def _check_positive(name: str, value: int, low: int) -> None:
 
 class _EpsModule(nn.Module):
     prediction: str = "eps"  # what the network was trained to predict (runtime.prediction)
+    num_classes: int = 0  # class labels the network takes after (x, t_norm) (0: unconditional)
 
     def eps(self, x: Tensor, t_norm: Tensor | float, *args: Any) -> Tensor:
         """The spec's spelling: model.eps(x, t_norm) = model(x, t_norm)."""
@@ -335,31 +342,25 @@ def _uniform_init(cls: type[nn.Module], cfg: Any, seed: int) -> dict[str, Tensor
 def init_params(cfg: EpsConvNetConfig, seed: int) -> dict[str, Tensor]:
     """Parameters of the residual net (its stem/out keys also drive the plain net), equal to
     `spec.model.init_params(cfg, seed)`. Shapes: -> dict of float64 CPU tensors."""
-    return _uniform_init(EpsResidualConvNet, _as_conv_config(cfg), seed)
+    return _uniform_init(EpsResidualConvNet, _as_config(EpsConvNetConfig, cfg), seed)
 
 
 def init_film_params(cfg: EpsFiLMNetConfig, seed: int) -> dict[str, Tensor]:
     """Parameters of the FiLM net, equal to `spec.model.init_film_params(cfg, seed)`.
     Shapes: -> dict of float64 CPU tensors."""
-    return _uniform_init(EpsFiLMNet, _as_film_config(cfg), seed)
+    return _uniform_init(EpsFiLMNet, _as_config(EpsFiLMNetConfig, cfg), seed)
 
 
 def init_cond_film_params(cfg: CondFiLMNetConfig, seed: int) -> dict[str, Tensor]:
     """Parameters of the conditional FiLM net, equal to `spec.model.init_cond_film_params`.
     Shapes: -> dict of float64 CPU tensors."""
-    return _uniform_init(CondFiLMNet, _as_cond_config(cfg), seed)
+    return _uniform_init(CondFiLMNet, _as_config(CondFiLMNetConfig, cfg), seed)
 
 
 def cond_film_net(cfg: CondFiLMNetConfig, params: ParamsLike) -> CondFiLMNet:
     """The conditional FiLM net for cfg with these parameters (keys and shapes must match)."""
-    return _load(CondFiLMNet, _as_cond_config(cfg), params, *_params_dtype_device(params))
+    return _load(CondFiLMNet, _as_config(CondFiLMNetConfig, cfg), params, *_params_dtype_device(params))
 
-
-def _as_cond_config(cfg: Any) -> CondFiLMNetConfig:
-    if isinstance(cfg, CondFiLMNetConfig):
-        return cfg
-    fields = [f.name for f in dataclasses.fields(CondFiLMNetConfig)]
-    return CondFiLMNetConfig(**{f: getattr(cfg, f) for f in fields})
 
 
 def to_spec_params(module: nn.Module) -> dict[str, np.ndarray]:
@@ -381,25 +382,31 @@ def _load(cls: type[nn.Module], cfg: Any, params: ParamsLike, dtype: torch.dtype
     return module
 
 
+def spec_config_kind(cfg: Any, params: ParamsLike) -> str:
+    """The kind (a key of MODELS) of a spec-side network given as (config, params): the spec's
+    configs carry no kind, so it is read off them once, here. A config with `num_classes` is
+    cond_film, one with `embed_dim` film; a conv config is residual when params hold `blocks.*`
+    keys, else conv."""
+    if hasattr(cfg, "num_classes"):
+        return "cond_film"
+    if hasattr(cfg, "embed_dim"):
+        return "film"
+    return "residual" if any(k.startswith("blocks.") for k in params) else "conv"
+
+
 def from_spec_params(
     cfg: Any,
     params: ParamsLike,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
+    kind: str | None = None,
 ) -> nn.Module:
-    """The module with the spec's parameters. The class is picked from cfg: an EpsFiLMNetConfig
-    (or any config with an `embed_dim`) gives EpsFiLMNet; an EpsConvNetConfig gives
-    EpsResidualConvNet when params hold `blocks.*` keys, else EpsConvNet. Spec config objects
-    are accepted (same fields). Keys and shapes must match exactly (load_state_dict strict)."""
-    if hasattr(cfg, "num_classes"):
-        return _load(CondFiLMNet, _as_cond_config(cfg), params, dtype, device)
-    if hasattr(cfg, "embed_dim"):
-        return _load(EpsFiLMNet, _as_film_config(cfg), params, dtype, device)
-    conv_cfg = _as_conv_config(cfg)
-    if any(k.startswith("blocks.") for k in params):
-        return _load(EpsResidualConvNet, conv_cfg, params, dtype, device)
-    plain = dataclasses.replace(conv_cfg, residual_blocks=0)
-    return _load(EpsConvNet, plain, params, dtype, device)
+    """The module of `kind` (default: `spec_config_kind(cfg, params)`) with the spec's parameters.
+    Spec config objects are accepted (same fields). Keys and shapes must match exactly
+    (load_state_dict strict)."""
+    kind = spec_config_kind(cfg, params) if kind is None else kind
+    config_cls, module_cls = MODELS[kind]
+    return _load(module_cls, _as_config(config_cls, cfg), params, dtype, device)
 
 
 def _shape(params: ParamsLike, key: str) -> tuple[int, ...]:
@@ -436,20 +443,72 @@ def eps_residual_conv_net(params: ParamsLike) -> EpsResidualConvNet:
 
 def eps_film_net(cfg: EpsFiLMNetConfig, params: ParamsLike) -> EpsFiLMNet:
     """The FiLM ε-net for cfg with these parameters (keys and shapes must match exactly)."""
-    return _load(EpsFiLMNet, _as_film_config(cfg), params, *_params_dtype_device(params))
+    return _load(EpsFiLMNet, _as_config(EpsFiLMNetConfig, cfg), params, *_params_dtype_device(params))
 
 
-def _as_conv_config(cfg: Any) -> EpsConvNetConfig:
-    if isinstance(cfg, EpsConvNetConfig):
+
+
+def _as_config(config_cls: type, cfg: Any) -> Any:
+    """cfg as a `config_cls` (a spec config or another runtime config: the fields it shares; a
+    mapping: its items)."""
+    if isinstance(cfg, config_cls):
         return cfg
-    return EpsConvNetConfig(cfg.data_channels, cfg.hidden_channels, cfg.residual_blocks)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    if isinstance(cfg, Mapping):
+        return config_cls(**{n: cfg[n] for n in names if n in cfg})
+    return config_cls(**{n: getattr(cfg, n) for n in names if hasattr(cfg, n)})
 
 
-def _as_film_config(cfg: Any) -> EpsFiLMNetConfig:
-    if isinstance(cfg, EpsFiLMNetConfig):
-        return cfg
-    fields = [f.name for f in dataclasses.fields(EpsFiLMNetConfig)]
-    return EpsFiLMNetConfig(**{f: getattr(cfg, f) for f in fields})
+# ---------------------------------------------------------------------------------------------
+# The networks by kind: the one table every builder, checkpoint and command looks up
+
+MODELS: dict[str, tuple[type, type[nn.Module]]] = {
+    "conv": (EpsConvNetConfig, EpsConvNet),
+    "residual": (EpsConvNetConfig, EpsResidualConvNet),
+    "film": (EpsFiLMNetConfig, EpsFiLMNet),
+    "cond_film": (CondFiLMNetConfig, CondFiLMNet),
+}
+
+
+def model_kind(module: nn.Module) -> str:
+    """The key of MODELS whose module class `module` is (exactly)."""
+    for kind, (_, module_cls) in MODELS.items():
+        if type(module) is module_cls:
+            return kind
+    raise ValueError(f"{type(module).__name__} is not a network of runtime.model.MODELS")
+
+
+def build_model(kind: str, config: Any, prediction: str = "eps") -> nn.Module:
+    """A freshly constructed network (float32, CPU, torch's default init) of `kind`, from its
+    config object or `asdict(config)`; `prediction` is what it predicts (ε, x0 or v)."""
+    from runtime.prediction import check_prediction
+
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(MODELS)}")
+    config_cls, module_cls = MODELS[kind]
+    if isinstance(config, Mapping):
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(config_cls)})
+        if unknown:
+            raise ValueError(f"{config_cls.__name__} has no field {unknown[0]!r}")
+        config = config_cls(**config)
+    elif not isinstance(config, config_cls):
+        raise TypeError(f"a {kind} network needs a {config_cls.__name__}, got "
+                        f"{type(config).__name__}")
+    module = module_cls(config)
+    module.prediction = check_prediction(prediction)
+    return module
+
+
+def describe_model(module: nn.Module) -> dict[str, Any]:
+    """What a checkpoint stores of a network: {"kind", "config": asdict(config), "prediction"}."""
+    return {"kind": model_kind(module), "config": dataclasses.asdict(module.cfg),
+            "prediction": module.prediction}
+
+
+def model_from_description(description: Mapping[str, Any]) -> nn.Module:
+    """`build_model` from `describe_model(...)`'s dict (raises KeyError/TypeError/ValueError)."""
+    return build_model(description["kind"], dict(description["config"]),
+                       description.get("prediction", "eps"))
 
 
 __all__ = [
@@ -460,9 +519,12 @@ __all__ = [
     "EpsFiLMNet",
     "EpsFiLMNetConfig",
     "EpsResidualConvNet",
+    "MODELS",
     "append_time_channel",
+    "build_model",
     "cond_film_net",
     "conv2d_same",
+    "describe_model",
     "eps_conv_net",
     "eps_film_net",
     "eps_residual_conv_net",
@@ -472,8 +534,11 @@ __all__ = [
     "init_film_params",
     "init_params",
     "linear",
+    "model_from_description",
+    "model_kind",
     "relu",
     "silu",
     "sinusoidal_embedding",
+    "spec_config_kind",
     "to_spec_params",
 ]

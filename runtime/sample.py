@@ -48,7 +48,7 @@ import torch
 
 from runtime.artifacts import image_grid, save_npy, save_png
 from runtime.checkpoint import load_checkpoint, restore_for_inference
-from runtime.cli import EXIT_STATUS_HELP, fail, run_main
+from runtime.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
 from runtime.config import SampleConfig, parse_config
 from runtime.data.transforms import from_diffusion_range
 from runtime.ddim import ddim_sample_strided
@@ -63,7 +63,6 @@ from runtime.pf_ode import (
     pf_ode_sample_euler,
 )
 from runtime.schedule import Schedule, timestep_grid
-from runtime.train import resolve_device
 
 DEFAULT_STEPS = 50
 EDM_SIGMA_MAX = 80.0
@@ -76,7 +75,7 @@ def continuous_schedule(stored: dict, T: int) -> VPContinuousSchedule:
     if stored.get("schedule") == "linear":
         return VPLinearSchedule(beta0=T * float(stored["beta_start"]),
                                 beta1=T * float(stored["beta_end"]))
-    return VPCosineSchedule()  # runtime.checkpoint builds cosine_betas(T) with s = 0.008
+    return VPCosineSchedule()  # the trainer builds cosine_betas(T), s = 0.008
 
 
 def sigma_table(sched: Schedule) -> torch.Tensor:
@@ -141,7 +140,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
         fail(f"σ at t = 1 ({sigma_min:g}) must lie below σ_max ({sigma_max:g}) for "
              f"--sampler {cfg.sampler}")
     nfe = model_evaluations(cfg.sampler, steps, T)
-    num_classes = int(derived["model"].get("num_classes", 0))
+    num_classes = model.num_classes  # every network declares it (0: unconditional)
     n, ncol = cfg.n, None
     if num_classes == 0 and (cfg.class_ is not None or cfg.guidance_scale != 1.0):
         fail(f"--class and --guidance-scale need a class-conditional checkpoint "

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from runtime.data.transforms import to_diffusion_range
 from runtime.loss import prediction_loss
-from runtime.prediction import prediction_target
+from runtime.prediction import min_snr_weight
 from runtime.schedule import Schedule, TimeIndex
 
 ADAM_BETAS = (0.9, 0.999)
@@ -169,30 +169,23 @@ def train_loss(sched: Schedule, model: Callable[..., Tensor], x01: Tensor, t: Ti
                min_snr_gamma: float | None = None) -> tuple[Tensor, Tensor]:
     """The batch loss of one step and its per-sample values (twin of spec.train.train_loss).
 
-    loss = mean_i w_i·‖y_i − out(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T)‖²/n, x0 = 2·x01 − 1,
-    y the target of the model's `prediction` (ε, x0 or v; runtime.prediction.prediction_target)
-    and w the min-SNR-γ weight when `min_snr_gamma` is given (runtime.loss.prediction_loss; for
-    an unweighted ε-model it is runtime.loss.eps_pred_loss, bit for bit), or the explicit
-    per-sample `weights`. The per-sample values (float32, detached, unweighted) are for the
-    loss curve.
+    loss = mean_i w_i·ℓ_i, ℓ_i = ‖y_i − out(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T)‖²/n,
+    x0 = 2·x01 − 1, y the target of the model's `prediction` (ε, x0 or v;
+    runtime.prediction.prediction_target); the ℓ_i are runtime.loss.prediction_loss with
+    reduction="none". w is the explicit per-sample `weights`, else the min-SNR-γ weight when
+    `min_snr_gamma` is given, else 1. The per-sample values returned (float32, detached,
+    unweighted: the ℓ_i) are for the loss curve. Unweighted, the loss is the mean of the ℓ_i
+    as in the spec; its gradient equals that of the mean over all B·n elements bit for bit
+    when B or n = C·H·W is a power of two (otherwise the scale 1/(B·n) may differ by one
+    rounding).
     Shapes: x01, eps (B, C, H, W); t int or (B,) LongTensor; weights (B,) -> ((), (B,)).
     """
     x0 = to_diffusion_range(x01)
-    captured: dict[str, Tensor] = {}
-
-    def out_model(x: Tensor, t_norm: Tensor) -> Tensor:
-        captured["out"] = out = model(x, t_norm)
-        return out
-
-    loss = prediction_loss(sched, out_model, x0, t, eps, min_snr_gamma, prediction)
-    with torch.no_grad():
-        target = prediction_target(sched, x0, t, eps, prediction)
-    if weights is not None:
-        per = (captured["out"].to(loss.dtype) - target.to(loss.dtype)).square().flatten(1).mean(1)
-        loss = (weights.to(per.dtype) * per).mean()
-    with torch.no_grad():
-        per_sample = (captured["out"].float() - target.float()).square().flatten(1).mean(1)
-    return loss, per_sample
+    per = prediction_loss(sched, model, x0, t, eps, None, prediction, reduction="none")  # (B,)
+    if weights is None and min_snr_gamma is not None:
+        weights = min_snr_weight(sched, t, min_snr_gamma, prediction).to(per.device)
+    loss = per.mean() if weights is None else (weights.to(per.dtype) * per).mean()
+    return loss, per.detach().float()
 
 
 class StepResult(NamedTuple):

@@ -44,13 +44,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from runtime.checkpoint import build_model, model_spec  # noqa: E402
 from runtime.config import TrainConfig  # noqa: E402
 from runtime.ddim import ddim_sample_strided, ddim_timesteps  # noqa: E402
 from runtime.fast_kernels import choose as choose_kernels  # noqa: E402
 from runtime.fast_kernels import cpu_flags  # noqa: E402
+from runtime.model import EpsFiLMNetConfig, build_model  # noqa: E402
 from runtime.schedule import Schedule, cosine_betas  # noqa: E402
-from runtime.train import train  # noqa: E402
+from runtime.train import model_config, train  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -109,7 +109,7 @@ def train_step_flops(cfg: TrainConfig, shape: tuple[int, int, int]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     C, H, W = shape
-    model = build_model(model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks))
+    model = build_model(*model_config(cfg, C))
     x = torch.zeros((cfg.batch_size, C, H, W))
     with FlopCounterMode(display=False) as counter:
         model(x, torch.zeros(cfg.batch_size)).square().mean().backward()
@@ -151,7 +151,7 @@ def bare_step_time(cfg: TrainConfig, shape: tuple[int, int, int], steps: int,
     with the kernels `--fast-kernels` chooses on this machine when cfg.fast_kernels is set.
     Returns (median seconds per step, whether those kernels compute in bf16)."""
     C, H, W = shape
-    model = build_model(model_spec(cfg.model, C, cfg.hidden_c, cfg.residual_blocks)).to(device)
+    model = build_model(*model_config(cfg, C)).to(device)
     kernels = choose_kernels(cfg.fast_kernels, device, model, (cfg.batch_size, C, H, W))
     if kernels.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -330,7 +330,7 @@ def main() -> int:
 
     sched = Schedule(cosine_betas(1000), device=device)
     for name, shape, n in (("digits", (1, 8, 8), 256), ("cifar_shaped", (3, 32, 32), 64)):
-        model = build_model(model_spec("film", shape[0], 64, 4)).to(device).eval()
+        model = build_model("film", EpsFiLMNetConfig(shape[0], 64, 4)).to(device).eval()
         fig = sampling_figures(model, sched, shape, n, 50, max(3, iters // 6), device)
         fig["gflops"] = 50 * forward_flops(model, shape, n) / fig["ddim_s"] / 1e9
         fig["fraction_of_matmul"] = fig["gflops"] / results["matmul_gflops"]["float32"]

@@ -86,12 +86,15 @@ def test_an_old_checkpoint_is_an_eps_model_and_refuses_other_settings(tmp_path, 
     out = tmp_path / "run"
     assert run_command(train_main, [*TINY, "--out", out], capsys)[0] == 0
     payload = load_checkpoint(out / "checkpoint.pt")
-    assert "prediction" not in payload["config"]["derived"]["model"]  # as before this change
+    model = payload["config"]["derived"]["model"]
+    assert model["prediction"] == "eps"
+    # What a checkpoint of an older diffspec holds: the flat model description of version 1,
+    # without "prediction", and a config without the settings added since.
+    payload["config"]["derived"]["model"] = {"kind": model["kind"], **model["config"]}
     for key in ("prediction", "zero_terminal_snr", "min_snr_gamma", "class_conditional",
                 "label_dropout"):
         del payload["config"][key]  # what a checkpoint of an older diffspec holds
-    save_checkpoint(out / "checkpoint.pt", {k: v for k, v in payload.items()
-                                            if k not in ("format", "version")})
+    save_checkpoint(out / "checkpoint.pt", {**payload, "version": 1})
     for flag in (["--prediction", "v"], ["--class-conditional"], ["--min-snr-gamma", "5"]):
         code, _, err = run_command(train_main, [*TINY, "--out", out, "--resume", "--steps", "4",
                                                 *flag], capsys)
@@ -121,7 +124,8 @@ def test_bad_prediction_flags_are_one_line(tmp_path, capsys, argv, needle):
 
 def test_class_conditional_run_draws_one_row_per_class(cond_run, tmp_path, capsys):
     payload = load_checkpoint(cond_run / "checkpoint.pt")
-    assert payload["config"]["derived"]["model"]["num_classes"] == 10
+    assert payload["config"]["derived"]["model"]["kind"] == "cond_film"
+    assert payload["config"]["derived"]["model"]["config"]["num_classes"] == 10
     assert "label_emb.weight" in payload["model"]
     with Image.open(cond_run / "samples.png") as image:  # 10 rows x 1 image (--n-samples 4)
         assert image.size == ((1 * 9 + 1) * 8, (10 * 9 + 1) * 8)

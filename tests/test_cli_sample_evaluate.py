@@ -98,7 +98,7 @@ def test_sample_user_errors(tiny_run, tmp_path, capsys):  # noqa: F811
 
 def _mismatched_checkpoint(tiny_run, tmp_path):  # noqa: F811
     payload = load_checkpoint(tiny_run / "checkpoint.pt")
-    payload["config"]["derived"]["model"]["hidden_channels"] = 16  # weights are for 8
+    payload["config"]["derived"]["model"]["config"]["hidden_channels"] = 16  # weights: 8
     for key in ("format", "version"):
         payload.pop(key)
     path = tmp_path / "mismatched.pt"

@@ -18,6 +18,7 @@ from scipy import stats
 from test_train_support import TINY, run_command, tiny_run  # noqa: F401 - fixture
 
 import runtime.train as train_module
+import runtime.train.loop as loop_module
 import runtime.train_step as step_module
 import spec.ddim
 import spec.likelihood
@@ -26,7 +27,7 @@ import spec.schedule
 from conformance.records_train import RECORDS
 from runtime.checkpoint import load_checkpoint
 from runtime.distributed import DistInfo
-from runtime.model import to_spec_params
+from runtime.model import EpsFiLMNetConfig, build_model, model_from_description, to_spec_params
 from runtime.sample import main as sample_main
 
 
@@ -45,7 +46,8 @@ class Spy:
 
 def _spy_run(monkeypatch, tmp_path, capsys, extra: list) -> Spy:
     spy = Spy()
-    monkeypatch.setattr(train_module, "train_step", spy)
+    monkeypatch.setattr(loop_module, "train_step", spy)  # the name the loop calls
+    monkeypatch.setattr(train_module, "train_step", spy)  # the name the record calls
     code, _, err = run_command(train_module.main, [*TINY, "--out", tmp_path / "run", *extra],
                                capsys)
     assert code == 0, err
@@ -57,6 +59,7 @@ def _spy_run(monkeypatch, tmp_path, capsys, extra: list) -> Spy:
 
 def test_the_cli_loop_runs_the_step_the_record_checks(monkeypatch, tmp_path, capsys):
     assert train_module.train_step is step_module.train_step
+    assert loop_module.train_step is step_module.train_step
     spy = _spy_run(monkeypatch, tmp_path, capsys, [])
     assert len(spy.calls) == 3  # --steps 3: the loop called runtime.train.train_step each step
     # ... and the conformance record of spec.train.train_step calls that same name.
@@ -77,7 +80,7 @@ def test_the_cli_loop_runs_the_step_the_record_checks(monkeypatch, tmp_path, cap
 @pytest.mark.parametrize("sync_free", [False, True])
 def test_a_nan_step_changes_nothing_exactly(sync_free):
     torch.manual_seed(0)  # fixture weights only
-    model = train_module.build_model(train_module.model_spec("film", 1, 8, 1))
+    model = build_model("film", EpsFiLMNetConfig(1, 8, 1))
     update = train_module.GuardedUpdate(model, 1e-2, 0.9, torch.device("cpu"), sync_free=sync_free)
     sched = train_module.Schedule(spec.schedule.linear_betas(10, 1e-3, 0.2))
     x01 = torch.rand(4, 1, 8, 8)
@@ -99,7 +102,7 @@ def test_each_step_uses_only_its_own_gradient():
     """After a step, the gradient Adam used is the gradient of that step's loss alone (a step
     that forgets to zero the gradients would add the previous step's)."""
     torch.manual_seed(0)  # fixture weights only
-    model = train_module.build_model(train_module.model_spec("film", 1, 8, 1))
+    model = build_model("film", EpsFiLMNetConfig(1, 8, 1))
     update = train_module.GuardedUpdate(model, 1e-2, 0.0, torch.device("cpu"))
     sched = train_module.Schedule(spec.schedule.linear_betas(10, 1e-3, 0.2))
     batches = [(torch.rand(4, 1, 8, 8), torch.tensor([1, 4, 7, 10]), torch.randn(4, 1, 8, 8))
@@ -107,7 +110,7 @@ def test_each_step_uses_only_its_own_gradient():
     train_module.train_step(sched, model, update, *batches[0])
     before = [p.detach().clone() for p in update.params]
     train_module.train_step(sched, model, update, *batches[1])
-    probe = train_module.build_model(train_module.model_spec("film", 1, 8, 1))
+    probe = build_model("film", EpsFiLMNetConfig(1, 8, 1))
     with torch.no_grad():
         for q, b in zip(probe.parameters(), before, strict=True):
             q.copy_(b)
@@ -167,10 +170,7 @@ def test_rank_slices_partition_the_global_batch():
 
 
 def _spec_model(payload, ema: bool):
-    from runtime.checkpoint import build_model
-
-    mspec = payload["config"]["derived"]["model"]
-    module = build_model(mspec)
+    module = model_from_description(payload["config"]["derived"]["model"])
     module.load_state_dict(payload["ema"] if ema else payload["model"])
     params = to_spec_params(module)
     cfg = module.cfg
@@ -221,14 +221,13 @@ def test_training_samples_come_from_the_ema_weights(tiny_run, tmp_path):  # noqa
     payload = load_checkpoint(tiny_run / "checkpoint.pt")
     cfg = train_module.TrainConfig(**{k: v for k, v in payload["config"].items()
                                       if k != "derived"})
-    from runtime.checkpoint import build_model
     from runtime.data.datasets import load_dataset
 
     test_x = load_dataset("digits", None, "test").x
     sched = train_module.Schedule(payload["config"]["derived"]["betas"])
     grids = {}
     for which in ("ema", "model"):
-        model = build_model(payload["config"]["derived"]["model"])
+        model = model_from_description(payload["config"]["derived"]["model"])
         model.load_state_dict(payload[which])
         out = tmp_path / which
         out.mkdir()

@@ -1,0 +1,142 @@
+"""What a finished run leaves in its folder (rank 0): samples.png (DDIM, --sample-steps, --eta,
+clipped x̂0, EMA weights when on), reference.png (held-out test images), noisy.png (them at
+t = --reconstruct-step), reconstruct.png (DDIM with clipped x̂0 from there back to t = 0, as in
+TorchLean), the PPM files asked for, the quality figure, train_log.json and loss.png.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
+from runtime.config import TrainConfig
+from runtime.data.transforms import from_diffusion_range, to_diffusion_range
+from runtime.ddim import ddim_sample_strided, ddim_timesteps
+from runtime.forward import q_sample
+from runtime.guidance import GuidedModel
+from runtime.model import model_from_description
+from runtime.schedule import Schedule
+
+from .rng import STREAM_QUALITY, STREAM_SAMPLE, make_generator
+from .run import Run, TrainData, say
+
+
+def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: Schedule,
+                    test_x: np.ndarray, device: torch.device) -> dict[str, str]:
+    """samples.png, reference.png, noisy.png, reconstruct.png (and PPMs when asked)."""
+    gen = make_generator(cfg.seed, STREAM_SAMPLE, device)
+    n = cfg.n_samples
+    C, H, W = (int(v) for v in test_x.shape[1:])
+    sample_model, ncol = model, None
+    if cfg.class_conditional:  # one row per class (the conditional model alone, s = 1)
+        k = model.num_classes
+        ncol = max(1, n // k)
+        n = ncol * k
+        labels = torch.arange(k, device=device).repeat_interleave(ncol)
+        sample_model = GuidedModel(model, labels, 1.0)
+    with torch.no_grad():
+        # Samples: x_T ~ N(0, I), DDIM on the strided grid with clipped x̂0.
+        x_T = torch.randn((n, C, H, W), generator=gen, device=device)
+        samples = ddim_sample_strided(sched, sample_model, x_T,
+                                      ddim_timesteps(cfg.T, cfg.sample_steps),
+                                      eta=cfg.eta, clip=True, generator=gen)
+        n = cfg.n_samples
+        # Reference images (held out), noised to t_r, then DDIM (η = 0, clipped x̂0) back to 0.
+        ref01 = torch.from_numpy(np.array(test_x[:n], dtype=np.float32)).to(device)
+        t_r = cfg.reconstruct_t
+        noise = torch.randn(ref01.shape, generator=gen, device=device)
+        noisy = q_sample(sched, to_diffusion_range(ref01), t_r, noise)
+        grid_r = ddim_timesteps(t_r, min(cfg.sample_steps, t_r))
+        recon = ddim_sample_strided(sched, model, noisy, grid_r, eta=0.0, clip=True)
+    images = {
+        "samples": from_diffusion_range(samples),
+        "reference": ref01,
+        "noisy": from_diffusion_range(noisy),
+        "reconstruct": from_diffusion_range(recon),
+    }
+    ppm = {"samples": cfg.sample_ppm, "reference": cfg.reference_ppm, "noisy": cfg.noisy_ppm,
+           "reconstruct": cfg.reconstruct_ppm}
+    paths = {}
+    for name, tensor in images.items():
+        grid = image_grid(tensor.clamp(0, 1).cpu().numpy(), ncol=ncol if name == "samples" else None)
+        save_png(out / f"{name}.png", grid)
+        paths[f"{name}.png"] = str(out / f"{name}.png")
+        if ppm[name] is not None:
+            save_ppm(ppm[name], grid)
+            paths[f"{name}.ppm"] = str(ppm[name])
+    return paths
+
+
+def sampling_model(run: Run) -> torch.nn.Module:
+    """A fresh copy of the network with the EMA weights (the raw ones when EMA is off), in eval
+    mode on the run's device."""
+    sample_model = model_from_description(run.derived["model"])
+    model, ema_state = run.model, run.update.ema_state_dict(run.model)
+    sample_model.load_state_dict(ema_state if ema_state is not None else model.state_dict())
+    return sample_model.to(run.device).eval()
+
+
+def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_step: int,
+           resumed: bool) -> None:
+    """Artifacts, the quality figure, train_log.json, --log and loss.png of a finished run.
+    `times`: t_start (the command's start), session_train_s (this session's loop time)."""
+    cfg, state = run.cfg, run.state
+    t_art = time.perf_counter()
+    sample_model = sampling_model(run)
+    paths = write_artifacts(cfg, out, sample_model, run.sched, data.test.x, run.device)
+    artifacts_s = time.perf_counter() - t_art
+    quality = None
+    n_quality = (min(len(data.test.x) // 2, 256) if cfg.quality_samples is None
+                 else cfg.quality_samples)
+    if n_quality >= 2 and data.train is not None and len(data.test.x) >= 4:
+        from runtime.quality import draw_and_score
+
+        quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
+                                 make_generator(cfg.seed, STREAM_QUALITY, run.device),
+                                 run.device, data.train, data.test)
+    steps_done = state.step - start_step
+    last = state.history[-1] if state.history else {}
+    notes = {
+        "dataset": cfg.dataset, "data_dir": cfg.data_dir, "n_train": len(data.x),
+        "image_shape": data.image_shape, "device": str(run.device),
+        "world_size": run.info.world_size, "fast_kernels": cfg.fast_kernels,
+        "kernels": run.kernels.as_log(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": cfg.model, "hidden": cfg.hidden_c, "blocks": cfg.residual_blocks,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "schedule": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start,
+        "beta_end": cfg.beta_end, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule,
+        "warmup_steps": cfg.warmup_steps, "batch_size": cfg.batch_size,
+        "global_batch": run.global_batch, "ema_decay": cfg.ema_decay, "seed": cfg.seed,
+        "steps": cfg.steps, "resumed_from_step": start_step if resumed else None,
+        "sample_steps": cfg.sample_steps, "eta": cfg.eta, "reconstruct_step": cfg.reconstruct_t,
+        "train_time_s": round(state.train_time_s, 3),
+        "steps_per_s": (round(steps_done / times["session_train_s"], 3) if steps_done
+                        else None),
+        "artifacts_time_s": round(artifacts_s, 3),
+        "wall_time_s": round(time.perf_counter() - times["t_start"], 3),
+        "final_loss": last.get("loss"),
+        "quartile_loss": last.get("quartile_loss"),
+        "quartile_note": "mean ε-MSE of the last log interval for t in (0, T/4], (T/4, T/2], "
+                         "(T/2, 3T/4], (3T/4, T]",
+        "skipped_steps": last.get("skipped", 0),
+        "quality": quality,
+    }
+    log: dict[str, Any] = {"notes": notes, "curve": state.history, "artifacts": paths}
+    save_json(out / "train_log.json", log)
+    if cfg.log is not None:
+        save_json(cfg.log, log)
+    save_loss_plot(out / "loss.png", state.history,
+                   title=f"{cfg.dataset}: {cfg.model} net, {cfg.schedule} betas, T={cfg.T}")
+    if quality is not None:
+        from runtime.quality import format_quality
+
+        say(run.info, "sample quality (Fréchet distance in classifier features): "
+                      f"{format_quality(quality)}")
+    say(run.info, f"done: {state.step} steps, final loss {notes['final_loss']}, "
+                  f"wall time {notes['wall_time_s']:.1f} s; run folder: {out}")
