@@ -47,7 +47,17 @@ from conformance.external.check import (
     FamilyResult,
     check_family,
 )
-from conformance.external.targets import DDIM, DDPM, Claim, EDMEuler, Family, Run, Tolerance
+from conformance.external.targets import (
+    DDIM,
+    DDPM,
+    Claim,
+    DPMSolverPP,
+    EDMEuler,
+    EDMHeun,
+    Family,
+    Run,
+    Tolerance,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -96,16 +106,27 @@ class DiffusersConfig:
     shape: tuple[int, ...] = (1, 1, 2, 2)
     seed: int = 0
     rescale: bool = False  # rescale_betas_zero_snr (Lin et al. 2023, Algorithm 1)
+    solver_order: int = 2  # DPMSolverMultistepScheduler
+    lower_order_final: bool = True  # DPM
+    euler_at_final: bool = False  # DPM
+    final_sigmas_type: str = "zero"  # DPM: "zero" or "sigma_min"
 
     def kwargs(self) -> dict[str, Any]:
         """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
-        if self.scheduler == "EulerDiscreteScheduler":
-            return dict(
+        if self.scheduler in ("EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                              "DPMSolverMultistepScheduler"):
+            kw = dict(
                 num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
                 beta_start=self.beta_start, beta_end=self.beta_end,
                 timestep_spacing=self.spacing, steps_offset=self.steps_offset,
                 prediction_type=self.prediction_type,
             )
+            if self.scheduler == "DPMSolverMultistepScheduler":
+                kw.update(algorithm_type="dpmsolver++", solver_order=self.solver_order,
+                          lower_order_final=self.lower_order_final,
+                          euler_at_final=self.euler_at_final,
+                          final_sigmas_type=self.final_sigmas_type)
+            return kw
         kw: dict[str, Any] = dict(
             num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
             beta_start=self.beta_start, beta_end=self.beta_end, timestep_spacing=self.spacing,
@@ -135,7 +156,8 @@ class DiffusersConfig:
         lift = (
             "; tables cast to float64" if self.tables == "float64" else "; float32 tables and sample"
         )
-        if self.scheduler == "EulerDiscreteScheduler":
+        if self.scheduler in ("EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                              "DPMSolverMultistepScheduler"):
             step = "s.step(model(s.scale_model_input(x, tau), tau), tau, x)"
         elif self.scheduler == "DDIMScheduler":
             step = f"s.step(model(x, tau), tau, x, eta={self.eta!r}, variance_noise=noise[i])"
@@ -145,7 +167,8 @@ class DiffusersConfig:
             f"s = {self.scheduler}({args}){lift}\n"
             f"  s.set_timesteps({self.n}); for i, tau in enumerate(s.timesteps): x = {step}.prev_sample\n"
             f"  x_T, noise: shape {self.shape}, seed {self.seed}"
-            + ("; x starts as x_T·√(1 + σ_0²)\n" if self.scheduler == "EulerDiscreteScheduler" else "\n")
+            + ("; x starts as x_T·√(1 + σ_0²)\n"
+               if self.scheduler in ("EulerDiscreteScheduler", "HeunDiscreteScheduler") else "\n")
             + f"  rerun: python -m conformance.external diffusers --case '{self.to_json()}'"
         )
 
@@ -346,6 +369,219 @@ class EulerTarget:
         return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
 
 
+def _table_betas(s: Any) -> np.ndarray:
+    """The spec's betas whose VPSchedule has ᾱ_{τ+1} = the scheduler's alphas_cumprod[τ]."""
+    ab = s.alphas_cumprod.double().numpy()
+    return 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+
+
+def _integer_taus(cfg: DiffusersConfig, raw: list[float]) -> list[int]:
+    """The timesteps as integers τ ∈ {0..T−1}, or ValueError (the claim is outside the spec)."""
+    if any(v != int(v) for v in raw):
+        raise ValueError(
+            f"set_timesteps({cfg.n}) made non-integer timesteps {raw[:6]}…: the model is called "
+            "at fractional τ and σ is interpolated between alphas_cumprod entries, which no "
+            "discrete grid t ∈ {1..T} claims"
+        )
+    taus = [int(v) for v in raw]
+    past = [tau for tau in taus if not 0 <= tau < cfg.T]
+    if past:
+        raise ValueError(
+            f"set_timesteps({cfg.n}) made timesteps {taus} with τ = {past} outside alphas_cumprod's "
+            f"{{0..{cfg.T - 1}}} (spec t = τ + 1 outside {{1..{cfg.T}}})"
+        )
+    return taus
+
+
+class HeunTarget:
+    """diffusers' HeunDiscreteScheduler against spec.edm's Heun step (Karras Algorithm 1).
+
+    Its conventions, mapped here:
+    * σ's: the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of alphas_cumprod (float32) at its timesteps τ (spec
+      t = τ + 1), then σ = 0 (no final_sigmas_type option).
+    * The interleaved timesteps: set_timesteps(n) makes [τ_0, τ_1, τ_1, τ_2, τ_2, …, τ_{n−1},
+      τ_{n−1}] (2n − 1 entries) and sigmas [σ_0, σ_1, σ_1, …, σ_{n−1}, σ_{n−1}, 0]: each
+      repeated τ is one Heun step's corrector call (at σ_next, on the predicted state) followed
+      by the next step's predictor call. The claimed grid is timesteps[0::2]; the adapter
+      checks that the list has exactly this shape (else the claim is refused) and that the
+      model calls are t_0, t_1, t_1, …, t_{n−1}, t_{n−1} (`EDMHeun.calls`).
+    * The last step, σ_{n−1} → 0, is one Euler call (the odd length): spec.edm.edm_heun_step
+      into σ = 0 is Euler's too (the slope is undefined at σ = 0).
+    * scale_model_input divides x̃ by √(σ² + 1): the model gets the VP x_t (spec.edm.edm_to_vp),
+      at t = τ + 1; the sample is x̃ = x_t·√(1 + σ²). Started from x̃ = x_T·√(1 + σ_0²), not
+      init_noise_sigma (σ_0 for linspace/trailing: EDM's σ_max·z, not the VP x_T).
+    * prediction_type: ε, x_0 and v of the same ε-model (v converted with the σ of the call,
+      as diffusers does: x̂_0 = x̃/(σ²+1) − σ/√(σ²+1)·v).
+    * A state is recorded after each whole Heun step (after its corrector, and after the last
+      Euler call), in VP scale x̃/√(1 + σ_next²). Float32 as shipped (its tables and σ's).
+    """
+
+    name = "HeunDiscreteScheduler"
+
+    def families(self, profile: str) -> list[Family]:
+        c = _configs
+        H = self.name
+        note = "prediction_type (ε, x_0, v), beta_schedule and β range drawn freely; clip_sample off"
+        return [
+            Family("leading, any n", c(H, profile, "leading", "any", tables="float32"), FLOAT32, note),
+            Family("trailing, n divides T", c(H, profile, "trailing", "divides", tables="float32"),
+                   FLOAT32, note),
+            Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
+                   c(H, profile, "linspace", "whole", tables="float32"), FLOAT32, note),
+            Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
+                   c(H, profile, "linspace", "frac", T_min=4, tables="float32"), FLOAT32, note),
+        ]
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        import torch
+
+        s = _import(self.name)(**cfg.kwargs())
+        s.set_timesteps(cfg.n)
+        raw = [float(v) for v in s.timesteps]
+        grid_raw = raw[0::2]
+        interleaved = [grid_raw[0], *(v for g in grid_raw[1:] for v in (g, g))]
+        if raw != interleaved:
+            raise ValueError(f"timesteps {raw} are not [τ_0, τ_1, τ_1, …, τ_(n−1), τ_(n−1)]")
+        taus = _integer_taus(cfg, grid_raw)
+        sig_all = [float(v) for v in s.sigmas]
+        sig = [*sig_all[0::2], 0.0]  # σ_0, σ_1, …, σ_(n−1), then 0
+        if len(sig) != len(taus) + 1 or sig_all[-1] != 0.0:
+            raise ValueError(f"sigmas {sig_all} do not end in one σ = 0 after the interleaved σ's")
+        claim = Claim(betas=_table_betas(s), grid=tuple(spec_time(tau) for tau in taus), end=0,
+                      method=EDMHeun(), prediction=cfg.prediction_type,
+                      labels=(*(f"τ={tau}" for tau in taus), "σ=0"))
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32)) * float(np.sqrt(1 + sig[0] ** 2))
+            states = [x_T]
+            last = len(s.timesteps) - 1
+            for k, tau in enumerate(s.timesteps):
+                x_in = s.scale_model_input(x, tau)
+                out = torch.from_numpy(np.array(predict(x_in.numpy(), spec_time(int(tau)))))
+                x = s.step(out, tau, x).prev_sample
+                if k % 2 == 1 or k == last:  # a whole step: after its corrector, or the last Euler
+                    i = len(states)  # the state at grid index i
+                    states.append(x.double().numpy() / np.sqrt(1 + sig[i] ** 2))
+            return states
+
+        def describe(i: int) -> str:
+            what = (f"then at τ = {taus[i + 1]} (spec t = {spec_time(taus[i + 1])}) on the predicted x̃' "
+                    "(the corrector)" if i + 1 < len(taus) else "one Euler call into σ = 0")
+            return (f"model at τ = {taus[i]} (spec t = {spec_time(taus[i])}) on scale_model_input(x̃), "
+                    f"{what}; σ = {sig[i]!r} → σ_next = {sig[i + 1]!r}")
+
+        return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
+
+
+class DPMSolverTarget:
+    """diffusers' DPMSolverMultistepScheduler (algorithm_type "dpmsolver++", solver_type
+    "midpoint", solver_order 1 or 2) against spec.dpm_solver (Lu et al. 2022b, Algorithm 2).
+
+    Its conventions, mapped here:
+    * Time: its timesteps τ are spec t = τ + 1 (integers for every spacing: its linspace and
+      leading grids are built over n + 1 points and drop τ = 0, trailing as DDIM's); its σ's
+      are the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of alphas_cumprod (float32) there, from which step()
+      rebuilds α_t = 1/√(σ² + 1), σ_t = σ·α_t and λ = log α_t − log σ_t (DPM-Solver++ Eq. 3):
+      the spec's half_log_snr of ᾱ_t, so the spec is given the table as a VPSchedule.
+    * The sample is the VP x_t itself (init_noise_sigma = 1, scale_model_input is the identity).
+    * final_sigmas_type: "zero" ends at σ = 0, the spec's t = 0 (ᾱ = 1; the spec's step into it
+      is first order, as diffusers' is for "zero"); "sigma_min" ends at σ of alphas_cumprod[0],
+      the spec's t = 1 (a grid whose last time is t = 1 then has a step t = 1 → t = 1: h = 0,
+      the identity in both).
+    * Multistep state: step i ≥ 1 reuses the x̂_0 of step i − 1 (model_outputs[-2]); the spec
+      recomputes it from the target's own state at that time (`DPMSolverPP`).
+    * First-order steps (`DPMSolverPP.first_order`): step 0 (lower_order_nums = 0), every step
+      for solver_order = 1, and the last step when euler_at_final, or lower_order_final with
+      fewer than 15 steps, or final_sigmas_type "zero" (diffusers' `lower_order_final` flag in
+      step()); the spec computes them with dpm_solver_pp_2m_step without history (line 3).
+    * prediction_type: ε, x_0, v of the same ε-model, converted by convert_model_output with
+      the σ of the step. step() upcasts the sample to float32: float32 as shipped.
+    """
+
+    name = "DPMSolverMultistepScheduler"
+
+    def families(self, profile: str) -> list[Family]:
+        c = _configs
+        D = self.name
+        note = ("prediction_type (ε, x_0, v), lower_order_final, euler_at_final, beta_schedule and β "
+                "range drawn freely; algorithm_type dpmsolver++, solver_type midpoint")
+        f32 = dict(tables="float32")
+        return [
+            Family("2M, leading, n < T, final σ = 0", c(D, profile, "leading", "lt", **f32), FLOAT32, note),
+            Family("2M, trailing, n divides T, final σ = 0",
+                   c(D, profile, "trailing", "divides", **f32), FLOAT32, note),
+            Family("2M, linspace, n < T, final σ = 0", c(D, profile, "linspace", "lt", **f32),
+                   FLOAT32, note),
+            Family("2M, trailing, n does not divide T (n timesteps)",
+                   c(D, profile, "trailing", "not_divides", T_min=3, **f32), FLOAT32, note),
+            Family("2M, trailing, float arange adds τ = −1 (e.g. T=17, n=7)",
+                   c(D, profile, "trailing", "trailing_extra", T_min=15, **f32), FLOAT32, note),
+            Family("2M, linspace, n = T ≥ 4 (a τ repeats)",
+                   c(D, profile, "linspace", "eq", T_min=4, **f32), FLOAT32, note),
+            Family("2M, leading, n = T (every τ = 0)", c(D, profile, "leading", "eq", **f32),
+                   FLOAT32, note),
+            Family("2M, final_sigmas_type=sigma_min, leading, n < T",
+                   c(D, profile, "leading", "lt", final="sigma_min", **f32), FLOAT32, note),
+            Family("2M, final_sigmas_type=sigma_min, trailing, n divides T",
+                   c(D, profile, "trailing", "divides", final="sigma_min", **f32), FLOAT32, note),
+            Family("solver_order=1 (DPM-Solver++(1)), leading, n < T, final σ drawn",
+                   c(D, profile, "leading", "lt", order=1, final=None, **f32), FLOAT32, note),
+        ]
+
+    def first_order(self, cfg: DiffusersConfig, n: int) -> tuple[int, ...]:
+        """diffusers' first-order steps beyond the spec's own (step 0; a step into ᾱ = 1)."""
+        if cfg.solver_order == 1:
+            return tuple(range(1, n))
+        last = cfg.euler_at_final or (cfg.lower_order_final and n < 15)
+        return (n - 1,) if last and n > 1 and cfg.final_sigmas_type != "zero" else ()
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        import torch
+
+        if cfg.solver_order not in (1, 2):
+            raise ValueError(f"solver_order {cfg.solver_order}: the spec has DPM-Solver++(1) and (2M) only")
+        s = _import(self.name)(**cfg.kwargs())
+        s.set_timesteps(cfg.n)
+        taus = _integer_taus(cfg, [float(v) for v in s.timesteps])
+        n = len(taus)
+        repeated = sorted({tau for tau in taus if taus.count(tau) > 1})
+        if repeated:
+            raise ValueError(
+                f"set_timesteps({cfg.n}) made timesteps {taus}, repeating τ = {repeated} (its "
+                f"{cfg.spacing} grid spreads n + 1 = {cfg.n + 1} points over {{0..{cfg.T - 1}}}): a "
+                "step from σ to the same σ has h = 0, and the next one divides by it (1/r = h/h_prev) "
+                "or runs past the end of sigmas; no strictly decreasing grid is claimed"
+            )
+        end = 0 if cfg.final_sigmas_type == "zero" else 1
+        claim = Claim(betas=_table_betas(s), grid=tuple(spec_time(tau) for tau in taus), end=end,
+                      method=DPMSolverPP(first_order=self.first_order(cfg, n)),
+                      prediction=cfg.prediction_type,
+                      labels=(*(f"τ={tau}" for tau in taus),
+                              "σ=0" if end == 0 else "σ_min (alphas_cumprod[0])"))
+        sig = [float(v) for v in s.sigmas]
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32))
+            states = [x_T]
+            for tau in s.timesteps:
+                x_in = s.scale_model_input(x, tau)
+                out = torch.from_numpy(np.array(predict(x_in.numpy(), spec_time(int(tau)))))
+                x = s.step(out, tau, x).prev_sample
+                states.append(x.double().numpy())
+            return states
+
+        def describe(i: int) -> str:
+            # step()'s own rule: lower_order_nums < 1, solver_order 1, or its lower_order_final
+            final = i == n - 1 and (cfg.euler_at_final or (cfg.lower_order_final and n < 15)
+                                    or cfg.final_sigmas_type == "zero")
+            order = 1 if i == 0 or cfg.solver_order == 1 or final else 2
+            hist = f", with model_outputs[-2] from τ = {taus[i - 1]}" if order == 2 else ""
+            return (f"model at τ = {taus[i]} (spec t = {spec_time(taus[i])}); σ = {sig[i]!r} → "
+                    f"σ_next = {sig[i + 1]!r}; order {order}{hist}")
+
+        return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration families
 
@@ -370,7 +606,8 @@ def _extra_Ts(T_min: int, T_max: int) -> tuple[int, ...]:
 def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
              offset: int = 0, variance: tuple[str, ...] = ("fixed_small", "fixed_small_log"),
              tables: str = "float64", T_min: int = 2,
-             alpha_one: bool | None = None, rescale: bool = False) -> DiffusersConfig:
+             alpha_one: bool | None = None, rescale: bool = False, order: int = 2,
+             final: str | None = "zero") -> DiffusersConfig:
     T_max = 40 if profile == "small" else 1000
     if n_rule == "trailing_extra":
         T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
@@ -417,7 +654,10 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
              draw(st.integers(1, 4)))
     return DiffusersConfig(
         scheduler=scheduler, T=T, beta_schedule=schedule, beta_start=b0, beta_end=b1, n=n,
-        spacing=spacing, steps_offset=offset, eta=eta, clip=draw(st.booleans()),
+        spacing=spacing, steps_offset=offset, eta=eta,
+        # Heun's clip_sample and DPM's (absent) clipping are out of scope (SCOPE): drawn, unused
+        clip=draw(st.booleans()) and scheduler not in ("HeunDiscreteScheduler",
+                                                       "DPMSolverMultistepScheduler"),
         # under zero terminal SNR an ε-model cannot be sampled from ᾱ_T = 0 (spec.prediction
         # raises), so rescaled configurations draw x_0- and v-prediction only
         prediction_type=draw(st.sampled_from(
@@ -425,6 +665,10 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         set_alpha_to_one=(draw(st.booleans()) if alpha_one is None else alpha_one) if ddim else True,
         variance_type=draw(st.sampled_from(variance)), tables=tables, shape=shape,
         seed=draw(st.integers(0, 2**16)), rescale=rescale,
+        **(dict(solver_order=order, lower_order_final=draw(st.booleans()),
+                euler_at_final=draw(st.booleans()),
+                final_sigmas_type=final or draw(st.sampled_from(["zero", "sigma_min"])))
+           if scheduler == "DPMSolverMultistepScheduler" else {}),
     )
 
 
@@ -757,4 +1001,5 @@ TARGETS = ("DDIMScheduler", "DDPMScheduler")
 
 def all_targets() -> list[Any]:
     """Every adapted scheduler: DDIM and DDPM (pipeline loops), then Euler (spec.edm)."""
-    return [*(DiffusersTarget(name) for name in TARGETS), EulerTarget()]
+    return [*(DiffusersTarget(name) for name in TARGETS), EulerTarget(), HeunTarget(),
+            DPMSolverTarget()]
