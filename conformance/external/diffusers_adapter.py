@@ -1,4 +1,6 @@
-"""Adapters for diffusers' DDIMScheduler, DDPMScheduler and EulerDiscreteScheduler, mapped onto the spec.
+"""Adapters for diffusers' DDIM, DDPM, EulerDiscrete, HeunDiscrete and DPMSolverMultistep schedulers,
+mapped onto the spec (the EDM and DPM-Solver conventions are in `EulerTarget`, `HeunTarget` and
+`DPMSolverTarget`; the Karras σ rows in `karras_results`).
 
 Conventions, all mapped in this module and nowhere else:
 
@@ -970,6 +972,129 @@ def grid_results(profile: str, examples: int, derandomize: bool | None = None) -
 
 
 # ---------------------------------------------------------------------------------------------
+# Karras σ's: use_karras_sigmas against spec.edm.edm_sigmas (Karras et al. 2022, Eq. 5)
+
+
+KARRAS_TOL = Tolerance(
+    1.0,
+    "Karras σ rows: max_i |σ_i,diffusers − σ_i,spec|/σ_i,spec over the n σ's before the final 0, as "
+    "a ratio to the float32 bound 16·2^-24 (σ_min, σ_max = √((1−ᾱ)/ᾱ) formed in float32, ~4 "
+    "roundings each, carried through Eq. 5 as a relative error; the result cast to float32) plus "
+    "EPS/ᾱ at the endpoints (spec.edm.vp_to_edm's safe_div(1 − ᾱ, ᾱ) adds EPS = 1e-12 to ᾱ, "
+    "which the cosine schedule's ᾱ_T ~ 5e-7 makes ~2e-6); the final σ must be 0 on both "
+    "sides; agrees when ≤ 1",
+)
+
+
+@dataclass(frozen=True)
+class KarrasConfig:
+    scheduler: str
+    T: int
+    n: int
+    spacing: str
+    beta_schedule: str
+    beta_start: float
+    beta_end: float
+    shape: tuple[int, ...] = ()
+    seed: int = 0
+
+    def code(self) -> str:
+        return (f"{self.scheduler}(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
+                f"beta_start={self.beta_start!r}, beta_end={self.beta_end!r}, timestep_spacing="
+                f"{self.spacing!r}, use_karras_sigmas=True).set_timesteps({self.n})")
+
+
+def karras_endpoints(cfg: KarrasConfig) -> tuple[float, float, str, float]:
+    """(σ_min, σ_max, where from) that the scheduler's Karras σ's claim, in the spec's σ_t:
+    Euler and Heun take the σ's of their own grid's last and first timesteps (set_timesteps
+    without use_karras_sigmas, τ → t = τ + 1); DPMSolverMultistep takes the whole table's, σ_1
+    and σ_T. σ_t = √((1 − ᾱ_t)/ᾱ_t) of the scheduler's alphas_cumprod, by spec.edm.vp_to_edm.
+    The fourth value is the smaller ᾱ of the two (for the bound's safe_div term)."""
+    from spec.edm import vp_to_edm
+
+    plain = _import(cfg.scheduler)(num_train_timesteps=cfg.T, beta_schedule=cfg.beta_schedule,
+                                   beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                                   timestep_spacing=cfg.spacing)
+    ab = plain.alphas_cumprod.double().numpy()  # ᾱ_{τ+1}
+
+    def sigma(t: int) -> float:
+        return float(vp_to_edm(ab[t - 1], np.zeros(1))[1])
+
+    if cfg.scheduler == "DPMSolverMultistepScheduler":
+        return sigma(1), sigma(cfg.T), "σ_1 and σ_T of the table", float(ab[-1])
+    plain.set_timesteps(cfg.n)
+    ts = [spec_time(int(v)) for v in plain.timesteps]
+    return (sigma(ts[-1]), sigma(ts[0]), f"σ at the {cfg.spacing} grid's t = {ts[-1]} and t = {ts[0]}",
+            float(ab[ts[0] - 1]))
+
+
+def _karras_case(_target: Any, cfg: KarrasConfig, tol: Tolerance) -> CaseResult:
+    from spec.edm import edm_sigmas
+
+    s = _import(cfg.scheduler)(num_train_timesteps=cfg.T, beta_schedule=cfg.beta_schedule,
+                               beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                               timestep_spacing=cfg.spacing, use_karras_sigmas=True)
+    s.set_timesteps(cfg.n)
+    got = s.sigmas.double().numpy()
+    if cfg.scheduler == "HeunDiscreteScheduler":  # [σ_0, σ_1, σ_1, …, σ_(n−1), σ_(n−1), 0]
+        got = np.concatenate([got[0::2], got[-1:]])
+    from spec.core import EPS
+
+    lo, hi, where, ab_min = karras_endpoints(cfg)
+    ref = edm_sigmas(cfg.n, lo, hi)
+    if got.shape != ref.shape:
+        ratio, worst = math.inf, 0
+    else:
+        rel = np.abs(got[:-1] - ref[:-1]) / ref[:-1] / (16 * 2.0**-24 + EPS / ab_min)
+        worst = int(np.argmax(rel))
+        ratio = float(rel[worst]) if got[-1] == 0.0 else math.inf
+    r = CaseResult(cfg, bool(ratio <= tol.rel), ratio, [])
+    if not r.agrees:
+        r.first = worst
+        r.detail = (
+            f"configuration: {cfg.code()}\nsigmas = {[float(v) for v in got]}\n"
+            f"spec.edm.edm_sigmas({cfg.n}, σ_min={lo!r}, σ_max={hi!r}) = {[float(v) for v in ref]} "
+            f"(σ_min, σ_max: {where})\nfirst entry that parts: index {worst} ({ratio:.3g}× the "
+            "bound)\nspec formula departed from: spec.edm.edm_sigmas (Karras et al. 2022, "
+            "Eq. 5, ρ = 7)"
+        )
+    return r
+
+
+@st.composite
+def _karras_configs(draw, scheduler: str, profile: str) -> KarrasConfig:
+    T = draw(st.integers(3, 40 if profile == "small" else 1000))
+    # leading and linspace grids: integer first and last timesteps (trailing can add τ = −1)
+    spacing = draw(st.sampled_from(["leading", "linspace"]))
+    n = draw(st.integers(2, T - 1 if scheduler == "DPMSolverMultistepScheduler" else T))
+    b0 = draw(st.floats(1e-5, 1e-3))
+    b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
+    schedule = draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]))
+    return KarrasConfig(scheduler, T, n, spacing, schedule, b0, b1)
+
+
+KARRAS_SCHEDULERS = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler")
+
+
+def karras_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
+    """scheduler.sigmas with use_karras_sigmas=True against spec.edm.edm_sigmas (ρ = 7).
+
+    Only the σ's: their steps call the model at timesteps of their own σ → τ interpolation
+    (fractional for Euler and Heun, rounded for DPM), which no discrete claim has (SCOPE)."""
+    out = []
+    for scheduler in KARRAS_SCHEDULERS:
+        class _T:
+            name = f"{scheduler}.sigmas"
+
+        fam = Family("use_karras_sigmas vs spec.edm.edm_sigmas (ρ = 7)",
+                     _karras_configs(scheduler, profile), KARRAS_TOL,
+                     "T, n, spacing (leading, linspace), beta_schedule and β range drawn")
+        out.append(check_family(_T(), fam, examples, evaluate_case=_karras_case,
+                                derandomize=derandomize))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Scope: what each option does here
 
 SCOPE: list[tuple[str, str, str]] = [
@@ -990,9 +1115,19 @@ SCOPE: list[tuple[str, str, str]] = [
     ("rescale_betas_zero_snr", "mapped", "the table checked against spec.rescale_zero_terminal_snr (Lin et al. 2023, Algorithm 1; ᾱ_T = 0 exactly on both sides); DDIM/DDPM steps run for x_0- and v-prediction with a model of that kind on both sides (ε cannot be converted at ᾱ_T = 0). ε-prediction is not drawn: a claim starting at ᾱ = 0 with ε is outside the spec (spec.prediction raises), and the harness reports it as such"),
     ("use_clipped_model_output (DDIM.step argument)", "not drawn", "the pipeline default False is checked; True recomputes ε̂ from the clipped x̂_0, which spec.ddim does not (the model's ε̂ gives the direction)"),
     ("EulerDiscreteScheduler (s_churn = 0, final_sigmas_type zero, interpolation linear)", "mapped", "spec.edm.edm_euler_step on the VP σ_t = √((1−ᾱ_t)/ᾱ_t) of its float32 table at t = τ + 1, then σ = 0; scale_model_input's x̃/√(1+σ²) is the VP x_t the model gets; started from x̃ = x_T·√(1+σ_0²) (init_noise_sigma is σ_0 for linspace/trailing, EDM's σ_max·z); float32 as shipped"),
-    ("EulerDiscreteScheduler use_karras_sigmas / exponential / beta sigmas, s_churn > 0, final_sigmas_type sigma_min", "pending", "Karras σ's (ρ = 7, spec.edm.edm_sigmas) call the model at σ-interpolated fractional τ; churn adds noise (Karras Algorithm 2), which spec.edm does not have"),
-    ("HeunDiscreteScheduler", "pending", "spec.edm.edm_heun_step maps directly, but its duplicated timesteps (2 model calls per step, the last step Euler) need the harness to accept a claimed call sequence other than one call per grid time"),
-    ("DPMSolverMultistepScheduler", "pending", "spec.dpm_solver.dpm_solver_pp_2m_step on diffusers' grid (t = τ + 1) needs a claim type for multistep state (the previous x̂_0) and checks of lower_order_final (< 15 steps), euler_at_final and final_sigmas_type"),
+    ("EulerDiscreteScheduler use_karras_sigmas; HeunDiscreteScheduler and DPMSolverMultistepScheduler use_karras_sigmas", "σ's mapped, steps out of scope", "the σ's are checked against spec.edm.edm_sigmas (Karras et al. 2022, Eq. 5, ρ = 7) with the σ_min, σ_max the scheduler claims (Euler, Heun: σ at its grid's last and first times; DPM: σ_1 and σ_T of the table) — the '.sigmas' rows. The steps are not: Karras σ's lie between table entries and the model is called at diffusers' own σ → τ map (_sigma_to_t, linear in log σ; fractional τ for Euler and Heun, rounded for DPM, whose state then sits at a σ that is not the σ of the τ the model gets); the spec maps σ to a model time only through a continuous VP schedule (time_of_edm_sigma), so no discrete claim exists"),
+    ("use_exponential_sigmas, use_beta_sigmas (Euler, Heun, DPM); use_lu_lambdas, use_flow_sigmas (DPM); interpolation_type log_linear, timestep_type continuous (Euler)", "out of scope", "σ sequences and time maps with no spec function (not Karras Eq. 5, not a discrete VP grid)"),
+    ("EulerDiscreteScheduler s_churn > 0", "out of scope", "Karras Algorithm 2's churn (x̂ = x + √(σ̂² − σ²)·ε with σ̂ = σ(1 + γ)) has no spec function: spec.edm implements Algorithm 1 (S_churn = 0) only, so the same noise could drive both sides only with the churn written outside spec/. Not checked, read from the code: step() adds the churn to the sample but uses the model output the pipeline computed before it, at σ (Algorithm 2 line 7 evaluates D(x̂; σ̂) after the churn)"),
+    ("EulerDiscreteScheduler final_sigmas_type sigma_min", "not drawn", "ends at σ of alphas_cumprod[0] (t = 1) instead of 0; mapped for DPMSolverMultistepScheduler, where the claim ends at t = 1; the EDM Euler claim ends at σ = 0 only"),
+    ("HeunDiscreteScheduler (final σ = 0)", "mapped", "spec.edm.edm_heun_step (Karras Algorithm 1) on the VP σ_t = √((1−ᾱ_t)/ᾱ_t) of its float32 table at t = τ + 1, then σ = 0. Its interleaved timesteps [τ_0, τ_1, τ_1, …, τ_{n−1}, τ_{n−1}] are the claimed calls t_0, t_1, t_1, … (each step's predictor at t_i, its corrector at t_{i+1}); the grid is timesteps[0::2]; the last step, into σ = 0, is Euler's in both (one call: 2n − 1 in all). scale_model_input's division by √(σ²+1) is spec.edm.edm_to_vp (the model gets x_t); started from x̃ = x_T·√(1+σ_0²); a state is compared after each whole step; prediction_type ε, x_0, v; float32 as shipped; timestep_spacing as for Euler (linspace with (n − 1) ∤ (T − 1) gives fractional τ: outside a discrete claim)"),
+    ("HeunDiscreteScheduler clip_sample", "out of scope", "Karras Algorithm 1 and spec.edm do not clip D(x̃; σ)"),
+    ("DPMSolverMultistepScheduler algorithm_type dpmsolver++, solver_type midpoint, solver_order 2 and 1", "mapped", "spec.dpm_solver.dpm_solver_pp_2m_step (Lu et al. 2022b, Algorithm 2) on its timesteps (t = τ + 1), given the table as a VPSchedule (its λ = log α − log σ from σ_t of the table is the spec's half_log_snr); the claim carries the multistep state: step i ≥ 1 reuses x̂_0 at t_{i−1}, recomputed by the spec from the target's own state there. solver_order 1 (DPM-Solver++(1), every step first order) is the same function without history; prediction_type ε, x_0, v; float32 as shipped (step() upcasts the sample to float32)"),
+    ("DPMSolverMultistepScheduler lower_order_final, euler_at_final", "mapped", "the last step is first order (the spec's step without history, Algorithm 2 line 3) when euler_at_final, or lower_order_final with fewer than 15 steps, or final_sigmas_type zero (then it steps into ᾱ = 1, first order in the spec too); drawn freely. lower_order_final's second-to-last rule only matters for solver_order 3"),
+    ("DPMSolverMultistepScheduler final_sigmas_type zero / sigma_min", "mapped", "zero: the last step lands on σ = 0, the spec's t = 0; sigma_min: on σ of alphas_cumprod[0], the spec's t = 1 (from t = 1 that step has h = 0: the identity, DDIM Eq. 12 with ᾱ_prev = ᾱ_t)"),
+    ("DPMSolverMultistepScheduler timestep_spacing, num_inference_steps", "mapped (steps only)", "the claimed grid is its timesteps, each step to the next; the grids themselves are not compared with spec.timestep_grid: its linspace and leading spread n + 1 points and drop τ = 0, another construction than Lin et al. 2023 Table 2's (n = T then repeats τ: the rows 'n = T'); steps_offset is not drawn"),
+    ("DPMSolverMultistepScheduler solver_order 3, solver_type heun, algorithm_type dpmsolver / sde-dpmsolver / sde-dpmsolver++", "out of scope", "spec.dpm_solver has Algorithm 2 (DPM-Solver++(2M), the 1/(2r) combination) only: no third-order multistep, no 'heun' coefficient (e^{−h} − 1)/h + 1 for D1, no noise-prediction DPM-Solver, no SDE variant"),
+    ("DPMSolverMultistepScheduler thresholding, variance_type learned / learned_range", "out of scope", "as for DDIM/DDPM: dynamic thresholding (Saharia et al. 2022) and learned variances have no spec function"),
+    ("DPMSolverMultistepScheduler rescale_betas_zero_snr, lambda_min_clipped", "not drawn", "rescaling replaces ᾱ_T = 0 by 2^-24 (a finite σ_T), which is neither the spec's rescale_zero_terminal_snr nor a schedule it defines; lambda_min_clipped (default −∞) truncates the grid, a heuristic with no paper equation"),
 ]
 
 
@@ -1000,6 +1135,7 @@ TARGETS = ("DDIMScheduler", "DDPMScheduler")
 
 
 def all_targets() -> list[Any]:
-    """Every adapted scheduler: DDIM and DDPM (pipeline loops), then Euler (spec.edm)."""
+    """Every adapted scheduler: DDIM and DDPM (pipeline loops), then Euler and Heun (spec.edm)
+    and DPM-Solver multistep (spec.dpm_solver)."""
     return [*(DiffusersTarget(name) for name in TARGETS), EulerTarget(), HeunTarget(),
             DPMSolverTarget()]
