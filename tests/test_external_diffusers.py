@@ -461,3 +461,17 @@ def test_karras_sigmas_agree_with_spec_edm_sigmas_and_another_rho_is_caught(sche
     monkeypatch.setattr(spec.edm, "edm_sigmas", lambda n, lo, hi: rho7(n, lo, hi, rho=5.0))
     r = _karras_case(None, k, KARRAS_TOL)
     assert not r.agrees and "Karras et al. 2022, Eq. 5" in r.detail and "use_karras_sigmas=True" in r.detail
+
+
+def test_recorded_reproductions_still_deviate(capsys):
+    """Every `case` in the expectations file reruns (--case) as a deviation of its own target."""
+    import tomllib
+
+    with open(EXPECTED, "rb") as f:
+        entries = [e for e in tomllib.load(f)["deviation"] if "case" in e]
+    assert len(entries) >= 4  # Heun and DPM record theirs
+    for e in entries:
+        assert DiffusersConfig.from_json(e["case"]).scheduler == e["target"]
+        assert main(["diffusers", "--case", e["case"]]) == 1, e["family"]
+        out = capsys.readouterr().out
+        assert out.startswith("configuration: ") and "outside the spec" in out, out
