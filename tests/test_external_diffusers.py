@@ -263,6 +263,17 @@ def test_grid_rows_compare_timesteps_plus_one_with_timestep_grid(scheduler):
     assert not extra.agrees and extra.first == 7  # the (n+1)-th entry, τ = −1
 
 
+@pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "HeunDiscreteScheduler"])
+def test_grid_rows_read_euler_and_heun_grids(scheduler):
+    """Heun's interleaved [τ_0, τ_1, τ_1, …] is read as its grid τ_0, τ_1, …; Euler's as is."""
+    from conformance.external.diffusers_adapter import GRID_TOL, GridConfig, _grid_case
+
+    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "trailing"), GRID_TOL).agrees
+    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "leading"), GRID_TOL).agrees
+    shifted = _grid_case(None, GridConfig(scheduler, 1000, 10, "leading", 1), GRID_TOL)
+    assert not shifted.agrees and shifted.loop_err == 10  # every entry one too late
+
+
 def test_grid_families_are_split_by_the_rounding_case():
     from conformance.external.diffusers_adapter import linspace_tie, trailing_misround
 

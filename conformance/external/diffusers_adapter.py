@@ -915,7 +915,10 @@ def _grid_case(_target: Any, cfg: GridConfig, tol: Tolerance) -> CaseResult:
     ref = [int(t) for t in timestep_grid(cfg.T, cfg.n, cfg.spacing)[:-1]]
     try:
         s.set_timesteps(cfg.n)
-        got = [spec_time(int(tau)) for tau in s.timesteps]
+        raw = [float(tau) for tau in s.timesteps]
+        if cfg.scheduler == "HeunDiscreteScheduler":  # [τ_0, τ_1, τ_1, …]: its grid is [0::2]
+            raw = raw[0::2]
+        got = [spec_time(int(tau)) for tau in raw]
     except Exception as exc:
         return CaseResult(cfg, False, math.inf, [], 0,
                           f"configuration: {code}\nthe target raised {type(exc).__name__}: {exc}")
@@ -957,13 +960,17 @@ GRID_FAMILIES: tuple[tuple[str, str, str, int], ...] = (
 
 
 def grid_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
-    """scheduler.timesteps (t = τ + 1) against spec.timestep_grid, per spacing, both schedulers."""
+    """scheduler.timesteps (t = τ + 1) against spec.timestep_grid, per spacing: DDIM and DDPM,
+    and the leading / trailing grids of Euler and Heun (Heun's interleaved list read as its
+    grid, timesteps[0::2]; their linspace is unrounded, fractional τ: the step rows report it)."""
     out = []
-    for scheduler in TARGETS:
+    for scheduler in GRID_SCHEDULERS:
         class _T:
             name = f"{scheduler}.timesteps"
 
         for name, spacing, kind, offset in GRID_FAMILIES:
+            if spacing == "linspace" and scheduler not in TARGETS:
+                continue
             fam = Family(name, _grid_configs(scheduler, profile, spacing, kind, offset), GRID_TOL,
                          "T and n drawn; the family fixes the spacing and which rounding case")
             out.append(check_family(_T(), fam, examples, evaluate_case=_grid_case,
@@ -1132,6 +1139,7 @@ SCOPE: list[tuple[str, str, str]] = [
 
 
 TARGETS = ("DDIMScheduler", "DDPMScheduler")
+GRID_SCHEDULERS = (*TARGETS, "EulerDiscreteScheduler", "HeunDiscreteScheduler")
 
 
 def all_targets() -> list[Any]:
