@@ -480,9 +480,27 @@ def test_recorded_reproductions_still_deviate(capsys):
 
     with open(EXPECTED, "rb") as f:
         entries = [e for e in tomllib.load(f)["deviation"] if "case" in e]
-    assert len(entries) >= 4  # Heun and DPM record theirs
+    assert len(entries) >= 5  # Heun, DPM and DDIM's η = 1 under zero terminal SNR record theirs
     for e in entries:
         assert DiffusersConfig.from_json(e["case"]).scheduler == e["target"]
         assert main(["diffusers", "--case", e["case"]]) == 1, e["family"]
         out = capsys.readouterr().out
-        assert out.startswith("configuration: ") and "outside the spec" in out, out
+        assert out.startswith("configuration: "), out
+        assert "outside the spec" in out or "first step that parts" in out, out
+
+
+def test_ddim_eta_one_at_zero_terminal_snr_really_gives_nan():
+    """The README's claim for the η = 1 row, on diffusers itself: the radicand rounds below 0."""
+    import torch
+
+    from conformance.external.diffusers_adapter import direction_radicand_negative
+
+    c = cfg(T=4, n=2, spacing="trailing", beta_schedule="scaled_linear",
+            beta_start=0.0005336135899964241, beta_end=0.25, eta=1.0, prediction_type="sample",
+            set_alpha_to_one=False, rescale=True)
+    assert direction_radicand_negative(c)
+    s = build_scheduler(c)
+    x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
+    out = s.step(x, s.timesteps[0], x, eta=1.0, variance_noise=torch.zeros_like(x)).prev_sample
+    assert torch.isnan(out).all()
+    assert not direction_radicand_negative(cfg(T=4, n=2, spacing="trailing", eta=0.5, rescale=True))

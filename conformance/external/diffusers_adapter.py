@@ -588,6 +588,18 @@ class DPMSolverTarget:
 # Configuration families
 
 
+def direction_radicand_negative(cfg: DiffusersConfig) -> bool:
+    """Whether DDIMScheduler.step's first step computes 1 − ᾱ_prev − σ² < 0 (its own arithmetic,
+    on its own tables): with η = 1 from ᾱ_t = 0 (zero terminal SNR) Eq. 16 gives σ² = 1 − ᾱ_prev,
+    so the radicand of Eq. 12's direction is 0 in exact arithmetic and its rounding decides."""
+    s = build_scheduler(cfg)
+    tau = int(s.timesteps[0])
+    prev = tau - cfg.T // cfg.n
+    ab_prev = s.alphas_cumprod[prev] if prev >= 0 else s.final_alpha_cumprod
+    std = cfg.eta * s._get_variance(tau, prev) ** 0.5
+    return bool(1 - ab_prev - std**2 < 0)
+
+
 def _divisors(T: int) -> list[int]:
     return [n for n in range(1, T + 1) if T % n == 0]
 
@@ -609,7 +621,7 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
              offset: int = 0, variance: tuple[str, ...] = ("fixed_small", "fixed_small_log"),
              tables: str = "float64", T_min: int = 2,
              alpha_one: bool | None = None, rescale: bool = False, order: int = 2,
-             final: str | None = "zero") -> DiffusersConfig:
+             final: str | None = "zero", eta_one: bool = False) -> DiffusersConfig:
     T_max = 40 if profile == "small" else 1000
     if n_rule == "trailing_extra":
         T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
@@ -651,10 +663,14 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
     b0 = draw(st.floats(1e-5, 1e-3))
     b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
     ddim = scheduler == "DDIMScheduler"
-    eta = 0.0 if not ddim or draw(st.booleans()) else draw(st.floats(0.1, 1.0))
+    # under zero terminal SNR, η near 1 makes Eq. 12's radicand 1 − ᾱ_prev − σ² a rounded 0
+    # (σ² = 1 − ᾱ_prev at ᾱ_t = 0): those draws are the family with eta_one
+    eta = 0.0 if not ddim or draw(st.booleans()) else draw(st.floats(0.1, 0.99 if rescale else 1.0))
+    if eta_one:
+        eta = 1.0
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
              draw(st.integers(1, 4)))
-    return DiffusersConfig(
+    made = DiffusersConfig(
         scheduler=scheduler, T=T, beta_schedule=schedule, beta_start=b0, beta_end=b1, n=n,
         spacing=spacing, steps_offset=offset, eta=eta,
         # Heun's clip_sample and DPM's (absent) clipping are out of scope (SCOPE): drawn, unused
@@ -672,6 +688,9 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
                 final_sigmas_type=final or draw(st.sampled_from(["zero", "sigma_min"])))
            if scheduler == "DPMSolverMultistepScheduler" else {}),
     )
+    if eta_one and not direction_radicand_negative(made):
+        draw(st.nothing())  # keep the family homogeneous: only the draws whose radicand is < 0
+    return made
 
 
 def ddim_families(profile: str) -> list[Family]:
@@ -696,7 +715,11 @@ def ddim_families(profile: str) -> list[Family]:
         Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
                FLOAT32, note),
         Family("rescale_betas_zero_snr, trailing, n divides T, x_0/v",
-               c(D, profile, "trailing", "divides", rescale=True, T_min=3), FLOAT64, note),
+               c(D, profile, "trailing", "divides", rescale=True, T_min=3), FLOAT64,
+               note.replace("η,", "η ∈ {0} ∪ [0.1, 0.99],")),
+        Family("rescale_betas_zero_snr, η = 1 where 1 − ᾱ_prev − σ² rounds below 0",
+               c(D, profile, "trailing", "divides", rescale=True, T_min=3, eta_one=True), FLOAT64,
+               note.replace("η,", "η = 1,")),
     ]
 
 
