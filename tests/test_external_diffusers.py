@@ -36,6 +36,7 @@ from conformance.external.diffusers_adapter import (  # noqa: E402
     final_time,
     grid_results,
     installed_version,
+    karras_results,
     schedule_results,
     spec_time,
     trailing_extra,
@@ -134,6 +135,7 @@ def test_findings_match_the_expectations_file():
                     for fam in target.families("small")]
     results += schedule_results("small", 5)
     results += grid_results("small", 5, derandomize=True)
+    results += karras_results("small", 5, derandomize=True)
     found = {(r.target, r.family) for r in results if not r.agrees}
     assert not compare_expected(found, recorded), "\n".join(compare_expected(found, recorded))
     families = {(r.target, r.family) for r in results}
@@ -261,6 +263,17 @@ def test_grid_rows_compare_timesteps_plus_one_with_timestep_grid(scheduler):
     assert not extra.agrees and extra.first == 7  # the (n+1)-th entry, τ = −1
 
 
+@pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "HeunDiscreteScheduler"])
+def test_grid_rows_read_euler_and_heun_grids(scheduler):
+    """Heun's interleaved [τ_0, τ_1, τ_1, …] is read as its grid τ_0, τ_1, …; Euler's as is."""
+    from conformance.external.diffusers_adapter import GRID_TOL, GridConfig, _grid_case
+
+    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "trailing"), GRID_TOL).agrees
+    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "leading"), GRID_TOL).agrees
+    shifted = _grid_case(None, GridConfig(scheduler, 1000, 10, "leading", 1), GRID_TOL)
+    assert not shifted.agrees and shifted.loop_err == 10  # every entry one too late
+
+
 def test_grid_families_are_split_by_the_rounding_case():
     from conformance.external.diffusers_adapter import linspace_tie, trailing_misround
 
@@ -298,3 +311,196 @@ def test_euler_with_the_model_at_tau_instead_of_t_is_caught():
     r = run_case(target, c, FLOAT32)
     assert not r.agrees and r.first == 0, r.detail
     assert "model calls" in r.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# HeunDiscreteScheduler against spec.edm's Heun step (two model calls per step)
+
+
+def heun_cfg(**kw) -> DiffusersConfig:
+    return cfg(scheduler="HeunDiscreteScheduler", T=30, n=6, spacing="leading", tables="float32",
+               **kw)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+def test_heun_agrees_with_spec_edm_heun_and_calls_the_model_2n_minus_1_times(prediction):
+    from conformance.external.diffusers_adapter import HeunTarget
+
+    c = heun_cfg(prediction_type=prediction)
+    s = _scheduler(c)
+    taus = [int(t) for t in s.timesteps]
+    assert taus == [25, 20, 20, 15, 15, 10, 10, 5, 5, 0, 0]  # diffusers' interleaved list
+    run = HeunTarget().prepare(c)
+    assert run.claim.grid == (26, 21, 16, 11, 6, 1) and run.claim.end == 0
+    assert list(run.claim.calls) == [spec_time(t) for t in taus]  # 2n − 1 calls, last one Euler
+    r = run_case(HeunTarget(), c, FLOAT32)
+    assert r.agrees, r.detail
+    assert len(r.step_errs) == 6
+
+
+def _scheduler(c: DiffusersConfig):
+    from conformance.external.diffusers_adapter import _import
+
+    s = _import(c.scheduler)(**c.kwargs())
+    s.set_timesteps(c.n)
+    return s
+
+
+def test_heun_loop_that_caches_the_model_by_timestep_is_caught():
+    """A broken loop around diffusers that caches the model's output by timestep: the interleaved
+    list repeats τ_{i+1}, so step i + 1's predictor reuses step i's corrector output (computed
+    on the predicted x̃', not on the new state). Step 0 is right; step 1 parts."""
+    from conformance.external.diffusers_adapter import HeunTarget
+
+    c = heun_cfg()
+    target = HeunTarget()
+    run = target.prepare(c)
+    inner = run.sample
+
+    def stale(x_T, predict, noise):
+        last = {}
+
+        def model(x, t):
+            if last.get("t") == t:  # the same τ as the call before: reuse its output
+                return last["out"]
+            last.update(t=t, out=predict(x, t))
+            return last["out"]
+
+        return inner(x_T, model, noise)
+
+    run.sample = stale
+    target.prepare = lambda _cfg: run
+    r = run_case(target, c, FLOAT32)
+    assert not r.agrees and r.first == 1, r.detail
+    assert "model calls: the target evaluated the model at t = [26, 21, 16," in r.detail
+    assert "EDM Heun" in r.detail and "then at τ = 15 (spec t = 16)" in r.detail
+    assert r.step_errs[0] < 1e-5  # the first step, whose calls were all made, still agrees
+
+
+# ---------------------------------------------------------------------------------------------
+# DPMSolverMultistepScheduler against spec.dpm_solver (DPM-Solver++(2M), multistep state)
+
+
+def dpm_cfg(**kw) -> DiffusersConfig:
+    base = dict(scheduler="DPMSolverMultistepScheduler", T=30, n=5, spacing="trailing",
+                tables="float32")
+    base.update(kw)
+    return cfg(**base)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(), dict(prediction_type="v_prediction"), dict(prediction_type="sample", spacing="linspace"),
+    dict(final_sigmas_type="sigma_min"), dict(final_sigmas_type="sigma_min", lower_order_final=False),
+    dict(final_sigmas_type="sigma_min", euler_at_final=True, n=20, T=40),
+    dict(final_sigmas_type="sigma_min", spacing="leading", n=4, T=9),  # grid ends at t = 2
+    dict(solver_order=1), dict(spacing="leading", n=29),
+])
+def test_dpm_solver_agrees_with_spec_dpm_solver(kw):
+    from conformance.external.diffusers_adapter import DPMSolverTarget
+
+    c = dpm_cfg(**kw)
+    r = run_case(DPMSolverTarget(), c, FLOAT32)
+    assert r.agrees, r.detail
+    assert len(r.step_errs) == len(_scheduler(c).timesteps)
+
+
+def test_dpm_solver_claims_map_the_final_step_options():
+    from conformance.external.diffusers_adapter import DPMSolverTarget
+
+    t = DPMSolverTarget()
+    zero = t.prepare(dpm_cfg()).claim
+    assert zero.end == 0 and zero.method.first_order == ()  # into ᾱ = 1: first order in the spec
+    smin = t.prepare(dpm_cfg(final_sigmas_type="sigma_min")).claim
+    assert smin.end == 1 and smin.method.first_order == (4,)  # lower_order_final, n = 5 < 15
+    assert t.prepare(dpm_cfg(final_sigmas_type="sigma_min", n=15)).claim.method.first_order == ()
+    assert t.prepare(dpm_cfg(final_sigmas_type="sigma_min", n=15, euler_at_final=True)
+                     ).claim.method.first_order == (14,)
+    assert t.prepare(dpm_cfg(solver_order=1)).claim.method.first_order == (1, 2, 3, 4)
+
+
+def test_dpm_solver_wrong_order_claims_are_caught():
+    """The checks see the multistep combination and lower_order_final: claiming the other order
+    at one step is reported at that step."""
+    from conformance.external.diffusers_adapter import DPMSolverTarget
+
+    c = dpm_cfg(final_sigmas_type="sigma_min")  # last step first order by lower_order_final
+    second = DPMSolverTarget()
+    second.first_order = lambda cfg, n: ()  # claims a second-order last step
+    r = run_case(second, c, FLOAT32)
+    assert not r.agrees and r.first == 4, r.detail
+    assert "order 1" in r.detail  # diffusers' own account of that step
+    first = DPMSolverTarget()
+    first.first_order = lambda cfg, n: tuple(range(1, n))  # claims DPM-Solver++(1) throughout
+    r = run_case(first, dpm_cfg(), FLOAT32)
+    assert not r.agrees and r.first == 1, r.detail
+    assert "with model_outputs[-2] from τ = 29" in r.detail
+
+
+@pytest.mark.parametrize("spacing, T, error", [("linspace", 10, "nan"), ("leading", 2, IndexError)])
+def test_dpm_solver_n_equal_t_really_fails_in_diffusers(spacing, T, error):
+    """The README's claim for the DPM 'n = T' rows, checked on diffusers itself."""
+    import torch
+
+    c = dpm_cfg(spacing=spacing, T=T, n=T)
+    s = _scheduler(c)
+    taus = [int(t) for t in s.timesteps]
+    assert len(set(taus)) < len(taus)  # a τ repeats
+    x = torch.linspace(-1, 1, 4)
+    if error == "nan":
+        for tau in s.timesteps:
+            x = s.step(torch.tanh(x), tau, x).prev_sample
+        assert torch.isnan(x).all()
+    else:
+        with pytest.raises(IndexError):
+            for tau in s.timesteps:
+                x = s.step(torch.tanh(x), tau, x).prev_sample
+
+
+# ---------------------------------------------------------------------------------------------
+# use_karras_sigmas: the σ's against spec.edm.edm_sigmas
+
+
+@pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                                       "DPMSolverMultistepScheduler"])
+def test_karras_sigmas_agree_with_spec_edm_sigmas_and_another_rho_is_caught(scheduler, monkeypatch):
+    import spec.edm
+    from conformance.external.diffusers_adapter import KARRAS_TOL, KarrasConfig, _karras_case
+
+    k = KarrasConfig(scheduler, 40, 7, "leading", "scaled_linear", 0.00085, 0.012)
+    assert _karras_case(None, k, KARRAS_TOL).agrees
+    rho7 = spec.edm.edm_sigmas
+    monkeypatch.setattr(spec.edm, "edm_sigmas", lambda n, lo, hi: rho7(n, lo, hi, rho=5.0))
+    r = _karras_case(None, k, KARRAS_TOL)
+    assert not r.agrees and "Karras et al. 2022, Eq. 5" in r.detail and "use_karras_sigmas=True" in r.detail
+
+
+def test_recorded_reproductions_still_deviate(capsys):
+    """Every `case` in the expectations file reruns (--case) as a deviation of its own target."""
+    import tomllib
+
+    with open(EXPECTED, "rb") as f:
+        entries = [e for e in tomllib.load(f)["deviation"] if "case" in e]
+    assert len(entries) >= 5  # Heun, DPM and DDIM's η = 1 under zero terminal SNR record theirs
+    for e in entries:
+        assert DiffusersConfig.from_json(e["case"]).scheduler == e["target"]
+        assert main(["diffusers", "--case", e["case"]]) == 1, e["family"]
+        out = capsys.readouterr().out
+        assert out.startswith("configuration: "), out
+        assert "outside the spec" in out or "first step that parts" in out, out
+
+
+def test_ddim_eta_one_at_zero_terminal_snr_really_gives_nan():
+    """The README's claim for the η = 1 row, on diffusers itself: the radicand rounds below 0."""
+    import torch
+
+    from conformance.external.diffusers_adapter import direction_radicand_negative
+
+    c = cfg(T=4, n=2, spacing="trailing", beta_schedule="scaled_linear",
+            beta_start=0.0005336135899964241, beta_end=0.25, eta=1.0, prediction_type="sample",
+            set_alpha_to_one=False, rescale=True)
+    assert direction_radicand_negative(c)
+    s = build_scheduler(c)
+    x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
+    out = s.step(x, s.timesteps[0], x, eta=1.0, variance_noise=torch.zeros_like(x)).prev_sample
+    assert torch.isnan(out).all()
+    assert not direction_radicand_negative(cfg(T=4, n=2, spacing="trailing", eta=0.5, rescale=True))

@@ -20,6 +20,8 @@ from conformance.external import (
     DDPM,
     FLOAT64,
     Claim,
+    DPMSolverPP,
+    EDMHeun,
     StepTarget,
     Tolerance,
     check,
@@ -87,6 +89,32 @@ def ddpm_factory(*, variance="beta_tilde", noise_last=False):
     return make
 
 
+def heun_factory(*, corrector_time=None, corrector_at_start=False, corrector=True):
+    """EDM Heun (Karras et al. 2022, Algorithm 1) on σ_t = √((1−ᾱ_t)/ᾱ_t), VP states in and out:
+    x̃ = x_t/√ᾱ_t, slope d = (x̃ − D)/σ = ε̂, an Euler predictor, then (unless σ_next = 0) the
+    trapezoidal corrector with the slope at (x̃', σ_next); x_t = x̃/√(1 + σ²). Optional bugs."""
+
+    def make(cfg):
+        ab = cfg.alpha_bars
+        sig = np.sqrt((1 - ab) / ab)
+
+        def step(model, x, t, t_prev, z):
+            s, s_next = sig[t], (sig[t_prev] if t_prev > 0 else 0.0)
+            xt = x / np.sqrt(ab[t])
+            d = model(x, t)  # (x̃ − (x̃ − σ·ε̂))/σ
+            x_next = xt + (s_next - s) * d
+            if t_prev > 0 and corrector:
+                at = xt if corrector_at_start else x_next  # the bug: slope at the start state
+                tc = t_prev if corrector_time is None else corrector_time(t, t_prev)
+                d_next = model(at / np.sqrt(1 + s_next**2), tc)
+                x_next = xt + (s_next - s) * (0.5 * d + 0.5 * d_next)
+            return x_next / np.sqrt(1 + s_next**2)
+
+        return step
+
+    return make
+
+
 def _verdicts(report):
     return {r.family: r for r in report.results}
 
@@ -146,6 +174,21 @@ def test_x0_and_v_models_drive_the_same_sampler(prediction):
     assert report.agrees, report.text()
 
 
+def test_correct_two_call_heun_step_agrees():
+    """A target that calls the model twice per step (Heun's corrector) against spec.edm."""
+    report = check(StepTarget("paper_heun", "heun", heun_factory()), examples=EXAMPLES)
+    assert report.agrees, report.text()
+    assert len(report.results) == 2 and all(r.cases == EXAMPLES for r in report.results)
+
+
+def test_heun_claim_states_two_calls_per_step_and_one_into_zero():
+    claim = Claim(linear_betas(10, 1e-3, 0.1), (10, 6, 3), 0, EDMHeun())
+    assert claim.calls == (10, 6, 6, 3, 3)  # 2n − 1: the step into σ = 0 is Euler's
+    assert claim.call_plan == ((0, 10), (0, 6), (1, 6), (1, 3), (2, 3))
+    single = Claim(linear_betas(10, 1e-3, 0.1), (10, 6, 3), 0, DDIM())
+    assert single.calls == (10, 6, 3) and single.call_plan == ((0, 10), (1, 6), (2, 3))
+
+
 # ---------------------------------------------------------------------------------------------
 # Broken targets are caught, each with a reproduction that names what went wrong
 
@@ -203,6 +246,29 @@ def test_ddim_direction_from_clipped_x0_is_caught():
 def test_ddpm_noise_on_the_last_step_is_caught():
     target = StepTarget("ddpm_noisy_end", "ddpm", ddpm_factory(noise_last=True))
     _caught(target, "every step")
+
+
+def test_heun_corrector_at_the_wrong_time_is_caught():
+    """The corrector evaluates the model at t (the step's start) instead of t_prev."""
+    target = StepTarget("heun_corrector_at_t", "heun", heun_factory(corrector_time=lambda t, tp: t))
+    repro = _caught(target, "decreasing grid", "model calls: the target evaluated the model at t = ",
+                    "two calls per step", "first step that parts: step 0", "EDM Heun")
+    m = re.search(r"evaluated the model at t = \[(\d+), (\d+)", repro.detail)
+    assert m and m.group(1) == m.group(2), repro.detail  # the planted bug: t, t instead of t, t_prev
+
+
+def test_heun_corrector_slope_at_the_start_state_is_caught():
+    """Right times, wrong state: the corrector's slope is taken at x̃ instead of the predicted x̃'."""
+    target = StepTarget("heun_slope_at_start", "heun", heun_factory(corrector_at_start=True))
+    repro = _caught(target, "grid", "first step that parts: step 0", "one-step error")
+    assert "model calls" not in repro.detail  # the calls are the claimed ones
+
+
+def test_heun_without_its_corrector_is_caught():
+    """An Euler step sold as Heun: one call per step where the claim has two."""
+    target = StepTarget("heun_no_corrector", "heun", heun_factory(corrector=False))
+    _caught(target, "grid", "model calls: the target evaluated the model at t = ",
+            "the claim calls it at t = ")
 
 
 def test_a_target_that_raises_or_returns_too_few_states_is_reported():
@@ -281,6 +347,38 @@ def test_oracle_clip_path_equals_eq11_when_nothing_is_clipped():
     for i in range(4):
         # 1e-8: the two forms divide by different safe_div denominators (EPS/β_1 = 1e-9)
         np.testing.assert_allclose(clipped.step(i, x, z), plain.step(i, x, z), rtol=1e-8)
+
+
+def test_oracle_dpm_solver_reads_the_previous_state_and_its_first_order_steps():
+    """DPMSolverPP: step i ≥ 1 is spec.dpm_solver's 2M step with x̂_0 of the state handed in for
+    path[i − 1]; a step listed in first_order, and step 0, use no history; the whole loop on a
+    grid ending at 0 is dpm_solver_pp_2m_sample."""
+    from spec.ddpm import x0_pred
+    from spec.dpm_solver import dpm_solver_pp_2m_sample, dpm_solver_pp_2m_step
+
+    betas = linear_betas(20, 1e-3, 0.1)
+    sched, model = VPSchedule(betas), NonlinearEps.from_seed(5)
+    claim = Claim(betas, (20, 14, 8, 3), 0, DPMSolverPP())
+    oracle = SpecOracle(claim, model)
+    rng = np.random.default_rng(1)
+    x0, x1, z = rng.standard_normal((3, 2, 5))
+    two_m = dpm_solver_pp_2m_step(sched, x1, x0_pred(sched, model, x1, 14), 14, 8,
+                                  x0_pred(sched, model, x0, 20), 20)
+    np.testing.assert_allclose(oracle.step(1, x1, z, x0), two_m, rtol=0, atol=0)
+    assert not np.allclose(oracle.step(1, x1, z, x0 + 0.1), two_m)  # the history matters
+    with pytest.raises(ValueError, match="needs the state at t = 20"):
+        oracle.step(1, x1, z)
+    first = SpecOracle(Claim(betas, (20, 14, 8, 3), 0, DPMSolverPP(first_order=(1,))), model)
+    np.testing.assert_allclose(first.step(1, x1, z, x0), dpm_solver_pp_2m_step(
+        sched, x1, x0_pred(sched, model, x1, 14), 14, 8), rtol=0, atol=0)
+    noise = np.zeros((4, 2, 5))
+    np.testing.assert_allclose(oracle.final(x0, noise),
+                               dpm_solver_pp_2m_sample(sched, model, x0, [20, 14, 8, 3, 0]))
+    # the whole loop by steps (first_order given) equals the sampler when nothing extra is listed
+    states = [x0]
+    for i in range(4):
+        states.append(oracle.step(i, states[i], noise[i], states[i - 1] if i else None))
+    np.testing.assert_allclose(states[-1], oracle.final(x0, noise), rtol=1e-12, atol=1e-12)
 
 
 def test_claim_rejects_grids_outside_the_spec():

@@ -61,6 +61,7 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
         all_targets,
         grid_results,
         installed_version,
+        karras_results,
         schedule_results,
     )
 
@@ -74,6 +75,8 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
     if not family or "beta_schedule" in family:
         results += schedule_results(profile, examples)
     results += [r for r in grid_results(profile, examples) if not family or family in r.family]
+    if not family or family in "use_karras_sigmas vs spec.edm.edm_sigmas (ρ = 7)":
+        results += [r for r in karras_results(profile, examples) if not family or family in r.family]
     if family and not results:
         fail(f"--family {family!r} matches no configuration family; the table without --family "
              "lists them (e.g. 'leading', 'trailing', 'beta_schedule')")
@@ -90,18 +93,23 @@ def run_one_case(text: str) -> int:
         FLOAT32,
         DiffusersConfig,
         DiffusersTarget,
+        DPMSolverTarget,
         EulerTarget,
+        HeunTarget,
     )
 
     try:
         cfg = DiffusersConfig.from_json(text)
     except (ValueError, TypeError, KeyError) as exc:
         fail(f"--case: not a diffusers configuration: {exc}")
-    if cfg.scheduler not in ("DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler"):
-        fail("--case: scheduler must be DDIMScheduler, DDPMScheduler or EulerDiscreteScheduler, "
-             f"got {cfg.scheduler!r}")
+    targets = {"DDIMScheduler": lambda: DiffusersTarget("DDIMScheduler"),
+               "DDPMScheduler": lambda: DiffusersTarget("DDPMScheduler"),
+               "EulerDiscreteScheduler": EulerTarget, "HeunDiscreteScheduler": HeunTarget,
+               "DPMSolverMultistepScheduler": DPMSolverTarget}
+    if cfg.scheduler not in targets:
+        fail(f"--case: scheduler must be one of {', '.join(targets)}, got {cfg.scheduler!r}")
     tol = FLOAT64 if cfg.tables == "float64" else FLOAT32
-    target = EulerTarget() if cfg.scheduler == "EulerDiscreteScheduler" else DiffusersTarget(cfg.scheduler)
+    target = targets[cfg.scheduler]()
     r = run_case(target, cfg, tol)
     if r.agrees:
         print(f"agrees: whole-loop error {r.loop_err:.3g}, largest one-step error "
@@ -118,9 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scheduler × configuration family, agrees or deviates (largest error relative to the "
         "sample's scale), with a minimal reproduction for each deviation.",
     )
-    p.add_argument("target", choices=["diffusers"], help="what to check (diffusers' DDIM and "
-                   "DDPM schedulers; for your own step function see README, 'Checking other "
-                   "implementations')")
+    p.add_argument("target", choices=["diffusers"], help="what to check (diffusers' DDIM, DDPM, "
+                   "Euler, Heun and DPM-Solver multistep schedulers; for your own step function "
+                   "see README, 'Checking other implementations')")
     p.add_argument("--profile", choices=["small", "full"], default="full",
                    help="small: T ≤ 40 (make test); full: T ≤ 1000 (default)")
     p.add_argument("--examples", type=int, default=None,

@@ -147,27 +147,32 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
     loop_err = rel_err(states[-1], spec_final)
     step_errs, spec_steps = [], []
     for i in range(n):
-        e = oracle.step(i, np.asarray(states[i], dtype=np.float64), noise[i])
+        # a multistep method's step i also reads the state at path[i − 1] (the target's own)
+        before = np.asarray(states[i - 1], dtype=np.float64) if i > 0 else None
+        e = oracle.step(i, np.asarray(states[i], dtype=np.float64), noise[i], before)
         spec_steps.append(e)
         step_errs.append(rel_err(states[i + 1], e))
     bad_steps = [i for i, err in enumerate(step_errs) if not err <= bound]
-    calls_ok = calls == list(claim.grid)
+    plan = claim.call_plan  # (step, t) of every call the claim makes: 1 per step, Heun 2
+    calls_ok = calls == [t for _, t in plan]
     agrees = loop_err <= loop_bound and not bad_steps and calls_ok
     result = CaseResult(config, agrees, loop_err, step_errs)
     if agrees:
         return result
     first = bad_steps[0] if bad_steps else None
     if not calls_ok:
-        wrong = next(
-            (i for i, (c, g) in enumerate(zip(calls, claim.grid, strict=False)) if c != g), min(len(calls), n)
-        )
+        k = next((k for k, (c, (_, t)) in enumerate(zip(calls, plan, strict=False)) if c != t),
+                 min(len(calls), len(plan)))
+        wrong = plan[k][0] if k < len(plan) else n  # the step the first wrong call belongs to
         first = wrong if first is None else min(first, wrong)
     result.first = first
     lines = [head]
     if not calls_ok:
         lines.append(
-            f"model calls: the target evaluated the model at t = {calls}; the grid claims "
-            f"t = {list(claim.grid)}"
+            f"model calls: the target evaluated the model at t = {calls}; the claim calls it at "
+            f"t = {[t for _, t in plan]}"
+            + (" (two calls per step: t_i, then t_{i+1} for the corrector)"
+               if len(plan) > len(claim.grid) else "")
         )
     if first is not None and first < n:
         i = first
@@ -436,7 +441,7 @@ def _spec_configs(draw, kind: str, grid_kind: str, profile: str, prediction: str
 
 
 def spec_families(kind: str, profile: str = "small", prediction: str = "epsilon") -> list[Family]:
-    """Configuration families for a `StepTarget` of `kind` ("ddim" or "ddpm")."""
+    """Configuration families for a `StepTarget` of `kind` ("ddim", "ddpm" or "heun")."""
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     c = _spec_configs
@@ -453,4 +458,9 @@ def spec_families(kind: str, profile: str = "small", prediction: str = "epsilon"
             Family("strided grid", c(kind, "any", profile, prediction), FLOAT64),
             Family("every step, clipped x̂_0", c(kind, "every", profile, prediction, "zero", True), FLOAT64),
         ]
-    raise ValueError(f"kind must be 'ddim' or 'ddpm', got {kind!r}")
+    if kind == "heun":  # the EDM ODE: no η, no clipping (Karras Algorithm 1 has neither)
+        return [
+            Family("strided grid (ddim_timesteps)", c(kind, "strided", profile, prediction), FLOAT64),
+            Family("any decreasing grid", c(kind, "any", profile, prediction), FLOAT64),
+        ]
+    raise ValueError(f"kind must be 'ddim', 'ddpm' or 'heun', got {kind!r}")

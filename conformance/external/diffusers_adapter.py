@@ -1,4 +1,6 @@
-"""Adapters for diffusers' DDIMScheduler, DDPMScheduler and EulerDiscreteScheduler, mapped onto the spec.
+"""Adapters for diffusers' DDIM, DDPM, EulerDiscrete, HeunDiscrete and DPMSolverMultistep schedulers,
+mapped onto the spec (the EDM and DPM-Solver conventions are in `EulerTarget`, `HeunTarget` and
+`DPMSolverTarget`; the Karras σ rows in `karras_results`).
 
 Conventions, all mapped in this module and nowhere else:
 
@@ -47,7 +49,17 @@ from conformance.external.check import (
     FamilyResult,
     check_family,
 )
-from conformance.external.targets import DDIM, DDPM, Claim, EDMEuler, Family, Run, Tolerance
+from conformance.external.targets import (
+    DDIM,
+    DDPM,
+    Claim,
+    DPMSolverPP,
+    EDMEuler,
+    EDMHeun,
+    Family,
+    Run,
+    Tolerance,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -96,16 +108,27 @@ class DiffusersConfig:
     shape: tuple[int, ...] = (1, 1, 2, 2)
     seed: int = 0
     rescale: bool = False  # rescale_betas_zero_snr (Lin et al. 2023, Algorithm 1)
+    solver_order: int = 2  # DPMSolverMultistepScheduler
+    lower_order_final: bool = True  # DPM
+    euler_at_final: bool = False  # DPM
+    final_sigmas_type: str = "zero"  # DPM: "zero" or "sigma_min"
 
     def kwargs(self) -> dict[str, Any]:
         """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
-        if self.scheduler == "EulerDiscreteScheduler":
-            return dict(
+        if self.scheduler in ("EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                              "DPMSolverMultistepScheduler"):
+            kw = dict(
                 num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
                 beta_start=self.beta_start, beta_end=self.beta_end,
                 timestep_spacing=self.spacing, steps_offset=self.steps_offset,
                 prediction_type=self.prediction_type,
             )
+            if self.scheduler == "DPMSolverMultistepScheduler":
+                kw.update(algorithm_type="dpmsolver++", solver_order=self.solver_order,
+                          lower_order_final=self.lower_order_final,
+                          euler_at_final=self.euler_at_final,
+                          final_sigmas_type=self.final_sigmas_type)
+            return kw
         kw: dict[str, Any] = dict(
             num_train_timesteps=self.T, beta_schedule=self.beta_schedule,
             beta_start=self.beta_start, beta_end=self.beta_end, timestep_spacing=self.spacing,
@@ -135,7 +158,8 @@ class DiffusersConfig:
         lift = (
             "; tables cast to float64" if self.tables == "float64" else "; float32 tables and sample"
         )
-        if self.scheduler == "EulerDiscreteScheduler":
+        if self.scheduler in ("EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                              "DPMSolverMultistepScheduler"):
             step = "s.step(model(s.scale_model_input(x, tau), tau), tau, x)"
         elif self.scheduler == "DDIMScheduler":
             step = f"s.step(model(x, tau), tau, x, eta={self.eta!r}, variance_noise=noise[i])"
@@ -145,7 +169,8 @@ class DiffusersConfig:
             f"s = {self.scheduler}({args}){lift}\n"
             f"  s.set_timesteps({self.n}); for i, tau in enumerate(s.timesteps): x = {step}.prev_sample\n"
             f"  x_T, noise: shape {self.shape}, seed {self.seed}"
-            + ("; x starts as x_T·√(1 + σ_0²)\n" if self.scheduler == "EulerDiscreteScheduler" else "\n")
+            + ("; x starts as x_T·√(1 + σ_0²)\n"
+               if self.scheduler in ("EulerDiscreteScheduler", "HeunDiscreteScheduler") else "\n")
             + f"  rerun: python -m conformance.external diffusers --case '{self.to_json()}'"
         )
 
@@ -346,8 +371,233 @@ class EulerTarget:
         return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
 
 
+def _table_betas(s: Any) -> np.ndarray:
+    """The spec's betas whose VPSchedule has ᾱ_{τ+1} = the scheduler's alphas_cumprod[τ]."""
+    ab = s.alphas_cumprod.double().numpy()
+    return 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+
+
+def _integer_taus(cfg: DiffusersConfig, raw: list[float]) -> list[int]:
+    """The timesteps as integers τ ∈ {0..T−1}, or ValueError (the claim is outside the spec)."""
+    if any(v != int(v) for v in raw):
+        raise ValueError(
+            f"set_timesteps({cfg.n}) made non-integer timesteps {raw[:6]}…: the model is called "
+            "at fractional τ and σ is interpolated between alphas_cumprod entries, which no "
+            "discrete grid t ∈ {1..T} claims"
+        )
+    taus = [int(v) for v in raw]
+    past = [tau for tau in taus if not 0 <= tau < cfg.T]
+    if past:
+        raise ValueError(
+            f"set_timesteps({cfg.n}) made timesteps {taus} with τ = {past} outside alphas_cumprod's "
+            f"{{0..{cfg.T - 1}}} (spec t = τ + 1 outside {{1..{cfg.T}}})"
+        )
+    return taus
+
+
+class HeunTarget:
+    """diffusers' HeunDiscreteScheduler against spec.edm's Heun step (Karras Algorithm 1).
+
+    Its conventions, mapped here:
+    * σ's: the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of alphas_cumprod (float32) at its timesteps τ (spec
+      t = τ + 1), then σ = 0 (no final_sigmas_type option).
+    * The interleaved timesteps: set_timesteps(n) makes [τ_0, τ_1, τ_1, τ_2, τ_2, …, τ_{n−1},
+      τ_{n−1}] (2n − 1 entries) and sigmas [σ_0, σ_1, σ_1, …, σ_{n−1}, σ_{n−1}, 0]: each
+      repeated τ is one Heun step's corrector call (at σ_next, on the predicted state) followed
+      by the next step's predictor call. The claimed grid is timesteps[0::2]; the adapter
+      checks that the list has exactly this shape (else the claim is refused) and that the
+      model calls are t_0, t_1, t_1, …, t_{n−1}, t_{n−1} (`EDMHeun.calls`).
+    * The last step, σ_{n−1} → 0, is one Euler call (the odd length): spec.edm.edm_heun_step
+      into σ = 0 is Euler's too (the slope is undefined at σ = 0).
+    * scale_model_input divides x̃ by √(σ² + 1): the model gets the VP x_t (spec.edm.edm_to_vp),
+      at t = τ + 1; the sample is x̃ = x_t·√(1 + σ²). Started from x̃ = x_T·√(1 + σ_0²), not
+      init_noise_sigma (σ_0 for linspace/trailing: EDM's σ_max·z, not the VP x_T).
+    * prediction_type: ε, x_0 and v of the same ε-model (v converted with the σ of the call,
+      as diffusers does: x̂_0 = x̃/(σ²+1) − σ/√(σ²+1)·v).
+    * A state is recorded after each whole Heun step (after its corrector, and after the last
+      Euler call), in VP scale x̃/√(1 + σ_next²). Float32 as shipped (its tables and σ's).
+    """
+
+    name = "HeunDiscreteScheduler"
+
+    def families(self, profile: str) -> list[Family]:
+        c = _configs
+        H = self.name
+        note = "prediction_type (ε, x_0, v), beta_schedule and β range drawn freely; clip_sample off"
+        return [
+            Family("leading, any n", c(H, profile, "leading", "any", tables="float32"), FLOAT32, note),
+            Family("trailing, n divides T", c(H, profile, "trailing", "divides", tables="float32"),
+                   FLOAT32, note),
+            Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
+                   c(H, profile, "linspace", "whole", tables="float32"), FLOAT32, note),
+            Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
+                   c(H, profile, "linspace", "frac", T_min=4, tables="float32"), FLOAT32, note),
+        ]
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        import torch
+
+        s = _import(self.name)(**cfg.kwargs())
+        s.set_timesteps(cfg.n)
+        raw = [float(v) for v in s.timesteps]
+        grid_raw = raw[0::2]
+        interleaved = [grid_raw[0], *(v for g in grid_raw[1:] for v in (g, g))]
+        if raw != interleaved:
+            raise ValueError(f"timesteps {raw} are not [τ_0, τ_1, τ_1, …, τ_(n−1), τ_(n−1)]")
+        taus = _integer_taus(cfg, grid_raw)
+        sig_all = [float(v) for v in s.sigmas]
+        sig = [*sig_all[0::2], 0.0]  # σ_0, σ_1, …, σ_(n−1), then 0
+        if len(sig) != len(taus) + 1 or sig_all[-1] != 0.0:
+            raise ValueError(f"sigmas {sig_all} do not end in one σ = 0 after the interleaved σ's")
+        claim = Claim(betas=_table_betas(s), grid=tuple(spec_time(tau) for tau in taus), end=0,
+                      method=EDMHeun(), prediction=cfg.prediction_type,
+                      labels=(*(f"τ={tau}" for tau in taus), "σ=0"))
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32)) * float(np.sqrt(1 + sig[0] ** 2))
+            states = [x_T]
+            last = len(s.timesteps) - 1
+            for k, tau in enumerate(s.timesteps):
+                x_in = s.scale_model_input(x, tau)
+                out = torch.from_numpy(np.array(predict(x_in.numpy(), spec_time(int(tau)))))
+                x = s.step(out, tau, x).prev_sample
+                if k % 2 == 1 or k == last:  # a whole step: after its corrector, or the last Euler
+                    i = len(states)  # the state at grid index i
+                    states.append(x.double().numpy() / np.sqrt(1 + sig[i] ** 2))
+            return states
+
+        def describe(i: int) -> str:
+            what = (f"then at τ = {taus[i + 1]} (spec t = {spec_time(taus[i + 1])}) on the predicted x̃' "
+                    "(the corrector)" if i + 1 < len(taus) else "one Euler call into σ = 0")
+            return (f"model at τ = {taus[i]} (spec t = {spec_time(taus[i])}) on scale_model_input(x̃), "
+                    f"{what}; σ = {sig[i]!r} → σ_next = {sig[i + 1]!r}")
+
+        return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
+
+
+class DPMSolverTarget:
+    """diffusers' DPMSolverMultistepScheduler (algorithm_type "dpmsolver++", solver_type
+    "midpoint", solver_order 1 or 2) against spec.dpm_solver (Lu et al. 2022b, Algorithm 2).
+
+    Its conventions, mapped here:
+    * Time: its timesteps τ are spec t = τ + 1 (integers for every spacing: its linspace and
+      leading grids are built over n + 1 points and drop τ = 0, trailing as DDIM's); its σ's
+      are the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of alphas_cumprod (float32) there, from which step()
+      rebuilds α_t = 1/√(σ² + 1), σ_t = σ·α_t and λ = log α_t − log σ_t (DPM-Solver++ Eq. 3):
+      the spec's half_log_snr of ᾱ_t, so the spec is given the table as a VPSchedule.
+    * The sample is the VP x_t itself (init_noise_sigma = 1, scale_model_input is the identity).
+    * final_sigmas_type: "zero" ends at σ = 0, the spec's t = 0 (ᾱ = 1; the spec's step into it
+      is first order, as diffusers' is for "zero"); "sigma_min" ends at σ of alphas_cumprod[0],
+      the spec's t = 1 (a grid whose last time is t = 1 then has a step t = 1 → t = 1: h = 0,
+      the identity in both).
+    * Multistep state: step i ≥ 1 reuses the x̂_0 of step i − 1 (model_outputs[-2]); the spec
+      recomputes it from the target's own state at that time (`DPMSolverPP`).
+    * First-order steps (`DPMSolverPP.first_order`): step 0 (lower_order_nums = 0), every step
+      for solver_order = 1, and the last step when euler_at_final, or lower_order_final with
+      fewer than 15 steps, or final_sigmas_type "zero" (diffusers' `lower_order_final` flag in
+      step()); the spec computes them with dpm_solver_pp_2m_step without history (line 3).
+    * prediction_type: ε, x_0, v of the same ε-model, converted by convert_model_output with
+      the σ of the step. step() upcasts the sample to float32: float32 as shipped.
+    """
+
+    name = "DPMSolverMultistepScheduler"
+
+    def families(self, profile: str) -> list[Family]:
+        c = _configs
+        D = self.name
+        note = ("prediction_type (ε, x_0, v), lower_order_final, euler_at_final, beta_schedule and β "
+                "range drawn freely; algorithm_type dpmsolver++, solver_type midpoint")
+        f32 = dict(tables="float32")
+        return [
+            Family("2M, leading, n < T, final σ = 0", c(D, profile, "leading", "lt", **f32), FLOAT32, note),
+            Family("2M, trailing, n divides T, final σ = 0",
+                   c(D, profile, "trailing", "divides", **f32), FLOAT32, note),
+            Family("2M, linspace, n < T, final σ = 0", c(D, profile, "linspace", "lt", **f32),
+                   FLOAT32, note),
+            Family("2M, trailing, n does not divide T (n timesteps)",
+                   c(D, profile, "trailing", "not_divides", T_min=3, **f32), FLOAT32, note),
+            Family("2M, trailing, float arange adds τ = −1 (e.g. T=17, n=7)",
+                   c(D, profile, "trailing", "trailing_extra", T_min=15, **f32), FLOAT32, note),
+            Family("2M, linspace, n = T ≥ 4 (a τ repeats)",
+                   c(D, profile, "linspace", "eq", T_min=4, **f32), FLOAT32, note),
+            Family("2M, leading, n = T (every τ = 0)", c(D, profile, "leading", "eq", **f32),
+                   FLOAT32, note),
+            Family("2M, final_sigmas_type=sigma_min, leading, n < T",
+                   c(D, profile, "leading", "lt", final="sigma_min", **f32), FLOAT32, note),
+            Family("2M, final_sigmas_type=sigma_min, trailing, n divides T",
+                   c(D, profile, "trailing", "divides", final="sigma_min", **f32), FLOAT32, note),
+            Family("solver_order=1 (DPM-Solver++(1)), leading, n < T, final σ drawn",
+                   c(D, profile, "leading", "lt", order=1, final=None, **f32), FLOAT32, note),
+        ]
+
+    def first_order(self, cfg: DiffusersConfig, n: int) -> tuple[int, ...]:
+        """diffusers' first-order steps beyond the spec's own (step 0; a step into ᾱ = 1)."""
+        if cfg.solver_order == 1:
+            return tuple(range(1, n))
+        last = cfg.euler_at_final or (cfg.lower_order_final and n < 15)
+        return (n - 1,) if last and n > 1 and cfg.final_sigmas_type != "zero" else ()
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        import torch
+
+        if cfg.solver_order not in (1, 2):
+            raise ValueError(f"solver_order {cfg.solver_order}: the spec has DPM-Solver++(1) and (2M) only")
+        s = _import(self.name)(**cfg.kwargs())
+        s.set_timesteps(cfg.n)
+        taus = _integer_taus(cfg, [float(v) for v in s.timesteps])
+        n = len(taus)
+        repeated = sorted({tau for tau in taus if taus.count(tau) > 1})
+        if repeated:
+            raise ValueError(
+                f"set_timesteps({cfg.n}) made timesteps {taus}, repeating τ = {repeated} (its "
+                f"{cfg.spacing} grid spreads n + 1 = {cfg.n + 1} points over {{0..{cfg.T - 1}}}): a "
+                "step from σ to the same σ has h = 0, and the next one divides by it (1/r = h/h_prev) "
+                "or runs past the end of sigmas; no strictly decreasing grid is claimed"
+            )
+        end = 0 if cfg.final_sigmas_type == "zero" else 1
+        claim = Claim(betas=_table_betas(s), grid=tuple(spec_time(tau) for tau in taus), end=end,
+                      method=DPMSolverPP(first_order=self.first_order(cfg, n)),
+                      prediction=cfg.prediction_type,
+                      labels=(*(f"τ={tau}" for tau in taus),
+                              "σ=0" if end == 0 else "σ_min (alphas_cumprod[0])"))
+        sig = [float(v) for v in s.sigmas]
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32))
+            states = [x_T]
+            for tau in s.timesteps:
+                x_in = s.scale_model_input(x, tau)
+                out = torch.from_numpy(np.array(predict(x_in.numpy(), spec_time(int(tau)))))
+                x = s.step(out, tau, x).prev_sample
+                states.append(x.double().numpy())
+            return states
+
+        def describe(i: int) -> str:
+            # step()'s own rule: lower_order_nums < 1, solver_order 1, or its lower_order_final
+            final = i == n - 1 and (cfg.euler_at_final or (cfg.lower_order_final and n < 15)
+                                    or cfg.final_sigmas_type == "zero")
+            order = 1 if i == 0 or cfg.solver_order == 1 or final else 2
+            hist = f", with model_outputs[-2] from τ = {taus[i - 1]}" if order == 2 else ""
+            return (f"model at τ = {taus[i]} (spec t = {spec_time(taus[i])}); σ = {sig[i]!r} → "
+                    f"σ_next = {sig[i + 1]!r}; order {order}{hist}")
+
+        return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=cfg.code())
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration families
+
+
+def direction_radicand_negative(cfg: DiffusersConfig) -> bool:
+    """Whether DDIMScheduler.step's first step computes 1 − ᾱ_prev − σ² < 0 (its own arithmetic,
+    on its own tables): with η = 1 from ᾱ_t = 0 (zero terminal SNR) Eq. 16 gives σ² = 1 − ᾱ_prev,
+    so the radicand of Eq. 12's direction is 0 in exact arithmetic and its rounding decides."""
+    s = build_scheduler(cfg)
+    tau = int(s.timesteps[0])
+    prev = tau - cfg.T // cfg.n
+    ab_prev = s.alphas_cumprod[prev] if prev >= 0 else s.final_alpha_cumprod
+    std = cfg.eta * s._get_variance(tau, prev) ** 0.5
+    return bool(1 - ab_prev - std**2 < 0)
 
 
 def _divisors(T: int) -> list[int]:
@@ -370,7 +620,8 @@ def _extra_Ts(T_min: int, T_max: int) -> tuple[int, ...]:
 def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
              offset: int = 0, variance: tuple[str, ...] = ("fixed_small", "fixed_small_log"),
              tables: str = "float64", T_min: int = 2,
-             alpha_one: bool | None = None, rescale: bool = False) -> DiffusersConfig:
+             alpha_one: bool | None = None, rescale: bool = False, order: int = 2,
+             final: str | None = "zero", eta_one: bool = False) -> DiffusersConfig:
     T_max = 40 if profile == "small" else 1000
     if n_rule == "trailing_extra":
         T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
@@ -412,12 +663,19 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
     b0 = draw(st.floats(1e-5, 1e-3))
     b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
     ddim = scheduler == "DDIMScheduler"
-    eta = 0.0 if not ddim or draw(st.booleans()) else draw(st.floats(0.1, 1.0))
+    # under zero terminal SNR, η near 1 makes Eq. 12's radicand 1 − ᾱ_prev − σ² a rounded 0
+    # (σ² = 1 − ᾱ_prev at ᾱ_t = 0): those draws are the family with eta_one
+    eta = 0.0 if not ddim or draw(st.booleans()) else draw(st.floats(0.1, 0.99 if rescale else 1.0))
+    if eta_one:
+        eta = 1.0
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
              draw(st.integers(1, 4)))
-    return DiffusersConfig(
+    made = DiffusersConfig(
         scheduler=scheduler, T=T, beta_schedule=schedule, beta_start=b0, beta_end=b1, n=n,
-        spacing=spacing, steps_offset=offset, eta=eta, clip=draw(st.booleans()),
+        spacing=spacing, steps_offset=offset, eta=eta,
+        # Heun's clip_sample and DPM's (absent) clipping are out of scope (SCOPE): drawn, unused
+        clip=draw(st.booleans()) and scheduler not in ("HeunDiscreteScheduler",
+                                                       "DPMSolverMultistepScheduler"),
         # under zero terminal SNR an ε-model cannot be sampled from ᾱ_T = 0 (spec.prediction
         # raises), so rescaled configurations draw x_0- and v-prediction only
         prediction_type=draw(st.sampled_from(
@@ -425,7 +683,14 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         set_alpha_to_one=(draw(st.booleans()) if alpha_one is None else alpha_one) if ddim else True,
         variance_type=draw(st.sampled_from(variance)), tables=tables, shape=shape,
         seed=draw(st.integers(0, 2**16)), rescale=rescale,
+        **(dict(solver_order=order, lower_order_final=draw(st.booleans()),
+                euler_at_final=draw(st.booleans()),
+                final_sigmas_type=final or draw(st.sampled_from(["zero", "sigma_min"])))
+           if scheduler == "DPMSolverMultistepScheduler" else {}),
     )
+    if eta_one and not direction_radicand_negative(made):
+        draw(st.nothing())  # keep the family homogeneous: only the draws whose radicand is < 0
+    return made
 
 
 def ddim_families(profile: str) -> list[Family]:
@@ -450,7 +715,11 @@ def ddim_families(profile: str) -> list[Family]:
         Family("as shipped (float32), leading", c(D, profile, "leading", "any", tables="float32"),
                FLOAT32, note),
         Family("rescale_betas_zero_snr, trailing, n divides T, x_0/v",
-               c(D, profile, "trailing", "divides", rescale=True, T_min=3), FLOAT64, note),
+               c(D, profile, "trailing", "divides", rescale=True, T_min=3), FLOAT64,
+               note.replace("η,", "η ∈ {0} ∪ [0.1, 0.99],")),
+        Family("rescale_betas_zero_snr, η = 1 where 1 − ᾱ_prev − σ² rounds below 0",
+               c(D, profile, "trailing", "divides", rescale=True, T_min=3, eta_one=True), FLOAT64,
+               note.replace("η,", "η = 1,")),
     ]
 
 
@@ -669,7 +938,10 @@ def _grid_case(_target: Any, cfg: GridConfig, tol: Tolerance) -> CaseResult:
     ref = [int(t) for t in timestep_grid(cfg.T, cfg.n, cfg.spacing)[:-1]]
     try:
         s.set_timesteps(cfg.n)
-        got = [spec_time(int(tau)) for tau in s.timesteps]
+        raw = [float(tau) for tau in s.timesteps]
+        if cfg.scheduler == "HeunDiscreteScheduler":  # [τ_0, τ_1, τ_1, …]: its grid is [0::2]
+            raw = raw[0::2]
+        got = [spec_time(int(tau)) for tau in raw]
     except Exception as exc:
         return CaseResult(cfg, False, math.inf, [], 0,
                           f"configuration: {code}\nthe target raised {type(exc).__name__}: {exc}")
@@ -711,17 +983,144 @@ GRID_FAMILIES: tuple[tuple[str, str, str, int], ...] = (
 
 
 def grid_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
-    """scheduler.timesteps (t = τ + 1) against spec.timestep_grid, per spacing, both schedulers."""
+    """scheduler.timesteps (t = τ + 1) against spec.timestep_grid, per spacing: DDIM and DDPM,
+    and the leading / trailing grids of Euler and Heun (Heun's interleaved list read as its
+    grid, timesteps[0::2]; their linspace is unrounded, fractional τ: the step rows report it)."""
     out = []
-    for scheduler in TARGETS:
+    for scheduler in GRID_SCHEDULERS:
         class _T:
             name = f"{scheduler}.timesteps"
 
         for name, spacing, kind, offset in GRID_FAMILIES:
+            if spacing == "linspace" and scheduler not in TARGETS:
+                continue
             fam = Family(name, _grid_configs(scheduler, profile, spacing, kind, offset), GRID_TOL,
                          "T and n drawn; the family fixes the spacing and which rounding case")
             out.append(check_family(_T(), fam, examples, evaluate_case=_grid_case,
                                     derandomize=derandomize))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Karras σ's: use_karras_sigmas against spec.edm.edm_sigmas (Karras et al. 2022, Eq. 5)
+
+
+KARRAS_TOL = Tolerance(
+    1.0,
+    "Karras σ rows: max_i |σ_i,diffusers − σ_i,spec|/σ_i,spec over the n σ's before the final 0, as "
+    "a ratio to the float32 bound 16·2^-24 (σ_min, σ_max = √((1−ᾱ)/ᾱ) formed in float32, ~4 "
+    "roundings each, carried through Eq. 5 as a relative error; the result cast to float32) plus "
+    "EPS/ᾱ at the endpoints (spec.edm.vp_to_edm's safe_div(1 − ᾱ, ᾱ) adds EPS = 1e-12 to ᾱ, "
+    "which the cosine schedule's ᾱ_T ~ 5e-7 makes ~2e-6); the final σ must be 0 on both "
+    "sides; agrees when ≤ 1",
+)
+
+
+@dataclass(frozen=True)
+class KarrasConfig:
+    scheduler: str
+    T: int
+    n: int
+    spacing: str
+    beta_schedule: str
+    beta_start: float
+    beta_end: float
+    shape: tuple[int, ...] = ()
+    seed: int = 0
+
+    def code(self) -> str:
+        return (f"{self.scheduler}(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
+                f"beta_start={self.beta_start!r}, beta_end={self.beta_end!r}, timestep_spacing="
+                f"{self.spacing!r}, use_karras_sigmas=True).set_timesteps({self.n})")
+
+
+def karras_endpoints(cfg: KarrasConfig) -> tuple[float, float, str, float]:
+    """(σ_min, σ_max, where from) that the scheduler's Karras σ's claim, in the spec's σ_t:
+    Euler and Heun take the σ's of their own grid's last and first timesteps (set_timesteps
+    without use_karras_sigmas, τ → t = τ + 1); DPMSolverMultistep takes the whole table's, σ_1
+    and σ_T. σ_t = √((1 − ᾱ_t)/ᾱ_t) of the scheduler's alphas_cumprod, by spec.edm.vp_to_edm.
+    The fourth value is the smaller ᾱ of the two (for the bound's safe_div term)."""
+    from spec.edm import vp_to_edm
+
+    plain = _import(cfg.scheduler)(num_train_timesteps=cfg.T, beta_schedule=cfg.beta_schedule,
+                                   beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                                   timestep_spacing=cfg.spacing)
+    ab = plain.alphas_cumprod.double().numpy()  # ᾱ_{τ+1}
+
+    def sigma(t: int) -> float:
+        return float(vp_to_edm(ab[t - 1], np.zeros(1))[1])
+
+    if cfg.scheduler == "DPMSolverMultistepScheduler":
+        return sigma(1), sigma(cfg.T), "σ_1 and σ_T of the table", float(ab[-1])
+    plain.set_timesteps(cfg.n)
+    ts = [spec_time(int(v)) for v in plain.timesteps]
+    return (sigma(ts[-1]), sigma(ts[0]), f"σ at the {cfg.spacing} grid's t = {ts[-1]} and t = {ts[0]}",
+            float(ab[ts[0] - 1]))
+
+
+def _karras_case(_target: Any, cfg: KarrasConfig, tol: Tolerance) -> CaseResult:
+    from spec.edm import edm_sigmas
+
+    s = _import(cfg.scheduler)(num_train_timesteps=cfg.T, beta_schedule=cfg.beta_schedule,
+                               beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                               timestep_spacing=cfg.spacing, use_karras_sigmas=True)
+    s.set_timesteps(cfg.n)
+    got = s.sigmas.double().numpy()
+    if cfg.scheduler == "HeunDiscreteScheduler":  # [σ_0, σ_1, σ_1, …, σ_(n−1), σ_(n−1), 0]
+        got = np.concatenate([got[0::2], got[-1:]])
+    from spec.core import EPS
+
+    lo, hi, where, ab_min = karras_endpoints(cfg)
+    ref = edm_sigmas(cfg.n, lo, hi)
+    if got.shape != ref.shape:
+        ratio, worst = math.inf, 0
+    else:
+        rel = np.abs(got[:-1] - ref[:-1]) / ref[:-1] / (16 * 2.0**-24 + EPS / ab_min)
+        worst = int(np.argmax(rel))
+        ratio = float(rel[worst]) if got[-1] == 0.0 else math.inf
+    r = CaseResult(cfg, bool(ratio <= tol.rel), ratio, [])
+    if not r.agrees:
+        r.first = worst
+        r.detail = (
+            f"configuration: {cfg.code()}\nsigmas = {[float(v) for v in got]}\n"
+            f"spec.edm.edm_sigmas({cfg.n}, σ_min={lo!r}, σ_max={hi!r}) = {[float(v) for v in ref]} "
+            f"(σ_min, σ_max: {where})\nfirst entry that parts: index {worst} ({ratio:.3g}× the "
+            "bound)\nspec formula departed from: spec.edm.edm_sigmas (Karras et al. 2022, "
+            "Eq. 5, ρ = 7)"
+        )
+    return r
+
+
+@st.composite
+def _karras_configs(draw, scheduler: str, profile: str) -> KarrasConfig:
+    T = draw(st.integers(3, 40 if profile == "small" else 1000))
+    # leading and linspace grids: integer first and last timesteps (trailing can add τ = −1)
+    spacing = draw(st.sampled_from(["leading", "linspace"]))
+    n = draw(st.integers(2, T - 1 if scheduler == "DPMSolverMultistepScheduler" else T))
+    b0 = draw(st.floats(1e-5, 1e-3))
+    b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
+    schedule = draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]))
+    return KarrasConfig(scheduler, T, n, spacing, schedule, b0, b1)
+
+
+KARRAS_SCHEDULERS = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler")
+
+
+def karras_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
+    """scheduler.sigmas with use_karras_sigmas=True against spec.edm.edm_sigmas (ρ = 7).
+
+    Only the σ's: their steps call the model at timesteps of their own σ → τ interpolation
+    (fractional for Euler and Heun, rounded for DPM), which no discrete claim has (SCOPE)."""
+    out = []
+    for scheduler in KARRAS_SCHEDULERS:
+        class _T:
+            name = f"{scheduler}.sigmas"
+
+        fam = Family("use_karras_sigmas vs spec.edm.edm_sigmas (ρ = 7)",
+                     _karras_configs(scheduler, profile), KARRAS_TOL,
+                     "T, n, spacing (leading, linspace), beta_schedule and β range drawn")
+        out.append(check_family(_T(), fam, examples, evaluate_case=_karras_case,
+                                derandomize=derandomize))
     return out
 
 
@@ -746,15 +1145,28 @@ SCOPE: list[tuple[str, str, str]] = [
     ("rescale_betas_zero_snr", "mapped", "the table checked against spec.rescale_zero_terminal_snr (Lin et al. 2023, Algorithm 1; ᾱ_T = 0 exactly on both sides); DDIM/DDPM steps run for x_0- and v-prediction with a model of that kind on both sides (ε cannot be converted at ᾱ_T = 0). ε-prediction is not drawn: a claim starting at ᾱ = 0 with ε is outside the spec (spec.prediction raises), and the harness reports it as such"),
     ("use_clipped_model_output (DDIM.step argument)", "not drawn", "the pipeline default False is checked; True recomputes ε̂ from the clipped x̂_0, which spec.ddim does not (the model's ε̂ gives the direction)"),
     ("EulerDiscreteScheduler (s_churn = 0, final_sigmas_type zero, interpolation linear)", "mapped", "spec.edm.edm_euler_step on the VP σ_t = √((1−ᾱ_t)/ᾱ_t) of its float32 table at t = τ + 1, then σ = 0; scale_model_input's x̃/√(1+σ²) is the VP x_t the model gets; started from x̃ = x_T·√(1+σ_0²) (init_noise_sigma is σ_0 for linspace/trailing, EDM's σ_max·z); float32 as shipped"),
-    ("EulerDiscreteScheduler use_karras_sigmas / exponential / beta sigmas, s_churn > 0, final_sigmas_type sigma_min", "pending", "Karras σ's (ρ = 7, spec.edm.edm_sigmas) call the model at σ-interpolated fractional τ; churn adds noise (Karras Algorithm 2), which spec.edm does not have"),
-    ("HeunDiscreteScheduler", "pending", "spec.edm.edm_heun_step maps directly, but its duplicated timesteps (2 model calls per step, the last step Euler) need the harness to accept a claimed call sequence other than one call per grid time"),
-    ("DPMSolverMultistepScheduler", "pending", "spec.dpm_solver.dpm_solver_pp_2m_step on diffusers' grid (t = τ + 1) needs a claim type for multistep state (the previous x̂_0) and checks of lower_order_final (< 15 steps), euler_at_final and final_sigmas_type"),
+    ("EulerDiscreteScheduler use_karras_sigmas; HeunDiscreteScheduler and DPMSolverMultistepScheduler use_karras_sigmas", "σ's mapped, steps out of scope", "the σ's are checked against spec.edm.edm_sigmas (Karras et al. 2022, Eq. 5, ρ = 7) with the σ_min, σ_max the scheduler claims (Euler, Heun: σ at its grid's last and first times; DPM: σ_1 and σ_T of the table) — the '.sigmas' rows. The steps are not: Karras σ's lie between table entries and the model is called at diffusers' own σ → τ map (_sigma_to_t, linear in log σ; fractional τ for Euler and Heun, rounded for DPM, whose state then sits at a σ that is not the σ of the τ the model gets); the spec maps σ to a model time only through a continuous VP schedule (time_of_edm_sigma), so no discrete claim exists"),
+    ("use_exponential_sigmas, use_beta_sigmas (Euler, Heun, DPM); use_lu_lambdas, use_flow_sigmas (DPM); interpolation_type log_linear, timestep_type continuous (Euler)", "out of scope", "σ sequences and time maps with no spec function (not Karras Eq. 5, not a discrete VP grid)"),
+    ("EulerDiscreteScheduler s_churn > 0", "out of scope", "Karras Algorithm 2's churn (x̂ = x + √(σ̂² − σ²)·ε with σ̂ = σ(1 + γ)) has no spec function: spec.edm implements Algorithm 1 (S_churn = 0) only, so the same noise could drive both sides only with the churn written outside spec/. Not checked, read from the code: step() adds the churn to the sample but uses the model output the pipeline computed before it, at σ (Algorithm 2 line 7 evaluates D(x̂; σ̂) after the churn)"),
+    ("EulerDiscreteScheduler final_sigmas_type sigma_min", "not drawn", "ends at σ of alphas_cumprod[0] (t = 1) instead of 0; mapped for DPMSolverMultistepScheduler, where the claim ends at t = 1; the EDM Euler claim ends at σ = 0 only"),
+    ("HeunDiscreteScheduler (final σ = 0)", "mapped", "spec.edm.edm_heun_step (Karras Algorithm 1) on the VP σ_t = √((1−ᾱ_t)/ᾱ_t) of its float32 table at t = τ + 1, then σ = 0. Its interleaved timesteps [τ_0, τ_1, τ_1, …, τ_{n−1}, τ_{n−1}] are the claimed calls t_0, t_1, t_1, … (each step's predictor at t_i, its corrector at t_{i+1}); the grid is timesteps[0::2]; the last step, into σ = 0, is Euler's in both (one call: 2n − 1 in all). scale_model_input's division by √(σ²+1) is spec.edm.edm_to_vp (the model gets x_t); started from x̃ = x_T·√(1+σ_0²); a state is compared after each whole step; prediction_type ε, x_0, v; float32 as shipped; timestep_spacing as for Euler (linspace with (n − 1) ∤ (T − 1) gives fractional τ: outside a discrete claim)"),
+    ("HeunDiscreteScheduler clip_sample", "out of scope", "Karras Algorithm 1 and spec.edm do not clip D(x̃; σ)"),
+    ("DPMSolverMultistepScheduler algorithm_type dpmsolver++, solver_type midpoint, solver_order 2 and 1", "mapped", "spec.dpm_solver.dpm_solver_pp_2m_step (Lu et al. 2022b, Algorithm 2) on its timesteps (t = τ + 1), given the table as a VPSchedule (its λ = log α − log σ from σ_t of the table is the spec's half_log_snr); the claim carries the multistep state: step i ≥ 1 reuses x̂_0 at t_{i−1}, recomputed by the spec from the target's own state there. solver_order 1 (DPM-Solver++(1), every step first order) is the same function without history; prediction_type ε, x_0, v; float32 as shipped (step() upcasts the sample to float32)"),
+    ("DPMSolverMultistepScheduler lower_order_final, euler_at_final", "mapped", "the last step is first order (the spec's step without history, Algorithm 2 line 3) when euler_at_final, or lower_order_final with fewer than 15 steps, or final_sigmas_type zero (then it steps into ᾱ = 1, first order in the spec too); drawn freely. lower_order_final's second-to-last rule only matters for solver_order 3"),
+    ("DPMSolverMultistepScheduler final_sigmas_type zero / sigma_min", "mapped", "zero: the last step lands on σ = 0, the spec's t = 0; sigma_min: on σ of alphas_cumprod[0], the spec's t = 1 (from t = 1 that step has h = 0: the identity, DDIM Eq. 12 with ᾱ_prev = ᾱ_t)"),
+    ("DPMSolverMultistepScheduler timestep_spacing, num_inference_steps", "mapped (steps only)", "the claimed grid is its timesteps, each step to the next; the grids themselves are not compared with spec.timestep_grid: its linspace and leading spread n + 1 points and drop τ = 0, another construction than Lin et al. 2023 Table 2's (n = T then repeats τ: the rows 'n = T'); steps_offset is not drawn"),
+    ("DPMSolverMultistepScheduler solver_order 3, solver_type heun, algorithm_type dpmsolver / sde-dpmsolver / sde-dpmsolver++", "out of scope", "spec.dpm_solver has Algorithm 2 (DPM-Solver++(2M), the 1/(2r) combination) only: no third-order multistep, no 'heun' coefficient (e^{−h} − 1)/h + 1 for D1, no noise-prediction DPM-Solver, no SDE variant"),
+    ("DPMSolverMultistepScheduler thresholding, variance_type learned / learned_range", "out of scope", "as for DDIM/DDPM: dynamic thresholding (Saharia et al. 2022) and learned variances have no spec function"),
+    ("DPMSolverMultistepScheduler rescale_betas_zero_snr, lambda_min_clipped", "not drawn", "rescaling replaces ᾱ_T = 0 by 2^-24 (a finite σ_T), which is neither the spec's rescale_zero_terminal_snr nor a schedule it defines; lambda_min_clipped (default −∞) truncates the grid, a heuristic with no paper equation"),
 ]
 
 
 TARGETS = ("DDIMScheduler", "DDPMScheduler")
+GRID_SCHEDULERS = (*TARGETS, "EulerDiscreteScheduler", "HeunDiscreteScheduler")
 
 
 def all_targets() -> list[Any]:
-    """Every adapted scheduler: DDIM and DDPM (pipeline loops), then Euler (spec.edm)."""
-    return [*(DiffusersTarget(name) for name in TARGETS), EulerTarget()]
+    """Every adapted scheduler: DDIM and DDPM (pipeline loops), then Euler and Heun (spec.edm)
+    and DPM-Solver multistep (spec.dpm_solver)."""
+    return [*(DiffusersTarget(name) for name in TARGETS), EulerTarget(), HeunTarget(),
+            DPMSolverTarget()]

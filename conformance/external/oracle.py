@@ -12,10 +12,26 @@ from typing import Any
 
 import numpy as np
 
-from conformance.external.targets import DDIM, DDPM, SPEC_PREDICTION, Claim, EDMEuler
+from conformance.external.targets import (
+    DDIM,
+    DDPM,
+    SPEC_PREDICTION,
+    Claim,
+    DPMSolverPP,
+    EDMEuler,
+    EDMHeun,
+)
 from spec.ddim import ddim_prev, ddim_sample_strided, ddim_step_between
 from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
-from spec.edm import edm_euler_step, edm_sample_euler, edm_to_vp, vp_to_edm
+from spec.dpm_solver import dpm_solver_pp_2m_sample, dpm_solver_pp_2m_step
+from spec.edm import (
+    edm_euler_step,
+    edm_heun_step,
+    edm_sample_euler,
+    edm_sample_heun,
+    edm_to_vp,
+    vp_to_edm,
+)
 from spec.forward import q_posterior_mean_variance
 from spec.pf_ode import VPLinearSchedule
 from spec.prediction import PredictionModel, denoise
@@ -120,23 +136,43 @@ class SpecOracle:
         """σ_t = √((1 − ᾱ_t)/ᾱ_t) of spec.edm.vp_to_edm (0 at t = 0)."""
         return float(vp_to_edm(self.sched.alpha_bar(t), np.zeros(1))[1])
 
-    def step(self, i: int, x: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """The spec's step i: x at path[i] → x at path[i + 1], with noise z."""
+    def _times(self, ts: list[int]) -> _GridTimes:
+        """spec.edm's schedule argument for the grid times `ts` (t > 0): σ_t ↦ t/T."""
+        return _GridTimes(sigma_time=tuple((self.sigma(t), time_of_index(t, self.T)) for t in ts if t > 0))
+
+    def _keep_level(self, t: int, x: np.ndarray, clip: bool = False) -> np.ndarray:
+        """A step from t to t (set_alpha_to_one=False or final_sigmas_type="sigma_min" on a grid
+        ending at t = 1): DDIM Eq. 12 with ᾱ_prev = ᾱ_t, where Eq. 16 gives σ = 0 (the state
+        itself, up to clipping x̂_0). DPM-Solver++(1) is this DDIM step (spec.dpm_solver)."""
+        ab = self.sched.alpha_bar(t)
+        eps_hat = denoise(self.sched, self.model, x, t)[1]  # ε̂ of the model's output
+        return ddim_prev(ab, ab, x, eps_hat, clip=clip)
+
+    def step(self, i: int, x: np.ndarray, z: np.ndarray, x_before: np.ndarray | None = None) -> np.ndarray:
+        """The spec's step i: x at path[i] → x at path[i + 1], with noise z. x_before: the state
+        at path[i − 1], read by a multistep method (DPMSolverPP) for its previous x̂_0."""
         t, t_prev = self.path[i], self.path[i + 1]
         m = self.claim.method
-        if isinstance(m, EDMEuler):
+        if isinstance(m, EDMEuler | EDMHeun):
             s, s_next = self.sigma(t), (self.sigma(t_prev) if t_prev > 0 else 0.0)
-            times = _GridTimes(sigma_time=((s, time_of_index(t, self.T)),))
             x_tilde = vp_to_edm(self.sched.alpha_bar(t), x)[0]
-            return edm_to_vp(s_next, edm_euler_step(times, self.model, x_tilde, s, s_next))[1]
+            solve = edm_euler_step if isinstance(m, EDMEuler) else edm_heun_step
+            return edm_to_vp(s_next, solve(self._times([t, t_prev]), self.model, x_tilde, s, s_next))[1]
+        if isinstance(m, DPMSolverPP):
+            if t_prev == t:
+                return self._keep_level(t, x)
+            x0 = x0_pred(self.sched, self.model, x, t)
+            if i == 0 or i in m.first_order:  # the first-order update (Algorithm 2, line 3)
+                return dpm_solver_pp_2m_step(self.sched, x, x0, t, t_prev)
+            if x_before is None:
+                raise ValueError(f"DPM-Solver++(2M) step {i} needs the state at t = {self.path[i - 1]}")
+            t_before = self.path[i - 1]
+            x0_before = x0_pred(self.sched, self.model, x_before, t_before)  # the previous output
+            return dpm_solver_pp_2m_step(self.sched, x, x0, t, t_prev, x0_before, t_before)
         if isinstance(m, DDIM):
             if t_prev < t:
                 return ddim_step_between(self.sched, self.model, t, t_prev, x, m.eta, z, m.clip)
-            # t_prev == t (set_alpha_to_one=False on a grid ending at t = 1): Eq. 12 with
-            # ᾱ_prev = ᾱ_t, where Eq. 16 gives σ = 0.
-            ab = self.sched.alpha_bar(t)
-            eps_hat = denoise(self.sched, self.model, x, t)[1]  # ε̂ of the model's output
-            return ddim_prev(ab, ab, x, eps_hat, clip=m.clip)
+            return self._keep_level(t, x, m.clip)
         k = self.S.index(t) - 1  # respaced step index: x_{k+1} → x_k of the respaced chain
         rs, rm = self.respaced, self.respaced_model
         if m.variance == "beta_tilde" and not m.clip:
@@ -158,12 +194,19 @@ class SpecOracle:
         our step T − 1 − k); otherwise the steps above one after another.
         """
         m, n = self.claim.method, len(self.path) - 1
-        if isinstance(m, EDMEuler):  # spec.edm.edm_sample_euler over the grid's σ's, then σ = 0
+        if isinstance(m, EDMEuler | EDMHeun):  # spec.edm's sampler over the grid's σ's, then σ = 0
             sigmas = [self.sigma(t) for t in self.claim.grid] + [0.0]
-            times = _GridTimes(sigma_time=tuple(
-                (s, time_of_index(t, self.T)) for s, t in zip(sigmas, self.claim.grid, strict=False)))
             x_tilde = vp_to_edm(self.sched.alpha_bar(self.path[0]), x_T)[0]
-            return edm_to_vp(0.0, edm_sample_euler(times, self.model, x_tilde, sigmas))[1]
+            solve = edm_sample_euler if isinstance(m, EDMEuler) else edm_sample_heun
+            return edm_to_vp(0.0, solve(self._times(list(self.claim.grid)), self.model, x_tilde, sigmas))[1]
+        if isinstance(m, DPMSolverPP):
+            extra = [i for i in m.first_order if i > 0 and self.path[i + 1] > 0]
+            if self.claim.end == 0 and not extra:  # the spec's own sampler, Algorithm 2
+                return dpm_solver_pp_2m_sample(self.sched, self.model, x_T, list(self.path))
+            states = [x_T]
+            for i in range(n):
+                states.append(self.step(i, states[i], noise[i], states[i - 1] if i else None))
+            return states[-1]
         if isinstance(m, DDIM) and self.claim.end == 0:
             return ddim_sample_strided(
                 self.sched, self.model, x_T, list(self.path), m.eta, noise, m.clip

@@ -6,8 +6,15 @@ a sampler from a paper's repository, your own step function. The harness asks it
 1. **Its claim** (`Claim`): what it says it computes, written in the spec's conventions
    (`spec/__init__.py`): the schedule as betas of `spec.schedule.VPSchedule` (index t ∈ {0..T},
    ᾱ_0 = 1), the grid of times t_0 > t_1 > … > t_{n−1} at which it calls the model, the time
-   `end` its last step lands on, the step rule (`DDIM` or `DDPM` with their options) and what its
-   model predicts (ε, x_0 or v). The spec computes exactly that claim; the two are compared.
+   `end` its last step lands on, the step rule (`DDIM`, `DDPM`, `EDMEuler`, `EDMHeun` or
+   `DPMSolverPP`, with their options) and what its model predicts (ε, x_0 or v). The spec
+   computes exactly that claim; the two are compared.
+   Model calls: a claim calls the model once per grid time, at t_i in step i — except
+   `EDMHeun`, which states its own sequence (`Claim.call_plan`: t_i, then t_{i+1} for its
+   corrector, one call on a step into σ = 0). A target whose method calls the model twice per
+   step therefore needs nothing new: its claim's method says how many calls it makes, and the
+   harness compares the recorded calls with `Claim.calls`. `DPMSolverPP` is multistep: the
+   oracle's step i also gets the target's state at path[i − 1] (its previous model output).
 2. **Its trajectory** (`Run.sample`): given x_T, a model and one noise array per step, the states
    x_T, x_{t_1}, …, x_end it produces. The model it receives is `predict(x, t)`: the prediction
    (of the claimed kind) at *spec* time t. A target whose own code names times differently
@@ -96,7 +103,62 @@ class EDMEuler:
         )
 
 
-Method = DDIM | DDPM | EDMEuler
+@dataclass(frozen=True)
+class EDMHeun:
+    """Heun's method on the EDM ODE (Karras et al. 2022, Algorithm 1; `spec.edm.edm_heun_step`),
+    on the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of the claimed grid and σ = 0 at its end; states compared
+    in VP scale as for `EDMEuler`.
+
+    The one method here that calls the model twice per step: at t_i (Euler predictor) and at
+    t_{i+1} on the predicted state (the trapezoidal corrector), except on a step into σ = 0,
+    which is Euler's (the slope is undefined at σ = 0): `calls` lists them.
+    """
+
+    def calls(self, path: Sequence[int]) -> list[tuple[int, int]]:
+        """(step, t) of every model call along `path`: 2 per step, 1 on a step into t = 0."""
+        out = []
+        for i in range(len(path) - 1):
+            out.append((i, path[i]))
+            if path[i + 1] > 0:
+                out.append((i, path[i + 1]))
+        return out
+
+    @property
+    def formula(self) -> str:
+        return (
+            "EDM Heun (Karras et al. 2022, Algorithm 1): d = (x̃ − D(x̃; σ))/σ, x̃' = x̃ + (σ_next − σ)·d, "
+            "then x̃ + (σ_next − σ)·(½d + ½(x̃' − D(x̃'; σ_next))/σ_next) unless σ_next = 0 (Euler), "
+            "with σ_t = √((1−ᾱ_t)/ᾱ_t) on the grid, σ = 0 at its end"
+        )
+
+
+@dataclass(frozen=True)
+class DPMSolverPP:
+    """DPM-Solver++(2M) on the claimed grid (Lu et al. 2022b, Algorithm 2;
+    `spec.dpm_solver.dpm_solver_pp_2m_step`), in VP scale, one model call per grid time.
+
+    A multistep method: step i ≥ 1 combines x̂_0 at path[i] with x̂_0 at path[i − 1], the
+    previous model output (line 7). The harness hands the oracle the target's own state at
+    path[i − 1] (`Run.sample`'s states), from which the spec recomputes that x̂_0, so a
+    departure is still found at its own step. first_order: the steps that take the first-order
+    update D = x̂_0 (line 3) besides the spec's own two (step 0, which has no history, and a step
+    into ᾱ = 1): every step for solver order 1, the last one for diffusers' lower_order_final /
+    euler_at_final. A step that keeps the noise level (end = t_{n−1}) is the identity.
+    """
+
+    first_order: tuple[int, ...] = ()
+
+    @property
+    def formula(self) -> str:
+        extra = f"; first order also at steps {list(self.first_order)}" if self.first_order else ""
+        return (
+            "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): D = (1 + 1/(2r))·x̂_0(t) − "
+            "1/(2r)·x̂_0(t_prev), x' = (σ_next/σ_t)·(x − α_t·D) + α_next·D, first order (D = x̂_0) on "
+            "the first step and into ᾱ = 1" + extra
+        )
+
+
+Method = DDIM | DDPM | EDMEuler | EDMHeun | DPMSolverPP
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +207,20 @@ class Claim:
     def path(self) -> tuple[int, ...]:
         """The times the states live at: t_0, …, t_{n−1}, end (n + 1 entries)."""
         return (*self.grid, self.end)
+
+    @property
+    def call_plan(self) -> tuple[tuple[int, int], ...]:
+        """(step, t) of every model call the method makes along the path, in order: one per
+        grid time (step i calls at t_i) for every method but Heun, whose `calls` says."""
+        plan = getattr(self.method, "calls", None)
+        if plan is not None:
+            return tuple(plan(self.path))
+        return tuple(enumerate(self.grid))
+
+    @property
+    def calls(self) -> tuple[int, ...]:
+        """The times of every model call the claim makes, in order (`call_plan` without steps)."""
+        return tuple(t for _, t in self.call_plan)
 
     def label(self, i: int) -> str:
         """The target's name of path[i] (its spec time when the target gave no labels)."""
@@ -314,8 +390,10 @@ class StepTarget:
 
     make_step(cfg: SpecConfig) returns step(model, x, t, t_prev, z) -> x_prev. The harness runs
     it over cfg.grid (then to 0) with model(x, t) giving the prediction of cfg.prediction.
-    kind: "ddim" (checked against DDIM Eq. 12 with cfg.eta and cfg.clip) or "ddpm" (Algorithm 2,
-      σ² = β̃, cfg.clip).
+    kind: "ddim" (checked against DDIM Eq. 12 with cfg.eta and cfg.clip), "ddpm" (Algorithm 2,
+      σ² = β̃, cfg.clip) or "heun" (EDM Heun, Karras Algorithm 1, on σ_t = √((1−ᾱ_t)/ᾱ_t) and
+      σ = 0 at the end: your step takes and returns VP states x_t → x_{t_prev} and may call
+      the model twice, at t and at t_prev; η = 0 and no clipping are drawn).
     label / unlabel: how your code names a spec time t and back (default: the spec's t itself);
       `label=lambda t: t - 1, unlabel=lambda s: s + 1` is diffusers' τ.
     families: the configuration families to draw (default: `conformance.external.check.
@@ -323,7 +401,7 @@ class StepTarget:
     """
 
     name: str
-    kind: Literal["ddim", "ddpm"]
+    kind: Literal["ddim", "ddpm", "heun"]
     make_step: Callable[[SpecConfig], StepFn]
     label: Callable[[int], Any] = field(default=lambda t: t)
     unlabel: Callable[[Any], int] = field(default=lambda s: s)
@@ -338,11 +416,13 @@ class StepTarget:
         return spec_families(self.kind, profile, self.prediction)
 
     def prepare(self, config: SpecConfig) -> Run:
-        method: Method = (
-            DDIM(eta=config.eta, clip=config.clip)
-            if self.kind == "ddim"
-            else DDPM(variance="beta_tilde", clip=config.clip)
-        )
+        method: Method
+        if self.kind == "heun":
+            method = EDMHeun()
+        elif self.kind == "ddim":
+            method = DDIM(eta=config.eta, clip=config.clip)
+        else:
+            method = DDPM(variance="beta_tilde", clip=config.clip)
         path = (*config.grid, 0)
         claim = Claim(
             betas=np.asarray(config.betas, dtype=np.float64),
