@@ -24,6 +24,7 @@ import spec.prediction
 import spec.schedule
 from conformance import strategies as S
 from conformance.harness import Arr, Batched, Call, Times, batch_size
+from conformance.tolerances import Skip
 
 Plan = dict[str, Any]
 PREDICTION_NAMES = ["eps", "x0", "v"]
@@ -104,17 +105,18 @@ def prediction_records() -> list[Any]:
         return Call([Times(p["ab"]), Batched(R._images(p, 0)), Batched(R._images(p, 1)),
                      p["prediction"]])
 
-    def output_skip(p: Plan, dtype: str) -> bool:
+    def output_ill_conditioned(p: Plan, dtype: str) -> bool:
         # dividing by √ᾱ (ε → x̂0) or √(1 − ᾱ) (x0 → ε̂) amplifies rounding like x0_pred
         if dtype == "float64":
             return False
         return _ill_conditioned(np.asarray(p["ab"], dtype=np.float64), p["prediction"], dtype)
 
-    output_skip.reason = (  # type: ignore[attr-defined]
+    output_skip = Skip(
+        output_ill_conditioned,
         "a conversion that divides by √ᾱ (x̂0 of ε) or √(1 − ᾱ) (ε̂ of x0) is checked in "
         "float64 only where that ᾱ or 1 − ᾱ is below 1e-4 (float32) or 0.1 (bfloat16): the "
         "difference it divides cancels, so the dtype's rounding of the output is amplified "
-        "beyond any useful tolerance (see x0_pred)"
+        "beyond any useful tolerance (see x0_pred)",
     )
 
     record(
@@ -150,15 +152,14 @@ def prediction_records() -> list[Any]:
         return Call([R._sched(p), Batched(R._images(p, 0)), Batched(R._images(p, 1)),
                      R._t(p["time"]), p["prediction"]])
 
-    def sched_skip(p: Plan, dtype: str) -> bool:
+    def sched_ill_conditioned(p: Plan, dtype: str) -> bool:
         if dtype == "float64":
             return False
         ab = np.cumprod(np.concatenate([[1.0], 1.0 - S.betas_of(p["schedule"])]))
         times = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
-        return _ill_conditioned(ab[list(times)], p["prediction"], dtype) or \
-            R._bf16_ill_conditioned(p, dtype)
+        return _ill_conditioned(ab[list(times)], p["prediction"], dtype)
 
-    sched_skip.reason = output_skip.reason + "; " + R.BF16_CONDITIONING  # type: ignore
+    sched_skip = Skip(sched_ill_conditioned, output_skip.reason) | R.BF16_ILL_CONDITIONED
 
     def zero_snr_eps(spec_side: bool, per_sample: bool) -> Any:
         betas = spec.schedule.rescale_zero_terminal_snr(spec.schedule.linear_betas(4, 0.1, 0.2))
@@ -192,18 +193,17 @@ def prediction_records() -> list[Any]:
         build=lambda p: Call([R._sched(p), Batched(R._images(p, 0)), R._t(p["time"]),
                               Batched(R._images(p, 1)), p["prediction"]]),
     )
-    def denoise_skip(p: Plan, dtype: str) -> bool:
+    def x0_model_at_zero(p: Plan, dtype: str) -> bool:
         prediction = _not_eps_at_zero_snr(p, p["model"]["prediction"])
         times = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
-        if prediction == "x0" and min(times) == 0:
-            return True
-        return R._x0_skip(p, dtype)
+        return prediction == "x0" and min(times) == 0
 
-    denoise_skip.reason = (  # type: ignore[attr-defined]
+    denoise_skip = Skip(
+        x0_model_at_zero,
         "ε̂ of an x0-model at t = 0 divides x_t − x̂0 by √(1 − ᾱ_0) + EPS = 1e-12 (safe_div's "
         "guard; no sampler asks for it): a 1-ulp difference between the two sides' x̂0 becomes "
-        "~1e-4; " + R._x0_skip.reason  # type: ignore[attr-defined]
-    )
+        "~1e-4",
+    ) | R.X0_SKIP
 
     record(
         skip=denoise_skip,
@@ -241,7 +241,7 @@ def prediction_records() -> list[Any]:
         return plan
 
     record(
-        skip=R._bf16_ill_conditioned,
+        skip=R.BF16_ILL_CONDITIONED,
         name="prediction_loss", module="loss", plan=loss_plans(), reduce="mean",
         build=lambda p: Call([R._sched(p), R._model(p), Batched(R._images(p, 0)),
                               R._t(p["time"]), Batched(R._images(p, 1)), p["gamma"]]),

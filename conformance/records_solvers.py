@@ -24,23 +24,22 @@ import spec.schedule
 from conformance import strategies as S
 from conformance.harness import Arr, Batched, Call, Fn, PerSample, PFSched, Times
 from conformance.registry import (
-    BF16_CONDITIONING,
+    BF16_ILL_CONDITIONED,
     MODEL_BF16,
     SAMPLER_BF16,
     SAMPLER_F32,
+    SAMPLER_SKIP,
     X0_F32,
     Plan,
-    _bf16_ill_conditioned,
     _images,
     _model,
     _rng_array,
-    _sampler_skip,
     _sched,
     batch_plans,
     record,
     small_arrays,
 )
-from conformance.tolerances import Tol
+from conformance.tolerances import Skip, Tol
 
 # ---------------------------------------------------------------------------------------------
 # Continuous schedules (both kinds) and their Gaussian denoiser
@@ -141,7 +140,7 @@ EDM_X0 = (
 )
 
 
-def _edm_skip(p: Plan, dtype: str) -> bool:
+def _edm_sigma_too_large(p: Plan, dtype: str) -> bool:
     if dtype not in EDM_SIGMA_MAX:
         return False
     sigmas = [*_as_list(p.get("sigma", [])), *_as_list(p.get("sigma_next", [])),
@@ -153,7 +152,7 @@ def _as_list(v: Any) -> list[float]:
     return list(v) if isinstance(v, list) else [v]
 
 
-_edm_skip.reason = EDM_X0  # type: ignore[attr-defined]
+_edm_skip = Skip(_edm_sigma_too_large, EDM_X0)
 
 HEUN_RATIO = {"float32": 100.0, "bfloat16": 5.0}
 HEUN_PRECISION = (
@@ -165,9 +164,7 @@ HEUN_PRECISION = (
 )
 
 
-def _heun_skip(p: Plan, dtype: str) -> bool:
-    if _edm_skip(p, dtype):
-        return True
+def _heun_ratio_too_large(p: Plan, dtype: str) -> bool:
     if dtype not in HEUN_RATIO:
         return False
     if "sigmas" in p:
@@ -177,7 +174,7 @@ def _heun_skip(p: Plan, dtype: str) -> bool:
     return any(n > 0 and s / n > HEUN_RATIO[dtype] for s, n in pairs)
 
 
-_heun_skip.reason = EDM_X0 + "; " + HEUN_PRECISION  # type: ignore[attr-defined]
+_heun_skip = _edm_skip | Skip(_heun_ratio_too_large, HEUN_PRECISION)
 
 edm_sigma_values = st.one_of(st.just(0.002), st.just(80.0), st.floats(0.002, 80.0),
                              st.floats(0.002, 3.0))
@@ -315,13 +312,9 @@ def _dpm_c(p: Plan) -> float:
     return worst
 
 
-def _dpm_step_skip(p: Plan, dtype: str) -> bool:
-    if dtype != "float64" and _dpm_c(p) > DPM_C_MAX:
-        return True
-    return _bf16_ill_conditioned(p, dtype)
-
-
-_dpm_step_skip.reason = DPM_CONDITIONING + "; " + BF16_CONDITIONING  # type: ignore[attr-defined]
+_dpm_step_skip = (Skip(lambda p, dtype: dtype != "float64" and _dpm_c(p) > DPM_C_MAX,
+                       DPM_CONDITIONING)
+                  | BF16_ILL_CONDITIONED)
 
 
 @st.composite
@@ -373,17 +366,17 @@ def _dpm_sample_plans(draw: Any) -> Plan:
     return plan
 
 
-def _dpm_sample_skip(p: Plan, dtype: str) -> bool:
+def _dpm_grid_ill_conditioned(p: Plan, dtype: str) -> bool:
     if dtype != "float64":
         ab = np.cumprod(np.concatenate([[1.0], 1.0 - S.betas_of(p["schedule"])]))
         lam = spec.dpm_solver.half_log_snr(ab[p["timesteps"]])
         for i in range(1, len(lam) - 2):
             if (lam[i + 1] - lam[i]) / (2 * (lam[i] - lam[i - 1])) > DPM_C_MAX:
                 return True
-    return _sampler_skip(p, dtype)
+    return False
 
 
-_dpm_sample_skip.reason = DPM_CONDITIONING + "; " + _sampler_skip.reason  # type: ignore[attr-defined]
+_dpm_sample_skip = Skip(_dpm_grid_ill_conditioned, DPM_CONDITIONING) | SAMPLER_SKIP
 
 
 def _bad_dpm_grid(spec_side: bool) -> Any:

@@ -52,7 +52,7 @@ from conformance.harness import (
     Times,
     batch_size,
 )
-from conformance.tolerances import Tol
+from conformance.tolerances import Skip, Tol
 
 ALL_DTYPES = ("float64", "float32", "bfloat16")
 Plan = dict[str, Any]
@@ -78,7 +78,7 @@ class Record:
     max_examples: int | None = None  # cap (cost), below the profile's count
     errors: tuple[tuple[str, Callable[[], Any], Callable[[], Any]], ...] = ()
     exempt: str = ""  # reason the name has no comparison (types and constants only)
-    skip: Callable[[Plan, str], bool] | None = None  # plans left out for a dtype; fn.reason says why
+    skip: Skip | None = None  # plans left out for a dtype, with the reason
 
     def spec_callable(self) -> Callable[..., Any]:
         return self.spec_fn or getattr(importlib.import_module(f"spec.{self.module}"), self.name)
@@ -212,6 +212,8 @@ def _bf16_ill_conditioned(plan: Plan, dtype: str) -> bool:
     return False
 
 
+BF16_ILL_CONDITIONED = Skip(_bf16_ill_conditioned, BF16_CONDITIONING)
+
 X0_FLOAT32 = (
     "x̂0 read at a time with ᾱ_t < 1e-4 (float32) or < 0.1 (bfloat16) is checked in float64 "
     "only: x_t − √(1−ᾱ_t)·ε̂ cancels to √ᾱ_t·x0, so the relative error of x̂0 is the dtype's "
@@ -226,23 +228,28 @@ SAMPLER_FLOAT32 = (
 )
 
 
-def _sampler_skip(plan: Plan, dtype: str) -> bool:
+def _sampler_f32_ill_conditioned(plan: Plan, dtype: str) -> bool:
     if dtype == "float32":
         betas = S.betas_of(plan["schedule"])
         return bool(np.prod(1.0 - betas[:-1]) < 1e-4)
-    return _bf16_ill_conditioned(plan, dtype)
+    return False
+
+
+SAMPLER_SKIP = Skip(_sampler_f32_ill_conditioned, SAMPLER_FLOAT32) | BF16_ILL_CONDITIONED
 
 
 X0_MIN_ALPHA_BAR = {"float32": 1e-4, "bfloat16": 0.1}
 
 
-def _x0_skip(plan: Plan, dtype: str) -> bool:
+def _x0_ill_conditioned(plan: Plan, dtype: str) -> bool:
     if dtype in X0_MIN_ALPHA_BAR:
         ab = np.cumprod(np.concatenate([[1.0], 1.0 - S.betas_of(plan["schedule"])]))
         times = plan["time"]["t"] if plan["time"]["per_sample"] else [plan["time"]["t"]]
-        if ab[list(times)].min() < X0_MIN_ALPHA_BAR[dtype]:
-            return True
-    return _bf16_ill_conditioned(plan, dtype)
+        return bool(ab[list(times)].min() < X0_MIN_ALPHA_BAR[dtype])
+    return False
+
+
+X0_SKIP = Skip(_x0_ill_conditioned, X0_FLOAT32) | BF16_ILL_CONDITIONED
 
 
 PF_AT_ZERO = (
@@ -270,21 +277,24 @@ PF_X0_LOW = (
 )
 
 
-def _pf_skip(plan: Plan, dtype: str) -> bool:
-    times = plan["t"] if isinstance(plan["t"], list) else [plan["t"]]
+def _pf_min_t(plan: Plan) -> float:
+    return min(plan["t"]) if isinstance(plan["t"], list) else plan["t"]
+
+
+def _pf_at_zero(plan: Plan, dtype: str) -> bool:
     exact_at_zero = plan["model"]["kind"] == "gauss" and plan["model"]["prediction"] != "x0"
-    at_zero = min(times) == 0.0 and not exact_at_zero
-    small = dtype == "float64" and 0.0 < min(times) < 0.01
+    return _pf_min_t(plan) == 0.0 and not exact_at_zero
+
+
+def _pf_x0_low(plan: Plan, dtype: str) -> bool:
     below = {"float32": 0.01, "bfloat16": 0.05}.get(dtype, 0.0)
-    x0_low = plan["model"].get("prediction", "eps") != "eps" and min(times) < below
-    return at_zero or small or x0_low or _bf16_ill_conditioned(plan, dtype)
+    return plan["model"].get("prediction", "eps") != "eps" and _pf_min_t(plan) < below
 
 
-_bf16_ill_conditioned.reason = BF16_CONDITIONING  # type: ignore[attr-defined]
-_sampler_skip.reason = SAMPLER_FLOAT32 + "; " + BF16_CONDITIONING  # type: ignore[attr-defined]
-_x0_skip.reason = X0_FLOAT32 + "; " + BF16_CONDITIONING  # type: ignore[attr-defined]
-_pf_skip.reason = (PF_AT_ZERO + "; " + PF_SMALL_T_F64 + "; " + PF_X0_LOW + "; "
-                   + BF16_CONDITIONING)  # type: ignore[attr-defined]
+PF_SKIP = (Skip(_pf_at_zero, PF_AT_ZERO)
+           | Skip(lambda p, dtype: dtype == "float64" and 0.0 < _pf_min_t(p) < 0.01, PF_SMALL_T_F64)
+           | Skip(_pf_x0_low, PF_X0_LOW)
+           | BF16_ILL_CONDITIONED)
 
 
 SAMPLER_F32 = Tol(
@@ -418,7 +428,7 @@ record(
 # --- spec.loss -------------------------------------------------------------------------------
 
 record(
-    skip=_bf16_ill_conditioned,
+    skip=BF16_ILL_CONDITIONED,
     name="eps_pred_loss", module="loss", plan=batch_plans(model=True), reduce="mean",
     build=lambda p: Call([_sched(p), _eps_model(p), Batched(_images(p, 0)), _t(p["time"]),
                           Batched(_images(p, 1))]),
@@ -428,20 +438,20 @@ record(
 # --- spec.ddpm -------------------------------------------------------------------------------
 
 record(
-    skip=_x0_skip,
+    skip=X0_SKIP,
     name="x0_pred", module="ddpm", plan=batch_plans(model=True),
     build=lambda p: Call([_sched(p), _model(p), Batched(_images(p, 0)), _t(p["time"])]),
     tolerances={"float32": X0_F32, "bfloat16": MODEL_BF16},
 )
 record(
-    skip=_bf16_ill_conditioned,
+    skip=BF16_ILL_CONDITIONED,
     name="ddpm_step", module="ddpm", plan=batch_plans(model=True, t_high=-1),
     build=lambda p: Call([_sched(p), _model(p), _t(p["time"]), Batched(_images(p, 0)),
                           Batched(_images(p, 1))]),
     tolerances={"bfloat16": MODEL_BF16},
 )
 record(
-    skip=_sampler_skip,
+    skip=SAMPLER_SKIP,
     name="ddpm_sample", module="ddpm", plan=batch_plans(max_T=20, model=True), sampler=True,
     build=lambda p: Call([_sched(p), _model(p), Batched(_images(p, 0)),
                           Batched(_images(p, 1, (p["schedule"]["T"],)), axis=1)]),
@@ -451,19 +461,19 @@ record(
 # --- spec.ddim -------------------------------------------------------------------------------
 
 record(
-    skip=_bf16_ill_conditioned,
+    skip=BF16_ILL_CONDITIONED,
     name="ddim_step", module="ddim", plan=batch_plans(model=True, t_high=-1),
     build=lambda p: Call([_sched(p), _model(p), _t(p["time"]), Batched(_images(p, 0))]),
     tolerances={"bfloat16": MODEL_BF16},
 )
 record(
-    skip=_sampler_skip,
+    skip=SAMPLER_SKIP,
     name="ddim_sample", module="ddim", plan=batch_plans(max_T=20, model=True), sampler=True,
     build=lambda p: Call([_sched(p), _model(p), Batched(_images(p, 0))]),
     tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,
 )
 record(
-    skip=_bf16_ill_conditioned,
+    skip=BF16_ILL_CONDITIONED,
     name="ddim_step_system", module="ddim", plan=batch_plans(model=True, t_high=-1),
     build=lambda p: Call([_sched(p), _model(p), p["time"]["t"] if not p["time"]["per_sample"]
                           else p["time"]["t"][0], Batched(_images(p, 0))]),
@@ -528,7 +538,7 @@ def _eta_without_z(spec_side: bool) -> Any:
 
 
 record(
-    skip=_x0_skip,
+    skip=X0_SKIP,
     name="ddim_step_between", module="ddim", plan=_ddim_between_plans(), build=_ddim_between_call,
     tolerances={"float32": X0_F32, "bfloat16": MODEL_BF16},
     errors=(("eta > 0 without z", lambda: _eta_without_z(True), lambda: _eta_without_z(False)),),
@@ -562,7 +572,7 @@ def _bad_grid(spec_side: bool) -> Any:
 
 
 record(
-    skip=_sampler_skip,
+    skip=SAMPLER_SKIP,
     name="ddim_sample_strided", module="ddim", plan=_strided_plans(), build=_strided_call,
     sampler=True, tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,
     errors=(("a grid that is not strictly decreasing", lambda: _bad_grid(True),
@@ -599,26 +609,22 @@ def _pf_t(p: Plan) -> Any:
 
 
 
-def _pf_small_t(plan: Plan, dtype: str) -> bool:
-    times = plan["t"] if isinstance(plan["t"], list) else [plan["t"]]
-    return 0.0 < min(times) < 0.01
-
-
-_pf_small_t.reason = (  # type: ignore[attr-defined]
+PF_SMALL_T = Skip(
+    lambda p, dtype: 0.0 < _pf_min_t(p) < 0.01,
     "the schedule's own methods compute in the dtype of the t they are given (float32 for a "
     "float32 tensor t: its contract; the samplers call them with float64 t), so for t in "
-    "(0, 0.01) σ(t) carries float32 cancellation by design; " + PF_SMALL_T_F64
+    "(0, 0.01) σ(t) carries float32 cancellation by design; " + PF_SMALL_T_F64,
 )
 
 record(
-    skip=_pf_small_t,
+    skip=PF_SMALL_T,
     name="VPLinearSchedule", module="pf_ode", plan=_pf_plans(), batched=True,
     build=lambda p: Call([_pf(p), Times(p["t"] if isinstance(p["t"], list) else [p["t"]])]),
     spec_fn=lambda s, t: (s.beta(t), s.alpha_bar(t), s.sigma(t)),
     runtime_fn=lambda s, t: (s.beta(t), s.alpha_bar(t), s.sigma(t)),
 )
 record(
-    skip=_pf_skip,
+    skip=PF_SKIP,
     name="pf_ode_rhs", module="pf_ode", plan=_pf_plans(),
     build=lambda p: Call([_pf(p), _pf_model(p), Batched(_images(p, 0)), _pf_t(p)]),
     tolerances={"bfloat16": MODEL_BF16},
@@ -635,13 +641,13 @@ record(
     build=lambda p: Call([FIELD, Arr(_rng_array(p, 0, p["shape"])), p["t"], p["dt"]]),
 )
 record(
-    skip=_bf16_ill_conditioned,
+    skip=BF16_ILL_CONDITIONED,
     name="pf_ode_sample_euler", module="pf_ode", plan=_pf_plans(per_sample_time=False),
     build=lambda p: Call([_pf(p), _pf_model(p), p["steps"], Batched(_images(p, 0))]),
     sampler=True, tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,
 )
 record(
-    skip=_pf_skip,
+    skip=PF_SKIP,
     name="pf_ode_euler_system", module="pf_ode", plan=_pf_plans(per_sample_time=False),
     build=lambda p: Call([_pf(p), _pf_model(p), p["t"], p["dt"], Batched(_images(p, 0))]),
     spec_fn=lambda s, m, t, dt, x: spec.pf_ode.pf_ode_euler_system(s, m, t, dt).step(x),
@@ -931,13 +937,10 @@ DGLL_TAILS = (
 DGLL_F64 = Tol(rtol=1e-12, atol=1e-4, reason=DGLL_TAILS)
 
 
-def _not_in_bf16(p: Plan, dtype: str) -> bool:
-    return dtype == "bfloat16" and p["bins"] == 256
-
-
-_not_in_bf16.reason = (  # type: ignore[attr-defined]
+NOT_IN_BF16 = Skip(
+    lambda p, dtype: dtype == "bfloat16" and p["bins"] == 256,
     "bfloat16 cannot hold the 256-bin grid 2k/255 − 1 (8 significant bits), so such data is "
-    "off the grid by construction; 256 bins are checked in float64 and float32"
+    "off the grid by construction; 256 bins are checked in float64 and float32",
 )
 
 
@@ -954,15 +957,11 @@ record(
                           Arr(x + _rng_array(p, 1, p["shape"], p["spread"])), p["log_scale"],
                           p["bins"]]),
     tolerances={"float64": DGLL_F64, "float32": Tol(2e-5, 1e-4, reason=DGLL_TAILS)},
-    skip=_not_in_bf16,
+    skip=NOT_IN_BF16,
 )
 
 
-def _vlb_skip(p: Plan, dtype: str) -> bool:
-    return _not_in_bf16(p, dtype) or _bf16_ill_conditioned(p, dtype)
-
-
-_vlb_skip.reason = _not_in_bf16.reason + "; " + BF16_CONDITIONING  # type: ignore[attr-defined]
+VLB_SKIP = NOT_IN_BF16 | BF16_ILL_CONDITIONED
 
 
 @st.composite
@@ -984,12 +983,12 @@ VLB_F32 = Tol(
     "float32-rounded x̂0 (amplified by 1/√ᾱ_t) and divided by β̃_t",
 )
 record(
-    name="vlb_terms", module="likelihood", plan=_vlb_plans(), build=_vlb_call, skip=_vlb_skip,
+    name="vlb_terms", module="likelihood", plan=_vlb_plans(), build=_vlb_call, skip=VLB_SKIP,
     tolerances={"float64": DGLL_F64, "float32": VLB_F32},
     max_examples=10,
 )
 record(
-    name="bits_per_dim", module="likelihood", plan=_vlb_plans(), build=_vlb_call, skip=_vlb_skip,
+    name="bits_per_dim", module="likelihood", plan=_vlb_plans(), build=_vlb_call, skip=VLB_SKIP,
     tolerances={"float64": Tol(1e-12, 1e-6, reason=DGLL_TAILS + "; divided by (elements·ln 2)"),
                 "float32": VLB_F32},
     max_examples=10,

@@ -14,7 +14,7 @@ import pytest
 
 import spec
 from conformance.registry import REGISTRY
-from conformance.tolerances import TOLERANCES
+from conformance.tolerances import TOLERANCES, Skip
 
 SPEC_MODULES = ["core", "schedule", "forward", "loss", "ddpm", "ddim", "pf_ode", "dynamics",
                 "model", "data", "likelihood", "edm", "dpm_solver", "train", "prediction",
@@ -66,7 +66,8 @@ def test_overrides_and_skips_carry_a_reason(name: str) -> None:
         assert dtype in TOLERANCES, f"{name}: override for unknown dtype {dtype}"
         assert tol.reason.strip(), f"{name}: the {dtype} tolerance override has no reason"
     if record.skip is not None:
-        assert getattr(record.skip, "reason", "").strip(), f"{name}: skip without a reason"
+        assert isinstance(record.skip, Skip), f"{name}: skip is not a Skip(predicate, reason)"
+        assert record.skip.reason.strip(), f"{name}: skip without a reason"
     if set(record.dtypes) != set(TOLERANCES):
         assert record.dtypes_reason.strip(), f"{name}: dtypes {record.dtypes} without a reason"
 
@@ -81,3 +82,14 @@ def test_only_types_and_constants_are_exempt(name: str) -> None:
 def test_checked_records_are_complete(name: str) -> None:
     record = REGISTRY[name]
     assert record.plan is not None and record.build is not None, f"{name}: no plan or builder"
+
+
+def test_a_skip_needs_its_reason_and_or_joins_two() -> None:
+    with pytest.raises(ValueError):
+        Skip(lambda plan, dtype: True, "  ")
+    f32 = Skip(lambda plan, dtype: dtype == "float32", "float32 rounding")
+    big = Skip(lambda plan, dtype: plan["T"] > 10, "long chains")
+    either = f32 | big
+    assert either.reason == "float32 rounding; long chains"
+    assert either({"T": 1}, "float32") and either({"T": 11}, "float64")
+    assert not either({"T": 1}, "float64")
