@@ -18,25 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from conformance.markers import (
-    Arr,
-    Batched,
-    BatchMarker,
-    Call,
-    Cfg,
-    Fn,
-    Marker,
-    Model,
-    Params,
-    PerSample,
-    PFSched,
-    Sched,
-    Seq,
-    Times,
-    batch_size,
-    round_to,
-    sub_batch,
-)
+from conformance.markers import BatchMarker, Call, Marker, batch_size, sub_batch
 from conformance.tolerances import DTYPES, TOLERANCES, Tol
 
 # ---------------------------------------------------------------------------------------------
@@ -233,27 +215,16 @@ def run_batch_independence(record: Any, plan: Any, dtype: str, device: str) -> N
 
 __all__ = [
     "DTYPES",
-    "Marker",
-    "round_to",
-    "run_batch_independence",
-    "run_case",
-    "Arr",
-    "Batched",
-    "Call",
-    "Cfg",
-    "Fn",
     "Mismatch",
-    "Model",
-    "PFSched",
-    "Params",
-    "PerSample",
-    "Sched",
-    "Seq",
-    "Times",
     "batch_size",
     "compare",
     "describe",
+    "describe_arg",
     "repro_line",
+    "run_batch_independence",
+    "run_case",
+    "runtime_result",
+    "spec_result",
     "spec_sample",
     "spec_static",
     "stack",
