@@ -11,7 +11,7 @@ Layout (read in this order):
 * `record.py`        the `Record` type; `plans.py` the plans, builders, tolerances and skips
                      that several records files share.
 * `markers.py`       how each argument reaches each side (`Batched`, `PerSample`, `Sched`,
-                     `Model`, …): every marker carries its own conversions.
+                     `Model`, …): every marker carries its own conversions (`test_markers.py`).
 * `tolerances.py`    one tolerance table per dtype (elementwise |a − e| ≤ atol + rtol·|e|), `Tol`
                      and `Skip` (an override and a left-out set of plans, each with its reason),
                      and the device list ($DIFFSPEC_DEVICES, e.g. "cpu,cuda"; default: CPU, plus CUDA when

@@ -32,6 +32,7 @@ def rng_array(plan: Plan, stream: int, shape: Any, scale: float = 1.0) -> np.nda
 
 
 def time_of(time_plan: Plan) -> Any:
+    """A `time_indices` draw as the argument t: one int, or `PerSample` (one per sample)."""
     return PerSample(time_plan["t"]) if time_plan["per_sample"] else time_plan["t"]
 
 
@@ -60,14 +61,18 @@ def batch_plans(
 
 
 def images(plan: Plan, stream: int, lead: tuple[int, ...] = ()) -> np.ndarray:
+    """An N(0, 1) batch of the plan's images, (*lead, B, C, H, W)."""
     return rng_array(plan, stream, (*lead, plan["B"], *plan["shape"]))
 
 
 def sched_of(plan: Plan) -> Sched:
+    """The plan's discrete schedule."""
     return Sched(S.betas_of(plan["schedule"]))
 
 
 def model_of(plan: Plan, schedule: tuple | None = None) -> Model:
+    """The plan's model: a network (ε, x0 or v) or the Gaussian denoiser of `schedule` (default:
+    the plan's discrete schedule)."""
     m, channels = plan["model"], plan["shape"][0]
     if "schedule" in plan and plan["schedule"]["kind"] == "zero_snr" and \
             m.get("prediction", "eps") == "eps":
@@ -91,12 +96,13 @@ def eps_model_of(plan: Plan) -> Model:
     return Model(m["kind"], S.config_of(m, channels), S.params_of(m, channels))
 
 
-cosine_s = st.floats(0.001, 0.02)
+cosine_s = st.floats(0.001, 0.02)  # the offset s of the cosine schedule (Nichol & Dhariwal 2021)
 small_arrays = st.fixed_dictionaries({"shape": S.array_shapes, "seed": S.seeds})
 
 
 @st.composite
 def image_plans(draw: Any) -> Plan:
+    """B, an image shape, a seed and a continuous time t ∈ [0, 1] (one, or one per sample)."""
     plan: Plan = {"B": draw(S.batch_sizes), "shape": draw(S.image_shapes), "seed": draw(S.seeds)}
     if draw(st.booleans()):
         plan["t"] = draw(st.lists(S.continuous_times, min_size=plan["B"], max_size=plan["B"]))
@@ -106,10 +112,12 @@ def image_plans(draw: Any) -> Plan:
 
 
 def time_arg(p: Plan) -> Any:
+    """An `image_plans` time as the argument t: one float, or `Times` (one per sample)."""
     return Times(p["t"]) if isinstance(p["t"], list) else p["t"]
 
 
 def config_fields(cfg: Any) -> Any:
+    """A config dataclass as (values, field names, defaults): what its two twins must share."""
     fields = dataclasses.fields(type(cfg))
     return (dataclasses.astuple(cfg), [f.name for f in fields],
             [repr(f.default) for f in fields])
@@ -212,6 +220,7 @@ X0_F32 = Tol(
 # The class-conditional network (spec.model) and classifier-free guidance (spec.guidance)
 
 def cond_cfg(c: Plan, channels: int) -> Any:
+    """A `cond_configs` draw as a CondFiLMNetConfig marker."""
     return Cfg("CondFiLMNetConfig", {
         "data_channels": channels, "num_classes": c["num_classes"],
         "hidden_channels": c["groups"] * c["per_group"],
@@ -236,6 +245,7 @@ def cond_plans(draw: Any) -> Plan:
 
 
 def cond_parts(p: Plan) -> tuple[Any, Any]:
+    """The config and initial parameters of a `cond_plans` network, as markers."""
     c = p["shape"][0]
     cfg = cond_cfg(p["cfg"], c)
     params = spec.model.init_cond_film_params(spec.model.CondFiLMNetConfig(**cfg.fields),
