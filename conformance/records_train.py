@@ -1,8 +1,5 @@
 """Records of `spec.train`: the training step `runtime.train` runs, checked against the spec.
 
-Merged into the registry by one line of `registry.py`. Each entry is the keyword arguments of
-a `Record` (this module does not import the registry, so either can be imported first).
-
 * train_loss: the batch loss and the gradient, for every network kind. The runtime's autograd
   gradient g is compared along random unit directions d: ⟨g, d⟩ against the central difference
   (L(θ + h·d) − L(θ − h·d)) / 2h of the spec loss, in float64.
@@ -32,10 +29,9 @@ import runtime.train
 import spec.model
 import spec.train
 from conformance import strategies as S
-from conformance.harness import Arr, Call, Cfg, Params, Sched
+from conformance.markers import Arr, Call, Cfg, Params, Sched
+from conformance.record import Plan, Records
 from conformance.tolerances import Tol
-
-Plan = dict[str, Any]
 
 FD_STEP = 1e-7
 """Central-difference step along a unit direction (float64): truncation ~h²·|L'''| ≈ 1e-13,
@@ -288,20 +284,29 @@ def _runtime_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, de
             float(next(iter(state.values()))["step"]), ema_after, bool(result.finite))
 
 
-RECORDS: list[dict[str, Any]] = [
-    dict(name="train_loss", module="train", plan=_loss_plans(), build=_loss_call, batched=False,
-         spec_fn=_spec_loss_and_slopes, runtime_fn=_runtime_loss_and_slopes,
-         dtypes=("float64",), dtypes_reason=ONLY_F64, tolerances={"float64": FD_TOL},
-         max_examples=12),
-    dict(name="adam_step", module="train", plan=_tensor_plans, build=_adam_call, batched=False,
-         spec_fn=_spec_adam, runtime_fn=_runtime_adam, dtypes=("float64", "float32"),
-         dtypes_reason="the optimizer updates float32 (training) or float64 parameters; "
-         "bfloat16 parameters are never trained here"),
-    dict(name="ema_update", module="train", plan=_tensor_plans, batched=False,
-         build=lambda p: Call([Params(_named(p, 1)), Params(_named(p, 2)), p["decay"]]),
-         runtime_fn=_runtime_ema, dtypes=("float64", "float32"),
-         dtypes_reason="EMA weights are kept in float32 (float64 for a float64 model)"),
-    dict(name="train_step", module="train", plan=_step_plans(), build=_step_call,
-         batched=False, spec_fn=_spec_step, runtime_fn=_runtime_step, dtypes=("float64",),
-         dtypes_reason=ONLY_F64, tolerances={"float64": FD_TOL}, max_examples=4),
-]
+RECORDS = Records()
+record = RECORDS.add
+
+record(
+    name="train_loss", plan=_loss_plans(), build=_loss_call, batched=False,
+    spec_fn=_spec_loss_and_slopes, runtime_fn=_runtime_loss_and_slopes,
+    dtypes=("float64",), dtypes_reason=ONLY_F64, tolerances={"float64": FD_TOL},
+    max_examples=12,
+)
+record(
+    name="adam_step", plan=_tensor_plans, build=_adam_call, batched=False,
+    spec_fn=_spec_adam, runtime_fn=_runtime_adam, dtypes=("float64", "float32"),
+    dtypes_reason="the optimizer updates float32 (training) or float64 parameters; "
+    "bfloat16 parameters are never trained here",
+)
+record(
+    name="ema_update", plan=_tensor_plans, batched=False,
+    build=lambda p: Call([Params(_named(p, 1)), Params(_named(p, 2)), p["decay"]]),
+    runtime_fn=_runtime_ema, dtypes=("float64", "float32"),
+    dtypes_reason="EMA weights are kept in float32 (float64 for a float64 model)",
+)
+record(
+    name="train_step", plan=_step_plans(), build=_step_call,
+    batched=False, spec_fn=_spec_step, runtime_fn=_runtime_step, dtypes=("float64",),
+    dtypes_reason=ONLY_F64, tolerances={"float64": FD_TOL}, max_examples=4,
+)

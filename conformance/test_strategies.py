@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import spec.model
 from conformance import strategies as S
-from conformance.harness import batch_size
+from conformance.markers import batch_size
 from conformance.registry import RECORDS
 
 

@@ -5,12 +5,16 @@ A runtime result `a` matches the spec's float64 result `e` elementwise when
 The spec always runs in float64 on the *same* inputs the runtime saw (inputs are first rounded
 to the runtime's dtype), so the table measures only the runtime's arithmetic, not input rounding.
 A record may override a dtype's entry; an override must carry its reason (checked by a test).
+A record may also leave some plans out for a dtype: a `Skip(predicate, reason)`, whose reason is
+required; `a | b` leaves out what either leaves out and joins the two reasons.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,6 +26,27 @@ class Tol:
     rtol: float
     atol: float
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Plans a record leaves out for a dtype: `predicate(plan, dtype)` is True for a plan that is
+    not checked in that dtype, and `reason` (required) says why, in terms of the conditioning."""
+
+    predicate: Callable[[Any, str], bool]
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError("a Skip needs its reason")
+
+    def __call__(self, plan: Any, dtype: str) -> bool:
+        return bool(self.predicate(plan, dtype))
+
+    def __or__(self, other: Skip) -> Skip:
+        """Leaves out what either leaves out; the reasons are joined by "; "."""
+        return Skip(lambda plan, dtype: self(plan, dtype) or other(plan, dtype),
+                    f"{self.reason}; {other.reason}")
 
 
 TOLERANCES: dict[str, Tol] = {

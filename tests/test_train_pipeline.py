@@ -63,7 +63,7 @@ def test_the_cli_loop_runs_the_step_the_record_checks(monkeypatch, tmp_path, cap
     spy = _spy_run(monkeypatch, tmp_path, capsys, [])
     assert len(spy.calls) == 3  # --steps 3: the loop called runtime.train.train_step each step
     # ... and the conformance record of spec.train.train_step calls that same name.
-    record = next(r for r in RECORDS if r["name"] == "train_step")
+    record = next(r for r in RECORDS if r.name == "train_step")
     from conformance.harness import run_case
     from conformance.registry import REGISTRY
 
@@ -73,7 +73,7 @@ def test_the_cli_loop_runs_the_step_the_record_checks(monkeypatch, tmp_path, cap
             "sync_free": False, "nan": False, "t": [3]}
     before = len(spy.calls)
     run_case(REGISTRY["train_step"], plan, "float64", "cpu")
-    assert REGISTRY["train_step"].runtime_fn is record["runtime_fn"]
+    assert REGISTRY["train_step"].runtime_fn is record.runtime_fn
     assert len(spy.calls) == before + 1
 
 
