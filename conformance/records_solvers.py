@@ -84,8 +84,10 @@ record(
     build=lambda p: Call([Fn(spec.pf_ode.VPCosineSchedule(p["s"]),
                              runtime.pf_ode.VPCosineSchedule(p["s"]), f"VPCosine({p['s']:g})"),
                           Times(p["t"]), Times(p["sigma"])]),
-    spec_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sigma(t), s.time_of_edm_sigma(sig)),
-    runtime_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sigma(t), s.time_of_edm_sigma(sig)),
+    spec_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sqrt_one_minus_alpha_bar(t),
+                               s.time_of_edm_sigma(sig)),
+    runtime_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sqrt_one_minus_alpha_bar(t),
+                                  s.time_of_edm_sigma(sig)),
 )
 
 # --- spec.edm --------------------------------------------------------------------------------

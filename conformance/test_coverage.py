@@ -18,7 +18,7 @@ from conformance.tolerances import TOLERANCES
 
 SPEC_MODULES = ["core", "schedule", "forward", "loss", "ddpm", "ddim", "pf_ode", "dynamics",
                 "model", "data", "likelihood", "edm", "dpm_solver", "train", "prediction",
-                "guidance"]
+                "guidance", "torchlean"]
 
 
 def spec_names() -> list[str]:

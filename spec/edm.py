@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check_index, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check, holds, in_range, safe_div, sqrt_nonneg
 from spec.pf_ode import VPContinuousSchedule
 from spec.prediction import AnyModel, model_output, x0_from_output
 
@@ -84,14 +84,12 @@ def edm_sigmas(
     (N = 1: σ_0 = σ_max), then σ_N = 0. Needs 0 < σ_min < σ_max and ρ > 0.
     Shapes: -> (n + 1,), float64.
     """
-    n = check_index("n", n, 1, 2**62)
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(
-            f"need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min!r}, "
-            f"sigma_max = {sigma_max!r}"
-        )
-    if not rho > 0:
-        raise ValueError(f"rho must be > 0, got rho = {rho!r}")
+    n = check(
+        in_range("n", n, 1, 2**62),
+        holds(0 < sigma_min < sigma_max, f"need 0 < sigma_min < sigma_max, got sigma_min = "
+              f"{sigma_min!r}, sigma_max = {sigma_max!r}"),
+        holds(rho > 0, f"rho must be > 0, got rho = {rho!r}"),
+    )
     ramp = np.arange(n, dtype=np.float64) / max(n - 1, 1)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return np.concatenate([(hi + ramp * (lo - hi)) ** rho, [0.0]])

@@ -185,10 +185,10 @@ class TimeChannelEpsModel:
     body: Callable[[np.ndarray], np.ndarray]
 
     def eps(
-        self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar
+        self, x: Float[np.ndarray, "*batch c h w"], t_norm: Scalar
     ) -> Float[np.ndarray, "*batch c h w"]:
-        """ε̂ = body(append_time_channel(x, t_scalar)). Shapes: (…, C, H, W) -> (…, C, H, W)."""
-        return self.body(append_time_channel(x, t_scalar))
+        """ε̂ = body(append_time_channel(x, t_norm)). Shapes: (…, C, H, W) -> (…, C, H, W)."""
+        return self.body(append_time_channel(x, t_norm))
 
 
 @dataclass(frozen=True)
@@ -198,10 +198,10 @@ class FunctionEpsModel:
     fn: Callable[[np.ndarray, Scalar], np.ndarray]
 
     def eps(
-        self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar
+        self, x: Float[np.ndarray, "*batch c h w"], t_norm: Scalar
     ) -> Float[np.ndarray, "*batch c h w"]:
-        """ε̂ = fn(x, t_scalar). Shapes: (…, C, H, W) -> (…, C, H, W)."""
-        return self.fn(x, t_scalar)
+        """ε̂ = fn(x, t_norm). Shapes: (…, C, H, W) -> (…, C, H, W)."""
+        return self.fn(x, t_norm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,16 +436,16 @@ def init_cond_film_params(cfg: CondFiLMNetConfig, seed: Index) -> Params:
 
 @dataclass(frozen=True)
 class LabelModel:
-    """A network of (x, t_norm, label): `eps(x, t_scalar, y)`, y an int label (or (N,) labels
+    """A network of (x, t_norm, label): `eps(x, t_norm, y)`, y an int label (or (N,) labels
     for a batch); y = num_classes is the null label ∅. Shapes: x (…, C, H, W) -> (…, C, H, W)."""
 
     fn: Callable[[np.ndarray, Scalar, object], np.ndarray]
     num_classes: int
 
-    def eps(self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar,
+    def eps(self, x: Float[np.ndarray, "*batch c h w"], t_norm: Scalar,
             y: object) -> Float[np.ndarray, "*batch c h w"]:
-        """The network's output for x at t_scalar with label(s) y. Shapes: as x."""
-        return self.fn(x, t_scalar, y)
+        """The network's output for x at t_norm with label(s) y. Shapes: as x."""
+        return self.fn(x, t_norm, y)
 
 
 def cond_film_net(cfg: CondFiLMNetConfig, params: Params) -> LabelModel:

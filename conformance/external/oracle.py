@@ -108,7 +108,7 @@ class SpecOracle:
             # Respacing (Nichol & Dhariwal 2021, §4): on S = (0 = s_0 < s_1 < … < s_n),
             # β'_k = 1 − ᾱ_{s_{k+1}}/ᾱ_{s_k}, so the respaced chain's ᾱ'_k = ᾱ_{s_k}.
             S = tuple(sorted(self.path))
-            ab = self.sched.alpha_bars()
+            ab = self.sched.alpha_bar
             self.S = S
             self.respaced = VPSchedule(1.0 - ab[list(S[1:])] / ab[list(S[:-1])])
             self.respaced_model = (
@@ -118,7 +118,7 @@ class SpecOracle:
 
     def sigma(self, t: int) -> float:
         """σ_t = √((1 − ᾱ_t)/ᾱ_t) of spec.edm.vp_to_edm (0 at t = 0)."""
-        return float(vp_to_edm(self.sched.alpha_bar(t), np.zeros(1))[1])
+        return float(vp_to_edm(self.sched.alpha_bar[t], np.zeros(1))[1])
 
     def step(self, i: int, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The spec's step i: x at path[i] → x at path[i + 1], with noise z."""
@@ -127,27 +127,27 @@ class SpecOracle:
         if isinstance(m, EDMEuler):
             s, s_next = self.sigma(t), (self.sigma(t_prev) if t_prev > 0 else 0.0)
             times = _GridTimes(sigma_time=((s, time_of_index(t, self.T)),))
-            x_tilde = vp_to_edm(self.sched.alpha_bar(t), x)[0]
+            x_tilde = vp_to_edm(self.sched.alpha_bar[t], x)[0]
             return edm_to_vp(s_next, edm_euler_step(times, self.model, x_tilde, s, s_next))[1]
         if isinstance(m, DDIM):
             if t_prev < t:
                 return ddim_step_between(self.sched, self.model, t, t_prev, x, m.eta, z, m.clip)
             # t_prev == t (set_alpha_to_one=False on a grid ending at t = 1): Eq. 12 with
             # ᾱ_prev = ᾱ_t, where Eq. 16 gives σ = 0.
-            ab = self.sched.alpha_bar(t)
+            ab = self.sched.alpha_bar[t]
             eps_hat = denoise(self.sched, self.model, x, t)[1]  # ε̂ of the model's output
             return ddim_prev(ab, ab, x, eps_hat, clip=m.clip)
-        k = self.S.index(t) - 1  # respaced step index: x_{k+1} → x_k of the respaced chain
+        t_r = self.S.index(t)  # the time in the respaced chain: x_{t_r} → x_{t_r − 1}
         rs, rm = self.respaced, self.respaced_model
         if m.variance == "beta_tilde" and not m.clip:
-            return ddpm_step(rs, rm, k, x, z)  # Eq. 11 with σ² = β̃ (β̃'_1 = 0: last step noiseless)
-        x0 = x0_pred(rs, rm, x, k + 1)
+            return ddpm_step(rs, rm, t_r, x, z)  # Eq. 11 with σ² = β̃ (β̃'_1 = 0: last step noiseless)
+        x0 = x0_pred(rs, rm, x, t_r)
         if m.clip:
             x0 = np.clip(x0, -1.0, 1.0)
-        mean, var = q_posterior_mean_variance(rs, x0, x, k + 1)  # μ̃_t(x_t, x̂_0), β̃_t (Eq. 7)
+        mean, var = q_posterior_mean_variance(rs, x0, x, t_r)  # μ̃_t(x_t, x̂_0), β̃_t (Eq. 7)
         if m.variance == "beta":
-            var = rs.beta(k)  # σ² = β_t (DDPM §3.2)
-        sigma = 0.0 if k == 0 else np.sqrt(var)  # Algorithm 2: z = 0 at t = 1
+            var = rs.beta[t_r]  # σ² = β_t (DDPM §3.2)
+        sigma = 0.0 if t_r == 1 else np.sqrt(var)  # Algorithm 2: z = 0 at t = 1
         return mean + sigma * z
 
     def final(self, x_T: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -162,7 +162,7 @@ class SpecOracle:
             sigmas = [self.sigma(t) for t in self.claim.grid] + [0.0]
             times = _GridTimes(sigma_time=tuple(
                 (s, time_of_index(t, self.T)) for s, t in zip(sigmas, self.claim.grid, strict=False)))
-            x_tilde = vp_to_edm(self.sched.alpha_bar(self.path[0]), x_T)[0]
+            x_tilde = vp_to_edm(self.sched.alpha_bar[self.path[0]], x_T)[0]
             return edm_to_vp(0.0, edm_sample_euler(times, self.model, x_tilde, sigmas))[1]
         if isinstance(m, DDIM) and self.claim.end == 0:
             return ddim_sample_strided(
