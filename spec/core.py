@@ -7,7 +7,7 @@ say (see the list in `spec/__init__.py`), nowhere else:
     sqrt_nonneg(x) = sqrt(max(x, 0))
     safe_div(x, y) = x / (y + EPS),   EPS = 1e-12
 
-EPS is there for the exact zeros (1 − ᾱ_0 = 0, σ(0) = 0). Elsewhere it changes x / y by a relative
+EPS is there for the exact zeros (1 − ᾱ_0 = 0, √(1 − ᾱ(0)) = 0). Elsewhere it changes x / y by a relative
 EPS / y: ≤ 1e-12 for denominators of order 1, but about 1e-8 for the smallest non-zero one of a
 default schedule (1 − ᾱ_1 = β_1 ≈ 1e-4). See docs/conventions.md.
 
@@ -32,13 +32,13 @@ Scalar = int | float | np.integer | np.floating | Real[np.ndarray, ""]
 """A real number: Python int/float, NumPy scalar or 0-d array."""
 
 Index = int | np.integer
-"""An integer time or step index."""
+"""An integer index: a time t, a count of steps, a size."""
 
 ArrayOrScalar = Float[np.ndarray, "*shape"] | Scalar
 
 
 def sqrt_nonneg(x: ArrayOrScalar) -> ArrayOrScalar:
-    """Square root clamped at zero (TorchLean `sqrtNonneg`).
+    """Square root clamped at zero.
 
     Formula: sqrt_nonneg(x) = sqrt(max(x, 0)).
     Used for every square root of a variance-like quantity (ᾱ, 1 − ᾱ, α, β̃, σ²), which can
@@ -49,17 +49,17 @@ def sqrt_nonneg(x: ArrayOrScalar) -> ArrayOrScalar:
 
 
 def safe_div(x: ArrayOrScalar, y: ArrayOrScalar) -> ArrayOrScalar:
-    """Division with the denominator shifted by EPS (TorchLean `safeDiv`).
+    """Division with the denominator shifted by EPS.
 
     Formula: safe_div(x, y) = x / (y + EPS), EPS = 1e-12. Every denominator it guards is
-    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, σ(t), ᾱ_prev), so y + EPS > 0.
+    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, √(1 − ᾱ(t)), ᾱ_prev), so y + EPS > 0.
     Shapes: x, y broadcastable (or scalars) -> broadcast shape.
     """
     return x / (y + EPS)
 
 
 def mse(a: Float[np.ndarray, "*shape"], b: Float[np.ndarray, "..."]) -> Scalar:
-    """Mean squared error (TorchLean `mseSpec`).
+    """Mean squared error.
 
     Formula: mse(a, b) = (1/n) Σ_i (a_i − b_i)², the mean over all n elements.
     Shapes: a (*shape), b (*shape) -> scalar. Different shapes are a ValueError (no broadcasting).
@@ -122,10 +122,11 @@ def same_shape(name: str, value: np.ndarray | None, other_name: str, shape: tupl
 
 
 def holds(condition: object, message: str) -> Rule:
-    """Rule: `condition` is true, else ValueError(message). Shapes: scalars."""
+    """Rule: `condition` is true, else ValueError(message). A callable condition is called only
+    when the rule runs (after the rules before it passed). Shapes: scalars."""
 
     def rule() -> None:
-        if not condition:
+        if not (condition() if callable(condition) else condition):
             raise ValueError(message)
 
     return rule

@@ -92,7 +92,7 @@ def ddim_prev(
     eps_hat: Float[np.ndarray, "..."],
     clip: bool = True,
 ) -> Float[np.ndarray, "*shape"]:
-    """Deterministic DDIM update from ᾱ_prev, ᾱ_t and ε̂ (DDIM Eq. 12, η = 0; TorchLean `ddimPrev`).
+    """Deterministic DDIM update from ᾱ_prev, ᾱ_t and ε̂ (DDIM Eq. 12, η = 0).
 
     Formula: x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t)), clipped to [−1, 1]
     if clip; x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev)·ε̂.
@@ -122,7 +122,7 @@ def ddim_step(
 def ddim_sample(
     sched: VPSchedule, model: AnyModel, x_T: Float[np.ndarray, "*shape"]
 ) -> Float[np.ndarray, "*shape"]:
-    """Deterministic DDIM sampling over every time step (TorchLean `ddimSample`).
+    """Deterministic DDIM sampling over every time step.
 
     Formula: for t = T, …, 1: x ← ddim_step(sched, model, t, x).
     Shapes: x_T (*shape) -> (*shape).

@@ -1,8 +1,9 @@
 """Ancestral sampling (DDPM, Ho et al. 2020, Algorithm 2 and Eq. 11).
 
 The reverse step at time t ∈ {1..T} maps x_t → x_{t−1}. Its noise scale is the "fixed small"
-choice σ_t = √β̃_t (DDPM §3.2), so β̃_1 = 0 makes the last step noiseless. The model's output reaches the step only as x̂_0 (`spec.prediction.denoise`), so an
-ε-, x_0- or v-prediction model runs through the same formula.
+choice σ_t = √β̃_t (DDPM §3.2), so β̃_1 = 0 makes the last step noiseless. The model's output
+reaches the step only as x̂_0 (`spec.prediction.denoise`), so an ε-, x_0- or v-prediction model
+runs through the same formula.
 """
 
 import numpy as np
@@ -19,7 +20,7 @@ __all__ = ["x0_pred", "ddpm_step", "ddpm_sample"]
 def x0_pred(
     sched: VPSchedule, model: AnyModel, x_t: Float[np.ndarray, "*shape"], t: Index
 ) -> Float[np.ndarray, "*shape"]:
-    """Predicted clean sample x̂_0 (DDPM Eq. 4 solved for x_0; DDIM Eq. 9; TorchLean `x0Pred`).
+    """Predicted clean sample x̂_0 (DDPM Eq. 4 solved for x_0; DDIM Eq. 9).
 
     Formula: x̂_0 = denoise(sched, model, x_t, t)[0], t ∈ {0..T}; for an ε-model
     x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε_θ(x_t, t/T), sqrt_nonneg(ᾱ_t)). Unclipped.
@@ -58,7 +59,7 @@ def ddpm_sample(
     x_T: Float[np.ndarray, "*shape"],
     noise: Float[np.ndarray, "..."],
 ) -> Float[np.ndarray, "*shape"]:
-    """Ancestral sampling x_T → x_0 (DDPM Algorithm 2; TorchLean `ddpmSample`).
+    """Ancestral sampling x_T → x_0 (DDPM Algorithm 2).
 
     Formula: for t = T, …, 1: x ← ddpm_step(sched, model, t, x, noise[t − 1]).
     The step at time t uses noise[t − 1], so noise[T − 1] is used first.

@@ -57,8 +57,7 @@ def vp_to_edm(
     Formula: x̃ = safe_div(x_t, sqrt_nonneg(ᾱ)); σ = sqrt_nonneg(safe_div(1 − ᾱ, ᾱ)), ᾱ ∈ (0, 1].
     Shapes: x_t (*shape), alpha_bar scalar -> ((*shape), scalar).
     """
-    if not 0 < alpha_bar <= 1:
-        raise ValueError(f"alpha_bar must lie in (0, 1], got alpha_bar = {alpha_bar!r}")
+    check(holds(0 < alpha_bar <= 1, f"alpha_bar must lie in (0, 1], got alpha_bar = {alpha_bar!r}"))
     return safe_div(x_t, sqrt_nonneg(alpha_bar)), sqrt_nonneg(safe_div(1 - alpha_bar, alpha_bar))
 
 
@@ -70,8 +69,7 @@ def edm_to_vp(
     Formula: ᾱ = 1/(1 + σ²); x_t = x̃/√(1 + σ²), σ ≥ 0.
     Shapes: x_tilde (*shape), sigma scalar -> (scalar, (*shape)).
     """
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got sigma = {sigma!r}")
+    check(holds(sigma >= 0, f"sigma must be >= 0, got sigma = {sigma!r}"))
     return 1 / (1 + sigma**2), x_tilde / np.sqrt(1 + sigma**2)
 
 
@@ -119,10 +117,8 @@ def _slope(
 
 
 def _check_sigma_pair(sigma: Scalar, sigma_next: Scalar) -> None:
-    if not 0 <= sigma_next < sigma:
-        raise ValueError(
-            f"need 0 <= sigma_next < sigma, got sigma = {sigma!r}, sigma_next = {sigma_next!r}"
-        )
+    check(holds(0 <= sigma_next < sigma,
+                f"need 0 <= sigma_next < sigma, got sigma = {sigma!r}, sigma_next = {sigma_next!r}"))
 
 
 def edm_euler_step(

@@ -16,7 +16,7 @@ __all__ = ["q_sample", "q_posterior_mean_variance"]
 def q_sample(
     sched: VPSchedule, x0: Float[np.ndarray, "*shape"], t: Index, eps: Float[np.ndarray, "..."]
 ) -> Float[np.ndarray, "*shape"]:
-    """Sample x_t ~ q(x_t | x_0) with explicit noise (DDPM Eq. 4; TorchLean `qSample`).
+    """Sample x_t ~ q(x_t | x_0) with explicit noise (DDPM Eq. 4).
 
     Formula: x_t = sqrt_nonneg(ᾱ_t)·x_0 + sqrt_nonneg(1 − ᾱ_t)·ε,  t ∈ {0..T}
     (t = 0 gives x_0 itself).

@@ -4,8 +4,8 @@ L = L_T + Σ_{t=2..T} L_{t−1} + L_0 with the reverse variance fixed to β̃_t 
     L_T     = KL(q(x_T | x_0) ‖ N(0, I))                                (no model)
     L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ N(μ_θ(x_t, t), β̃_t·I)),  t = 2..T
     L_0     = −log p(x_0 | x_1),  p the discretized Gaussian N(μ_θ(x_1, 1), β_1) on the data bins
-μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x0_pred (unclipped). L_0 uses
-σ_1² = β_1 because β̃_1 = 0 (DDPM §3.3).
+μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x0_pred (unclipped). L_0's decoder
+has variance β_1 (DDPM §3.2's other choice of reverse variance, β_t), because β̃_1 = 0.
 
 Data bins: the values 2k/(bins − 1) − 1, k = 0..bins−1 (256 for 8-bit images, 17 for the digits);
 the bin of x is [x − 1/(bins−1), x + 1/(bins−1)], the lowest extended to −∞ and the highest to
@@ -131,7 +131,7 @@ def vlb_terms(
         mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
         mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_t, t), x_t, t)
         terms[t - 1] = np.sum(normal_kl(mean_q, np.log(var), mean_p, np.log(var)))
-    # L_0: discretized decoder with σ_1² = β_1
+    # L_0: discretized decoder with variance β_1 (β̃_1 = 0)
     x_1 = q_sample(sched, x0, 1, noise[0])
     mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_1, 1), x_1, 1)
     log_scale = 0.5 * np.log(sched.beta[1])

@@ -149,7 +149,7 @@ def pf_ode_rhs(
 def euler_step(
     f: Callable[[Any, Any], Any], x: Float[np.ndarray, "*shape"], t: Scalar, dt: Scalar
 ) -> Float[np.ndarray, "*shape"]:
-    """One explicit Euler step (Euler's method; TorchLean `eulerStep`).
+    """One explicit Euler step (Euler's method).
 
     Formula: x' = x + dt·f(x, t)  (dt is signed; dt < 0 integrates backwards in time).
     Shapes: x (*shape), f(x, t) (*shape) -> (*shape).

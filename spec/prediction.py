@@ -201,7 +201,8 @@ def predict_eps(
 
 
 def v_target(sched: VPSchedule, x0: Array, t: Index, eps: Float[np.ndarray, "..."]) -> Array:
-    """The velocity v of x_0 and ε at time t (Salimans & Ho 2022, §4: v ≡ α_t·ε − σ_t·x).
+    """The velocity v of x_0 and ε at time t (Salimans & Ho 2022, §4: v ≡ α_t·ε − σ_t·x, with
+    their α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t)).
 
     Formula: v = sqrt_nonneg(ᾱ_t)·ε − sqrt_nonneg(1 − ᾱ_t)·x0, t ∈ {0..T}.
     Shapes: x0 (*shape), eps (*shape) -> (*shape).
