@@ -141,7 +141,7 @@ def spec_runner(name: str) -> Run:
         if name == "heun":
             return 2 * n - 1, spec.edm_sample_heun(vp, cont, x_tilde, sigmas)
         sched = spec.VPSchedule(discrete_betas(sigmas))
-        oracle = _SpecOracle(_table_lookup(sched.alpha_bars()))
+        oracle = _SpecOracle(_table_lookup(sched.alpha_bar))
         grid = list(range(n, -1, -1))
         if name == "ddim":
             return n, spec.ddim_sample_strided(sched, oracle, x, grid)

@@ -36,7 +36,7 @@ record = RECORDS.add
 
 record(
     skip=BF16_ILL_CONDITIONED,
-    name="ddim_step", plan=batch_plans(model=True, t_high=-1),
+    name="ddim_step", plan=batch_plans(model=True, t_low=1),
     build=lambda p: Call([sched_of(p), model_of(p), time_of(p["time"]), Batched(images(p, 0))]),
     tolerances={"bfloat16": MODEL_BF16},
 )
@@ -45,15 +45,6 @@ record(
     name="ddim_sample", plan=batch_plans(max_T=20, model=True), sampler=True,
     build=lambda p: Call([sched_of(p), model_of(p), Batched(images(p, 0))]),
     tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,
-)
-record(
-    skip=BF16_ILL_CONDITIONED,
-    name="ddim_step_system", plan=batch_plans(model=True, t_high=-1),
-    build=lambda p: Call([sched_of(p), model_of(p), p["time"]["t"] if not p["time"]["per_sample"]
-                          else p["time"]["t"][0], Batched(images(p, 0))]),
-    spec_fn=lambda s, m, k, x: spec.ddim.ddim_step_system(s, m, k).step(x),
-    runtime_fn=lambda s, m, k, x: runtime.ddim.ddim_step_system(s, m, k).step(x),
-    tolerances={"bfloat16": MODEL_BF16},
 )
 
 

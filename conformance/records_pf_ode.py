@@ -116,8 +116,8 @@ record(
     skip=PF_SMALL_T,
     name="VPLinearSchedule", plan=_pf_plans(), batched=True,
     build=lambda p: Call([_pf(p), Times(p["t"] if isinstance(p["t"], list) else [p["t"]])]),
-    spec_fn=lambda s, t: (s.beta(t), s.alpha_bar(t), s.sigma(t)),
-    runtime_fn=lambda s, t: (s.beta(t), s.alpha_bar(t), s.sigma(t)),
+    spec_fn=lambda s, t: (s.beta(t), s.alpha_bar(t), s.sqrt_one_minus_alpha_bar(t)),
+    runtime_fn=lambda s, t: (s.beta(t), s.alpha_bar(t), s.sqrt_one_minus_alpha_bar(t)),
 )
 record(
     skip=PF_SKIP,
@@ -142,14 +142,6 @@ record(
     build=lambda p: Call([_pf(p), _pf_model(p), p["steps"], Batched(images(p, 0))]),
     sampler=True, tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,
 )
-record(
-    skip=PF_SKIP,
-    name="pf_ode_euler_system", plan=_pf_plans(per_sample_time=False),
-    build=lambda p: Call([_pf(p), _pf_model(p), p["t"], p["dt"], Batched(images(p, 0))]),
-    spec_fn=lambda s, m, t, dt, x: spec.pf_ode.pf_ode_euler_system(s, m, t, dt).step(x),
-    runtime_fn=lambda s, m, t, dt, x: runtime.pf_ode.pf_ode_euler_system(s, m, t, dt).step(x),
-    tolerances={"bfloat16": MODEL_BF16},
-)
 
 
 @st.composite
@@ -166,6 +158,8 @@ record(
     build=lambda p: Call([Fn(spec.pf_ode.VPCosineSchedule(p["s"]),
                              runtime.pf_ode.VPCosineSchedule(p["s"]), f"VPCosine({p['s']:g})"),
                           Times(p["t"]), Times(p["sigma"])]),
-    spec_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sigma(t), s.time_of_edm_sigma(sig)),
-    runtime_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sigma(t), s.time_of_edm_sigma(sig)),
+    spec_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sqrt_one_minus_alpha_bar(t),
+                               s.time_of_edm_sigma(sig)),
+    runtime_fn=lambda s, t, sig: (s.beta(t), s.alpha_bar(t), s.sqrt_one_minus_alpha_bar(t),
+                                  s.time_of_edm_sigma(sig)),
 )

@@ -25,14 +25,14 @@ record = RECORDS.add
 def _schedule_plans(draw: Any) -> Plan:
     sched = draw(S.beta_schedules())
     T = sched["T"]
-    return {"schedule": sched, "k": draw(st.integers(0, T - 1)), "t": draw(st.integers(0, T))}
+    return {"schedule": sched, "t": draw(st.integers(0, T))}
 
 
 record(
     name="VPSchedule", plan=_schedule_plans(), batched=False,
-    build=lambda p: Call([sched_of(p), p["k"], p["t"]]),
-    spec_fn=lambda s, k, t: (s.T, s.alpha_bars(), s.beta(k), s.alpha(k), s.alpha_bar(t)),
-    runtime_fn=lambda s, k, t: (s.T, s.alpha_bars, s.beta(k), s.alpha(k), s.alpha_bar(t)),
+    build=lambda p: Call([sched_of(p), p["t"]]),
+    spec_fn=lambda s, t: (s.T, s.beta, s.alpha, s.alpha_bar, s.alpha_bar[t]),
+    runtime_fn=lambda s, t: (s.T, s.beta[:], s.alpha[:], s.alpha_bar[:], s.alpha_bar[t]),
     errors=(
         ("a beta above 1", lambda: spec.schedule.VPSchedule(np.array([0.1, 1.5])),
          lambda: runtime.schedule.Schedule([0.1, 1.5])),

@@ -4,11 +4,12 @@ Each module mirrors the spec module of the same name, and each spec function has
 same name (`runtime.forward.q_sample`, `runtime.ddim.ddim_step`, …); `conformance/` proves them
 equal. The runtime never imports `spec`. Differences from the spec, all deliberate:
 
-* a leading batch axis; a time index `t` (or step index `k`) is a Python int (one time for the
+* a leading batch axis; a time index `t` is a Python int (one time for the
   batch) or a (B,) LongTensor (one time per sample); per-sample results equal the spec's;
 * `runtime.schedule.Schedule` (alias `VPSchedule`) computes every coefficient table once in
   float64 (with the spec's EPS / sqrt_nonneg / safe_div placements) and casts each table once
-  per (dtype, device); steps gather `table[t]` with no host synchronisation;
+  per (dtype, device); every table is T + 1 long, indexed by t and named after its formula
+  (`sched.sqrt_alpha_bar.at(t, x)`); steps gather `table[t]` with no host synchronisation;
 * float64, float32 and bfloat16 inputs; results come back in the input's dtype; the few
   elementwise operations of a step run in at least float32, and per-step coefficients are
   computed in float64;

@@ -1,10 +1,11 @@
 """Deterministic and stochastic DDIM: the twins of `spec.ddim`, batched.
 
-Notation: DDIM's α_t is DDPM's ᾱ_t; we write ᾱ everywhere. A step goes from time t to an earlier
-time t_prev (0 ≤ t_prev < t ≤ T); `ddim_step(k)` is the adjacent step t = k + 1 → k. The model is
-fed t/T. Per-step coefficients (σ and the direction coefficient) are computed in float64 from the
-schedule's ᾱ table and cast once to the working dtype (float32 for 16-bit inputs).
-Shapes: x_t, z (B, C, H, W); t, t_prev, k an int or a (B,) LongTensor; noise (S, B, C, H, W).
+Notation as in `spec.ddim`: DDIM's α_t is DDPM's ᾱ_t, written ᾱ everywhere; DDIM's σ_t(η) is
+σ_η. A step goes from time t to an earlier time t_prev (0 ≤ t_prev < t ≤ T); `ddim_step(t)` is
+the adjacent step t → t − 1. The model is fed t/T. Per-step coefficients (σ_η and the direction
+coefficient) are computed in float64 from the schedule's ᾱ table and cast once to the working
+dtype (float32 for 16-bit inputs).
+Shapes: x_t, z (B, C, H, W); t, t_prev an int or a (B,) LongTensor; noise (S, B, C, H, W).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
-from runtime.dynamics import DynamicalSystem
 from runtime.prediction import denoise, x0_from_output
 from runtime.schedule import Schedule, TimeIndex
 
@@ -25,20 +25,20 @@ def _ddim_update(
     ab_prev: Tensor,
     x0: Tensor,
     eps_hat: Tensor,
-    sigma: Tensor,
+    sigma_eta: Tensor,
     z: Tensor | None,
     clip: bool,
 ) -> Tensor:
     """Steps 2 and 4 of the DDIM update (DDIM Eq. 12) from x̂0 and ε̂, in x0's dtype.
-    ab_prev, sigma: coefficient-dtype (float64) tensors broadcastable to x0."""
+    ab_prev, sigma_eta: coefficient-dtype (float64) tensors broadcastable to x0."""
     # 2. x̂0 (from runtime.prediction), clipped to [−1, 1] on request
     if clip:
         x0 = x0.clamp(-1.0, 1.0)
-    # 4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z   (the model's ε̂ gives the direction)
-    direction = sqrt_nonneg(1.0 - ab_prev - sigma**2).to(x0.dtype)
+    # 4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z (the model's ε̂ gives the direction)
+    direction = sqrt_nonneg(1.0 - ab_prev - sigma_eta**2).to(x0.dtype)
     x_prev = sqrt_nonneg(ab_prev).to(x0.dtype) * x0 + direction * eps_hat
     if z is not None:
-        x_prev = x_prev + sigma.to(x0.dtype) * z.to(x0.dtype)
+        x_prev = x_prev + sigma_eta.to(x0.dtype) * z.to(x0.dtype)
     return x_prev
 
 
@@ -52,8 +52,8 @@ def ddim_prev(
     cd = coef_dtype(x_t.device)
     x0 = x0_from_output(ab, x_t.to(wd), eps_hat.to(wd), "eps")
     ab_prev = torch.as_tensor(ab_prev, dtype=cd, device=x_t.device)
-    sigma = torch.zeros((), dtype=cd, device=x_t.device)
-    out = _ddim_update(ab_prev, x0, eps_hat.to(wd), sigma, None, clip)
+    sigma_eta = torch.zeros((), dtype=cd, device=x_t.device)
+    out = _ddim_update(ab_prev, x0, eps_hat.to(wd), sigma_eta, None, clip)
     return out.to(x_t.dtype)
 
 
@@ -71,10 +71,10 @@ def ddim_step_between(
 
     1. x̂0, ε̂ from the model's output at (x_t, t/T) (runtime.prediction.denoise; for an ε-model
        x̂0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t); x̂0 clipped to [−1, 1] if `clip`
-    3. σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)
-    4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z
-    `z` is required when eta > 0 (ValueError); with eta = 0 and no z the σ·z term is 0.
-    With eta = 1 and t_prev = t − 1, σ² = β̃_t (the DDPM posterior variance).
+    3. σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)
+    4. x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z
+    `z` is required when eta > 0 (ValueError); with eta = 0 and no z the σ_η·z term is 0.
+    With eta = 1 and t_prev = t − 1, σ_η² = β̃_t (the DDPM posterior variance).
     Shapes: x_t, z (B, C, H, W); t, t_prev int or (B,) -> (B, C, H, W).
     """
     if not isinstance(t, Tensor) and not isinstance(t_prev, Tensor):
@@ -84,38 +84,33 @@ def ddim_step_between(
         raise ValueError(f"eta must be >= 0, got eta = {eta!r}")
     if eta > 0 and z is None:
         raise ValueError(f"eta = {eta} > 0 needs the noise z, got z = None")
-    ab = sched.coef("alpha_bars", t, x_t)  # ᾱ_t, float64
-    ab_prev = sched.coef("alpha_bars", t_prev, x_t)  # ᾱ_prev, float64
+    ab = sched.alpha_bar.coef(t, x_t)  # ᾱ_t, float64
+    ab_prev = sched.alpha_bar.coef(t_prev, x_t)  # ᾱ_prev, float64
     # 1. x̂0 and ε̂ (working dtype) from the model's output
     x0, eps_hat = denoise(sched, model, x_t, t)
-    # 3. σ (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0)
-    sigma = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
+    # 3. σ_η (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0)
+    sigma_eta = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
         1.0 - safe_div(ab, ab_prev)
     )
     # 2. and 4.
-    out = _ddim_update(ab_prev, x0, eps_hat, sigma, z, clip)
+    out = _ddim_update(ab_prev, x0, eps_hat, sigma_eta, z, clip)
     return out.to(x_t.dtype)
 
 
-def ddim_step(sched: Schedule, model: EpsModel, k: TimeIndex, x_t: Tensor) -> Tensor:
-    """The adjacent deterministic step x_{k+1} → x_k (η = 0, unclipped)   (DDIM Eq. 12).
-    Shapes: x_t (B, C, H, W); k int or (B,) -> (B, C, H, W)."""
-    return ddim_step_between(sched, model, k + 1, k, x_t)
+def ddim_step(sched: Schedule, model: EpsModel, t: TimeIndex, x_t: Tensor) -> Tensor:
+    """The adjacent deterministic step x_t → x_{t−1}, t ∈ {1..T} (η = 0, unclipped)   (DDIM Eq. 12).
+    Shapes: x_t (B, C, H, W); t int or (B,) -> (B, C, H, W)."""
+    return ddim_step_between(sched, model, t, t - 1, x_t)
 
 
 @torch.no_grad()
 def ddim_sample(sched: Schedule, model: EpsModel, x_T: Tensor, progress: bool = False) -> Tensor:
-    """x_0 from x_T by the T adjacent deterministic steps k = T−1, …, 0   (DDIM, η = 0).
+    """x_0 from x_T by the T adjacent deterministic steps t = T, …, 1   (DDIM, η = 0).
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
     x = x_T
-    for k in tqdm(range(sched.T - 1, -1, -1), desc="ddim", disable=not progress):
-        x = ddim_step(sched, model, k, x)
+    for t in tqdm(range(sched.T, 0, -1), desc="ddim", disable=not progress):
+        x = ddim_step(sched, model, t, x)
     return x
-
-
-def ddim_step_system(sched: Schedule, model: EpsModel, k: int) -> DynamicalSystem:
-    """x ↦ ddim_step(sched, model, k, x) as a DynamicalSystem."""
-    return DynamicalSystem(lambda x: ddim_step(sched, model, k, x))
 
 
 def ddim_timesteps(T: int, num_steps: int) -> list[int]:
@@ -187,6 +182,5 @@ __all__ = [
     "ddim_sample_strided",
     "ddim_step",
     "ddim_step_between",
-    "ddim_step_system",
     "ddim_timesteps",
 ]

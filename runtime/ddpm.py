@@ -1,9 +1,9 @@
 """Ancestral sampling (DDPM): the twins of `spec.ddpm`, batched.
 
-Notation: the reverse step with index k ∈ {0..T−1} maps x_{k+1} → x_k, so it works at t = k + 1;
-the model is fed t/T. The step arithmetic runs in float64/float32 (float32 for 16-bit inputs) with
+Notation and time convention as in `spec` (spec/__init__.py): the reverse step at time t ∈ {1..T}
+maps x_t → x_{t−1}; the model is fed t/T. The step arithmetic runs in float64/float32 (float32 for 16-bit inputs) with
 coefficients from the schedule's float64 tables; results come back in x_t's dtype.
-Shapes: x_t, z (B, C, H, W); k, t an int or a (B,) LongTensor; noise (T, B, C, H, W).
+Shapes: x_t, z (B, C, H, W); t an int or a (B,) LongTensor; noise (T, B, C, H, W).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from runtime.prediction import denoise
 from runtime.schedule import Schedule, TimeIndex
 
 
-def _check_step_index(k: TimeIndex, T: int) -> None:
-    if not isinstance(k, Tensor) and not 0 <= k < T:
-        raise ValueError(f"step index k = {k} is outside 0..{T - 1} (the step k maps x_(k+1) to x_k)")
+def _check_step_time(t: TimeIndex, T: int) -> None:
+    if not isinstance(t, Tensor) and not 1 <= t <= T:
+        raise ValueError(f"t = {t} is outside 1..{T} (the step at time t maps x_t to x_(t-1))")
 
 
 def x0_pred(sched: Schedule, model: EpsModel, x_t: Tensor, t: TimeIndex) -> Tensor:
@@ -32,25 +32,24 @@ def x0_pred(sched: Schedule, model: EpsModel, x_t: Tensor, t: TimeIndex) -> Tens
     return denoise(sched, model, x_t, t)[0].to(x_t.dtype)
 
 
-def ddpm_step(sched: Schedule, model: EpsModel, k: TimeIndex, x_t: Tensor, z: Tensor) -> Tensor:
-    """One ancestral step x_t → x_{t−1}, t = k + 1   (DDPM Algorithm 2, Eq. 11).
+def ddpm_step(sched: Schedule, model: EpsModel, t: TimeIndex, x_t: Tensor, z: Tensor) -> Tensor:
+    """One ancestral step x_t → x_{t−1}, t ∈ {1..T}   (DDPM Algorithm 2, Eq. 11).
 
     x_{t−1} = μ̃_t(x_t, x̂0) + σ_t·z with x̂0 from the model's output (runtime.prediction) and
     σ_t² = β̃_t ("fixed small"; β̃_1 = 0, so the last step adds no noise); for an ε-model this is
     (x_t − β_t/√(1 − ᾱ_t)·ε̂) / √α_t + σ_t·z, written through x̂0 so that α_T = 0 (zero terminal
-    SNR) stays total. Shapes: x_t, z (B, C, H, W); k int or (B,) -> (B, C, H, W).
+    SNR) stays total. Shapes: x_t, z (B, C, H, W); t int or (B,) -> (B, C, H, W).
     """
-    _check_step_index(k, sched.T)
+    _check_step_time(t, sched.T)
     wd = work_dtype(x_t.dtype)
-    t = k + 1
     # 1. x̂0 from the model's output at (x_t, t/T)
     x0_hat = denoise(sched, model, x_t, t)[0]
     # 2. mean = μ̃_t(x_t, x̂0) (DDPM Eq. 7)
     mean, _ = q_posterior_mean_variance(sched, x0_hat, x_t.to(wd), t)
     # 3. σ_t = √β̃_t
-    sigma = sched.at("posterior_std", t, x_t)
+    sigma_t = sched.sqrt_beta_tilde.at(t, x_t)
     # 4. x_{t−1} = mean + σ_t·z
-    return (mean + sigma * z.to(wd)).to(x_t.dtype)
+    return (mean + sigma_t * z.to(wd)).to(x_t.dtype)
 
 
 @torch.no_grad()
@@ -62,9 +61,9 @@ def ddpm_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> Tensor:
-    """x_0 from x_T by T ancestral steps k = T−1, …, 0   (DDPM Algorithm 2).
+    """x_0 from x_T by T ancestral steps t = T, …, 1   (DDPM Algorithm 2).
 
-    Step k uses `noise[k]` (so noise[T−1] first) when `noise` (T, B, C, H, W) is given; otherwise
+    The step at time t uses `noise[t − 1]` (so noise[T − 1] first) when `noise` (T, B, C, H, W) is given; otherwise
     it draws torch.randn(x.shape, generator=generator) just before the step (the generator must
     live on x_T's device; None means torch's default generator). `progress=True` shows a tqdm bar.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad().
@@ -75,12 +74,12 @@ def ddpm_sample(
             f"noise must have shape (T, *x_T.shape) = {(T, *x_T.shape)}, got {tuple(noise.shape)}"
         )
     x = x_T
-    for k in tqdm(range(T - 1, -1, -1), desc="ddpm", disable=not progress):
+    for t in tqdm(range(T, 0, -1), desc="ddpm", disable=not progress):
         if noise is not None:
-            z = noise[k]
+            z = noise[t - 1]
         else:
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = ddpm_step(sched, model, k, x, z)
+        x = ddpm_step(sched, model, t, x, z)
     return x
 
 

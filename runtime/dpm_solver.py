@@ -63,14 +63,14 @@ def dpm_solver_pp_2m_step(
         if t_prev is not None and not t < t_prev <= sched.T:
             raise ValueError(f"need t < t_prev <= T = {sched.T}, got t = {t}, t_prev = {t_prev}")
     wd = work_dtype(x_t.dtype)
-    ab = sched.coef("alpha_bars", t, x_t)  # float64
-    ab_next = sched.coef("alpha_bars", t_next, x_t)
+    ab = sched.alpha_bar.coef(t, x_t)  # float64
+    ab_next = sched.alpha_bar.coef(t_next, x_t)
     x0 = x0_hat.to(wd)
     # 1. D (line 7); c = 0 gives the first-order D = x̂_0
     if x0_hat_prev is None:
         D = x0
     else:
-        lam_prev = half_log_snr(sched.coef("alpha_bars", t_prev, x_t))
+        lam_prev = half_log_snr(sched.alpha_bar.coef(t_prev, x_t))
         lam, lam_next = half_log_snr(ab), half_log_snr(ab_next)
         c = (lam_next - lam) / (2.0 * (lam - lam_prev))
         c = torch.where(ab_next < 1.0, c, torch.zeros_like(c)).to(wd)

@@ -14,8 +14,8 @@ from runtime.schedule import Schedule, TimeIndex
 def q_sample(sched: Schedule, x0: Tensor, t: TimeIndex, eps: Tensor) -> Tensor:
     """x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε   (DDPM Eq. 4). Shapes: (B, …) -> (B, …)."""
     out = (
-        sched.at("sqrt_alpha_bars", t, x0) * x0
-        + sched.at("sqrt_one_minus_alpha_bars", t, x0) * eps
+        sched.sqrt_alpha_bar.at(t, x0) * x0
+        + sched.sqrt_one_minus_alpha_bar.at(t, x0) * eps
     )
     return out.to(x0.dtype)
 
@@ -25,17 +25,17 @@ def q_posterior_mean_variance(
 ) -> tuple[Tensor, Tensor]:
     """Mean and variance of q(x_{t−1} | x_t, x0), t ∈ {1..T}   (DDPM Eq. 6–7).
 
-    mean = coef_x0·x0 + coef_xt·x_t with coef_x0 = √ᾱ_{t−1}·β_t/(1 − ᾱ_t),
-    coef_xt = √α_t·(1 − ᾱ_{t−1})/(1 − ᾱ_t); variance β̃_t = (1 − ᾱ_{t−1})·β_t/(1 − ᾱ_t).
+    mean = coef_x0·x0 + coef_x_t·x_t with coef_x0 = √ᾱ_{t−1}·β_t/(1 − ᾱ_t),
+    coef_x_t = √α_t·(1 − ᾱ_{t−1})/(1 − ᾱ_t); variance β̃_t = (1 − ᾱ_{t−1})·β_t/(1 − ᾱ_t).
     Shapes: x0, x_t (B, …) -> mean (B, …), variance 0-d (int t) or (B, 1, …, 1) (tensor t).
     """
     if not isinstance(t, Tensor) and not 1 <= t <= sched.T:
         raise ValueError(f"t = {t} is outside 1..{sched.T} (q(x_{{t-1}} | x_t, x0) needs t >= 1)")
     mean = (
-        sched.at("posterior_mean_coef_x0", t, x0) * x0
-        + sched.at("posterior_mean_coef_xt", t, x0) * x_t
+        sched.mu_tilde_coef_x0.at(t, x0) * x0
+        + sched.mu_tilde_coef_x_t.at(t, x0) * x_t
     )
-    variance = sched.at("posterior_variance", t, x0)
+    variance = sched.beta_tilde.at(t, x0)
     return mean.to(x0.dtype), variance.to(device=x0.device, dtype=x0.dtype)
 
 

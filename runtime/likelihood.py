@@ -117,7 +117,7 @@ def vlb_terms(
 
     terms = x0.new_zeros((x0.shape[0], T + 1))
     # L_T: the prior term, no model
-    ab_T = sched.coef("alpha_bars", T, x0).to(x0.device)
+    ab_T = sched.alpha_bar.coef(T, x0).to(x0.device)
     prior = normal_kl(sqrt_nonneg(ab_T).to(wd) * x0, torch.log(1 - ab_T).to(wd), 0.0, 0.0)
     terms[:, T] = _sum_per_sample(prior)
     # L_{t−1}, t = 2..T: posterior vs model, both with variance β̃_t
@@ -125,12 +125,12 @@ def vlb_terms(
         x_t = q_sample(sched, x0, t, noise[t - 1].to(wd))
         mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
         mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model_wd, x_t, t), x_t, t)
-        log_var = torch.log(sched.coef("posterior_variance", t, x0)).to(x0.device, wd)
+        log_var = torch.log(sched.beta_tilde.coef(t, x0)).to(x0.device, wd)
         terms[:, t - 1] = _sum_per_sample(normal_kl(mean_q, log_var, mean_p, log_var))
     # L_0: discretized decoder with σ_1² = β_1
     x_1 = q_sample(sched, x0, 1, noise[0].to(wd))
     mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model_wd, x_1, 1), x_1, 1)
-    log_scale = (0.5 * torch.log(sched.coef("beta_t", 1, x0))).to(x0.device, wd)
+    log_scale = (0.5 * torch.log(sched.beta.coef(1, x0))).to(x0.device, wd)
     terms[:, 0] = -_sum_per_sample(discretized_gaussian_log_likelihood(x0, mean_p, log_scale, bins))
     return terms
 

@@ -1,12 +1,12 @@
 """The probability-flow ODE of the VP SDE and its Euler sampler: the twins of `spec.pf_ode`.
 
-Continuous time t ∈ [0, 1] (Song et al. 2021). Linear: β(t) = β0 + t·(β1 − β0),
-ᾱ(t) = exp(−(β0·t + ½·(β1 − β0)·t²)); cosine (Nichol & Dhariwal 2021): u = (t + s)/(1 + s)·π/2,
-ᾱ(t) = cos²u/cos²u(0), β(t) = π/(1 + s)·tan u; σ(t) = √(1 − ᾱ(t)). The model is fed t itself.
-Drift (Song et al. 2021, Eq. 13 with score = −ε̂/σ(t)): dx/dt = −½β(t)·x + ½·β(t)/σ(t)·ε̂(x, t),
-ε̂ converted from an x0- or v-model's output at ᾱ(t) by runtime.prediction.
-TorchLean's pfOdeRhs omits the ½ of the second term, and its Euler recursion evaluates the drift
-at t = 1/n first; both are errors and are not copied (see docs/errata.md).
+Continuous time t ∈ [0, 1] (Song et al. 2021). Linear: β(t) = β_min + t·(β_max − β_min),
+ᾱ(t) = exp(−(β_min·t + ½·(β_max − β_min)·t²)); cosine (Nichol & Dhariwal 2021):
+u = (t + s)/(1 + s)·π/2, ᾱ(t) = cos²u/cos²u(0), β(t) = π/(1 + s)·tan u. The model is fed t itself.
+Drift (Song et al. 2021, Eq. 13 with score = −ε̂/√(1 − ᾱ(t))):
+dx/dt = −½β(t)·x + ½·β(t)/√(1 − ᾱ(t))·ε̂(x, t), ε̂ converted from an x0- or v-model's output at
+ᾱ(t) by runtime.prediction. TorchLean's two errata are not copied (see spec.torchlean,
+docs/errata.md).
 Shapes: x (B, C, H, W); t a float, a 0-d tensor or a (B,) tensor.
 """
 
@@ -21,7 +21,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
-from runtime.dynamics import DynamicalSystem
 from runtime.prediction import eps_from_output, prediction_of
 
 Time = float | Tensor
@@ -32,35 +31,36 @@ class VPLinearSchedule:
     """The VP SDE with linear β(t) (Song et al. 2021, §3.4; DDPM's schedule in the limit T → ∞).
     Methods take a float (giving a float) or a tensor (giving a tensor of its dtype)."""
 
-    beta0: float = 0.1
-    beta1: float = 20.0
+    beta_min: float = 0.1
+    beta_max: float = 20.0
 
     def beta(self, t: Time) -> Time:
-        """β(t) = β0 + t·(β1 − β0)."""
-        return _back(self.beta0 + _up(t) * (self.beta1 - self.beta0), t)
+        """β(t) = β_min + t·(β_max − β_min)."""
+        return _back(self.beta_min + _up(t) * (self.beta_max - self.beta_min), t)
 
     def alpha_bar(self, t: Time) -> Time:
-        """ᾱ(t) = exp(−(β0·t + ½·(β1 − β0)·t²))."""
+        """ᾱ(t) = exp(−(β_min·t + ½·(β_max − β_min)·t²))."""
         u = _up(t)
-        exponent = -(self.beta0 * u + 0.5 * (self.beta1 - self.beta0) * u**2)
+        exponent = -(self.beta_min * u + 0.5 * (self.beta_max - self.beta_min) * u**2)
         out = torch.exp(exponent) if isinstance(exponent, Tensor) else math.exp(exponent)
         return _back(out, t)
 
-    def sigma(self, t: Time) -> Time:
-        """σ(t) = √(1 − ᾱ(t)) (sqrt_nonneg). 1 − ᾱ cancels near t = 0, so 16-bit t is
+    def sqrt_one_minus_alpha_bar(self, t: Time) -> Time:
+        """√(1 − ᾱ(t)) (sqrt_nonneg). 1 − ᾱ cancels near t = 0, so 16-bit t is
         evaluated in float32 and the result rounded once."""
         return _back(sqrt_nonneg(1.0 - self.alpha_bar(_up(t))), t)
 
-    def time_of_edm_sigma(self, sigma_edm: Time) -> Time:
-        """The t with ᾱ(t) = 1/(1 + σ²): L = log1p(σ²), t = 2L/(β0 + √(β0² + 2(β1 − β0)·L))."""
-        s = _up(sigma_edm)
+    def time_of_edm_sigma(self, sigma: Time) -> Time:
+        """The t with ᾱ(t) = 1/(1 + σ²), σ EDM's noise level: L = log1p(σ²),
+        t = 2L/(β_min + √(β_min² + 2(β_max − β_min)·L))."""
+        s = _up(sigma)
         if isinstance(s, Tensor):
             L = torch.log1p(s**2)
-            root = torch.sqrt(self.beta0**2 + 2 * (self.beta1 - self.beta0) * L)
+            root = torch.sqrt(self.beta_min**2 + 2 * (self.beta_max - self.beta_min) * L)
         else:
             L = math.log1p(s**2)
-            root = math.sqrt(self.beta0**2 + 2 * (self.beta1 - self.beta0) * L)
-        return _back(2 * L / (self.beta0 + root), sigma_edm)
+            root = math.sqrt(self.beta_min**2 + 2 * (self.beta_max - self.beta_min) * L)
+        return _back(2 * L / (self.beta_min + root), sigma)
 
 
 @dataclass(frozen=True)
@@ -89,22 +89,22 @@ class VPCosineSchedule:
         cos = torch.cos(u) if isinstance(u, Tensor) else math.cos(u)
         return _back(cos**2 / math.cos(self._u(0)) ** 2, t)
 
-    def sigma(self, t: Time) -> Time:
-        """σ(t) = √(1 − ᾱ(t)) (sqrt_nonneg)."""
+    def sqrt_one_minus_alpha_bar(self, t: Time) -> Time:
+        """√(1 − ᾱ(t)) (sqrt_nonneg)."""
         return _back(sqrt_nonneg(1.0 - self.alpha_bar(_hi(t))), t)
 
-    def time_of_edm_sigma(self, sigma_edm: Time) -> Time:
-        """The t with ᾱ(t) = 1/(1 + σ²): u = atan2(√(sin²u(0) + σ²), cos u(0)),
-        t = u·2(1 + s)/π − s, clamped to [0, 1]."""
+    def time_of_edm_sigma(self, sigma: Time) -> Time:
+        """The t with ᾱ(t) = 1/(1 + σ²), σ EDM's noise level: u = atan2(√(sin²u(0) + σ²),
+        cos u(0)), t = u·2(1 + s)/π − s, clamped to [0, 1]."""
         u0 = self._u(0)
-        s = _hi(sigma_edm)
+        s = _hi(sigma)
         if isinstance(s, Tensor):
             u = torch.atan2(torch.sqrt(math.sin(u0) ** 2 + s**2), torch.full_like(s, math.cos(u0)))
             t = torch.clamp(u * 2 * (1 + self.s) / math.pi - self.s, 0.0, 1.0)
         else:
             u = math.atan2(math.sqrt(math.sin(u0) ** 2 + s**2), math.cos(u0))
             t = min(max(u * 2 * (1 + self.s) / math.pi - self.s, 0.0), 1.0)
-        return _back(t, sigma_edm)
+        return _back(t, sigma)
 
 
 def _hi(t: Time) -> Time:
@@ -125,23 +125,25 @@ def _back(value: Time, t: Time) -> Time:
 
 
 def pf_ode_rhs(sch: VPContinuousSchedule, model: EpsModel, x: Tensor, t: Time) -> Tensor:
-    """dx/dt = −½β(t)·x + ½·β(t)/σ(t)·ε̂(x, t)   (Song et al. 2021, Eq. 13; score = −ε̂/σ).
+    """dx/dt = −½β(t)·x + ½·β(t)/√(1 − ᾱ(t))·ε̂(x, t)   (Song et al. 2021, Eq. 13;
+    score = −ε̂/√(1 − ᾱ(t))).
     A float t outside [0, 1] is a ValueError (tensor t is not checked: no host sync).
     Shapes: x (B, C, H, W); t float, 0-d or (B,) -> (B, C, H, W) in x's dtype."""
     wd = work_dtype(x.dtype)
     if isinstance(t, Tensor):
         tc = t.to(device=x.device, dtype=coef_dtype(x.device))
         tc = tc.reshape(tc.shape + (1,) * (x.ndim - tc.ndim)) if tc.ndim else tc
-        beta, sigma, ab = sch.beta(tc), sch.sigma(tc), sch.alpha_bar(tc)
+        beta, sqrt_1m, ab = sch.beta(tc), sch.sqrt_one_minus_alpha_bar(tc), sch.alpha_bar(tc)
         drift_x = (-0.5 * beta).to(wd)
-        drift_eps = (0.5 * safe_div(beta, sigma)).to(wd)
+        drift_eps = (0.5 * safe_div(beta, sqrt_1m)).to(wd)
         t_norm = t.to(device=x.device, dtype=wd)
     else:
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"t must lie in [0, 1], got t = {t!r}")
-        beta, sigma, ab = sch.beta(float(t)), sch.sigma(float(t)), sch.alpha_bar(float(t))
+        tf = float(t)
+        beta, sqrt_1m, ab = sch.beta(tf), sch.sqrt_one_minus_alpha_bar(tf), sch.alpha_bar(tf)
         drift_x = -0.5 * beta
-        drift_eps = 0.5 * safe_div(beta, sigma)
+        drift_eps = 0.5 * safe_div(beta, sqrt_1m)
         t_norm = float(t)
     out = model(x, t_norm).to(wd)
     # ε̂ from the model's output at ᾱ(t) (runtime.prediction; ε̂ = out for an ε-model)
@@ -152,17 +154,6 @@ def pf_ode_rhs(sch: VPContinuousSchedule, model: EpsModel, x: Tensor, t: Time) -
 def euler_step(f: Callable[[Tensor, Time], Tensor], x: Tensor, t: Time, dt: Time) -> Tensor:
     """x + dt·f(x, t): one explicit Euler step (dt signed). Shapes: x (…) -> (…)."""
     return (x + dt * f(x, t)).to(x.dtype)
-
-
-def pf_ode_euler_system(
-    sch: VPContinuousSchedule, model: EpsModel, t: Time, dt: Time
-) -> DynamicalSystem:
-    """x ↦ euler_step(pf_ode_rhs, x, t, dt) as a DynamicalSystem."""
-
-    def rhs(y: Tensor, s: Time) -> Tensor:
-        return pf_ode_rhs(sch, model, y, s)
-
-    return DynamicalSystem(lambda x: euler_step(rhs, x, t, dt))
 
 
 @torch.no_grad()
@@ -199,7 +190,6 @@ __all__ = [
     "VPContinuousSchedule",
     "VPLinearSchedule",
     "euler_step",
-    "pf_ode_euler_system",
     "pf_ode_rhs",
     "pf_ode_sample_euler",
 ]

@@ -120,7 +120,7 @@ def _check_zero_snr(sched: Schedule, t: TimeIndex, prediction: str) -> None:
 
 
 def _table_roots(sched: Schedule, t: TimeIndex, like: Tensor) -> tuple[Tensor, Tensor]:
-    return (sched.at("sqrt_alpha_bars", t, like), sched.at("sqrt_one_minus_alpha_bars", t, like))
+    return (sched.sqrt_alpha_bar.at(t, like), sched.sqrt_one_minus_alpha_bar.at(t, like))
 
 
 def predict_x0(sched: Schedule, x_t: Tensor, out: Tensor, t: TimeIndex,
@@ -179,8 +179,8 @@ def snr(sched: Schedule, t: TimeIndex) -> Tensor:
     """SNR(t) = ᾱ_t/(1 − ᾱ_t) (safe_div; 0 exactly at ᾱ_t = 0), from the float64 table: a 0-d
     float64 tensor for an int t, a (B,) float64 tensor for a tensor t (on t's device)."""
     if isinstance(t, Tensor):
-        return sched.table("snr", coef_dtype(t.device), t.device)[t]
-    return sched.coef("snr", t, torch.zeros(()))
+        return sched.snr.cast(coef_dtype(t.device), t.device)[t]
+    return sched.snr.coef(t, torch.zeros(()))
 
 
 def min_snr_weight(sched: Schedule, t: TimeIndex, gamma: float, prediction: str) -> Tensor:

@@ -73,14 +73,14 @@ ODE_SAMPLERS = ("pf-ode", "euler", "heun", "dpm-solver++")
 def continuous_schedule(stored: dict, T: int) -> VPContinuousSchedule:
     """The checkpoint's schedule in continuous time t ∈ [0, 1] (the model's t/T)."""
     if stored.get("schedule") == "linear":
-        return VPLinearSchedule(beta0=T * float(stored["beta_start"]),
-                                beta1=T * float(stored["beta_end"]))
+        return VPLinearSchedule(beta_min=T * float(stored["beta_start"]),
+                                beta_max=T * float(stored["beta_end"]))
     return VPCosineSchedule()  # the trainer builds cosine_betas(T), s = 0.008
 
 
 def sigma_table(sched: Schedule) -> torch.Tensor:
     """σ_t = √((1 − ᾱ_t)/ᾱ_t), t = 0..T, float64 on the CPU (increasing in t)."""
-    ab = sched.table("alpha_bars", torch.float64, "cpu")
+    ab = sched.alpha_bar.float64
     return torch.sqrt((1.0 - ab) / ab)
 
 

@@ -1,16 +1,19 @@
 """Variance schedules: the twins of `spec.schedule`, plus the runtime's `Schedule` class.
 
-Notation (as in `spec`): t ∈ {0..T}; `betas[k]` = β_{k+1}, the variance of the transition
-k → k+1; ᾱ_0 = 1, ᾱ_{k+1} = ᾱ_k·(1 − betas[k]); α_t = 1 − β_t. The model is fed t/T.
+Notation and time convention as in `spec` (spec/__init__.py, docs/conventions.md): t ∈ {0..T},
+β_t, α_t = 1 − β_t, ᾱ_t = Π_{s≤t} α_s. The model is fed t/T.
 
 `Schedule` computes every coefficient table once, in float64 on the CPU, with the spec's formulas
-(EPS, `sqrt_nonneg` and `safe_div` at the spec's places), and casts each table once per
-(dtype, device) it is asked for; the casts are cached. Tables indexed by the time t have length
-T + 1; entry t = 0 of a β-type table is a placeholder (β_0 := 0, ᾱ_{−1} := 1) that no formula reads.
+(EPS, `sqrt_nonneg` and `safe_div` at the spec's places). Every table has T + 1 entries and is
+indexed by the time t; it is an attribute named after its formula (`sched.alpha_bar`,
+`sched.sqrt_one_minus_alpha_bar`, `sched.beta_tilde`, …), a `Table`. Entry t = 0 is defined as
+β_0 = 0, α_0 = 1, ᾱ_0 = 1, ᾱ_{−1} := 1 (so β̃_0 = 0 and the μ̃ coefficients are 0 there); no
+step reads it except through ᾱ_0 = 1.
 
-Step functions read coefficients through `Schedule.at(name, t, like)`, which gathers `table[t]` for
-an int t or a (B,) LongTensor t and reshapes it to broadcast over `like` (B, 1, 1, 1). Nothing in
-it synchronises with the device: int t is range-checked on the host, tensor t is not checked.
+A step reads a coefficient with `sched.<table>.at(t, like)`, which gathers table[t] for an int t
+or a (B,) LongTensor t, cast once per (dtype, device) and cached, and reshapes it to broadcast
+over `like` (B, 1, 1, 1). Nothing in it synchronises with the device: int t is range-checked on
+the host, tensor t is not checked.
 """
 
 from __future__ import annotations
@@ -27,42 +30,49 @@ from runtime.core import EPS, coef_dtype, safe_div, sqrt_nonneg, work_dtype
 TimeIndex = int | Tensor
 """A time index: a Python int (one time for the whole batch) or a (B,) LongTensor (per sample)."""
 
+TABLES = (
+    "beta",
+    "alpha",
+    "alpha_bar",
+    "alpha_bar_prev",
+    "one_minus_alpha_bar",
+    "sqrt_alpha_bar",
+    "sqrt_one_minus_alpha_bar",
+    "beta_tilde",
+    "sqrt_beta_tilde",
+    "mu_tilde_coef_x0",
+    "mu_tilde_coef_x_t",
+    "snr",
+)
+"""The coefficient tables of a `Schedule`, each of length T + 1, indexed by t."""
+
 
 def _coefficient_tables(betas: Tensor) -> dict[str, Tensor]:
-    """Every table a step needs, in float64. Shapes: betas (T,) -> tables (T,) or (T + 1,)."""
-    alphas = 1.0 - betas
-    alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(alphas, 0)])
-    # Indexed by t = 0..T: β_t, α_t and ᾱ_{t−1} (entry 0 is a placeholder no formula reads).
-    beta_t = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
-    alpha_t = 1.0 - beta_t
-    alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
-    one_minus_alpha_bars = 1.0 - alpha_bars
+    """Every table a step needs, in float64. Shapes: betas (T,) -> every table (T + 1,)."""
+    one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    beta = torch.cat([zero, betas])  # β_t, β_0 = 0
+    alpha = 1.0 - beta  # α_t, α_0 = 1
+    alpha_bar = torch.cat([one, torch.cumprod(1.0 - betas, 0)])  # ᾱ_t, ᾱ_0 = 1
+    alpha_bar_prev = torch.cat([one, alpha_bar[:-1]])  # ᾱ_{t−1}, ᾱ_{−1} := 1
+    one_minus_alpha_bar = 1.0 - alpha_bar
     # β̃_t = (1 − ᾱ_{t−1})·β_t / (1 − ᾱ_t)   (DDPM Eq. 7, "fixed small" reverse variance)
-    posterior_variance = safe_div((1.0 - alpha_bar_prev) * beta_t, one_minus_alpha_bars)
+    beta_tilde = safe_div((1.0 - alpha_bar_prev) * beta, one_minus_alpha_bar)
     return {
-        "betas": betas,
-        "alphas": alphas,
-        "alpha_bars": alpha_bars,
-        "beta_t": beta_t,
-        "alpha_t": alpha_t,
+        "beta": beta,
+        "alpha": alpha,
+        "alpha_bar": alpha_bar,
         "alpha_bar_prev": alpha_bar_prev,
-        "one_minus_alpha_bars": one_minus_alpha_bars,
-        "sqrt_alpha_bars": sqrt_nonneg(alpha_bars),
-        "sqrt_one_minus_alpha_bars": sqrt_nonneg(one_minus_alpha_bars),
-        "sqrt_alpha_t": sqrt_nonneg(alpha_t),
-        # DDPM Eq. 7: μ̃_t = coef_x0·x0 + coef_xt·x_t
-        "posterior_mean_coef_x0": safe_div(
-            sqrt_nonneg(alpha_bar_prev) * beta_t, one_minus_alpha_bars
-        ),
-        "posterior_mean_coef_xt": safe_div(
-            sqrt_nonneg(alpha_t) * (1.0 - alpha_bar_prev), one_minus_alpha_bars
-        ),
-        "posterior_variance": posterior_variance,
-        "posterior_std": sqrt_nonneg(posterior_variance),
-        # DDPM Eq. 11: β_t / √(1 − ᾱ_t), the ε̂ coefficient of the reverse mean
-        "eps_coef": safe_div(beta_t, sqrt_nonneg(one_minus_alpha_bars)),
+        "one_minus_alpha_bar": one_minus_alpha_bar,
+        "sqrt_alpha_bar": sqrt_nonneg(alpha_bar),
+        "sqrt_one_minus_alpha_bar": sqrt_nonneg(one_minus_alpha_bar),
+        "beta_tilde": beta_tilde,
+        # σ_t = √β̃_t, DDPM's reverse-step noise scale (Algorithm 2)
+        "sqrt_beta_tilde": sqrt_nonneg(beta_tilde),
+        # DDPM Eq. 7: μ̃_t = mu_tilde_coef_x0·x0 + mu_tilde_coef_x_t·x_t
+        "mu_tilde_coef_x0": safe_div(sqrt_nonneg(alpha_bar_prev) * beta, one_minus_alpha_bar),
+        "mu_tilde_coef_x_t": safe_div(sqrt_nonneg(alpha) * (1.0 - alpha_bar_prev), one_minus_alpha_bar),
         # SNR(t) = ᾱ_t / (1 − ᾱ_t) (Kingma et al. 2021), 0 exactly where ᾱ_t = 0
-        "snr": safe_div(alpha_bars, one_minus_alpha_bars),
+        "snr": safe_div(alpha_bar, one_minus_alpha_bar),
     }
 
 
@@ -77,16 +87,97 @@ def _check_betas(betas: Tensor) -> None:
         )
 
 
+class _Casts:
+    """The float64 tables of one schedule and their casts, shared by its `.to()` copies."""
+
+    def __init__(self, tables64: dict[str, Tensor]) -> None:
+        self.tables64 = tables64
+        self.cache: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+
+    def cast(self, name: str, dtype: torch.dtype, device: str | torch.device) -> Tensor:
+        """The float64 table `name` cast to (dtype, device); each cast is made once and cached."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = (name, dtype, device)
+        if key not in self.cache:  # first use of (dtype, device): cast every table, once
+            for other, table64 in self.tables64.items():
+                self.cache[(other, dtype, device)] = table64.to(dtype=dtype).to(device=device)
+        return self.cache[key]
+
+
+class Table:
+    """One coefficient table c_t, t = 0..T (T + 1 entries), computed in float64 and cast once
+    per (dtype, device). `table[t]` reads it in the schedule's default dtype and device (any
+    index or slice); `table.at(t, like)` is what a step uses; `table.float64` is the master copy.
+    """
+
+    def __init__(self, name: str, casts: _Casts, dtype: torch.dtype, device: torch.device) -> None:
+        self.name, self._casts, self._dtype, self._device = name, casts, dtype, device
+
+    @property
+    def float64(self) -> Tensor:
+        """The table in float64 on the CPU, as computed. Shapes: (T + 1,)."""
+        return self._casts.tables64[self.name]
+
+    def cast(self, dtype: torch.dtype, device: str | torch.device) -> Tensor:
+        """The whole table in (dtype, device), cached. Shapes: (T + 1,)."""
+        return self._casts.cast(self.name, dtype, device)
+
+    def __getitem__(self, t: int | slice | Tensor) -> Tensor:
+        return self.cast(self._dtype, self._device)[t]
+
+    def __len__(self) -> int:
+        return int(self.float64.shape[0])
+
+    def at(self, t: TimeIndex, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """table[t] in `dtype` (default: like's working dtype), shaped to broadcast over like:
+        a 0-d CPU tensor for int t, (B, 1, …, 1) on like's device for a (B,) tensor t."""
+        if dtype is None:
+            dtype = work_dtype(like.dtype)
+        if isinstance(t, Tensor):
+            values = self.cast(dtype, like.device)[t.to(device=like.device)]  # (B,)
+            return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+        # An int t gives a 0-d CPU tensor: PyTorch passes it to a kernel on any device as a
+        # scalar, so the coefficient arithmetic of a step runs on the host and launches nothing.
+        table = self.cast(dtype, "cpu")
+        t = operator.index(t)
+        if not 0 <= t < table.shape[0]:
+            raise ValueError(f"time index {t} is outside 0..{table.shape[0] - 1} for {self.name}")
+        return table[t]
+
+    def coef(self, t: TimeIndex, like: Tensor) -> Tensor:
+        """table[t] in the coefficient dtype (float64 where the device has it), shaped like `at`."""
+        return self.at(t, like, dtype=coef_dtype(like.device))
+
+    def __repr__(self) -> str:
+        return f"Table({self.name}, T + 1 = {len(self)})"
+
+
 class Schedule:
     """A discrete VP schedule with precomputed coefficient tables (float64, cast once).
 
-    Schedule(betas, dtype=torch.float32, device="cpu"): `betas` is any 1-d sequence or tensor of
-    length T with every value in [0, 1] (ValueError otherwise, naming `betas`, the index and the
-    value; β = 1 ends a zero-terminal-SNR schedule). `first_zero_alpha_bar` is the first t with
-    ᾱ_t = 0 exactly, or None (known on the host). `.T`, `.betas` (T,) and `.alpha_bars` (T + 1,) are in `dtype` on `device`; `.to()`
-    returns a schedule with the same float64 tables and another default dtype/device.
-    Steps use `.at(name, t, like)`, which casts to `like`'s device and working dtype.
+    Schedule(betas, dtype=torch.float32, device="cpu"): `betas` is any 1-d sequence or tensor
+    (β_1, …, β_T) with every value in [0, 1] (ValueError otherwise, naming `betas`, the index and
+    the value; β = 1 ends a zero-terminal-SNR schedule). Every name of `TABLES` is an attribute,
+    a `Table` of T + 1 entries indexed by t (`sched.alpha_bar[t]`, `sched.beta[t]`,
+    `sched.sqrt_one_minus_alpha_bar.at(t, x)`). `first_zero_alpha_bar` is the first t with
+    ᾱ_t = 0 exactly, or None (known on the host). `.to()` returns a schedule with the same
+    float64 tables and another default dtype/device.
     """
+
+    beta: Table
+    alpha: Table
+    alpha_bar: Table
+    alpha_bar_prev: Table
+    one_minus_alpha_bar: Table
+    sqrt_alpha_bar: Table
+    sqrt_one_minus_alpha_bar: Table
+    beta_tilde: Table
+    sqrt_beta_tilde: Table
+    mu_tilde_coef_x0: Table
+    mu_tilde_coef_x_t: Table
+    snr: Table
 
     def __init__(
         self,
@@ -99,18 +190,17 @@ class Schedule:
         else:
             betas64 = torch.tensor(list(betas), dtype=torch.float64)
         _check_betas(betas64)
-        self._init(_coefficient_tables(betas64), dtype, torch.device(device))
+        self._init(_Casts(_coefficient_tables(betas64)), dtype, torch.device(device))
 
-    def _init(self, tables: dict[str, Tensor], dtype: torch.dtype, device: torch.device) -> None:
-        self._tables64 = tables
-        self._cache: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
-        self.T = int(tables["betas"].shape[0])
-        zeros = torch.nonzero(tables["alpha_bars"] == 0.0)
+    def _init(self, casts: _Casts, dtype: torch.dtype, device: torch.device) -> None:
+        self._casts = casts
+        self.T = int(casts.tables64["beta"].shape[0]) - 1
+        zeros = torch.nonzero(casts.tables64["alpha_bar"] == 0.0)
         self.first_zero_alpha_bar = int(zeros[0, 0]) if zeros.numel() else None
         self.dtype = dtype
         self.device = device
-        self.betas = self.table("betas", dtype, device)
-        self.alpha_bars = self.table("alpha_bars", dtype, device)
+        for name in TABLES:
+            setattr(self, name, Table(name, casts, dtype, device))
 
     def to(
         self, dtype: torch.dtype | None = None, device: str | torch.device | None = None
@@ -118,55 +208,11 @@ class Schedule:
         """The same schedule with another default dtype and/or device (tables re-cast from float64)."""
         new = Schedule.__new__(Schedule)
         new._init(
-            self._tables64,
+            self._casts,
             self.dtype if dtype is None else dtype,
             self.device if device is None else torch.device(device),
         )
         return new
-
-    def table(self, name: str, dtype: torch.dtype, device: str | torch.device) -> Tensor:
-        """The float64 table `name` cast to (dtype, device); each cast is made once and cached."""
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        key = (name, dtype, device)
-        if key not in self._cache:  # first use of (dtype, device): cast every table, once
-            for other, table64 in self._tables64.items():
-                self._cache[(other, dtype, device)] = table64.to(dtype=dtype).to(device=device)
-        return self._cache[key]
-
-    def at(self, name: str, t: TimeIndex, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """table[t] in `dtype` (default: like's working dtype), shaped to broadcast over like:
-        a 0-d CPU tensor for int t, (B, 1, …, 1) on like's device for a (B,) tensor t."""
-        if dtype is None:
-            dtype = work_dtype(like.dtype)
-        if isinstance(t, Tensor):
-            values = self.table(name, dtype, like.device)[t.to(device=like.device)]  # (B,)
-            return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
-        # An int t gives a 0-d CPU tensor: PyTorch passes it to a kernel on any device as a
-        # scalar, so the coefficient arithmetic of a step runs on the host and launches nothing.
-        table = self.table(name, dtype, "cpu")
-        t = operator.index(t)
-        if not 0 <= t < table.shape[0]:
-            raise ValueError(f"time index {t} is outside 0..{table.shape[0] - 1} for {name}")
-        return table[t]
-
-    def coef(self, name: str, t: TimeIndex, like: Tensor) -> Tensor:
-        """table[t] in the coefficient dtype (float64 where the device has it), shaped like `at`."""
-        return self.at(name, t, like, dtype=coef_dtype(like.device))
-
-    # The spec's accessors (k ∈ {0..T−1}, t ∈ {0..T}); int or LongTensor indices.
-    def beta(self, k: TimeIndex) -> Tensor:
-        """β_{k+1} = betas[k]."""
-        return self.betas[_index(k, self.T, "k")]
-
-    def alpha(self, k: TimeIndex) -> Tensor:
-        """α_{k+1} = 1 − betas[k]."""
-        return self.table("alphas", self.dtype, self.device)[_index(k, self.T, "k")]
-
-    def alpha_bar(self, t: TimeIndex) -> Tensor:
-        """ᾱ_t."""
-        return self.alpha_bars[_index(t, self.T + 1, "t")]
 
     def __repr__(self) -> str:
         return f"Schedule(T={self.T}, dtype={self.dtype}, device={self.device})"
@@ -176,18 +222,9 @@ VPSchedule = Schedule
 """The spec's name for the schedule class (`spec.schedule.VPSchedule`)."""
 
 
-def _index(i: TimeIndex, n: int, what: str) -> TimeIndex:
-    if isinstance(i, Tensor):
-        return i
-    i = operator.index(i)
-    if not 0 <= i < n:
-        raise ValueError(f"{what} = {i} is outside 0..{n - 1}")
-    return i
-
-
 def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
-    """betas[k] = beta_start + (beta_end − beta_start)·k/(T − 1), the last exactly beta_end
-    (DDPM §4). T = 1 gives [beta_end]. Shapes: -> (T,) float64."""
+    """β_t = beta_start + (beta_end − beta_start)·(t − 1)/(T − 1), t = 1..T, β_T exactly beta_end
+    (DDPM §4); returns (β_1, …, β_T). T = 1 gives [beta_end]. Shapes: -> (T,) float64."""
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if T == 1:
@@ -199,8 +236,8 @@ def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
-    """f(t) = cos²(((t/T) + s)/(1 + s)·π/2); betas[k] = min(1 − f(k+1)/f(k), max_beta)
-    (Nichol & Dhariwal 2021, Eq. 17). Shapes: -> (T,) float64."""
+    """f(t) = cos²(((t/T) + s)/(1 + s)·π/2); β_t = min(1 − f(t)/f(t − 1), max_beta), t = 1..T
+    (Nichol & Dhariwal 2021, Eq. 17); returns (β_1, …, β_T). Shapes: -> (T,) float64."""
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     steps = torch.arange(T + 1, dtype=torch.float64)
@@ -223,7 +260,7 @@ def time_of_index(t: TimeIndex, T: int, dtype: torch.dtype = torch.float64) -> T
 def rescale_zero_terminal_snr(betas: Tensor | Sequence[float]) -> Tensor:
     """Lin et al. 2023, Algorithm 1, in our convention: s_t = √ᾱ_t (t = 1..T);
     s'_t = s_1·(s_t − s_T)/(s_1 − s_T) (s'_1 = s_1 exactly, s'_T = 0); ᾱ' = s'²;
-    betas'[0] = 1 − ᾱ'_1, betas'[k] = 1 − ᾱ'_{k+1}/ᾱ'_k (safe_div), so betas'[T−1] = 1.
+    β'_1 = 1 − ᾱ'_1, β'_t = 1 − ᾱ'_t/ᾱ'_{t−1} (safe_div, t = 2..T), so β'_T = 1.
     Needs T ≥ 2 and ᾱ_1 > ᾱ_T. Shapes: (T,) -> (T,) float64."""
     b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
     _check_betas(b)
@@ -276,6 +313,8 @@ __all__ = [
     "EPS",
     "SPACINGS",
     "Schedule",
+    "TABLES",
+    "Table",
     "TimeIndex",
     "VPSchedule",
     "cosine_betas",

@@ -3,51 +3,67 @@
 Every function here is the reference that `runtime` (PyTorch) is checked against by
 `conformance`. The spec imports neither torch nor runtime, computes in the dtype of its inputs
 (float64 by default; NumPy's promotion rules decide mixed inputs) and takes all randomness as
-explicit noise arrays.
+explicit noise arrays. TorchLean's names (qSample, epsPredLoss, ddimStepSystem, …) and the
+errata of its Lean spec are in `spec.torchlean`; its aliases are importable from here.
 
-Notation (Ho et al. 2020, "DDPM"; Song, Meng & Ermon 2021, "DDIM"; Song et al. 2021, "SDE")
-----------------------------------------------------------------------------------------------
+Notation (Ho et al. 2020, "DDPM"; Song, Meng & Ermon 2021, "DDIM"; Song et al. 2021, "SDE";
+Karras et al. 2022, "EDM"). One symbol per quantity; where a paper uses the symbol for
+something else, the paper's quantity is renamed here (last column: the code).
+-----------------------------------------------------------------------------------------------
     symbol      meaning                                           code
     T           number of diffusion steps                         sched.T
+    t           time: t ∈ {0..T} discrete, t ∈ [0, 1] continuous  t
+    t_norm      the model's time input, t/T (continuous: t)       time_of_index(t, T)
     x_0         clean data, in [-1, 1]                            x0
     x_t         noised sample at time t                           x_t
     ε           standard normal noise                             eps, noise, z
-    ε̂, ε_θ      predicted noise ε_θ(x_t, t/T)                     model.eps(x_t, t / T)
-    β_t         variance of the transition t−1 → t, t = 1..T      sched.beta(t − 1) = betas[t − 1]
-    α_t         1 − β_t (DDPM)                                    sched.alpha(t − 1)
-    ᾱ_t         Π_{s≤t} α_s, ᾱ_0 = 1 (DDPM's "alpha bar")         sched.alpha_bar(t)
-    α_t (DDIM)  = DDPM's ᾱ_t. DDIM writes α for the cumulative product; this code always
-                writes ᾱ (alpha_bar), also in spec.ddim.
+    ε̂, ε_θ      predicted noise ε_θ(x_t, t_norm)                  model.eps(x_t, t_norm)
+    β_t         variance of the transition t−1 → t, t = 1..T      sched.beta[t]    (β_0 = 0)
+    α_t         1 − β_t (DDPM)                                    sched.alpha[t]   (α_0 = 1)
+    ᾱ_t         Π_{s≤t} α_s (DDPM's "alpha bar")                  sched.alpha_bar[t] (ᾱ_0 = 1)
+                DDIM and DPM-Solver write α_t (DDIM) or α_t² (DPM-Solver) for ᾱ_t; this code
+                always writes ᾱ, also in spec.ddim and spec.dpm_solver.
     β̃_t         (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t, posterior variance   q_posterior_mean_variance
     μ̃_t         posterior mean of q(x_{t−1} | x_t, x_0)          q_posterior_mean_variance
+    σ_t         √β̃_t, DDPM's reverse-step noise scale (Alg. 2)   ddpm_step
+    σ_η         DDIM's σ_t(η) = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)  ddim_step_between
+                (Eq. 16), renamed so that σ_t stays DDPM's
     x̂_0         predicted clean sample                            x0_pred, predict_x0
     v           √ᾱ_t·ε − √(1 − ᾱ_t)·x_0 (Salimans & Ho 2022)      v_target
     prediction  what the network outputs: "eps", "x0" or "v"      Denoiser.prediction
     SNR(t)      ᾱ_t / (1 − ᾱ_t)                                   snr
-    σ (DDIM)    η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)           ddim_step_between
-    β(t), ᾱ(t)  continuous VP schedule, t ∈ [0, 1] (SDE paper)    VPLinearSchedule,
+    λ_t         ½·log SNR(t), DPM-Solver's half log-SNR           half_log_snr
+    β(t), ᾱ(t)  continuous VP schedule, t ∈ [0, 1] (SDE paper),   VPLinearSchedule,
                 β(t) = −d log ᾱ(t)/dt                             VPCosineSchedule
-    σ(t)        √(1 − ᾱ(t))                                       VP…Schedule.sigma
-    σ (EDM)     √((1 − ᾱ)/ᾱ), the noise level of x̃ = x_t/√ᾱ       vp_to_edm, edm_to_vp
-    D(x̃; σ)     EDM's denoiser, x̂_0 of x̃ = x_0 + σ·ε               edm_denoise
-    λ_t         log(√ᾱ_t/√(1 − ᾱ_t)), DPM-Solver's half log-SNR    half_log_snr
+    β_min,      the linear β(t) at t = 0 and t = 1 (the SDE       VPLinearSchedule.beta_min,
+    β_max       paper's β̄_min, β̄_max; never β_0, β_1)             .beta_max
+    √(1 − ᾱ(t)) the std of x_t given x_0 (the SDE paper and       sqrt_one_minus_alpha_bar
+                DPM-Solver write σ_t; written out here)
+    σ           EDM's noise level √((1 − ᾱ)/ᾱ) of x̃ = x_t/√ᾱ    vp_to_edm, edm_to_vp, sigma
+    x̃           EDM's state x_0 + σ·ε                             x_tilde
+    D(x̃; σ)     EDM's denoiser, x̂_0 of x̃                          edm_denoise
+    β1, β2      Adam's moment decay rates (Kingma & Ba), not      adam_step's beta1, beta2
+                schedule betas
 
-Time convention (the one convention, stated here only)
-------------------------------------------------------
-* t ∈ {0, 1, …, T}; x_0 is the data. `betas` has length T; betas[k] is the variance of the
-  transition k → k+1 (β_{k+1}). ᾱ_0 = 1, ᾱ_{k+1} = ᾱ_k·(1 − betas[k]); alpha_bars has T + 1
-  entries.
-* The reverse step with index k ∈ {0..T−1} maps x_{k+1} → x_k (it runs at time t = k + 1).
-* The model receives time_of_index(t, T) = t / T (0 when T = 0), in training, in every sampler
-  and in the time channel. The probability-flow ODE runs in continuous t ∈ [0, 1] and gives
-  the model t itself, on the same scale.
+Time convention (stated here and in docs/conventions.md only; the modules link here)
+------------------------------------------------------------------------------------
+* t ∈ {0, 1, …, T}; x_0 is the data. Every public function takes the time t; a reverse step
+  x_t → x_{t−1} takes t ∈ {1..T}. (TorchLean's step index k = t − 1 survives only in the
+  aliases of `spec.torchlean`.)
+* Every coefficient table has T + 1 entries and is indexed by t: `sched.beta[t]`,
+  `sched.alpha[t]`, `sched.alpha_bar[t]`, with entry 0 defined as β_0 = 0, α_0 = 1, ᾱ_0 = 1.
+  The schedule is built from its T inputs (β_1, …, β_T) (`linear_betas`, `cosine_betas`).
+* The model receives t_norm = time_of_index(t, T) = t / T (0 when T = 0), in training, in every
+  sampler and in the time channel. The probability-flow ODE runs in continuous t ∈ [0, 1] and
+  gives the model t itself, on the same scale.
 
 Totality: sqrt_nonneg(x) = sqrt(max(x, 0)) and safe_div(x, y) = x / (y + EPS), EPS = 1e-12, are
-used exactly at: every square root of ᾱ, 1 − ᾱ, α, β̃, σ²-type quantities (incl. σ_DDIM,
-√(1 − ᾱ_prev − σ²) and σ(t)); every division by √ᾱ_t, √(1 − ᾱ_t), 1 − ᾱ_t, √α_t, σ(t), and by
-1 − ᾱ_t and ᾱ_prev inside σ_DDIM. Nowhere else.
+used exactly at: every square root of ᾱ, 1 − ᾱ, α, β̃, σ²-type quantities (incl. σ_η,
+√(1 − ᾱ_prev − σ_η²) and √(1 − ᾱ(t))); every division by √ᾱ_t, √(1 − ᾱ_t), 1 − ᾱ_t, √α_t,
+√(1 − ᾱ(t)), and by 1 − ᾱ_t and ᾱ_prev inside σ_η. Nowhere else.
 
-Errors: bad arguments raise ValueError naming the argument, the value and the allowed range.
+Errors: bad arguments raise ValueError naming the argument, the value and the allowed range;
+each function checks its arguments in one call (`spec.core.check`) before the math.
 """
 
 from spec.core import EPS, EpsModel, mse, safe_div, sqrt_nonneg
@@ -58,7 +74,6 @@ from spec.ddim import (
     ddim_sample_strided,
     ddim_step,
     ddim_step_between,
-    ddim_step_system,
     ddim_timesteps,
 )
 from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
@@ -115,7 +130,6 @@ from spec.pf_ode import (
     VPCosineSchedule,
     VPLinearSchedule,
     euler_step,
-    pf_ode_euler_system,
     pf_ode_rhs,
     pf_ode_sample_euler,
 )
@@ -141,34 +155,33 @@ from spec.schedule import (
     time_of_index,
     timestep_grid,
 )
+from spec.torchlean import (  # noqa: F401 (TorchLean's names, importable from spec)
+    TORCHLEAN_NAMES,
+    ddim_step_system,
+    ddimPrev,
+    ddimSample,
+    ddimStep,
+    ddimStepSystem,
+    ddpmSample,
+    ddpmStep,
+    epsConvNet,
+    epsPredLoss,
+    epsResidualConvNet,
+    eulerStep,
+    mseSpec,
+    noisedSampleFromEps,
+    pf_ode_euler_system,
+    pfOdeEulerSystem,
+    pfOdeRhs,
+    pfOdeSampleEuler,
+    qSample,
+    safeDiv,
+    sqrtNonneg,
+    timeOfIndex,
+    toDiffusionRange,
+    x0Pred,
+)
 from spec.train import adam_step, ema_update, train_loss, train_step
-
-TORCHLEAN_NAMES: dict[str, str] = {
-    "sqrtNonneg": "sqrt_nonneg",
-    "safeDiv": "safe_div",
-    "mseSpec": "mse",
-    "timeOfIndex": "time_of_index",
-    "qSample": "q_sample",
-    "epsPredLoss": "eps_pred_loss",
-    "x0Pred": "x0_pred",
-    "ddpmStep": "ddpm_step",
-    "ddpmSample": "ddpm_sample",
-    "ddimStep": "ddim_step",
-    "ddimSample": "ddim_sample",
-    "ddimStepSystem": "ddim_step_system",
-    "ddimPrev": "ddim_prev",
-    "pfOdeRhs": "pf_ode_rhs",
-    "eulerStep": "euler_step",
-    "pfOdeSampleEuler": "pf_ode_sample_euler",
-    "pfOdeEulerSystem": "pf_ode_euler_system",
-    "epsConvNet": "eps_conv_net",
-    "epsResidualConvNet": "eps_residual_conv_net",
-    "toDiffusionRange": "to_diffusion_range",
-    "noisedSampleFromEps": "noised_sample_from_eps",
-}
-"""TorchLean (Lean) name → Python name. Two are not faithful translations: our `pf_ode_rhs`
-halves TorchLean's score term and our `pf_ode_sample_euler` evaluates t = 1 first (see
-`spec.pf_ode`)."""
 
 __all__ = [
     # spec.core
@@ -210,7 +223,6 @@ __all__ = [
     # spec.ddim
     "ddim_step",
     "ddim_sample",
-    "ddim_step_system",
     "ddim_prev",
     "ddim_timesteps",
     "ddim_step_between",
@@ -221,7 +233,6 @@ __all__ = [
     "pf_ode_rhs",
     "euler_step",
     "pf_ode_sample_euler",
-    "pf_ode_euler_system",
     # spec.edm
     "vp_to_edm",
     "edm_to_vp",
@@ -279,4 +290,7 @@ __all__ = [
     "adam_step",
     "ema_update",
     "train_step",
+    # spec.torchlean
+    "ddim_step_system",
+    "pf_ode_euler_system",
 ]

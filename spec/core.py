@@ -7,14 +7,17 @@ say (see the list in `spec/__init__.py`), nowhere else:
     sqrt_nonneg(x) = sqrt(max(x, 0))
     safe_div(x, y) = x / (y + EPS),   EPS = 1e-12
 
-EPS is there for the exact zeros (1 − ᾱ_0 = 0, σ(0) = 0). Elsewhere it changes x / y by a relative
+EPS is there for the exact zeros (1 − ᾱ_0 = 0, √(1 − ᾱ(0)) = 0). Elsewhere it changes x / y by a relative
 EPS / y: ≤ 1e-12 for denominators of order 1, but about 1e-8 for the smallest non-zero one of a
 default schedule (1 − ᾱ_1 = β_1 ≈ 1e-4). See docs/conventions.md.
 
 This module also holds the small shared vocabulary of types used in annotations:
-`Scalar` (a Python or NumPy real number, or a 0-d array) and `Index` (a Python or NumPy int).
+`Scalar` (a Python or NumPy real number, or a 0-d array) and `Index` (a Python or NumPy int),
+and the entry check of every spec function: `check(...)`, one call made of rules
+(`in_range`, `same_shape`, `holds`), so that the math stands on its own lines after it.
 """
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,13 +32,13 @@ Scalar = int | float | np.integer | np.floating | Real[np.ndarray, ""]
 """A real number: Python int/float, NumPy scalar or 0-d array."""
 
 Index = int | np.integer
-"""An integer time or step index."""
+"""An integer index: a time t, a count of steps, a size."""
 
 ArrayOrScalar = Float[np.ndarray, "*shape"] | Scalar
 
 
 def sqrt_nonneg(x: ArrayOrScalar) -> ArrayOrScalar:
-    """Square root clamped at zero (TorchLean `sqrtNonneg`).
+    """Square root clamped at zero.
 
     Formula: sqrt_nonneg(x) = sqrt(max(x, 0)).
     Used for every square root of a variance-like quantity (ᾱ, 1 − ᾱ, α, β̃, σ²), which can
@@ -46,17 +49,17 @@ def sqrt_nonneg(x: ArrayOrScalar) -> ArrayOrScalar:
 
 
 def safe_div(x: ArrayOrScalar, y: ArrayOrScalar) -> ArrayOrScalar:
-    """Division with the denominator shifted by EPS (TorchLean `safeDiv`).
+    """Division with the denominator shifted by EPS.
 
     Formula: safe_div(x, y) = x / (y + EPS), EPS = 1e-12. Every denominator it guards is
-    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, σ(t), ᾱ_prev), so y + EPS > 0.
+    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, √(1 − ᾱ(t)), ᾱ_prev), so y + EPS > 0.
     Shapes: x, y broadcastable (or scalars) -> broadcast shape.
     """
     return x / (y + EPS)
 
 
 def mse(a: Float[np.ndarray, "*shape"], b: Float[np.ndarray, "..."]) -> Scalar:
-    """Mean squared error (TorchLean `mseSpec`).
+    """Mean squared error.
 
     Formula: mse(a, b) = (1/n) Σ_i (a_i − b_i)², the mean over all n elements.
     Shapes: a (*shape), b (*shape) -> scalar. Different shapes are a ValueError (no broadcasting).
@@ -70,13 +73,13 @@ def mse(a: Float[np.ndarray, "*shape"], b: Float[np.ndarray, "..."]) -> Scalar:
 class EpsModel(Protocol):
     """A noise predictor ε_θ(x, t_norm) (DDPM Eq. 11–14).
 
-    `eps(x, t_scalar)` returns an array of x's shape: the predicted noise of x = x_t, where
-    t_scalar = time_of_index(t, T) = t / T ∈ [0, 1] (or the continuous t of the PF ODE).
-    Shapes: x (*shape), t_scalar scalar -> (*shape).
+    `eps(x, t_norm)` returns an array of x's shape: the predicted noise of x = x_t, where
+    t_norm = time_of_index(t, T) = t / T ∈ [0, 1] (or the continuous t of the PF ODE).
+    Shapes: x (*shape), t_norm scalar -> (*shape).
     """
 
-    def eps(self, x: Float[np.ndarray, "*shape"], t_scalar: Scalar) -> Float[np.ndarray, "*shape"]:
-        """Predicted noise ε̂ for x at normalized time t_scalar. Shapes: (*shape) -> (*shape)."""
+    def eps(self, x: Float[np.ndarray, "*shape"], t_norm: Scalar) -> Float[np.ndarray, "*shape"]:
+        """Predicted noise ε̂ for x at normalized time t_norm. Shapes: (*shape) -> (*shape)."""
         ...
 
 
@@ -101,3 +104,38 @@ def check_same_shape(name: str, value: np.ndarray, other_name: str, shape: tuple
         raise ValueError(
             f"{name} must have shape {tuple(shape)} (the shape of {other_name}), got {value.shape}"
         )
+
+
+Rule = Callable[[], "int | None"]
+"""One entry check: raises ValueError, or returns the checked index (an int) or None."""
+
+
+def in_range(name: str, value: Index | None, low: int, high: int) -> Rule:
+    """Rule: `value` is an integer in {low..high}; `check` returns it as an int. An optional
+    argument left at None is not checked (and not returned). Shapes: scalars."""
+    return lambda: None if value is None else check_index(name, value, low, high)
+
+
+def same_shape(name: str, value: np.ndarray | None, other_name: str, shape: tuple) -> Rule:
+    """Rule: value.shape == shape (skipped when value is None). Shapes: any."""
+    return lambda: None if value is None else check_same_shape(name, value, other_name, shape)
+
+
+def holds(condition: object, message: str) -> Rule:
+    """Rule: `condition` is true, else ValueError(message). A callable condition is called only
+    when the rule runs (after the rules before it passed). Shapes: scalars."""
+
+    def rule() -> None:
+        if not (condition() if callable(condition) else condition):
+            raise ValueError(message)
+
+    return rule
+
+
+def check(*rules: Rule) -> "int | tuple[int, ...] | None":
+    """The entry check of a spec function, in one call: run the rules in order (the first that
+    fails raises its ValueError) and return the indices `in_range` checked, as ints: None, one
+    int, or a tuple in the order given. Shapes: scalars only.
+    """
+    out = tuple(v for v in (rule() for rule in rules) if v is not None)
+    return None if not out else out[0] if len(out) == 1 else out

@@ -17,7 +17,7 @@ __all__ = ["to_diffusion_range", "from_diffusion_range", "noised_sample_from_eps
 
 
 def to_diffusion_range(x01: Float[np.ndarray, "*shape"]) -> Float[np.ndarray, "*shape"]:
-    """Map [0, 1] to [-1, 1] (TorchLean `toDiffusionRange`; DDPM §4).
+    """Map [0, 1] to [-1, 1] (DDPM §4).
 
     Formula: x = 2·x01 − 1 (no clipping).
     Shapes: (*shape) -> (*shape).
@@ -40,7 +40,7 @@ def noised_sample_from_eps(
     t: Index,
     eps: Float[np.ndarray, "..."],
 ) -> tuple[Float[np.ndarray, "*batch c+1 h w"], Float[np.ndarray, "*batch c h w"]]:
-    """The training pair (input with time channel, target noise) (TorchLean `noisedSampleFromEps`).
+    """The training pair (input with time channel, target noise).
 
     Formula: input = append_time_channel(q_sample(sched, x0, t, ε), t/T); target = ε
     (DDPM Algorithm 1, line 5, with the time given as a constant channel).

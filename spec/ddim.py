@@ -3,11 +3,12 @@
 Notation: DDIM's α_t is DDPM's ᾱ_t. Every formula here is written with DDPM's ᾱ
 (`sched.alpha_bar`), so "ᾱ_prev" is ᾱ at the target time t_prev.
 
-The generalized step (Eq. 12) from t to t_prev < t:
+The generalized step (Eq. 12) from t to t_prev < t, with DDIM's noise scale σ_η (DDIM's σ_t(η),
+Eq. 16; written σ_η here so that σ_t stays DDPM's √β̃_t):
     x̂_0    = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t                        (Eq. 9)
-    σ      = η · √((1 − ᾱ_prev)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
-    x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z
-η = 0 is the deterministic DDIM; η = 1 with t_prev = t − 1 has σ² = β̃_t, DDPM's posterior
+    σ_η    = η · √((1 − ᾱ_prev)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
+    x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z
+η = 0 is the deterministic DDIM; η = 1 with t_prev = t − 1 has σ_η² = β̃_t, DDPM's posterior
 variance. The model's ε̂ gives the direction also when x̂_0 is clipped. x̂_0 and ε̂ come from
 `spec.prediction` (`denoise`, `x0_from_output`), so ε-, x_0- and v-models share the step.
 """
@@ -20,19 +21,19 @@ from jaxtyping import Float, Int
 from spec.core import (
     Index,
     Scalar,
-    check_index,
-    check_same_shape,
+    check,
+    holds,
+    in_range,
     safe_div,
+    same_shape,
     sqrt_nonneg,
 )
-from spec.dynamics import DynamicalSystem
 from spec.prediction import AnyModel, denoise, x0_from_output
 from spec.schedule import VPSchedule
 
 __all__ = [
     "ddim_step",
     "ddim_sample",
-    "ddim_step_system",
     "ddim_prev",
     "ddim_timesteps",
     "ddim_step_between",
@@ -55,34 +56,32 @@ def ddim_step_between(
     Formula (DDIM's α is DDPM's ᾱ):
       x̂_0, ε̂ = denoise(sched, model, x_t, t) (for an ε-model ε̂ = ε_θ(x_t, t/T) and
       x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t))), x̂_0 clipped to [−1, 1] if clip;
-      σ = η·sqrt_nonneg(safe_div(1 − ᾱ_prev, 1 − ᾱ_t))·sqrt_nonneg(1 − safe_div(ᾱ_t, ᾱ_prev));
-      x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev − σ²)·ε̂ + σ·z.
-    z is required when η > 0; with η = 0 and z None the σ·z term is 0. η must be ≥ 0.
+      σ_η = η·sqrt_nonneg(safe_div(1 − ᾱ_prev, 1 − ᾱ_t))·sqrt_nonneg(1 − safe_div(ᾱ_t, ᾱ_prev));
+      x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z.
+    z is required when η > 0; with η = 0 and z None the σ_η·z term is 0. η must be ≥ 0.
     Shapes: x_t (*shape), z (*shape) or None -> (*shape).
     """
-    t = check_index("t", t, 1, sched.T)
-    t_prev = check_index("t_prev", t_prev, 0, t - 1)
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got eta = {eta!r}")
-    if z is None and eta > 0:
-        raise ValueError(
-            f"z (the step's noise) is required when eta > 0, got eta = {eta!r} and z = None"
-        )
-    if z is not None:
-        check_same_shape("z", z, "x_t", x_t.shape)
-    ab, ab_prev = sched.alpha_bar(t), sched.alpha_bar(t_prev)
+    t, t_prev = check(
+        in_range("t", t, 1, sched.T),
+        in_range("t_prev", t_prev, 0, t - 1),
+        holds(eta >= 0, f"eta must be >= 0, got eta = {eta!r}"),
+        holds(z is not None or not eta > 0,
+              f"z (the step's noise) is required when eta > 0, got eta = {eta!r} and z = None"),
+        same_shape("z", z, "x_t", x_t.shape),
+    )
+    ab, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t_prev]
     # 1.–2. x̂_0 and ε̂ from the model's output (Eq. 9 for an ε-model), x̂_0 optionally clipped
     x0_hat, eps_hat = denoise(sched, model, x_t, t)
     if clip:
         x0_hat = np.clip(x0_hat, -1, 1)
-    # 3. σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
-    sigma = (
+    # 3. σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
+    sigma_eta = (
         eta * sqrt_nonneg(safe_div(1 - ab_prev, 1 - ab)) * sqrt_nonneg(1 - safe_div(ab, ab_prev))
     )
-    # 4. x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z  (Eq. 12)
-    x_prev = sqrt_nonneg(ab_prev) * x0_hat + sqrt_nonneg(1 - ab_prev - sigma**2) * eps_hat
+    # 4. x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z  (Eq. 12)
+    x_prev = sqrt_nonneg(ab_prev) * x0_hat + sqrt_nonneg(1 - ab_prev - sigma_eta**2) * eps_hat
     if z is not None:
-        x_prev = x_prev + sigma * z
+        x_prev = x_prev + sigma_eta * z
     return x_prev
 
 
@@ -93,13 +92,13 @@ def ddim_prev(
     eps_hat: Float[np.ndarray, "..."],
     clip: bool = True,
 ) -> Float[np.ndarray, "*shape"]:
-    """Deterministic DDIM update from ᾱ_prev, ᾱ_t and ε̂ (DDIM Eq. 12, η = 0; TorchLean `ddimPrev`).
+    """Deterministic DDIM update from ᾱ_prev, ᾱ_t and ε̂ (DDIM Eq. 12, η = 0).
 
     Formula: x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t)), clipped to [−1, 1]
     if clip; x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev)·ε̂.
     Shapes: x_t (*shape), eps_hat (*shape), ab_prev and ab scalars -> (*shape).
     """
-    check_same_shape("eps_hat", eps_hat, "x_t", x_t.shape)
+    check(same_shape("eps_hat", eps_hat, "x_t", x_t.shape))
     # 1. x̂_0 from x_t and ε̂ (Eq. 9), optionally clipped
     x0_hat = x0_from_output(ab, x_t, eps_hat, "eps")
     if clip:
@@ -109,39 +108,29 @@ def ddim_prev(
 
 
 def ddim_step(
-    sched: VPSchedule, model: AnyModel, k: Index, x_t: Float[np.ndarray, "*shape"]
+    sched: VPSchedule, model: AnyModel, t: Index, x_t: Float[np.ndarray, "*shape"]
 ) -> Float[np.ndarray, "*shape"]:
-    """Deterministic DDIM step x_{k+1} → x_k, k ∈ {0..T−1} (DDIM Eq. 12, η = 0; `ddimStep`).
+    """Deterministic DDIM step x_t → x_{t−1}, t ∈ {1..T} (DDIM Eq. 12, η = 0).
 
-    Formula: ddim_step(k) = ddim_step_between(k + 1, k, x, η = 0), unclipped.
+    Formula: ddim_step(t) = ddim_step_between(t, t − 1, x_t, η = 0), unclipped.
     Shapes: x_t (*shape) -> (*shape).
     """
-    k = check_index("k", k, 0, sched.T - 1)
-    return ddim_step_between(sched, model, k + 1, k, x_t)
+    t = check(in_range("t", t, 1, sched.T))
+    return ddim_step_between(sched, model, t, t - 1, x_t)
 
 
 def ddim_sample(
     sched: VPSchedule, model: AnyModel, x_T: Float[np.ndarray, "*shape"]
 ) -> Float[np.ndarray, "*shape"]:
-    """Deterministic DDIM sampling over every time step (TorchLean `ddimSample`).
+    """Deterministic DDIM sampling over every time step.
 
-    Formula: for k = T−1, …, 0: x ← ddim_step(sched, model, k, x).
+    Formula: for t = T, …, 1: x ← ddim_step(sched, model, t, x).
     Shapes: x_T (*shape) -> (*shape).
     """
     x = x_T
-    for k in reversed(range(sched.T)):
-        x = ddim_step(sched, model, k, x)
+    for t in range(sched.T, 0, -1):
+        x = ddim_step(sched, model, t, x)
     return x
-
-
-def ddim_step_system(sched: VPSchedule, model: AnyModel, k: Index) -> DynamicalSystem:
-    """The DDIM step k as a dynamical system (TorchLean `ddimStepSystem`).
-
-    Formula: DynamicalSystem(x ↦ ddim_step(sched, model, k, x)), k ∈ {0..T−1}.
-    Shapes: state (*shape) -> (*shape).
-    """
-    k = check_index("k", k, 0, sched.T - 1)
-    return DynamicalSystem(lambda x: ddim_step(sched, model, k, x))
 
 
 def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
@@ -151,8 +140,7 @@ def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
     (integer round-half-up of T·(n − i)/n; strictly decreasing since T/n ≥ 1).
     Shapes: -> (num_steps + 1,), int64.
     """
-    T = check_index("T", T, 1, 2**62)
-    n = check_index("num_steps", num_steps, 1, T)
+    T, n = check(in_range("T", T, 1, 2**62), in_range("num_steps", num_steps, 1, T))
     i = np.arange(n + 1, dtype=np.int64)
     return (T * (n - i) + n // 2) // n
 
@@ -199,10 +187,11 @@ def ddim_sample_strided(
     """
     steps = _check_timesteps(timesteps, sched.T)
     n = len(steps) - 1
-    if noise is None and eta > 0:
-        raise ValueError(f"noise is required when eta > 0, got eta = {eta!r} and noise = None")
-    if noise is not None:
-        check_same_shape("noise", noise, "(len(timesteps) - 1, *x_T.shape)", (n, *x_T.shape))
+    check(
+        holds(noise is not None or not eta > 0,
+              f"noise is required when eta > 0, got eta = {eta!r} and noise = None"),
+        same_shape("noise", noise, "(len(timesteps) - 1, *x_T.shape)", (n, *x_T.shape)),
+    )
     x = x_T
     for i in range(n):
         z = noise[i] if noise is not None else None

@@ -1,15 +1,15 @@
 """Ancestral sampling (DDPM, Ho et al. 2020, Algorithm 2 and Eq. 11).
 
-The reverse step with index k ∈ {0..T−1} maps x_{k+1} → x_k, i.e. it runs at time t = k + 1.
-Its variance is the "fixed small" choice σ_t² = β̃_t (DDPM §3.2), so β̃_1 = 0 makes the last
-step noiseless. The model's output reaches the step only as x̂_0 (`spec.prediction.denoise`), so an
-ε-, x_0- or v-prediction model runs through the same formula.
+The reverse step at time t ∈ {1..T} maps x_t → x_{t−1}. Its noise scale is the "fixed small"
+choice σ_t = √β̃_t (DDPM §3.2), so β̃_1 = 0 makes the last step noiseless. The model's output
+reaches the step only as x̂_0 (`spec.prediction.denoise`), so an ε-, x_0- or v-prediction model
+runs through the same formula.
 """
 
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, check_index, check_same_shape, sqrt_nonneg
+from spec.core import Index, check, in_range, same_shape, sqrt_nonneg
 from spec.forward import q_posterior_mean_variance
 from spec.prediction import AnyModel, denoise
 from spec.schedule import VPSchedule
@@ -20,7 +20,7 @@ __all__ = ["x0_pred", "ddpm_step", "ddpm_sample"]
 def x0_pred(
     sched: VPSchedule, model: AnyModel, x_t: Float[np.ndarray, "*shape"], t: Index
 ) -> Float[np.ndarray, "*shape"]:
-    """Predicted clean sample x̂_0 (DDPM Eq. 4 solved for x_0; DDIM Eq. 9; TorchLean `x0Pred`).
+    """Predicted clean sample x̂_0 (DDPM Eq. 4 solved for x_0; DDIM Eq. 9).
 
     Formula: x̂_0 = denoise(sched, model, x_t, t)[0], t ∈ {0..T}; for an ε-model
     x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε_θ(x_t, t/T), sqrt_nonneg(ᾱ_t)). Unclipped.
@@ -32,11 +32,11 @@ def x0_pred(
 def ddpm_step(
     sched: VPSchedule,
     model: AnyModel,
-    k: Index,
+    t: Index,
     x_t: Float[np.ndarray, "*shape"],
     z: Float[np.ndarray, "..."],
 ) -> Float[np.ndarray, "*shape"]:
-    """Ancestral step x_t → x_{t−1}, t = k + 1, k ∈ {0..T−1} (DDPM Algorithm 2; `ddpmStep`).
+    """Ancestral step x_t → x_{t−1}, t ∈ {1..T} (DDPM Algorithm 2, lines 3–4).
 
     Formula: x̂_0 = denoise(sched, model, x_t, t)[0];  x_{t−1} = μ̃_t(x_t, x̂_0) + σ_t·z with μ̃_t and
     σ_t² = β̃_t of q_posterior_mean_variance (Eq. 7). For an ε-model this is Eq. 11,
@@ -44,9 +44,7 @@ def ddpm_step(
     total where α_t = 0 (β_T = 1 under zero terminal SNR).
     Shapes: x_t (*shape), z (*shape) -> (*shape).
     """
-    k = check_index("k", k, 0, sched.T - 1)
-    check_same_shape("z", z, "x_t", x_t.shape)
-    t = k + 1
+    t = check(in_range("t", t, 1, sched.T), same_shape("z", z, "x_t", x_t.shape))
     # 1. x̂_0 from the model's output at (x_t, t/T)
     x0_hat, _ = denoise(sched, model, x_t, t)
     # 2. mean μ̃_t(x_t, x̂_0) and variance β̃_t of q(x_{t−1} | x_t, x̂_0)
@@ -61,14 +59,14 @@ def ddpm_sample(
     x_T: Float[np.ndarray, "*shape"],
     noise: Float[np.ndarray, "..."],
 ) -> Float[np.ndarray, "*shape"]:
-    """Ancestral sampling x_T → x_0 (DDPM Algorithm 2; TorchLean `ddpmSample`).
+    """Ancestral sampling x_T → x_0 (DDPM Algorithm 2).
 
-    Formula: for k = T−1, …, 0: x ← ddpm_step(sched, model, k, x, noise[k]).
-    noise[k] is used by step k, so noise[T−1] is used first.
+    Formula: for t = T, …, 1: x ← ddpm_step(sched, model, t, x, noise[t − 1]).
+    The step at time t uses noise[t − 1], so noise[T − 1] is used first.
     Shapes: x_T (*shape), noise (T, *shape) -> (*shape).
     """
-    check_same_shape("noise", noise, "(T, *x_T.shape)", (sched.T, *x_T.shape))
+    check(same_shape("noise", noise, "(T, *x_T.shape)", (sched.T, *x_T.shape)))
     x = x_T
-    for k in reversed(range(sched.T)):
-        x = ddpm_step(sched, model, k, x, noise[k])
+    for t in range(sched.T, 0, -1):
+        x = ddpm_step(sched, model, t, x, noise[t - 1])
     return x

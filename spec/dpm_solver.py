@@ -1,31 +1,34 @@
 """DPM-Solver++(2M): the second-order multistep data-prediction solver of the PF ODE
 (Lu, Zhou, Bao, Chen, Li & Zhu 2022, "DPM-Solver++", Algorithm 2).
 
-Notation (VP, on the discrete schedule of `spec.schedule`): α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t) and
+Notation: DPM-Solver's α_t and σ_t are √ᾱ_t and √(1 − ᾱ_t) of the discrete schedule of
+`spec.schedule`; they are written that way here (α_t and σ_t keep DDPM's meaning), and
 
-    λ_t = log(α_t/σ_t) = ½·(log ᾱ_t − log(1 − ᾱ_t))          (half the log-SNR; Eq. 3)
+    λ_t = log(√ᾱ_t/√(1 − ᾱ_t)) = ½·(log ᾱ_t − log(1 − ᾱ_t))   (half the log-SNR; Eq. 3)
 
 which grows as t decreases (λ = +∞ at ᾱ = 1, i.e. at t = 0). x̂_0(x_t, t) is the model's
 data prediction, from ε̂ by `spec.ddpm.x0_pred` (the one place the model's output becomes x̂_0).
 On a grid t_0 > t_1 > … > t_M, with h_i = λ_{t_i} − λ_{t_{i−1}} > 0 and r_i = h_{i−1}/h_i:
 
     D_i = (1 + 1/(2r_i))·x̂_0(t_{i−1}) − 1/(2r_i)·x̂_0(t_{i−2})                 (line 7)
-    x_{t_i} = (σ_{t_i}/σ_{t_{i−1}})·x_{t_{i−1}} − α_{t_i}·(e^{−h_i} − 1)·D_i       (line 8)
+    x_{t_i} = (s_i/s_{i−1})·x_{t_{i−1}} − √ᾱ_{t_i}·(e^{−h_i} − 1)·D_i            (line 8)
 
-Since e^{−h_i} = α_{t_{i−1}}·σ_{t_i}/(σ_{t_{i−1}}·α_{t_i}), line 8 is computed as
+with s_i = √(1 − ᾱ_{t_i}). Since e^{−h_i} = √ᾱ_{t_{i−1}}·s_i/(s_{i−1}·√ᾱ_{t_i}), line 8 is
+computed as
 
-    x_{t_i} = (σ_{t_i}/σ_{t_{i−1}})·(x_{t_{i−1}} − α_{t_{i−1}}·D_i) + α_{t_i}·D_i,
+    x_{t_i} = (s_i/s_{i−1})·(x_{t_{i−1}} − √ᾱ_{t_{i−1}}·D_i) + √ᾱ_{t_i}·D_i,
 
-which stays finite when t_i = 0 (σ = 0, λ = h = +∞); with D_i = x̂_0(t_{i−1}) it is DDIM's
+which stays finite when t_i = 0 (s_i = 0, λ = h = +∞); with D_i = x̂_0(t_{i−1}) it is DDIM's
 η = 0 step (DPM-Solver++(1) = DDIM). Two steps are first order (D_i = x̂_0(t_{i−1})):
 
 * the first step (i = 1): there is no earlier x̂_0 yet (Algorithm 2, line 3);
 * a step into ᾱ = 1 (t = 0 of a discrete grid): h_i = +∞ makes r_i = 0 and 1/(2r_i) undefined.
   This is the "lower-order final step" of DPM-Solver++ implementations; it lands exactly on
-  x̂_0(t_{M−1}). Its error is O(σ²_{t_{M−1}}/ᾱ_{t_{M−1}}) (the denoiser's change between
-  σ_{t_{M−1}} and 0), so the method's global order is 2 only on grids whose last nonzero point
-  has σ²/ᾱ of order h² or below (tests/test_sampler_order.py uses EDM's ρ-grid with a small
-  σ_min; a uniform grid in t ending at 0 has σ²/ᾱ ∝ h there, which limits it to order 1).
+  x̂_0(t_{M−1}). Its error is O(σ²) with σ² = (1 − ᾱ_{t_{M−1}})/ᾱ_{t_{M−1}}, EDM's noise
+  level at t_{M−1} (the denoiser's change between σ and 0), so the method's global order is 2
+  only on grids whose last nonzero point has σ² of order h² or below
+  (tests/test_sampler_order.py uses EDM's ρ-grid with a small σ_min; a uniform grid in t
+  ending at 0 has σ² ∝ h there, which limits it to order 1).
 
 M model evaluations for M steps, one per grid point except t_M.
 """
@@ -35,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float, Int
 
-from spec.core import Index, Scalar, check_index, check_same_shape, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check, holds, in_range, safe_div, same_shape, sqrt_nonneg
 from spec.ddim import _check_timesteps
 from spec.ddpm import x0_pred
 from spec.prediction import AnyModel
@@ -77,21 +80,23 @@ def dpm_solver_pp_2m_step(
     previous time t_prev (given with it, or neither). 0 ≤ t_next < t < t_prev ≤ T.
     Shapes: x_t, x0_hat, x0_hat_prev (*shape) -> (*shape).
     """
-    t = check_index("t", t, 1, sched.T)
-    t_next = check_index("t_next", t_next, 0, t - 1)
-    check_same_shape("x0_hat", x0_hat, "x_t", x_t.shape)
-    if (x0_hat_prev is None) != (t_prev is None):
-        raise ValueError("x0_hat_prev and t_prev go together: give both or neither")
-    ab, ab_next = sched.alpha_bar(t), sched.alpha_bar(t_next)
+    t, t_next, *_ = check(
+        in_range("t", t, 1, sched.T),
+        in_range("t_next", t_next, 0, t - 1),
+        same_shape("x0_hat", x0_hat, "x_t", x_t.shape),
+        holds((x0_hat_prev is None) == (t_prev is None),
+              "x0_hat_prev and t_prev go together: give both or neither"),
+        in_range("t_prev", t_prev, t + 1, sched.T),
+        same_shape("x0_hat_prev", x0_hat_prev, "x_t", x_t.shape),
+    )
+    ab, ab_next = sched.alpha_bar[t], sched.alpha_bar[t_next]
     # 1. D: first order without history or into ᾱ = 1, else the 2M combination (line 7)
     D = x0_hat
     if x0_hat_prev is not None and ab_next < 1:
-        t_prev = check_index("t_prev", t_prev, t + 1, sched.T)
-        check_same_shape("x0_hat_prev", x0_hat_prev, "x_t", x_t.shape)
-        lam_prev, lam, lam_next = half_log_snr(np.array([sched.alpha_bar(t_prev), ab, ab_next]))
+        lam_prev, lam, lam_next = half_log_snr(np.array([sched.alpha_bar[t_prev], ab, ab_next]))
         c = (lam_next - lam) / (2 * (lam - lam_prev))
         D = (1 + c) * x0_hat - c * x0_hat_prev
-    # 2. line 8 with e^{−h} = α_t·σ_next/(σ_t·α_next)
+    # 2. line 8 with e^{−h} = √ᾱ_t·√(1 − ᾱ_next)/(√(1 − ᾱ_t)·√ᾱ_next)
     ratio = safe_div(sqrt_nonneg(1 - ab_next), sqrt_nonneg(1 - ab))
     return ratio * (x_t - sqrt_nonneg(ab) * D) + sqrt_nonneg(ab_next) * D
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check_index, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check, holds, in_range, safe_div, sqrt_nonneg
 from spec.pf_ode import VPContinuousSchedule
 from spec.prediction import AnyModel, model_output, x0_from_output
 
@@ -57,8 +57,7 @@ def vp_to_edm(
     Formula: x̃ = safe_div(x_t, sqrt_nonneg(ᾱ)); σ = sqrt_nonneg(safe_div(1 − ᾱ, ᾱ)), ᾱ ∈ (0, 1].
     Shapes: x_t (*shape), alpha_bar scalar -> ((*shape), scalar).
     """
-    if not 0 < alpha_bar <= 1:
-        raise ValueError(f"alpha_bar must lie in (0, 1], got alpha_bar = {alpha_bar!r}")
+    check(holds(0 < alpha_bar <= 1, f"alpha_bar must lie in (0, 1], got alpha_bar = {alpha_bar!r}"))
     return safe_div(x_t, sqrt_nonneg(alpha_bar)), sqrt_nonneg(safe_div(1 - alpha_bar, alpha_bar))
 
 
@@ -70,8 +69,7 @@ def edm_to_vp(
     Formula: ᾱ = 1/(1 + σ²); x_t = x̃/√(1 + σ²), σ ≥ 0.
     Shapes: x_tilde (*shape), sigma scalar -> (scalar, (*shape)).
     """
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got sigma = {sigma!r}")
+    check(holds(sigma >= 0, f"sigma must be >= 0, got sigma = {sigma!r}"))
     return 1 / (1 + sigma**2), x_tilde / np.sqrt(1 + sigma**2)
 
 
@@ -84,14 +82,12 @@ def edm_sigmas(
     (N = 1: σ_0 = σ_max), then σ_N = 0. Needs 0 < σ_min < σ_max and ρ > 0.
     Shapes: -> (n + 1,), float64.
     """
-    n = check_index("n", n, 1, 2**62)
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(
-            f"need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min!r}, "
-            f"sigma_max = {sigma_max!r}"
-        )
-    if not rho > 0:
-        raise ValueError(f"rho must be > 0, got rho = {rho!r}")
+    n = check(
+        in_range("n", n, 1, 2**62),
+        holds(0 < sigma_min < sigma_max, f"need 0 < sigma_min < sigma_max, got sigma_min = "
+              f"{sigma_min!r}, sigma_max = {sigma_max!r}"),
+        holds(rho > 0, f"rho must be > 0, got rho = {rho!r}"),
+    )
     ramp = np.arange(n, dtype=np.float64) / max(n - 1, 1)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return np.concatenate([(hi + ramp * (lo - hi)) ** rho, [0.0]])
@@ -121,10 +117,8 @@ def _slope(
 
 
 def _check_sigma_pair(sigma: Scalar, sigma_next: Scalar) -> None:
-    if not 0 <= sigma_next < sigma:
-        raise ValueError(
-            f"need 0 <= sigma_next < sigma, got sigma = {sigma!r}, sigma_next = {sigma_next!r}"
-        )
+    check(holds(0 <= sigma_next < sigma,
+                f"need 0 <= sigma_next < sigma, got sigma = {sigma!r}, sigma_next = {sigma_next!r}"))
 
 
 def edm_euler_step(

@@ -7,7 +7,7 @@ q(x_{t−1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t·I)               (Eq. 6–
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check_index, check_same_shape, safe_div, sqrt_nonneg
+from spec.core import Index, Scalar, check, in_range, safe_div, same_shape, sqrt_nonneg
 from spec.schedule import VPSchedule
 
 __all__ = ["q_sample", "q_posterior_mean_variance"]
@@ -16,15 +16,14 @@ __all__ = ["q_sample", "q_posterior_mean_variance"]
 def q_sample(
     sched: VPSchedule, x0: Float[np.ndarray, "*shape"], t: Index, eps: Float[np.ndarray, "..."]
 ) -> Float[np.ndarray, "*shape"]:
-    """Sample x_t ~ q(x_t | x_0) with explicit noise (DDPM Eq. 4; TorchLean `qSample`).
+    """Sample x_t ~ q(x_t | x_0) with explicit noise (DDPM Eq. 4).
 
     Formula: x_t = sqrt_nonneg(ᾱ_t)·x_0 + sqrt_nonneg(1 − ᾱ_t)·ε,  t ∈ {0..T}
     (t = 0 gives x_0 itself).
     Shapes: x0 (*shape), eps (*shape) -> (*shape).
     """
-    t = check_index("t", t, 0, sched.T)
-    check_same_shape("eps", eps, "x0", x0.shape)
-    ab = sched.alpha_bar(t)
+    t = check(in_range("t", t, 0, sched.T), same_shape("eps", eps, "x0", x0.shape))
+    ab = sched.alpha_bar[t]
     return sqrt_nonneg(ab) * x0 + sqrt_nonneg(1 - ab) * eps
 
 
@@ -39,10 +38,9 @@ def q_posterior_mean_variance(
     β̃_t = safe_div((1 − ᾱ_{t−1})·β_t, 1 − ᾱ_t)   (so β̃_1 = 0).
     Shapes: x0 (*shape), x_t (*shape) -> (mean (*shape), variance scalar).
     """
-    t = check_index("t", t, 1, sched.T)
-    check_same_shape("x_t", x_t, "x0", x0.shape)
-    ab_prev, ab = sched.alpha_bar(t - 1), sched.alpha_bar(t)
-    beta_t, alpha_t = sched.beta(t - 1), sched.alpha(t - 1)
+    t = check(in_range("t", t, 1, sched.T), same_shape("x_t", x_t, "x0", x0.shape))
+    ab_prev, ab = sched.alpha_bar[t - 1], sched.alpha_bar[t]
+    beta_t, alpha_t = sched.beta[t], sched.alpha[t]
     coef_x0 = safe_div(sqrt_nonneg(ab_prev) * beta_t, 1 - ab)
     coef_xt = safe_div(sqrt_nonneg(alpha_t) * (1 - ab_prev), 1 - ab)
     mean = coef_x0 * x0 + coef_xt * x_t

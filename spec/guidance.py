@@ -59,12 +59,12 @@ class GuidedModel:
         check_prediction(self.prediction)
 
     def output(
-        self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar
+        self, x: Float[np.ndarray, "*batch c h w"], t_norm: Scalar
     ) -> Float[np.ndarray, "*batch c h w"]:
-        """The guided output at x, t_scalar. Shapes: (…, C, H, W) -> (…, C, H, W)."""
+        """The guided output at x, t_norm. Shapes: (…, C, H, W) -> (…, C, H, W)."""
         label = np.asarray(self.label)
         null = np.full_like(label, self.net.num_classes)
         if self.scale == 1:
-            return self.net.eps(x, t_scalar, label)
-        return guided_output(self.net.eps(x, t_scalar, null), self.net.eps(x, t_scalar, label),
+            return self.net.eps(x, t_norm, label)
+        return guided_output(self.net.eps(x, t_norm, null), self.net.eps(x, t_norm, label),
                              self.scale)

@@ -4,8 +4,8 @@ L = L_T + Σ_{t=2..T} L_{t−1} + L_0 with the reverse variance fixed to β̃_t 
     L_T     = KL(q(x_T | x_0) ‖ N(0, I))                                (no model)
     L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ N(μ_θ(x_t, t), β̃_t·I)),  t = 2..T
     L_0     = −log p(x_0 | x_1),  p the discretized Gaussian N(μ_θ(x_1, 1), β_1) on the data bins
-μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x0_pred (unclipped). L_0 uses
-σ_1² = β_1 because β̃_1 = 0 (DDPM §3.3).
+μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x0_pred (unclipped). L_0's decoder
+has variance β_1 (DDPM §3.2's other choice of reverse variance, β_t), because β̃_1 = 0.
 
 Data bins: the values 2k/(bins − 1) − 1, k = 0..bins−1 (256 for 8-bit images, 17 for the digits);
 the bin of x is [x − 1/(bins−1), x + 1/(bins−1)], the lowest extended to −∞ and the highest to
@@ -18,7 +18,7 @@ import math
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check_index, check_same_shape, sqrt_nonneg
+from spec.core import Index, Scalar, check, in_range, same_shape, sqrt_nonneg
 from spec.ddpm import x0_pred
 from spec.forward import q_posterior_mean_variance, q_sample
 from spec.prediction import AnyModel
@@ -94,8 +94,7 @@ def discretized_gaussian_log_likelihood(
     result log(max(p, 1e-12)). Summed over all bins of one coordinate, p is 1.
     Shapes: x (*shape), mean (*shape), log_scale broadcastable -> (*shape).
     """
-    bins = check_index("bins", bins, 2, 2**31)
-    check_same_shape("mean", mean, "x", x.shape)
+    bins = check(in_range("bins", bins, 2, 2**31), same_shape("mean", mean, "x", x.shape))
     k = _bin_index(x, bins)
     delta = 1.0 / (bins - 1)
     inv_sigma = np.exp(-log_scale)
@@ -119,11 +118,12 @@ def vlb_terms(
     Shapes: x0 (*shape) on the bins grid, noise (T, *shape) -> (T + 1,).
     """
     T = sched.T
-    check_same_shape("noise", noise, "(T, *x0.shape)", (T, *x0.shape))
-    _bin_index(x0, check_index("bins", bins, 2, 2**31))
-    terms = np.zeros(T + 1, dtype=np.result_type(x0, sched.betas))
+    bins = check(same_shape("noise", noise, "(T, *x0.shape)", (T, *x0.shape)),
+                 in_range("bins", bins, 2, 2**31))
+    _bin_index(x0, bins)
+    terms = np.zeros(T + 1, dtype=np.result_type(x0, sched.beta))
     # L_T: the prior term, no model
-    ab_T = sched.alpha_bar(T)
+    ab_T = sched.alpha_bar[T]
     terms[T] = np.sum(normal_kl(sqrt_nonneg(ab_T) * x0, np.log(1 - ab_T), 0.0, 0.0))
     # L_{t−1}, t = 2..T: posterior vs model, both with variance β̃_t
     for t in range(2, T + 1):
@@ -131,10 +131,10 @@ def vlb_terms(
         mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
         mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_t, t), x_t, t)
         terms[t - 1] = np.sum(normal_kl(mean_q, np.log(var), mean_p, np.log(var)))
-    # L_0: discretized decoder with σ_1² = β_1
+    # L_0: discretized decoder with variance β_1 (β̃_1 = 0)
     x_1 = q_sample(sched, x0, 1, noise[0])
     mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_1, 1), x_1, 1)
-    log_scale = 0.5 * np.log(sched.beta(0))
+    log_scale = 0.5 * np.log(sched.beta[1])
     terms[0] = -np.sum(discretized_gaussian_log_likelihood(x0, mean_p, log_scale, bins))
     return terms
 

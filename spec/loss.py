@@ -19,7 +19,7 @@ def eps_pred_loss(
     t: Index,
     eps: Float[np.ndarray, "..."],
 ) -> Scalar:
-    """ε-prediction loss of one sample at one time (DDPM Eq. 14; TorchLean `epsPredLoss`).
+    """ε-prediction loss of one sample at one time (DDPM Eq. 14).
 
     Formula: L = mse(ε_θ(x_t, t/T), ε)  with  x_t = q_sample(sched, x0, t, ε),  t ∈ {0..T}.
     Shapes: x0 (*shape), eps (*shape) -> scalar.

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check_index
+from spec.core import Index, Scalar, check, check_index, holds, in_range
 
 __all__ = [
     "append_time_channel",
@@ -131,9 +131,11 @@ def group_norm(
     Shapes: x (…, C, H, W), weight (C,), bias (C,) -> (…, C, H, W); C divisible by groups.
     """
     c, h, w = x.shape[-3:]
-    groups = check_index("groups", groups, 1, c)
-    if c % groups:
-        raise ValueError(f"groups must divide the channel count {c}, got groups = {groups}")
+    groups = check(
+        in_range("groups", groups, 1, c),
+        holds(lambda: c % groups == 0,
+              f"groups must divide the channel count {c}, got groups = {groups}"),
+    )
     g = x.reshape(x.shape[:-3] + (groups, c // groups, h, w))  # (…, G, C/G, H, W)
     mean = g.mean(axis=(-3, -2, -1), keepdims=True)
     var = g.var(axis=(-3, -2, -1), keepdims=True)
@@ -161,9 +163,8 @@ def sinusoidal_embedding(t_norm: Scalar, dim: Index) -> Float[np.ndarray, " dim"
     args = 1000·t_norm·freqs; emb = concat(sin(args), cos(args)). dim must be even (≥ 2).
     Shapes: t_norm scalar -> (dim,), float64.
     """
-    dim = check_index("dim", dim, 2, 2**31)
-    if dim % 2:
-        raise ValueError(f"dim must be even, got dim = {dim}")
+    dim = check(in_range("dim", dim, 2, 2**31),
+                holds(lambda: dim % 2 == 0, f"dim must be even, got dim = {dim}"))
     half = dim // 2
     freqs = np.exp(-math.log(10000) * np.arange(half, dtype=np.float64) / half)
     args = 1000 * t_norm * freqs
@@ -185,10 +186,10 @@ class TimeChannelEpsModel:
     body: Callable[[np.ndarray], np.ndarray]
 
     def eps(
-        self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar
+        self, x: Float[np.ndarray, "*batch c h w"], t_norm: Scalar
     ) -> Float[np.ndarray, "*batch c h w"]:
-        """ε̂ = body(append_time_channel(x, t_scalar)). Shapes: (…, C, H, W) -> (…, C, H, W)."""
-        return self.body(append_time_channel(x, t_scalar))
+        """ε̂ = body(append_time_channel(x, t_norm)). Shapes: (…, C, H, W) -> (…, C, H, W)."""
+        return self.body(append_time_channel(x, t_norm))
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,10 @@ class FunctionEpsModel:
     fn: Callable[[np.ndarray, Scalar], np.ndarray]
 
     def eps(
-        self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar
+        self, x: Float[np.ndarray, "*batch c h w"], t_norm: Scalar
     ) -> Float[np.ndarray, "*batch c h w"]:
-        """ε̂ = fn(x, t_scalar). Shapes: (…, C, H, W) -> (…, C, H, W)."""
-        return self.fn(x, t_scalar)
+        """ε̂ = fn(x, t_norm). Shapes: (…, C, H, W) -> (…, C, H, W)."""
+        return self.fn(x, t_norm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,9 +223,11 @@ class EpsConvNetConfig:
     residual_blocks: int = 2
 
     def __post_init__(self) -> None:
-        check_index("data_channels", self.data_channels, 1, 2**31)
-        check_index("hidden_channels", self.hidden_channels, 1, 2**31)
-        check_index("residual_blocks", self.residual_blocks, 0, 2**31)
+        check(
+            in_range("data_channels", self.data_channels, 1, 2**31),
+            in_range("hidden_channels", self.hidden_channels, 1, 2**31),
+            in_range("residual_blocks", self.residual_blocks, 0, 2**31),
+        )
 
 
 def conv_net_shapes(cfg: EpsConvNetConfig) -> dict[str, tuple[int, ...]]:
@@ -315,18 +318,18 @@ class EpsFiLMNetConfig:
     groups: int = 8
 
     def __post_init__(self) -> None:
-        check_index("data_channels", self.data_channels, 1, 2**31)
-        check_index("hidden_channels", self.hidden_channels, 1, 2**31)
-        check_index("residual_blocks", self.residual_blocks, 0, 2**31)
-        check_index("embed_dim", self.embed_dim, 2, 2**31)
-        check_index("groups", self.groups, 1, self.hidden_channels)
-        if self.embed_dim % 2:
-            raise ValueError(f"embed_dim must be even, got embed_dim = {self.embed_dim}")
-        if self.hidden_channels % self.groups:
-            raise ValueError(
-                f"groups must divide hidden_channels = {self.hidden_channels}, "
-                f"got groups = {self.groups}"
-            )
+        check(
+            in_range("data_channels", self.data_channels, 1, 2**31),
+            in_range("hidden_channels", self.hidden_channels, 1, 2**31),
+            in_range("residual_blocks", self.residual_blocks, 0, 2**31),
+            in_range("embed_dim", self.embed_dim, 2, 2**31),
+            in_range("groups", self.groups, 1, self.hidden_channels),
+            holds(lambda: self.embed_dim % 2 == 0,
+                  f"embed_dim must be even, got embed_dim = {self.embed_dim}"),
+            holds(lambda: self.hidden_channels % self.groups == 0,
+                  f"groups must divide hidden_channels = {self.hidden_channels}, "
+                  f"got groups = {self.groups}"),
+        )
 
 
 def film_net_shapes(cfg: EpsFiLMNetConfig) -> dict[str, tuple[int, ...]]:
@@ -436,16 +439,16 @@ def init_cond_film_params(cfg: CondFiLMNetConfig, seed: Index) -> Params:
 
 @dataclass(frozen=True)
 class LabelModel:
-    """A network of (x, t_norm, label): `eps(x, t_scalar, y)`, y an int label (or (N,) labels
+    """A network of (x, t_norm, label): `eps(x, t_norm, y)`, y an int label (or (N,) labels
     for a batch); y = num_classes is the null label ∅. Shapes: x (…, C, H, W) -> (…, C, H, W)."""
 
     fn: Callable[[np.ndarray, Scalar, object], np.ndarray]
     num_classes: int
 
-    def eps(self, x: Float[np.ndarray, "*batch c h w"], t_scalar: Scalar,
+    def eps(self, x: Float[np.ndarray, "*batch c h w"], t_norm: Scalar,
             y: object) -> Float[np.ndarray, "*batch c h w"]:
-        """The network's output for x at t_scalar with label(s) y. Shapes: as x."""
-        return self.fn(x, t_scalar, y)
+        """The network's output for x at t_norm with label(s) y. Shapes: as x."""
+        return self.fn(x, t_norm, y)
 
 
 def cond_film_net(cfg: CondFiLMNetConfig, params: Params) -> LabelModel:

@@ -35,19 +35,30 @@ Strategy", Eq. 7–8) weighs the x_0-loss by min(SNR, γ); in each prediction's 
 
 so with γ = ∞ every prediction's weighted loss is the plain ε-loss (DDPM's L_simple).
 
-Models: an `EpsModel` (only `.eps(x, t_scalar)`) predicts ε, as in TorchLean; a `Denoiser` has
-`.prediction` ∈ {"eps", "x0", "v"} and `.output(x, t_scalar)`. `PredictionModel(net, "v")` turns
+Models: an `EpsModel` (only `.eps(x, t_norm)`) predicts ε, as in TorchLean; a `Denoiser` has
+`.prediction` ∈ {"eps", "x0", "v"} and `.output(x, t_norm)`. `PredictionModel(net, "v")` turns
 any object with `.eps` (e.g. `eps_film_net(cfg, params)`, whose forward is the same network
 whatever it was trained to predict) into a Denoiser.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check_index, check_same_shape, safe_div, sqrt_nonneg
+from spec.core import (
+    EpsModel,
+    Index,
+    Scalar,
+    check,
+    holds,
+    in_range,
+    safe_div,
+    same_shape,
+    sqrt_nonneg,
+)
 from spec.schedule import VPSchedule, time_of_index
 
 __all__ = [
@@ -74,14 +85,14 @@ Array = Float[np.ndarray, "*shape"]
 class Denoiser(Protocol):
     """A network that says what it predicts.
 
-    `prediction` ∈ PREDICTIONS; `output(x, t_scalar)` is the network's output for x = x_t at
-    normalized time t_scalar = t/T (or the PF ODE's continuous t): ε̂, x̂_0 or v̂.
-    Shapes: x (*shape), t_scalar scalar -> (*shape).
+    `prediction` ∈ PREDICTIONS; `output(x, t_norm)` is the network's output for x = x_t at
+    normalized time t_norm = t/T (or the PF ODE's continuous t): ε̂, x̂_0 or v̂.
+    Shapes: x (*shape), t_norm scalar -> (*shape).
     """
 
     prediction: str
 
-    def output(self, x: Float[np.ndarray, "*shape"], t_scalar: Scalar) -> Float[np.ndarray, "*shape"]:
+    def output(self, x: Float[np.ndarray, "*shape"], t_norm: Scalar) -> Float[np.ndarray, "*shape"]:
         """The network's output (of kind `prediction`). Shapes: (*shape) -> (*shape)."""
         ...
 
@@ -94,7 +105,7 @@ AnyModel = EpsModel | Denoiser
 class PredictionModel:
     """A network with an `.eps(x, t)` forward, declared to predict `prediction`.
 
-    Formula: output(x, t_scalar) = net.eps(x, t_scalar); prediction ∈ PREDICTIONS.
+    Formula: output(x, t_norm) = net.eps(x, t_norm); prediction ∈ PREDICTIONS.
     Shapes: x (*shape) -> (*shape).
     """
 
@@ -104,24 +115,29 @@ class PredictionModel:
     def __post_init__(self) -> None:
         check_prediction(self.prediction)
 
-    def output(self, x: Float[np.ndarray, "*shape"], t_scalar: Scalar) -> Float[np.ndarray, "*shape"]:
-        """net.eps(x, t_scalar). Shapes: (*shape) -> (*shape)."""
-        return self.net.eps(x, t_scalar)
+    def output(self, x: Float[np.ndarray, "*shape"], t_norm: Scalar) -> Float[np.ndarray, "*shape"]:
+        """net.eps(x, t_norm). Shapes: (*shape) -> (*shape)."""
+        return self.net.eps(x, t_norm)
+
+
+def _is_prediction(prediction: str) -> Callable[[], None]:
+    """Entry-check rule (spec.core.check): `prediction` is one of PREDICTIONS."""
+    return holds(isinstance(prediction, str) and prediction in PREDICTIONS,
+                 f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
 
 
 def check_prediction(prediction: str) -> str:
     """Return `prediction` if it is one of PREDICTIONS, else raise a ValueError naming it."""
-    if not isinstance(prediction, str) or prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+    check(_is_prediction(prediction))
     return prediction
 
 
-def model_output(model: Any, x: Array, t_scalar: Scalar) -> tuple[Array, str]:
+def model_output(model: Any, x: Array, t_norm: Scalar) -> tuple[Array, str]:
     """(the model's output, what it predicts): a Denoiser's `.output` and `.prediction`; an
     EpsModel's `.eps`, which predicts ε. Shapes: x (*shape) -> ((*shape), str)."""
     if hasattr(model, "output"):
-        return model.output(x, t_scalar), check_prediction(model.prediction)
-    return model.eps(x, t_scalar), "eps"
+        return model.output(x, t_norm), check_prediction(model.prediction)
+    return model.eps(x, t_norm), "eps"
 
 
 def x0_from_output(ab: Scalar, x_t: Array, out: Float[np.ndarray, "..."], prediction: str) -> Array:
@@ -132,8 +148,7 @@ def x0_from_output(ab: Scalar, x_t: Array, out: Float[np.ndarray, "..."], predic
     x0: x̂_0 = out;  v: x̂_0 = sqrt_nonneg(ab)·x_t − sqrt_nonneg(1 − ab)·out.  ab ∈ [0, 1].
     Shapes: x_t (*shape), out (*shape), ab scalar -> (*shape).
     """
-    check_prediction(prediction)
-    check_same_shape("out", out, "x_t", x_t.shape)
+    check(_is_prediction(prediction), same_shape("out", out, "x_t", x_t.shape))
     if prediction == "x0":
         return out
     if prediction == "v":
@@ -153,8 +168,7 @@ def eps_from_output(ab: Scalar, x_t: Array, out: Float[np.ndarray, "..."], predi
     v: ε̂ = sqrt_nonneg(1 − ab)·x_t + sqrt_nonneg(ab)·out.  ab ∈ [0, 1].
     Shapes: x_t (*shape), out (*shape), ab scalar -> (*shape).
     """
-    check_prediction(prediction)
-    check_same_shape("out", out, "x_t", x_t.shape)
+    check(_is_prediction(prediction), same_shape("out", out, "x_t", x_t.shape))
     if prediction == "eps":
         return out
     if prediction == "v":
@@ -170,8 +184,8 @@ def predict_x0(
     Formula: x0_from_output(ᾱ_t, x_t, out, prediction), t ∈ {0..T}.
     Shapes: x_t (*shape), out (*shape) -> (*shape).
     """
-    t = check_index("t", t, 0, sched.T)
-    return x0_from_output(sched.alpha_bar(t), x_t, out, prediction)
+    t = check(in_range("t", t, 0, sched.T))
+    return x0_from_output(sched.alpha_bar[t], x_t, out, prediction)
 
 
 def predict_eps(
@@ -182,19 +196,19 @@ def predict_eps(
     Formula: eps_from_output(ᾱ_t, x_t, out, prediction), t ∈ {0..T}.
     Shapes: x_t (*shape), out (*shape) -> (*shape).
     """
-    t = check_index("t", t, 0, sched.T)
-    return eps_from_output(sched.alpha_bar(t), x_t, out, prediction)
+    t = check(in_range("t", t, 0, sched.T))
+    return eps_from_output(sched.alpha_bar[t], x_t, out, prediction)
 
 
 def v_target(sched: VPSchedule, x0: Array, t: Index, eps: Float[np.ndarray, "..."]) -> Array:
-    """The velocity v of x_0 and ε at time t (Salimans & Ho 2022, §4: v ≡ α_t·ε − σ_t·x).
+    """The velocity v of x_0 and ε at time t (Salimans & Ho 2022, §4: v ≡ α_t·ε − σ_t·x, with
+    their α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t)).
 
     Formula: v = sqrt_nonneg(ᾱ_t)·ε − sqrt_nonneg(1 − ᾱ_t)·x0, t ∈ {0..T}.
     Shapes: x0 (*shape), eps (*shape) -> (*shape).
     """
-    t = check_index("t", t, 0, sched.T)
-    check_same_shape("eps", eps, "x0", x0.shape)
-    ab = sched.alpha_bar(t)
+    t = check(in_range("t", t, 0, sched.T), same_shape("eps", eps, "x0", x0.shape))
+    ab = sched.alpha_bar[t]
     return sqrt_nonneg(ab) * eps - sqrt_nonneg(1 - ab) * x0
 
 
@@ -206,9 +220,8 @@ def prediction_target(
     Formula: eps: ε;  x0: x0;  v: v_target(sched, x0, t, ε).
     Shapes: x0 (*shape), eps (*shape) -> (*shape).
     """
-    check_prediction(prediction)
-    t = check_index("t", t, 0, sched.T)
-    check_same_shape("eps", eps, "x0", x0.shape)
+    check(_is_prediction(prediction), in_range("t", t, 0, sched.T),
+          same_shape("eps", eps, "x0", x0.shape))
     if prediction == "eps":
         return eps
     if prediction == "x0":
@@ -223,7 +236,7 @@ def denoise(sched: VPSchedule, model: AnyModel, x_t: Array, t: Index) -> tuple[A
     x̂_0 = predict_x0(sched, x_t, out, t, p), ε̂ = predict_eps(sched, x_t, out, t, p). Unclipped.
     Shapes: x_t (*shape) -> ((*shape), (*shape)).
     """
-    t = check_index("t", t, 0, sched.T)
+    t = check(in_range("t", t, 0, sched.T))
     out, prediction = model_output(model, x_t, time_of_index(t, sched.T))
     return (predict_x0(sched, x_t, out, t, prediction), predict_eps(sched, x_t, out, t, prediction))
 
@@ -235,8 +248,8 @@ def snr(sched: VPSchedule, t: Index) -> Scalar:
     terminal SNR), 1/EPS = 1e12 at t = 0 (safe_div's guard of 1 − ᾱ_0 = 0).
     Shapes: -> scalar.
     """
-    t = check_index("t", t, 0, sched.T)
-    ab = sched.alpha_bar(t)
+    t = check(in_range("t", t, 0, sched.T))
+    ab = sched.alpha_bar[t]
     return safe_div(ab, 1 - ab)
 
 
@@ -248,9 +261,8 @@ def min_snr_weight(sched: VPSchedule, t: Index, gamma: Scalar, prediction: str) 
     weighted loss into the plain ε-loss (see the module docstring).
     Shapes: -> scalar.
     """
-    check_prediction(prediction)
-    if not gamma > 0:
-        raise ValueError(f"gamma must be > 0 (math.inf for no clipping), got gamma = {gamma!r}")
+    check(_is_prediction(prediction),
+          holds(gamma > 0, f"gamma must be > 0 (math.inf for no clipping), got gamma = {gamma!r}"))
     s = snr(sched, t)
     if prediction == "eps":
         return min(1.0, safe_div(gamma, s))

@@ -1,17 +1,15 @@
-"""The variance schedule β_1..β_T and the cumulative products ᾱ_t (DDPM, Ho et al. 2020, §2).
+"""The variance schedule β_1..β_T and its tables β_t, α_t, ᾱ_t (DDPM, Ho et al. 2020, §2).
 
-`betas[k]` is β_{k+1}: the variance of the transition k → k+1. The cumulative product follows
-the recursion ᾱ_0 = 1, ᾱ_{k+1} = ᾱ_k · (1 − betas[k]), evaluated in that order (np.cumprod).
-The time convention is the one of `spec/__init__.py`.
+Every table is indexed by the time t and has T + 1 entries (the time convention of
+`spec/__init__.py`); `linear_betas` and `cosine_betas` return the T inputs β_1..β_T.
 """
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from jaxtyping import Float, Int
 
-from spec.core import Index, Scalar, check_index, safe_div
+from spec.core import Index, Scalar, check, check_index, holds, in_range, safe_div
 
 __all__ = [
     "VPSchedule",
@@ -24,20 +22,28 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, eq=False)
-class VPSchedule:
-    """A discrete variance-preserving schedule (DDPM Eq. 2 and 4).
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
-    Formula: α_t = 1 − β_t, ᾱ_t = Π_{s=1..t} α_s, ᾱ_0 = 1; β_t = betas[t − 1].
+
+class VPSchedule:
+    """A discrete variance-preserving schedule, its tables indexed by t (DDPM Eq. 2 and 4).
+
+    Formula: from betas = (β_1, …, β_T): beta[t] = β_t, alpha[t] = α_t = 1 − β_t,
+    alpha_bar[t] = ᾱ_t = Π_{s=1..t} α_s, for t ∈ {0..T}; entry t = 0 is β_0 = 0, α_0 = 1,
+    ᾱ_0 = 1 (nothing is noised at t = 0; no step reads β_0 or α_0).
     Every beta must lie in [0, 1] (ValueError naming the index and value otherwise); β_t = 1
     makes ᾱ_s = 0 for s ≥ t (zero terminal SNR: `rescale_zero_terminal_snr` ends with β_T = 1).
-    Shapes: betas (T,).
+    The tables are read-only arrays in betas' dtype.
+    Shapes: betas (T,) -> beta, alpha, alpha_bar (T + 1,).
     """
 
-    betas: Float[np.ndarray, " T"]
+    beta: Float[np.ndarray, " T_plus_1"]
+    alpha: Float[np.ndarray, " T_plus_1"]
+    alpha_bar: Float[np.ndarray, " T_plus_1"]
 
-    def __post_init__(self) -> None:
-        betas = self.betas
+    def __init__(self, betas: Float[np.ndarray, " T"]) -> None:
         if betas.ndim != 1:
             raise ValueError(f"betas must be a 1-d array of length T, got shape {betas.shape}")
         bad = np.flatnonzero(~((betas >= 0) & (betas <= 1)))
@@ -47,47 +53,24 @@ class VPSchedule:
                 f"betas must lie in [0, 1], got betas[{k}] = {betas[k]!r} "
                 f"({bad.size} value(s) outside the range)"
             )
+        self.beta = _read_only(np.concatenate([np.zeros(1, dtype=betas.dtype), betas]))
+        self.alpha = _read_only(1 - self.beta)
+        self.alpha_bar = _read_only(np.cumprod(self.alpha))  # ᾱ_t = ᾱ_{t−1}·α_t, ᾱ_0 = α_0 = 1
 
     @property
     def T(self) -> int:
-        """Number of diffusion steps T = len(betas)."""
-        return len(self.betas)
+        """Number of diffusion steps T = len(beta) − 1."""
+        return len(self.beta) - 1
 
-    def beta(self, k: Index) -> Scalar:
-        """β_{k+1} = betas[k], the variance of the transition k → k+1, k ∈ {0..T−1}.
-
-        Shapes: k scalar -> scalar.
-        """
-        return self.betas[check_index("k", k, 0, self.T - 1)]
-
-    def alpha(self, k: Index) -> Scalar:
-        """α_{k+1} = 1 − betas[k], k ∈ {0..T−1} (DDPM notation α_t = 1 − β_t).
-
-        Shapes: k scalar -> scalar.
-        """
-        return 1 - self.beta(k)
-
-    def alpha_bars(self) -> Float[np.ndarray, " T_plus_1"]:
-        """ᾱ_0..ᾱ_T: ᾱ_0 = 1, ᾱ_{k+1} = ᾱ_k · (1 − betas[k]) (DDPM Eq. 4; DDIM calls it α_t).
-
-        Shapes: () -> (T + 1,).
-        """
-        one = np.ones(1, dtype=self.betas.dtype)
-        return np.cumprod(np.concatenate([one, 1 - self.betas]))
-
-    def alpha_bar(self, t: Index) -> Scalar:
-        """ᾱ_t = Π_{s=1..t} (1 − β_s), t ∈ {0..T}; ᾱ_0 = 1 (DDPM Eq. 4).
-
-        Shapes: t scalar -> scalar.
-        """
-        return self.alpha_bars()[check_index("t", t, 0, self.T)]
+    def __repr__(self) -> str:
+        return f"VPSchedule(T={self.T})"
 
 
 def linear_betas(T: Index, beta_start: Scalar, beta_end: Scalar) -> Float[np.ndarray, " T"]:
     """Linearly spaced betas (DDPM §4: β from 1e-4 to 0.02 with T = 1000).
 
-    Formula: betas[k] = beta_start + (beta_end − beta_start)·k/(T − 1), k = 0..T−1, with
-    betas[T−1] set to exactly beta_end; T = 1 gives [beta_end].
+    Formula: β_t = beta_start + (beta_end − beta_start)·(t − 1)/(T − 1), t = 1..T, with
+    β_T set to exactly beta_end; T = 1 gives [beta_end]. Returns (β_1, …, β_T).
     Shapes: -> (T,), float64.
     """
     T = check_index("T", T, 1, 2**62)
@@ -103,7 +86,7 @@ def cosine_betas(T: Index, s: Scalar = 0.008, max_beta: Scalar = 0.999) -> Float
     """Cosine schedule (Nichol & Dhariwal 2021, Eq. 17).
 
     Formula: f(t) = cos²(((t/T) + s)/(1 + s) · π/2); ᾱ_t = f(t)/f(0);
-    betas[k] = min(1 − f(k+1)/f(k), max_beta), k = 0..T−1.
+    β_t = min(1 − f(t)/f(t − 1), max_beta), t = 1..T. Returns (β_1, …, β_T).
     Shapes: -> (T,), float64.
     """
     T = check_index("T", T, 1, 2**62)
@@ -113,13 +96,12 @@ def cosine_betas(T: Index, s: Scalar = 0.008, max_beta: Scalar = 0.999) -> Float
 
 
 def time_of_index(t: Index, T: Index) -> float:
-    """The model's time input: t / T, and 0 when T = 0 (the one time convention).
+    """The model's time input t_norm: t / T, and 0 when T = 0 (the time convention).
 
-    Formula: time_of_index(t, T) = t / T ∈ [0, 1], t ∈ {0..T}.
+    Formula: t_norm = time_of_index(t, T) = t / T ∈ [0, 1], t ∈ {0..T}.
     Shapes: scalars -> float.
     """
-    T = check_index("T", T, 0, 2**62)
-    t = check_index("t", t, 0, T)
+    T, t = check(in_range("T", T, 0, 2**62), in_range("t", t, 0, T))
     return 0.0 if T == 0 else t / T
 
 
@@ -128,8 +110,8 @@ def rescale_zero_terminal_snr(betas: Float[np.ndarray, " T"]) -> Float[np.ndarra
     Sample Steps are Flawed", Algorithm 1).
 
     Formula: s_t = √ᾱ_t (t = 1..T, from betas); s'_t = s_1·(s_t − s_T)/(s_1 − s_T), so s'_1 = s_1
-    exactly and s'_T = 0; ᾱ'_t = s'_t²; betas'[0] = 1 − ᾱ'_1,
-    betas'[k] = 1 − safe_div(ᾱ'_{k+1}, ᾱ'_k) (k = 1..T−1), hence betas'[T−1] = 1 and SNR(T) = 0.
+    exactly and s'_T = 0; ᾱ'_t = s'_t²; β'_1 = 1 − ᾱ'_1,
+    β'_t = 1 − safe_div(ᾱ'_t, ᾱ'_{t−1}) (t = 2..T), hence β'_T = 1 and SNR(T) = 0.
     Needs T ≥ 2, betas in [0, 1] and ᾱ_1 > ᾱ_T (ValueError otherwise); betas in (0, 1) give
     betas' in (0, 1].
     Shapes: betas (T,) -> (T,), float64.
@@ -175,10 +157,11 @@ def timestep_grid(T: Index, n: Index, spacing: str = "even") -> Int[np.ndarray, 
     Every grid is n + 1 strictly decreasing ints in {0..T} ending at 0, for every n ∈ {1..T}.
     Shapes: -> (n + 1,), int64.
     """
-    T = check_index("T", T, 1, 2**62)
-    n = check_index("n", n, 1, T)
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    T, n = check(
+        in_range("T", T, 1, 2**62),
+        in_range("n", n, 1, T),
+        holds(spacing in SPACINGS, f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}"),
+    )
     if spacing == "even":
         times = [(T * (n - i) + n // 2) // n for i in range(n)]
     elif spacing == "trailing":

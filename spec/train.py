@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check_index
+from spec.core import EpsModel, Index, Scalar, check, holds, in_range
 from spec.data import to_diffusion_range
 from spec.loss import eps_pred_loss
 from spec.schedule import VPSchedule
@@ -55,11 +55,11 @@ def train_loss(
     w_i = 1 unless `weights` is given (a per-sample weighting of the ε-loss).
     Shapes: x01 (B,C,H,W) in [0, 1], t B ints, eps (B,C,H,W), weights (B,) or None -> scalar.
     """
-    if len(t) != x01.shape[0]:
-        raise ValueError(f"t must hold one time per sample ({x01.shape[0]}), got {len(t)}")
+    check(holds(len(t) == x01.shape[0],
+                f"t must hold one time per sample ({x01.shape[0]}), got {len(t)}"),
+          *(in_range("t", t_i, 1, sched.T) for t_i in t))
     x0 = to_diffusion_range(x01)
-    losses = np.array([eps_pred_loss(sched, model, x0[i], check_index("t", t[i], 1, sched.T),
-                                     eps[i]) for i in range(x0.shape[0])])
+    losses = np.array([eps_pred_loss(sched, model, x0[i], t[i], eps[i]) for i in range(x0.shape[0])])
     w = np.ones_like(losses) if weights is None else np.asarray(weights, dtype=losses.dtype)
     return np.mean(w * losses)
 

@@ -73,7 +73,7 @@ class OracleModel:
 
     noise: np.ndarray
 
-    def eps(self, x, t_scalar):
+    def eps(self, x, t_norm):
         return self.noise
 
 
@@ -85,8 +85,8 @@ class TanhModel:
     b: float
     c: float
 
-    def eps(self, x, t_scalar):
-        return np.tanh(self.a * x + self.b * t_scalar + self.c)
+    def eps(self, x, t_norm):
+        return np.tanh(self.a * x + self.b * t_norm + self.c)
 
 
 def tanh_models() -> st.SearchStrategy[TanhModel]:

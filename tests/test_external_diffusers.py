@@ -63,7 +63,7 @@ def test_pinned_version_is_installed_and_recorded():
 def test_alphas_cumprod_tau_is_spec_alpha_bar_at_tau_plus_one():
     """The time map, read from the spec: alphas_cumprod[τ] = ᾱ_{τ+1}, not ᾱ_τ."""
     s = build_scheduler(cfg(T=50, n=50))
-    ref = VPSchedule(linear_betas(50, 1e-4, 0.2)).alpha_bars()
+    ref = VPSchedule(linear_betas(50, 1e-4, 0.2)).alpha_bar
     taus = np.arange(50)
     ab = s.alphas_cumprod.numpy()
     np.testing.assert_allclose(ab, ref[[spec_time(t) for t in taus]], rtol=1e-5)

@@ -300,7 +300,7 @@ def test_a_target_that_raises_or_returns_too_few_states_is_reported():
 @settings(max_examples=30)
 def test_eps_to_prediction_is_the_closed_form(beta, seed):
     sched = VPSchedule(np.array([beta]))  # ᾱ_1 = 1 − β
-    ab = sched.alpha_bar(1)
+    ab = sched.alpha_bar[1]
     rng = np.random.default_rng(seed)
     x0, eps = rng.standard_normal((2, 5))
     x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps  # DDPM Eq. 4
@@ -333,7 +333,7 @@ def test_oracle_respaced_every_step_is_spec_ddpm_step(betas):
     rng = np.random.default_rng(0)
     for i, t in enumerate(claim.grid):
         x, z = rng.standard_normal((2, 2, 3))
-        np.testing.assert_allclose(oracle.step(i, x, z), ddpm_step(sched, model, t - 1, x, z),
+        np.testing.assert_allclose(oracle.step(i, x, z), ddpm_step(sched, model, t, x, z),
                                    rtol=1e-12, atol=1e-12)
 
 
@@ -393,7 +393,7 @@ def test_claim_rejects_grids_outside_the_spec():
 
 def test_tolerance_bound_adds_the_spec_eps_term():
     betas = linear_betas(4, 1e-5, 0.1)
-    ab = VPSchedule(betas).alpha_bars()
+    ab = VPSchedule(betas).alpha_bar
     claim = Claim(betas, (4, 2, 1), 0, DDIM())
     b = FLOAT64.bound(ab, claim)
     assert b == pytest.approx(1e-8 + 8e-12 / (1 - ab[1]))

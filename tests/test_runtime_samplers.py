@@ -62,8 +62,8 @@ def test_sampler_errors_are_actionable() -> None:
         ddim_step_between(sched, model, 5, 2, x, eta=0.5)
     with pytest.raises(ValueError, match="eta"):
         ddim_step_between(sched, model, 5, 2, x, eta=-1.0, z=x)
-    with pytest.raises(ValueError, match="step index"):
-        ddpm_step(sched, model, 20, x, x)
+    with pytest.raises(ValueError, match="outside 1..20"):
+        ddpm_step(sched, model, 21, x, x)
 
 
 def test_samplers_keep_dtype_and_do_not_track_gradients() -> None:
@@ -79,17 +79,17 @@ def test_hot_paths_do_not_synchronise_on_cuda() -> None:
     sched, model = _setup("cuda")
     x = torch.randn(4, 1, 4, 4, device="cuda")
     t = torch.randint(0, 21, (4,), device="cuda")
-    k = torch.randint(0, 20, (4,), device="cuda")
+    t_step = torch.randint(1, 21, (4,), device="cuda")
     eps = torch.randn_like(x)
     noise = torch.randn(20, 4, 1, 4, 4, device="cuda")
 
     def hot_paths() -> None:
         eps_pred_loss(sched, model, x, t, eps).backward()
         q_sample(sched, x, t, eps)
-        ddpm_step(sched, model, 7, x, eps)
-        ddpm_step(sched, model, k, x, eps)
+        ddpm_step(sched, model, 8, x, eps)
+        ddpm_step(sched, model, t_step, x, eps)
         ddim_step_between(sched, model, 9, 3, x, eta=0.5, z=eps, clip=True)
-        ddim_step_between(sched, model, k + 1, k, x)
+        ddim_step_between(sched, model, t_step, t_step - 1, x)
         ddpm_sample(sched, model, x, noise=noise)
 
     hot_paths()  # first use: the schedule's tables are uploaded once per (dtype, device)

@@ -6,24 +6,43 @@ import pytest
 import torch
 
 from runtime.forward import q_posterior_mean_variance, q_sample
-from runtime.schedule import Schedule, VPSchedule, cosine_betas, linear_betas, time_of_index
+from runtime.schedule import (
+    TABLES,
+    Schedule,
+    VPSchedule,
+    cosine_betas,
+    linear_betas,
+    time_of_index,
+)
 
 
 def test_tables_are_float64_masters_cast_once_and_cached() -> None:
     sched = Schedule(linear_betas(10, 1e-4, 0.02), dtype=torch.float32)
-    assert sched.betas.dtype == torch.float32 and sched.alpha_bars.dtype == torch.float32
-    a = sched.table("sqrt_alpha_bars", torch.float32, "cpu")
-    assert a is sched.table("sqrt_alpha_bars", torch.float32, "cpu")  # cached: cast once
-    b = sched.table("sqrt_alpha_bars", torch.float64, "cpu")
+    assert sched.beta[:].dtype == torch.float32 and sched.alpha_bar[:].dtype == torch.float32
+    a = sched.sqrt_alpha_bar.cast(torch.float32, "cpu")
+    assert a is sched.sqrt_alpha_bar.cast(torch.float32, "cpu")  # cached: cast once
+    b = sched.sqrt_alpha_bar.cast(torch.float64, "cpu")
     assert b.dtype == torch.float64 and torch.allclose(a.double(), b, atol=1e-7)
-    assert sched._tables64["alpha_bars"].dtype == torch.float64
+    assert sched.alpha_bar.float64.dtype == torch.float64
+
+
+def test_every_table_has_T_plus_1_entries_indexed_by_t() -> None:
+    betas = [0.1, 0.2, 0.3]
+    sched = Schedule(betas, dtype=torch.float64)
+    for name in TABLES:
+        assert len(getattr(sched, name)) == sched.T + 1, name
+    assert sched.beta[0] == 0.0 and sched.alpha[0] == 1.0 and sched.alpha_bar[0] == 1.0
+    for t in range(1, 4):
+        assert sched.beta[t] == betas[t - 1] and sched.alpha[t] == 1.0 - betas[t - 1]
+        assert sched.alpha_bar_prev[t] == sched.alpha_bar[t - 1]
+        assert sched.alpha_bar[t] == sched.alpha_bar[t - 1] * (1.0 - betas[t - 1])
 
 
 def test_to_shares_the_float64_tables() -> None:
     sched = Schedule([0.1, 0.2, 0.3])
     other = sched.to(dtype=torch.float64)
-    assert other._tables64 is sched._tables64
-    assert other.alpha_bars.dtype == torch.float64 and other.T == 3
+    assert other.alpha_bar.float64 is sched.alpha_bar.float64
+    assert other.alpha_bar[:].dtype == torch.float64 and other.T == 3
     assert VPSchedule is Schedule
 
 
@@ -33,7 +52,7 @@ def test_coefficients_follow_x_not_the_schedule_default_dtype() -> None:
     out = q_sample(sched, x64, 30, torch.randn_like(x64))
     assert out.dtype == torch.float64  # float64 x gets float64 coefficients, not the float32 ones
     eps = torch.zeros_like(x64)
-    exact = sched.table("sqrt_alpha_bars", torch.float64, "cpu")[30] * x64
+    exact = sched.sqrt_alpha_bar.cast(torch.float64, "cpu")[30] * x64
     assert torch.equal(q_sample(sched, x64, 30, eps), exact)
 
 
@@ -58,10 +77,10 @@ def test_invalid_betas_name_the_value(bad: list) -> None:
 def test_int_indices_are_range_checked_tensor_indices_are_not_synced() -> None:
     sched = Schedule([0.1, 0.2])
     with pytest.raises(ValueError):
-        sched.beta(2)
+        sched.beta.at(3, torch.zeros(1))
     with pytest.raises(ValueError):
         q_posterior_mean_variance(sched, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 0)
-    assert sched.alpha_bar(torch.tensor([0, 2])).shape == (2,)
+    assert sched.alpha_bar[torch.tensor([0, 2])].shape == (2,)
 
 
 def test_time_of_index() -> None:

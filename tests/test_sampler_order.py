@@ -50,7 +50,7 @@ def _dpm_reusing_current_x0(n):
     x, ab = order.start()
     sigmas = spec.edm_sigmas(n, order.SIGMA_MIN, spec.vp_to_edm(ab, x)[1], order.RHO)
     sched = spec.VPSchedule(order.discrete_betas(sigmas))
-    model = order._SpecOracle(order._table_lookup(sched.alpha_bars()))
+    model = order._SpecOracle(order._table_lookup(sched.alpha_bar))
     t_prev = None
     for t in range(n, 0, -1):
         x0 = spec.x0_pred(sched, model, x, t)
@@ -90,7 +90,7 @@ def test_dpm_solver_first_and_last_steps_are_first_order():
     """On a 1-step grid DPM-Solver++(2M) is DDIM; on any grid its last step (into ᾱ_0 = 1) lands
     exactly on x̂_0 of the last nonzero time."""
     sched = spec.VPSchedule(spec.cosine_betas(20))
-    model = order._SpecOracle(order._table_lookup(sched.alpha_bars()))
+    model = order._SpecOracle(order._table_lookup(sched.alpha_bar))
     x = np.random.default_rng(1).standard_normal((1, 3, 3))
     np.testing.assert_allclose(spec.dpm_solver_pp_2m_sample(sched, model, x, [20, 0]),
                                spec.ddim_sample_strided(sched, model, x, [20, 0]), atol=1e-12)
@@ -104,7 +104,7 @@ def test_dpm_solver_is_exact_for_a_point_mass():
     Eq. 9 is exact for every step (first, multistep and final) and the output is μ."""
     mu = 0.7
     sched = spec.VPSchedule(spec.linear_betas(50, 1e-4, 0.2))
-    ab = sched.alpha_bars()
+    ab = sched.alpha_bar
 
     def eps(x, t_norm):
         a = ab[round(t_norm * 50)]

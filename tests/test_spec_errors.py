@@ -37,7 +37,6 @@ def test_betas_must_be_a_vector():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda t: SCHED.alpha_bar(t),
         lambda t: spec.q_sample(SCHED, X, t, X),
         lambda t: spec.x0_pred(SCHED, MODEL, X, t),
         lambda t: spec.eps_pred_loss(SCHED, MODEL, X, t, X),
@@ -60,17 +59,34 @@ def test_posterior_needs_t_from_1_to_T(t):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda k: SCHED.beta(k),
-        lambda k: SCHED.alpha(k),
-        lambda k: spec.ddpm_step(SCHED, MODEL, k, X, X),
-        lambda k: spec.ddim_step(SCHED, MODEL, k, X),
-        lambda k: spec.ddim_step_system(SCHED, MODEL, k),
+        lambda t: spec.ddpm_step(SCHED, MODEL, t, X, X),
+        lambda t: spec.ddim_step(SCHED, MODEL, t, X),
+        lambda t: spec.ddim_step_system(SCHED, MODEL, t),
+    ],
+)
+@pytest.mark.parametrize("t", [0, 11])
+def test_reverse_step_t_outside_1_to_T(call, t):
+    with raises("t", "{1..10}", str(t)):
+        call(t)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda k: spec.ddpmStep(SCHED, MODEL, k, X, X),
+        lambda k: spec.ddimStep(SCHED, MODEL, k, X),
+        lambda k: spec.ddimStepSystem(SCHED, MODEL, k),
     ],
 )
 @pytest.mark.parametrize("k", [-1, 10])
-def test_k_outside_0_to_T_minus_1(call, k):
+def test_torchlean_step_index_k_outside_0_to_T_minus_1(call, k):
     with raises("k", "{0..9}", str(k)):
         call(k)
+
+
+def test_schedule_tables_are_read_only():
+    with pytest.raises(ValueError, match="read-only"):
+        SCHED.alpha_bar[1] = 0.5
 
 
 def test_ddim_step_between_time_ranges():

@@ -31,13 +31,13 @@ class GaussianOracle:
     def __init__(self, alpha_bar_of):
         self.alpha_bar_of = alpha_bar_of
 
-    def eps(self, x, t_scalar):
-        ab = self.alpha_bar_of(t_scalar)
+    def eps(self, x, t_norm):
+        ab = self.alpha_bar_of(t_norm)
         return math.sqrt(1 - ab) * (x - math.sqrt(ab) * MU) / (ab * S**2 + 1 - ab)
 
 
 def discrete_oracle(sched: spec.VPSchedule) -> GaussianOracle:
-    alpha_bars = sched.alpha_bars()
+    alpha_bars = sched.alpha_bar
     return GaussianOracle(lambda t_norm: alpha_bars[round(t_norm * sched.T)])
 
 
@@ -103,9 +103,9 @@ def test_pf_ode_euler_maps_noise_to_the_data_distribution(rng):
 
 
 def torchlean_pf_ode_rhs(x, t):
-    """TorchLean's pfOdeRhs: −½β(t)·x + (β(t)/σ(t))·ε̂ (no ½ on the score term)."""
+    """TorchLean's pfOdeRhs: −½β(t)·x + (β(t)/√(1 − ᾱ(t)))·ε̂ (no ½ on the score term)."""
     beta = VP.beta(t)
-    return -0.5 * beta * x + spec.safe_div(beta, VP.sigma(t)) * PF_ORACLE.eps(x, t)
+    return -0.5 * beta * x + spec.safe_div(beta, VP.sqrt_one_minus_alpha_bar(t)) * PF_ORACLE.eps(x, t)
 
 
 def torchlean_order_sample(x1, steps):
@@ -143,14 +143,14 @@ def test_torchlean_time_order_shifts_the_mean(rng):
 
 def test_alpha_bar_of_a_three_step_linear_schedule():
     sched = spec.VPSchedule(spec.linear_betas(3, 0.1, 0.3))  # betas 0.1, 0.2, 0.3
-    assert math.isclose(sched.alpha_bar(3), 0.9 * 0.8 * 0.7, rel_tol=1e-15)
-    assert math.isclose(sched.alpha_bar(2), 0.72, rel_tol=1e-15)
+    assert math.isclose(sched.alpha_bar[3], 0.9 * 0.8 * 0.7, rel_tol=1e-15)
+    assert math.isclose(sched.alpha_bar[2], 0.72, rel_tol=1e-15)
 
 
 def test_alpha_bar_T_of_the_ddpm_linear_schedule_is_its_product():
     # ᾱ_T = Π_k (1 − β_k), β_k = 1e-4 + (0.02 − 1e-4)·k/999, as exp of an exactly rounded sum
     log_ab = math.fsum(math.log1p(-(1e-4 + (0.02 - 1e-4) * k / 999)) for k in range(1000))
-    assert math.isclose(LINEAR_1000.alpha_bar(1000), math.exp(log_ab), rel_tol=1e-12)
+    assert math.isclose(LINEAR_1000.alpha_bar[1000], math.exp(log_ab), rel_tol=1e-12)
 
 
 def test_cosine_alpha_bar_is_f_t_over_f_0_where_unclipped():
@@ -160,11 +160,11 @@ def test_cosine_alpha_bar_is_f_t_over_f_0_where_unclipped():
     def f(t):
         return math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
 
-    clipped = np.flatnonzero(sched.betas >= 0.999)
-    last = int(clipped[0]) if clipped.size else T  # the product telescopes up to here
+    clipped = np.flatnonzero(sched.beta >= 0.999)  # the times t whose β_t is clipped
+    last = int(clipped[0]) - 1 if clipped.size else T  # the product telescopes up to here
     assert last >= T - 1
     for t in range(last + 1):
-        assert math.isclose(sched.alpha_bar(t), f(t) / f(0), rel_tol=1e-9, abs_tol=1e-15), t
+        assert math.isclose(sched.alpha_bar[t], f(t) / f(0), rel_tol=1e-9, abs_tol=1e-15), t
 
 
 def test_ddim_timesteps_of_ten_steps_over_a_thousand():

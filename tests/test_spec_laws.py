@@ -35,22 +35,23 @@ import spec
 @given(betas_vectors())
 def test_alpha_bar_starts_at_one_and_is_non_increasing_in_0_1(betas):
     sched = spec.VPSchedule(betas)
-    ab = sched.alpha_bars()
+    ab = sched.alpha_bar
     assert ab.shape == (sched.T + 1,)
-    assert ab[0] == 1.0 and sched.alpha_bar(0) == 1.0
+    assert ab[0] == 1.0 and sched.alpha_bar[0] == 1.0
     assert np.all(np.diff(ab) <= 0)
     # (0, 1]: every factor 1 − β ≥ 0.001, so the product of ≤ 30 of them stays ≥ 1e-90 > 0
     assert np.all((ab > 0) & (ab <= 1))
     for t in range(sched.T + 1):
-        assert sched.alpha_bar(t) == ab[t]
+        assert sched.alpha_bar[t] == ab[t]
 
 
 @given(betas_vectors())
 def test_alpha_bar_follows_its_recursion(betas):
     sched = spec.VPSchedule(betas)
-    for k in range(sched.T):
-        assert sched.alpha_bar(k + 1) == sched.alpha_bar(k) * (1 - betas[k])
-        assert sched.alpha(k) == 1 - sched.beta(k)
+    for t in range(1, sched.T + 1):
+        assert sched.alpha_bar[t] == sched.alpha_bar[t - 1] * (1 - betas[t - 1])
+        assert sched.alpha[t] == 1 - sched.beta[t]
+    assert sched.beta[0] == 0.0 and sched.alpha[0] == 1.0 and sched.alpha_bar[0] == 1.0
 
 
 @given(
@@ -107,7 +108,7 @@ def test_x0_pred_inverts_q_sample_under_the_oracle(sched_t, pair):
     x0, eps = pair
     x_t = spec.q_sample(sched, x0, t, eps)
     x0_hat = spec.x0_pred(sched, OracleModel(eps), x_t, t)
-    rtol, atol = inversion_tolerance(sched.alpha_bar(t), x0, eps)
+    rtol, atol = inversion_tolerance(sched.alpha_bar[t], x0, eps)
     np.testing.assert_allclose(x0_hat, x0, rtol=rtol, atol=atol)
 
 
@@ -117,9 +118,9 @@ def test_posterior_mean_of_a_noiseless_x_t_is_the_scaled_x0(sched_t, pair):
     # = √ᾱ_{t−1}·x0 (DDPM Eq. 7). EPS in the denominators costs a relative EPS/(1 − ᾱ_t) ≤ 1e-8.
     sched, t = sched_t
     x0, _ = pair
-    x_t = math.sqrt(sched.alpha_bar(t)) * x0
+    x_t = math.sqrt(sched.alpha_bar[t]) * x0
     mean, var = spec.q_posterior_mean_variance(sched, x0, x_t, t)
-    np.testing.assert_allclose(mean, math.sqrt(sched.alpha_bar(t - 1)) * x0, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(mean, math.sqrt(sched.alpha_bar[t - 1]) * x0, rtol=1e-7, atol=1e-12)
     assert var >= 0
     if t == 1:
         assert var == 0.0
@@ -150,17 +151,28 @@ def test_diffusion_range_round_trips(x01):
 
 @given(schedules(), tanh_models(), shapes().flatmap(samples))
 def test_ddim_step_is_ddim_step_between_adjacent_times(sched, model, x):
-    for k in range(sched.T):
+    for t in range(1, sched.T + 1):
         assert np.array_equal(
-            spec.ddim_step(sched, model, k, x), spec.ddim_step_between(sched, model, k + 1, k, x)
+            spec.ddim_step(sched, model, t, x), spec.ddim_step_between(sched, model, t, t - 1, x)
         )
 
 
+@given(schedules(), tanh_models(), sample_pairs())
+def test_torchlean_step_index_aliases_run_at_t_equals_k_plus_1(sched, model, pair):
+    x, z = pair
+    for k in range(sched.T):
+        assert np.array_equal(spec.ddpmStep(sched, model, k, x, z),
+                              spec.ddpm_step(sched, model, k + 1, x, z))
+        assert np.array_equal(spec.ddimStep(sched, model, k, x), spec.ddim_step(sched, model, k + 1, x))
+        assert np.array_equal(spec.ddimStepSystem(sched, model, k).step(x),
+                              spec.ddim_step_system(sched, model, k + 1).step(x))
+
+
 @given(schedules(max_T=15), tanh_models(), shapes().flatmap(samples))
-def test_ddim_sample_iterates_the_step_systems_from_T_minus_1_down_to_0(sched, model, x_T):
+def test_ddim_sample_iterates_the_step_systems_from_T_down_to_1(sched, model, x_T):
     x = x_T
-    for k in reversed(range(sched.T)):
-        x = spec.iterate(spec.ddim_step_system(sched, model, k), 1, x)
+    for t in range(sched.T, 0, -1):
+        x = spec.iterate(spec.ddim_step_system(sched, model, t), 1, x)
     assert np.array_equal(spec.ddim_sample(sched, model, x_T), x)
 
 
@@ -184,7 +196,7 @@ def test_ddim_with_eta_one_has_the_ddpm_posterior_variance(sched_t, model, pair)
     # σ² = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_{t−1}) = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t = β̃_t.
     # 1 − ᾱ_t/(ᾱ_{t−1} + EPS) is off by a relative ~EPS/(ᾱ_{t−1}·β_t) (≤ 1e-5 for these
     # schedules), plus rounding of 1 − α_t (1e-16/β_t) and of σ = (σ·1 + rest) − rest.
-    ab_prev, beta = sched.alpha_bar(t - 1), sched.beta(t - 1)
+    ab_prev, beta = sched.alpha_bar[t - 1], sched.beta[t]
     rtol = 2 * spec.EPS / (ab_prev * beta) + 1e-15 / beta + 1e-12
     np.testing.assert_allclose(
         sigma**2, beta_tilde, rtol=rtol, atol=1e-13 * (1 + np.abs(without).max())
@@ -201,7 +213,7 @@ def test_ddim_eta_zero_ignores_z_and_ddim_prev_is_its_update(sched_t, model, pai
             spec.ddim_step_between(sched, model, t, t_prev, x_t, eta=0.0, z=z), plain
         )
         eps_hat = model.eps(x_t, t / sched.T)
-        prev = spec.ddim_prev(sched.alpha_bar(t_prev), sched.alpha_bar(t), x_t, eps_hat, clip=False)
+        prev = spec.ddim_prev(sched.alpha_bar[t_prev], sched.alpha_bar[t], x_t, eps_hat, clip=False)
         assert np.array_equal(prev, plain)
 
 
@@ -214,24 +226,24 @@ def test_ddim_with_the_oracle_jumps_to_the_noised_sample_at_t_prev(sched_t, pair
     x_t = spec.q_sample(sched, x0, t, eps)
     for t_prev in range(t):
         got = spec.ddim_step_between(sched, OracleModel(eps), t, t_prev, x_t)
-        rtol, atol = inversion_tolerance(sched.alpha_bar(t), x0, eps)
+        rtol, atol = inversion_tolerance(sched.alpha_bar[t], x0, eps)
         np.testing.assert_allclose(got, spec.q_sample(sched, x0, t_prev, eps), rtol=rtol, atol=atol)
 
 
 @given(schedules(), tanh_models(), shapes().flatmap(samples), seeds())
-def test_ddpm_sample_uses_noise_k_in_step_k(sched, model, x_T, seed):
+def test_ddpm_sample_uses_noise_t_minus_1_in_the_step_at_t(sched, model, x_T, seed):
     noise = np.random.default_rng(seed).standard_normal((sched.T, *x_T.shape))
     x = x_T
-    for k in range(sched.T - 1, -1, -1):
-        x = spec.ddpm_step(sched, model, k, x, noise[k])
+    for t in range(sched.T, 0, -1):
+        x = spec.ddpm_step(sched, model, t, x, noise[t - 1])
     assert np.array_equal(spec.ddpm_sample(sched, model, x_T, noise), x)
 
 
 @given(schedules(), tanh_models(), shapes().flatmap(samples))
 def test_last_ddpm_step_is_noiseless(sched, model, x):
-    # β̃_1 = 0, so step k = 0 ignores z
-    a = spec.ddpm_step(sched, model, 0, x, np.zeros_like(x))
-    b = spec.ddpm_step(sched, model, 0, x, np.full_like(x, 7.0))
+    # β̃_1 = 0, so the step at t = 1 ignores z
+    a = spec.ddpm_step(sched, model, 1, x, np.zeros_like(x))
+    b = spec.ddpm_step(sched, model, 1, x, np.full_like(x, 7.0))
     assert np.array_equal(a, b)
 
 
@@ -443,8 +455,8 @@ def test_vlb_middle_terms_vanish_for_the_oracle(sched, seed):
     noise = np.random.default_rng(seed).standard_normal((sched.T, 3))
 
     class PerStepOracle:
-        def eps(self, x, t_scalar):
-            return noise[round(t_scalar * sched.T) - 1]
+        def eps(self, x, t_norm):
+            return noise[round(t_norm * sched.T) - 1]
 
     terms = spec.vlb_terms(sched, PerStepOracle(), np.zeros(3), noise, bins=3)
     assert np.all(terms[1 : sched.T] == 0.0)

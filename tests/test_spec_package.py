@@ -85,7 +85,15 @@ def test_public_functions_document_formula_and_shapes(name):
     assert len(doc.splitlines()) >= 2, f"{name}: docstring too short"
 
 
-def test_pf_ode_module_records_both_torchlean_divergences():
-    doc = spec.pf_ode.__doc__
+def test_torchlean_module_records_both_torchlean_divergences():
+    doc = spec.torchlean.__doc__
     assert "pfOdeRhs" in doc and "doubles the score term" in doc
     assert "pfOdeSampleEuler" in doc and "t = 1/n" in doc
+
+
+def test_torchlean_aliases_are_importable_from_spec():
+    for lean, py in spec.TORCHLEAN_NAMES.items():
+        alias = getattr(spec, lean)
+        assert alias is getattr(spec.torchlean, lean)
+        if lean not in {"ddpmStep", "ddimStep", "ddimStepSystem"}:  # the step-index-k three
+            assert alias is getattr(spec, py), (lean, py)

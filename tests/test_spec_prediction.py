@@ -36,8 +36,8 @@ class GaussianPredictor:
     def __init__(self, alpha_bar_of, prediction):
         self.alpha_bar_of, self.prediction = alpha_bar_of, prediction
 
-    def output(self, x, t_scalar):
-        ab = self.alpha_bar_of(t_scalar)
+    def output(self, x, t_norm):
+        ab = self.alpha_bar_of(t_norm)
         d = ab * S**2 + 1 - ab
         eps = math.sqrt(1 - ab) * (x - math.sqrt(ab) * MU) / d
         x0 = MU + math.sqrt(ab) * S**2 * (x - math.sqrt(ab) * MU) / d
@@ -46,7 +46,7 @@ class GaussianPredictor:
 
 
 def discrete(sched, prediction):
-    ab = sched.alpha_bars()
+    ab = sched.alpha_bar
     return GaussianPredictor(lambda t_norm: ab[round(t_norm * sched.T)], prediction)
 
 
@@ -107,7 +107,7 @@ def test_zero_terminal_snr_eps_model_is_a_clear_error(rng):
         spec.ddim_sample_strided(ZERO_SNR_400, model, rng.standard_normal(8),
                                  spec.timestep_grid(400, 10, "trailing"))
     with pytest.raises(ValueError, match="zero terminal SNR"):
-        spec.ddpm_step(ZERO_SNR_400, model, 399, np.zeros(8), np.zeros(8))
+        spec.ddpm_step(ZERO_SNR_400, model, 400, np.zeros(8), np.zeros(8))
     # below T the ε-model is fine: a leading grid never visits T
     spec.ddim_sample_strided(ZERO_SNR_400, model, rng.standard_normal(8),
                              spec.timestep_grid(400, 10, "leading"))
@@ -138,7 +138,7 @@ def test_the_true_target_converts_back_to_x0_and_eps(sched_t, pair, prediction):
     x0, eps = pair
     x_t = spec.q_sample(sched, x0, t, eps)
     out = spec.prediction_target(sched, x0, t, eps, prediction)
-    ab = sched.alpha_bar(t)
+    ab = sched.alpha_bar[t]
     # x̂0 of ε divides by √ᾱ, ε̂ of x0 by √(1 − ᾱ): rounding of x_t grows by those factors
     tol_x0 = 1e-9 / math.sqrt(ab) if prediction == "eps" else 1e-9
     tol_eps = 1e-9 / math.sqrt(1 - ab) if prediction == "x0" else 1e-9
@@ -156,7 +156,7 @@ def test_the_three_losses_coincide_up_to_the_stated_weight(sched_t, pair, shift,
     x_t = spec.q_sample(sched, x0, t, eps)
     eps_hat = eps * scale + shift
     x0_hat = spec.predict_x0(sched, x_t, eps_hat, t, "eps")
-    ab = sched.alpha_bar(t)
+    ab = sched.alpha_bar[t]
     v_hat = math.sqrt(ab) * eps_hat - math.sqrt(1 - ab) * x0_hat
     snr = spec.snr(sched, t)
     l_eps = spec.mse(eps_hat, eps)
@@ -241,15 +241,15 @@ def test_zero_terminal_snr_rescaling(T, kind):
     betas = spec.linear_betas(T, 1e-4, 0.02) if kind == "linear" else spec.cosine_betas(T)
     rescaled = spec.rescale_zero_terminal_snr(betas)
     sched = spec.VPSchedule(rescaled)
-    assert spec.snr(sched, T) == 0.0 and sched.alpha_bar(T) == 0.0 and rescaled[-1] == 1.0
+    assert spec.snr(sched, T) == 0.0 and sched.alpha_bar[T] == 0.0 and rescaled[-1] == 1.0
     assert np.all((rescaled > 0) & (rescaled <= 1))
     old = spec.VPSchedule(betas)
-    assert math.isclose(math.sqrt(sched.alpha_bar(1)), math.sqrt(old.alpha_bar(1)),
+    assert math.isclose(math.sqrt(sched.alpha_bar[1]), math.sqrt(old.alpha_bar[1]),
                         rel_tol=1e-15)
     # √ᾱ is shifted and scaled: an affine map of the old √ᾱ_t, t = 1..T. (1e-7: ᾱ' is rebuilt
     # here from the rounded betas as a product of T factors 1 − β', each exact only to 1e-16
     # absolute, which near t = T, where ᾱ' falls to 0, is a large relative error.)
-    s_old, s_new = np.sqrt(old.alpha_bars()[1:]), np.sqrt(sched.alpha_bars()[1:])
+    s_old, s_new = np.sqrt(old.alpha_bar[1:]), np.sqrt(sched.alpha_bar[1:])
     slope = s_old[0] / (s_old[0] - s_old[-1])
     np.testing.assert_allclose(s_new, slope * (s_old - s_old[-1]), rtol=1e-7, atol=1e-12)
 

@@ -25,7 +25,7 @@ def test_betas_vectors_are_valid_betas(betas):
 
 @given(schedules())
 def test_schedules_have_positive_alpha_bars(sched):
-    assert np.all(sched.alpha_bars() > 0)
+    assert np.all(sched.alpha_bar > 0)
 
 
 @given(schedules_with_time(min_t=1))

@@ -108,7 +108,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
     x_T = x_T.astype(run.dtype).astype(np.float64)  # both sides start from the same rounded x_T
     noise = noise.astype(run.dtype).astype(np.float64)
     model = NonlinearEps.from_seed(getattr(config, "seed", 0))
-    ab = VPSchedule(np.asarray(claim.betas, dtype=np.float64)).alpha_bars()
+    ab = VPSchedule(np.asarray(claim.betas, dtype=np.float64)).alpha_bar
     # Zero terminal SNR (ᾱ = 0 on the grid): an ε-model says nothing about x_0 there, so an x_0-
     # or v-claim is run with a model OF that kind on both sides (the same network read as x̂_0 or
     # v̂: spec.prediction.PredictionModel) instead of converting ε (the spec would raise).
@@ -250,7 +250,7 @@ def diagnose(
     if not isinstance(m, DDIM) and i == len(claim.path) - 2:
         # The last step: does the target add σ·z where Algorithm 2 sets z = 0 at t = 1?
         sched = oracle.respaced
-        var = sched.beta(0) if m.variance == "beta" else 0.0
+        var = sched.beta[1] if m.variance == "beta" else 0.0
         if var > 0 and rel_err(actual, oracle.step(i, x, z) + np.sqrt(var) * z) <= bound:
             return ("matches the step plus σ·z with σ² = β'_1 on the last step, where "
                     "Algorithm 2 sets z = 0 at t = 1")

@@ -785,7 +785,7 @@ def _schedule_case(_target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseRes
         betas, name = linear_betas(cfg.T, cfg.beta_start, cfg.beta_end), "spec.linear_betas (DDPM §4)"
     else:
         betas, name = cosine_betas(cfg.T), "spec.cosine_betas (Nichol & Dhariwal 2021, Eq. 17)"
-    ref = VPSchedule(betas).alpha_bars()[1:]
+    ref = VPSchedule(betas).alpha_bar[1:]
     bound = np.cumsum(3 * 2.0**-24 * (1 + betas / (1 - betas)))
     ratio = np.abs(ab - ref) / ref / bound
     worst = int(np.argmax(ratio))
@@ -824,7 +824,7 @@ def _rescale_case(_target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseResu
     ab = s.alphas_cumprod.double().numpy()
     betas = (linear_betas(cfg.T, cfg.beta_start, cfg.beta_end) if cfg.beta_schedule == "linear"
              else cosine_betas(cfg.T))
-    ref = VPSchedule(rescale_zero_terminal_snr(betas)).alpha_bars()[1:]
+    ref = VPSchedule(rescale_zero_terminal_snr(betas)).alpha_bar[1:]
     ratio = np.abs(np.sqrt(ab) - np.sqrt(ref)) / _sqrt_ab_bound(betas)
     worst = int(np.argmax(ratio))
     zero = ab[-1] == 0.0 and ref[-1] == 0.0  # SNR(T) = 0 exactly on both sides

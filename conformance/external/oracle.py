@@ -59,8 +59,8 @@ class NonlinearEps:
         r = np.random.default_rng([seed, 7]).uniform(size=5)
         return cls(0.6 + r[0], 0.2 + 0.5 * r[1], 0.5 + r[2], 6.0 * r[3], 0.1 + 0.3 * r[4])
 
-    def eps(self, x: np.ndarray, t_scalar: float) -> np.ndarray:
-        s = float(t_scalar)
+    def eps(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        s = float(t_norm)
         inner = self.a * x + self.b * np.roll(x, 1, axis=-1) + self.c * np.sin(5.0 * s + self.d)
         return np.tanh(inner) + self.e * np.cos(3.0 * s) * x
 
@@ -73,8 +73,8 @@ class _RespacedModel:
     S: tuple[int, ...]
     T: int
 
-    def eps(self, x: np.ndarray, t_scalar: float) -> np.ndarray:
-        k = round(float(t_scalar) * (len(self.S) - 1))
+    def eps(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        k = round(float(t_norm) * (len(self.S) - 1))
         return self.model.eps(x, time_of_index(self.S[k], self.T))
 
 
@@ -84,8 +84,8 @@ class _RespacedDenoiser(_RespacedModel):
 
     prediction: str = "eps"
 
-    def output(self, x: np.ndarray, t_scalar: float) -> np.ndarray:
-        return self.eps(x, t_scalar)
+    def output(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        return self.eps(x, t_norm)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class SpecOracle:
             # Respacing (Nichol & Dhariwal 2021, §4): on S = (0 = s_0 < s_1 < … < s_n),
             # β'_k = 1 − ᾱ_{s_{k+1}}/ᾱ_{s_k}, so the respaced chain's ᾱ'_k = ᾱ_{s_k}.
             S = tuple(sorted(self.path))
-            ab = self.sched.alpha_bars()
+            ab = self.sched.alpha_bar
             self.S = S
             self.respaced = VPSchedule(1.0 - ab[list(S[1:])] / ab[list(S[:-1])])
             self.respaced_model = (
@@ -134,7 +134,7 @@ class SpecOracle:
 
     def sigma(self, t: int) -> float:
         """σ_t = √((1 − ᾱ_t)/ᾱ_t) of spec.edm.vp_to_edm (0 at t = 0)."""
-        return float(vp_to_edm(self.sched.alpha_bar(t), np.zeros(1))[1])
+        return float(vp_to_edm(self.sched.alpha_bar[t], np.zeros(1))[1])
 
     def _times(self, ts: list[int]) -> _GridTimes:
         """spec.edm's schedule argument for the grid times `ts` (t > 0): σ_t ↦ t/T."""
@@ -144,7 +144,7 @@ class SpecOracle:
         """A step from t to t (set_alpha_to_one=False or final_sigmas_type="sigma_min" on a grid
         ending at t = 1): DDIM Eq. 12 with ᾱ_prev = ᾱ_t, where Eq. 16 gives σ = 0 (the state
         itself, up to clipping x̂_0). DPM-Solver++(1) is this DDIM step (spec.dpm_solver)."""
-        ab = self.sched.alpha_bar(t)
+        ab = self.sched.alpha_bar[t]
         eps_hat = denoise(self.sched, self.model, x, t)[1]  # ε̂ of the model's output
         return ddim_prev(ab, ab, x, eps_hat, clip=clip)
 
@@ -155,7 +155,7 @@ class SpecOracle:
         m = self.claim.method
         if isinstance(m, EDMEuler | EDMHeun):
             s, s_next = self.sigma(t), (self.sigma(t_prev) if t_prev > 0 else 0.0)
-            x_tilde = vp_to_edm(self.sched.alpha_bar(t), x)[0]
+            x_tilde = vp_to_edm(self.sched.alpha_bar[t], x)[0]
             solve = edm_euler_step if isinstance(m, EDMEuler) else edm_heun_step
             return edm_to_vp(s_next, solve(self._times([t, t_prev]), self.model, x_tilde, s, s_next))[1]
         if isinstance(m, DPMSolverPP):
@@ -173,17 +173,17 @@ class SpecOracle:
             if t_prev < t:
                 return ddim_step_between(self.sched, self.model, t, t_prev, x, m.eta, z, m.clip)
             return self._keep_level(t, x, m.clip)
-        k = self.S.index(t) - 1  # respaced step index: x_{k+1} → x_k of the respaced chain
+        t_r = self.S.index(t)  # the time in the respaced chain: x_{t_r} → x_{t_r − 1}
         rs, rm = self.respaced, self.respaced_model
         if m.variance == "beta_tilde" and not m.clip:
-            return ddpm_step(rs, rm, k, x, z)  # Eq. 11 with σ² = β̃ (β̃'_1 = 0: last step noiseless)
-        x0 = x0_pred(rs, rm, x, k + 1)
+            return ddpm_step(rs, rm, t_r, x, z)  # Eq. 11 with σ² = β̃ (β̃'_1 = 0: last step noiseless)
+        x0 = x0_pred(rs, rm, x, t_r)
         if m.clip:
             x0 = np.clip(x0, -1.0, 1.0)
-        mean, var = q_posterior_mean_variance(rs, x0, x, k + 1)  # μ̃_t(x_t, x̂_0), β̃_t (Eq. 7)
+        mean, var = q_posterior_mean_variance(rs, x0, x, t_r)  # μ̃_t(x_t, x̂_0), β̃_t (Eq. 7)
         if m.variance == "beta":
-            var = rs.beta(k)  # σ² = β_t (DDPM §3.2)
-        sigma = 0.0 if k == 0 else np.sqrt(var)  # Algorithm 2: z = 0 at t = 1
+            var = rs.beta[t_r]  # σ² = β_t (DDPM §3.2)
+        sigma = 0.0 if t_r == 1 else np.sqrt(var)  # Algorithm 2: z = 0 at t = 1
         return mean + sigma * z
 
     def final(self, x_T: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -196,7 +196,7 @@ class SpecOracle:
         m, n = self.claim.method, len(self.path) - 1
         if isinstance(m, EDMEuler | EDMHeun):  # spec.edm's sampler over the grid's σ's, then σ = 0
             sigmas = [self.sigma(t) for t in self.claim.grid] + [0.0]
-            x_tilde = vp_to_edm(self.sched.alpha_bar(self.path[0]), x_T)[0]
+            x_tilde = vp_to_edm(self.sched.alpha_bar[self.path[0]], x_T)[0]
             solve = edm_sample_euler if isinstance(m, EDMEuler) else edm_sample_heun
             return edm_to_vp(0.0, solve(self._times(list(self.claim.grid)), self.model, x_tilde, sigmas))[1]
         if isinstance(m, DPMSolverPP):

@@ -369,7 +369,7 @@ class SpecConfig:
         """ᾱ_0..ᾱ_T (T + 1 entries, ᾱ_0 = 1), from the spec's own schedule."""
         from spec.schedule import VPSchedule
 
-        return VPSchedule(np.asarray(self.betas, dtype=np.float64)).alpha_bars()
+        return VPSchedule(np.asarray(self.betas, dtype=np.float64)).alpha_bar
 
     def describe(self) -> str:
         return (
