@@ -38,8 +38,9 @@ def _owners() -> dict[str, list[str]]:
 
 
 SPEC_OWNERS = _owners()
-SPEC_MODULES: list[str] = sorted({m for owners in SPEC_OWNERS.values() for m in owners})
-"""The spec modules that define a public name, read from the spec package."""
+SPEC_MODULES: list[str] = list(dict.fromkeys(m for n in spec.__all__ for m in SPEC_OWNERS[n]))
+"""The spec modules that define a public name, read from the spec package, in the order
+`spec.__all__` first names them (the spec's reading order: core, schedule, forward, …)."""
 
 
 def spec_module_of(name: str) -> str:
