@@ -15,12 +15,13 @@ import numpy as np
 from hypothesis import strategies as st
 
 import spec.model
+import spec.prediction
 from conformance import strategies as S
 from conformance.markers import Cfg, Model, Params, PerSample, Sched, Times
 from conformance.record import Plan
 from conformance.tolerances import Skip, Tol
 
-PREDICTION_NAMES = ["eps", "x0", "v"]
+PREDICTION_NAMES = list(spec.prediction.PREDICTIONS)
 
 # ---------------------------------------------------------------------------------------------
 # Plans and builders

@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import spec.model as spec_model
+import spec.prediction as spec_prediction
 import spec.schedule as spec_schedule
 from conformance.gaussian import GaussianData
 
@@ -175,7 +176,7 @@ eps_models = st.fixed_dictionaries(
         "seed": seeds,
         "blocks": st.integers(0, 2),
         "groups": st.sampled_from([1, 2, 4, 8]),
-        "prediction": st.sampled_from(["eps", "x0", "v"]),
+        "prediction": st.sampled_from(list(spec_prediction.PREDICTIONS)),
     }
 )
 """Models: the closed-form Gaussian denoiser, or one of the three networks with spec-initialised

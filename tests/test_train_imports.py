@@ -84,3 +84,15 @@ def test_sample_and_evaluate_load_without_the_trainer():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_cli_choice_lists_equal_the_runtime_tables():
+    """runtime.config keeps its own --prediction and --lr-schedule choices (so that --help does
+    not import torch); they must name exactly what runtime.prediction and runtime.lr_schedule
+    accept."""
+    import runtime.config
+    import runtime.lr_schedule
+    import runtime.prediction
+
+    assert runtime.config.PREDICTIONS == runtime.prediction.PREDICTIONS
+    assert runtime.config.LR_SCHEDULES == runtime.lr_schedule.LR_SCHEDULES
