@@ -40,10 +40,6 @@ record(
          lambda: runtime.schedule.Schedule([-0.1, 0.2])),
         ("a NaN beta", lambda: spec.schedule.VPSchedule(np.array([np.nan])),
          lambda: runtime.schedule.Schedule([float("nan")])),
-        ("k = T", lambda: spec.schedule.VPSchedule(np.array([0.1])).beta(1),
-         lambda: runtime.schedule.Schedule([0.1]).beta(1)),
-        ("t = T + 1", lambda: spec.schedule.VPSchedule(np.array([0.1])).alpha_bar(2),
-         lambda: runtime.schedule.Schedule([0.1]).alpha_bar(2)),
     ),
 )
 record(
