@@ -306,6 +306,21 @@ class DiffusersTarget:
         return Run(claim=claim, sample=sample, dtype=dtype, describe=describe, repro=cfg.code())
 
 
+def _sigma_families(name: str, profile: str, note: str) -> list[Family]:
+    """The spacing families of the σ-based schedulers (Euler, Heun): float32 tables as shipped."""
+    c = _configs
+    return [
+        Family("leading, any n", c(name, profile, "leading", "any", tables="float32"), FLOAT32,
+               note),
+        Family("trailing, n divides T", c(name, profile, "trailing", "divides", tables="float32"),
+               FLOAT32, note),
+        Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
+               c(name, profile, "linspace", "whole", tables="float32"), FLOAT32, note),
+        Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
+               c(name, profile, "linspace", "frac", T_min=4, tables="float32"), FLOAT32, note),
+    ]
+
+
 class EulerTarget:
     """diffusers' EulerDiscreteScheduler (s_churn = 0) against spec.edm's Euler step.
 
@@ -321,18 +336,8 @@ class EulerTarget:
     name = "EulerDiscreteScheduler"
 
     def families(self, profile: str) -> list[Family]:
-        c = _configs
-        E = self.name
-        note = "prediction_type (ε, x_0, v), beta_schedule and β range drawn freely; s_churn = 0"
-        return [
-            Family("leading, any n", c(E, profile, "leading", "any", tables="float32"), FLOAT32, note),
-            Family("trailing, n divides T", c(E, profile, "trailing", "divides", tables="float32"),
-                   FLOAT32, note),
-            Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
-                   c(E, profile, "linspace", "whole", tables="float32"), FLOAT32, note),
-            Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
-                   c(E, profile, "linspace", "frac", T_min=4, tables="float32"), FLOAT32, note),
-        ]
+        return _sigma_families(self.name, profile, "prediction_type (ε, x_0, v), beta_schedule "
+                               "and β range drawn freely; s_churn = 0")
 
     def prepare(self, cfg: DiffusersConfig) -> Run:
         import torch
@@ -421,18 +426,8 @@ class HeunTarget:
     name = "HeunDiscreteScheduler"
 
     def families(self, profile: str) -> list[Family]:
-        c = _configs
-        H = self.name
-        note = "prediction_type (ε, x_0, v), beta_schedule and β range drawn freely; clip_sample off"
-        return [
-            Family("leading, any n", c(H, profile, "leading", "any", tables="float32"), FLOAT32, note),
-            Family("trailing, n divides T", c(H, profile, "trailing", "divides", tables="float32"),
-                   FLOAT32, note),
-            Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
-                   c(H, profile, "linspace", "whole", tables="float32"), FLOAT32, note),
-            Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
-                   c(H, profile, "linspace", "frac", T_min=4, tables="float32"), FLOAT32, note),
-        ]
+        return _sigma_families(self.name, profile, "prediction_type (ε, x_0, v), beta_schedule "
+                               "and β range drawn freely; clip_sample off")
 
     def prepare(self, cfg: DiffusersConfig) -> Run:
         import torch
