@@ -102,8 +102,9 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_loss_plot(path: str | os.PathLike, history: Sequence[dict[str, Any]],
-                   title: str = "training loss") -> None:
-    """loss.png: the mean ε-MSE per log interval, and one curve per timestep quartile."""
+                   title: str = "training loss", target: str = "ε") -> None:
+    """loss.png: the mean MSE of the model's `target` (ε, x₀ or v) per log interval, and one
+    curve per timestep quartile."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +122,7 @@ def save_loss_plot(path: str | os.PathLike, history: Sequence[dict[str, Any]],
     if history and all(entry["loss"] is not None and entry["loss"] > 0 for entry in history):
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("ε-MSE")
+    ax.set_ylabel(f"{target}-MSE")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

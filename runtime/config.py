@@ -119,7 +119,7 @@ class TrainConfig:
     beta_end: float = _opt(0.02, "last β of the linear schedule", "diffusion", type=float,
                            metavar="β")
     prediction: str = _opt(
-        "eps", "what the network predicts: eps (the noise, DDPM), x0 (the clean image) or v "
+        "v", "what the network predicts: eps (the noise, DDPM), x0 (the clean image) or v "
         "(√ᾱ·ε − √(1−ᾱ)·x0, Salimans & Ho 2022)", "diffusion", choices=PREDICTIONS,
     )
     zero_terminal_snr: bool = _opt(
@@ -127,30 +127,31 @@ class TrainConfig:
         "--prediction v or x0", "diffusion",
     )
     min_snr_gamma: float | None = _opt(
-        None, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023; they use 5); "
-        "default: unweighted", "diffusion", type=float, metavar="G",
+        5.0, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023, who use 5); 0: "
+        "unweighted (the default before the compute sweep)", "diffusion", type=float,
+        metavar="G",
     )
     # --- optimisation ---
     steps: int = _opt(
-        2500, "total optimiser steps (with --resume: the total to reach, not an increment)",
+        2600, "total optimiser steps (with --resume: the total to reach, not an increment)",
         "optimisation", type=int, metavar="N",
     )
     batch_size: int = _opt(
-        128, "images per step and per process (under torchrun the global batch is "
+        32, "images per step and per process (under torchrun the global batch is "
         "world_size × this)", "optimisation", type=int, metavar="B",
     )
-    lr: float = _opt(2e-3, "Adam learning rate (the peak rate with --lr-schedule cosine)",
+    lr: float = _opt(3e-3, "Adam learning rate (the peak rate with --lr-schedule cosine)",
                      "optimisation", type=float)
     lr_schedule: str = _opt(
-        "constant", "learning rate over the run: constant, or cosine (decays to 0 at --steps, "
+        "cosine", "learning rate over the run: constant, or cosine (decays to 0 at --steps, "
         "Loshchilov & Hutter 2017)", "optimisation", choices=LR_SCHEDULES,
     )
     warmup_steps: int = _opt(
-        0, "linear learning-rate warm-up over the first N steps (0: none)", "optimisation",
+        50, "linear learning-rate warm-up over the first N steps (0: none)", "optimisation",
         type=int, metavar="N",
     )
     ema_decay: float = _opt(
-        0.995, "EMA decay of the weights used for sampling (0 turns EMA off)", "optimisation",
+        0.99, "EMA decay of the weights used for sampling (0 turns EMA off)", "optimisation",
         type=float, metavar="D",
     )
     seed: int = _opt(
@@ -249,8 +250,10 @@ class TrainConfig:
                  f"--zero-terminal-snr needs --T >= 2, got {self.T}")
         if self.min_snr_gamma is not None:
             _finite("min-snr-gamma", self.min_snr_gamma)
-            _require(self.min_snr_gamma > 0,
-                     f"--min-snr-gamma must be > 0, got {self.min_snr_gamma}")
+            _require(self.min_snr_gamma >= 0,
+                     f"--min-snr-gamma must be >= 0 (0: unweighted), got {self.min_snr_gamma}")
+            if self.min_snr_gamma == 0:  # the flag's way to say "unweighted"
+                object.__setattr__(self, "min_snr_gamma", None)
         _finite("label-dropout", self.label_dropout)
         _require(0.0 <= self.label_dropout < 1.0,
                  f"--label-dropout must lie in [0, 1), got {self.label_dropout}")

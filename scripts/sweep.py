@@ -44,6 +44,7 @@ from runtime.quality import draw_and_score, fit_feature_net  # noqa: E402
 
 OUT = ROOT / "runs" / "sweep"
 OLD_DEFAULT = "old-default"
+NEW_DEFAULT = "v-h64-b4-bs32-s2600-lr3"  # what `make train` runs since this sweep
 SEEDS = (1,)
 TEST_SEEDS = (1, 2, 3, 4)
 
@@ -52,17 +53,23 @@ TEST_SEEDS = (1, 2, 3, 4)
 # bit-exact), so each network is trained once, in stages, and scored at the end of each stage.
 # The old default is the run `make train` did before this sweep: film net, 64 channels, 4 blocks,
 # batch 128, lr 2e-3, EMA 0.995, 2,500 steps.
+# Every configuration names its learning-rate schedule and its loss weighting + EMA, so that it
+# does not depend on the trainer's defaults (which this sweep changed).
+CONST = ["--lr-schedule", "constant", "--warmup-steps", "0"]
 COS = ["--lr-schedule", "cosine", "--warmup-steps", "50"]
+PLAIN = ["--min-snr-gamma", "0", "--ema-decay", "0.995"]
 SNR = ["--min-snr-gamma", "5", "--ema-decay", "0.99"]
 ARCHS: dict[str, tuple[list[str], list[int], str]] = {
-    OLD_DEFAULT: (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128"], [2500],
+    OLD_DEFAULT: (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
+                  [2500],
                   "the default before the sweep"),
-    "h64-b4": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128"], [500, 650, 800],
+    "h64-b4": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
+               [500, 650, 800],
                "the same network, fewer steps"),
-    "cos-h64-b4-s600": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS],
-                        [600], "cosine learning rate, 50 warm-up steps"),
-    "cos-h64-b4-s800": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS],
-                        [800], "cosine learning rate, 50 warm-up steps"),
+    "cos-h64-b4-s600": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
+                         *PLAIN], [600], "cosine learning rate, 50 warm-up steps"),
+    "cos-h64-b4-s800": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
+                         *PLAIN], [800], "cosine learning rate, 50 warm-up steps"),
     "snr-h64-b4-s600": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
                          *SNR], [600], "cosine, min-SNR-5 weights, EMA 0.99"),
     "snr-h64-b4-bs64-s1200": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64", *COS,
@@ -71,27 +78,52 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
                                *SNR], [2400], "as above, a quarter of the batch"),
     "snr-h64-b4-bs32-s3200": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
                                *SNR], [3200], "as above, a third of the old compute"),
+    "snr-h64-b4-bs32-s2600-lr3": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
+                                   *SNR, "--lr", "3e-3"], [2600], "min-SNR, batch 32, lr 3e-3"),
+    "snr-h64-b4-bs32-s2600-ema995": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32",
+                                      *COS, "--min-snr-gamma", "5", "--ema-decay", "0.995"],
+                                     [2600], "min-SNR, batch 32, EMA 0.995"),
+    "snr-h64-b4-bs32-s2600-v": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
+                                 *SNR, "--prediction", "v"], [2600], "min-SNR, batch 32, v-prediction"),
+    "v-h64-b4-bs32-s2600-lr3": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
+                                 *SNR, "--prediction", "v", "--lr", "3e-3"], [2600],
+                                "the new default: v-prediction, lr 3e-3"),
+    "v-h64-b4-bs32-s2200-lr3": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
+                                 *SNR, "--prediction", "v", "--lr", "3e-3"], [2200],
+                                "v-prediction, lr 3e-3, fewer steps"),
+    "v-h64-b4-bs32-s2400": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
+                             *SNR, "--prediction", "v"], [2400], "v-prediction, fewer steps"),
     "snr-h64-b4-bs16-s4800": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "16", *COS,
-                               *SNR], [4800], "as above, an eighth of the batch"),
+                               *SNR], [4800], "min-SNR, batch 16 (an eighth)"),
     "snr-h64-b4-s800": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
                          *SNR], [800], "cosine, min-SNR-5 weights, EMA 0.99"),
     "snr-h48-b4-s1000": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128", *COS,
                           *SNR], [1000], "as above, narrower"),
-    "cos-h64-b4-bs64-s1200": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64", *COS],
-                              [1200], "cosine, half the batch"),
-    "cos-h48-b4-s1000": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128", *COS],
-                         [1000], "cosine, narrower"),
-    "h48-b4": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128"], [700, 1000, 1400],
+    "cos-h64-b4-bs64-s1200": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64", *COS,
+                               *PLAIN], [1200], "cosine, half the batch"),
+    "cos-h48-b4-s1000": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128", *COS,
+                          *PLAIN], [1000], "cosine, narrower"),
+    "h48-b4": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
+               [700, 1000, 1400],
                "narrower"),
-    "cos-h32-b4-s2000": (["--hidden-c", "32", "--blocks", "4", "--batch-size", "128", *COS],
-                         [2000], "cosine, half the width"),
-    "h32-b4": (["--hidden-c", "32", "--blocks", "4", "--batch-size", "128"], [1500, 3000],
+    "cos-h32-b4-s2000": (["--hidden-c", "32", "--blocks", "4", "--batch-size", "128", *COS,
+                          *PLAIN], [2000], "cosine, half the width"),
+    "h32-b4": (["--hidden-c", "32", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
+               [1500, 3000],
                "half the width"),
-    "h64-b2": (["--hidden-c", "64", "--blocks", "2", "--batch-size", "128"], [800, 1500],
+    "h64-b2": (["--hidden-c", "64", "--blocks", "2", "--batch-size", "128", *CONST, *PLAIN],
+               [800, 1500],
                "half the depth"),
-    "h64-b4-bs64": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64"], [1000, 1600],
+    "h64-b4-bs64": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64", *CONST, *PLAIN],
+                    [1000, 1600],
                     "half the batch"),
 }
+# A row that does not name its prediction target or learning rate was trained with the values
+# the trainer had before the sweep changed its defaults.
+BEFORE_SWEEP = {"--prediction": "eps", "--lr": "2e-3"}
+for _flags, _, _ in ARCHS.values():
+    _flags += [item for name, value in BEFORE_SWEEP.items() if name not in _flags
+               for item in (name, value)]
 CONFIGS = {f"{arch}-s{steps}" if len(stages) > 1 else arch: (arch, steps)
            for arch, (_, stages, _) in ARCHS.items() for steps in stages}
 
@@ -196,7 +228,8 @@ def score(name: str, n: int, train_set, test_set, net) -> dict:
     }
 
 
-FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green")}
+FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
+                "v": ("D", "tab:purple")}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -208,10 +241,12 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
     budget = rows[0]["train_tflop"] / 3 if rows and rows[0]["name"] == OLD_DEFAULT else None
     for r in rows:
-        old = r["name"] == OLD_DEFAULT
+        old, new = r["name"] == OLD_DEFAULT, r["name"] == NEW_DEFAULT
         family = r["name"].split("-")[0]
         marker, color = FAMILY_STYLE.get(family, FAMILY_STYLE["h64"])
-        style = dict(marker="*" if old else marker, color="crimson" if old else color, zorder=3)
+        style = dict(marker="*" if old or new else marker,
+                     color="crimson" if old else "gold" if new else color, zorder=3)
+        old = old or new  # both defaults drawn large
         x = r["train_tflop"]
         low, high = min(r["test_ratios"]), max(r["test_ratios"])
         left.errorbar(x, r["test_ratio"], yerr=[[r["test_ratio"] - low], [high - r["test_ratio"]]],
@@ -231,9 +266,10 @@ def plot(rows: list[dict], path: Path) -> None:
                    "crosses training split, n = 750 (1 seed)", fontsize=8)
     right.set_ylabel("held-out ε-MSE (test split)")
     right.set_title("held-out loss of the EMA weights", fontsize=8)
-    fig.suptitle("digits: quality against training compute (lower is better). Star: the old "
-                 "default; circles: constant lr; squares: cosine lr;\ntriangles: cosine lr + "
-                 "min-SNR-5 + EMA 0.99; dashed: a third of the old default's compute", fontsize=9)
+    fig.suptitle("digits: quality against training compute (lower is better). Red star: the "
+                 "old default, gold star: the new one; circles: constant lr; squares: cosine lr;"
+                 "\ntriangles: cosine lr + min-SNR-5 + EMA 0.99; diamonds: the same with "
+                 "v-prediction; dashed: a third of the old default's compute", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 

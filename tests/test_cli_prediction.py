@@ -14,6 +14,7 @@ from PIL import Image
 from test_train_support import TINY, assert_one_line_error, run_command
 
 from runtime.checkpoint import load_checkpoint, save_checkpoint
+from runtime.config import TrainConfig, parse_config
 from runtime.evaluate import main as evaluate_main
 from runtime.sample import main as sample_main
 from runtime.train import main as train_main
@@ -51,6 +52,9 @@ def test_v_zero_snr_run_stores_its_settings(v_run):
     assert payload["config"]["derived"]["model"]["prediction"] == "v"
     betas = torch.as_tensor(cfg["derived"]["betas"])
     assert betas[-1] == 1.0 and bool(((betas > 0) & (betas <= 1)).all())
+    notes = json.loads((v_run / "train_log.json").read_text())["notes"]
+    assert (notes["prediction"], notes["min_snr_gamma"]) == ("v", 5.0)
+    assert "unweighted v-MSE" in notes["loss_note"] and "v-MSE" in notes["quartile_note"]
 
 
 @pytest.mark.parametrize("spacing", ["trailing", "leading", "linspace", "even"])
@@ -84,7 +88,8 @@ def test_resume_refuses_changed_prediction_settings(v_run, capsys, flag):
 
 def test_an_old_checkpoint_is_an_eps_model_and_refuses_other_settings(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_command(train_main, [*TINY, "--out", out], capsys)[0] == 0
+    old_kind = ["--prediction", "eps", "--min-snr-gamma", "0"]  # what older diffspec trained
+    assert run_command(train_main, [*TINY, "--out", out, *old_kind], capsys)[0] == 0
     payload = load_checkpoint(out / "checkpoint.pt")
     model = payload["config"]["derived"]["model"]
     assert model["prediction"] == "eps"
@@ -109,9 +114,18 @@ def test_an_old_checkpoint_is_an_eps_model_and_refuses_other_settings(tmp_path, 
     assert code == 0, err
 
 
+def test_min_snr_gamma_zero_means_unweighted():
+    """The default run weighs by min-SNR-5; `--min-snr-gamma 0` is the flag's way back to the
+    plain loss (the old default), stored as None, the value of an unweighted checkpoint."""
+    assert TrainConfig().min_snr_gamma == 5.0
+    cfg, explicit = parse_config(TrainConfig, ["--min-snr-gamma", "0"], "train", "")
+    assert cfg.min_snr_gamma is None and "min_snr_gamma" in explicit
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--zero-terminal-snr"], "--zero-terminal-snr needs --prediction v or x0"),
-    (["--min-snr-gamma", "0"], "--min-snr-gamma"),
+    (["--zero-terminal-snr", "--prediction", "eps"],
+     "--zero-terminal-snr needs --prediction v or x0"),
+    (["--min-snr-gamma", "-1"], "--min-snr-gamma"),
     (["--label-dropout", "1"], "--label-dropout"),
     (["--class-conditional", "--model", "residual"], "--class-conditional needs --model film"),
     (["--prediction", "score"], "--prediction"),

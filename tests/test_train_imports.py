@@ -96,3 +96,7 @@ def test_the_cli_choice_lists_equal_the_runtime_tables():
 
     assert runtime.config.PREDICTIONS == runtime.prediction.PREDICTIONS
     assert runtime.config.LR_SCHEDULES == runtime.lr_schedule.LR_SCHEDULES
+    import runtime.train.artifacts
+
+    # the loss plot's label names each prediction's target
+    assert set(runtime.train.artifacts.TARGET_SYMBOL) == set(runtime.config.PREDICTIONS)

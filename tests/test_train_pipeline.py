@@ -23,6 +23,7 @@ import runtime.train_step as step_module
 import spec.ddim
 import spec.likelihood
 import spec.model
+import spec.prediction
 import spec.schedule
 from conformance.records_train import RECORDS
 from runtime.checkpoint import load_checkpoint
@@ -174,9 +175,11 @@ def _spec_model(payload, ema: bool):
     module.load_state_dict(payload["ema"] if ema else payload["model"])
     params = to_spec_params(module)
     cfg = module.cfg
-    return spec.model.eps_film_net(spec.model.EpsFiLMNetConfig(
+    net = spec.model.eps_film_net(spec.model.EpsFiLMNetConfig(
         cfg.data_channels, cfg.hidden_channels, cfg.residual_blocks, cfg.embed_dim, cfg.groups),
         params)
+    # the network predicts what the run trained it to (the default run: v)
+    return spec.prediction.PredictionModel(net, payload["config"]["derived"]["model"]["prediction"])
 
 
 def _spec_sched(payload):

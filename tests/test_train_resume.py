@@ -16,9 +16,12 @@ from runtime.config import TrainConfig
 from runtime.train import main as train_main
 from runtime.train import train
 
-# Small but not trivial: more steps than one epoch of 12 images / batch 5, EMA on, 3 log points.
+# Small but not trivial: more steps than one epoch of 12 images / batch 5, EMA on, 3 log points;
+# the default run's recipe (cosine learning rate after a warm-up, min-SNR-5 weights, EMA 0.99),
+# with a warm-up shorter than the run.
 BASE = TrainConfig(dataset="digits", n_total=12, steps=6, T=10, hidden_c=8, batch_size=5,
-                   n_samples=2, sample_steps=2, log_every=2, progress=False, checkpoint_every=0)
+                   n_samples=2, sample_steps=2, log_every=2, progress=False, checkpoint_every=0,
+                   warmup_steps=2)
 
 
 def _assert_same_state(a: dict, b: dict, same_curve: bool = True) -> None:
@@ -47,15 +50,35 @@ def uninterrupted(tmp_path_factory):
     return load_checkpoint(out / "checkpoint.pt")
 
 
-def test_resume_is_bit_identical(tmp_path, uninterrupted):
+def test_base_is_the_default_recipe():
+    default = TrainConfig()
+    for name in ("lr_schedule", "min_snr_gamma", "ema_decay", "lr", "prediction", "schedule"):
+        assert getattr(BASE, name) == getattr(default, name), name
+    assert (BASE.lr_schedule, BASE.min_snr_gamma, BASE.ema_decay) == ("cosine", 5.0, 0.99)
+
+
+def test_extending_a_constant_rate_run_is_bit_identical(tmp_path):
+    """A finished run continued to a larger --steps equals the longer run, when the rate does
+    not depend on --steps (constant; a cosine decay spans --steps, see the next test)."""
+    constant = dataclasses.replace(BASE, lr_schedule="constant")
+    train(dataclasses.replace(constant, out=str(tmp_path / "straight")))
     out = str(tmp_path / "run")
-    train(dataclasses.replace(BASE, steps=3, out=out))  # stops at 3, mid-interval, mid-epoch
+    train(dataclasses.replace(constant, steps=3, out=out))  # stops at 3, mid-interval, mid-epoch
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 3
-    train(dataclasses.replace(BASE, steps=6, out=out, resume=True), explicit={"steps", "out",
-                                                                              "resume"})
+    train(dataclasses.replace(constant, steps=6, out=out, resume=True),
+          explicit={"steps", "out", "resume"})
     # (the curve differs by design: the first run ended, so it logged a point at step 3)
-    _assert_same_state(load_checkpoint(tmp_path / "run" / "checkpoint.pt"), uninterrupted,
-                       same_curve=False)
+    _assert_same_state(load_checkpoint(tmp_path / "run" / "checkpoint.pt"),
+                       load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), same_curve=False)
+
+
+def test_extending_a_cosine_run_says_the_decay_changed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_command(train_main, [*TINY, "--out", out], capsys)[0] == 0
+    code, stdout, err = run_command(train_main, [*TINY, "--out", out, "--resume", "--steps", "5"],
+                                    capsys)
+    assert code == 0, err
+    assert "now decays over 5 steps; the run so far followed a decay over 3" in stdout
 
 
 def test_ctrl_c_saves_and_resume_is_bit_identical(tmp_path, uninterrupted):

@@ -72,6 +72,10 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
     return paths
 
 
+# What the loss curve measures, by --prediction: the MSE of the network's own target.
+TARGET_SYMBOL = {"eps": "ε", "x0": "x₀", "v": "v"}
+
+
 def sampling_model(run: Run) -> torch.nn.Module:
     """A fresh copy of the network with the EMA weights (the raw ones when EMA is off), in eval
     mode on the run's device."""
@@ -101,6 +105,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
                                  run.device, data.train, data.test)
     steps_done = state.step - start_step
     last = state.history[-1] if state.history else {}
+    target = TARGET_SYMBOL[cfg.prediction]
     notes = {
         "dataset": cfg.dataset, "data_dir": cfg.data_dir, "n_train": len(data.x),
         "image_shape": data.image_shape, "device": str(run.device),
@@ -109,6 +114,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
         "threads": torch.get_num_threads(),
         "model": cfg.model, "hidden": cfg.hidden_c, "blocks": cfg.residual_blocks,
         "parameters": sum(p.numel() for p in run.model.parameters()),
+        "prediction": cfg.prediction, "min_snr_gamma": cfg.min_snr_gamma,
         "schedule": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start,
         "beta_end": cfg.beta_end, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule,
         "warmup_steps": cfg.warmup_steps, "batch_size": cfg.batch_size,
@@ -122,8 +128,10 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
         "wall_time_s": round(time.perf_counter() - times["t_start"], 3),
         "final_loss": last.get("loss"),
         "quartile_loss": last.get("quartile_loss"),
-        "quartile_note": "mean ε-MSE of the last log interval for t in (0, T/4], (T/4, T/2], "
-                         "(T/2, 3T/4], (3T/4, T]",
+        "loss_note": f"final_loss and the curve: the unweighted {target}-MSE of the "
+                     f"{cfg.prediction}-prediction loss (before any min-SNR weight)",
+        "quartile_note": f"mean {target}-MSE of the last log interval for t in (0, T/4], "
+                         "(T/4, T/2], (T/2, 3T/4], (3T/4, T]",
         "skipped_steps": last.get("skipped", 0),
         "quality": quality,
     }
@@ -132,7 +140,8 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
     if cfg.log is not None:
         save_json(cfg.log, log)
     save_loss_plot(out / "loss.png", state.history,
-                   title=f"{cfg.dataset}: {cfg.model} net, {cfg.schedule} betas, T={cfg.T}")
+                   title=f"{cfg.dataset}: {cfg.model} net, {cfg.prediction}-prediction, "
+                         f"{cfg.schedule} betas, T={cfg.T}", target=target)
     if quality is not None:
         from runtime.quality import format_quality
 

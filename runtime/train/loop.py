@@ -91,6 +91,10 @@ def run_training(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str,
     run = build_run(cfg, info, data, device, payload, ckpt_path)
     if payload is not None:
         say(info, f"resuming from step {run.state.step} of {cfg.steps}")
+        planned = payload["config"].get("steps")
+        if cfg.lr_schedule == "cosine" and planned not in (None, cfg.steps):
+            say(info, f"note: the cosine learning rate now decays over {cfg.steps} steps; the "
+                f"run so far followed a decay over {planned}")
     reduce_finite = ((lambda f: all_reduce_min(f.to(torch.int32), info).bool())
                      if info.enabled else None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.kernels.bf16)

@@ -1,0 +1,43 @@
+"""The compute sweep (scripts/sweep.py) and the trainer's defaults name the same runs: its
+"new default" row is exactly what `python -m runtime.train` trains with no flags, and its
+"old default" row is the recipe `make train` ran before the sweep (README, Quality per FLOP)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from test_train_support import REPO
+
+from runtime.config import TRAINING_IDENTITY, TrainConfig, parse_config
+
+
+def _sweep():
+    spec = importlib.util.spec_from_file_location("sweep", REPO / "scripts" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _config_of(sweep, name: str) -> TrainConfig:
+    arch, steps = sweep.CONFIGS[name]
+    return parse_config(TrainConfig, [*sweep.ARCHS[arch][0], "--steps", str(steps)], "train",
+                        "")[0]
+
+
+def test_the_new_default_row_is_the_trainers_default():
+    sweep, default = _sweep(), TrainConfig()
+    row = _config_of(sweep, sweep.NEW_DEFAULT)
+    for name in (*TRAINING_IDENTITY, "steps", "batch_size", "residual_blocks"):
+        if name == "blocks":  # None (the model's default) in the trainer, 4 in the row
+            continue
+        assert getattr(row, name) == getattr(default, name), name
+
+
+def test_the_old_default_row_is_the_recipe_before_the_sweep():
+    sweep = _sweep()
+    old = _config_of(sweep, sweep.OLD_DEFAULT)
+    assert (old.prediction, old.min_snr_gamma, old.batch_size, old.steps, old.lr,
+            old.lr_schedule, old.warmup_steps, old.ema_decay) == (
+        "eps", None, 128, 2500, 2e-3, "constant", 0, 0.995)
+    assert (old.model, old.hidden_c, old.residual_blocks, old.schedule, old.T) == (
+        "film", 64, 4, "cosine", 1000)
