@@ -9,9 +9,11 @@ On the CPU:
 
     1. candidates: fp32 (the baseline, always present) and channels_last; bf16 autocast and
        bf16 + channels_last only when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (the rule);
-    2. each candidate runs `PROBE_ITERS` forward + backward passes of a copy of the run's own model
-       on one batch of the run's shape, round-robin after one warm-up round (so a drift of the
-       machine's speed hits every candidate alike), with a generator of its own (the run's random
+    2. each candidate runs forward + backward passes of a copy of the run's own model on one
+       batch of the run's shape, round-robin after one warm-up round (so a drift of the
+       machine's speed hits every candidate alike), at least `PROBE_ITERS` rounds and until the
+       probe has run `PROBE_SECONDS` (at most `PROBE_MAX_ROUNDS`: a small model's passes are
+       short and noisy, so it gets more of them), with a generator of its own (the run's random
        streams are not touched);
     3. the fastest median wins, but only by a margin: a candidate must beat fp32 by `MARGIN` to be
        chosen, so noise never buys a slower run.
@@ -35,6 +37,8 @@ from pathlib import Path
 import torch
 
 PROBE_ITERS = 5
+PROBE_SECONDS = 2.0
+PROBE_MAX_ROUNDS = 40
 MARGIN = 0.05  # a candidate must be at least 5 % faster than fp32 to replace it
 
 
@@ -102,31 +106,38 @@ def _probe_step(model: torch.nn.Module, x: torch.Tensor, t_norm: torch.Tensor, b
     m = copy.deepcopy(model)
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    target = torch.flip(x, dims=(0,))  # contiguous, as the run's targets are
 
     def step() -> None:
+        # as runtime.train_step does it: the batch arrives contiguous and is converted per
+        # step, and the loss mixes the output with a contiguous target
+        xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = m(x, t_norm)
-        out.float().square().mean().backward()
+            out = m(xin, t_norm)
+        (out.float() - target).square().mean().backward()
         m.zero_grad(set_to_none=True)
 
     return step
 
 
 def probe_cpu(model: torch.nn.Module, shape: tuple[int, int, int, int], names: list[str],
-              iters: int = PROBE_ITERS) -> dict[str, float]:
-    """Median seconds of a forward + backward per candidate, timed round-robin."""
+              iters: int = PROBE_ITERS, seconds: float = PROBE_SECONDS,
+              max_rounds: int = PROBE_MAX_ROUNDS) -> dict[str, float]:
+    """Median seconds of a forward + backward per candidate, timed round-robin: at least `iters`
+    rounds, more until `seconds` have passed, at most `max_rounds`."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g)
     t_norm = torch.rand(shape[0], generator=g)
     steps = {n: _probe_step(model, x, t_norm, *CANDIDATES[n]) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
-    for round_ in range(iters + 1):
+    start, round_ = time.perf_counter(), 0
+    while round_ <= iters or (round_ <= max_rounds and time.perf_counter() - start < seconds):
         for n, step in steps.items():
             t0 = time.perf_counter()
             step()
             if round_:  # round 0 warms up
                 times[n].append(time.perf_counter() - t0)
+        round_ += 1
     return {n: statistics.median(ts) for n, ts in times.items()}
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 
+import runtime.fast_kernels as fast_kernels
 from runtime.fast_kernels import (
     FP32,
     choose,
@@ -72,3 +73,23 @@ def test_train_prints_and_logs_its_choice(tmp_path, capsys):
     assert kernels["probe_ms"]["fp32"] > 0
     if not {"avx512_bf16", "amx_bf16"} & cpu_flags():
         assert not kernels["bf16"]
+
+
+def test_probe_runs_at_least_iters_rounds_and_longer_while_time_allows(monkeypatch):
+    """A short pass gets more rounds (up to max_rounds) until the probe's time is spent; a long
+    one is never timed fewer than `iters` times after its warm-up round."""
+    calls = {"n": 0}
+
+    def counting_step(*args, **kwargs):
+        def step() -> None:
+            calls["n"] += 1
+        return step
+
+    monkeypatch.setattr(fast_kernels, "_probe_step", counting_step)
+    model = torch.nn.Linear(1, 1)
+    fast_kernels.probe_cpu(model, (2, 1, 1, 1), ["fp32"], iters=3, seconds=0.0)
+    assert calls["n"] == 1 + 3
+    calls["n"] = 0
+    fast_kernels.probe_cpu(model, (2, 1, 1, 1), ["fp32", "channels_last"], iters=3,
+                           seconds=60.0, max_rounds=6)
+    assert calls["n"] == 2 * (1 + 6)
