@@ -128,12 +128,12 @@ class TrainConfig:
     )
     min_snr_gamma: float | None = _opt(
         5.0, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023, who use 5); 0: "
-        "unweighted (the default before the compute sweep)", "diffusion", type=float,
+        "unweighted, as trained before the compute sweep", "diffusion", type=float,
         metavar="G",
     )
     # --- optimisation ---
     steps: int = _opt(
-        2600, "total optimiser steps (with --resume: the total to reach, not an increment)",
+        2400, "total optimiser steps (with --resume: the total to reach, not an increment)",
         "optimisation", type=int, metavar="N",
     )
     batch_size: int = _opt(

@@ -131,11 +131,11 @@ def test_findings_match_the_expectations_file():
     _, recorded, reasons = load_expected(EXPECTED)
     results = []
     for target in all_targets():
-        results += [check_family(target, fam, 5, shrink_budget=20, derandomize=True)
+        results += [check_family(target, fam, 3, shrink_budget=20, derandomize=True)
                     for fam in target.families("small")]
-    results += schedule_results("small", 5)
-    results += grid_results("small", 5, derandomize=True)
-    results += karras_results("small", 5, derandomize=True)
+    results += schedule_results("small", 3)
+    results += grid_results("small", 3, derandomize=True)
+    results += karras_results("small", 3, derandomize=True)
     found = {(r.target, r.family) for r in results if not r.agrees}
     assert not compare_expected(found, recorded), "\n".join(compare_expected(found, recorded))
     families = {(r.target, r.family) for r in results}
