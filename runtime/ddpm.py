@@ -15,12 +15,7 @@ from tqdm.auto import tqdm
 from runtime.core import EpsModel, work_dtype
 from runtime.forward import q_posterior_mean_variance
 from runtime.prediction import denoise
-from runtime.schedule import Schedule, TimeIndex
-
-
-def _check_step_time(t: TimeIndex, T: int) -> None:
-    if not isinstance(t, Tensor) and not 1 <= t <= T:
-        raise ValueError(f"t = {t} is outside 1..{T} (the step at time t maps x_t to x_(t-1))")
+from runtime.schedule import Schedule, TimeIndex, check_step_time
 
 
 def x0_pred(sched: Schedule, model: EpsModel, x_t: Tensor, t: TimeIndex) -> Tensor:
@@ -40,7 +35,7 @@ def ddpm_step(sched: Schedule, model: EpsModel, t: TimeIndex, x_t: Tensor, z: Te
     (x_t − β_t/√(1 − ᾱ_t)·ε̂) / √α_t + σ_t·z, written through x̂0 so that α_T = 0 (zero terminal
     SNR) stays total. Shapes: x_t, z (B, C, H, W); t int or (B,) -> (B, C, H, W).
     """
-    _check_step_time(t, sched.T)
+    check_step_time(t, sched.T)
     wd = work_dtype(x_t.dtype)
     # 1. x̂0 from the model's output at (x_t, t/T)
     x0_hat = denoise(sched, model, x_t, t)[0]

@@ -30,6 +30,13 @@ from runtime.core import EPS, coef_dtype, safe_div, sqrt_nonneg, work_dtype
 TimeIndex = int | Tensor
 """A time index: a Python int (one time for the whole batch) or a (B,) LongTensor (per sample)."""
 
+
+def check_step_time(t: TimeIndex, T: int) -> None:
+    """A reverse step x_t → x_(t−1) needs t ∈ {1..T}: checked for an int t on the host (a
+    tensor t is not checked: that would synchronise with the device)."""
+    if not isinstance(t, Tensor) and not 1 <= t <= T:
+        raise ValueError(f"t = {t} is outside 1..{T} (the step at time t maps x_t to x_(t-1))")
+
 TABLES = (
     "beta",
     "alpha",
@@ -316,6 +323,7 @@ __all__ = [
     "TABLES",
     "Table",
     "TimeIndex",
+    "check_step_time",
     "VPSchedule",
     "cosine_betas",
     "linear_betas",

@@ -12,13 +12,12 @@ from runtime.core import EpsModel
 from runtime.ddim import ddim_step
 from runtime.dynamics import DynamicalSystem
 from runtime.pf_ode import Time, VPContinuousSchedule, euler_step, pf_ode_rhs
-from runtime.schedule import Schedule, TimeIndex
+from runtime.schedule import Schedule, TimeIndex, check_step_time
 
 
 def ddim_step_system(sched: Schedule, model: EpsModel, t: TimeIndex) -> DynamicalSystem:
     """x ↦ ddim_step(sched, model, t, x) as a DynamicalSystem, t ∈ {1..T}."""
-    if not isinstance(t, Tensor) and not 1 <= t <= sched.T:
-        raise ValueError(f"t = {t} is outside 1..{sched.T} (the step at time t maps x_t to x_(t-1))")
+    check_step_time(t, sched.T)
     return DynamicalSystem(lambda x: ddim_step(sched, model, t, x))
 
 
