@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check_index
+from spec.core import Index, Scalar, check, in_range
 
 __all__ = [
     "DynamicalSystem",
@@ -62,7 +62,7 @@ def iterate(
     Law: iterate(m + n, x) = iterate(m, iterate(n, x)).
     Shapes: x (*shape) -> (*shape).
     """
-    n = check_index("n", n, 0, 2**62)
+    n = check(in_range("n", n, 0, 2**62))
     for _ in range(n):
         x = sys.step(x)
     return x
@@ -75,7 +75,7 @@ def trajectory(
 
     Shapes: x0 (*shape) -> list of n + 1 arrays (*shape).
     """
-    n = check_index("n", n, 0, 2**62)
+    n = check(in_range("n", n, 0, 2**62))
     states = [x0]
     for _ in range(n):
         states.append(sys.step(states[-1]))
@@ -90,7 +90,7 @@ def iterate_with_input(
     Requires len(inputs) ≥ n.
     Shapes: x (*shape), inputs a sequence (e.g. an array (≥n, …)) -> (*shape).
     """
-    n = check_index("n", n, 0, len(inputs))
+    n = check(in_range("n", n, 0, len(inputs)))
     for i in range(n):
         x = sys.step(x, inputs[i])
     return x
@@ -104,7 +104,7 @@ def driven_trajectory(
     Requires len(inputs) ≥ n.
     Shapes: x0 (*shape) -> list of n + 1 arrays (*shape).
     """
-    n = check_index("n", n, 0, len(inputs))
+    n = check(in_range("n", n, 0, len(inputs)))
     states = [x0]
     for i in range(n):
         states.append(sys.step(states[-1], inputs[i]))

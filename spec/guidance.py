@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Scalar, check_same_shape
+from spec.core import Scalar, check, same_shape
 from spec.prediction import check_prediction
 
 __all__ = ["guided_output", "GuidedModel"]
@@ -33,7 +33,7 @@ def guided_output(
     Formula: out_uncond + scale·(out_cond − out_uncond); scale = 1 returns out_cond itself.
     Shapes: out_uncond (*shape), out_cond (*shape), scale scalar -> (*shape).
     """
-    check_same_shape("out_cond", out_cond, "out_uncond", out_uncond.shape)
+    check(same_shape("out_cond", out_cond, "out_uncond", out_uncond.shape))
     if scale == 1:
         return out_cond
     return out_uncond + scale * (out_cond - out_uncond)

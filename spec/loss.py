@@ -4,7 +4,7 @@ versions with optional min-SNR-γ weighting (Hang et al. 2023; see `spec.predict
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check_index, mse
+from spec.core import EpsModel, Index, Scalar, check, in_range, mse
 from spec.forward import q_sample
 from spec.prediction import AnyModel, min_snr_weight, model_output, prediction_target
 from spec.schedule import VPSchedule, time_of_index
@@ -45,7 +45,7 @@ def prediction_loss(
     For an ε-model without γ this is eps_pred_loss.
     Shapes: x0 (*shape), eps (*shape) -> scalar.
     """
-    t = check_index("t", t, 0, sched.T)
+    t = check(in_range("t", t, 0, sched.T))
     x_t = q_sample(sched, x0, t, eps)
     out, prediction = model_output(model, x_t, time_of_index(t, sched.T))
     weight = 1.0 if min_snr_gamma is None else min_snr_weight(sched, t, min_snr_gamma, prediction)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check, check_index, holds, in_range
+from spec.core import Index, Scalar, check, holds, in_range
 
 __all__ = [
     "append_time_channel",
@@ -411,7 +411,7 @@ class CondFiLMNetConfig:
     groups: int = 8
 
     def __post_init__(self) -> None:
-        check_index("num_classes", self.num_classes, 1, 2**31)
+        check(in_range("num_classes", self.num_classes, 1, 2**31))
         self.film()  # the FiLM part's checks
 
     def film(self) -> EpsFiLMNetConfig:

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from jaxtyping import Float, Int
 
-from spec.core import Index, Scalar, check, check_index, holds, in_range, safe_div
+from spec.core import Index, Scalar, check, holds, in_range, safe_div
 
 __all__ = [
     "VPSchedule",
@@ -73,7 +73,7 @@ def linear_betas(T: Index, beta_start: Scalar, beta_end: Scalar) -> Float[np.nda
     β_T set to exactly beta_end; T = 1 gives [beta_end]. Returns (β_1, …, β_T).
     Shapes: -> (T,), float64.
     """
-    T = check_index("T", T, 1, 2**62)
+    T = check(in_range("T", T, 1, 2**62))
     if T == 1:
         return np.array([beta_end], dtype=np.float64)
     k = np.arange(T, dtype=np.float64)
@@ -89,7 +89,7 @@ def cosine_betas(T: Index, s: Scalar = 0.008, max_beta: Scalar = 0.999) -> Float
     β_t = min(1 − f(t)/f(t − 1), max_beta), t = 1..T. Returns (β_1, …, β_T).
     Shapes: -> (T,), float64.
     """
-    T = check_index("T", T, 1, 2**62)
+    T = check(in_range("T", T, 1, 2**62))
     t = np.arange(T + 1, dtype=np.float64)
     f = np.cos(((t / T) + s) / (1 + s) * math.pi / 2) ** 2
     return np.minimum(1 - f[1:] / f[:-1], max_beta)
