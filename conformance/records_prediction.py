@@ -147,7 +147,7 @@ def sched_call(p: Plan) -> Call:
 def sched_ill_conditioned(p: Plan, dtype: str) -> bool:
     if dtype == "float64":
         return False
-    ab = np.cumprod(np.concatenate([[1.0], 1.0 - S.betas_of(p["schedule"])]))
+    ab = spec.schedule.VPSchedule(S.betas_of(p["schedule"])).alpha_bar
     times = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
     return _ill_conditioned(ab[list(times)], p["prediction"], dtype)
 
@@ -199,7 +199,7 @@ def x0_model_at_zero(p: Plan, dtype: str) -> bool:
 def x0_model_small_noise_bf16(p: Plan, dtype: str) -> bool:
     if dtype != "bfloat16" or p["model"]["prediction"] != "x0":
         return False
-    ab = np.cumprod(np.concatenate([[1.0], 1.0 - S.betas_of(p["schedule"])]))
+    ab = spec.schedule.VPSchedule(S.betas_of(p["schedule"])).alpha_bar
     times = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
     return bool((1.0 - ab[list(times)]).min() < 0.1)
 
