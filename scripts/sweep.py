@@ -59,74 +59,56 @@ CONST = ["--lr-schedule", "constant", "--warmup-steps", "0"]
 COS = ["--lr-schedule", "cosine", "--warmup-steps", "50"]
 PLAIN = ["--min-snr-gamma", "0", "--ema-decay", "0.995"]
 SNR = ["--min-snr-gamma", "5", "--ema-decay", "0.99"]
+
+
+def flags_of(hidden: int, batch: int, lr_schedule: list[str], weighting: list[str], *,
+             blocks: int = 4, prediction: str = "eps", lr: str = "2e-3") -> list[str]:
+    """The train flags of one configuration (without --steps). `prediction` and `lr` default to
+    the trainer's values before this sweep changed them (ε, 2e-3)."""
+    return ["--hidden-c", str(hidden), "--blocks", str(blocks), "--batch-size", str(batch),
+            *lr_schedule, *weighting, "--prediction", prediction, "--lr", lr]
+
+
+V3 = {"prediction": "v", "lr": "3e-3"}
 ARCHS: dict[str, tuple[list[str], list[int], str]] = {
-    OLD_DEFAULT: (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
-                  [2500],
-                  "the default before the sweep"),
-    "h64-b4": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
-               [500, 650, 800],
-               "the same network, fewer steps"),
-    "cos-h64-b4-s600": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
-                         *PLAIN], [600], "cosine learning rate, 50 warm-up steps"),
-    "cos-h64-b4-s800": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
-                         *PLAIN], [800], "cosine learning rate, 50 warm-up steps"),
-    "snr-h64-b4-s600": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
-                         *SNR], [600], "cosine, min-SNR-5 weights, EMA 0.99"),
-    "snr-h64-b4-bs64-s1200": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64", *COS,
-                               *SNR], [1200], "as above, half the batch, twice the steps"),
-    "snr-h64-b4-bs32-s2400": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                               *SNR], [2400], "as above, a quarter of the batch"),
-    "snr-h64-b4-bs32-s3200": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                               *SNR], [3200], "as above, a third of the old compute"),
-    "snr-h64-b4-bs32-s2600-lr3": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                                   *SNR, "--lr", "3e-3"], [2600], "min-SNR, batch 32, lr 3e-3"),
-    "snr-h64-b4-bs32-s2600-ema995": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32",
-                                      *COS, "--min-snr-gamma", "5", "--ema-decay", "0.995"],
-                                     [2600], "min-SNR, batch 32, EMA 0.995"),
-    "snr-h64-b4-bs32-s2600-v": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                                 *SNR, "--prediction", "v"], [2600], "min-SNR, batch 32, v-prediction"),
-    "v-h64-b4-bs32-s2600-lr3": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                                 *SNR, "--prediction", "v", "--lr", "3e-3"], [2600],
-                                "v-prediction, lr 3e-3"),
-    "v-h64-b4-bs32-s2200-lr3": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                                 *SNR, "--prediction", "v", "--lr", "3e-3"], [2200],
+    OLD_DEFAULT: (flags_of(64, 128, CONST, PLAIN), [2500], "the default before the sweep"),
+    "h64-b4": (flags_of(64, 128, CONST, PLAIN), [500, 650, 800], "the same network, fewer steps"),
+    "cos-h64-b4-s600": (flags_of(64, 128, COS, PLAIN), [600],
+                        "cosine learning rate, 50 warm-up steps"),
+    "cos-h64-b4-s800": (flags_of(64, 128, COS, PLAIN), [800],
+                        "cosine learning rate, 50 warm-up steps"),
+    "snr-h64-b4-s600": (flags_of(64, 128, COS, SNR), [600], "cosine, min-SNR-5 weights, EMA 0.99"),
+    "snr-h64-b4-bs64-s1200": (flags_of(64, 64, COS, SNR), [1200],
+                              "as above, half the batch, twice the steps"),
+    "snr-h64-b4-bs32-s2400": (flags_of(64, 32, COS, SNR), [2400],
+                              "as above, a quarter of the batch"),
+    "snr-h64-b4-bs32-s3200": (flags_of(64, 32, COS, SNR), [3200],
+                              "as above, a third of the old compute"),
+    "snr-h64-b4-bs32-s2600-lr3": (flags_of(64, 32, COS, SNR, lr="3e-3"), [2600],
+                                  "min-SNR, batch 32, lr 3e-3"),
+    "snr-h64-b4-bs32-s2600-ema995": (
+        flags_of(64, 32, COS, ["--min-snr-gamma", "5", "--ema-decay", "0.995"]), [2600],
+        "min-SNR, batch 32, EMA 0.995"),
+    "snr-h64-b4-bs32-s2600-v": (flags_of(64, 32, COS, SNR, prediction="v"), [2600],
+                                "min-SNR, batch 32, v-prediction"),
+    "v-h64-b4-bs32-s2600-lr3": (flags_of(64, 32, COS, SNR, **V3), [2600], "v-prediction, lr 3e-3"),
+    "v-h64-b4-bs32-s2200-lr3": (flags_of(64, 32, COS, SNR, **V3), [2200],
                                 "v-prediction, lr 3e-3, fewer steps"),
-    "v-h64-b4-bs32-s2400-lr3": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                                 *SNR, "--prediction", "v", "--lr", "3e-3"], [2400],
+    "v-h64-b4-bs32-s2400-lr3": (flags_of(64, 32, COS, SNR, **V3), [2400],
                                 "the new default: v-prediction, lr 3e-3"),
-    "v-h64-b4-bs32-s2400": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "32", *COS,
-                             *SNR, "--prediction", "v"], [2400], "v-prediction, fewer steps"),
-    "snr-h64-b4-bs16-s4800": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "16", *COS,
-                               *SNR], [4800], "min-SNR, batch 16 (an eighth)"),
-    "snr-h64-b4-s800": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "128", *COS,
-                         *SNR], [800], "cosine, min-SNR-5 weights, EMA 0.99"),
-    "snr-h48-b4-s1000": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128", *COS,
-                          *SNR], [1000], "as above, narrower"),
-    "cos-h64-b4-bs64-s1200": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64", *COS,
-                               *PLAIN], [1200], "cosine, half the batch"),
-    "cos-h48-b4-s1000": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128", *COS,
-                          *PLAIN], [1000], "cosine, narrower"),
-    "h48-b4": (["--hidden-c", "48", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
-               [700, 1000, 1400],
-               "narrower"),
-    "cos-h32-b4-s2000": (["--hidden-c", "32", "--blocks", "4", "--batch-size", "128", *COS,
-                          *PLAIN], [2000], "cosine, half the width"),
-    "h32-b4": (["--hidden-c", "32", "--blocks", "4", "--batch-size", "128", *CONST, *PLAIN],
-               [1500, 3000],
-               "half the width"),
-    "h64-b2": (["--hidden-c", "64", "--blocks", "2", "--batch-size", "128", *CONST, *PLAIN],
-               [800, 1500],
-               "half the depth"),
-    "h64-b4-bs64": (["--hidden-c", "64", "--blocks", "4", "--batch-size", "64", *CONST, *PLAIN],
-                    [1000, 1600],
-                    "half the batch"),
+    "v-h64-b4-bs32-s2400": (flags_of(64, 32, COS, SNR, prediction="v"), [2400],
+                            "v-prediction, fewer steps"),
+    "snr-h64-b4-bs16-s4800": (flags_of(64, 16, COS, SNR), [4800], "min-SNR, batch 16 (an eighth)"),
+    "snr-h64-b4-s800": (flags_of(64, 128, COS, SNR), [800], "cosine, min-SNR-5 weights, EMA 0.99"),
+    "snr-h48-b4-s1000": (flags_of(48, 128, COS, SNR), [1000], "as above, narrower"),
+    "cos-h64-b4-bs64-s1200": (flags_of(64, 64, COS, PLAIN), [1200], "cosine, half the batch"),
+    "cos-h48-b4-s1000": (flags_of(48, 128, COS, PLAIN), [1000], "cosine, narrower"),
+    "h48-b4": (flags_of(48, 128, CONST, PLAIN), [700, 1000, 1400], "narrower"),
+    "cos-h32-b4-s2000": (flags_of(32, 128, COS, PLAIN), [2000], "cosine, half the width"),
+    "h32-b4": (flags_of(32, 128, CONST, PLAIN), [1500, 3000], "half the width"),
+    "h64-b2": (flags_of(64, 128, CONST, PLAIN, blocks=2), [800, 1500], "half the depth"),
+    "h64-b4-bs64": (flags_of(64, 64, CONST, PLAIN), [1000, 1600], "half the batch"),
 }
-# A row that does not name its prediction target or learning rate was trained with the values
-# the trainer had before the sweep changed its defaults.
-BEFORE_SWEEP = {"--prediction": "eps", "--lr": "2e-3"}
-for _flags, _, _ in ARCHS.values():
-    _flags += [item for name, value in BEFORE_SWEEP.items() if name not in _flags
-               for item in (name, value)]
 CONFIGS = {f"{arch}-s{steps}" if len(stages) > 1 else arch: (arch, steps)
            for arch, (_, stages, _) in ARCHS.items() for steps in stages}
 
@@ -245,17 +227,17 @@ def plot(rows: list[dict], path: Path) -> None:
     budget = rows[0]["train_tflop"] / 3 if rows and rows[0]["name"] == OLD_DEFAULT else None
     for r in rows:
         old, new = r["name"] == OLD_DEFAULT, r["name"] == NEW_DEFAULT
+        large = old or new  # both defaults: a large star
         family = r["name"].split("-")[0]
         marker, color = FAMILY_STYLE.get(family, FAMILY_STYLE["h64"])
-        style = dict(marker="*" if old or new else marker,
+        style = dict(marker="*" if large else marker,
                      color="crimson" if old else "gold" if new else color, zorder=3)
-        old = old or new  # both defaults drawn large
         x = r["train_tflop"]
         low, high = min(r["test_ratios"]), max(r["test_ratios"])
         left.errorbar(x, r["test_ratio"], yerr=[[r["test_ratio"] - low], [high - r["test_ratio"]]],
-                      ms=9 if old else 6, capsize=3, **style)
+                      ms=9 if large else 6, capsize=3, **style)
         left.scatter(x, r["ratio"], s=30, marker="x", color=style["color"], zorder=3)
-        right.scatter(x, r["held_out_eps_mse"], s=70 if old else 36, **style)
+        right.scatter(x, r["held_out_eps_mse"], s=70 if large else 36, **style)
         right.annotate(r["name"], (x, r["held_out_eps_mse"]), textcoords="offset points",
                        xytext=(5, 3), fontsize=6)
     for ax in (left, right):
