@@ -17,7 +17,7 @@ On the test split of the checkpoint's data set (or --dataset/--data-dir):
 
 - sample quality (--samples N): N images drawn with DDIM (50 steps or T, η = 0, clipped x̂0,
   x_T from a generator seeded with --seed: the images `runtime.sample --seed S` draws), scored by
-  `runtime.quality`: the Fréchet distance in the hidden features of a small classifier trained
+  `runtime.plumbing.quality`: the Fréchet distance in the hidden features of a small classifier trained
   now on the training split, next to the real-vs-real floor at the same n. Not FID.
 
 Prints a small table; --json also writes the numbers.
@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.artifacts import save_json
-from runtime.checkpoint import load_checkpoint, restore_for_inference
-from runtime.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
-from runtime.config import EvaluateConfig, parse_config
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import to_diffusion_range
 from runtime.forward import q_sample
 from runtime.likelihood import vlb_terms
+from runtime.plumbing.artifacts import save_json
+from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference
+from runtime.plumbing.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
+from runtime.plumbing.config import EvaluateConfig, parse_config
 from runtime.prediction import predict_eps, prediction_of, prediction_target
 from runtime.schedule import time_of_index
 
@@ -126,7 +126,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "quality": None,
     }
     if cfg.samples > 0:
-        from runtime.quality import draw_and_score
+        from runtime.plumbing.quality import draw_and_score
 
         if len(test.x) < 4:
             fail(f"--samples needs at least 4 test images, {dataset} has {len(test.x)}")
@@ -154,7 +154,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("time", f"{result['seconds']} s"),
     ]
     if result.get("quality") is not None:
-        from runtime.quality import format_quality
+        from runtime.plumbing.quality import format_quality
 
         rows.append(("sample quality (Fréchet, classifier features; not FID)",
                      format_quality(result["quality"])))

@@ -46,10 +46,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.artifacts import image_grid, save_npy, save_png
-from runtime.checkpoint import load_checkpoint, restore_for_inference
-from runtime.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
-from runtime.config import SampleConfig, parse_config
 from runtime.data.transforms import from_diffusion_range
 from runtime.ddim import ddim_sample_strided
 from runtime.ddpm import ddpm_sample
@@ -62,6 +58,10 @@ from runtime.pf_ode import (
     VPLinearSchedule,
     pf_ode_sample_euler,
 )
+from runtime.plumbing.artifacts import image_grid, save_npy, save_png
+from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference
+from runtime.plumbing.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
+from runtime.plumbing.config import SampleConfig, parse_config
 from runtime.schedule import Schedule, timestep_grid
 
 DEFAULT_STEPS = 50

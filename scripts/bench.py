@@ -44,11 +44,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from runtime.config import TrainConfig  # noqa: E402
 from runtime.ddim import ddim_sample_strided, ddim_timesteps  # noqa: E402
-from runtime.fast_kernels import choose as choose_kernels  # noqa: E402
-from runtime.fast_kernels import cpu_flags  # noqa: E402
 from runtime.model import EpsFiLMNetConfig, build_model  # noqa: E402
+from runtime.plumbing.config import TrainConfig  # noqa: E402
+from runtime.plumbing.fast_kernels import choose as choose_kernels  # noqa: E402
+from runtime.plumbing.fast_kernels import cpu_flags  # noqa: E402
 from runtime.schedule import Schedule, cosine_betas  # noqa: E402
 from runtime.train import model_config, train  # noqa: E402
 

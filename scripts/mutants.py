@@ -226,7 +226,7 @@ PIPELINE_MUTANTS = [
            "    sample_model.load_state_dict(model.state_dict())",
            (PIPE + "test_training_samples_come_from_the_ema_weights",)),
     Mutant("inference loads the raw weights even when EMA is asked for",
-           "checkpoint.py",
+           "plumbing/checkpoint.py",
            '    weights = "ema" if use_ema and payload.get("ema") is not None else "model"',
            '    weights = "model"',
            (PIPE + "test_sample_outputs_equal_the_spec_sampler",)),
@@ -247,12 +247,12 @@ PIPELINE_MUTANTS = [
            "    x0_all = torch.from_numpy(x01).to(device)  # (N, C, H, W) in [-1, 1]",
            (PIPE + "test_evaluate_bits_per_dim_equals_the_spec",)),
     Mutant("every rank trains on the first slice of the global batch",
-           "distributed.py",
+           "plumbing/distributed.py",
            "        return global_batch[self.rank * per_rank:(self.rank + 1) * per_rank]",
            "        return global_batch[:per_rank]",
            (PIPE + "test_rank_slices_partition_the_global_batch",)),
     Mutant("Fréchet distance without the factor 2 on the cross term",
-           "quality.py",
+           "plumbing/quality.py",
            "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * "
            "np.trace(covmean))",
            "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - "

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.config import SampleConfig  # noqa: E402
+from runtime.plumbing.config import SampleConfig  # noqa: E402
 from runtime.sample import sample  # noqa: E402
 
 RUNS = (("ddim", (10, 50)), ("pf-ode", (10, 50)), ("euler", (10, 50)), ("heun", (5, 25)),

@@ -8,7 +8,7 @@ For every configuration below this script
   2. counts the model FLOPs of one training step (forward + backward of the batch, by
      torch.utils.flop_counter) and multiplies by the number of steps,
   3. draws images from the EMA weights (DDIM, 50 steps, η = 0, clipped x̂0) and scores them
-     with runtime.quality: against the held-out test split (n = 148, the figure of the pipeline
+     with runtime.plumbing.quality: against the held-out test split (n = 148, the figure of the pipeline
      issue, four sampling seeds) and against the training split (n = 750, one seed), and
      computes the held-out ε-MSE with the same (t, ε) draws for every configuration,
 
@@ -38,9 +38,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.checkpoint import load_checkpoint, restore_for_inference  # noqa: E402
 from runtime.data.datasets import load_dataset  # noqa: E402
-from runtime.quality import draw_and_score, fit_feature_net  # noqa: E402
+from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference  # noqa: E402
+from runtime.plumbing.quality import draw_and_score, fit_feature_net  # noqa: E402
 
 OUT = ROOT / "runs" / "sweep"
 OLD_DEFAULT = "old-default"

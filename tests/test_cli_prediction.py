@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from test_train_support import TINY, assert_one_line_error, run_command
 
-from runtime.checkpoint import load_checkpoint, save_checkpoint
-from runtime.config import TrainConfig, parse_config
 from runtime.evaluate import main as evaluate_main
+from runtime.plumbing.checkpoint import load_checkpoint, save_checkpoint
+from runtime.plumbing.config import TrainConfig, parse_config
 from runtime.sample import main as sample_main
 from runtime.train import main as train_main
 
@@ -26,7 +26,7 @@ V_ZERO_SNR = ["--prediction", "v", "--zero-terminal-snr", "--min-snr-gamma", "5"
 def v_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("v") / "run"
     with pytest.raises(SystemExit) as info:
-        from runtime.cli import run_main
+        from runtime.plumbing.cli import run_main
 
         run_main(train_main, [str(a) for a in [*TINY, "--out", out, *V_ZERO_SNR]])
     assert info.value.code in (0, None)
@@ -37,7 +37,7 @@ def v_run(tmp_path_factory):
 def cond_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cond") / "run"
     with pytest.raises(SystemExit) as info:
-        from runtime.cli import run_main
+        from runtime.plumbing.cli import run_main
 
         run_main(train_main, [str(a) for a in [*TINY, "--out", out, "--class-conditional",
                                                 "--label-dropout", "0.2"]])

@@ -15,8 +15,8 @@ from test_train_support import (
     tiny_run,  # noqa: F401 - fixture
 )
 
-from runtime.checkpoint import load_checkpoint, save_checkpoint
 from runtime.evaluate import main as evaluate_main
+from runtime.plumbing.checkpoint import load_checkpoint, save_checkpoint
 from runtime.sample import main as sample_main
 
 

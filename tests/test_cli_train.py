@@ -18,8 +18,8 @@ from test_train_support import (
     write_data_folder,
 )
 
-from runtime.artifacts import read_ppm
-from runtime.checkpoint import load_checkpoint
+from runtime.plumbing.artifacts import read_ppm
+from runtime.plumbing.checkpoint import load_checkpoint
 from runtime.train import main as train_main
 
 ARTIFACTS = ("checkpoint.pt", "train_log.json", "loss.png", "samples.png", "reference.png",

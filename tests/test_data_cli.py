@@ -1,4 +1,4 @@
-"""`python -m runtime.data` end to end and the `runtime.cli` error convention.
+"""`python -m runtime.data` end to end and the `runtime.plumbing.cli` error convention.
 
 Every bad input: exit status 2, exactly one line `error: ...` on stderr, no traceback, and no
 partial output left behind. A subprocess costs about 2 s (the package imports torch), so the
@@ -23,10 +23,10 @@ from test_data_fixtures import (
     write_image_tree,
 )
 
-from runtime.cli import EXIT_INTERRUPTED, ArgumentParser, UserError, fail, run_main
 from runtime.data import CIFAR10_MD5
+from runtime.plumbing.cli import EXIT_INTERRUPTED, ArgumentParser, UserError, fail, run_main
 
-# --------------------------------------------------------------------------- runtime.cli
+# --------------------------------------------------------------------------- runtime.plumbing.cli
 
 
 def _exit(main, capsys, argv=None):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from test_data_fixtures import good_arrays, write_folder
 
-from runtime.cli import UserError
 from runtime.data import (
     DATASETS,
     DataError,
@@ -22,6 +21,7 @@ from runtime.data import (
     validate_labels,
 )
 from runtime.data.datasets import DIGITS_TRAIN_SIZE
+from runtime.plumbing.cli import UserError
 
 # --------------------------------------------------------------------------- digits
 

@@ -122,8 +122,8 @@ def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
 
 
 def run_cli_in_process(capsys, *args: str | os.PathLike) -> subprocess.CompletedProcess:
-    from runtime.cli import run_main
     from runtime.data.__main__ import main
+    from runtime.plumbing.cli import run_main
 
     argv = list(map(str, args))
     capsys.readouterr()

@@ -17,8 +17,8 @@ import pytest
 import torch
 from test_train_support import REPO
 
-from runtime.checkpoint import load_checkpoint
-from runtime.config import TrainConfig
+from runtime.plumbing.checkpoint import load_checkpoint
+from runtime.plumbing.config import TrainConfig
 from runtime.train import train
 
 PER_RANK = 4

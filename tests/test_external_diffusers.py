@@ -41,7 +41,7 @@ from conformance.external.diffusers_adapter import (  # noqa: E402
     spec_time,
     trailing_extra,
 )
-from runtime.cli import UserError  # noqa: E402
+from runtime.plumbing.cli import UserError  # noqa: E402
 from spec.schedule import VPSchedule, linear_betas  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

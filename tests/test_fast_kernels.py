@@ -4,8 +4,9 @@ from pathlib import Path
 
 import torch
 
-import runtime.fast_kernels as fast_kernels
-from runtime.fast_kernels import (
+import runtime.plumbing.fast_kernels as fast_kernels
+from runtime.model import EpsFiLMNet, EpsFiLMNetConfig
+from runtime.plumbing.fast_kernels import (
     FP32,
     choose,
     cpu_candidates,
@@ -13,7 +14,6 @@ from runtime.fast_kernels import (
     native_bf16,
     pick,
 )
-from runtime.model import EpsFiLMNet, EpsFiLMNetConfig
 
 
 def test_pick_takes_the_fastest_only_with_a_margin_over_fp32():

@@ -36,12 +36,12 @@ import torch
 from test_data_fixtures import write_fake_cifar_archive
 from test_train_support import assert_one_line_error, run_command, write_data_folder
 
-from runtime.atomic import is_leftover, remove_leftovers, temp_path
-from runtime.checkpoint import load_checkpoint
-from runtime.cli import EXIT_FAILURE, run_main
 from runtime.data.convert import convert_cifar10, convert_image_folder
 from runtime.data.datasets import DataError, load_digits, save_folder
-from runtime.runlock import LOCK_NAME, RunLocked, read_holder, run_lock
+from runtime.plumbing.atomic import is_leftover, remove_leftovers, temp_path
+from runtime.plumbing.checkpoint import load_checkpoint
+from runtime.plumbing.cli import EXIT_FAILURE, run_main
+from runtime.plumbing.runlock import LOCK_NAME, RunLocked, read_holder, run_lock
 from runtime.train import main as train_main
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -61,7 +61,7 @@ DEADLINE_S = 60.0  # for any one forked trainer (a hang fails the test instead o
 def forkable(tmp_path_factory) -> None:
     """Import here, once, what a training run imports lazily (torch._dynamo through fused Adam,
     matplotlib, the digits), so that every forked child starts with it loaded."""
-    from runtime.artifacts import save_loss_plot
+    from runtime.plumbing.artifacts import save_loss_plot
 
     load_digits("train")
     torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)

@@ -1,4 +1,4 @@
-"""runtime.lr_schedule: the rate of each step, and the training run that uses it."""
+"""runtime.plumbing.lr_schedule: the rate of each step, and the training run that uses it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import signal
 import pytest
 import torch
 
-from runtime.checkpoint import load_checkpoint
-from runtime.config import TrainConfig
-from runtime.lr_schedule import lr_factor
+from runtime.plumbing.checkpoint import load_checkpoint
+from runtime.plumbing.config import TrainConfig
+from runtime.plumbing.lr_schedule import lr_factor
 from runtime.train import train
 
 

@@ -9,15 +9,6 @@ import dataclasses
 import pytest
 import torch
 
-from runtime.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    load_checkpoint,
-    restore_for_inference,
-    save_checkpoint,
-    upgrade_model_description,
-)
-from runtime.config import TrainConfig
 from runtime.model import (
     MODELS,
     CondFiLMNet,
@@ -31,6 +22,15 @@ from runtime.model import (
     model_from_description,
     model_kind,
 )
+from runtime.plumbing.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    restore_for_inference,
+    save_checkpoint,
+    upgrade_model_description,
+)
+from runtime.plumbing.config import TrainConfig
 from runtime.train import model_config
 
 SMALL = {

@@ -1,4 +1,4 @@
-"""runtime.quality: the Fréchet distance in a small classifier's features, and its floor."""
+"""runtime.plumbing.quality: the Fréchet distance in a small classifier's features, and its floor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from runtime.data.datasets import load_dataset
-from runtime.quality import fit_feature_net, frechet_distance, sample_quality
+from runtime.plumbing.quality import fit_feature_net, frechet_distance, sample_quality
 
 
 def test_frechet_distance_of_diagonal_gaussians_is_closed_form():

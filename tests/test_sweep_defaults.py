@@ -8,7 +8,7 @@ import importlib.util
 
 from test_train_support import REPO
 
-from runtime.config import TRAINING_IDENTITY, TrainConfig, parse_config
+from runtime.plumbing.config import TRAINING_IDENTITY, TrainConfig, parse_config
 
 
 def _sweep():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import runtime.checkpoint as checkpoint_module
-from runtime.checkpoint import (
+import runtime.plumbing.checkpoint as checkpoint_module
+from runtime.plumbing.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_state_dict_checked,

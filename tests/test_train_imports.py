@@ -1,6 +1,6 @@
 """The trainer is a leaf: no module of `runtime` imports `runtime.train` (the package) except
 the trainer's own modules and its `__main__`. Sampling, evaluation and the rest must work
-without it (`resolve_device` lives in runtime.cli). Imports are read with `ast`, so an import
+without it (`resolve_device` lives in runtime.plumbing.cli). Imports are read with `ast`, so an import
 inside a function counts too."""
 
 from __future__ import annotations
@@ -64,13 +64,15 @@ def test_no_runtime_module_imports_the_trainer():
     ("from runtime.train import resolve_device", "runtime.sample", True),
     ("import runtime.train", "runtime.evaluate", True),
     ("import runtime.train.loop as loop", "runtime.evaluate", True),
-    ("from runtime import train", "runtime.quality", True),
-    ("from . import train", "runtime.quality", True),
-    ("from .train.run import build_run", "runtime.quality", True),
+    ("from runtime import train", "runtime.plumbing.quality", True),
+    ("from . import train", "runtime.evaluate", True),
+    ("from . import train", "runtime.plumbing.quality", False),  # runtime.plumbing.train
+    ("from .train.run import build_run", "runtime.evaluate", True),
+    ("from ..train.run import build_run", "runtime.plumbing.quality", True),
     ("def f():\n    from runtime.train import train\n", "runtime.sample", True),
-    ("from runtime import train_step", "runtime.quality", False),
-    ("import runtime.train_step", "runtime.quality", False),
-    ("from runtime.cli import resolve_device", "runtime.sample", False),
+    ("from runtime import train_step", "runtime.plumbing.quality", False),
+    ("import runtime.train_step", "runtime.plumbing.quality", False),
+    ("from runtime.plumbing.cli import resolve_device", "runtime.sample", False),
     ("from . import rng", "runtime.data", False),  # runtime.data is a package: runtime.data.rng
 ])
 def test_the_checker_sees_every_spelling(source, module, expected):
@@ -78,7 +80,7 @@ def test_the_checker_sees_every_spelling(source, module, expected):
 
 
 def test_sample_and_evaluate_load_without_the_trainer():
-    code = ("import sys, runtime.sample, runtime.evaluate, runtime.checkpoint, runtime.quality; "
+    code = ("import sys, runtime.sample, runtime.evaluate, runtime.plumbing.checkpoint, runtime.plumbing.quality; "
             "print(sorted(m for m in sys.modules if m == 'runtime.train' "
             "or m.startswith('runtime.train.')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -87,16 +89,16 @@ def test_sample_and_evaluate_load_without_the_trainer():
 
 
 def test_the_cli_choice_lists_equal_the_runtime_tables():
-    """runtime.config keeps its own --prediction and --lr-schedule choices (so that --help does
-    not import torch); they must name exactly what runtime.prediction and runtime.lr_schedule
+    """runtime.plumbing.config keeps its own --prediction and --lr-schedule choices (so that --help does
+    not import torch); they must name exactly what runtime.prediction and runtime.plumbing.lr_schedule
     accept."""
-    import runtime.config
-    import runtime.lr_schedule
+    import runtime.plumbing.config
+    import runtime.plumbing.lr_schedule
     import runtime.prediction
 
-    assert runtime.config.PREDICTIONS == runtime.prediction.PREDICTIONS
-    assert runtime.config.LR_SCHEDULES == runtime.lr_schedule.LR_SCHEDULES
+    assert runtime.plumbing.config.PREDICTIONS == runtime.prediction.PREDICTIONS
+    assert runtime.plumbing.config.LR_SCHEDULES == runtime.plumbing.lr_schedule.LR_SCHEDULES
     import runtime.train.artifacts
 
     # the loss plot's label names each prediction's target
-    assert set(runtime.train.artifacts.TARGET_SYMBOL) == set(runtime.config.PREDICTIONS)
+    assert set(runtime.train.artifacts.TARGET_SYMBOL) == set(runtime.plumbing.config.PREDICTIONS)

@@ -26,9 +26,9 @@ import spec.model
 import spec.prediction
 import spec.schedule
 from conformance.records_train import RECORDS
-from runtime.checkpoint import load_checkpoint
-from runtime.distributed import DistInfo
 from runtime.model import EpsFiLMNetConfig, build_model, model_from_description, to_spec_params
+from runtime.plumbing.checkpoint import load_checkpoint
+from runtime.plumbing.distributed import DistInfo
 from runtime.sample import main as sample_main
 
 
@@ -212,7 +212,7 @@ def test_sample_outputs_equal_the_spec_sampler(tiny_run, tmp_path, capsys):  # n
         if suffix == ".npy":
             np.testing.assert_allclose(np.load(out), np.clip(expected, 0, 1), rtol=0, atol=1e-4)
         else:
-            from runtime.artifacts import image_grid
+            from runtime.plumbing.artifacts import image_grid
 
             with Image.open(out) as image:
                 pixels = np.asarray(image, dtype=np.int64)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_train_support import TINY, assert_one_line_error, run_command
 
-from runtime.checkpoint import load_checkpoint
-from runtime.config import TrainConfig
+from runtime.plumbing.checkpoint import load_checkpoint
+from runtime.plumbing.config import TrainConfig
 from runtime.train import main as train_main
 from runtime.train import train
 

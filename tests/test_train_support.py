@@ -1,7 +1,7 @@
 """Shared helpers for the runtime.train / sample / evaluate tests (no tests here).
 
 Tiny configurations keep every run to about a second: 3 steps, T = 10, hidden 8, 4 images.
-Commands run in-process through `runtime.cli.run_main` (exit code and stderr exactly as a user
+Commands run in-process through `runtime.plumbing.cli.run_main` (exit code and stderr exactly as a user
 sees them, without paying a Python start-up per case); a few tests also run a real subprocess.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.cli import run_main
+from runtime.plumbing.cli import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 # The CPU is pinned: these tests check CPU behaviour (the per-step skip check, bit-identical
@@ -68,7 +68,7 @@ def write_data_folder(folder: Path, n_train: int = 12, n_test: int = 6, shape=(1
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished tiny training run on digits (its folder), shared by the read-only tests."""
-    from runtime.config import TrainConfig
+    from runtime.plumbing.config import TrainConfig
     from runtime.train import train
 
     out = tmp_path_factory.mktemp("tiny") / "run"
@@ -80,7 +80,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_linear_run(tmp_path_factory) -> Path:
-    from runtime.config import TrainConfig
+    from runtime.plumbing.config import TrainConfig
     from runtime.train import train
 
     out = tmp_path_factory.mktemp("tiny-linear") / "run"

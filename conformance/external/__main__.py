@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from runtime.cli import ArgumentParser, fail, run_main  # noqa: E402
+from runtime.plumbing.cli import ArgumentParser, fail, run_main  # noqa: E402
 
 EXPECTED = os.path.join(os.path.dirname(__file__), "expected_deviations.toml")
 

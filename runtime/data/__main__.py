@@ -1,7 +1,7 @@
 """`python -m runtime.data`: convert data sets to the on-disk layout, and check data folders.
 
 Subcommands: `cifar10`, `image-folder`, `check` (see `--help` of each). Bad input ends with one
-line `error: ...` on stderr and exit status 2 (`runtime.cli.run_main`); conversions write
+line `error: ...` on stderr and exit status 2 (`runtime.plumbing.cli.run_main`); conversions write
 atomically, so a failed or interrupted run leaves no partial output.
 """
 
@@ -12,7 +12,6 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.cli import EXIT_STATUS_HELP, ArgumentParser, run_main
 from runtime.data.convert import (
     CIFAR10_MD5,
     MAX_IMAGE_PIXELS,
@@ -28,6 +27,7 @@ from runtime.data.datasets import (
     load_folder,
     load_pair,
 )
+from runtime.plumbing.cli import EXIT_STATUS_HELP, ArgumentParser, run_main
 
 PROG = "python -m runtime.data"
 

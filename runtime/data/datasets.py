@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.atomic import atomic_write, make_temp_folder, remove_leftovers
-from runtime.cli import UserError
-from runtime.limits import format_bytes, memory_limit_bytes
+from runtime.plumbing.atomic import atomic_write, make_temp_folder, remove_leftovers
+from runtime.plumbing.cli import UserError
+from runtime.plumbing.limits import format_bytes, memory_limit_bytes
 
 __all__ = [
     "DATASETS",
@@ -426,7 +426,7 @@ def save_folder(out_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) ->
     """Write `arrays` (file name → array, e.g. the four `LAYOUT_FILES`) into `out_dir` atomically.
 
     The files are first written into a staging folder next to `out_dir`
-    (`runtime.atomic.make_temp_folder`; each `.npy` through `atomic_write`), then moved into
+    (`runtime.plumbing.atomic.make_temp_folder`; each `.npy` through `atomic_write`), then moved into
     place: a new `out_dir` is renamed in one step; an existing folder gets each file replaced
     with `os.replace`. On any failure, Ctrl-C included, the staging folder and any parent folders
     created here are removed, so no partial output is left; what a killed conversion left (its

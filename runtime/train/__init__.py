@@ -1,6 +1,6 @@
 """`python -m runtime.train`: train an ε-predictor (DDPM, Ho et al. 2020, Algorithm 1).
 
-Each step (one process; see `runtime.distributed` for torchrun):
+Each step (one process; see `runtime.plumbing.distributed` for torchrun):
 
     1. idx ← the next B indices of a seeded epoch permutation of the training set
     2. t ~ U{1..T} per sample, ε ~ N(0, I)                         (seeded generators)
@@ -19,6 +19,7 @@ The package, in the order a run goes through it:
     folder.py     the run folder and the output files (checked before anything is written)
     resume.py     --resume: the merged config, the checkpoint written and read back
     run.py        config → schedule, model (runtime.model.MODELS), data → Run; draw_batch
+    state.py      Run (what the loop reads) and RunState (what a step carries on)
     rng.py        the seeded random streams (init, data order, t, noise, labels, samples)
     guard.py      the loss sums and skip counts of the guarded update; the skip-run stop
     stop.py       Ctrl-C / SIGTERM: finish the step, save, exit 130
@@ -41,8 +42,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runtime.cli import EXIT_STATUS_HELP
-from runtime.config import TrainConfig, parse_config
+from runtime.plumbing.cli import EXIT_STATUS_HELP
+from runtime.plumbing.config import TrainConfig, parse_config
 from runtime.schedule import Schedule
 from runtime.train_step import (  # noqa: F401 (twins of spec.train, re-exported)
     GuardedUpdate,

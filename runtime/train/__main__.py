@@ -1,6 +1,6 @@
 """`python -m runtime.train` (see runtime/train/__init__.py)."""
 
-from runtime.cli import run_main
+from runtime.plumbing.cli import run_main
 from runtime.train import main
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
-from runtime.config import TrainConfig
 from runtime.data.transforms import from_diffusion_range, to_diffusion_range
 from runtime.ddim import ddim_sample_strided, ddim_timesteps
 from runtime.forward import q_sample
 from runtime.guidance import GuidedModel
 from runtime.model import model_from_description
+from runtime.plumbing.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
+from runtime.plumbing.config import TrainConfig
 from runtime.schedule import Schedule
 
 from .rng import STREAM_QUALITY, STREAM_SAMPLE, make_generator
@@ -98,7 +98,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
     n_quality = (min(len(data.test.x) // 2, 256) if cfg.quality_samples is None
                  else cfg.quality_samples)
     if n_quality >= 2 and data.train is not None and len(data.test.x) >= 4:
-        from runtime.quality import draw_and_score
+        from runtime.plumbing.quality import draw_and_score
 
         quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
                                  make_generator(cfg.seed, STREAM_QUALITY, run.device),
@@ -143,7 +143,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
                    title=f"{cfg.dataset}: {cfg.model} net, {cfg.prediction}-prediction, "
                          f"{cfg.schedule} betas, T={cfg.T}", target=target)
     if quality is not None:
-        from runtime.quality import format_quality
+        from runtime.plumbing.quality import format_quality
 
         say(run.info, "sample quality (Fréchet distance in classifier features): "
                       f"{format_quality(quality)}")

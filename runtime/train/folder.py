@@ -7,9 +7,9 @@ import datetime
 import os
 from pathlib import Path
 
-from runtime.atomic import temp_path
-from runtime.cli import fail
-from runtime.config import TrainConfig
+from runtime.plumbing.atomic import temp_path
+from runtime.plumbing.cli import fail
+from runtime.plumbing.config import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

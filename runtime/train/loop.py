@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from runtime.cli import UserError, fail, resolve_device
-from runtime.config import TrainConfig
-from runtime.distributed import (
+from runtime.plumbing.cli import UserError, fail, resolve_device
+from runtime.plumbing.config import TrainConfig
+from runtime.plumbing.distributed import (
     DistInfo,
     all_reduce_min,
     barrier,
@@ -28,8 +28,8 @@ from runtime.distributed import (
     env_info,
     init_distributed,
 )
-from runtime.lr_schedule import lr_factor, set_lr
-from runtime.runlock import run_lock
+from runtime.plumbing.lr_schedule import lr_factor, set_lr
+from runtime.plumbing.runlock import run_lock
 from runtime.train_step import train_step
 
 from . import artifacts, resume
@@ -49,7 +49,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), *
     t_start = time.perf_counter()
     info = env_info()
     resolve_device(cfg.device)  # an unusable --device is an error before anything else
-    # Rank 0 owns the folder (OUT/.lock, `runtime.runlock`) for the whole run, from before the
+    # Rank 0 owns the folder (OUT/.lock, `runtime.plumbing.runlock`) for the whole run, from before the
     # checkpoint is read; a second trainer on it stops with exit status 2.
     out = Path(cfg.out) if cfg.out is not None else default_out_dir(cfg.dataset)
     if info.enabled and cfg.out is None:
@@ -107,7 +107,7 @@ def run_training(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str,
             # 1. this rank's slice of the global batch: images, t ~ U{1..T}, ε ~ N(0, I)
             x01, t, noise, model_args = draw_batch(run)
             # 2. the step spec.train.train_step describes (conformance-checked), at this step's
-            #    learning rate (runtime.lr_schedule)
+            #    learning rate (runtime.plumbing.lr_schedule)
             set_lr(run.update.optimizer, cfg.lr * lr_factor(state.step, cfg.steps,
                                                             cfg.lr_schedule, cfg.warmup_steps))
             result = train_step(run.sched, run.train_model, run.update, x01, t, noise,

@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runtime.checkpoint import (
+from runtime.plumbing.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_state_dict_checked,
     save_checkpoint,
 )
-from runtime.cli import fail
-from runtime.config import IDENTITY_DEFAULTS, TRAINING_IDENTITY, ConfigError, TrainConfig, flag_of
-from runtime.distributed import DistInfo
+from runtime.plumbing.cli import fail
+from runtime.plumbing.config import (
+    IDENTITY_DEFAULTS,
+    TRAINING_IDENTITY,
+    ConfigError,
+    TrainConfig,
+    flag_of,
+)
+from runtime.plumbing.distributed import DistInfo
 
-if TYPE_CHECKING:
-    from .run import Run
+from .state import Run, RunState
 
 # Settings of the machine and terminal at hand: never taken from a checkpoint on --resume.
 SESSION_FIELDS = frozenset({"device", "fast_kernels", "progress", "out", "resume"})
@@ -85,8 +90,6 @@ def check_resumable(payload: dict[str, Any], ckpt_path: Path, cfg: TrainConfig, 
 
 def restore(run: Run, payload: dict[str, Any], ckpt_path: Any) -> None:
     """Load the weights, Adam, EMA, the streams, the accumulators and the curve into `run`."""
-    from .run import RunState
-
     load_state_dict_checked(run.model, payload["model"], "model", ckpt_path)
     try:
         run.update.optimizer.load_state_dict(payload["optimizer"])

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.checkpoint import CheckpointError
+from runtime.plumbing.checkpoint import CheckpointError
 
 # Streams of random numbers, each with its own generator seeded from (--seed, stream id).
 STREAM_INIT, STREAM_DATA, STREAM_T, STREAM_NOISE, STREAM_SAMPLE, STREAM_QUALITY = range(6)

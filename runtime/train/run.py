@@ -9,24 +9,26 @@ state they continue from (`runtime.train.resume.restore`). The loop then only re
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from runtime.cli import fail
-from runtime.config import FILM_GROUPS, TrainConfig
 from runtime.data.datasets import Dataset, load_dataset
-from runtime.distributed import DistInfo, all_reduce_min
-from runtime.fast_kernels import KernelChoice, common_choice, configure_tf32
-from runtime.fast_kernels import choose as choose_kernels
 from runtime.model import MODELS, build_model, describe_model
+from runtime.plumbing.cli import fail
+from runtime.plumbing.config import FILM_GROUPS, TrainConfig
+from runtime.plumbing.distributed import DistInfo, all_reduce_min
+from runtime.plumbing.fast_kernels import choose as choose_kernels
+from runtime.plumbing.fast_kernels import common_choice, configure_tf32
 from runtime.schedule import Schedule
 from runtime.train_step import GuardedUpdate
 
 from .guard import Accumulators
+from .resume import restore
 from .rng import STREAM_INIT, Streams, init_parameters, make_generator
+from .state import Run
 
 FILM_EMBED_DIM = 64  # the time embedding width of the FiLM nets the trainer builds
 
@@ -112,44 +114,9 @@ def to_device_data(x01: np.ndarray, device: torch.device) -> torch.Tensor:
 # --------------------------------------------------------------------------- the run
 
 
-@dataclass
-class RunState:
-    """What a run carries from step to step (and into the checkpoint)."""
-
-    step: int
-    history: list[dict[str, Any]]
-    train_time_s: float
-
-
-@dataclass
-class Run:
-    """Everything the loop reads, built once by `build_run`."""
-
-    cfg: TrainConfig
-    info: DistInfo
-    device: torch.device
-    sched: Schedule
-    model: torch.nn.Module  # the network (its weights are what the checkpoint stores)
-    train_model: torch.nn.Module  # what the loss calls: the network under DDP / torch.compile
-    kernels: KernelChoice
-    update: GuardedUpdate  # fused Adam + EMA, skipped on a non-finite step
-    streams: Streams
-    acc: Accumulators
-    data_x: torch.Tensor  # (N, C, H, W) in [0, 1]
-    labels: torch.Tensor | None  # (N,) int64 for a class-conditional run
-    derived: dict[str, Any]  # what the checkpoint records of the data, model and schedule
-    state: RunState = field(default_factory=lambda: RunState(0, [], 0.0))
-
-    @property
-    def global_batch(self) -> int:
-        return self.info.world_size * self.cfg.batch_size
-
-
 def build_run(cfg: TrainConfig, info: DistInfo, data: TrainData, device: torch.device,
               payload: dict[str, Any] | None = None, ckpt_path: Any = None) -> Run:
     """The run `cfg` describes on `device`, continued from `payload` when given."""
-    from .resume import restore
-
     C, H, W = data.image_shape
     betas = schedule_betas(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end,
                            cfg.zero_terminal_snr)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from runtime.distributed import DistInfo, all_reduce_sum
+from runtime.plumbing.distributed import DistInfo, all_reduce_sum
 
 
 class StopRequest:

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from runtime.atomic import atomic_write
+from runtime.plumbing.atomic import atomic_write
 
 GAP_VALUE = 32  # grey level of the gap between grid cells (0..255)
 

@@ -24,9 +24,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from runtime.cli import ArgumentParser, UserError
+from runtime.plumbing.cli import ArgumentParser, ConfigError
 
-MODELS = ("film", "residual", "conv")
+# The --model choices. Not the network kinds of runtime.model.MODELS: --class-conditional turns
+# film into its kind cond_film.
+MODEL_CHOICES = ("film", "residual", "conv")
 SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLERS = ("ddim", "ddpm", "pf-ode", "euler", "heun", "dpm-solver++")
@@ -38,10 +40,6 @@ SPACINGS = ("even", "leading", "linspace", "trailing")
 FILM_GROUPS = 8
 # Residual blocks when --blocks is not given: 4 for the FiLM net (docs/default-network.md), 2 for TorchLean's.
 DEFAULT_BLOCKS = {"film": 4, "residual": 2, "conv": 0}
-
-
-class ConfigError(UserError, ValueError):
-    """A command-line value that cannot work; the message is one line a user can act on."""
 
 
 def _opt(default: Any, help: str, group: str, **argparse_kwargs: Any):
@@ -93,7 +91,7 @@ class TrainConfig:
         "film",
         "ε-network: film (EpsFiLMNet: GroupNorm, SiLU, sinusoidal time embedding with FiLM), "
         "residual (TorchLean's EpsResidualConvNet, constant time channel) or conv (stem + out)",
-        "model", choices=MODELS,
+        "model", choices=MODEL_CHOICES,
     )
     hidden_c: int = _opt(64, "hidden channels of the network", "model", type=int, metavar="C")
     blocks: int | None = _opt(
@@ -433,8 +431,8 @@ def parse_config(cls: type[C], argv: list[str] | None, prog: str, description: s
                  epilog: str = "") -> tuple[C, set[str]]:
     """Parse `argv` into a validated `cls`; also return the names of the fields given explicitly.
 
-    A usage error raises `runtime.cli.UserError`, an invalid value `ConfigError` (both one line,
-    exit status 2 under `runtime.cli.run_main`).
+    A usage error raises `runtime.plumbing.cli.UserError`, an invalid value `ConfigError` (both one line,
+    exit status 2 under `runtime.plumbing.cli.run_main`).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(cls, prog, description, epilog)

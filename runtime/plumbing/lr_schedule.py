@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from runtime.config import LR_SCHEDULES
+from runtime.plumbing.config import LR_SCHEDULES
 
 if TYPE_CHECKING:
     import torch

@@ -16,7 +16,7 @@ it lets go of the lock; a process that opened the old file in that moment notice
 now names another file (or none) and tries again, so two processes can never both hold the lock.
 
 Having the lock, the owner removes what interrupted atomic writes left in the folder
-(`runtime.atomic.remove_leftovers`: only the writer's own temporary-file names).
+(`runtime.plumbing.atomic.remove_leftovers`: only the writer's own temporary-file names).
 
 When the folder does not exist yet it is created for the lock, and removed again at release if
 the run wrote nothing into it (a command that fails on bad input leaves nothing behind).
@@ -37,8 +37,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from runtime.atomic import remove_leftovers
-from runtime.cli import UserError
+from runtime.plumbing.atomic import remove_leftovers
+from runtime.plumbing.cli import UserError
 
 LOCK_NAME = ".lock"
 

@@ -5,7 +5,7 @@ ONE line on stderr, `error: <what was wrong, the value seen, what is expected>`,
 status 2 (argparse's own status for bad usage). Ctrl-C ends it with `interrupted` and status 130
 (128 + SIGINT). A bug still gives a traceback: only the exception types below are caught.
 
-    from runtime.cli import ArgumentParser, UserError, fail, run_main
+    from runtime.plumbing.cli import ArgumentParser, UserError, fail, run_main
 
     def main(argv=None):
         args = ArgumentParser(prog="python -m runtime.train").parse_args(argv)
@@ -56,6 +56,7 @@ __all__ = [
     "EXIT_STATUS_HELP",
     "EXIT_USER_ERROR",
     "ArgumentParser",
+    "ConfigError",
     "UserError",
     "fail",
     "one_line",
@@ -68,6 +69,10 @@ class UserError(Exception):
     """An error the user can act on. Its message is printed as `error: <message>`, exit 2."""
 
 
+class ConfigError(UserError, ValueError):
+    """A command-line value that cannot work; the message is one line a user can act on."""
+
+
 def fail(message: str) -> NoReturn:
     """Stop the command with a user error: `error: <message>` on stderr, exit status 2."""
     raise UserError(message)
@@ -77,8 +82,6 @@ def resolve_device(requested: str):
     """The torch.device of a `--device` choice (auto, cpu or cuda): auto is cuda when available;
     cuda without a usable GPU is a `ConfigError` (one line, exit 2)."""
     import torch
-
-    from runtime.config import ConfigError
 
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but torch.cuda.is_available() is False "

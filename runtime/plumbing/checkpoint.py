@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
-from runtime.atomic import atomic_write
-from runtime.cli import UserError
-from runtime.limits import format_bytes, memory_limit_bytes
+from runtime.plumbing.atomic import atomic_write
+from runtime.plumbing.cli import UserError
+from runtime.plumbing.limits import format_bytes, memory_limit_bytes
 
 CHECKPOINT_FORMAT = "diffspec-checkpoint"
 CHECKPOINT_VERSION = 2
