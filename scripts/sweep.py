@@ -13,7 +13,7 @@ For every configuration below this script
      computes the held-out ε-MSE with the same (t, ε) draws for every configuration,
 
 then writes runs/sweep/results.json, the plot docs/sweep.png (quality against training TFLOP,
-the old default marked) and prints the README's table in Markdown.
+the old default marked) and prints docs/training.md's table in Markdown.
 
     python scripts/sweep.py                 # every configuration
     python scripts/sweep.py --only h32-b4-s3000   # some of them (repeat --only)

@@ -69,7 +69,7 @@ def _finite(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything `python -m runtime.train` needs. Defaults are the default run (README)."""
+    """Everything `python -m runtime.train` needs. Defaults are the default run (docs/training.md)."""
 
     # --- data ---
     dataset: str = _opt(
