@@ -24,7 +24,7 @@ from conformance.external.__main__ import (  # noqa: E402
     load_expected,
     main,
 )
-from conformance.external.check import FLOAT64, check_family, run_case  # noqa: E402
+from conformance.external.check import check_family, run_case  # noqa: E402
 from conformance.external.diffusers_adapter import (  # noqa: E402
     FLOAT32,
     PINNED,
@@ -41,6 +41,7 @@ from conformance.external.diffusers_adapter import (  # noqa: E402
     spec_time,
     trailing_extra,
 )
+from conformance.external.targets import FLOAT64  # noqa: E402
 from runtime.plumbing.cli import UserError  # noqa: E402
 from spec.schedule import VPSchedule, linear_betas  # noqa: E402
 

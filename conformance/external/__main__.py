@@ -88,7 +88,7 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
 
 def run_one_case(text: str) -> int:
     """Rerun one diffusers configuration (JSON from a reproduction) and print the comparison."""
-    from conformance.external.check import FLOAT64, run_case
+    from conformance.external.check import run_case
     from conformance.external.diffusers_adapter import (
         FLOAT32,
         DiffusersConfig,
@@ -97,6 +97,7 @@ def run_one_case(text: str) -> int:
         EulerTarget,
         HeunTarget,
     )
+    from conformance.external.targets import FLOAT64
 
     try:
         cfg = DiffusersConfig.from_json(text)

@@ -44,7 +44,6 @@ import numpy as np
 from hypothesis import strategies as st
 
 from conformance.external.check import (
-    FLOAT64,
     CaseResult,
     FamilyResult,
     check_family,
@@ -52,6 +51,7 @@ from conformance.external.check import (
 from conformance.external.targets import (
     DDIM,
     DDPM,
+    FLOAT64,
     Claim,
     DPMSolverPP,
     EDMEuler,
@@ -237,6 +237,10 @@ class DiffusersTarget:
     def families(self, profile: str) -> list[Family]:
         return ddim_families(profile) if self.scheduler == "DDIMScheduler" else ddpm_families(profile)
 
+    def code(self, cfg: DiffusersConfig) -> str:
+        """The scheduler's own code for `cfg` (DiffusersConfig.code)."""
+        return cfg.code()
+
     def claim(self, cfg: DiffusersConfig, s: Any) -> Claim:
         """The grid `s` claims, in spec time, with the scheduler's own ᾱ as the schedule."""
         ab = s.alphas_cumprod.double().numpy()
@@ -256,8 +260,7 @@ class DiffusersTarget:
             end = final_time(cfg.set_alpha_to_one)
             end_label = "final (ᾱ=1)" if cfg.set_alpha_to_one else "final (alphas_cumprod[0])"
         else:
-            variance = {"fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde",
-                        "fixed_large": "beta", "fixed_large_log": "beta"}[cfg.variance_type]
+            variance = cfg.variance_type.removesuffix("_log")  # the _log forms: the same σ
             method = DDPM(variance=variance, clip=cfg.clip)
             end, end_label = 0, "final (ᾱ=1)"
         return Claim(
@@ -338,6 +341,10 @@ class EulerTarget:
     def families(self, profile: str) -> list[Family]:
         return _sigma_families(self.name, profile, "prediction_type (ε, x_0, v), beta_schedule "
                                "and β range drawn freely; s_churn = 0")
+
+    def code(self, cfg: DiffusersConfig) -> str:
+        """The scheduler's own code for `cfg` (DiffusersConfig.code)."""
+        return cfg.code()
 
     def prepare(self, cfg: DiffusersConfig) -> Run:
         import torch
@@ -428,6 +435,10 @@ class HeunTarget:
     def families(self, profile: str) -> list[Family]:
         return _sigma_families(self.name, profile, "prediction_type (ε, x_0, v), beta_schedule "
                                "and β range drawn freely; clip_sample off")
+
+    def code(self, cfg: DiffusersConfig) -> str:
+        """The scheduler's own code for `cfg` (DiffusersConfig.code)."""
+        return cfg.code()
 
     def prepare(self, cfg: DiffusersConfig) -> Run:
         import torch
@@ -524,6 +535,10 @@ class DPMSolverTarget:
             Family("solver_order=1 (DPM-Solver++(1)), leading, n < T, final σ drawn",
                    c(D, profile, "leading", "lt", order=1, final=None, **f32), FLOAT32, note),
         ]
+
+    def code(self, cfg: DiffusersConfig) -> str:
+        """The scheduler's own code for `cfg` (DiffusersConfig.code)."""
+        return cfg.code()
 
     def first_order(self, cfg: DiffusersConfig, n: int) -> tuple[int, ...]:
         """diffusers' first-order steps beyond the spec's own (step 0; a step into ᾱ = 1)."""
