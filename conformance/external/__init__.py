@@ -8,7 +8,7 @@ naming a step rule of `methods`), the spec computes that claim (`oracle.SpecOrac
 the method's own `step` and `final`), and `check` compares one step and the whole loop on
 configurations drawn by hypothesis. `step_target.StepTarget` makes a target of your own step
 function. `spec` and `runtime` never import diffusers; only
-`conformance.external.diffusers_adapter` does, and only when it is asked for.
+the `conformance.external.diffusers_*` modules do, and only when they are asked for.
 """
 
 import os
