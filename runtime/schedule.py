@@ -47,6 +47,7 @@ TABLES = (
     "sqrt_one_minus_alpha_bar",
     "beta_tilde",
     "sqrt_beta_tilde",
+    "sqrt_beta_large",
     "mu_tilde_coef_x0",
     "mu_tilde_coef_x_t",
     "snr",
@@ -75,6 +76,8 @@ def _coefficient_tables(betas: Tensor) -> dict[str, Tensor]:
         "beta_tilde": beta_tilde,
         # σ_t = √β̃_t, DDPM's reverse-step noise scale (Algorithm 2)
         "sqrt_beta_tilde": sqrt_nonneg(beta_tilde),
+        # σ_t = √β_t, DDPM §3.2's "fixed large" noise scale, 0 at t ≤ 1 (Algorithm 2: z = 0 at t = 1)
+        "sqrt_beta_large": torch.cat([zero, zero, sqrt_nonneg(betas[1:])]),
         # DDPM Eq. 7: μ̃_t = mu_tilde_coef_x0·x0 + mu_tilde_coef_x_t·x_t
         "mu_tilde_coef_x0": safe_div(sqrt_nonneg(alpha_bar_prev) * beta, one_minus_alpha_bar),
         "mu_tilde_coef_x_t": safe_div(sqrt_nonneg(alpha) * (1.0 - alpha_bar_prev), one_minus_alpha_bar),
@@ -182,6 +185,7 @@ class Schedule:
     sqrt_one_minus_alpha_bar: Table
     beta_tilde: Table
     sqrt_beta_tilde: Table
+    sqrt_beta_large: Table
     mu_tilde_coef_x0: Table
     mu_tilde_coef_x_t: Table
     snr: Table

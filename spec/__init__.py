@@ -26,6 +26,7 @@ something else, the paper's quantity is renamed here (last column: the code).
     β̃_t         (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t, posterior variance   q_posterior_mean_variance
     μ̃_t         posterior mean of q(x_{t−1} | x_t, x_0)          q_posterior_mean_variance
     σ_t         √β̃_t, DDPM's reverse-step noise scale (Alg. 2)   ddpm_step
+                (√β_t with variance="fixed_large", DDPM §3.2)
     σ_η         DDIM's σ_t(η) = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)  ddim_step_between
                 (Eq. 16), renamed so that σ_t stays DDPM's
     x̂_0         predicted clean sample                            x0_pred, predict_x0

@@ -24,23 +24,42 @@ from conformance.external.__main__ import (  # noqa: E402
     load_expected,
     main,
 )
-from conformance.external.check import FLOAT64, check_family, run_case  # noqa: E402
-from conformance.external.diffusers_adapter import (  # noqa: E402
+from conformance.external.check import check_family, run_case  # noqa: E402
+from conformance.external.diffusers_config import (  # noqa: E402
     FLOAT32,
     PINNED,
-    TARGETS,
     DiffusersConfig,
-    DiffusersTarget,
-    all_targets,
     build_scheduler,
     final_time,
-    grid_results,
     installed_version,
-    karras_results,
-    schedule_results,
+    scheduler_class,
     spec_time,
+)
+from conformance.external.diffusers_families import (  # noqa: E402
+    direction_radicand_negative,
     trailing_extra,
 )
+from conformance.external.diffusers_rows import (  # noqa: E402  # noqa: E402
+    GRID_TOL,
+    KARRAS_TOL,
+    GridConfig,
+    KarrasConfig,
+    _grid_case,
+    _karras_case,
+    grid_results,
+    karras_results,
+    linspace_tie,
+    schedule_results,
+    trailing_misround,
+)
+from conformance.external.diffusers_targets import (  # noqa: E402
+    TARGETS,
+    DPMSolverTarget,
+    EulerTarget,
+    HeunTarget,
+    all_targets,
+)
+from conformance.external.targets import FLOAT64  # noqa: E402
 from runtime.plumbing.cli import UserError  # noqa: E402
 from spec.schedule import VPSchedule, linear_betas  # noqa: E402
 
@@ -83,7 +102,7 @@ def test_stable_diffusion_like_ddim_agrees(tables):
     """T = 1000, scaled_linear 0.00085–0.012, leading + steps_offset 1, set_alpha_to_one False."""
     c = cfg(T=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, n=50,
             steps_offset=1, set_alpha_to_one=False, clip=False, tables=tables, shape=(1, 2, 4, 4))
-    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64 if tables == "float64" else FLOAT32)
+    r = run_case(TARGETS["DDIMScheduler"](), c, FLOAT64 if tables == "float64" else FLOAT32)
     assert r.agrees, r.detail
     assert len(r.step_errs) == 50
 
@@ -91,7 +110,7 @@ def test_stable_diffusion_like_ddim_agrees(tables):
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_small_log"])
 def test_ddpm_every_step_agrees_with_spec_ddpm_sample(variance):
     c = cfg(scheduler="DDPMScheduler", T=30, n=30, variance_type=variance)
-    r = run_case(DiffusersTarget("DDPMScheduler"), c, FLOAT64)
+    r = run_case(TARGETS["DDPMScheduler"](), c, FLOAT64)
     assert r.agrees, r.detail
     # float64 on both sides: what remains is the spec's safe_div guard, EPS/(1 − ᾱ_1) = EPS/β_1
     # relatively on the last step's posterior mean (DDPM Eq. 7), well below the family tolerance
@@ -103,7 +122,7 @@ def test_ddpm_every_step_agrees_with_spec_ddpm_sample(variance):
 def test_ddim_linspace_deviation_is_reproduced_and_diagnosed():
     c = cfg(T=10, n=4, spacing="linspace")  # grid τ = 9, 6, 3, 0; step() strides by 10 // 4 = 2
     assert [int(t) for t in build_scheduler(c).timesteps] == [9, 6, 3, 0]
-    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64)
+    r = run_case(TARGETS["DDIMScheduler"](), c, FLOAT64)
     assert not r.agrees and r.first == 0
     assert "prev = τ − T // n = 7" in r.detail
     assert "diagnosis: matches Eq. 12 from t = 10 to t_prev = 8 instead of the grid's t_prev = 7" in r.detail
@@ -115,13 +134,13 @@ def test_trailing_grid_with_an_extra_minus_one():
     c = cfg(T=17, n=7, spacing="trailing")
     taus = [int(t) for t in build_scheduler(c).timesteps]
     assert len(taus) == 8 and taus[-1] == -1
-    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64)
+    r = run_case(TARGETS["DDIMScheduler"](), c, FLOAT64)
     assert not r.agrees and "τ = [-1]" in r.detail
 
 
 def test_ddpm_fixed_large_noise_on_the_last_step_is_diagnosed():
     c = cfg(scheduler="DDPMScheduler", T=12, n=3, spacing="trailing", variance_type="fixed_large")
-    r = run_case(DiffusersTarget("DDPMScheduler"), c, FLOAT64)
+    r = run_case(TARGETS["DDPMScheduler"](), c, FLOAT64)
     assert not r.agrees and r.first == 2
     assert "where Algorithm 2 sets z = 0 at t = 1" in r.detail
 
@@ -190,7 +209,7 @@ def test_bad_usage_exits_2_with_one_line():
     assert "Traceback" not in p.stderr
 
 
-@pytest.mark.parametrize("scheduler", TARGETS)
+@pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DDPMScheduler"])
 def test_steps_offset_with_n_equal_t_really_raises_in_diffusers(scheduler):
     """The README's claim for the 'steps_offset=1, n = T' rows, checked on diffusers itself."""
     import torch
@@ -212,7 +231,7 @@ def test_zero_terminal_snr_x0_and_v_agree_from_alpha_bar_zero(scheduler, predict
     """Trailing grids start at t = T, where ᾱ_T = 0: the x_0/v model runs natively on both sides."""
     c = cfg(scheduler=scheduler, T=20, n=5, spacing="trailing", prediction_type=prediction,
             rescale=True, eta=0.5 if scheduler == "DDIMScheduler" else 0.0)
-    target = DiffusersTarget(scheduler)
+    target = TARGETS[scheduler]()
     run = target.prepare(c)
     assert run.claim.grid[0] == 20
     assert build_scheduler(c).alphas_cumprod[-1].item() == 0.0  # SNR(T) = 0
@@ -223,7 +242,7 @@ def test_zero_terminal_snr_x0_and_v_agree_from_alpha_bar_zero(scheduler, predict
 
 def test_zero_terminal_snr_eps_claim_is_outside_the_spec():
     c = cfg(T=20, n=5, spacing="trailing", prediction_type="epsilon", rescale=True)
-    r = run_case(DiffusersTarget("DDIMScheduler"), c, FLOAT64)
+    r = run_case(TARGETS["DDIMScheduler"](), c, FLOAT64)
     assert not r.agrees
     assert "outside the spec" in r.detail and "ε-prediction" in r.detail
 
@@ -231,7 +250,7 @@ def test_zero_terminal_snr_eps_claim_is_outside_the_spec():
 def test_zero_terminal_snr_wrong_v_step_is_caught():
     """A target that reads v as ε at ᾱ = 0 (x̂_0 = −v̂ there, not (x − ε̂)/0) is reported."""
     c = cfg(T=20, n=5, spacing="trailing", prediction_type="v_prediction", rescale=True)
-    target = DiffusersTarget("DDIMScheduler")
+    target = TARGETS["DDIMScheduler"]()
     run = target.prepare(c)
     inner = run.sample
 
@@ -250,8 +269,6 @@ def test_zero_terminal_snr_wrong_v_step_is_caught():
 
 @pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DDPMScheduler"])
 def test_grid_rows_compare_timesteps_plus_one_with_timestep_grid(scheduler):
-    from conformance.external.diffusers_adapter import GRID_TOL, GridConfig, _grid_case
-
     # Lin et al. 2023 Table 2 (T = 1000, n = 10): trailing 1000, 900, …, 100; leading 901, …, 1
     assert _grid_case(None, GridConfig(scheduler, 1000, 10, "trailing"), GRID_TOL).agrees
     assert _grid_case(None, GridConfig(scheduler, 1000, 10, "leading"), GRID_TOL).agrees
@@ -266,8 +283,6 @@ def test_grid_rows_compare_timesteps_plus_one_with_timestep_grid(scheduler):
 @pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "HeunDiscreteScheduler"])
 def test_grid_rows_read_euler_and_heun_grids(scheduler):
     """Heun's interleaved [τ_0, τ_1, τ_1, …] is read as its grid τ_0, τ_1, …; Euler's as is."""
-    from conformance.external.diffusers_adapter import GRID_TOL, GridConfig, _grid_case
-
     assert _grid_case(None, GridConfig(scheduler, 1000, 10, "trailing"), GRID_TOL).agrees
     assert _grid_case(None, GridConfig(scheduler, 1000, 10, "leading"), GRID_TOL).agrees
     shifted = _grid_case(None, GridConfig(scheduler, 1000, 10, "leading", 1), GRID_TOL)
@@ -275,8 +290,6 @@ def test_grid_rows_read_euler_and_heun_grids(scheduler):
 
 
 def test_grid_families_are_split_by_the_rounding_case():
-    from conformance.external.diffusers_adapter import linspace_tie, trailing_misround
-
     assert linspace_tie(4, 3) and not linspace_tie(4, 4) and not linspace_tie(10, 1)
     assert trailing_misround(7, 6) and not trailing_misround(1000, 10)
     assert trailing_extra(17, 7) and not trailing_extra(1000, 10)
@@ -287,8 +300,6 @@ def test_grid_families_are_split_by_the_rounding_case():
 
 
 def test_euler_leading_agrees_with_spec_edm_euler():
-    from conformance.external.diffusers_adapter import FLOAT32, EulerTarget
-
     c = cfg(scheduler="EulerDiscreteScheduler", T=30, n=6, spacing="leading", tables="float32")
     target = EulerTarget()
     run = target.prepare(c)
@@ -300,8 +311,6 @@ def test_euler_leading_agrees_with_spec_edm_euler():
 
 def test_euler_with_the_model_at_tau_instead_of_t_is_caught():
     """The time map matters: a model fed τ (not t = τ + 1) is reported at the first step."""
-    from conformance.external.diffusers_adapter import FLOAT32, EulerTarget
-
     c = cfg(scheduler="EulerDiscreteScheduler", T=30, n=6, spacing="leading", tables="float32")
     target = EulerTarget()
     run = target.prepare(c)
@@ -324,8 +333,6 @@ def heun_cfg(**kw) -> DiffusersConfig:
 
 @pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
 def test_heun_agrees_with_spec_edm_heun_and_calls_the_model_2n_minus_1_times(prediction):
-    from conformance.external.diffusers_adapter import HeunTarget
-
     c = heun_cfg(prediction_type=prediction)
     s = _scheduler(c)
     taus = [int(t) for t in s.timesteps]
@@ -339,9 +346,7 @@ def test_heun_agrees_with_spec_edm_heun_and_calls_the_model_2n_minus_1_times(pre
 
 
 def _scheduler(c: DiffusersConfig):
-    from conformance.external.diffusers_adapter import _import
-
-    s = _import(c.scheduler)(**c.kwargs())
+    s = scheduler_class(c.scheduler)(**c.kwargs())
     s.set_timesteps(c.n)
     return s
 
@@ -350,8 +355,6 @@ def test_heun_loop_that_caches_the_model_by_timestep_is_caught():
     """A broken loop around diffusers that caches the model's output by timestep: the interleaved
     list repeats τ_{i+1}, so step i + 1's predictor reuses step i's corrector output (computed
     on the predicted x̃', not on the new state). Step 0 is right; step 1 parts."""
-    from conformance.external.diffusers_adapter import HeunTarget
-
     c = heun_cfg()
     target = HeunTarget()
     run = target.prepare(c)
@@ -396,8 +399,6 @@ def dpm_cfg(**kw) -> DiffusersConfig:
     dict(solver_order=1), dict(spacing="leading", n=29),
 ])
 def test_dpm_solver_agrees_with_spec_dpm_solver(kw):
-    from conformance.external.diffusers_adapter import DPMSolverTarget
-
     c = dpm_cfg(**kw)
     r = run_case(DPMSolverTarget(), c, FLOAT32)
     assert r.agrees, r.detail
@@ -405,8 +406,6 @@ def test_dpm_solver_agrees_with_spec_dpm_solver(kw):
 
 
 def test_dpm_solver_claims_map_the_final_step_options():
-    from conformance.external.diffusers_adapter import DPMSolverTarget
-
     t = DPMSolverTarget()
     zero = t.prepare(dpm_cfg()).claim
     assert zero.end == 0 and zero.method.first_order == ()  # into ᾱ = 1: first order in the spec
@@ -421,8 +420,6 @@ def test_dpm_solver_claims_map_the_final_step_options():
 def test_dpm_solver_wrong_order_claims_are_caught():
     """The checks see the multistep combination and lower_order_final: claiming the other order
     at one step is reported at that step."""
-    from conformance.external.diffusers_adapter import DPMSolverTarget
-
     c = dpm_cfg(final_sigmas_type="sigma_min")  # last step first order by lower_order_final
     second = DPMSolverTarget()
     second.first_order = lambda cfg, n: ()  # claims a second-order last step
@@ -464,7 +461,6 @@ def test_dpm_solver_n_equal_t_really_fails_in_diffusers(spacing, T, error):
                                        "DPMSolverMultistepScheduler"])
 def test_karras_sigmas_agree_with_spec_edm_sigmas_and_another_rho_is_caught(scheduler, monkeypatch):
     import spec.edm
-    from conformance.external.diffusers_adapter import KARRAS_TOL, KarrasConfig, _karras_case
 
     k = KarrasConfig(scheduler, 40, 7, "leading", "scaled_linear", 0.00085, 0.012)
     assert _karras_case(None, k, KARRAS_TOL).agrees
@@ -492,8 +488,6 @@ def test_recorded_reproductions_still_deviate(capsys):
 def test_ddim_eta_one_at_zero_terminal_snr_really_gives_nan():
     """The README's claim for the η = 1 row, on diffusers itself: the radicand rounds below 0."""
     import torch
-
-    from conformance.external.diffusers_adapter import direction_radicand_negative
 
     c = cfg(T=4, n=2, spacing="trailing", beta_schedule="scaled_linear",
             beta_start=0.0005336135899964241, beta_end=0.25, eta=1.0, prediction_type="sample",

@@ -221,3 +221,19 @@ def test_l_T_of_the_prior_term_in_closed_form():
     want = sum(0.5 * (-1 - math.log(1 - ab) + (1 - ab) + ab * v**2) for v in x0)
     terms = spec.vlb_terms(sched, TanhModel(0.1, 0.1, 0.1), x0, np.zeros((4, 3)), bins=3)
     assert math.isclose(terms[-1], want, rel_tol=1e-12)
+
+
+def test_ddpm_variance_choices_differ_by_their_closed_form_sigma():
+    """DDPM §3.2 with β = (0.1, 0.2): at t = 2 β̃_2 = (1 − 0.9)·0.2/(1 − 0.72) = 1/14, so the two
+    fixed choices differ by exactly (√0.2 − √(1/14))·z; at t = 1 neither adds noise (Algorithm 2)."""
+    sched = spec.VPSchedule(np.array([0.1, 0.2]))
+    model = TanhModel(0.7, -0.4, 0.2)
+    x, z = np.linspace(-1.0, 1.0, 6), np.linspace(2.0, -1.0, 6)
+    small, large = (spec.ddpm_step(sched, model, 2, x, z, variance=v)
+                    for v in ("fixed_small", "fixed_large"))
+    np.testing.assert_allclose(large - small, (math.sqrt(0.2) - math.sqrt(1 / 14)) * z, rtol=1e-9)
+    quiet = spec.ddpm_step(sched, model, 1, x, 0 * z)
+    for v in ("fixed_small", "fixed_large"):
+        np.testing.assert_array_equal(spec.ddpm_step(sched, model, 1, x, z, variance=v), quiet)
+    with pytest.raises(ValueError, match=r"variance must be one of \['fixed_large', 'fixed_small'\], got 'learned'"):
+        spec.ddpm_step(sched, model, 2, x, z, variance="learned")

@@ -55,15 +55,10 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
     import torch
 
     from conformance.external.check import Report, check_family
-    from conformance.external.diffusers_adapter import (
-        PINNED,
-        SCOPE,
-        all_targets,
-        grid_results,
-        installed_version,
-        karras_results,
-        schedule_results,
-    )
+    from conformance.external.diffusers_config import PINNED, installed_version
+    from conformance.external.diffusers_rows import grid_results, karras_results, schedule_results
+    from conformance.external.diffusers_scope import SCOPE
+    from conformance.external.diffusers_targets import all_targets
 
     torch.set_num_threads(1)  # tiny tensors: thread hand-off costs more than the arithmetic
     results = []
@@ -88,28 +83,19 @@ def diffusers_report(profile: str, examples: int, family: str | None, shrink_bud
 
 def run_one_case(text: str) -> int:
     """Rerun one diffusers configuration (JSON from a reproduction) and print the comparison."""
-    from conformance.external.check import FLOAT64, run_case
-    from conformance.external.diffusers_adapter import (
-        FLOAT32,
-        DiffusersConfig,
-        DiffusersTarget,
-        DPMSolverTarget,
-        EulerTarget,
-        HeunTarget,
-    )
+    from conformance.external.check import run_case
+    from conformance.external.diffusers_config import FLOAT32, DiffusersConfig
+    from conformance.external.diffusers_targets import TARGETS
+    from conformance.external.targets import FLOAT64
 
     try:
         cfg = DiffusersConfig.from_json(text)
     except (ValueError, TypeError, KeyError) as exc:
         fail(f"--case: not a diffusers configuration: {exc}")
-    targets = {"DDIMScheduler": lambda: DiffusersTarget("DDIMScheduler"),
-               "DDPMScheduler": lambda: DiffusersTarget("DDPMScheduler"),
-               "EulerDiscreteScheduler": EulerTarget, "HeunDiscreteScheduler": HeunTarget,
-               "DPMSolverMultistepScheduler": DPMSolverTarget}
-    if cfg.scheduler not in targets:
-        fail(f"--case: scheduler must be one of {', '.join(targets)}, got {cfg.scheduler!r}")
+    if cfg.scheduler not in TARGETS:
+        fail(f"--case: scheduler must be one of {', '.join(TARGETS)}, got {cfg.scheduler!r}")
     tol = FLOAT64 if cfg.tables == "float64" else FLOAT32
-    target = targets[cfg.scheduler]()
+    target = TARGETS[cfg.scheduler]()
     r = run_case(target, cfg, tol)
     if r.agrees:
         print(f"agrees: whole-loop error {r.loop_err:.3g}, largest one-step error "
@@ -154,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.path.isdir(parent):
             fail(f"--report: folder {parent} does not exist")
     expected = load_expected(args.expect) if args.expect else None
-    from conformance.external.diffusers_adapter import installed_version
+    from conformance.external.diffusers_config import installed_version
 
     if installed_version() is None:
         fail("diffusers is not installed (make install installs the pinned version)")
@@ -171,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if expected is None:
         return 0 if report.agrees else 1
     version, recorded, _ = expected
-    from conformance.external.diffusers_adapter import installed_version as iv
+    from conformance.external.diffusers_config import installed_version as iv
 
     if args.family:
         recorded = {(t, f) for t, f in recorded if args.family in f}

@@ -19,29 +19,18 @@ from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 from conformance.external.oracle import NonlinearEps, SpecOracle
 from conformance.external.targets import (
-    DDIM,
-    PREDICTIONS,
     Claim,
     Family,
     Run,
-    SpecConfig,
     Target,
     Tolerance,
+    config_code,
     eps_to_prediction,
 )
 from spec.schedule import VPSchedule
-
-FLOAT64 = Tolerance(
-    1e-8,
-    "float64 on both sides; what is left is the order of operations (~1e-16 each, magnified "
-    "by 1/√ᾱ_t in x̂_0), ᾱ rebuilt by a cumulative product (~1e-16 per factor) and a variance "
-    "floor such as diffusers' 1e-20 (σ = 1e-10); 1e-8 is 100× the largest of these. Every "
-    "bound adds 8·EPS·max(1/(1−ᾱ_t), 1/ᾱ_t) over the path for the spec's safe_div (EPS = 1e-12)",
-)
 
 
 def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -97,10 +86,9 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
         run: Run = target.prepare(config)
         claim: Claim = run.claim
     except Exception as exc:  # the target cannot state a claim inside the spec's domain
-        code = config.code() if hasattr(config, "code") else repr(config)
         return CaseResult(
             config, False, math.inf, [], 0,
-            f"configuration: {code}\nthe target's claim is outside the spec: "
+            f"configuration: {config_code(target, config)}\nthe target's claim is outside the spec: "
             f"{type(exc).__name__}: {exc}",
         )
     n = len(claim.grid)
@@ -212,59 +200,15 @@ def _header(run: Run, claim: Claim) -> str:
 def diagnose(
     oracle: SpecOracle, i: int, x: np.ndarray, z: np.ndarray, actual: np.ndarray, bound: float
 ) -> str:
-    """Which nearby spec computation the target's step matches, if any (a hint, not a verdict).
-
-    DDIM: Eq. 12 to another t_prev (the grid's time vs. t − 1 or a fixed stride), or with the
-    clipping switched; DDPM: σ² = β_t instead of β̃_t or the reverse, noise on the last step,
-    or the clipping switched.
-    """
-    import dataclasses
-
-    claim = oracle.claim
-    m = claim.method
-    if not hasattr(m, "clip"):  # EDMEuler: no nearby variants to try
-        return ""
-    t = claim.path[i]
-    tried: list[tuple[str, Claim]] = []
-    if isinstance(m, DDIM):
-        for tp in range(t - 1, -1, -1):
-            if tp != claim.path[i + 1]:
-                tried.append((f"matches Eq. 12 from t = {t} to t_prev = {tp} instead of the grid's "
-                              f"t_prev = {claim.path[i + 1]}", _with_step(claim, i, tp)))
-    else:
-        other = "beta" if m.variance == "beta_tilde" else "beta_tilde"
-        name = {"beta": "σ² = β_t", "beta_tilde": "σ² = β̃_t"}
-        tried.append((f"matches the step with {name[other]} instead of {name[m.variance]}",
-                      dataclasses.replace(claim, method=dataclasses.replace(m, variance=other))))
-    tried.append((f"matches the step with clip = {not m.clip}",
-                  dataclasses.replace(claim, method=dataclasses.replace(m, clip=not m.clip))))
-    for text, alt in tried:
+    """Which nearby spec computation the target's step matches, if any (a hint, not a verdict):
+    the first of the claim's method's `nearby` computations within the bound."""
+    for text, compute in oracle.claim.method.nearby(oracle, i, x, z):
         try:
-            o = SpecOracle(alt, oracle.model)
-            if rel_err(actual, o.step(i, x, z)) <= bound:
+            if rel_err(actual, compute()) <= bound:
                 return text
-            if not isinstance(m, DDIM) and rel_err(actual, o.step(i, x, 0 * z)) <= bound:
-                return text + " and without noise"
         except Exception:
             continue
-    if not isinstance(m, DDIM) and i == len(claim.path) - 2:
-        # The last step: does the target add σ·z where Algorithm 2 sets z = 0 at t = 1?
-        sched = oracle.respaced
-        var = sched.beta[1] if m.variance == "beta" else 0.0
-        if var > 0 and rel_err(actual, oracle.step(i, x, z) + np.sqrt(var) * z) <= bound:
-            return ("matches the step plus σ·z with σ² = β'_1 on the last step, where "
-                    "Algorithm 2 sets z = 0 at t = 1")
     return ""
-
-
-def _with_step(claim: Claim, i: int, t_prev: int) -> Claim:
-    """The claim whose step i goes to t_prev instead (later steps dropped)."""
-    import dataclasses
-
-    grid = claim.path[: i + 1]
-    if t_prev == 0:
-        return dataclasses.replace(claim, grid=grid, end=0, labels=())
-    return dataclasses.replace(claim, grid=(*grid, t_prev), end=0, labels=())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,62 +349,3 @@ def check(target: Target, profile: str = "small", examples: int | None = None,
     n = examples if examples is not None else (6 if profile == "small" else 30)
     return Report([check_family(target, f, n, shrink_budget) for f in target.families(profile)],
                   title=f"{target.name} against the spec")
-
-
-# ---------------------------------------------------------------------------------------------
-# Families in the spec's own conventions, for a user's StepTarget
-
-
-@st.composite
-def _spec_configs(draw, kind: str, grid_kind: str, profile: str, prediction: str,
-                  eta: str = "zero", clip: bool | None = False) -> SpecConfig:
-    from spec.ddim import ddim_timesteps
-    from spec.schedule import cosine_betas, linear_betas
-
-    T = draw(st.integers(2, 40 if profile == "small" else 1000))
-    if draw(st.booleans()):
-        b0 = draw(st.floats(1e-5, 1e-3))
-        b1 = draw(st.floats(max(2 * b0, 1e-3), min(0.3, 20.0 / T)))
-        betas = linear_betas(T, b0, b1)
-    else:
-        betas = cosine_betas(T)
-    if grid_kind == "every":
-        grid = tuple(range(T, 0, -1))
-    elif grid_kind == "strided":
-        n = draw(st.integers(1, T))
-        grid = tuple(int(t) for t in ddim_timesteps(T, n)[:-1])
-    else:  # any strictly decreasing grid that starts at T
-        rest = draw(st.sets(st.integers(1, T - 1), max_size=min(T - 1, 12)))
-        grid = (T, *sorted(rest, reverse=True))
-    eta_v = 0.0 if eta == "zero" else draw(st.floats(0.1, 1.0))
-    clip_v = draw(st.booleans()) if clip is None else clip
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
-             draw(st.integers(1, 4)))
-    return SpecConfig(tuple(float(b) for b in betas), grid, eta_v, clip_v, shape,
-                      draw(st.integers(0, 2**16)), prediction)
-
-
-def spec_families(kind: str, profile: str = "small", prediction: str = "epsilon") -> list[Family]:
-    """Configuration families for a `StepTarget` of `kind` ("ddim", "ddpm" or "heun")."""
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    c = _spec_configs
-    if kind == "ddim":
-        return [
-            Family("strided grid (ddim_timesteps), η = 0", c(kind, "strided", profile, prediction), FLOAT64),
-            Family("any decreasing grid, η = 0", c(kind, "any", profile, prediction), FLOAT64),
-            Family("any grid, η ∈ [0.1, 1]", c(kind, "any", profile, prediction, "pos"), FLOAT64),
-            Family("any grid, clipped x̂_0", c(kind, "any", profile, prediction, "zero", True), FLOAT64),
-        ]
-    if kind == "ddpm":
-        return [
-            Family("every step", c(kind, "every", profile, prediction), FLOAT64),
-            Family("strided grid", c(kind, "any", profile, prediction), FLOAT64),
-            Family("every step, clipped x̂_0", c(kind, "every", profile, prediction, "zero", True), FLOAT64),
-        ]
-    if kind == "heun":  # the EDM ODE: no η, no clipping (Karras Algorithm 1 has neither)
-        return [
-            Family("strided grid (ddim_timesteps)", c(kind, "strided", profile, prediction), FLOAT64),
-            Family("any decreasing grid", c(kind, "any", profile, prediction), FLOAT64),
-        ]
-    raise ValueError(f"kind must be 'ddim', 'ddpm' or 'heun', got {kind!r}")
