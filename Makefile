@@ -2,6 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 HYPOTHESIS_PROFILE ?= dev
+WORKERS ?= 2
 export HYPOTHESIS_PROFILE
 
 .PHONY: install test conformance conformance-external lint train bench mutants gpu-check clean
@@ -13,11 +14,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,external]'
 	touch $(STAMP)
 
+# Both cores: pytest-xdist runs one worker per core (conftest.py gives each one torch thread).
 test: $(STAMP)
-	$(PY) -m pytest tests conformance
+	$(PY) -m pytest -n $(WORKERS) tests conformance
 
 conformance: $(STAMP)
-	$(PY) -m pytest conformance
+	$(PY) -m pytest -n $(WORKERS) conformance
 
 # diffusers' schedulers against the spec (full profile); exit 0 when the findings are exactly
 # the recorded ones in conformance/external/expected_deviations.toml
