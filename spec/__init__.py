@@ -40,6 +40,8 @@ something else, the paper's quantity is renamed here (last column: the code).
     √(1 − ᾱ(t)) the std of x_t given x_0 (the SDE paper and       sqrt_one_minus_alpha_bar
                 DPM-Solver write σ_t; written out here)
     σ           EDM's noise level √((1 − ᾱ)/ᾱ) of x̃ = x_t/√ᾱ    vp_to_edm, edm_to_vp, sigma
+                (in spec.flow only: the flow's noise level, x_σ = (1 − σ)·x_0 + σ·ε, σ ∈ [0, 1];
+                EDM's σ of that state is σ/(1 − σ))
     x̃           EDM's state x_0 + σ·ε                             x_tilde
     D(x̃; σ)     EDM's denoiser, x̂_0 of x̃                          edm_denoise
     β1, β2      Adam's moment decay rates (Kingma & Ba), not      adam_step's beta1, beta2
@@ -77,7 +79,15 @@ from spec.ddim import (
     ddim_timesteps,
 )
 from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
-from spec.dpm_solver import dpm_solver_pp_2m_sample, dpm_solver_pp_2m_step, half_log_snr
+from spec.dpm_solver import (
+    dpm_solver_pp_2m_sample,
+    dpm_solver_pp_2m_step,
+    dpm_solver_pp_2s_sample,
+    dpm_solver_pp_2s_step,
+    dpm_solver_pp_3m_sample,
+    dpm_solver_pp_3m_step,
+    half_log_snr,
+)
 from spec.dynamics import (
     DrivenSystem,
     DynamicalSystem,
@@ -88,7 +98,10 @@ from spec.dynamics import (
     trajectory,
 )
 from spec.edm import (
+    edm_ancestral_sigmas,
     edm_denoise,
+    edm_euler_ancestral_sample,
+    edm_euler_ancestral_step,
     edm_euler_step,
     edm_heun_step,
     edm_sample_euler,
@@ -96,6 +109,27 @@ from spec.edm import (
     edm_sigmas,
     edm_to_vp,
     vp_to_edm,
+)
+from spec.flow import (
+    RectifiedFlow,
+    VelocityModel,
+    eps_from_velocity,
+    flow_euler_sample,
+    flow_euler_step,
+    flow_heun_sample,
+    flow_heun_step,
+    flow_interpolation,
+    flow_sigmas,
+    flow_to_vp,
+    flow_velocity_target,
+    logit_normal_density,
+    logit_normal_sigma,
+    resolution_shift,
+    time_shift,
+    uniform_sigma,
+    velocity_from_vp,
+    vp_to_flow,
+    x0_from_velocity,
 )
 from spec.forward import q_posterior_mean_variance, q_sample
 from spec.guidance import GuidedModel, guided_output
@@ -182,6 +216,7 @@ from spec.torchlean import (  # noqa: F401 (TorchLean's names, importable from s
     x0Pred,
 )
 from spec.train import adam_step, ema_update, train_loss, train_step
+from spec.unipc import UNIPC_VARIANTS, unic_step, unip_step, unipc_sample
 
 __all__ = [
     # spec.core
@@ -242,10 +277,42 @@ __all__ = [
     "edm_heun_step",
     "edm_sample_euler",
     "edm_sample_heun",
+    "edm_ancestral_sigmas",
+    "edm_euler_ancestral_step",
+    "edm_euler_ancestral_sample",
     # spec.dpm_solver
     "half_log_snr",
     "dpm_solver_pp_2m_step",
     "dpm_solver_pp_2m_sample",
+    "dpm_solver_pp_2s_step",
+    "dpm_solver_pp_2s_sample",
+    "dpm_solver_pp_3m_step",
+    "dpm_solver_pp_3m_sample",
+    # spec.unipc
+    "UNIPC_VARIANTS",
+    "unip_step",
+    "unic_step",
+    "unipc_sample",
+    # spec.flow
+    "RectifiedFlow",
+    "VelocityModel",
+    "flow_interpolation",
+    "flow_velocity_target",
+    "x0_from_velocity",
+    "eps_from_velocity",
+    "time_shift",
+    "resolution_shift",
+    "uniform_sigma",
+    "logit_normal_sigma",
+    "logit_normal_density",
+    "flow_sigmas",
+    "flow_euler_step",
+    "flow_heun_step",
+    "flow_euler_sample",
+    "flow_heun_sample",
+    "vp_to_flow",
+    "flow_to_vp",
+    "velocity_from_vp",
     # spec.dynamics
     "DynamicalSystem",
     "DrivenSystem",
