@@ -20,12 +20,21 @@ Set-up (stated once, used everywhere):
 * EDM Euler and Heun: `edm_sigmas(N, σ_min = 1e-3, σ_max, ρ = 7)` (σ_N = 0 appended; the
   final step σ_min → 0 is Euler's, with error ~σ_min²/(2s²) ≈ 2e-6·|x_0 − μ|, below every error
   in the fitted range);
-* DDIM (η = 0) and DPM-Solver++(2M): the same N + 1 noise levels, as a discrete schedule of
-  T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid N, N−1, …, 0 (the model reads
-  ᾱ at its integer time). DDIM is then exactly EDM's Euler step (x̃' = x̃ + (σ' − σ)·ε̂; Karras
-  et al. 2022 §3), which the tests also check;
-* model evaluations (NFE): N for every sampler except Heun (2N − 1).
+* DDIM (η = 0), DPM-Solver++(2M), (2S) and (3M) and UniPC: the same N + 1 noise levels, as a
+  discrete schedule of T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid N, N−1, …, 0
+  (the model reads ᾱ at its integer time). DDIM is then exactly EDM's Euler step
+  (x̃' = x̃ + (σ' − σ)·ε̂; Karras et al. 2022 §3), which the tests also check;
+* flow Euler and Heun (spec.flow): the start mapped exactly to the flow (`vp_to_flow`: σ_start =
+  √(1 − ᾱ)/(√ᾱ + √(1 − ᾱ)) = 0.9935), N steps uniform in σ from σ_start to 0, with the exact
+  velocity of Gaussian data, v*(x, σ) = (σ − (1 − σ)·s²)·(x − (1 − σ)·μ)/V − μ,
+  V = (1 − σ)²·s² + σ² (E[ε − x_0 | x_σ = x]); the flow ODE is the PF ODE in other coordinates,
+  so the exact x_0 is the same;
+* model evaluations (NFE): N for every sampler except Heun (2N − 1) and flow Heun (2N).
 The order is the negated least-squares slope of log error against log NFE over N = 32..256.
+
+The methods above second order need a lower floor than σ_min = 1e-3 gives (the last step,
+σ_min → 0, lands on x̂_0(σ_min), off by ~σ_min²/(2s²)·|x_0 − μ| ≈ 2e-6): they run with
+HIGH_ORDER_SIGMA_MIN = 1e-5 (a floor of 2e-10); their errors at N = 32..256 stay far above it.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -45,6 +55,11 @@ RHO = 7.0
 SHAPE = (2, 1, 4, 8)  # 64 coordinates, as a batch of two 1×4×8 images
 FIT_STEPS = (32, 64, 128, 256)
 PLOT_STEPS = (2, 4, 8, 16, 32, 64, 128, 256)
+HIGH_ORDER_SIGMA_MIN = 1e-5
+HIGH_ORDER_STEPS = (32, 64, 128, 256)
+LATE_STEPS = (64, 128, 256, 512)
+"""For UniP-2 with bh1, whose error reaches its asymptotic ratio 4 per halving only from N = 64
+(5.4 from 32 to 64: a fitted 2.21 on N = 32..256)."""
 ORDER_TOLERANCE = 0.2
 """|fitted slope − claimed order| allowed. Measured slopes are within 0.1 of the order; a
 first-order method posing as second order is off by ~1."""
@@ -55,16 +70,45 @@ class Sampler:
     name: str
     order: int
     paper: str
+    nfe_per_step: int = 1  # model evaluations per grid step (2N − 1 for EDM's Heun: see nfe)
+    fit_steps: tuple[int, ...] | None = None  # the N fitted, where the default is pre-asymptotic
+
+    @property
+    def sigma_min(self) -> float:
+        return SIGMA_MIN if self.order <= 2 else HIGH_ORDER_SIGMA_MIN
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        if self.fit_steps is not None:
+            return self.fit_steps
+        return FIT_STEPS if self.order <= 2 else HIGH_ORDER_STEPS
+
+
+UNIPC_VARIANTS = tuple((p, v, c) for p in (1, 2, 3) for v in ("bh1", "bh2") for c in (False, True))
+"""UniPC (Zhao et al. 2023): order p of the predictor, B(h), with the corrector or not."""
+
+
+def unipc_name(p: int, variant: str, corrector: bool) -> str:
+    return f"unipc-{variant}-{'pc' if corrector else 'p'}{p}"
 
 
 SAMPLERS = (
     Sampler("ddim", 1, "DDIM η = 0 (Song, Meng & Ermon 2021)"),
     Sampler("pf-ode", 1, "PF-ODE Euler (Song et al. 2021)"),
     Sampler("euler", 1, "Euler, EDM form (Karras et al. 2022)"),
-    Sampler("heun", 2, "Heun, EDM Algorithm 1 (Karras et al. 2022)"),
+    Sampler("heun", 2, "Heun, EDM Algorithm 1 (Karras et al. 2022)", 2),
     Sampler("dpm-solver++", 2, "DPM-Solver++(2M) (Lu et al. 2022)"),
+    Sampler("dpm-solver++(2s)", 2, "DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1)"),
+    Sampler("dpm-solver++(3m)", 3, "DPM-Solver++(3M) (Lu et al. 2022)"),
+    Sampler("flow-euler", 1, "Euler on the flow ODE (Esser et al. 2024)"),
+    Sampler("flow-heun", 2, "Heun on the flow ODE (Karras et al. 2022, Algorithm 1)", 2),
+    *(Sampler(unipc_name(p, v, c), p + c,
+              f"UniP{'C' if c else ''}-{p}, B(h) {v} (Zhao et al. 2023)",
+              fit_steps=LATE_STEPS if (p, v, c) == (2, "bh1", False) else None)
+      for p, v, c in UNIPC_VARIANTS),
 )
 ORDERS = {s.name: s.order for s in SAMPLERS}
+BY_NAME = {s.name: s for s in SAMPLERS}
 
 
 def alpha_bar_linear(t: float) -> float:
@@ -85,6 +129,21 @@ def exact_x0(x: np.ndarray, ab: float) -> np.ndarray:
 
 def eps_star(x, ab: float):  # noqa: ANN001, ANN201 - NumPy array or tensor
     return math.sqrt(1 - ab) * (x - math.sqrt(ab) * MU) / (ab * S**2 + 1 - ab)
+
+
+def velocity_star(x, sigma: float):  # noqa: ANN001, ANN201 - NumPy array or tensor
+    """E[ε − x_0 | x_σ = x] for Gaussian data (the flow's exact velocity)."""
+    v = (1 - sigma) ** 2 * S**2 + sigma**2
+    return (sigma - (1 - sigma) * S**2) * (x - (1 - sigma) * MU) / v - MU
+
+
+class _SpecVelocity:
+    def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        return velocity_star(x, sigma)
+
+
+def _torch_velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return velocity_star(x, float(sigma))
 
 
 def discrete_alpha_bars(sigmas: np.ndarray) -> np.ndarray:
@@ -123,6 +182,26 @@ Run = Callable[[int], tuple[int, np.ndarray]]
 """N ↦ (model evaluations, x̂_0 as a float64 array of SHAPE)."""
 
 
+def _spec_discrete() -> dict[str, Callable[..., np.ndarray]]:
+    """The spec samplers on a discrete grid: name → f(sched, model, x_T, grid)."""
+    import spec
+
+    table: dict[str, Callable[..., np.ndarray]] = {
+        "ddim": spec.ddim_sample_strided,
+        "dpm-solver++": spec.dpm_solver_pp_2m_sample,
+        "dpm-solver++(2s)": spec.dpm_solver_pp_2s_sample,
+        "dpm-solver++(3m)": spec.dpm_solver_pp_3m_sample,
+    }
+    for p, v, c in UNIPC_VARIANTS:
+        table[unipc_name(p, v, c)] = partial(spec.unipc_sample, order=p, variant=v, corrector=c)
+    return table
+
+
+def nfe(name: str, n: int) -> int:
+    """Model evaluations of sampler `name` on N steps."""
+    return 2 * n - 1 if name == "heun" else BY_NAME[name].nfe_per_step * n
+
+
 def spec_runner(name: str) -> Run:
     """The spec sampler `name` on the set-up above."""
     import spec
@@ -131,32 +210,51 @@ def spec_runner(name: str) -> Run:
     vp = spec.VPLinearSchedule(BETA0, BETA1)
     cont = _SpecOracle(vp.alpha_bar)
     x_tilde, sigma_max = spec.vp_to_edm(ab, x)
+    x_flow, sigma_start = spec.vp_to_flow(ab, x)
+    sigma_min = BY_NAME[name].sigma_min
+    discrete = _spec_discrete()
 
     def run(n: int) -> tuple[int, np.ndarray]:
-        sigmas = spec.edm_sigmas(n, SIGMA_MIN, sigma_max, RHO)
+        sigmas = spec.edm_sigmas(n, sigma_min, sigma_max, RHO)
         if name == "pf-ode":
             return n, spec.pf_ode_sample_euler(vp, cont, n, x, T_MAX)
         if name == "euler":
             return n, spec.edm_sample_euler(vp, cont, x_tilde, sigmas)
         if name == "heun":
-            return 2 * n - 1, spec.edm_sample_heun(vp, cont, x_tilde, sigmas)
+            return nfe(name, n), spec.edm_sample_heun(vp, cont, x_tilde, sigmas)
+        if name in ("flow-euler", "flow-heun"):
+            sample = spec.flow_euler_sample if name == "flow-euler" else spec.flow_heun_sample
+            grid = sigma_start * spec.flow_sigmas(n)
+            return nfe(name, n), sample(spec.RectifiedFlow(), _SpecVelocity(), x_flow, grid)
         sched = spec.VPSchedule(discrete_betas(sigmas))
         oracle = _SpecOracle(_table_lookup(sched.alpha_bar))
-        grid = list(range(n, -1, -1))
-        if name == "ddim":
-            return n, spec.ddim_sample_strided(sched, oracle, x, grid)
-        if name == "dpm-solver++":
-            return n, spec.dpm_solver_pp_2m_sample(sched, oracle, x, grid)
-        raise ValueError(f"unknown sampler {name!r}")
+        return nfe(name, n), discrete[name](sched, oracle, x, list(range(n, -1, -1)))
 
     return run
 
 
-def runtime_runner(name: str, device: str = "cpu") -> Run:
-    """The runtime sampler `name` on the set-up above, in float64."""
+def _runtime_discrete() -> dict[str, Callable[..., torch.Tensor]]:
+    """The runtime samplers on a discrete grid: name → f(sched, model, x_T, grid)."""
     import runtime.ddim
     import runtime.dpm_solver
+    import runtime.unipc
+
+    table: dict[str, Callable[..., torch.Tensor]] = {
+        "ddim": runtime.ddim.ddim_sample_strided,
+        "dpm-solver++": runtime.dpm_solver.dpm_solver_pp_2m_sample,
+        "dpm-solver++(2s)": runtime.dpm_solver.dpm_solver_pp_2s_sample,
+        "dpm-solver++(3m)": runtime.dpm_solver.dpm_solver_pp_3m_sample,
+    }
+    for p, v, c in UNIPC_VARIANTS:
+        table[unipc_name(p, v, c)] = partial(runtime.unipc.unipc_sample, order=p, variant=v,
+                                             corrector=c)
+    return table
+
+
+def runtime_runner(name: str, device: str = "cpu") -> Run:
+    """The runtime sampler `name` on the set-up above, in float64."""
     import runtime.edm
+    import runtime.flow
     import runtime.pf_ode
     import runtime.schedule
 
@@ -165,28 +263,29 @@ def runtime_runner(name: str, device: str = "cpu") -> Run:
     vp = runtime.pf_ode.VPLinearSchedule(BETA0, BETA1)
     cont = _TorchOracle(alpha_bar_linear)
     x_tilde, sigma_max = runtime.edm.vp_to_edm(ab, x)
+    x_flow, sigma_start = runtime.flow.vp_to_flow(ab, x)
+    sigma_min = BY_NAME[name].sigma_min
+    discrete = _runtime_discrete()
 
     def run(n: int) -> tuple[int, np.ndarray]:
-        sigmas = runtime.edm.edm_sigmas(n, SIGMA_MIN, float(sigma_max), RHO)
+        sigmas = runtime.edm.edm_sigmas(n, sigma_min, float(sigma_max), RHO)
         if name == "pf-ode":
-            out, nfe = runtime.pf_ode.pf_ode_sample_euler(vp, cont, n, x, T_MAX), n
+            out = runtime.pf_ode.pf_ode_sample_euler(vp, cont, n, x, T_MAX)
         elif name == "euler":
-            out, nfe = runtime.edm.edm_sample_euler(vp, cont, x_tilde, sigmas), n
+            out = runtime.edm.edm_sample_euler(vp, cont, x_tilde, sigmas)
         elif name == "heun":
-            out, nfe = runtime.edm.edm_sample_heun(vp, cont, x_tilde, sigmas), 2 * n - 1
+            out = runtime.edm.edm_sample_heun(vp, cont, x_tilde, sigmas)
+        elif name in ("flow-euler", "flow-heun"):
+            sample = (runtime.flow.flow_euler_sample if name == "flow-euler"
+                      else runtime.flow.flow_heun_sample)
+            grid = sigma_start * runtime.flow.flow_sigmas(n)
+            out = sample(runtime.flow.RectifiedFlow(), _torch_velocity, x_flow, grid)
         else:
             betas = discrete_betas(sigmas.numpy())
             sched = runtime.schedule.Schedule(torch.tensor(betas), torch.float64, device)
             oracle = _TorchOracle(_table_lookup(discrete_alpha_bars(sigmas.numpy())))
-            grid = list(range(n, -1, -1))
-            if name == "ddim":
-                out = runtime.ddim.ddim_sample_strided(sched, oracle, x, grid)
-            elif name == "dpm-solver++":
-                out = runtime.dpm_solver.dpm_solver_pp_2m_sample(sched, oracle, x, grid)
-            else:
-                raise ValueError(f"unknown sampler {name!r}")
-            nfe = n
-        return nfe, out.detach().cpu().double().numpy()
+            out = discrete[name](sched, oracle, x, list(range(n, -1, -1)))
+        return nfe(name, n), out.detach().cpu().double().numpy()
 
     return run
 

@@ -41,6 +41,8 @@ something else, the paper's quantity is renamed here (last column: the code).
     √(1 − ᾱ(t)) the std of x_t given x_0 (the SDE paper and       sqrt_one_minus_alpha_bar
                 DPM-Solver write σ_t; written out here)
     σ           EDM's noise level √((1 − ᾱ)/ᾱ) of x̃ = x_t/√ᾱ    vp_to_edm, edm_to_vp, sigma
+                (in spec.flow only: the flow's noise level, x_σ = (1 − σ)·x_0 + σ·ε, σ ∈ [0, 1];
+                EDM's σ of that state is σ/(1 − σ))
     x̃           EDM's state x_0 + σ·ε                             x_tilde
     D(x̃; σ)     EDM's denoiser, x̂_0 of x̃                          edm_denoise
     β1, β2      Adam's moment decay rates (Kingma & Ba), not      adam_step's beta1, beta2
@@ -71,7 +73,8 @@ import importlib as _importlib
 
 MODULES = (
     "core", "schedule", "forward", "loss", "prediction", "ddpm", "ddim", "pf_ode", "edm",
-    "dpm_solver", "dynamics", "model", "guidance", "data", "likelihood", "train", "torchlean",
+    "dpm_solver", "unipc", "flow", "dynamics", "model", "guidance", "data", "likelihood", "train",
+    "torchlean",
 )
 """The spec's modules in reading order. `__all__` is gathered from their own `__all__` lists in
 this order (nothing is listed twice); `docs/api.md` is generated from the same lists."""
