@@ -135,7 +135,7 @@ def spec_runner(name: str) -> Run:
     def run(n: int) -> tuple[int, np.ndarray]:
         sigmas = spec.edm_sigmas(n, SIGMA_MIN, sigma_max, RHO)
         if name == "pf-ode":
-            return n, spec.pf_ode_sample_euler(vp, cont, n, x, T_MAX)
+            return n, spec.pf_ode_sample_euler(vp, cont, x, spec.pf_ode_uniform_grid(n, T_MAX))
         if name == "euler":
             return n, spec.edm_sample_euler(vp, cont, x_tilde, sigmas)
         if name == "heun":
@@ -169,7 +169,8 @@ def runtime_runner(name: str, device: str = "cpu") -> Run:
     def run(n: int) -> tuple[int, np.ndarray]:
         sigmas = runtime.edm.edm_sigmas(n, SIGMA_MIN, float(sigma_max), RHO)
         if name == "pf-ode":
-            out, nfe = runtime.pf_ode.pf_ode_sample_euler(vp, cont, n, x, T_MAX), n
+            grid = runtime.pf_ode.pf_ode_uniform_grid(n, T_MAX)
+            out, nfe = runtime.pf_ode.pf_ode_sample_euler(vp, cont, x, grid), n
         elif name == "euler":
             out, nfe = runtime.edm.edm_sample_euler(vp, cont, x_tilde, sigmas), n
         elif name == "heun":

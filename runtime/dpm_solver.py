@@ -21,8 +21,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import safe_div, sqrt_nonneg, work_dtype
-from runtime.ddim import _check_timesteps
+from runtime.core import (
+    check_deterministic,
+    decreasing_grid,
+    safe_div,
+    sqrt_nonneg,
+    work_dtype,
+)
 from runtime.ddpm import x0_pred
 from runtime.schedule import Schedule, TimeIndex
 
@@ -86,14 +91,18 @@ def dpm_solver_pp_2m_sample(
     sched: Schedule,
     model: torch.nn.Module,
     x_T: Tensor,
-    timesteps: Sequence[int] | Tensor,
+    grid: Sequence[int] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     progress: bool = False,
 ) -> Tensor:
     """DPM-Solver++(2M) on a grid τ_0 > … > τ_M = 0 (strictly decreasing ints, τ_0 ∈ 1..T):
     x̂_0 = x0_pred(x, τ_i), then the step τ_i → τ_{i+1} with the previous step's x̂_0 (none on
     the first step; the last step, into ᾱ_0 = 1, is first order). M model evaluations.
-    Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    ts = _check_timesteps(timesteps, sched.T)
+    Deterministic: noise must be None.
+    Shapes: x_T (B, C, H, W), grid (M + 1,) -> (B, C, H, W). Runs under torch.no_grad()."""
+    ts = decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True)
+    check_deterministic(noise)
     x, x0_prev, t_prev = x_T, None, None
     for i in tqdm(range(len(ts) - 1), desc="dpm-solver++", disable=not progress):
         x0 = x0_pred(sched, model, x, ts[i])

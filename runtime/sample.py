@@ -57,6 +57,7 @@ from runtime.pf_ode import (
     VPCosineSchedule,
     VPLinearSchedule,
     pf_ode_sample_euler,
+    pf_ode_uniform_grid,
 )
 from runtime.plumbing.artifacts import image_grid, save_npy, save_png
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference
@@ -160,10 +161,10 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
     x_T = torch.randn((n, C, H, W), generator=gen, device=device)
     with torch.no_grad():
         if cfg.sampler == "ddim":
-            x0 = ddim_sample_strided(sched, model, x_T, timestep_grid(T, steps, cfg.spacing),
-                                     eta=cfg.eta, clip=cfg.clip, generator=gen, progress=True)
+            x0 = ddim_sample_strided(sched, model, x_T, timestep_grid(T, steps, cfg.spacing), gen,
+                                     eta=cfg.eta, clip=cfg.clip, progress=True)
         elif cfg.sampler == "ddpm":
-            x0 = ddpm_sample(sched, model, x_T, generator=gen, progress=True)
+            x0 = ddpm_sample(sched, model, x_T, list(range(T, -1, -1)), gen, progress=True)
         elif cfg.sampler == "dpm-solver++":
             x0 = dpm_solver_pp_2m_sample(sched, model, x_T, timestep_grid(t0, steps, cfg.spacing),
                                          progress=True)
@@ -171,7 +172,8 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
             sch = continuous_schedule(stored, T)
             if cfg.sampler == "pf-ode":
                 t_start = min(float(sch.time_of_edm_sigma(sigma_max)), 1.0)
-                x0 = pf_ode_sample_euler(sch, model, steps, x_T, t_start=t_start, progress=True)
+                x0 = pf_ode_sample_euler(sch, model, x_T, pf_ode_uniform_grid(steps, t_start),
+                                         progress=True)
             else:
                 x_tilde, _ = vp_to_edm(1.0 / (1.0 + sigma_max**2), x_T)
                 sigmas = edm_sigmas(steps, sigma_min, sigma_max)

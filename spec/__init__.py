@@ -132,6 +132,7 @@ from spec.pf_ode import (
     euler_step,
     pf_ode_rhs,
     pf_ode_sample_euler,
+    pf_ode_uniform_grid,
 )
 from spec.prediction import (
     PREDICTIONS,
@@ -232,6 +233,7 @@ __all__ = [
     "VPCosineSchedule",
     "pf_ode_rhs",
     "euler_step",
+    "pf_ode_uniform_grid",
     "pf_ode_sample_euler",
     # spec.edm
     "vp_to_edm",

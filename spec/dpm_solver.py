@@ -38,8 +38,18 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float, Int
 
-from spec.core import Index, Scalar, check, holds, in_range, safe_div, same_shape, sqrt_nonneg
-from spec.ddim import _check_timesteps
+from spec.core import (
+    Index,
+    Scalar,
+    check,
+    decreasing_grid,
+    deterministic,
+    holds,
+    in_range,
+    safe_div,
+    same_shape,
+    sqrt_nonneg,
+)
 from spec.ddpm import x0_pred
 from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
@@ -105,7 +115,8 @@ def dpm_solver_pp_2m_sample(
     sched: VPSchedule,
     model: AnyModel,
     x_T: Float[np.ndarray, "*shape"],
-    timesteps: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
+    grid: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
 ) -> Float[np.ndarray, "*shape"]:
     """DPM-Solver++(2M) on a grid τ_0 > … > τ_M = 0 (Lu et al. 2022, Algorithm 2).
 
@@ -113,9 +124,11 @@ def dpm_solver_pp_2m_sample(
     x ← dpm_solver_pp_2m_step(x, x̂_0, τ_i, τ_{i+1}, x̂_0 of step i − 1, τ_{i−1}) (step 0 has no
     history; the last step, into ᾱ_0 = 1, is first order). M model evaluations. The grid must
     be strictly decreasing ints, τ_0 ∈ {1..T}, τ_M = 0 (as `ddim_sample_strided`'s).
-    Shapes: x_T (*shape) -> (*shape).
+    Deterministic: noise must be None.
+    Shapes: x_T (*shape), grid (M + 1,) -> (*shape).
     """
-    steps = _check_timesteps(timesteps, sched.T)
+    steps = check(decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True),
+                  deterministic(noise))
     x, x0_prev, t_prev = x_T, None, None
     for i in range(len(steps) - 1):
         x0 = x0_pred(sched, model, x, steps[i])
