@@ -209,11 +209,12 @@ class SpecOracle:
             return states[-1]
         if isinstance(m, DDIM) and self.claim.end == 0:
             return ddim_sample_strided(
-                self.sched, self.model, x_T, list(self.path), m.eta, noise, m.clip
+                self.sched, self.model, x_T, list(self.path), noise, eta=m.eta, clip=m.clip
             )
         every = self.claim.grid == tuple(range(self.T, 0, -1))
         if isinstance(m, DDPM) and every and m.variance == "beta_tilde" and not m.clip:
-            return ddpm_sample(self.sched, self.model, x_T, noise[::-1].copy())
+            return ddpm_sample(self.sched, self.model, x_T, [*self.claim.grid, 0],
+                               noise[::-1].copy())
         x = x_T
         for i in range(n):
             x = self.step(i, x, noise[i])
