@@ -147,6 +147,7 @@ from spec.prediction import (
     v_target,
     x0_from_output,
 )
+from spec.samplers import SAMPLERS
 from spec.schedule import (
     SPACINGS,
     VPSchedule,
@@ -248,6 +249,8 @@ __all__ = [
     "half_log_snr",
     "dpm_solver_pp_2m_step",
     "dpm_solver_pp_2m_sample",
+    # spec.samplers
+    "SAMPLERS",
     # spec.dynamics
     "DynamicalSystem",
     "DrivenSystem",

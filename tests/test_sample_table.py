@@ -104,3 +104,19 @@ def test_default_steps_are_50_or_the_bound_below_it(tiny_run, tmp_path):  # noqa
                            out=str(tmp_path / "s.npy"))
         bound = entry.steps(start)
         assert sample(cfg)[1] == max(bound.low, min(50, bound.high)), sampler
+
+
+def test_gallery_runs_come_from_the_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sampler_gallery.py"
+    loader = importlib.util.spec_from_file_location("sampler_gallery", path)
+    gallery = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(gallery)
+    free = [n for n, e in SAMPLERS.items() if e.evaluations(1, 1000) != e.evaluations(2, 1000)]
+    assert [name for name, _ in gallery.RUNS] == free
+    for name, steps in gallery.RUNS:
+        cost = SAMPLERS[name].evaluations
+        for s, target in zip(steps, gallery.TARGETS, strict=True):
+            assert cost(s, 1000) <= target < cost(s + 1, 1000), (name, s, target)
