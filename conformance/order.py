@@ -20,16 +20,13 @@ Set-up (stated once, used everywhere):
 * EDM Euler and Heun: `edm_sigmas(N, σ_min = 1e-3, σ_max, ρ = 7)` (σ_N = 0 appended; the
   final step σ_min → 0 is Euler's, with error ~σ_min²/(2s²) ≈ 2e-6·|x_0 − μ|, below every error
   in the fitted range);
-* DDIM (η = 0), DPM-Solver++(2M), (2S) and (3M) and UniPC: the same N + 1 noise levels, as a
-  discrete schedule of T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid N, N−1, …, 0
-  (the model reads ᾱ at its integer time). DDIM is then exactly EDM's Euler step
-  (x̃' = x̃ + (σ' − σ)·ε̂; Karras et al. 2022 §3), which the tests also check;
-* flow Euler and Heun (spec.flow): the start mapped exactly to the flow (`vp_to_flow`: σ_start =
-  √(1 − ᾱ)/(√ᾱ + √(1 − ᾱ)) = 0.9935), N steps uniform in σ from σ_start to 0, with the exact
-  velocity of Gaussian data, v*(x, σ) = (σ − (1 − σ)·s²)·(x − (1 − σ)·μ)/V − μ,
-  V = (1 − σ)²·s² + σ² (E[ε − x_0 | x_σ = x]); the flow ODE is the PF ODE in other coordinates,
-  so the exact x_0 is the same;
-* model evaluations (NFE): N for every sampler except Heun (2N − 1) and flow Heun (2N).
+* DDIM (η = 0) and DPM-Solver++(2M): the same N + 1 noise levels, as a discrete schedule of
+  T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid N, N−1, …, 0 (the model reads
+  ᾱ at its integer time). DDIM is then exactly EDM's Euler step (x̃' = x̃ + (σ' − σ)·ε̂; Karras
+  et al. 2022 §3), which the tests also check;
+* model evaluations (NFE): each sampler's cost in the sampler table (spec.samplers) at S = N.
+Each sampler runs the set-up of its grid kind (`spec_setup`, `runtime_setup`), so every entry of
+the table with an order gets its order test.
 The order is the negated least-squares slope of log error against log NFE over N = 32..256.
 
 The methods above second order need a lower floor than σ_min = 1e-3 gives (the last step,
@@ -41,11 +38,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
+
+import spec.samplers
 
 MU, S = 0.3, 0.5
 BETA0, BETA1 = 0.1, 20.0
@@ -65,48 +62,8 @@ ORDER_TOLERANCE = 0.2
 first-order method posing as second order is off by ~1."""
 
 
-@dataclass(frozen=True)
-class Sampler:
-    name: str
-    order: int
-    paper: str
-    nfe_per_step: int = 1  # model evaluations per grid step (2N − 1 for EDM's Heun: see nfe)
-    fit_steps: tuple[int, ...] | None = None  # the N fitted, where the default is pre-asymptotic
-
-    @property
-    def sigma_min(self) -> float:
-        return SIGMA_MIN if self.order <= 2 else HIGH_ORDER_SIGMA_MIN
-
-    @property
-    def steps(self) -> tuple[int, ...]:
-        if self.fit_steps is not None:
-            return self.fit_steps
-        return FIT_STEPS if self.order <= 2 else HIGH_ORDER_STEPS
-
-
-UNIPC_VARIANTS = tuple((p, v, c) for p in (1, 2, 3) for v in ("bh1", "bh2") for c in (False, True))
-"""UniPC (Zhao et al. 2023): order p of the predictor, B(h), with the corrector or not."""
-
-
-def unipc_name(p: int, variant: str, corrector: bool) -> str:
-    return f"unipc-{variant}-{'pc' if corrector else 'p'}{p}"
-
-
-SAMPLERS = (
-    Sampler("ddim", 1, "DDIM η = 0 (Song, Meng & Ermon 2021)"),
-    Sampler("pf-ode", 1, "PF-ODE Euler (Song et al. 2021)"),
-    Sampler("euler", 1, "Euler, EDM form (Karras et al. 2022)"),
-    Sampler("heun", 2, "Heun, EDM Algorithm 1 (Karras et al. 2022)", 2),
-    Sampler("dpm-solver++", 2, "DPM-Solver++(2M) (Lu et al. 2022)"),
-    Sampler("dpm-solver++(2s)", 2, "DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1)"),
-    Sampler("dpm-solver++(3m)", 3, "DPM-Solver++(3M) (Lu et al. 2022)"),
-    Sampler("flow-euler", 1, "Euler on the flow ODE (Esser et al. 2024)"),
-    Sampler("flow-heun", 2, "Heun on the flow ODE (Karras et al. 2022, Algorithm 1)", 2),
-    *(Sampler(unipc_name(p, v, c), p + c,
-              f"UniP{'C' if c else ''}-{p}, B(h) {v} (Zhao et al. 2023)",
-              fit_steps=LATE_STEPS if (p, v, c) == (2, "bh1", False) else None)
-      for p, v, c in UNIPC_VARIANTS),
-)
+SAMPLERS = tuple(s for s in spec.samplers.SAMPLERS.values() if s.order is not None)
+"""The entries of the sampler table with an order of accuracy: each gets its order test."""
 ORDERS = {s.name: s.order for s in SAMPLERS}
 BY_NAME = {s.name: s for s in SAMPLERS}
 
@@ -182,77 +139,27 @@ Run = Callable[[int], tuple[int, np.ndarray]]
 """N ↦ (model evaluations, x̂_0 as a float64 array of SHAPE)."""
 
 
-def _spec_discrete() -> dict[str, Callable[..., np.ndarray]]:
-    """The spec samplers on a discrete grid: name → f(sched, model, x_T, grid)."""
-    import spec
-
-    table: dict[str, Callable[..., np.ndarray]] = {
-        "ddim": spec.ddim_sample_strided,
-        "dpm-solver++": spec.dpm_solver_pp_2m_sample,
-        "dpm-solver++(2s)": spec.dpm_solver_pp_2s_sample,
-        "dpm-solver++(3m)": spec.dpm_solver_pp_3m_sample,
-    }
-    for p, v, c in UNIPC_VARIANTS:
-        table[unipc_name(p, v, c)] = partial(spec.unipc_sample, order=p, variant=v, corrector=c)
-    return table
-
-
-def nfe(name: str, n: int) -> int:
-    """Model evaluations of sampler `name` on N steps."""
-    return 2 * n - 1 if name == "heun" else BY_NAME[name].nfe_per_step * n
-
-
-def spec_runner(name: str) -> Run:
-    """The spec sampler `name` on the set-up above."""
+def spec_setup(kind: str, n: int) -> tuple:
+    """(sched, model, x_T, grid) of the set-up above, N = n, for a sampler of grid kind `kind`."""
     import spec
 
     x, ab = start()
     vp = spec.VPLinearSchedule(BETA0, BETA1)
-    cont = _SpecOracle(vp.alpha_bar)
     x_tilde, sigma_max = spec.vp_to_edm(ab, x)
-    x_flow, sigma_start = spec.vp_to_flow(ab, x)
-    sigma_min = BY_NAME[name].sigma_min
-    discrete = _spec_discrete()
-
-    def run(n: int) -> tuple[int, np.ndarray]:
-        sigmas = spec.edm_sigmas(n, sigma_min, sigma_max, RHO)
-        if name == "pf-ode":
-            return n, spec.pf_ode_sample_euler(vp, cont, n, x, T_MAX)
-        if name == "euler":
-            return n, spec.edm_sample_euler(vp, cont, x_tilde, sigmas)
-        if name == "heun":
-            return nfe(name, n), spec.edm_sample_heun(vp, cont, x_tilde, sigmas)
-        if name in ("flow-euler", "flow-heun"):
-            sample = spec.flow_euler_sample if name == "flow-euler" else spec.flow_heun_sample
-            grid = sigma_start * spec.flow_sigmas(n)
-            return nfe(name, n), sample(spec.RectifiedFlow(), _SpecVelocity(), x_flow, grid)
-        sched = spec.VPSchedule(discrete_betas(sigmas))
-        oracle = _SpecOracle(_table_lookup(sched.alpha_bar))
-        return nfe(name, n), discrete[name](sched, oracle, x, list(range(n, -1, -1)))
-
-    return run
-
-
-def _runtime_discrete() -> dict[str, Callable[..., torch.Tensor]]:
-    """The runtime samplers on a discrete grid: name → f(sched, model, x_T, grid)."""
-    import runtime.ddim
-    import runtime.dpm_solver
-    import runtime.unipc
-
-    table: dict[str, Callable[..., torch.Tensor]] = {
-        "ddim": runtime.ddim.ddim_sample_strided,
-        "dpm-solver++": runtime.dpm_solver.dpm_solver_pp_2m_sample,
-        "dpm-solver++(2s)": runtime.dpm_solver.dpm_solver_pp_2s_sample,
-        "dpm-solver++(3m)": runtime.dpm_solver.dpm_solver_pp_3m_sample,
+    sigmas = spec.edm_sigmas(n, SIGMA_MIN, sigma_max, RHO)
+    setups = {
+        "continuous": lambda: (vp, _SpecOracle(vp.alpha_bar), x,
+                               spec.pf_ode_uniform_grid(n, T_MAX)),
+        "sigmas": lambda: (vp, _SpecOracle(vp.alpha_bar), x_tilde, sigmas),
+        "times": lambda: (spec.VPSchedule(discrete_betas(sigmas)),
+                          _SpecOracle(_table_lookup(discrete_alpha_bars(sigmas))), x,
+                          list(range(n, -1, -1))),
     }
-    for p, v, c in UNIPC_VARIANTS:
-        table[unipc_name(p, v, c)] = partial(runtime.unipc.unipc_sample, order=p, variant=v,
-                                             corrector=c)
-    return table
+    return setups[kind]()
 
 
-def runtime_runner(name: str, device: str = "cpu") -> Run:
-    """The runtime sampler `name` on the set-up above, in float64."""
+def runtime_setup(kind: str, n: int, device: str = "cpu") -> tuple:
+    """`spec_setup`'s (sched, model, x_T, grid) as runtime objects, in float64."""
     import runtime.edm
     import runtime.flow
     import runtime.pf_ode
@@ -261,31 +168,39 @@ def runtime_runner(name: str, device: str = "cpu") -> Run:
     x_np, ab = start()
     x = torch.tensor(x_np, dtype=torch.float64, device=device)
     vp = runtime.pf_ode.VPLinearSchedule(BETA0, BETA1)
-    cont = _TorchOracle(alpha_bar_linear)
     x_tilde, sigma_max = runtime.edm.vp_to_edm(ab, x)
-    x_flow, sigma_start = runtime.flow.vp_to_flow(ab, x)
-    sigma_min = BY_NAME[name].sigma_min
-    discrete = _runtime_discrete()
+    sigmas = runtime.edm.edm_sigmas(n, SIGMA_MIN, float(sigma_max), RHO)
+    setups = {
+        "continuous": lambda: (vp, _TorchOracle(alpha_bar_linear), x,
+                               runtime.pf_ode.pf_ode_uniform_grid(n, T_MAX)),
+        "sigmas": lambda: (vp, _TorchOracle(alpha_bar_linear), x_tilde, sigmas),
+        "times": lambda: (runtime.schedule.Schedule(torch.tensor(discrete_betas(sigmas.numpy())),
+                                                    torch.float64, device),
+                          _TorchOracle(_table_lookup(discrete_alpha_bars(sigmas.numpy()))), x,
+                          list(range(n, -1, -1))),
+    }
+    return setups[kind]()
+
+
+def spec_runner(name: str) -> Run:
+    """The spec sampler `name` (an entry of spec.samplers.SAMPLERS) on the set-up above."""
+    entry = spec.samplers.SAMPLERS[name]
 
     def run(n: int) -> tuple[int, np.ndarray]:
-        sigmas = runtime.edm.edm_sigmas(n, sigma_min, float(sigma_max), RHO)
-        if name == "pf-ode":
-            out = runtime.pf_ode.pf_ode_sample_euler(vp, cont, n, x, T_MAX)
-        elif name == "euler":
-            out = runtime.edm.edm_sample_euler(vp, cont, x_tilde, sigmas)
-        elif name == "heun":
-            out = runtime.edm.edm_sample_heun(vp, cont, x_tilde, sigmas)
-        elif name in ("flow-euler", "flow-heun"):
-            sample = (runtime.flow.flow_euler_sample if name == "flow-euler"
-                      else runtime.flow.flow_heun_sample)
-            grid = sigma_start * runtime.flow.flow_sigmas(n)
-            out = sample(runtime.flow.RectifiedFlow(), _torch_velocity, x_flow, grid)
-        else:
-            betas = discrete_betas(sigmas.numpy())
-            sched = runtime.schedule.Schedule(torch.tensor(betas), torch.float64, device)
-            oracle = _TorchOracle(_table_lookup(discrete_alpha_bars(sigmas.numpy())))
-            out = discrete[name](sched, oracle, x, list(range(n, -1, -1)))
-        return nfe(name, n), out.detach().cpu().double().numpy()
+        return entry.evaluations(n, n), entry.sample(*spec_setup(entry.grid, n))
+
+    return run
+
+
+def runtime_runner(name: str, device: str = "cpu") -> Run:
+    """The runtime sampler `name` (an entry of runtime.samplers.SAMPLERS), in float64."""
+    import runtime.samplers
+
+    entry = runtime.samplers.SAMPLERS[name]
+
+    def run(n: int) -> tuple[int, np.ndarray]:
+        out = entry.sample(*runtime_setup(entry.kind, n, device))
+        return entry.evaluations(n, n), out.detach().cpu().double().numpy()
 
     return run
 

@@ -70,6 +70,7 @@ record(
     skip=SAMPLER_SKIP,
     name="ddpm_sample", plan=_variance_plans(max_T=20, model=True), sampler=True,
     build=lambda p: Call([sched_of(p), model_of(p), Batched(images(p, 0)),
+                          list(range(p["schedule"]["T"], -1, -1)),
                           Batched(images(p, 1, (p["schedule"]["T"],)), axis=1)],
                          {"variance": p["variance"]}),
     tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,

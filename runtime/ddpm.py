@@ -8,14 +8,14 @@ Shapes: x_t, z (B, C, H, W); t an int or a (B,) LongTensor; noise (T, B, C, H, W
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import EpsModel, work_dtype
+from runtime.core import EpsModel, decreasing_grid, work_dtype
 from runtime.forward import q_posterior_mean_variance
 from runtime.prediction import denoise
 from runtime.schedule import Schedule, Table, TimeIndex, check_step_time
@@ -67,20 +67,27 @@ def ddpm_sample(
     sched: Schedule,
     model: EpsModel,
     x_T: Tensor,
-    noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
+    grid: Sequence[int] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
     *,
+    progress: bool = False,
     variance: str = "fixed_small",
 ) -> Tensor:
     """x_0 from x_T by T ancestral steps t = T, …, 1   (DDPM Algorithm 2), σ_t of `variance`.
 
-    The step at time t uses `noise[t − 1]` (so noise[T − 1] first) when `noise` (T, B, C, H, W) is given; otherwise
-    it draws torch.randn(x.shape, generator=generator) just before the step (the generator must
-    live on x_T's device; None means torch's default generator). `progress=True` shows a tqdm bar.
-    Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad().
+    `grid` must be every time T, T − 1, …, 0. The step at time t uses `noise[t − 1]` (so
+    noise[T − 1] first) when `noise` (T, B, C, H, W) is given; with a torch.Generator (or None:
+    torch's default one) it draws torch.randn(x.shape, generator=noise) just before the step
+    (the generator must live on x_T's device). `progress=True` shows a tqdm bar.
+    Shapes: x_T (B, C, H, W), grid (T + 1,) -> (B, C, H, W). Runs under torch.no_grad().
     """
     T = sched.T
+    times = decreasing_grid("grid", grid, 0, T, end=0, integers=True)
+    if times[0] != T or len(times) != T + 1:
+        raise ValueError(f"grid must be every time T, T - 1, …, 0 (T = {T}): DDPM's chain has no "
+                         f"strided form here, got {len(times) - 1} steps from grid[0] = {times[0]}")
+    generator = noise if isinstance(noise, torch.Generator) else None
+    noise = None if generator is not None else noise
     if noise is not None and tuple(noise.shape) != (T, *x_T.shape):
         raise ValueError(
             f"noise must have shape (T, *x_T.shape) = {(T, *x_T.shape)}, got {tuple(noise.shape)}"

@@ -28,8 +28,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import safe_div, sqrt_nonneg, work_dtype
-from runtime.ddim import _check_timesteps
+from runtime.core import (
+    check_deterministic,
+    decreasing_grid,
+    safe_div,
+    sqrt_nonneg,
+    work_dtype,
+)
 from runtime.ddpm import x0_pred
 from runtime.schedule import Schedule, TimeIndex
 
@@ -93,14 +98,18 @@ def dpm_solver_pp_2m_sample(
     sched: Schedule,
     model: torch.nn.Module,
     x_T: Tensor,
-    timesteps: Sequence[int] | Tensor,
+    grid: Sequence[int] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     progress: bool = False,
 ) -> Tensor:
     """DPM-Solver++(2M) on a grid τ_0 > … > τ_M = 0 (strictly decreasing ints, τ_0 ∈ 1..T):
     x̂_0 = x0_pred(x, τ_i), then the step τ_i → τ_{i+1} with the previous step's x̂_0 (none on
     the first step; the last step, into ᾱ_0 = 1, is first order). M model evaluations.
-    Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    ts = _check_timesteps(timesteps, sched.T)
+    Deterministic: noise must be None.
+    Shapes: x_T (B, C, H, W), grid (M + 1,) -> (B, C, H, W). Runs under torch.no_grad()."""
+    ts = decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True)
+    check_deterministic(noise)
     x, x0_prev, t_prev = x_T, None, None
     for i in tqdm(range(len(ts) - 1), desc="dpm-solver++", disable=not progress):
         x0 = x0_pred(sched, model, x, ts[i])
@@ -152,11 +161,6 @@ def dpm_solver_pp_2s_step(sched: Schedule, model: torch.nn.Module, x_t: Tensor, 
     return torch.where(first.to(x_next.device), x_two, x_next).to(x_t.dtype)
 
 
-def _no_noise(noise: object, name: str) -> None:
-    if noise is not None:
-        raise ValueError(f"{name} is deterministic: noise must be None, got {type(noise)}")
-
-
 @torch.no_grad()
 def dpm_solver_pp_2s_sample(sched: Schedule, model: torch.nn.Module, x_T: Tensor,
                             grid: Sequence[int] | Tensor, noise: None = None,
@@ -164,8 +168,8 @@ def dpm_solver_pp_2s_sample(sched: Schedule, model: torch.nn.Module, x_T: Tensor
     """DPM-Solver++(2S) on τ_0 > … > τ_M = 0: the pairs τ_{2k} → τ_{2k+2} through τ_{2k+1}, an
     odd last interval DDIM's step. M model evaluations; noise must be None.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    _no_noise(noise, "dpm_solver_pp_2s_sample")
-    ts = _check_timesteps(grid, sched.T)
+    ts = decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True)
+    check_deterministic(noise)
     x, M = x_T, len(ts) - 1
     for k in tqdm(range(M // 2), desc="dpm-solver++(2s)", disable=not progress):
         x = dpm_solver_pp_2s_step(sched, model, x, ts[2 * k], ts[2 * k + 1], ts[2 * k + 2])
@@ -212,8 +216,8 @@ def dpm_solver_pp_3m_sample(sched: Schedule, model: torch.nn.Module, x_T: Tensor
     """DPM-Solver++(3M) on τ_0 > … > τ_M = 0: step i of M at order min(3, i, M + 1 − i)
     (1: DDIM, 2: the (2M) step, 3: the (3M) step). M model evaluations; noise must be None.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    _no_noise(noise, "dpm_solver_pp_3m_sample")
-    ts = _check_timesteps(grid, sched.T)
+    ts = decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True)
+    check_deterministic(noise)
     x, M, m = x_T, len(ts) - 1, []
     for i in tqdm(range(1, M + 1), desc="dpm-solver++(3m)", disable=not progress):
         t, t_next = ts[i - 1], ts[i]

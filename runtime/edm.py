@@ -18,7 +18,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
+from runtime.core import (
+    EpsModel,
+    check_deterministic,
+    coef_dtype,
+    decreasing_grid,
+    safe_div,
+    sqrt_nonneg,
+    work_dtype,
+)
 from runtime.pf_ode import VPContinuousSchedule
 from runtime.prediction import _x0, prediction_of
 
@@ -146,32 +154,24 @@ def edm_heun_step(
     return torch.where(at_zero, x_euler, x_heun).to(x.dtype)
 
 
-def _sigma_list(sigmas: Sequence[float] | Tensor) -> list[float]:
-    values = sigmas.tolist() if isinstance(sigmas, Tensor) else [float(s) for s in sigmas]
-    if len(values) < 2:
-        raise ValueError(f"sigmas needs at least 2 noise levels, got {values}")
-    if not values[-1] >= 0:
-        raise ValueError(f"sigmas must be >= 0, got sigmas[-1] = {values[-1]!r}")
-    for i in range(len(values) - 1):
-        if not values[i] > values[i + 1]:
-            raise ValueError(f"sigmas must be strictly decreasing; sigmas[{i}] = {values[i]!r}, "
-                             f"sigmas[{i + 1}] = {values[i + 1]!r}")
-    return values
-
-
 @torch.no_grad()
 def edm_sample_euler(
     sch: VPContinuousSchedule,
     model: EpsModel,
-    x: Tensor,
-    sigmas: Sequence[float] | Tensor,
+    x_T: Tensor,
+    grid: Sequence[float] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     progress: bool = False,
 ) -> Tensor:
-    """Euler in EDM form over σ_0 > … > σ_N ≥ 0 (N model evaluations); x is x̃ at σ_0.
-    Shapes: x (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    values = _sigma_list(sigmas)
-    for i in tqdm(range(len(values) - 1), desc="euler", disable=not progress):
-        x = edm_euler_step(sch, model, x, values[i], values[i + 1])
+    """Euler in EDM form over the σ grid σ_0 > … > σ_N ≥ 0 (N model evaluations); x_T is x̃ at
+    σ_0. Deterministic: noise must be None.
+    Shapes: x_T (B, C, H, W), grid (N + 1,) -> (B, C, H, W). Runs under torch.no_grad()."""
+    sigmas = decreasing_grid("grid", grid)
+    check_deterministic(noise)
+    x = x_T
+    for i in tqdm(range(len(sigmas) - 1), desc="euler", disable=not progress):
+        x = edm_euler_step(sch, model, x, sigmas[i], sigmas[i + 1])
     return x
 
 
@@ -179,15 +179,20 @@ def edm_sample_euler(
 def edm_sample_heun(
     sch: VPContinuousSchedule,
     model: EpsModel,
-    x: Tensor,
-    sigmas: Sequence[float] | Tensor,
+    x_T: Tensor,
+    grid: Sequence[float] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     progress: bool = False,
 ) -> Tensor:
-    """Heun in EDM form (Karras Algorithm 1) over σ_0 > … > σ_N ≥ 0: 2N − 1 model evaluations
-    when σ_N = 0; x is x̃ at σ_0. Shapes: x (B, C, H, W) -> (B, C, H, W). Runs under no_grad."""
-    values = _sigma_list(sigmas)
-    for i in tqdm(range(len(values) - 1), desc="heun", disable=not progress):
-        x = edm_heun_step(sch, model, x, values[i], values[i + 1])
+    """Heun in EDM form (Karras Algorithm 1) over the σ grid σ_0 > … > σ_N ≥ 0: 2N − 1 model
+    evaluations when σ_N = 0; x_T is x̃ at σ_0. Deterministic: noise must be None.
+    Shapes: x_T (B, C, H, W), grid (N + 1,) -> (B, C, H, W). Runs under no_grad."""
+    sigmas = decreasing_grid("grid", grid)
+    check_deterministic(noise)
+    x = x_T
+    for i in tqdm(range(len(sigmas) - 1), desc="heun", disable=not progress):
+        x = edm_heun_step(sch, model, x, sigmas[i], sigmas[i + 1])
     return x
 
 
@@ -226,7 +231,7 @@ def edm_euler_ancestral_sample(sch: VPContinuousSchedule, model: EpsModel, x_T: 
     """Ancestral Euler over σ_0 > … > σ_N ≥ 0 (N evaluations); step i uses noise[i] ((N, B, C, H,
     W)), or, without noise, torch.randn with `generator`. x_T is x̃ at σ_0.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    values = _sigma_list(grid)
+    values = decreasing_grid("grid", grid)
     n = len(values) - 1
     if noise is not None and tuple(noise.shape) != (n, *x_T.shape):
         raise ValueError(f"noise must have shape (len(grid) - 1, *x_T.shape) = "

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.ddim import _check_timesteps
+from runtime.core import check_deterministic, decreasing_grid
 from runtime.ddpm import x0_pred
 from runtime.dpm_solver import _data_step
 from runtime.schedule import Schedule
@@ -125,13 +125,12 @@ def unipc_sample(sched: Schedule, model: torch.nn.Module, x_T: Tensor,
     """UniPC-p on τ_0 > … > τ_M = 0: step i at order min(p, i, M + 1 − i), the corrector on all
     steps but the last (M model evaluations); noise must be None.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    if noise is not None:
-        raise ValueError(f"unipc_sample is deterministic: noise must be None, got {type(noise)}")
+    ts = decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True)
+    check_deterministic(noise)
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise ValueError(f"order must be in {{1..3}}, got order = {order!r}")
     if variant not in UNIPC_VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(UNIPC_VARIANTS)}, got {variant!r}")
-    ts = _check_timesteps(grid, sched.T)
     M = len(ts) - 1
     x, m = x_T, [x0_pred(sched, model, x_T, ts[0])]
     for i in tqdm(range(1, M + 1), desc="unipc", disable=not progress):

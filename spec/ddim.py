@@ -22,6 +22,7 @@ from spec.core import (
     Index,
     Scalar,
     check,
+    decreasing_grid,
     holds,
     in_range,
     safe_div,
@@ -145,37 +146,14 @@ def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
     return (T * (n - i) + n // 2) // n
 
 
-def _check_timesteps(timesteps: Sequence[Index] | np.ndarray, T: int) -> list[int]:
-    """Validate a DDIM grid: ints, strictly decreasing, first in {1..T}, last exactly 0."""
-    steps = list(timesteps)
-    if len(steps) < 2:
-        raise ValueError(
-            f"timesteps must hold at least 2 times (from t in 1..{T} down to 0), got {steps}"
-        )
-    for i, s in enumerate(steps):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
-            raise ValueError(f"timesteps must be integers, got timesteps[{i}] = {s!r}")
-    steps = [int(s) for s in steps]
-    if not 1 <= steps[0] <= T:
-        raise ValueError(f"timesteps[0] must be in {{1..{T}}}, got timesteps[0] = {steps[0]}")
-    if steps[-1] != 0:
-        raise ValueError(f"timesteps must end at 0, got timesteps[-1] = {steps[-1]}")
-    for i in range(len(steps) - 1):
-        if not steps[i] > steps[i + 1]:
-            raise ValueError(
-                "timesteps must be strictly decreasing, got "
-                f"timesteps[{i}] = {steps[i]} <= timesteps[{i + 1}] = {steps[i + 1]}"
-            )
-    return steps
-
-
 def ddim_sample_strided(
     sched: VPSchedule,
     model: AnyModel,
     x_T: Float[np.ndarray, "*shape"],
-    timesteps: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
-    eta: Scalar = 0.0,
+    grid: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
     noise: Float[np.ndarray, "..."] | None = None,
+    *,
+    eta: Scalar = 0.0,
     clip: bool = False,
 ) -> Float[np.ndarray, "*shape"]:
     """DDIM sampling on a strided grid τ_0 > … > τ_n = 0 (DDIM Eq. 12 and 16, §4.2).
@@ -183,14 +161,14 @@ def ddim_sample_strided(
     Formula: for i = 0..n−1: x ← ddim_step_between(τ_i, τ_{i+1}, x, η, noise[i], clip).
     noise[i] is used by the step τ_i → τ_{i+1}, in the order the steps run; it is required
     when η > 0. The grid must be strictly decreasing ints, τ_0 ∈ {1..T}, τ_n = 0.
-    Shapes: x_T (*shape), noise (n, *shape) or None -> (*shape).
+    Shapes: x_T (*shape), grid (n + 1,), noise (n, *shape) or None -> (*shape).
     """
-    steps = _check_timesteps(timesteps, sched.T)
+    steps = check(decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True))
     n = len(steps) - 1
     check(
         holds(noise is not None or not eta > 0,
               f"noise is required when eta > 0, got eta = {eta!r} and noise = None"),
-        same_shape("noise", noise, "(len(timesteps) - 1, *x_T.shape)", (n, *x_T.shape)),
+        same_shape("noise", noise, "(len(grid) - 1, *x_T.shape)", (n, *x_T.shape)),
     )
     x = x_T
     for i in range(n):

@@ -7,12 +7,12 @@ only as x̂_0 (`spec.prediction.denoise`), so an ε-, x_0- or v-prediction model
 same formula.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
-from spec.core import Index, check, holds, in_range, same_shape, sqrt_nonneg
+from spec.core import Index, check, decreasing_grid, holds, in_range, same_shape, sqrt_nonneg
 from spec.forward import q_posterior_mean_variance
 from spec.prediction import AnyModel, denoise
 from spec.schedule import VPSchedule
@@ -75,7 +75,8 @@ def ddpm_sample(
     sched: VPSchedule,
     model: AnyModel,
     x_T: Float[np.ndarray, "*shape"],
-    noise: Float[np.ndarray, "..."],
+    grid: Sequence[Index] | Int[np.ndarray, " T_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
     *,
     variance: str = "fixed_small",
 ) -> Float[np.ndarray, "*shape"]:
@@ -83,11 +84,21 @@ def ddpm_sample(
 
     Formula: for t = T, …, 1: x ← ddpm_step(sched, model, t, x, noise[t − 1], variance=variance)
     (σ_t² of DDPM §3.2's fixed choice `variance`, see ddpm_step).
-    The step at time t uses noise[t − 1], so noise[T − 1] is used first.
-    Shapes: x_T (*shape), noise (T, *shape) -> (*shape).
+    The chain visits every time: grid must be T, T − 1, …, 0. The step at time t uses
+    noise[t − 1], so noise[T − 1] is used first; noise is required.
+    Shapes: x_T (*shape), grid (T + 1,), noise (T, *shape) -> (*shape).
     """
-    check(same_shape("noise", noise, "(T, *x_T.shape)", (sched.T, *x_T.shape)))
+    T = sched.T
+    times = check(decreasing_grid("grid", grid, 0, T, end=0, integers=True))
+    check(
+        holds(times[0] == T and len(times) == T + 1,
+              f"grid must be every time T, T - 1, …, 0 (T = {T}): DDPM's chain has no strided "
+              f"form here, got {len(times) - 1} steps from grid[0] = {times[0]}"),
+        holds(noise is not None, "noise is required (ancestral sampling draws a z every step), "
+              "got noise = None"),
+        same_shape("noise", noise, "(T, *x_T.shape)", (T, *x_T.shape)),
+    )
     x = x_T
-    for t in range(sched.T, 0, -1):
+    for t in range(T, 0, -1):
         x = ddpm_step(sched, model, t, x, noise[t - 1], variance=variance)
     return x

@@ -78,8 +78,18 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float, Int
 
-from spec.core import Index, Scalar, check, holds, in_range, safe_div, same_shape, sqrt_nonneg
-from spec.ddim import _check_timesteps
+from spec.core import (
+    Index,
+    Scalar,
+    check,
+    decreasing_grid,
+    deterministic,
+    holds,
+    in_range,
+    safe_div,
+    same_shape,
+    sqrt_nonneg,
+)
 from spec.ddpm import x0_pred
 from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
@@ -153,7 +163,8 @@ def dpm_solver_pp_2m_sample(
     sched: VPSchedule,
     model: AnyModel,
     x_T: Float[np.ndarray, "*shape"],
-    timesteps: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
+    grid: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
 ) -> Float[np.ndarray, "*shape"]:
     """DPM-Solver++(2M) on a grid τ_0 > … > τ_M = 0 (Lu et al. 2022, Algorithm 2).
 
@@ -161,9 +172,11 @@ def dpm_solver_pp_2m_sample(
     x ← dpm_solver_pp_2m_step(x, x̂_0, τ_i, τ_{i+1}, x̂_0 of step i − 1, τ_{i−1}) (step 0 has no
     history; the last step, into ᾱ_0 = 1, is first order). M model evaluations. The grid must
     be strictly decreasing ints, τ_0 ∈ {1..T}, τ_M = 0 (as `ddim_sample_strided`'s).
-    Shapes: x_T (*shape) -> (*shape).
+    Deterministic: noise must be None.
+    Shapes: x_T (*shape), grid (M + 1,) -> (*shape).
     """
-    steps = _check_timesteps(timesteps, sched.T)
+    steps = check(decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True),
+                  deterministic(noise))
     x, x0_prev, t_prev = x_T, None, None
     for i in range(len(steps) - 1):
         x0 = x0_pred(sched, model, x, steps[i])
@@ -224,10 +237,6 @@ def dpm_solver_pp_2s_step(
     return _data_step(sched, x_t, D, t, t_next)
 
 
-def _check_no_noise(noise: object, name: str) -> None:
-    check(holds(noise is None, f"{name} is deterministic: noise must be None, got {type(noise)}"))
-
-
 def dpm_solver_pp_2s_sample(
     sched: VPSchedule,
     model: AnyModel,
@@ -244,8 +253,8 @@ def dpm_solver_pp_2s_sample(
     grid must be strictly decreasing ints, τ_0 ∈ {1..T}, τ_M = 0; deterministic: noise is None.
     Shapes: x_T (*shape) -> (*shape).
     """
-    _check_no_noise(noise, "dpm_solver_pp_2s_sample")
-    steps = _check_timesteps(grid, sched.T)
+    steps = check(decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True),
+                  deterministic(noise))
     x, M = x_T, len(steps) - 1
     for k in range(M // 2):
         x = dpm_solver_pp_2s_step(sched, model, x, steps[2 * k], steps[2 * k + 1], steps[2 * k + 2])
@@ -320,8 +329,8 @@ def dpm_solver_pp_3m_sample(
     strictly decreasing ints, τ_0 ∈ {1..T}, τ_M = 0; deterministic: noise is None.
     Shapes: x_T (*shape) -> (*shape).
     """
-    _check_no_noise(noise, "dpm_solver_pp_3m_sample")
-    steps = _check_timesteps(grid, sched.T)
+    steps = check(decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True),
+                  deterministic(noise))
     x, M, m = x_T, len(steps) - 1, []
     for i in range(1, M + 1):
         t, t_next = steps[i - 1], steps[i]

@@ -45,7 +45,18 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check, holds, in_range, safe_div, same_shape, sqrt_nonneg
+from spec.core import (
+    Index,
+    Scalar,
+    check,
+    decreasing_grid,
+    deterministic,
+    holds,
+    in_range,
+    safe_div,
+    same_shape,
+    sqrt_nonneg,
+)
 from spec.pf_ode import VPContinuousSchedule
 from spec.prediction import AnyModel, model_output, x0_from_output
 
@@ -177,56 +188,46 @@ def edm_heun_step(
     return x + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)
 
 
-def _check_sigmas(sigmas: Sequence[Scalar] | np.ndarray) -> list[float]:
-    values = [float(v) for v in sigmas]
-    if len(values) < 2:
-        raise ValueError(f"sigmas must hold at least 2 noise levels, got {values}")
-    if not values[-1] >= 0:
-        raise ValueError(f"sigmas must be >= 0, got sigmas[-1] = {values[-1]!r}")
-    for i in range(len(values) - 1):
-        if not values[i] > values[i + 1]:
-            raise ValueError(
-                "sigmas must be strictly decreasing, got "
-                f"sigmas[{i}] = {values[i]!r} <= sigmas[{i + 1}] = {values[i + 1]!r}"
-            )
-    return values
-
-
 def edm_sample_euler(
     sch: VPContinuousSchedule,
     model: AnyModel,
-    x: Float[np.ndarray, "*shape"],
-    sigmas: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    x_T: Float[np.ndarray, "*shape"],
+    grid: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
 ) -> Float[np.ndarray, "*shape"]:
     """Euler in EDM form over σ_0 > … > σ_N ≥ 0 (Karras Algorithm 1 without its correction).
 
-    Formula: for i = 0..N−1: x̃ ← edm_euler_step(σ_i → σ_{i+1}); x is x̃ at σ_0 (EDM scale).
-    N model evaluations. `sigmas`: strictly decreasing, ≥ 0 (e.g. `edm_sigmas`).
-    Shapes: x (*shape) -> (*shape).
+    Formula: for i = 0..N−1: x̃ ← edm_euler_step(σ_i → σ_{i+1}); x_T is x̃ at σ_0 (EDM scale).
+    N model evaluations. `grid`: the σ's, strictly decreasing, ≥ 0 (e.g. `edm_sigmas`).
+    Deterministic: noise must be None.
+    Shapes: x_T (*shape), grid (N + 1,) -> (*shape).
     """
-    values = _check_sigmas(sigmas)
-    for i in range(len(values) - 1):
-        x = edm_euler_step(sch, model, x, values[i], values[i + 1])
+    sigmas = check(decreasing_grid("grid", grid), deterministic(noise))
+    x = x_T
+    for i in range(len(sigmas) - 1):
+        x = edm_euler_step(sch, model, x, sigmas[i], sigmas[i + 1])
     return x
 
 
 def edm_sample_heun(
     sch: VPContinuousSchedule,
     model: AnyModel,
-    x: Float[np.ndarray, "*shape"],
-    sigmas: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    x_T: Float[np.ndarray, "*shape"],
+    grid: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
 ) -> Float[np.ndarray, "*shape"]:
     """Heun's second-order sampler in EDM form (Karras et al. 2022, Algorithm 1).
 
-    Formula: for i = 0..N−1: x̃ ← edm_heun_step(σ_i → σ_{i+1}); x is x̃ at σ_0 (EDM scale).
+    Formula: for i = 0..N−1: x̃ ← edm_heun_step(σ_i → σ_{i+1}); x_T is x̃ at σ_0 (EDM scale).
     2N − 1 model evaluations when σ_N = 0 (the last step is Euler's), 2N otherwise.
-    Shapes: x (*shape) -> (*shape).
+    Deterministic: noise must be None.
+    Shapes: x_T (*shape), grid (N + 1,) -> (*shape).
     """
-    values = _check_sigmas(sigmas)
-    for i in range(len(values) - 1):
-        x = edm_heun_step(sch, model, x, values[i], values[i + 1])
+    sigmas = check(decreasing_grid("grid", grid), deterministic(noise))
+    x = x_T
+    for i in range(len(sigmas) - 1):
+        x = edm_heun_step(sch, model, x, sigmas[i], sigmas[i + 1])
     return x
-
 
 
 def edm_ancestral_sigmas(sigma: Scalar, sigma_next: Scalar) -> tuple[Scalar, Scalar]:
@@ -279,7 +280,7 @@ def edm_euler_ancestral_sample(
     (N, *x_T.shape) is required (the last step's is unused when σ_N = 0).
     Shapes: x_T (*shape), noise (N, *shape) -> (*shape).
     """
-    values = _check_sigmas(grid)
+    values = check(decreasing_grid("grid", grid))
     n = len(values) - 1
     check(holds(noise is not None, "noise (one standard normal draw per step) is required"),
           same_shape("noise", noise, "(len(grid) - 1, *x_T.shape)", (n, *x_T.shape)))

@@ -46,8 +46,16 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float, Int
 
-from spec.core import Index, check, holds, in_range, same_shape, sqrt_nonneg
-from spec.ddim import _check_timesteps
+from spec.core import (
+    Index,
+    check,
+    decreasing_grid,
+    deterministic,
+    holds,
+    in_range,
+    same_shape,
+    sqrt_nonneg,
+)
 from spec.ddpm import x0_pred
 from spec.dpm_solver import _data_step, half_log_snr
 from spec.prediction import AnyModel
@@ -186,11 +194,11 @@ def unipc_sample(
     τ_0 ∈ {1..T}, τ_M = 0; deterministic: noise is None.
     Shapes: x_T (*shape) -> (*shape).
     """
-    check(holds(noise is None, f"unipc_sample is deterministic: noise must be None, got "
-                f"{type(noise)}"), in_range("order", order, 1, 3),
-          holds(variant in UNIPC_VARIANTS,
-                f"variant must be one of {', '.join(UNIPC_VARIANTS)}, got {variant!r}"))
-    steps = _check_timesteps(grid, sched.T)
+    steps, _ = check(
+        decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True), deterministic(noise),
+        in_range("order", order, 1, 3),
+        holds(variant in UNIPC_VARIANTS,
+              f"variant must be one of {', '.join(UNIPC_VARIANTS)}, got {variant!r}"))
     M = len(steps) - 1
     x, m = x_T, [x0_pred(sched, model, x_T, steps[0])]
     for i in range(1, M + 1):

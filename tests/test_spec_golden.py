@@ -66,7 +66,8 @@ def test_ddpm_maps_noise_to_the_data_distribution(rng):
     x_T = rng.standard_normal(N)
     noise = rng.standard_normal((LINEAR_1000.T, N))
     assert_is_data_distribution(
-        spec.ddpm_sample(LINEAR_1000, discrete_oracle(LINEAR_1000), x_T, noise), 0.02
+        spec.ddpm_sample(LINEAR_1000, discrete_oracle(LINEAR_1000), x_T,
+                         list(range(LINEAR_1000.T, -1, -1)), noise), 0.02
     )
 
 
@@ -83,19 +84,21 @@ def test_ddim_strided_maps_noise_to_the_data_distribution(rng, eta):
     grid = spec.ddim_timesteps(COSINE_400.T, 200)
     x_T = rng.standard_normal(N)
     noise = rng.standard_normal((len(grid) - 1, N))
-    out = spec.ddim_sample_strided(COSINE_400, discrete_oracle(COSINE_400), x_T, grid, eta, noise)
+    out = spec.ddim_sample_strided(COSINE_400, discrete_oracle(COSINE_400), x_T, grid, noise,
+                                   eta=eta)
     assert_is_data_distribution(out, 0.04)
 
 
 PF_STEPS = 100
 VP = spec.VPLinearSchedule()
 PF_ORACLE = GaussianOracle(VP.alpha_bar)
+PF_GRID = spec.pf_ode_uniform_grid(PF_STEPS)
 
 
 def test_pf_ode_euler_maps_noise_to_the_data_distribution(rng):
     # allowance 2%: Euler's O(1/steps) error; ᾱ(1) = e^(−10.05) makes N(0, I) the right start
     x1 = rng.standard_normal(N)
-    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, PF_STEPS, x1), 0.02)
+    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, x1, PF_GRID), 0.02)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,12 +127,12 @@ def test_torchlean_doubled_score_term_collapses_the_std(rng):
     # The doubled term turns the exact flow's contraction −½β + ½β/v (v = ᾱs² + σ²) into
     # −½β + β/v: the spread is squeezed far below s.
     assert x.std() < 0.05 * S
-    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, PF_STEPS, x1), 0.02)
+    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, x1, PF_GRID), 0.02)
 
 
 def test_torchlean_time_order_shifts_the_mean(rng):
     x1 = rng.standard_normal(N)
-    ours = spec.pf_ode_sample_euler(VP, PF_ORACLE, PF_STEPS, x1)
+    ours = spec.pf_ode_sample_euler(VP, PF_ORACLE, x1, PF_GRID)
     lean = torchlean_order_sample(x1, PF_STEPS)
     assert_is_data_distribution(ours, 0.02)
     # Both samplers are affine in x1 with the same slope, so on the same x1 their means differ
@@ -184,9 +187,9 @@ def test_ddim_with_eta_one_on_the_full_grid_is_ddpm():
     model = TanhModel(0.7, -0.4, 0.2)
     rng = np.random.default_rng(7)
     x_T, noise = rng.standard_normal(64), rng.standard_normal((20, 64))
-    ddpm = spec.ddpm_sample(sched, model, x_T, noise)
+    ddpm = spec.ddpm_sample(sched, model, x_T, list(range(20, -1, -1)), noise)
     ddim = spec.ddim_sample_strided(
-        sched, model, x_T, spec.ddim_timesteps(20, 20), 1.0, noise[::-1]
+        sched, model, x_T, spec.ddim_timesteps(20, 20), noise[::-1], eta=1.0
     )
     np.testing.assert_allclose(ddim, ddpm, rtol=1e-8, atol=1e-8)
 

@@ -65,7 +65,8 @@ ZERO_SNR_400 = spec.VPSchedule(spec.rescale_zero_terminal_snr(spec.cosine_betas(
 def test_ddpm_with_optimal_x0_or_v_maps_noise_to_the_data(rng, prediction):
     sched = spec.VPSchedule(spec.linear_betas(1000, 1e-4, 0.02))
     x_T, noise = rng.standard_normal(N), rng.standard_normal((1000, N))
-    out = spec.ddpm_sample(sched, discrete(sched, prediction), x_T, noise)
+    out = spec.ddpm_sample(sched, discrete(sched, prediction), x_T, list(range(1000, -1, -1)),
+                           noise)
     assert_is_data_distribution(out, 0.02)  # the fixed-small-variance bias, as for ε*
 
 
@@ -81,7 +82,8 @@ def test_ddim_with_optimal_x0_or_v_maps_noise_to_the_data(rng, prediction, spaci
 @pytest.mark.parametrize("prediction", ["x0", "v"])
 def test_pf_ode_with_optimal_x0_or_v_maps_noise_to_the_data(rng, prediction):
     model = GaussianPredictor(VP.alpha_bar, prediction)
-    out = spec.pf_ode_sample_euler(VP, model, PF_STEPS, rng.standard_normal(N))
+    out = spec.pf_ode_sample_euler(VP, model, rng.standard_normal(N),
+                                   spec.pf_ode_uniform_grid(PF_STEPS))
     assert_is_data_distribution(out, 0.02)
 
 
@@ -91,7 +93,8 @@ def test_zero_terminal_snr_v_model_samples_from_pure_noise(rng, sampler):
     model = discrete(ZERO_SNR_400, "v")
     x_T = rng.standard_normal(N)
     if sampler == "ddpm":
-        out = spec.ddpm_sample(ZERO_SNR_400, model, x_T, rng.standard_normal((400, N)))
+        out = spec.ddpm_sample(ZERO_SNR_400, model, x_T, list(range(400, -1, -1)),
+                               rng.standard_normal((400, N)))
     else:
         out = spec.ddim_sample_strided(ZERO_SNR_400, model, x_T,
                                        spec.timestep_grid(400, 200, "trailing"))

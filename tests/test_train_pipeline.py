@@ -194,7 +194,7 @@ def _spec_ddim_images(payload, n, seed, steps, ema=True) -> np.ndarray:
     x_T = torch.randn((n, C, H, W), generator=torch.Generator().manual_seed(seed)).double()
     grid = spec.ddim.ddim_timesteps(sched.T, steps)
     model = _spec_model(payload, ema)
-    out = [spec.ddim.ddim_sample_strided(sched, model, x_T[i].numpy(), grid, 0.0, clip=True)
+    out = [spec.ddim.ddim_sample_strided(sched, model, x_T[i].numpy(), grid, clip=True)
            for i in range(n)]
     from spec.data import from_diffusion_range
 

@@ -94,7 +94,8 @@ class DDIM(Method):
 
     def final(self, o, x_T, noise):
         if o.claim.end == 0:  # the spec's own sampler on the grid (t_0, …, t_{n−1}, 0)
-            return ddim_sample_strided(o.sched, o.model, x_T, list(o.path), self.eta, noise, self.clip)
+            return ddim_sample_strided(o.sched, o.model, x_T, list(o.path), noise, eta=self.eta,
+                                       clip=self.clip)
         return super().final(o, x_T, noise)
 
     def nearby(self, o, i, x, z):
@@ -165,7 +166,8 @@ class DDPM(Method):
         """Over every step: spec.ddpm_sample (its noise[k] is for time k + 1, our step T − 1 − k)."""
         if o.claim.grid == tuple(range(o.T, 0, -1)):
             model = o.clipped(o.sched, o.model) if self.clip else o.model
-            return ddpm_sample(o.sched, model, x_T, noise[::-1].copy(), variance=self.variance)
+            return ddpm_sample(o.sched, model, x_T, [*o.claim.grid, 0], noise[::-1].copy(),
+                               variance=self.variance)
         return super().final(o, x_T, noise)
 
     def nearby(self, o, i, x, z):

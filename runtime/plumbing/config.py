@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from runtime.plumbing.cli import ArgumentParser, ConfigError
+from runtime.samplers import SAMPLERS, readers, sampler_help, steps_help
 
 # The --model choices. Not the network kinds of runtime.model.MODELS: --class-conditional turns
 # film into its kind cond_film.
 MODEL_CHOICES = ("film", "residual", "conv")
 SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
-SAMPLERS = ("ddim", "ddpm", "pf-ode", "euler", "heun", "dpm-solver++")
 PREDICTIONS = ("eps", "x0", "v")
 LR_SCHEDULES = ("constant", "cosine")
 SPACINGS = ("even", "leading", "linspace", "trailing")
@@ -292,23 +292,18 @@ class SampleConfig:
 
     checkpoint: str = _opt(None, "checkpoint file (OUT/checkpoint.pt of a training run)",
                            "input", metavar="CKPT")
-    sampler: str = _opt("ddim", "ddim (strided, Song et al.), ddpm (ancestral, all T steps), "
-                        "pf-ode (Euler on the probability-flow ODE in t), euler or heun (EDM "
-                        "form, Karras et al.; heun costs 2·S − 1 model evaluations) or "
-                        "dpm-solver++ (DPM-Solver++(2M), Lu et al.)",
-                        "sampler", choices=SAMPLERS)
-    steps: int | None = _opt(None, "sampling steps (default: 50, at most T; ddpm always runs all "
-                             "T)", "sampler", type=int, metavar="S")
-    eta: float = _opt(0.0, "DDIM η (ddim only)", "sampler", type=float, metavar="η")
-    spacing: str = _opt("even", "DDIM time grid: even (round(T·(n−i)/n), today's), trailing "
-                        "(starts at T), leading or linspace (Lin et al. 2023, Table 2)",
-                        "sampler", choices=SPACINGS)
-    clip: bool = _opt(True, "clip x̂0 to [-1, 1] in DDIM steps", "sampler")
+    sampler: str = _opt("ddim", sampler_help(), "sampler", choices=tuple(SAMPLERS))
+    steps: int | None = _opt(None, steps_help(), "sampler", type=int, metavar="S")
+    eta: float = _opt(0.0, f"DDIM η (for --sampler {readers('eta')})", "sampler", type=float,
+                      metavar="η")
+    spacing: str = _opt("even", "the table-time grid: even (round(T·(n−i)/n), today's), "
+                        "trailing (starts at T), leading or linspace (Lin et al. 2023, Table 2) "
+                        f"(for --sampler {readers('spacing')})", "sampler", choices=SPACINGS)
+    clip: bool = _opt(True, f"clip x̂0 to [-1, 1] (for --sampler {readers('clip')})", "sampler")
     sigma_max: float | None = _opt(
-        None, "pf-ode, euler, heun and dpm-solver++ start at the last table time t0 with noise "
-        "level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this (default: 80, EDM's σ_max; t0 = T when σ_T is "
-        "smaller)", "sampler",
-        type=float, metavar="σ")
+        None, "start at the last table time t0 with noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this "
+        "(default: 80, EDM's σ_max; t0 = T when σ_T is smaller) (for --sampler "
+        f"{readers('sigma_max')})", "sampler", type=float, metavar="σ")
     class_: int | None = _opt(None, "class-conditional checkpoints: draw every image of this "
                               "class (default: 10 rows, row k of class k)", "guidance",
                               type=int, metavar="K")

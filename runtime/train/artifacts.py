@@ -43,8 +43,8 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
         # Samples: x_T ~ N(0, I), DDIM on the strided grid with clipped x̂0.
         x_T = torch.randn((n, C, H, W), generator=gen, device=device)
         samples = ddim_sample_strided(sched, sample_model, x_T,
-                                      ddim_timesteps(cfg.T, cfg.sample_steps),
-                                      eta=cfg.eta, clip=True, generator=gen)
+                                      ddim_timesteps(cfg.T, cfg.sample_steps), gen,
+                                      eta=cfg.eta, clip=True)
         n = cfg.n_samples
         # Reference images (held out), noised to t_r, then DDIM (η = 0, clipped x̂0) back to 0.
         ref01 = torch.from_numpy(np.array(test_x[:n], dtype=np.float32)).to(device)
