@@ -72,6 +72,32 @@ def snap_to_grid(x01: np.ndarray, bins: int, source: str) -> np.ndarray:
     return (k / (bins - 1)).astype(np.float32)
 
 
+def bound_bits_per_dim(sched: Any, model: Any, x0_all: torch.Tensor, gen: torch.Generator,
+                       batch_size: int, bins: int, convention: str) -> dict[str, Any]:
+    """The variational bound of the images x0_all (N, C, H, W) on the bins grid in [−1, 1], in
+    bits/dim and by term, in `convention`; one noise draw (T, B, C, H, W) from `gen` per batch.
+    Returns bits_per_dim, bits_per_dim_convention and bits_per_dim_terms."""
+    n, T = int(x0_all.shape[0]), sched.T
+    per_image = int(np.prod(x0_all.shape[1:]))
+    term_sums = torch.zeros(T + 1, dtype=torch.float64)
+    bound_batch = max(1, min(batch_size, MAX_NOISE_ELEMENTS // (T * per_image)))
+    with torch.no_grad():
+        for start in range(0, n, bound_batch):
+            x0 = x0_all[start:start + bound_batch]
+            noise = torch.randn((T, *x0.shape), generator=gen, device=x0.device)
+            terms = vlb_terms(sched, model, x0, noise, bins=bins,
+                              convention=convention)  # (B, T + 1) nats
+            term_sums += terms.double().sum(0).cpu()
+    to_bpd = 1.0 / (n * per_image * math.log(2))
+    return {
+        "bits_per_dim": float(term_sums.sum()) * to_bpd,
+        "bits_per_dim_convention": convention,
+        "bits_per_dim_terms": {"L_0": float(term_sums[0]) * to_bpd,
+                               "L_1..L_T-1": float(term_sums[1:T].sum()) * to_bpd,
+                               "L_T": float(term_sums[T]) * to_bpd},
+    }
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     if cfg.json is not None:
@@ -94,11 +120,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     x01 = snap_to_grid(np.asarray(x01), bins, f"{dataset} test split")
     x0_all = to_diffusion_range(torch.from_numpy(x01)).to(device)  # (N, C, H, W) in [-1, 1]
     n, T = int(x0_all.shape[0]), sched.T
-    per_image = int(np.prod(x0_all.shape[1:]))
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     started = time.perf_counter()
-    loss_sum, own_sum, term_sums = 0.0, 0.0, torch.zeros(T + 1, dtype=torch.float64)
+    loss_sum, own_sum = 0.0, 0.0
     prediction = prediction_of(model)
     with torch.no_grad():
         for start in range(0, n, cfg.batch_size):
@@ -111,25 +136,15 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             loss_sum += float(torch.mean(torch.square(eps_hat - eps))) * x0.shape[0]
             target = prediction_target(sched, x0, t, eps, prediction)
             own_sum += float(torch.mean(torch.square(out - target))) * x0.shape[0]
-        bound_batch = max(1, min(cfg.batch_size, MAX_NOISE_ELEMENTS // (T * per_image)))
-        for start in range(0, n, bound_batch):
-            x0 = x0_all[start:start + bound_batch]
-            noise = torch.randn((T, *x0.shape), generator=gen, device=device)
-            terms = vlb_terms(sched, model, x0, noise, bins=bins,
-                              convention=cfg.bound_convention)  # (B, T + 1) nats
-            term_sums += terms.double().sum(0).cpu()
-    to_bpd = 1.0 / (n * per_image * math.log(2))
+    bound = bound_bits_per_dim(sched, model, x0_all, gen, cfg.batch_size, bins,
+                               cfg.bound_convention)
     result = {
         "checkpoint": str(cfg.checkpoint), "step": int(payload["step"]), "weights": weights,
         "dataset": dataset, "split": "test", "n": n, "bins": bins, "T": T, "seed": cfg.seed,
         "prediction": prediction,
         "eps_loss": loss_sum / n,
         "prediction_loss": own_sum / n,
-        "bits_per_dim": float(term_sums.sum()) * to_bpd,
-        "bits_per_dim_convention": cfg.bound_convention,
-        "bits_per_dim_terms": {"L_0": float(term_sums[0]) * to_bpd,
-                               "L_1..L_T-1": float(term_sums[1:T].sum()) * to_bpd,
-                               "L_T": float(term_sums[T]) * to_bpd},
+        **bound,
         "seconds": round(time.perf_counter() - started, 2),
         "quality": None,
     }
