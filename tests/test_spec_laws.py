@@ -439,16 +439,19 @@ def test_standard_normal_cdf_is_symmetric(x):
     tanh_models(),
     bin_counts().flatmap(lambda b: st.tuples(st.just(b), binned_samples((2, 3), b))),
     seeds(),
+    st.sampled_from(sorted(spec.likelihood.VLB_CONVENTIONS)),
 )
 def test_vlb_terms_are_non_negative_and_bits_per_dim_is_their_scaled_sum(
-    sched, model, bins_x0, seed
+    sched, model, bins_x0, seed, convention
 ):
+    if sched.T < 2:  # "reference-code" reads β̃_2
+        convention = "beta-1"
     bins, x0 = bins_x0
     noise = np.random.default_rng(seed).standard_normal((sched.T, *x0.shape))
-    terms = spec.vlb_terms(sched, model, x0, noise, bins)
+    terms = spec.vlb_terms(sched, model, x0, noise, bins, convention)
     assert terms.shape == (sched.T + 1,)
     assert np.all(terms >= -1e-9)  # KLs ≥ 0 and −log p ≥ 0
-    bpd = spec.bits_per_dim(sched, model, x0, noise, bins)
+    bpd = spec.bits_per_dim(sched, model, x0, noise, bins, convention)
     assert math.isclose(bpd, terms.sum() / (x0.size * math.log(2)), rel_tol=1e-12)
 
 

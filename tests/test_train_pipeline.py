@@ -240,13 +240,20 @@ def test_training_samples_come_from_the_ema_weights(tiny_run, tmp_path):  # noqa
     np.testing.assert_array_equal(np.asarray(Image.open(tiny_run / "samples.png")), grids["ema"])
 
 
-def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys):  # noqa: F811
+@pytest.mark.parametrize("convention", [None, "beta-1"])  # None: the default, reference-code
+def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys, convention):  # noqa: F811
     from runtime.evaluate import main as evaluate_main
 
     report = tmp_path / "e.json"
     argv = ["--checkpoint", tiny_run / "checkpoint.pt", "--n", 2, "--seed", 5, "--json", report]
-    assert run_command(evaluate_main, argv, capsys)[0] == 0
+    if convention is not None:
+        argv += ["--bound-convention", convention]
+    code, printed = run_command(evaluate_main, argv, capsys)[:2]
+    assert code == 0
     result = json.loads(report.read_text())
+    convention = convention or "reference-code"
+    assert result["bits_per_dim_convention"] == convention
+    assert f"bits/dim (Ho et al. Eq. 5, {convention})" in printed
     payload = load_checkpoint(tiny_run / "checkpoint.pt")
     sched, model = _spec_sched(payload), _spec_model(payload, ema=True)
     from runtime.data.datasets import load_dataset
@@ -256,10 +263,11 @@ def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys):  # n
     torch.randint(1, sched.T + 1, (2,), generator=gen)
     torch.randn(x0.shape, generator=gen)
     noise = torch.randn((sched.T, *x0.shape), generator=gen).double().numpy()
-    bpd = [spec.likelihood.bits_per_dim(sched, model, x0[i], noise[:, i], 17) for i in range(2)]
+    bpd = [spec.likelihood.bits_per_dim(sched, model, x0[i], noise[:, i], 17, convention)
+           for i in range(2)]
     assert result["bits_per_dim"] == pytest.approx(float(np.mean(bpd)), rel=1e-4)
-    nats = [np.sum(spec.likelihood.vlb_terms(sched, model, x0[i], noise[:, i], 17)) / x0[i].size
-            for i in range(2)]
+    nats = [np.sum(spec.likelihood.vlb_terms(sched, model, x0[i], noise[:, i], 17, convention))
+            / x0[i].size for i in range(2)]
     assert result["bits_per_dim"] == pytest.approx(float(np.mean(nats)) / math.log(2), rel=1e-4)
 
 
@@ -268,3 +276,5 @@ def test_train_log_records_the_quality_figure(tiny_run):  # noqa: F811
     assert quality["n"] == 16 and quality["samples"] == 16
     assert quality["distance"] >= 0 and quality["floor"] > 0
     assert quality["ratio"] == pytest.approx(quality["distance"] / quality["floor"])
+    assert len(quality["ratio_ci"]) == 2 and quality["bootstrap"]["replicates"] == 1000
+    assert set(quality["seconds"]) >= {"sampling", "bootstrap"}  # the cost, stated

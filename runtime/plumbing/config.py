@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from runtime.likelihood import DEFAULT_VLB_CONVENTION, VLB_CONVENTIONS
 from runtime.plumbing.cli import ArgumentParser, ConfigError
 from runtime.samplers import SAMPLERS, readers, sampler_help, steps_help
 
@@ -178,8 +179,9 @@ class TrainConfig:
     )
     quality_samples: int | None = _opt(
         None, "samples drawn at the end for the quality figure in train_log.json (Fréchet "
-        "distance in a small classifier's features, with its real-vs-real floor; default: half "
-        "the test split, at most 256; 0: skip)", "sampling", type=int, metavar="N",
+        "distance in a small classifier's features ÷ its real-vs-real floor, with a bootstrap "
+        "interval; default: as many as two disjoint real sets allow, at most 1000: 898 for the "
+        "digits; 0: skip)", "sampling", type=int, metavar="N",
     )
     # --- run folder and outputs ---
     out: str | None = _opt(
@@ -351,10 +353,16 @@ class EvaluateConfig:
     bins: int | None = _opt(None, "discretisation bins of the data (default: 17 for digits, "
                             "256 otherwise)", "evaluation", type=int)
     seed: int = _opt(0, "seed of t and noise", "evaluation", type=int)
+    bound_convention: str = _opt(
+        DEFAULT_VLB_CONVENTION, "the bound's convention (runtime.likelihood.VLB_CONVENTIONS): "
+        "reference-code = L_0's decoder variance β̃_2 and x̂0 clipped to [-1, 1], as the "
+        "reference code of DDPM and improved DDPM computes their published bits/dim; beta-1 = "
+        "decoder variance β_1, x̂0 unclipped", "evaluation", choices=tuple(VLB_CONVENTIONS))
     samples: int = _opt(0, "also draw N samples (DDIM, 50 steps, η 0, clipped x̂0) and report "
-                        "their Fréchet distance in a small classifier's features, next to the "
-                        "real-vs-real floor (n = min(N, half the test split))", "evaluation",
-                        type=int, metavar="N")
+                        "their Fréchet distance in a small classifier's features ÷ the "
+                        "real-vs-real floor, with a bootstrap interval (n = min(N, half of all "
+                        "real images): 898 for the digits; the figure wants n >= 800)",
+                        "evaluation", type=int, metavar="N")
     ema: bool = _opt(True, "use the EMA weights when the checkpoint has them", "evaluation")
     device: str = _opt("auto", "cpu, cuda or auto", "evaluation", choices=DEVICES)
     json: str | None = _opt(None, "also write the results as JSON here", "output",

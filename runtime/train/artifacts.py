@@ -95,14 +95,15 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
     paths = write_artifacts(cfg, out, sample_model, run.sched, data.test.x, run.device)
     artifacts_s = time.perf_counter() - t_art
     quality = None
-    n_quality = (min(len(data.test.x) // 2, 256) if cfg.quality_samples is None
-                 else cfg.quality_samples)
-    if n_quality >= 2 and data.train is not None and len(data.test.x) >= 4:
-        from runtime.plumbing.quality import draw_and_score
+    if data.train is not None:
+        from runtime.plumbing.quality import DEFAULT_SAMPLES, capacity, draw_and_score
 
-        quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
-                                 make_generator(cfg.seed, STREAM_QUALITY, run.device),
-                                 run.device, data.train, data.test)
+        n_quality = (min(capacity(data.train, data.test), DEFAULT_SAMPLES)
+                     if cfg.quality_samples is None else cfg.quality_samples)
+        if n_quality >= 2 and capacity(data.train, data.test) >= 2:
+            quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
+                                     make_generator(cfg.seed, STREAM_QUALITY, run.device),
+                                     run.device, data.train, data.test)
     steps_done = state.step - start_step
     last = state.history[-1] if state.history else {}
     target = TARGET_SYMBOL[cfg.prediction]
@@ -145,7 +146,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
     if quality is not None:
         from runtime.plumbing.quality import format_quality
 
-        say(run.info, "sample quality (Fréchet distance in classifier features): "
+        say(run.info, "sample quality (Fréchet distance in classifier features, ÷ floor): "
                       f"{format_quality(quality)}")
     say(run.info, f"done: {state.step} steps, final loss {notes['final_loss']}, "
                   f"wall time {notes['wall_time_s']:.1f} s; run folder: {out}")
