@@ -52,6 +52,7 @@ from conformance.external.check import (
 from conformance.external.targets import (
     DDIM,
     DDPM,
+    PREDICTIONS,
     Claim,
     DPMSolverPP,
     EDMEuler,
@@ -59,6 +60,7 @@ from conformance.external.targets import (
     Family,
     Run,
     Tolerance,
+    defined_at_zero_snr,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -674,7 +676,7 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         # under zero terminal SNR an ε-model cannot be sampled from ᾱ_T = 0 (spec.prediction
         # raises), so rescaled configurations draw x_0- and v-prediction only
         prediction_type=draw(st.sampled_from(
-            ["sample", "v_prediction"] if rescale else ["epsilon", "sample", "v_prediction"])),
+            [p for p in PREDICTIONS if not rescale or defined_at_zero_snr(p)])),
         set_alpha_to_one=(draw(st.booleans()) if alpha_one is None else alpha_one) if ddim else True,
         variance_type=draw(st.sampled_from(variance)), tables=tables, shape=shape,
         seed=draw(st.integers(0, 2**16)), rescale=rescale,
