@@ -66,7 +66,7 @@ def test_a_rows_min_snr_weight_is_min_snr_gamma_on_the_x0_loss(name, gamma):
 
 def test_x0_exists_at_zero_terminal_snr_for_x0_and_v_only():
     """At ᾱ = 0, x_t = ε: ε-output says nothing about x_0; x0 and v give x̂_0 = out, −v̂."""
-    assert {n: r.x0_at_zero_snr for n, r in PREDICTION_TABLE.items()} == \
+    assert {n: PREDICTION_TABLE[n].x0_at_zero_snr for n in ("eps", "x0", "v")} == \
         {"eps": False, "x0": True, "v": True}
     assert FLOW_VELOCITY.x0_at_zero_snr  # x̂_0 = x_t − u there
     assert {n: r.x0_at_zero_snr for n, r in runtime.prediction.PREDICTION_TABLE.items()} == \
@@ -123,5 +123,6 @@ def test_an_unknown_prediction_is_a_value_error_naming_it(call):
 
 
 def test_an_unknown_prediction_is_a_config_error():
-    with pytest.raises(ConfigError, match="--prediction must be one of eps, x0, v, got 'score'"):
+    names = ", ".join(PREDICTION_TABLE)
+    with pytest.raises(ConfigError, match=f"--prediction must be one of {names}, got 'score'"):
         TrainConfig(prediction="score")
