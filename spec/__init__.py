@@ -31,7 +31,8 @@ something else, the paper's quantity is renamed here (last column: the code).
                 (Eq. 16), renamed so that σ_t stays DDPM's
     x̂_0         predicted clean sample                            x0_pred, predict_x0
     v           √ᾱ_t·ε − √(1 − ᾱ_t)·x_0 (Salimans & Ho 2022)      v_target
-    prediction  what the network outputs: "eps", "x0" or "v"      Denoiser.prediction
+    prediction  what the network outputs: "eps", "x0" or "v"      Denoiser.prediction,
+                (the names of PREDICTION_TABLE)                   PREDICTION_TABLE
     SNR(t)      ᾱ_t / (1 − ᾱ_t)                                   snr
     λ_t         ½·log SNR(t), DPM-Solver's half log-SNR           half_log_snr
     β(t), ᾱ(t)  continuous VP schedule, t ∈ [0, 1] (SDE paper),   VPLinearSchedule,

@@ -27,7 +27,7 @@ from conformance.external.targets import (
     Run,
     Target,
     Tolerance,
-    config_code,
+    defined_at_zero_snr,
     eps_to_prediction,
 )
 from spec.schedule import VPSchedule
@@ -100,7 +100,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
     # Zero terminal SNR (ᾱ = 0 on the grid): an ε-model says nothing about x_0 there, so an x_0-
     # or v-claim is run with a model OF that kind on both sides (the same network read as x̂_0 or
     # v̂: spec.prediction.PredictionModel) instead of converting ε (the spec would raise).
-    native = claim.prediction != "epsilon" and any(ab[t] == 0 for t in claim.grid)
+    native = defined_at_zero_snr(claim.prediction) and any(ab[t] == 0 for t in claim.grid)
     oracle = SpecOracle(claim, model, native=native)
     bound, loop_bound = tol.bound(ab, claim), tol.bound(ab, claim, loop=True)
     calls: list[int] = []

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from conformance.external.diffusers_config import FLOAT32, DiffusersConfig, build_scheduler
-from conformance.external.targets import FLOAT64, Family
+from conformance.external.targets import FLOAT64, PREDICTIONS, Family, defined_at_zero_snr
 
 
 def direction_radicand_negative(cfg: DiffusersConfig) -> bool:
@@ -103,7 +103,7 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         # under zero terminal SNR an ε-model cannot be sampled from ᾱ_T = 0 (spec.prediction
         # raises), so rescaled configurations draw x_0- and v-prediction only
         prediction_type=draw(st.sampled_from(
-            ["sample", "v_prediction"] if rescale else ["epsilon", "sample", "v_prediction"])),
+            [p for p in PREDICTIONS if not rescale or defined_at_zero_snr(p)])),
         set_alpha_to_one=(draw(st.booleans()) if alpha_one is None else alpha_one) if ddim else True,
         variance_type=draw(st.sampled_from(variance)), tables=tables, shape=shape,
         seed=draw(st.integers(0, 2**16)), rescale=rescale,

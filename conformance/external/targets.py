@@ -85,7 +85,7 @@ class Claim:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         ab = np.cumprod(1.0 - np.asarray(self.betas, dtype=np.float64))  # ᾱ_1..ᾱ_T
-        if self.prediction == "epsilon" and ab[g[0] - 1] == 0:
+        if not defined_at_zero_snr(self.prediction) and ab[g[0] - 1] == 0:
             raise ValueError(
                 f"an ε-prediction claim cannot start at t = {g[0]}, where ᾱ = 0 (zero terminal "
                 "SNR): ε says nothing about x_0 there (spec.prediction.x0_from_output raises); "
@@ -221,6 +221,13 @@ def config_code(target: Any, config: Any) -> str:
 
 SPEC_PREDICTION: dict[str, str] = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 """A target's name of a prediction kind (diffusers' prediction_type) → spec.prediction's name."""
+
+
+def defined_at_zero_snr(prediction: str) -> bool:
+    """Whether x̂_0 of a `prediction` output exists at ᾱ = 0 (spec.prediction.PREDICTION_TABLE)."""
+    from spec.prediction import PREDICTION_TABLE
+
+    return PREDICTION_TABLE[SPEC_PREDICTION[prediction]].x0_at_zero_snr
 
 
 def eps_to_prediction(

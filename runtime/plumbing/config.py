@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from runtime.likelihood import DEFAULT_VLB_CONVENTION, VLB_CONVENTIONS
 from runtime.plumbing.cli import ArgumentParser, ConfigError
+from runtime.prediction import PREDICTION_TABLE, PREDICTIONS
 from runtime.samplers import SAMPLERS, readers, sampler_help, steps_help
 
 # The --model choices. Not the network kinds of runtime.model.MODELS: --class-conditional turns
@@ -33,9 +34,19 @@ from runtime.samplers import SAMPLERS, readers, sampler_help, steps_help
 MODEL_CHOICES = ("film", "residual", "conv")
 SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
-PREDICTIONS = ("eps", "x0", "v")
 LR_SCHEDULES = ("constant", "cosine")
 SPACINGS = ("even", "leading", "linspace", "trailing")
+
+
+def _one_of(names: list[str]) -> str:
+    """'a, b or c'."""
+    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+
+
+# What --prediction says of each prediction, and the predictions whose x̂0 exists at ᾱ_T = 0.
+PREDICTION_HELP = _one_of([f"{name} ({row.help})" for name, row in PREDICTION_TABLE.items()])
+ZERO_SNR_PREDICTIONS = _one_of([name for name, row in PREDICTION_TABLE.items()
+                                if row.x0_at_zero_snr])
 
 # FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
 FILM_GROUPS = 8
@@ -118,12 +129,11 @@ class TrainConfig:
     beta_end: float = _opt(0.02, "last β of the linear schedule", "diffusion", type=float,
                            metavar="β")
     prediction: str = _opt(
-        "v", "what the network predicts: eps (the noise, DDPM), x0 (the clean image) or v "
-        "(√ᾱ·ε − √(1−ᾱ)·x0, Salimans & Ho 2022)", "diffusion", choices=PREDICTIONS,
+        "v", f"what the network predicts: {PREDICTION_HELP}", "diffusion", choices=PREDICTIONS,
     )
     zero_terminal_snr: bool = _opt(
         False, "rescale the betas so that ᾱ_T = 0 (Lin et al. 2023, Algorithm 1); needs "
-        "--prediction v or x0", "diffusion",
+        f"--prediction {ZERO_SNR_PREDICTIONS}", "diffusion",
     )
     min_snr_gamma: float | None = _opt(
         5.0, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023, who use 5); 0: "
@@ -243,9 +253,13 @@ class TrainConfig:
             _require(1 <= self.reconstruct_step <= self.T,
                      f"--reconstruct-step must lie in 1..T = 1..{self.T}, got "
                      f"{self.reconstruct_step}")
-        _require(not (self.zero_terminal_snr and self.prediction == "eps"),
-                 "--zero-terminal-snr needs --prediction v or x0: at ᾱ_T = 0 an ε-prediction "
-                 "cannot give x̂0, so sampling from t = T would fail (Lin et al. 2023 §3.2)")
+        _require(self.prediction in PREDICTIONS, f"--prediction must be one of "
+                 f"{', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        _require(not (self.zero_terminal_snr
+                      and not PREDICTION_TABLE[self.prediction].x0_at_zero_snr),
+                 f"--zero-terminal-snr needs --prediction {ZERO_SNR_PREDICTIONS}: at ᾱ_T = 0 an "
+                 f"{self.prediction}-prediction cannot give x̂0, so sampling from t = T would "
+                 "fail (Lin et al. 2023 §3.2)")
         _require(not (self.zero_terminal_snr and self.T < 2),
                  f"--zero-terminal-snr needs --T >= 2, got {self.T}")
         if self.min_snr_gamma is not None:

@@ -20,6 +20,7 @@ from runtime.guidance import GuidedModel
 from runtime.model import model_from_description
 from runtime.plumbing.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
 from runtime.plumbing.config import TrainConfig
+from runtime.prediction import PREDICTION_TABLE
 from runtime.schedule import Schedule
 
 from .rng import STREAM_QUALITY, STREAM_SAMPLE, make_generator
@@ -72,10 +73,6 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
     return paths
 
 
-# What the loss curve measures, by --prediction: the MSE of the network's own target.
-TARGET_SYMBOL = {"eps": "ε", "x0": "x₀", "v": "v"}
-
-
 def sampling_model(run: Run) -> torch.nn.Module:
     """A fresh copy of the network with the EMA weights (the raw ones when EMA is off), in eval
     mode on the run's device."""
@@ -106,7 +103,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
                                      run.device, data.train, data.test)
     steps_done = state.step - start_step
     last = state.history[-1] if state.history else {}
-    target = TARGET_SYMBOL[cfg.prediction]
+    target = PREDICTION_TABLE[cfg.prediction].symbol  # the loss curve is the MSE of this target
     notes = {
         "dataset": cfg.dataset, "data_dir": cfg.data_dir, "n_train": len(data.x),
         "image_shape": data.image_shape, "device": str(run.device),
