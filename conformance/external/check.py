@@ -27,6 +27,7 @@ from conformance.external.targets import (
     Run,
     Target,
     Tolerance,
+    config_code,
     defined_at_zero_snr,
     eps_to_prediction,
 )
