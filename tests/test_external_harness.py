@@ -22,6 +22,8 @@ from conformance.external import (
     Claim,
     DPMSolverPP,
     EDMHeun,
+    OutsideSpec,
+    SpecConfig,
     StepTarget,
     Tolerance,
     check,
@@ -405,9 +407,14 @@ def test_tolerance_bound_adds_the_spec_eps_term():
     assert low.bound(ab, claim, loop=True) == pytest.approx(3 * one + 8e-12 / (1 - ab[1]))
 
 
-def test_run_case_reports_a_claim_outside_the_spec():
+@pytest.mark.parametrize("error, kind, text", [
+    (ValueError("grid has τ = −1"), "deviates", "the target's claim departs from the spec's domain"),
+    (OutsideSpec("UniPC's corrector has no spec function"), "outside",
+     "the target's claim is outside the spec: UniPC's corrector has no spec function"),
+])
+def test_run_case_tells_a_claim_outside_the_spec_from_a_departing_one(error, kind, text):
     def bad_prepare(cfg):
-        raise ValueError("grid has τ = −1")
+        raise error
 
     class Bad:
         name = "bad"
@@ -417,8 +424,8 @@ def test_run_case_reports_a_claim_outside_the_spec():
 
         prepare = staticmethod(bad_prepare)
 
-    r = run_case(Bad(), type("C", (), {"shape": (1,), "seed": 0})(), FLOAT64)
-    assert not r.agrees and "the target's claim is outside the spec" in r.detail
+    r = run_case(Bad(), SpecConfig((0.1,), (1,), 0.0, False, (1,), 0), FLOAT64)
+    assert not r.agrees and r.kind == kind and text in r.detail
 
 
 # ---------------------------------------------------------------------------------------------
