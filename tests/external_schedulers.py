@@ -117,3 +117,35 @@ class ThirdOrderDPM(PaperDPM):
     """Configured with solver_order 3: a method the spec does not have."""
 
     solver_order = 3
+
+
+def targets():
+    """A factory of targets, for `python -m conformance.external external_schedulers:targets`:
+    a correct DDIM and a scheduler configured outside the spec."""
+    from conformance.external import SchedulerTarget
+
+    return [SchedulerTarget(PaperDDIM, "ddim", name="paper_ddim"),
+            SchedulerTarget(ThirdOrderDPM, "dpmsolver++2m", name="third_order_dpm")]
+
+
+def plugin_targets():
+    """For the pytest plugin's test: a DDIM that steps by T // n and a correct one."""
+    from conformance.external import SchedulerTarget
+
+    return [SchedulerTarget(StrideDDIM, "ddim"), SchedulerTarget(PaperDDIM, "ddim")]
+
+
+class DictConfigs:
+    """A target whose families draw dicts: the harness stops with one line saying what it needs."""
+
+    name = "dict_configs"
+
+    def families(self, profile):
+        from hypothesis import strategies as st
+
+        from conformance.external import FLOAT64, Family
+
+        return [Family("dicts", st.fixed_dictionaries({"seed": st.just(0)}), FLOAT64)]
+
+    def prepare(self, config):
+        raise AssertionError("never reached")

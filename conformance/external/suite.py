@@ -90,7 +90,7 @@ def load_suite(spec: str | None = None, *, scheduler: str | None = None,
         obj = load_object(spec)
     except ValueError as exc:
         raise SuiteError(f"TARGET: {exc}; expected diffusers or package.module:attribute") from None
-    if not _is_target(obj) and callable(obj) and not isinstance(obj, (list, tuple)):
+    if isinstance(obj, type) or (not _is_target(obj) and callable(obj)):
         try:
             obj = obj()  # a factory
         except TypeError as exc:
