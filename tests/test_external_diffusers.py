@@ -1,13 +1,15 @@
-"""diffusers' DDIMScheduler and DDPMScheduler against the spec, on the pinned diffusers version.
+"""diffusers' schedulers against the spec, on the pinned diffusers version.
 
 `test_findings_match_the_expectations_file` is the make-test check of issue "conformance for
-implementations we did not write": every configuration family runs (small profile) and the set
-of deviating families must equal conformance/external/expected_deviations.toml, in both
+implementations we did not write": every configuration family runs (small profile, once per
+session: the module-scoped `small_report`, which the report and JSON tests read too) and the
+findings, with their verdicts, must equal conformance/external/expected_deviations.toml in both
 directions, so a diffusers upgrade shows up as a diff of that file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,15 +20,9 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is the `external` extra; make install installs it")
 
-from conformance.external.__main__ import (  # noqa: E402
-    EXPECTED,
-    compare_expected,
-    load_expected,
-    main,
-)
-from conformance.external.check import check_family, run_case  # noqa: E402
+from conformance.external.__main__ import main  # noqa: E402
+from conformance.external.check import run_case  # noqa: E402
 from conformance.external.diffusers_config import (  # noqa: E402
-    FLOAT32,
     PINNED,
     DiffusersConfig,
     build_scheduler,
@@ -46,10 +42,7 @@ from conformance.external.diffusers_rows import (  # noqa: E402  # noqa: E402
     KarrasConfig,
     _grid_case,
     _karras_case,
-    grid_results,
-    karras_results,
     linspace_tie,
-    schedule_results,
     trailing_misround,
 )
 from conformance.external.diffusers_targets import (  # noqa: E402
@@ -57,9 +50,16 @@ from conformance.external.diffusers_targets import (  # noqa: E402
     DPMSolverTarget,
     EulerTarget,
     HeunTarget,
-    all_targets,
 )
-from conformance.external.targets import FLOAT64  # noqa: E402
+from conformance.external.expectations import (  # noqa: E402
+    Expectations,
+    Expected,
+    compare,
+    load_expectations,
+)
+from conformance.external.suite import DIFFUSERS_EXPECTED as EXPECTED  # noqa: E402
+from conformance.external.suite import load_suite, run_suite  # noqa: E402
+from conformance.external.targets import FLOAT32, FLOAT64  # noqa: E402
 from runtime.plumbing.cli import UserError  # noqa: E402
 from spec.schedule import VPSchedule, linear_betas  # noqa: E402
 
@@ -73,8 +73,15 @@ def cfg(**kw) -> DiffusersConfig:
     return DiffusersConfig(**base)
 
 
+@pytest.fixture(scope="module")
+def small_report():
+    """Every family of the diffusers suite, small profile, 3 derandomized configurations each
+    (the draws that find every recorded finding), shrunk within 20 evaluations: run once."""
+    return run_suite(load_suite("diffusers"), "small", 3, shrink_budget=20, derandomize=True)
+
+
 def test_pinned_version_is_installed_and_recorded():
-    version, _, _ = load_expected(EXPECTED)
+    version = load_expectations(EXPECTED).versions["diffusers"]
     assert installed_version() == PINNED == version
     assert f"diffusers=={PINNED}" in (ROOT / "constraints.txt").read_text().splitlines()
 
@@ -145,46 +152,63 @@ def test_ddpm_fixed_large_noise_on_the_last_step_is_diagnosed():
     assert "where Algorithm 2 sets z = 0 at t = 1" in r.detail
 
 
-def test_findings_match_the_expectations_file():
-    """Every family (small profile, derandomized): deviations == the recorded ones, both ways."""
-    _, recorded, reasons = load_expected(EXPECTED)
-    results = []
-    for target in all_targets():
-        results += [check_family(target, fam, 3, shrink_budget=20, derandomize=True)
-                    for fam in target.families("small")]
-    results += schedule_results("small", 3)
-    results += grid_results("small", 3, derandomize=True)
-    results += karras_results("small", 3, derandomize=True)
-    found = {(r.target, r.family) for r in results if not r.agrees}
-    assert not compare_expected(found, recorded), "\n".join(compare_expected(found, recorded))
-    families = {(r.target, r.family) for r in results}
-    assert recorded <= families  # every recorded entry names a family that exists
-    for r in results:
+def test_findings_match_the_expectations_file(small_report):
+    """Every family (small profile, derandomized): findings == the recorded ones, verdicts too."""
+    expected = load_expectations(EXPECTED)
+    diff = compare(small_report.findings(), expected)
+    assert not diff, "\n".join(diff)
+    families = {(r.target, r.family) for r in small_report.results}
+    assert set(expected.entries) <= families  # every recorded entry names a family that exists
+    for r in small_report.results:
         if not r.agrees:
-            assert reasons[(r.target, r.family)]
+            assert expected.reason(r.target, r.family)
             assert r.repro is not None and "configuration:" in r.repro.detail
 
 
-def test_compare_expected_reports_both_directions():
-    lines = compare_expected({("A", "x"), ("A", "new")}, {("A", "x"), ("B", "gone")})
-    assert lines == ["new deviation (not in the expectations file): A × new",
-                     "recorded deviation no longer occurs: B × gone"]
+def test_the_four_verdicts_are_told_apart(small_report):
+    """A target that raises or returns NaN, an option with no spec function and a departure
+    each get their own verdict, table cell, report section and JSON value."""
+    kinds = {(r.target, r.family): r.kind for r in small_report.results}
+    assert kinds[("DDPMScheduler", "fixed_large_log, n ≥ 2")] == "failed"  # NaN
+    assert kinds[("EulerDiscreteScheduler",
+                  "linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)")] == "outside"
+    assert kinds[("DDIMScheduler", "linspace, 1 < n < T")] == "deviates"
+    text = small_report.text()
+    assert "outside the spec" in text and "target failed" in text
+    for heading in ("Deviations (minimal reproductions)", "Target failures",
+                    "Outside the spec (no spec function; the reason)"):
+        assert heading in text
+    data = json.loads(small_report.to_json())
+    assert {r["verdict"] for r in data["results"]} == {"agrees", "deviates", "outside", "failed"}
+    assert data["counts"]["outside"] == sum(k == "outside" for k in kinds.values())
 
 
-def test_command_table_report_and_expect(tmp_path, capsys):
-    report = tmp_path / "r.md"
-    args = ["diffusers", "--profile", "small", "--examples", "2", "--family", "linspace",
-            "--shrink-budget", "5"]
-    assert main([*args, "--report", str(report)]) == 1  # DDIM linspace 1 < n < T deviates
+def test_compare_reports_both_directions_and_changed_verdicts():
+    expected = Expectations({("A", "x"): Expected("deviates", "r"), ("B", "gone"): Expected("failed", "r"),
+                             ("C", "y"): Expected("deviates", "r")})
+    lines = compare({("A", "x"): "deviates", ("A", "new"): "outside", ("C", "y"): "failed"}, expected)
+    assert lines == ["new finding (not in the expectations file): A × new: outside",
+                     "changed verdict: C × y: failed, recorded deviates",
+                     "recorded finding no longer occurs: B × gone (failed)"]
+    assert compare({("A", "x"): "deviates"}, expected, only={("A", "x")}) == []
+
+
+def test_command_expects_the_shipped_file_by_default(tmp_path, capsys):
+    """diffusers: exit 0 with the shipped expectations (no flag needed in CI), 1 with
+    --no-expect; --report and --json carry the verdicts."""
+    report, out_json = tmp_path / "r.md", tmp_path / "r.json"
+    args = ["diffusers", "--profile", "small", "--examples", "2", "--family",
+            "linspace, 1 < n < T", "--shrink-budget", "5", "--derandomize"]
+    assert main([*args, "--report", str(report), "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "DDIMScheduler" in out and "linspace, 1 < n < T" in out and "deviates" in out
+    assert "linspace, 1 < n < T" in out and "deviates" in out and "findings match" in out
     md = report.read_text(encoding="utf-8")
     assert md.startswith("# diffusers ") and "| target | configuration family |" in md
     assert "### DDIMScheduler × linspace, 1 < n < T" in md
-    assert main([*args, "--expect"]) == 0
-    assert "findings match" in capsys.readouterr().out
-    assert main(["diffusers", "--profile", "small", "--examples", "2", "--family",
-                 "linspace, n ∈"]) == 0
+    data = json.loads(out_json.read_text(encoding="utf-8"))
+    assert [r["verdict"] for r in data["results"]] == ["deviates"]
+    assert data["expectations"]["differences"] == []
+    assert main([*args, "--no-expect"]) == 1
 
 
 def test_command_reruns_one_case(capsys):
@@ -243,7 +267,7 @@ def test_zero_terminal_snr_x0_and_v_agree_from_alpha_bar_zero(scheduler, predict
 def test_zero_terminal_snr_eps_claim_is_outside_the_spec():
     c = cfg(T=20, n=5, spacing="trailing", prediction_type="epsilon", rescale=True)
     r = run_case(TARGETS["DDIMScheduler"](), c, FLOAT64)
-    assert not r.agrees
+    assert not r.agrees and r.kind == "outside"
     assert "outside the spec" in r.detail and "ε-prediction" in r.detail
 
 
@@ -472,17 +496,14 @@ def test_karras_sigmas_agree_with_spec_edm_sigmas_and_another_rho_is_caught(sche
 
 def test_recorded_reproductions_still_deviate(capsys):
     """Every `case` in the expectations file reruns (--case) as a deviation of its own target."""
-    import tomllib
-
-    with open(EXPECTED, "rb") as f:
-        entries = [e for e in tomllib.load(f)["deviation"] if "case" in e]
+    entries = [(key, e) for key, e in load_expectations(EXPECTED).entries.items() if e.case]
     assert len(entries) >= 5  # Heun, DPM and DDIM's η = 1 under zero terminal SNR record theirs
-    for e in entries:
-        assert DiffusersConfig.from_json(e["case"]).scheduler == e["target"]
-        assert main(["diffusers", "--case", e["case"]]) == 1, e["family"]
+    for (target, family), e in entries:
+        assert DiffusersConfig.from_json(e.case).scheduler == target
+        assert main(["diffusers", "--case", e.case]) == 1, family
         out = capsys.readouterr().out
         assert out.startswith("configuration: "), out
-        assert "outside the spec" in out or "first step that parts" in out, out
+        assert out.rstrip().endswith(f"verdict: {e.verdict}"), out
 
 
 def test_ddim_eta_one_at_zero_terminal_snr_really_gives_nan():

@@ -1,6 +1,9 @@
-"""Conformance for implementations we did not write: diffusers' schedulers, your own sampler.
+"""Conformance for implementations we did not write: diffusers' schedulers, your own sampler
+(docs/external.md is the guide; this module's names are the public API for adapters).
 
-    python -m conformance.external diffusers            # the table; exit 0 agree, 1 deviation
+    python -m conformance.external diffusers            # the table; exit 0 as recorded, 1 not
+    python -m conformance.external mylib.conformance:targets --expect findings.toml
+    python -m conformance.external --scheduler mylib.sched:MyScheduler --claims ddim
     python -m conformance.external diffusers --report r.md
 
 The spec is the oracle: a target states its claim in the spec's conventions (`targets.Claim`,
@@ -16,12 +19,22 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
 
 from conformance.external.check import (  # noqa: E402
+    EXAMPLES,
     CaseResult,
     FamilyResult,
     Report,
     check,
     check_family,
+    config_from_json,
+    config_json,
     run_case,
+)
+from conformance.external.expectations import (  # noqa: E402
+    Expectations,
+    ExpectationsError,
+    compare,
+    load_expectations,
+    record,
 )
 from conformance.external.methods import (  # noqa: E402
     DDIM,
@@ -31,39 +44,45 @@ from conformance.external.methods import (  # noqa: E402
     EDMHeun,
     Method,
 )
+from conformance.external.scheduler_target import (  # noqa: E402
+    CLAIMS,
+    SchedulerConfig,
+    SchedulerTarget,
+    inject_noise,
+    integer_timesteps,
+    scheduler_configs,
+)
 from conformance.external.step_target import KINDS, SpecConfig, StepTarget, spec_families  # noqa: E402
+from conformance.external.suite import Suite, SuiteError, load_suite, rerun, run_suite  # noqa: E402
 from conformance.external.targets import (  # noqa: E402
+    FLOAT32,
     FLOAT64,
+    VERDICTS,
     Claim,
     Family,
+    InvalidConfig,
+    OutsideSpec,
     Run,
     Target,
     Tolerance,
     eps_to_prediction,
+    validate_config,
 )
 
 __all__ = [
-    "FLOAT64",
-    "CaseResult",
-    "FamilyResult",
-    "Report",
-    "check",
-    "check_family",
-    "run_case",
-    "spec_families",
-    "DDIM",
-    "DDPM",
-    "Claim",
-    "DPMSolverPP",
-    "EDMEuler",
-    "EDMHeun",
-    "KINDS",
-    "Method",
-    "Family",
-    "Run",
-    "SpecConfig",
-    "StepTarget",
-    "Target",
-    "Tolerance",
+    # the protocol and the spec methods a claim names
+    "Claim", "Run", "Family", "Target", "Method", "DDIM", "DDPM", "DPMSolverPP", "EDMEuler",
+    "EDMHeun", "OutsideSpec", "VERDICTS",
+    # tolerance models
+    "Tolerance", "FLOAT64", "FLOAT32",
+    # targets without a Target class: a step function, a scheduler class
+    "StepTarget", "KINDS", "SpecConfig", "spec_families", "SchedulerTarget", "CLAIMS",
+    "SchedulerConfig", "scheduler_configs", "inject_noise", "integer_timesteps",
     "eps_to_prediction",
+    # running checks
+    "check", "check_family", "run_case", "rerun", "EXAMPLES", "CaseResult", "FamilyResult",
+    "Report", "Suite", "SuiteError", "load_suite", "run_suite", "validate_config",
+    "InvalidConfig", "config_json", "config_from_json",
+    # expectations
+    "Expectations", "ExpectationsError", "load_expectations", "compare", "record",
 ]

@@ -43,23 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from conformance.external.targets import Tolerance
+from conformance.external.targets import OutsideSpec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PINNED = "0.42.1"
-
-FLOAT32 = Tolerance(
-    2e-5,
-    "as shipped: diffusers' ᾱ tables, its step coefficients and the sample are float32 "
-    "(u = 2^-24 ≈ 6e-8 per rounding). One step: 2e-5 × max(1, 1/√ᾱ_t) (about 300 roundings, "
-    "magnified by x̂_0 = (x − √(1−ᾱ)ε)/√ᾱ, DDIM Eq. 9) + 64u × max 1/(1 − ᾱ_t) (1 − ᾱ_t and "
-    "DDPM's β'_t = 1 − ᾱ_t/ᾱ_prev are formed by cancellation, and the coefficient of x̂_0 in "
-    "DDPM Eq. 7 divides by 1 − ᾱ_t), over the grid; the whole loop: n times one step's bound",
-    magnified=True,
-    cancel=64 * 2.0**-24,
-)
-
 
 def spec_time(tau: int) -> int:
     """THE time map: diffusers' timestep τ (alphas_cumprod[τ]) is the spec's t = τ + 1."""
@@ -219,7 +207,7 @@ def table_betas(s: Any) -> np.ndarray:
 def integer_taus(cfg: DiffusersConfig, raw: list[float]) -> list[int]:
     """The timesteps as integers τ ∈ {0..T−1}, or ValueError (the claim is outside the spec)."""
     if any(v != int(v) for v in raw):
-        raise ValueError(
+        raise OutsideSpec(
             f"set_timesteps({cfg.n}) made non-integer timesteps {raw[:6]}…: the model is called "
             "at fractional τ and σ is interpolated between alphas_cumprod entries, which no "
             "discrete grid t ∈ {1..T} claims"

@@ -8,8 +8,8 @@ import functools
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.external.diffusers_config import FLOAT32, DiffusersConfig, build_scheduler
-from conformance.external.targets import FLOAT64, PREDICTIONS, Family, defined_at_zero_snr
+from conformance.external.diffusers_config import DiffusersConfig, build_scheduler
+from conformance.external.targets import FLOAT32, FLOAT64, PREDICTIONS, Family, defined_at_zero_snr
 
 
 def direction_radicand_negative(cfg: DiffusersConfig) -> bool:

@@ -7,6 +7,7 @@ against spec.edm.edm_sigmas. Which schedulers each row reads comes from `TARGETS
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,20 @@ from conformance.external.diffusers_config import scheduler_class, spec_time
 from conformance.external.diffusers_families import trailing_extra
 from conformance.external.diffusers_targets import TARGETS
 from conformance.external.targets import Family, Tolerance
+
+
+@dataclass(frozen=True)
+class RowTarget:
+    """A row of the report that checks one piece of a scheduler (a target with its own
+    `evaluate(target, config, tol)` instead of `prepare`)."""
+
+    name: str
+    make_families: Callable[[str], list[Family]]
+    evaluate: Callable[[Any, Any, Tolerance], CaseResult]
+
+    def families(self, profile: str) -> list[Family]:
+        return self.make_families(profile)
+
 
 # ---------------------------------------------------------------------------------------------
 # The schedule: alphas_cumprod against the spec's betas
@@ -126,22 +141,28 @@ def _schedule_configs(draw, schedule: str, profile: str) -> ScheduleConfig:
     return ScheduleConfig(T, schedule, b0, b1)
 
 
-def schedule_results(profile: str, examples: int) -> list[FamilyResult]:
-    """diffusers' `alphas_cumprod` against the spec's schedules (both schedulers share the code)."""
+def _schedule_case_or_rescale(target: Any, cfg: ScheduleConfig, tol: Tolerance) -> CaseResult:
+    return (_rescale_case if tol is RESCALE_TOL else _schedule_case)(target, cfg, tol)
 
-    class _T:
-        name = "alphas_cumprod (both)"
 
-    out = []
-    for schedule in ("linear", "squaredcos_cap_v2"):
-        fam = Family(f"beta_schedule={schedule} vs spec", _schedule_configs(schedule, profile),
-                     SCHEDULE_TOL)
-        out.append(check_family(_T(), fam, examples, evaluate_case=_schedule_case))
-    for schedule in ("linear", "squaredcos_cap_v2"):
-        fam = Family(f"beta_schedule={schedule}, rescale_betas_zero_snr vs spec",
-                     _schedule_configs(schedule, profile), RESCALE_TOL)
-        out.append(check_family(_T(), fam, examples, evaluate_case=_rescale_case))
-    return out
+def _schedule_families(profile: str) -> list[Family]:
+    return [
+        *(Family(f"beta_schedule={schedule} vs spec", _schedule_configs(schedule, profile),
+                 SCHEDULE_TOL) for schedule in ("linear", "squaredcos_cap_v2")),
+        *(Family(f"beta_schedule={schedule}, rescale_betas_zero_snr vs spec",
+                 _schedule_configs(schedule, profile), RESCALE_TOL)
+          for schedule in ("linear", "squaredcos_cap_v2")),
+    ]
+
+
+SCHEDULE_ROWS = RowTarget("alphas_cumprod (both)", _schedule_families, _schedule_case_or_rescale)
+"""diffusers' `alphas_cumprod` against the spec's schedules (both schedulers share the code)."""
+
+
+def schedule_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
+    """The schedule rows, checked."""
+    return [check_family(SCHEDULE_ROWS, fam, examples, derandomize=derandomize)
+            for fam in SCHEDULE_ROWS.families(profile)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,25 +269,26 @@ GRID_FAMILIES: tuple[tuple[str, str, str, int], ...] = (
 )
 
 
+def grid_rows(scheduler: str) -> RowTarget:
+    """The grid rows of one scheduler of TARGETS: one family per spacing it claims Lin et al.'s
+    grid for and rounding case (GRID_FAMILIES)."""
+    spacings = TARGETS[scheduler].grid_spacings
+
+    def families(profile: str) -> list[Family]:
+        return [Family(name, _grid_configs(scheduler, profile, spacing, kind, offset), GRID_TOL,
+                       "T and n drawn; the family fixes the spacing and which rounding case")
+                for name, spacing, kind, offset in GRID_FAMILIES if spacing in spacings]
+
+    return RowTarget(f"{scheduler}.timesteps", families, _grid_case)
+
+
 def grid_results(profile: str, examples: int, derandomize: bool | None = None) -> list[FamilyResult]:
     """scheduler.timesteps (t = τ + 1) against spec.timestep_grid, per spacing: DDIM and DDPM,
     and the leading / trailing grids of Euler and Heun (Heun's interleaved list read as its
     grid, timesteps[0::2]; their linspace is unrounded, fractional τ: the step rows report it)."""
-    out = []
-    for target in TARGETS.values():
-        scheduler = target.name
-
-        class _T:
-            name = f"{scheduler}.timesteps"
-
-        for name, spacing, kind, offset in GRID_FAMILIES:
-            if spacing not in target.grid_spacings:
-                continue
-            fam = Family(name, _grid_configs(scheduler, profile, spacing, kind, offset), GRID_TOL,
-                         "T and n drawn; the family fixes the spacing and which rounding case")
-            out.append(check_family(_T(), fam, examples, evaluate_case=_grid_case,
-                                    derandomize=derandomize))
-    return out
+    rows = [grid_rows(name) for name, target in TARGETS.items() if target.grid_spacings]
+    return [check_family(row, fam, examples, derandomize=derandomize)
+            for row in rows for fam in row.families(profile)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,15 +396,24 @@ def karras_results(profile: str, examples: int, derandomize: bool | None = None)
 
     Only the σ's: their steps call the model at timesteps of their own σ → τ interpolation
     (fractional for Euler and Heun, rounded for DPM), which no discrete claim has (SCOPE)."""
-    out = []
-    for scheduler in (name for name, target in TARGETS.items() if target.karras):
-        class _T:
-            name = f"{scheduler}.sigmas"
+    rows = [karras_rows(name) for name, target in TARGETS.items() if target.karras]
+    return [check_family(row, fam, examples, derandomize=derandomize)
+            for row in rows for fam in row.families(profile)]
 
-        fam = Family("use_karras_sigmas vs spec.edm.edm_sigmas (ρ = 7)",
-                     _karras_configs(scheduler, profile), KARRAS_TOL,
-                     "T, n, spacing (leading, linspace), beta_schedule and β range drawn")
-        out.append(check_family(_T(), fam, examples, evaluate_case=_karras_case,
-                                derandomize=derandomize))
-    return out
+
+def karras_rows(scheduler: str) -> RowTarget:
+    """The Karras σ row of one scheduler of TARGETS."""
+
+    def families(profile: str) -> list[Family]:
+        return [Family("use_karras_sigmas vs spec.edm.edm_sigmas (ρ = 7)",
+                       _karras_configs(scheduler, profile), KARRAS_TOL,
+                       "T, n, spacing (leading, linspace), beta_schedule and β range drawn")]
+
+    return RowTarget(f"{scheduler}.sigmas", families, _karras_case)
+
+
+def row_targets() -> list[RowTarget]:
+    """Every row of the diffusers report, in its order: schedules, grids, Karras σ's."""
+    return [SCHEDULE_ROWS, *(grid_rows(name) for name, t in TARGETS.items() if t.grid_spacings),
+            *(karras_rows(name) for name, t in TARGETS.items() if t.karras)]
 

@@ -31,7 +31,15 @@ from conformance.external.diffusers_families import (
     sigma_families,
 )
 from conformance.external.methods import DDIM, DDPM, DPMSolverPP, EDMEuler, EDMHeun, Method
-from conformance.external.targets import Claim, Family, Run
+from conformance.external.targets import (
+    FLOAT32,
+    FLOAT64,
+    Claim,
+    Family,
+    OutsideSpec,
+    Run,
+    Tolerance,
+)
 
 
 class SchedulerTarget:
@@ -59,9 +67,16 @@ class SchedulerTarget:
         """The largest num_inference_steps the Karras σ rows draw."""
         return T
 
+    config_type = DiffusersConfig
+
     def code(self, cfg: DiffusersConfig) -> str:
         """The scheduler's own code for `cfg` (DiffusersConfig.code)."""
         return cfg.code()
+
+    @staticmethod
+    def tolerance(cfg: DiffusersConfig) -> Tolerance:
+        """The tolerance of `cfg`'s precision (for --case)."""
+        return FLOAT64 if cfg.tables == "float64" else FLOAT32
 
     def families(self, profile: str) -> list[Family]:
         raise NotImplementedError
@@ -222,9 +237,12 @@ class SigmaTarget(SchedulerTarget):
         s.set_timesteps(cfg.n)
         taus = integer_taus(cfg, self.grid([float(v) for v in s.timesteps]))
         sig = self.sigma_grid([float(v) for v in s.sigmas])
-        if len(sig) != len(taus) + 1 or sig[-1] != 0.0:
-            raise ValueError(f"sigmas {[float(v) for v in s.sigmas]} do not end in one σ = 0 "
-                             "after the σ's of the grid")
+        if len(sig) != len(taus) + 1:
+            raise ValueError(f"sigmas {[float(v) for v in s.sigmas]} do not list one σ per grid "
+                             "time and a final one")
+        if sig[-1] != 0.0:
+            raise OutsideSpec(f"sigmas end in σ = {sig[-1]!r}, not 0: the EDM claims (spec.edm, "
+                              "Karras Algorithm 1) end at σ = 0")
         claim = Claim(betas=table_betas(s), grid=tuple(spec_time(tau) for tau in taus), end=0,
                       method=self.method, prediction=cfg.prediction_type,
                       labels=(*(f"τ={tau}" for tau in taus), "σ=0"))
@@ -372,7 +390,7 @@ class DPMSolverTarget(SchedulerTarget):
         import torch
 
         if cfg.solver_order not in (1, 2):
-            raise ValueError(f"solver_order {cfg.solver_order}: the spec has DPM-Solver++(1) and (2M) only")
+            raise OutsideSpec(f"solver_order {cfg.solver_order}: the spec has DPM-Solver++(1) and (2M) only")
         s = scheduler_class(self.name)(**cfg.kwargs())
         s.set_timesteps(cfg.n)
         taus = integer_taus(cfg, [float(v) for v in s.timesteps])

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.external.methods import DDIM, DDPM, EDMHeun, Method
+from conformance.external.methods import DDIM, DDPM, DPMSolverPP, EDMEuler, EDMHeun, Method
 from conformance.external.targets import (
     FLOAT64,
     PREDICTIONS,
@@ -115,8 +115,8 @@ def _ddpm_families(profile: str, prediction: str) -> list[Family]:
     ]
 
 
-def _heun_families(profile: str, prediction: str) -> list[Family]:
-    c = _spec_configs  # the EDM ODE: no η, no clipping (Karras Algorithm 1 has neither)
+def _ode_families(profile: str, prediction: str) -> list[Family]:
+    c = _spec_configs  # ODE solvers: no η, no clipping (Karras Algorithm 1, Lu et al. have neither)
     return [
         Family("strided grid (ddim_timesteps)", c("strided", profile, prediction), FLOAT64),
         Family("any decreasing grid", c("any", profile, prediction), FLOAT64),
@@ -138,9 +138,16 @@ KINDS: dict[str, Kind] = {
                  "DDIM Eq. 12 with cfg.eta and cfg.clip"),
     "ddpm": Kind(lambda cfg: DDPM(variance="fixed_small", clip=cfg.clip), _ddpm_families,
                  "DDPM Algorithm 2, σ² = β̃_t, cfg.clip"),
-    "heun": Kind(lambda cfg: EDMHeun(), _heun_families,
+    "euler": Kind(lambda cfg: EDMEuler(), _ode_families,
+                  "EDM Euler (Karras Algorithm 1 without its correction) on σ_t = "
+                  "√((1−ᾱ_t)/ᾱ_t) and σ = 0 at the end; VP states in and out"),
+    "heun": Kind(lambda cfg: EDMHeun(), _ode_families,
                  "EDM Heun (Karras Algorithm 1) on σ_t = √((1−ᾱ_t)/ᾱ_t) and σ = 0 at the end; "
                  "VP states in and out, the model called at t and at t_prev"),
+    "dpmsolver++2m": Kind(lambda cfg: DPMSolverPP(), _ode_families,
+                          "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): first order on the "
+                          "first step and into t = 0; the step function keeps the previous "
+                          "x̂_0 itself (make_step is called once per run)"),
 }
 """The kinds of step function a `StepTarget` can claim, by name."""
 
@@ -170,10 +177,12 @@ class StepTarget:
     make_step(cfg: SpecConfig) returns step(model, x, t, t_prev, z) -> x_prev. The harness runs
     it over cfg.grid (then to 0) with model(x, t) giving the prediction of cfg.prediction.
     kind: a name of `KINDS`: "ddim" (checked against DDIM Eq. 12 with cfg.eta and cfg.clip),
-      "ddpm" (Algorithm 2, σ² = β̃, cfg.clip) or "heun" (EDM Heun, Karras Algorithm 1, on
-      σ_t = √((1−ᾱ_t)/ᾱ_t) and σ = 0 at the end: your step takes and returns VP states
-      x_t → x_{t_prev} and may call the model twice, at t and at t_prev; η = 0 and no clipping
-      are drawn).
+      "ddpm" (Algorithm 2, σ² = β̃, cfg.clip), "euler" / "heun" (EDM Euler / Heun, Karras
+      Algorithm 1, on σ_t = √((1−ᾱ_t)/ᾱ_t) and σ = 0 at the end: your step takes and returns
+      VP states x_t → x_{t_prev}; Heun may call the model twice, at t and at t_prev) or
+      "dpmsolver++2m" (a multistep method: make_step(cfg) is called once per run, so the
+      step function keeps its previous x̂_0 in its closure); η = 0 and no clipping are drawn
+      for the last three.
     label / unlabel: how your code names a spec time t and back (default: the spec's t itself);
       `label=lambda t: t - 1, unlabel=lambda s: s + 1` is diffusers' τ.
     custom_families: the configuration families to draw (default: `spec_families(kind)`).
@@ -192,8 +201,12 @@ class StepTarget:
             return self.custom_families
         return spec_families(self.kind, profile, self.prediction)
 
+    config_type = SpecConfig
+
     def code(self, config: SpecConfig) -> str:
-        return f"{self.name}: {config.describe()}"
+        from conformance.external.check import config_json
+
+        return f"{self.name}: {config.describe()}\n  case: '{config_json(config)}'"
 
     def prepare(self, config: SpecConfig) -> Run:
         path = (*config.grid, 0)

@@ -52,6 +52,25 @@ Predict = Callable[[np.ndarray, int], np.ndarray]
 """predict(x, t): the model's prediction of the claimed kind for x = x_t at spec time t."""
 
 
+class OutsideSpec(ValueError):
+    """A claim the spec has no function for: an option or a method (UniPC's corrector, a
+    third-order solver, timesteps between table entries), with the reason as its message.
+
+    `prepare` (or a method's `check`) raises it; the harness reports the family as "outside the
+    spec", never as a deviation. Any other exception from `prepare` is a claim that departs from
+    the spec's domain (a grid past the schedule): a deviation.
+    """
+
+
+VERDICTS: dict[str, str] = {
+    "agrees": "agrees: the spec has this method and the target computes it, within the tolerance",
+    "deviates": "deviates: the spec has this method and the target departs from it (the "
+    "reproduction names the equation)",
+    "outside": "outside the spec: an option or method with no spec function (the reason is given)",
+    "failed": "target failed: it raised, or its output is not finite where the spec's is",
+}
+"""The four verdicts of a case or a family, by key: the table, the report, the JSON and the
+expectations file carry these keys."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +105,7 @@ class Claim:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         ab = np.cumprod(1.0 - np.asarray(self.betas, dtype=np.float64))  # ᾱ_1..ᾱ_T
         if not defined_at_zero_snr(self.prediction) and ab[g[0] - 1] == 0:
-            raise ValueError(
+            raise OutsideSpec(
                 f"an ε-prediction claim cannot start at t = {g[0]}, where ᾱ = 0 (zero terminal "
                 "SNR): ε says nothing about x_0 there (spec.prediction.x0_from_output raises); "
                 "only x_0- and v-prediction are defined"
@@ -181,6 +200,18 @@ FLOAT64 = Tolerance(
 )
 
 
+FLOAT32 = Tolerance(
+    2e-5,
+    "as shipped: the target's ᾱ table, its step coefficients and the sample are float32 "
+    "(u = 2^-24 ≈ 6e-8 per rounding). One step: 2e-5 × max(1, 1/√ᾱ_t) (about 300 roundings, "
+    "magnified by x̂_0 = (x − √(1−ᾱ)ε)/√ᾱ, DDIM Eq. 9) + 64u × max 1/(1 − ᾱ_t) (1 − ᾱ_t and "
+    "DDPM's β'_t = 1 − ᾱ_t/ᾱ_prev are formed by cancellation, and the coefficient of x̂_0 in "
+    "DDPM Eq. 7 divides by 1 − ᾱ_t), over the grid; the whole loop: n times one step's bound",
+    magnified=True,
+    cancel=64 * 2.0**-24,
+)
+
+
 @dataclass(frozen=True)
 class Family:
     """A named family of configurations: a hypothesis strategy drawing configs for `prepare`.
@@ -205,8 +236,41 @@ class Target(Protocol):
         ...
 
     def prepare(self, config: Any) -> Run:
-        """Build the implementation for `config` and return its claim and sampler."""
+        """Build the implementation for `config` and return its claim and sampler; raise
+        `OutsideSpec` (with the reason) for a configuration the spec has no function for."""
         ...
+
+    # Optional: code(config) -> str, the target's own code for a configuration (reproductions);
+    # config_type, the configuration dataclass (for --case JSON); tolerance(config) -> Tolerance
+    # (for --case; default FLOAT64).
+
+
+class InvalidConfig(TypeError):
+    """A drawn configuration the harness cannot use; the message says what is expected."""
+
+
+def validate_config(config: Any, sampled: bool = True) -> None:
+    """Raise InvalidConfig unless `config` is hashable and, for a target that samples
+    (`sampled`), has a `shape` (a tuple of positive ints, the shape of x) and an int `seed` (of
+    x_T, the noise and the model): a frozen dataclass such as `SpecConfig` or `SchedulerConfig`
+    has all three."""
+    kind = type(config).__name__
+    expected = "expected a frozen dataclass with shape: tuple[int, ...] and seed: int"
+    try:
+        hash(config)
+    except TypeError:
+        raise InvalidConfig(f"configuration {config!r:.80} ({kind}) is not hashable; {expected} "
+                            "(a dict or a list is not)") from None
+    if not sampled:
+        return
+    shape = getattr(config, "shape", None)
+    if not (isinstance(shape, tuple) and shape and all(
+            isinstance(k, (int, np.integer)) and k > 0 for k in shape)):
+        raise InvalidConfig(f"configuration {kind} has shape {shape!r}; {expected} (positive "
+                            "sizes, e.g. shape=(1, 3, 4, 4))")
+    seed = getattr(config, "seed", None)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise InvalidConfig(f"configuration {kind} has seed {seed!r}; {expected}")
 
 
 def config_code(target: Any, config: Any) -> str:
@@ -255,7 +319,7 @@ def eps_to_prediction(
 
 
 __all__ = [
-    "DDIM", "DDPM", "DPMSolverPP", "EDMEuler", "EDMHeun", "FLOAT64", "PREDICTIONS",
-    "SPEC_PREDICTION", "Claim", "Family", "Method", "Predict", "Run", "Target", "Tolerance",
-    "config_code", "eps_to_prediction",
+    "DDIM", "DDPM", "DPMSolverPP", "EDMEuler", "EDMHeun", "FLOAT32", "FLOAT64", "PREDICTIONS",
+    "SPEC_PREDICTION", "VERDICTS", "Claim", "Family", "InvalidConfig", "Method", "OutsideSpec",
+    "Predict", "Run", "Target", "Tolerance", "config_code", "eps_to_prediction", "validate_config",
 ]
