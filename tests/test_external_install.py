@@ -14,10 +14,9 @@ import shutil
 import site
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
-
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,10 +24,9 @@ and configuration family, the reason, and optionally the minimal reproduction (`
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-
-import tomllib
 
 from conformance.external.targets import VERDICTS
 
