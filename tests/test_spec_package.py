@@ -95,3 +95,13 @@ def test_torchlean_aliases_are_importable_from_spec():
         if lean not in {"ddpmStep", "ddimStep", "ddimStepSystem",  # the step-index-k three
                         "ddpmSample", "pfOdeSampleEuler"}:  # and the two without a grid
             assert alias is getattr(spec, py), (lean, py)
+
+
+def test_shape_checking_is_on_in_the_test_suite():
+    """conftest.py installs jaxtyping's import hook before `spec` is first imported, so every spec
+    function runs under beartype here. A pytest plugin that imports spec earlier (the external
+    harness's entry point once did, through its package's eager imports) would turn the checks
+    off without a sound: beartype's wrapper is what carries `__wrapped__`."""
+    import spec.forward
+
+    assert getattr(spec.forward.q_sample, "__wrapped__", None) is not None
