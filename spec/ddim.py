@@ -136,10 +136,15 @@ def ddim_sample(
 
 
 def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
-    """The strided DDIM time grid T = τ_0 > τ_1 > … > τ_n = 0 (DDIM §4.2, "uniform" τ).
+    """An evenly strided time grid from T: T = τ_0 > τ_1 > … > τ_n = 0 (`timestep_grid`'s "even").
 
     Formula: n = num_steps ∈ {1..T}; τ_i = (T·(n − i) + n // 2) // n, i = 0..n
     (integer round-half-up of T·(n − i)/n; strictly decreasing since T/n ≥ 1).
+    This is not the DDIM paper's grid. DDIM's sub-sequence τ (§4.2; App. D.2's "linear" choice
+    τ_i = ⌊c·i⌋) is, in the authors' code, range(0, T, T // n) in 0-based timesteps, i.e.
+    1 + i·⌊T/n⌋ in our 1-based t (for n dividing T): `timestep_grid(T, n, "leading")` (901, 801,
+    …, 1 for T = 1000, n = 10) is the spacing that reproduces the paper; "even" starts at T
+    (1000, 900, …, 100).
     Shapes: -> (num_steps + 1,), int64.
     """
     T, n = check(in_range("T", T, 1, 2**62), in_range("num_steps", num_steps, 1, T))

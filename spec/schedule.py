@@ -156,7 +156,8 @@ def timestep_grid(T: Index, n: Index, spacing: str = "even") -> Int[np.ndarray, 
     in exact integer arithmetic), for i = 0..n−1, then τ_n = 0:
       even:     τ_i = ⌊(T·(n − i) + ⌊n/2⌋)/n⌋   (round half up of T·(n − i)/n; `ddim_timesteps`)
       trailing: τ_i = round(T·(n − i)/n)          (starts at T: 1000, 900, …, 100 for T=1000, n=10)
-      leading:  τ_i = 1 + (n − 1 − i)·⌊T/n⌋       (901, 801, …, 1: never visits T)
+      leading:  τ_i = 1 + (n − 1 − i)·⌊T/n⌋       (901, 801, …, 1: never visits T; the DDIM
+                                                  paper's grid, its code's range(0, T, T // n))
       linspace: τ_i = round(1 + (n − 1 − i)·(T − 1)/(n − 1)), and [1] for n = 1
                                                   (1000, 889, …, 112, 1)
     Every grid is n + 1 strictly decreasing ints in {0..T} ending at 0, for every n ∈ {1..T}.
