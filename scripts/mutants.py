@@ -44,6 +44,9 @@ class Mutant:
     tests: tuple[str, ...] = ("conformance",)  # what `pytest -x` runs against the mutant
 
 
+PRECISION = ("conformance/test_precision.py",)
+"""What the precision mutants run against (the rest of `conformance` passes them: the gap)."""
+
 MUTANTS = [
     Mutant("time index off by one (DDPM step's x̂0 read at t − 1, the old step index k)",
            "ddpm.py", "    x0_hat = denoise(sched, model, x_t, t)[0]",
@@ -163,6 +166,36 @@ MUTANTS = [
     Mutant("conditional net ignores its label (label embedding not added)",
            "model.py", "        silu_e = F.silu(e if extra is None else e + extra)  # (B, E)",
            "        silu_e = F.silu(e)  # (B, E)"),
+    # --- precision: a coefficient formed in the working dtype (float32) instead of float64 near
+    # ᾱ = 1, where 1 − ᾱ cancels. Each survives the random records (their flat tolerance is far
+    # above a 6e-4 relative error of a coefficient of size 1e-2) and is run against the fixed
+    # small-t cases held to the formula's conditioning.
+    Mutant("√(1 − ᾱ) of a given ᾱ formed after rounding ᾱ to the working dtype",
+           "prediction.py",
+           "    ab = torch.as_tensor(ab, dtype=coef_dtype(like.device), device=like.device)",
+           "    ab = torch.as_tensor(ab, dtype=work_dtype(like.dtype), device=like.device)",
+           PRECISION),
+    Mutant("√(1 − ᾱ_t) of the conversions from the float32 ᾱ_t table, not the float64 root",
+           "prediction.py",
+           "    return (sched.sqrt_alpha_bar.at(t, like), sched.sqrt_one_minus_alpha_bar.at(t, like))",
+           "    return (sched.sqrt_alpha_bar.at(t, like), sqrt_nonneg(1.0 - sched.alpha_bar.at(t, like)))",
+           PRECISION),
+    Mutant("DPM-Solver++'s σ_next/σ_t formed from ᾱ cast to the working dtype",
+           "dpm_solver.py",
+           "    ratio = safe_div(sqrt_nonneg(1.0 - ab_next), sqrt_nonneg(1.0 - ab)).to(wd)",
+           "    ratio = safe_div(sqrt_nonneg(1.0 - ab_next.to(wd)), sqrt_nonneg(1.0 - ab.to(wd)))",
+           PRECISION),
+    Mutant("DPM-Solver++'s λ_t (log(1 − ᾱ)) from ᾱ cast to the working dtype",
+           "dpm_solver.py",
+           "        lam, lam_next = half_log_snr(ab), half_log_snr(ab_next)",
+           "        lam, lam_next = half_log_snr(ab.to(wd)), half_log_snr(ab_next.to(wd))",
+           PRECISION),
+    Mutant("DDIM's σ_η formed from the working-dtype ᾱ_t",
+           "ddim.py", "    ab = sched.alpha_bar.coef(t, x_t)  # ᾱ_t, float64",
+           "    ab = sched.alpha_bar.at(t, x_t)  # ᾱ_t, float64", PRECISION),
+    Mutant("EDM denoiser's √(1 − ᾱ) from ᾱ = 1/(1 + σ²) cast to the working dtype",
+           "edm.py", "    ab = _coef(ab, x_tilde)", "    ab = _cast(_coef(ab, x_tilde), wd)",
+           PRECISION),
 ]
 
 
