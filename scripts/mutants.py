@@ -291,6 +291,12 @@ PIPELINE_MUTANTS = [
            "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - "
            "np.trace(covmean))",
            ("tests/test_quality.py::test_frechet_distance_of_diagonal_gaussians_is_closed_form",)),
+    Mutant("Fréchet distance with Σ1^½·Σ2^½ for (Σ1·Σ2)^½ (right only for commuting covariances)",
+           "quality.py", "    covmean = linalg.sqrtm(s1 @ s2)",
+           "    covmean = linalg.sqrtm(s1) @ linalg.sqrtm(s2)",
+           ("tests/test_quality.py::test_frechet_distance_of_non_commuting_covariances_is_closed_"
+            "form", "tests/test_quality.py::test_frechet_distance_matches_the_symmetric_form_in_"
+            "eight_dimensions")),
 ]
 
 
