@@ -297,6 +297,12 @@ PIPELINE_MUTANTS = [
            ("tests/test_quality.py::test_frechet_distance_of_non_commuting_covariances_is_closed_"
             "form", "tests/test_quality.py::test_frechet_distance_matches_the_symmetric_form_in_"
             "eight_dimensions")),
+    Mutant("min-SNR-γ weight of the ε-loss applied whatever the model predicts",
+           "train_step.py",
+           "        weights = min_snr_weight(sched, t, min_snr_gamma, prediction).to(per.device)",
+           "        weights = min_snr_weight(sched, t, min_snr_gamma, \"eps\").to(per.device)",
+           ("conformance/test_conformance.py::test_matches_spec[train_loss-float64-cpu]",
+            "conformance/test_conformance.py::test_matches_spec[train_step-float64-cpu]")),
 ]
 
 
