@@ -4,8 +4,9 @@ Each mutant is a literal (file, old line, new line) replacement in `runtime/`. T
 `runtime/` into a temporary directory (spec/, conformance/, conftest.py and pyproject.toml are
 symlinked beside it), checks that every mutant's old line occurs exactly once (it stops, naming
 the mutant, if the source has changed), runs the suite once unmutated (it must pass), then
-applies one mutant at a time and runs `pytest conformance -x`. The working tree is never
-modified. It prints a table and the kill rate, and exits 1 if any mutant survives.
+applies one mutant at a time and runs `pytest conformance -x` (the precision mutants, which the
+random records cannot see, run only the fixed cases that are there for them:
+conformance/test_precision.py). The working tree is never modified. It prints a table and the kill rate, and exits 1 if any mutant survives.
 
 A second group, the pipeline mutants (P1, P2, …), plants bugs between the functions: the train
 loop, data loading, checkpoint, sample, evaluate, artifacts, DDP and the quality metric. Each is
@@ -303,6 +304,15 @@ PIPELINE_MUTANTS = [
            "        weights = min_snr_weight(sched, t, min_snr_gamma, \"eps\").to(per.device)",
            ("conformance/test_conformance.py::test_matches_spec[train_loss-float64-cpu]",
             "conformance/test_conformance.py::test_matches_spec[train_step-float64-cpu]")),
+    Mutant("labels dropped with probability 1 − p instead of p",
+           "train/run.py",
+           "        model_args = (torch.where(drop < cfg.label_dropout, run.model.num_classes,",
+           "        model_args = (torch.where(drop > cfg.label_dropout, run.model.num_classes,",
+           (PIPE + "test_label_dropout_rate_and_kept_labels_of_the_real_trainer",)),
+    Mutant("held-out ε-loss of an x0- or v-model from its raw output, not the converted ε̂",
+           "evaluate.py", "            eps_hat = predict_eps(sched, x_t, out, t, prediction)",
+           "            eps_hat = out",
+           (PIPE + "test_evaluate_held_out_losses_equal_the_spec_conversion",)),
 ]
 
 
