@@ -16,14 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import (
-    EpsModel,
-    coef_dtype,
-    decreasing_grid,
-    safe_div,
-    sqrt_nonneg,
-    work_dtype,
-)
+from runtime.core import EpsModel, coef_dtype, decreasing_grid, sqrt_nonneg, work_dtype
 from runtime.prediction import denoise, x0_from_output
 from runtime.schedule import Schedule, TimeIndex
 
@@ -47,6 +40,11 @@ def _ddim_update(
     if z is not None:
         x_prev = x_prev + sigma_eta.to(x0.dtype) * z.to(x0.dtype)
     return x_prev
+
+
+def _ratio(x: Tensor, y: Tensor) -> Tensor:
+    """x / y exactly where y > 0, and 0 where y = 0 (σ_η's two ratios; spec.ddim)."""
+    return torch.where(y > 0, x / torch.where(y > 0, y, 1.0), 0.0)
 
 
 def ddim_prev(
@@ -95,9 +93,10 @@ def ddim_step_between(
     ab_prev = sched.alpha_bar.coef(t_prev, x_t)  # ᾱ_prev, float64
     # 1. x̂0 and ε̂ (working dtype) from the model's output
     x0, eps_hat = denoise(sched, model, x_t, t)
-    # 3. σ_η (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0)
-    sigma_eta = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
-        1.0 - safe_div(ab, ab_prev)
+    # 3. σ_η (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0), divided
+    #    exactly as in the spec (a ratio is 0 where its denominator is)
+    sigma_eta = eta * sqrt_nonneg(_ratio(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
+        1.0 - _ratio(ab, ab_prev)
     )
     # 2. and 4.
     out = _ddim_update(ab_prev, x0, eps_hat, sigma_eta, z, clip)

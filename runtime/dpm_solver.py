@@ -88,9 +88,7 @@ def dpm_solver_pp_2m_step(
         c = torch.where(ab_next < 1.0, c, torch.zeros_like(c)).to(wd)
         D = (1.0 + c) * x0 - c * x0_hat_prev.to(wd)
     # 2. line 8 with e^{−h} = α_t·σ_next/(σ_t·α_next)
-    ratio = safe_div(sqrt_nonneg(1.0 - ab_next), sqrt_nonneg(1.0 - ab)).to(wd)
-    x_next = ratio * (x_t.to(wd) - sqrt_nonneg(ab).to(wd) * D) + sqrt_nonneg(ab_next).to(wd) * D
-    return x_next.to(x_t.dtype)
+    return _data_step(sched, x_t, D, t, t_next).to(x_t.dtype)
 
 
 @torch.no_grad()

@@ -4,8 +4,9 @@ Each mutant is a literal (file, old line, new line) replacement in `runtime/`. T
 `runtime/` into a temporary directory (spec/, conformance/, conftest.py and pyproject.toml are
 symlinked beside it), checks that every mutant's old line occurs exactly once (it stops, naming
 the mutant, if the source has changed), runs the suite once unmutated (it must pass), then
-applies one mutant at a time and runs `pytest conformance -x`. The working tree is never
-modified. It prints a table and the kill rate, and exits 1 if any mutant survives.
+applies one mutant at a time and runs `pytest conformance -x` (the precision mutants, which the
+random records cannot see, run only the fixed cases that are there for them:
+conformance/test_precision.py). The working tree is never modified. It prints a table and the kill rate, and exits 1 if any mutant survives.
 
 A second group, the pipeline mutants (P1, P2, …), plants bugs between the functions: the train
 loop, data loading, checkpoint, sample, evaluate, artifacts, DDP and the quality metric. Each is
@@ -43,6 +44,9 @@ class Mutant:
     new: str
     tests: tuple[str, ...] = ("conformance",)  # what `pytest -x` runs against the mutant
 
+
+PRECISION = ("conformance/test_precision.py",)
+"""What the precision mutants run against (the rest of `conformance` passes them: the gap)."""
 
 MUTANTS = [
     Mutant("time index off by one (DDPM step's x̂0 read at t − 1, the old step index k)",
@@ -95,8 +99,8 @@ MUTANTS = [
            "            values = self.cast(dtype, like.device)[t.to(device=like.device)]  # (B,)",
            "            values = self.cast(dtype, like.device)[t.to(device=like.device)][:1]"),
     Mutant("DDIM σ without η",
-           "ddim.py", "    sigma_eta = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(",
-           "    sigma_eta = sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg("),
+           "ddim.py", "    sigma_eta = eta * sqrt_nonneg(_ratio(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(",
+           "    sigma_eta = sqrt_nonneg(_ratio(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg("),
     Mutant("L_0 decoder variance β̃_1 (= 0) instead of β̃_2 (reference-code convention)",
            "likelihood.py",
            'DECODER_VARIANCE = {"beta_tilde_2": ("beta_tilde", 2), "beta_1": ("beta", 1)}',
@@ -171,6 +175,36 @@ MUTANTS = [
     Mutant("conditional net ignores its label (label embedding not added)",
            "model.py", "        silu_e = F.silu(e if extra is None else e + extra)  # (B, E)",
            "        silu_e = F.silu(e)  # (B, E)"),
+    # --- precision: a coefficient formed in the working dtype (float32) instead of float64 near
+    # ᾱ = 1, where 1 − ᾱ cancels. Each survives the random records (their flat tolerance is far
+    # above a 6e-4 relative error of a coefficient of size 1e-2) and is run against the fixed
+    # small-t cases held to the formula's conditioning.
+    Mutant("√(1 − ᾱ) of a given ᾱ formed after rounding ᾱ to the working dtype",
+           "prediction.py",
+           "    ab = torch.as_tensor(ab, dtype=coef_dtype(like.device), device=like.device)",
+           "    ab = torch.as_tensor(ab, dtype=work_dtype(like.dtype), device=like.device)",
+           PRECISION),
+    Mutant("√(1 − ᾱ_t) of the conversions from the float32 ᾱ_t table, not the float64 root",
+           "prediction.py",
+           "    return (sched.sqrt_alpha_bar.at(t, like), sched.sqrt_one_minus_alpha_bar.at(t, like))",
+           "    return (sched.sqrt_alpha_bar.at(t, like), sqrt_nonneg(1.0 - sched.alpha_bar.at(t, like)))",
+           PRECISION),
+    Mutant("DPM-Solver++'s σ_next/σ_t formed from ᾱ cast to the working dtype",
+           "dpm_solver.py",
+           "    ratio = safe_div(sqrt_nonneg(1.0 - ab_next), sqrt_nonneg(1.0 - ab)).to(wd)",
+           "    ratio = safe_div(sqrt_nonneg(1.0 - ab_next.to(wd)), sqrt_nonneg(1.0 - ab.to(wd)))",
+           PRECISION),
+    Mutant("DPM-Solver++'s λ_t (log(1 − ᾱ)) from ᾱ cast to the working dtype",
+           "dpm_solver.py",
+           "        lam, lam_next = half_log_snr(ab), half_log_snr(ab_next)",
+           "        lam, lam_next = half_log_snr(ab.to(wd)), half_log_snr(ab_next.to(wd))",
+           PRECISION),
+    Mutant("DDIM's σ_η formed from the working-dtype ᾱ_t",
+           "ddim.py", "    ab = sched.alpha_bar.coef(t, x_t)  # ᾱ_t, float64",
+           "    ab = sched.alpha_bar.at(t, x_t)  # ᾱ_t, float64", PRECISION),
+    Mutant("EDM denoiser's √(1 − ᾱ) from ᾱ = 1/(1 + σ²) cast to the working dtype",
+           "edm.py", "    ab = _coef(ab, x_tilde)", "    ab = _cast(_coef(ab, x_tilde), wd)",
+           PRECISION),
 ]
 
 
@@ -266,6 +300,27 @@ PIPELINE_MUTANTS = [
            "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - "
            "np.trace(covmean))",
            ("tests/test_quality.py::test_frechet_distance_of_diagonal_gaussians_is_closed_form",)),
+    Mutant("Fréchet distance with Σ1^½·Σ2^½ for (Σ1·Σ2)^½ (right only for commuting covariances)",
+           "plumbing/quality.py", "    covmean = linalg.sqrtm(s1 @ s2)",
+           "    covmean = linalg.sqrtm(s1) @ linalg.sqrtm(s2)",
+           ("tests/test_quality.py::test_frechet_distance_of_non_commuting_covariances_is_closed_"
+            "form", "tests/test_quality.py::test_frechet_distance_matches_the_symmetric_form_in_"
+            "eight_dimensions")),
+    Mutant("min-SNR-γ weight of the ε-loss applied whatever the model predicts",
+           "train_step.py",
+           "        weights = min_snr_weight(sched, t, min_snr_gamma, prediction).to(per.device)",
+           "        weights = min_snr_weight(sched, t, min_snr_gamma, \"eps\").to(per.device)",
+           ("conformance/test_conformance.py::test_matches_spec[train_loss-float64-cpu]",
+            "conformance/test_conformance.py::test_matches_spec[train_step-float64-cpu]")),
+    Mutant("labels dropped with probability 1 − p instead of p",
+           "train/run.py",
+           "        model_args = (torch.where(drop < cfg.label_dropout, run.model.num_classes,",
+           "        model_args = (torch.where(drop > cfg.label_dropout, run.model.num_classes,",
+           (PIPE + "test_label_dropout_rate_and_kept_labels_of_the_real_trainer",)),
+    Mutant("held-out ε-loss of an x0- or v-model from its raw output, not the converted ε̂",
+           "evaluate.py", "            eps_hat = predict_eps(sched, x_t, out, t, prediction)",
+           "            eps_hat = out",
+           (PIPE + "test_evaluate_held_out_losses_equal_the_spec_conversion",)),
 ]
 
 

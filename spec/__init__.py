@@ -63,8 +63,14 @@ Time convention (stated here and in docs/conventions.md only; the modules link h
 
 Totality: sqrt_nonneg(x) = sqrt(max(x, 0)) and safe_div(x, y) = x / (y + EPS), EPS = 1e-12, are
 used exactly at: every square root of ᾱ, 1 − ᾱ, α, β̃, σ²-type quantities (incl. σ_η,
-√(1 − ᾱ_prev − σ_η²) and √(1 − ᾱ(t))); every division by √ᾱ_t, √(1 − ᾱ_t), 1 − ᾱ_t, √α_t,
-√(1 − ᾱ(t)), and by 1 − ᾱ_t and ᾱ_prev inside σ_η. Nowhere else.
+√(1 − ᾱ_prev − σ_η²) and √(1 − ᾱ(t))); every division by √ᾱ_t, √(1 − ᾱ_t), 1 − ᾱ_t, √α_t
+and √(1 − ᾱ(t)). Nowhere else. safe_div moves x/y by the relative EPS/y: at most 2.4e-8 on the
+default schedules (T = 1000, linear or cosine, with or without zero terminal SNR; the smallest
+denominators are 1 − ᾱ_1 = 4.1e-5 and √ᾱ_T = 4.9e-5 of the cosine schedule), and about
+EPS/√(β_min·t) for √(1 − ᾱ(t)) of the PF ODE at small t. Two divisions whose denominators go
+far lower divide exactly and state their zero case instead: ᾱ'_t/ᾱ'_{t−1} in
+rescale_zero_terminal_snr, and σ_η's (1 − ᾱ_prev)/(1 − ᾱ_t) and ᾱ_t/ᾱ_prev (ᾱ_999 = 4.2e-9
+under zero terminal SNR, where EPS moved β'_998 by 2e-5, ᾱ'_999 by 1.4e-4 and σ_η by 1e-5).
 
 Errors: bad arguments raise ValueError naming the argument, the value and the allowed range;
 each function checks its arguments in one call (`spec.core.check`) before the math.

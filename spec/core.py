@@ -8,8 +8,10 @@ say (see the list in `spec/__init__.py`), nowhere else:
     safe_div(x, y) = x / (y + EPS),   EPS = 1e-12
 
 EPS is there for the exact zeros (1 − ᾱ_0 = 0, √(1 − ᾱ(0)) = 0). Elsewhere it changes x / y by a relative
-EPS / y: ≤ 1e-12 for denominators of order 1, but about 1e-8 for the smallest non-zero one of a
-default schedule (1 − ᾱ_1 = β_1 ≈ 1e-4). See docs/conventions.md.
+EPS / y: ≤ 1e-12 for denominators of order 1, and at most 2.4e-8 on the default schedules
+(1 − ᾱ_1 = 4.1e-5 and √ᾱ_T = 4.9e-5 of the cosine schedule, T = 1000). Divisions whose
+denominators go lower (zero terminal SNR's ᾱ'_{t−1}, σ_η's ᾱ_prev, down to 4.2e-9) do not use
+it: they divide exactly and handle their zero case explicitly. See spec/__init__.py.
 
 This module also holds the small shared vocabulary of types used in annotations:
 `Scalar` (a Python or NumPy real number, or a 0-d array) and `Index` (a Python or NumPy int),
@@ -54,7 +56,7 @@ def safe_div(x: ArrayOrScalar, y: ArrayOrScalar) -> ArrayOrScalar:
     """Division with the denominator shifted by EPS.
 
     Formula: safe_div(x, y) = x / (y + EPS), EPS = 1e-12. Every denominator it guards is
-    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, √(1 − ᾱ(t)), ᾱ_prev), so y + EPS > 0.
+    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, √(1 − ᾱ(t))), so y + EPS > 0.
     Shapes: x, y broadcastable (or scalars) -> broadcast shape.
     """
     return x / (y + EPS)

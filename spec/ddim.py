@@ -25,7 +25,6 @@ from spec.core import (
     decreasing_grid,
     holds,
     in_range,
-    safe_div,
     same_shape,
     sqrt_nonneg,
 )
@@ -57,7 +56,9 @@ def ddim_step_between(
     Formula (DDIM's α is DDPM's ᾱ):
       x̂_0, ε̂ = denoise(sched, model, x_t, t) (for an ε-model ε̂ = ε_θ(x_t, t/T) and
       x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t))), x̂_0 clipped to [−1, 1] if clip;
-      σ_η = η·sqrt_nonneg(safe_div(1 − ᾱ_prev, 1 − ᾱ_t))·sqrt_nonneg(1 − safe_div(ᾱ_t, ᾱ_prev));
+      σ_η = η·sqrt_nonneg((1 − ᾱ_prev)/(1 − ᾱ_t))·sqrt_nonneg(1 − ᾱ_t/ᾱ_prev), both divisions
+      exact (no safe_div; ᾱ_prev is 4.2e-9 at t_prev = 999 under zero terminal SNR): the ratio
+      is 0 where its denominator is 0, which happens only where 1 − ᾱ_prev = 0 resp. ᾱ_t = 0 too;
       x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z.
     z is required when η > 0; with η = 0 and z None the σ_η·z term is 0. η must be ≥ 0.
     Shapes: x_t (*shape), z (*shape) or None -> (*shape).
@@ -75,10 +76,11 @@ def ddim_step_between(
     x0_hat, eps_hat = denoise(sched, model, x_t, t)
     if clip:
         x0_hat = np.clip(x0_hat, -1, 1)
-    # 3. σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
-    sigma_eta = (
-        eta * sqrt_nonneg(safe_div(1 - ab_prev, 1 - ab)) * sqrt_nonneg(1 - safe_div(ab, ab_prev))
-    )
+    # 3. σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16); 1 − ᾱ_t = 0 only where
+    #    ᾱ_prev = ᾱ_t = 1, ᾱ_prev = 0 only where ᾱ_t = 0 (both: ratio 0)
+    noise_ratio = (1 - ab_prev) / (1 - ab) if ab < 1 else 0.0
+    signal_ratio = ab / ab_prev if ab_prev > 0 else 0.0
+    sigma_eta = eta * sqrt_nonneg(noise_ratio) * sqrt_nonneg(1 - signal_ratio)
     # 4. x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z  (Eq. 12)
     x_prev = sqrt_nonneg(ab_prev) * x0_hat + sqrt_nonneg(1 - ab_prev - sigma_eta**2) * eps_hat
     if z is not None:
@@ -135,10 +137,15 @@ def ddim_sample(
 
 
 def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
-    """The strided DDIM time grid T = τ_0 > τ_1 > … > τ_n = 0 (DDIM §4.2, "uniform" τ).
+    """An evenly strided time grid from T: T = τ_0 > τ_1 > … > τ_n = 0 (`timestep_grid`'s "even").
 
     Formula: n = num_steps ∈ {1..T}; τ_i = (T·(n − i) + n // 2) // n, i = 0..n
     (integer round-half-up of T·(n − i)/n; strictly decreasing since T/n ≥ 1).
+    This is not the DDIM paper's grid. DDIM's sub-sequence τ (§4.2; App. D.2's "linear" choice
+    τ_i = ⌊c·i⌋) is, in the authors' code, range(0, T, T // n) in 0-based timesteps, i.e.
+    1 + i·⌊T/n⌋ in our 1-based t (for n dividing T): `timestep_grid(T, n, "leading")` (901, 801,
+    …, 1 for T = 1000, n = 10) is the spacing that reproduces the paper; "even" starts at T
+    (1000, 900, …, 100).
     Shapes: -> (num_steps + 1,), int64.
     """
     T, n = check(in_range("T", T, 1, 2**62), in_range("num_steps", num_steps, 1, T))

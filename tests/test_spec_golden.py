@@ -176,6 +176,15 @@ def test_ddim_timesteps_of_ten_steps_over_a_thousand():
     assert list(spec.ddim_timesteps(10, 4)) == [10, 8, 5, 3, 0]  # 10·4/4, 7.5 → 8, 5, 2.5 → 3, 0
 
 
+@pytest.mark.parametrize("T, n", [(1000, 10), (1000, 50), (1000, 8), (20, 4)])
+def test_the_ddim_papers_grid_is_leading_not_even(T, n):
+    # DDIM's code strides range(0, T, T // n) over 0-based timesteps τ, whose ᾱ is our ᾱ_{τ+1}
+    # (n times when n divides T)
+    paper = [tau + 1 for tau in reversed(range(0, T, T // n))]
+    assert list(spec.timestep_grid(T, n, "leading")) == [*paper, 0]
+    assert list(spec.ddim_timesteps(T, n))[:-1] != paper
+
+
 # ---------------------------------------------------------------------------------------------
 # Identities between samplers
 

@@ -257,6 +257,44 @@ def test_zero_terminal_snr_rescaling(T, kind):
     np.testing.assert_allclose(s_new, slope * (s_old - s_old[-1]), rtol=1e-7, atol=1e-12)
 
 
+def _algorithm_1_alpha_bar(betas):
+    """Lin et al. 2023, Algorithm 1, step by step: ᾱ' = s'² with s' = s_1·(s − s_T)/(s_1 − s_T)."""
+    s = np.sqrt(np.cumprod(1 - betas))
+    return (s[0] * (s - s[-1]) / (s[0] - s[-1])) ** 2
+
+
+def test_zero_terminal_snr_of_ddpm_linear_is_algorithm_1():
+    # ᾱ'_999 = 4.2e-9: dividing by ᾱ'_{t−1} + EPS (the old safe_div) moved β'_998 by 2e-5 and
+    # ᾱ'_999 by 1.4e-4 relative; the exact division leaves only the rounding of 999 products
+    betas = spec.linear_betas(1000, 1e-4, 0.02)
+    want = _algorithm_1_alpha_bar(betas)
+    got = spec.VPSchedule(spec.rescale_zero_terminal_snr(betas)).alpha_bar[1:]
+    assert want[-2] < 5e-9 and got[-1] == 0.0
+    np.testing.assert_allclose(got[:-1], want[:-1], rtol=1e-12, atol=0)
+
+
+def test_zero_terminal_snr_with_trailing_zero_betas_ends_in_betas_of_one():
+    # s = (√0.9, √0.72, √0.72, √0.72): ᾱ' = (0.9, 0, 0, 0), so β' = (0.1, 1, 1, 1), and the
+    # ratios ᾱ'_t/ᾱ'_{t−1} = 0/0 of t = 3, 4 are the explicit zero case, not a NaN
+    got = spec.rescale_zero_terminal_snr(np.array([0.1, 0.2, 0.0, 0.0]))
+    np.testing.assert_allclose(got, [0.1, 1.0, 1.0, 1.0], rtol=1e-15, atol=0)
+
+
+def test_ddim_sigma_eta_under_zero_terminal_snr_is_eq_16_exactly():
+    # an x0-model that outputs 0 at x_t = 0 gives x̂0 = ε̂ = 0, so x_prev = σ_η·z = σ_η for z = 1;
+    # σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_prev)) (DDIM Eq. 16). With ᾱ_prev down to
+    # 4.2e-9 the old safe_div denominators moved it by 1e-5 relative (999 → 998, 998 → 997); the
+    # exact divisions by rounding only.
+    sched = spec.VPSchedule(spec.rescale_zero_terminal_snr(spec.linear_betas(1000, 1e-4, 0.02)))
+    zero = PredictionModel(TanhModel(0.0, 0.0, 0.0), "x0")
+    assert np.all(zero.output(np.zeros(1), 0.5) == 0.0)
+    for t, t_prev, eta in [(1000, 999, 1.0), (999, 998, 1.0), (998, 997, 0.5), (2, 1, 1.0)]:
+        ab, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t_prev]
+        want = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+        got = spec.ddim_step_between(sched, zero, t, t_prev, np.zeros(1), eta, np.ones(1))
+        assert math.isclose(float(got[0]), want, rel_tol=1e-14), (t, t_prev, float(got[0]), want)
+
+
 def test_zero_terminal_snr_errors():
     with pytest.raises(ValueError, match="T >= 2"):
         spec.rescale_zero_terminal_snr(np.array([0.1]))

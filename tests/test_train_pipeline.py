@@ -21,6 +21,7 @@ import runtime.train as train_module
 import runtime.train.loop as loop_module
 import runtime.train_step as step_module
 import spec.ddim
+import spec.forward
 import spec.likelihood
 import spec.model
 import spec.prediction
@@ -157,6 +158,34 @@ def test_t_noise_and_data_drawn_by_the_real_trainer(monkeypatch, tmp_path, capsy
     assert len(set(orders)) == len(orders)  # a fresh permutation every epoch
 
 
+def test_label_dropout_rate_and_kept_labels_of_the_real_trainer():
+    """A class-conditional run's batches (`draw_batch`, what the loop calls each step) replace
+    each label by the null label (num_classes) with probability --label-dropout, independently
+    per sample, and keep the image's own label otherwise: 1,280 draws, a binomial test of the
+    rate (a rate of p/2 or 1 − p fails it with p-value < 1e-12), and every kept label checked."""
+    from runtime.config import TrainConfig
+
+    from runtime.train.run import build_run, draw_batch, load_data
+
+    p, steps = 0.3, 20
+    cfg = TrainConfig(T=10, sample_steps=2, hidden_c=8, batch_size=64, n_total=64,
+                      class_conditional=True,
+                      label_dropout=p, progress=False, quality_samples=0)
+    data = load_data(cfg)
+    run = build_run(cfg, DistInfo(), data, torch.device("cpu"))
+    null = run.model.num_classes
+    label_of = {tuple(img.flatten().tolist()): int(y)
+                for img, y in zip(data.x, data.y, strict=True)}
+    batches = [draw_batch(run) for _ in range(steps)]
+    x = torch.cat([b.x01 for b in batches])
+    labels = torch.cat([b.model_args[0] for b in batches]).numpy()
+    assert len(labels) == steps * 64 and null == max(label_of.values()) + 1
+    dropped = labels == null
+    assert stats.binomtest(int(dropped.sum()), len(labels), p).pvalue > 1e-3
+    kept = [label_of[tuple(img.flatten().tolist())] for img in x[~torch.from_numpy(dropped)]]
+    np.testing.assert_array_equal(labels[~dropped], kept)
+
+
 def test_rank_slices_partition_the_global_batch():
     for world in (1, 2, 3, 4):
         b = 5
@@ -269,6 +298,50 @@ def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys, conve
     nats = [np.sum(spec.likelihood.vlb_terms(sched, model, x0[i], noise[:, i], 17, convention))
             / x0[i].size for i in range(2)]
     assert result["bits_per_dim"] == pytest.approx(float(np.mean(nats)) / math.log(2), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_x0_run(tmp_path_factory):
+    from runtime.config import TrainConfig
+
+    from runtime.train import train
+
+    out = tmp_path_factory.mktemp("tiny-x0") / "run"
+    train(TrainConfig(steps=2, T=10, hidden_c=8, n_samples=1, sample_steps=2, progress=False, out=str(out),
+                      prediction="x0", quality_samples=0))
+    return out
+
+
+@pytest.mark.parametrize("run_name", ["tiny_run", "tiny_x0_run"])
+def test_evaluate_held_out_losses_equal_the_spec_conversion(run_name, request, tmp_path, capsys):
+    """The held-out ε-loss of a v- or x0-model is the MSE of ε̂ = spec.prediction.predict_eps of
+    its output (not of the raw output), and the own-target loss is the MSE against v or x0."""
+    from runtime.evaluate import main as evaluate_main
+
+    run = request.getfixturevalue(run_name)
+    report = tmp_path / "e.json"
+    argv = ["--checkpoint", run / "checkpoint.pt", "--n", 3, "--seed", 7, "--json", report]
+    assert run_command(evaluate_main, argv, capsys)[0] == 0
+    result = json.loads(report.read_text())
+    payload = load_checkpoint(run / "checkpoint.pt")
+    sched, model = _spec_sched(payload), _spec_model(payload, ema=True)
+    assert result["prediction"] == model.prediction == {"tiny_run": "v"}.get(run_name, "x0")
+    from runtime.data.datasets import load_dataset
+
+    x0 = 2.0 * load_dataset("digits", None, "test").x[:3].astype(np.float64) - 1.0
+    gen = torch.Generator().manual_seed(7)  # evaluate's stream: t, then ε, of the one batch
+    t = torch.randint(1, sched.T + 1, (3,), generator=gen).tolist()
+    eps = torch.randn(x0.shape, generator=gen).double().numpy()
+    eps_mse, own_mse = [], []
+    for i in range(3):
+        x_t = spec.forward.q_sample(sched, x0[i], t[i], eps[i])
+        out = model.output(x_t, t[i] / sched.T)
+        eps_hat = spec.prediction.predict_eps(sched, x_t, out, t[i], model.prediction)
+        eps_mse.append(np.mean((eps_hat - eps[i]) ** 2))
+        target = spec.prediction.prediction_target(sched, x0[i], t[i], eps[i], model.prediction)
+        own_mse.append(np.mean((out - target) ** 2))
+    assert result["eps_loss"] == pytest.approx(float(np.mean(eps_mse)), rel=1e-4)
+    assert result["prediction_loss"] == pytest.approx(float(np.mean(own_mse)), rel=1e-4)
 
 
 def test_train_log_records_the_quality_figure(tiny_run):  # noqa: F811
