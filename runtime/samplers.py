@@ -7,6 +7,8 @@ an entry adds what the command needs: the grid it walks, built from a checkpoint
 the cost and `stochastic` are also in `spec.samplers` (the runtime never imports spec);
 conformance/test_sampler_table.py fails when the two tables disagree. `--sampler`'s choices
 and help, the flag checks, the dispatch and the printed model evaluations all read this table.
+A checkpoint is a VP model; `PROCESSES` gives, per grid kind, the schedule, the start state and
+the network as that kind's samplers take them (for the flow samplers the exact VP → flow map).
 """
 
 from __future__ import annotations
