@@ -29,7 +29,7 @@ Set-up (stated once, used everywhere):
   σ_start to 0, with the exact velocity of Gaussian data, v*(x, σ) = (σ − (1 − σ)·s²)·
   (x − (1 − σ)·μ)/V − μ, V = (1 − σ)²·s² + σ² (E[ε − x_0 | x_σ = x]); the flow ODE is the PF
   ODE in other coordinates, so the exact x_0 is the same;
-* model evaluations (NFE): each sampler's cost in the sampler table (spec.samplers) at S = N.
+* model evaluations (NFE): each sampler's cost in the sampler table (runtime.samplers) at S = N.
 
 What is measured comes from the sampler table: every `Order` of every entry (`CASES`: the
 default options' order, and the variants', e.g. UniPC's orders and B(h)), each on the set-up of
@@ -51,7 +51,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import spec.samplers
+from conformance.sampler_table import spec_function
+from runtime.samplers import SAMPLERS as TABLE
+from runtime.samplers import Order, Sampler
 
 MU, S = 0.3, 0.5
 BETA0, BETA1 = 0.1, 20.0
@@ -69,8 +71,9 @@ ORDER_TOLERANCE = 0.2
 first-order method posing as second order is off by ~1."""
 
 
-SAMPLERS = tuple(s for s in spec.samplers.SAMPLERS.values() if s.order is not None)
-"""The entries of the sampler table with an order of accuracy: each gets its order test."""
+SAMPLERS = tuple((n, s) for n, s in TABLE.items() if s.order is not None)
+"""(name, entry) of the sampler table's entries with an order of accuracy: each gets its order
+test."""
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,9 @@ class Case:
     """One order claim of the sampler table: entry `sampler` run with `claim.options` has order
     `claim.order`, fitted on `steps` with the grid floor `sigma_min`."""
 
-    sampler: spec.samplers.Sampler
-    claim: spec.samplers.Order
-
-    @property
-    def name(self) -> str:
-        return self.sampler.name
+    name: str
+    sampler: Sampler
+    claim: Order
 
     @property
     def options(self) -> dict[str, object]:
@@ -113,9 +113,9 @@ def sigma_min_for(order: int) -> float:
     return SIGMA_MIN if order <= 2 else HIGH_ORDER_SIGMA_MIN
 
 
-CASES = tuple(Case(s, o) for s in SAMPLERS for o in s.orders)
+CASES = tuple(Case(n, s, o) for n, s in SAMPLERS for o in s.orders)
 """Every order the table states, the default options' first for each entry."""
-DEFAULT_CASES = tuple(Case(s, s.orders[0]) for s in SAMPLERS)
+DEFAULT_CASES = tuple(Case(n, s, s.orders[0]) for n, s in SAMPLERS)
 """The default options of each entry with an order."""
 
 
@@ -242,14 +242,16 @@ def runtime_setup(kind: str, n: int, sigma_min: float = SIGMA_MIN, device: str =
 
 
 def spec_runner(name: str, options: dict | None = None, sigma_min: float | None = None) -> Run:
-    """The spec sampler `name` (an entry of spec.samplers.SAMPLERS) with keyword `options` on the
-    set-up above; the grid floor of its order unless `sigma_min` is given."""
-    entry = spec.samplers.SAMPLERS[name]
+    """The spec function of sampler `name` (an entry of runtime.samplers.SAMPLERS, its `spec`
+    path) with keyword `options` on the set-up above; the grid floor of its order unless
+    `sigma_min` is given."""
+    entry = TABLE[name]
+    sample = spec_function(entry)
     floor = sigma_min_for(entry.order) if sigma_min is None else sigma_min
 
     def run(n: int) -> tuple[int, np.ndarray]:
         return (entry.evaluations(n, n),
-                entry.sample(*spec_setup(entry.grid, n, floor), **(options or {})))
+                sample(*spec_setup(entry.kind, n, floor), **(options or {})))
 
     return run
 
@@ -257,10 +259,8 @@ def spec_runner(name: str, options: dict | None = None, sigma_min: float | None 
 def runtime_runner(name: str, options: dict | None = None, sigma_min: float | None = None,
                    device: str = "cpu") -> Run:
     """The runtime sampler `name` (an entry of runtime.samplers.SAMPLERS), in float64."""
-    import runtime.samplers
-
-    entry = runtime.samplers.SAMPLERS[name]
-    floor = sigma_min_for(spec.samplers.SAMPLERS[name].order) if sigma_min is None else sigma_min
+    entry = TABLE[name]
+    floor = sigma_min_for(entry.order) if sigma_min is None else sigma_min
 
     def run(n: int) -> tuple[int, np.ndarray]:
         out = entry.sample(*runtime_setup(entry.kind, n, floor, device), **(options or {}))

@@ -1,32 +1,42 @@
-"""The samplers table of the docs, rendered from the two sampler tables (`spec.samplers`, the
-math; `runtime.samplers`, the command): `samplers_markdown()`. conformance/test_sampler_table.py
-checks that docs/samplers.md, when it exists, carries it unchanged."""
+"""The spec side of the sampler table (`runtime.samplers.SAMPLERS`, which names each spec
+function by its dotted path, the runtime never importing spec): `spec_function` resolves an
+entry's path, `spec_samplers` lists the spec functions that are samplers. Used by
+conformance/order.py and conformance/test_sampler_table.py."""
 
 from __future__ import annotations
 
-import runtime.samplers
-import spec.samplers
+import importlib
+import inspect
+from collections.abc import Callable
 
-HEADER = ("| `--sampler` | method | spec | runtime | grid | model evaluations (S steps) | order "
-          "| flags |\n|---|---|---|---|---|---|---|---|")
+import spec
+from runtime.samplers import SAMPLERS, Sampler
 
-
-def order_text(s: spec.samplers.Sampler) -> str:
-    """"2"; "3 (1–4 by its options)" for an entry with variants; "–" without an order."""
-    if s.order is None:
-        return "–"
-    orders = [o.order for o in s.orders]
-    return f"{s.order} ({min(orders)}–{max(orders)} by its options)" if s.variants else str(s.order)
+SAMPLER_PARAMETERS = ("model", "x_T", "grid", "noise")
+"""A spec sampler's parameters after the first (the schedule or process it walks)."""
 
 
-def samplers_markdown() -> str:
-    """One Markdown row per sampler, in the table's order, under HEADER."""
-    rows = [HEADER]
-    for name, s in spec.samplers.SAMPLERS.items():
-        r = runtime.samplers.SAMPLERS[name]
-        flags = ", ".join(f"`--{f.replace('_', '-')}`" for f in r.flags) or "–"
-        rows.append(
-            f"| `{name}` | {s.paper} | `{s.sample.__module__}.{s.sample.__name__}` "
-            f"| `{r.sample.__module__}.{r.sample.__name__}` | {s.grid} | {s.evaluations} "
-            f"| {order_text(s)} | {flags} |")
-    return "\n".join(rows) + "\n"
+def spec_function(entry: Sampler) -> Callable:
+    """The spec function an entry's `spec` path names ("spec.ddim.ddim_sample_strided")."""
+    module, _, name = entry.spec.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def is_sampler(obj: object) -> bool:
+    """A spec sampler: a function whose parameters after the first are model, x_T, grid, noise
+    (the sampler calling convention of runtime/samplers.py; `ddim_sample`, which walks every
+    time and takes no grid, and `q_sample`, the forward process, are not)."""
+    if not inspect.isfunction(obj):
+        return False
+    return tuple(inspect.signature(obj).parameters)[1:5] == SAMPLER_PARAMETERS
+
+
+def spec_samplers() -> list[str]:
+    """The public spec names (`spec.__all__`) that are samplers, in the spec's order."""
+    return [name for name in spec.__all__ if is_sampler(getattr(spec, name))]
+
+
+def table_entry(spec_name: str) -> str | None:
+    """The `--sampler` name of the entry whose spec function is `spec_name`, or None."""
+    return next((n for n, e in SAMPLERS.items() if e.spec.rpartition(".")[2] == spec_name),
+                None)

@@ -1,37 +1,50 @@
-"""The two sampler tables are one: `spec.samplers.SAMPLERS` (the math) and
-`runtime.samplers.SAMPLERS` (the command) hold the same names in the same order, each runtime
-function is the twin of its spec function (same name, in the runtime module of the same name),
-and the facts both state agree: grid kind, model evaluations, whether the sampler takes noise.
-The docs table is rendered from them (`conformance.sampler_table.samplers_markdown`)."""
+"""The sampler table (`runtime.samplers.SAMPLERS`) and the spec agree: every entry's spec path
+names a public spec function (in `spec.__all__`, in the module the path gives), its runtime
+function is that function's twin (same `__name__`, in the runtime module of the same name), and
+every spec sampler has an entry. A spec sampler is a public spec function whose parameters after
+the first are (model, x_T, grid, noise) (`conformance.sampler_table.is_sampler`), so a sampler on
+one side and not the other fails here. The docs table is rendered from the same entries by
+scripts/docs_tables.py (tests/test_spec_package.py checks docs/samplers.md)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 import runtime.samplers
-import spec.samplers
-from conformance.sampler_table import samplers_markdown
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "samplers.md"
-
-
-def test_same_names_in_the_same_order():
-    assert tuple(spec.samplers.SAMPLERS) == tuple(runtime.samplers.SAMPLERS)
+import spec
+from conformance.sampler_table import spec_function, spec_samplers, table_entry
+from runtime.samplers import GRID_KINDS, PROCESSES, SAMPLERS, Cost
 
 
-@pytest.mark.parametrize("name", list(spec.samplers.SAMPLERS))
-def test_runtime_entry_is_the_twin_of_the_spec_entry(name):
-    s, r = spec.samplers.SAMPLERS[name], runtime.samplers.SAMPLERS[name]
-    assert s.name == name
-    assert r.sample.__name__ == s.sample.__name__
-    assert r.sample.__module__.replace("runtime.", "spec.", 1) == s.sample.__module__
-    assert (r.kind, r.stochastic) == (s.grid, s.stochastic)
-    assert s.grid in spec.samplers.GRID_KINDS
-    for steps in (1, 2, 7, 50):
-        for T in (steps, 1000):
-            assert r.evaluations(steps, T) == s.evaluations(steps, T), (steps, T)
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_spec_path_names_a_public_spec_sampler(name):
+    entry = SAMPLERS[name]
+    module, _, function = entry.spec.rpartition(".")
+    assert module.startswith("spec."), entry.spec
+    fn = spec_function(entry)
+    assert function in spec.__all__, f"{entry.spec} is not a public spec name"
+    assert getattr(spec, function) is fn
+    assert function in spec_samplers(), f"{entry.spec} does not take (sched, model, x_T, grid, noise)"
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_runtime_function_is_the_twin_of_the_spec_function(name):
+    entry = SAMPLERS[name]
+    fn = spec_function(entry)
+    assert entry.sample.__name__ == fn.__name__
+    assert entry.sample.__module__.replace("runtime.", "spec.", 1) == entry.spec.rpartition(".")[0]
+    assert entry.kind in GRID_KINDS
+
+
+def test_every_spec_sampler_has_one_entry():
+    missing = [n for n in spec_samplers() if table_entry(n) is None]
+    assert not missing, f"spec samplers without an entry in runtime.samplers.SAMPLERS: {missing}"
+    paths = [e.spec for e in SAMPLERS.values()]
+    assert len(paths) == len(set(paths)), "two entries name the same spec function"
+
+
+def test_every_grid_kind_has_its_view_of_a_checkpoint():
+    assert set(GRID_KINDS) == set(PROCESSES)
 
 
 def test_every_sampler_flag_is_a_sampler_field_of_the_config():
@@ -42,14 +55,5 @@ def test_every_sampler_flag_is_a_sampler_field_of_the_config():
 
 
 def test_cost_text():
-    assert [str(spec.samplers.Cost(*a)) for a in ((1, 0), (2, -1), (1, 0, True), (3, 2))] == [
+    assert [str(Cost(*a)) for a in ((1, 0), (2, -1), (1, 0, True), (3, 2))] == [
         "S", "2·S − 1", "T", "3·S + 2"]
-
-
-def test_docs_table_is_rendered_from_the_tables():
-    text = samplers_markdown()
-    assert text.count("\n") == 2 + len(spec.samplers.SAMPLERS)
-    for name, s in spec.samplers.SAMPLERS.items():
-        assert f"| `{name}` | {s.paper} |" in text
-    if DOCS.exists():  # docs/samplers.md carries the table verbatim
-        assert text in DOCS.read_text(), "docs/samplers.md: paste samplers_markdown()'s output"

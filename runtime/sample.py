@@ -3,7 +3,7 @@
     python -m runtime.sample --checkpoint runs/d/checkpoint.pt --sampler ddim --steps 50 \\
         --eta 0 --n 64 --seed 0 --out samples.png
 
-Samplers: one entry each in `runtime.samplers.SAMPLERS` (the twin of `spec.samplers`), which
+Samplers: one entry each in `runtime.samplers.SAMPLERS` (the sampler table), which
 gives `--sampler`'s choices and help, the flags each sampler accepts (a sampler flag given to a
 sampler that does not read it is an error), the `--steps` it accepts, the grid it walks and its
 model evaluations; the dispatch below is one call, `entry.sample(sched, model, x_T, grid, noise,

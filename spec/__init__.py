@@ -80,8 +80,8 @@ import importlib as _importlib
 
 MODULES = (
     "core", "schedule", "forward", "loss", "prediction", "ddpm", "ddim", "pf_ode", "edm",
-    "dpm_solver", "unipc", "flow", "samplers", "dynamics", "model", "guidance", "data",
-    "likelihood", "train", "torchlean",
+    "dpm_solver", "unipc", "flow", "dynamics", "model", "guidance", "data", "likelihood",
+    "train", "torchlean",
 )
 """The spec's modules in reading order. `__all__` is gathered from their own `__all__` lists in
 this order (nothing is listed twice); `docs/api.md` is generated from the same lists."""

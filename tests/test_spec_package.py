@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = ROOT / "spec"
 
 
-def load_api_doc():
-    """scripts/api_doc.py, the generator of docs/api.md's table, as a module."""
-    loader = importlib.util.spec_from_file_location("api_doc", ROOT / "scripts" / "api_doc.py")
+def load_docs_tables():
+    """scripts/docs_tables.py, the generator of docs/api.md's and docs/samplers.md's tables, as a
+    module."""
+    loader = importlib.util.spec_from_file_location("docs_tables",
+                                                    ROOT / "scripts" / "docs_tables.py")
     module = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(module)
     return module
@@ -43,13 +45,25 @@ def test_spec_all_is_the_module_lists_without_repeats():
     assert len(names) == len(set(names)), "a name is public in two spec modules"
 
 
-def test_api_md_is_generated_from_the_spec():
-    api_doc = load_api_doc()
-    text = api_doc.API_MD.read_text()
-    assert api_doc.rendered(text) == text, "docs/api.md is stale: run python scripts/api_doc.py"
-    for module in spec.MODULES:  # the generator really lists every module and name
+@pytest.mark.parametrize("page", ["api.md", "samplers.md"])
+def test_docs_tables_are_generated(page):
+    docs_tables = load_docs_tables()
+    path, markers, table = next(p for p in docs_tables.PAGES if p[0].name == page)
+    text = path.read_text()
+    assert docs_tables.rendered(text, markers, table()) == text, (
+        f"docs/{page} is stale: run python scripts/docs_tables.py")
+
+
+def test_every_public_name_is_in_exactly_one_generated_table():
+    """Every name of every module is in api.md's table, or (a sampler function) in samplers.md's,
+    not both."""
+    docs_tables = load_docs_tables()
+    api, samplers = docs_tables.api_table(), docs_tables.samplers_table()
+    for module in spec.MODULES:
         for name in importlib.import_module(f"spec.{module}").__all__:
-            assert f"`{name}`" in text
+            in_api = f"`{name}`" in api
+            in_samplers = f"`spec.{module}.{name}`" in samplers
+            assert in_api != in_samplers, (name, in_api, in_samplers)
 
 
 def test_torchlean_names_map_to_public_names():
