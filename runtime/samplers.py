@@ -324,7 +324,8 @@ SAMPLERS: dict[str, Sampler] = {
         spec="spec.ddpm.ddpm_sample", sample=ddpm_sample, kind="times",
         evaluations=Cost(every_time=True), order=None, stochastic=True,
         paper="DDPM ancestral sampling (Ho et al. 2020, Algorithm 2)",
-        grid=every_time, steps=exactly_T, help="ancestral sampling (Ho et al.) over all T steps"),
+        grid=every_time, steps=exactly_T, help="ancestral sampling (Ho et al.) over all T steps",
+        options=("variance",)),
     "pf-ode": Sampler(
         spec="spec.pf_ode.pf_ode_sample_euler", sample=pf_ode_sample_euler, kind="continuous",
         evaluations=Cost(), order=1, stochastic=False,

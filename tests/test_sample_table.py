@@ -24,9 +24,11 @@ from runtime.samplers import SAMPLER_FLAGS, SAMPLERS, Start
 # a value other than the default for each sampler flag
 GIVEN = {"eta": ("--eta", "0.5"), "clip": ("--no-clip",), "spacing": ("--spacing", "trailing"),
          "sigma_max": ("--sigma-max", "3"), "order": ("--order", "3"),
-         "variant": ("--variant", "bh1"), "corrector": ("--no-corrector",)}
+         "variant": ("--variant", "bh1"), "corrector": ("--no-corrector",),
+         "variance": ("--variance", "fixed_large")}
 # the options the dispatch test passes, each other than its default
-OPTIONS = {"eta": 0.5, "clip": False, "order": 3, "variant": "bh1", "corrector": False}
+OPTIONS = {"eta": 0.5, "clip": False, "order": 3, "variant": "bh1", "corrector": False,
+           "variance": "fixed_large"}
 
 
 def test_every_sampler_flag_has_a_test_value():

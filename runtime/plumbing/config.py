@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from runtime.ddpm import VARIANCES
 from runtime.likelihood import DEFAULT_VLB_CONVENTION, VLB_CONVENTIONS
 from runtime.plumbing.cli import ArgumentParser, ConfigError
 from runtime.prediction import PREDICTION_TABLE, PREDICTIONS
@@ -329,6 +330,9 @@ class SampleConfig:
                         f"{readers('variant')})", "sampler", choices=UNIPC_VARIANTS)
     corrector: bool = _opt(True, "UniPC's corrector UniC after every step but the last (no "
                            f"model evaluation) (for --sampler {readers('corrector')})", "sampler")
+    variance: str = _opt("fixed_small", "DDPM's reverse variance σ_t² (Ho et al. 2020 §3.2): "
+                         "fixed_small β̃_t or fixed_large β_t (for --sampler "
+                         f"{readers('variance')})", "sampler", choices=tuple(VARIANCES))
     class_: int | None = _opt(None, "class-conditional checkpoints: draw every image of this "
                               "class (default: 10 rows, row k of class k)", "guidance",
                               type=int, metavar="K")
