@@ -311,6 +311,12 @@ def _flow_euler(cfg: SchedulerConfig, s: Any, n: int) -> Method:
         raise OutsideSpec("stochastic_sampling: x' = (1 − σ_next)·x̂_0 + σ_next·z with fresh noise z "
                           "(x̂_0 = x − σ·v̂) has no spec function: spec.flow integrates the ODE "
                           "dx/dσ = v̂ only")
+    terminal = option(s, "shift_terminal", None)
+    if terminal and n == 1:
+        raise OutsideSpec(f"shift_terminal {terminal!r} with one step: stretching 1 − σ by "
+                          "(1 − σ_term)/(1 − σ_{n−1}) divides by 1 − σ_0 = 0 (diffusers' sigmas are "
+                          "[nan, 0], a NaN sample); spec.flow.flow_sigmas needs n ≥ 2 there, the one "
+                          "σ of a one-step grid being 1, with nothing strictly between 0 and 1 to stretch")
     if option(s, "invert_sigmas", False):
         raise OutsideSpec("invert_sigmas: the σ's run from 0 up to 1 (Mochi): no spec.flow grid")
     return FlowEuler()
@@ -494,13 +500,13 @@ class SchedulerTarget:
         import torch
 
         sig = self.claims.sigma_grid([float(v) for v in s.sigmas])
+        method = self.claims.method(cfg, s, len(sig) - 1)
         if sig[-1] != 0.0:
             raise OutsideSpec(f"sigmas end in σ = {sig[-1]!r}, not 0: spec.flow's samplers end at σ = 0")
         if not all(a > b for a, b in zip(sig, sig[1:], strict=False)) or sig[0] > 1.0:
             raise ValueError(f"sigmas {sig} are not a strictly decreasing grid in [0, 1] "
                              "(spec.flow's samplers need one)")
         n = len(sig) - 1
-        method = self.claims.method(cfg, s, n)
         claim = Claim(betas=flow_betas(sig[:-1]), grid=tuple(range(n, 0, -1)), end=0,
                       method=method, labels=(*(f"σ={v:.6g}" for v in sig[:-1]), "σ=0"))
         T_train = float(option(s, "num_train_timesteps", cfg.T))
