@@ -366,12 +366,12 @@ def test_oracle_dpm_solver_reads_the_previous_state_and_its_first_order_steps():
     x0, x1, z = rng.standard_normal((3, 2, 5))
     two_m = dpm_solver_pp_2m_step(sched, x1, x0_pred(sched, model, x1, 14), 14, 8,
                                   x0_pred(sched, model, x0, 20), 20)
-    np.testing.assert_allclose(oracle.step(1, x1, z, x0), two_m, rtol=0, atol=0)
-    assert not np.allclose(oracle.step(1, x1, z, x0 + 0.1), two_m)  # the history matters
+    np.testing.assert_allclose(oracle.step(1, x1, z, [x0]), two_m, rtol=0, atol=0)
+    assert not np.allclose(oracle.step(1, x1, z, [x0 + 0.1]), two_m)  # the history matters
     with pytest.raises(ValueError, match="needs the state at t = 20"):
         oracle.step(1, x1, z)
     first = SpecOracle(Claim(betas, (20, 14, 8, 3), 0, DPMSolverPP(first_order=(1,))), model)
-    np.testing.assert_allclose(first.step(1, x1, z, x0), dpm_solver_pp_2m_step(
+    np.testing.assert_allclose(first.step(1, x1, z, [x0]), dpm_solver_pp_2m_step(
         sched, x1, x0_pred(sched, model, x1, 14), 14, 8), rtol=0, atol=0)
     noise = np.zeros((4, 2, 5))
     np.testing.assert_allclose(oracle.final(x0, noise),
@@ -379,7 +379,7 @@ def test_oracle_dpm_solver_reads_the_previous_state_and_its_first_order_steps():
     # the whole loop by steps (first_order given) equals the sampler when nothing extra is listed
     states = [x0]
     for i in range(4):
-        states.append(oracle.step(i, states[i], noise[i], states[i - 1] if i else None))
+        states.append(oracle.step(i, states[i], noise[i], states[:i]))
     np.testing.assert_allclose(states[-1], oracle.final(x0, noise), rtol=1e-12, atol=1e-12)
 
 

@@ -42,6 +42,11 @@ _EXPORTS: dict[str, str] = {
     "DPMSolverPP": "methods",
     "EDMEuler": "methods",
     "EDMHeun": "methods",
+    "DPMSolverPP2S": "methods",
+    "EDMEulerAncestral": "methods",
+    "FlowEuler": "methods",
+    "FlowHeun": "methods",
+    "UniPC": "methods",
     "Method": "methods",
     "CLAIMS": "scheduler_target",
     "SchedulerConfig": "scheduler_target",
@@ -60,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "run_suite": "suite",
     "FLOAT32": "targets",
     "FLOAT64": "targets",
+    "FLOW32": "targets",
+    "flow_betas": "targets",
     "VERDICTS": "targets",
     "Claim": "targets",
     "Family": "targets",
@@ -85,9 +92,10 @@ def __getattr__(name: str) -> object:
 __all__ = [
     # the protocol and the spec methods a claim names
     "Claim", "Run", "Family", "Target", "Method", "DDIM", "DDPM", "DPMSolverPP", "EDMEuler",
-    "EDMHeun", "OutsideSpec", "VERDICTS",
+    "EDMHeun", "DPMSolverPP2S", "EDMEulerAncestral", "FlowEuler", "FlowHeun", "UniPC",
+    "OutsideSpec", "VERDICTS", "flow_betas",
     # tolerance models
-    "Tolerance", "FLOAT64", "FLOAT32",
+    "Tolerance", "FLOAT64", "FLOAT32", "FLOW32",
     # targets without a Target class: a step function, a scheduler class
     "StepTarget", "KINDS", "SpecConfig", "spec_families", "SchedulerTarget", "CLAIMS",
     "SchedulerConfig", "scheduler_configs", "inject_noise", "integer_timesteps",

@@ -162,6 +162,7 @@ def run_case(target: Target, config: Any, tol: Tolerance = FLOAT64) -> CaseResul
     # or v-claim is run with a model OF that kind on both sides (the same network read as x̂_0 or
     # v̂: spec.prediction.PredictionModel) instead of converting ε (the spec would raise).
     native = defined_at_zero_snr(claim.prediction) and any(ab[t] == 0 for t in claim.grid)
+    velocity = claim.method.velocity  # a flow claim: the network is v̂(x, σ) on both sides
     oracle = SpecOracle(claim, model, native=native)
     bound, loop_bound = tol.bound(ab, claim), tol.bound(ab, claim, loop=True)
     calls: list[int] = []
@@ -172,6 +173,8 @@ def run_case(target: Target, config: Any, tol: Tolerance = FLOAT64) -> CaseResul
         if not 0 <= t <= claim.T:
             raise _BadCall(f"the model was called at t = {t}, outside {{0..{claim.T}}}")
         x64 = np.asarray(x, dtype=np.float64)
+        if velocity:
+            return oracle.velocity_model.velocity(x64, oracle.flow_sigma(t)).astype(np.asarray(x).dtype)
         eps = model.eps(x64, t / claim.T)
         out = eps if native else eps_to_prediction(eps, x64, oracle.sched, t, claim.prediction)
         return out.astype(np.asarray(x).dtype)
@@ -197,8 +200,8 @@ def run_case(target: Target, config: Any, tol: Tolerance = FLOAT64) -> CaseResul
     loop_err = rel_err(states[-1], spec_final)
     step_errs, spec_steps = [], []
     for i in range(n):
-        # a multistep method's step i also reads the state at path[i − 1] (the target's own)
-        before = np.asarray(states[i - 1], dtype=np.float64) if i > 0 else None
+        # a multistep method's step i also reads the states at path[0..i − 1] (the target's own)
+        before = [np.asarray(s, dtype=np.float64) for s in states[:i]]
         e = oracle.step(i, np.asarray(states[i], dtype=np.float64), noise[i], before)
         spec_steps.append(e)
         step_errs.append(rel_err(states[i + 1], e))

@@ -84,6 +84,8 @@ class DiffusersConfig:
     lower_order_final: bool = True  # DPM
     euler_at_final: bool = False  # DPM
     final_sigmas_type: str = "zero"  # DPM: "zero" or "sigma_min"
+    options: tuple[tuple[str, Any], ...] = ()  # the generic adapter's targets: constructor options
+    mu: float | None = None  # set_timesteps(n, mu=μ): dynamic shifting (flow schedulers)
 
     def kwargs(self) -> dict[str, Any]:
         """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
@@ -122,6 +124,8 @@ class DiffusersConfig:
     def from_json(cls, text: str) -> DiffusersConfig:
         d = json.loads(text)
         d["shape"] = tuple(d["shape"])
+        d["options"] = tuple((k, tuple(v) if isinstance(v, list) else v)
+                             for k, v in d.get("options", ()))
         return cls(**d)
 
     def code(self) -> str:

@@ -9,7 +9,14 @@ import numpy as np
 from hypothesis import strategies as st
 
 from conformance.external.diffusers_config import DiffusersConfig, build_scheduler
-from conformance.external.targets import FLOAT32, FLOAT64, PREDICTIONS, Family, defined_at_zero_snr
+from conformance.external.targets import (
+    FLOAT32,
+    FLOAT64,
+    FLOW32,
+    PREDICTIONS,
+    Family,
+    defined_at_zero_snr,
+)
 
 
 def direction_radicand_negative(cfg: DiffusersConfig) -> bool:
@@ -218,4 +225,135 @@ def dpm_families(profile: str) -> list[Family]:
                c(D, profile, "trailing", "divides", final="sigma_min", **f32), FLOAT32, note),
         Family("solver_order=1 (DPM-Solver++(1)), leading, n < T, final σ drawn",
                c(D, profile, "leading", "lt", order=1, final=None, **f32), FLOAT32, note),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedulers checked through the generic adapter (scheduler_target.SchedulerTarget): one
+# strategy, options fixed or drawn per family
+
+
+def _draw(draw, value):
+    return draw(value) if isinstance(value, st.SearchStrategy) else value
+
+
+@st.composite
+def generic_configs(draw, scheduler: str, profile: str, *, spacing=None, n_rule: str = "lt",
+                    predictions: tuple[str, ...] = PREDICTIONS, T_min: int = 2,
+                    mu=None, **options) -> DiffusersConfig:
+    """A DiffusersConfig of a generic-adapter scheduler: T ≤ 40 ("small") or ≤ 1000, n by
+    `n_rule`, β range and schedule, prediction type; spacing, μ and each option fixed or a
+    strategy. An option given as the string "every step" becomes range(n) (disable_corrector)."""
+    T = draw(st.integers(T_min, 40 if profile == "small" else 1000))
+    n = {"any": lambda: draw(st.integers(1, T)), "lt": lambda: draw(st.integers(1, T - 1)),
+         "divides": lambda: draw(st.sampled_from(_divisors(T))),
+         "whole": lambda: draw(st.sampled_from(
+             [k for k in range(1, T + 1) if k == 1 or (T - 1) % (k - 1) == 0])),
+         "frac": lambda: draw(st.sampled_from([k for k in range(2, T) if (T - 1) % (k - 1)] or [0])),
+         "one": lambda: 1, "atleast2": lambda: draw(st.integers(2, T)),
+         "even": lambda: 2 * draw(st.integers(1, max(1, (T - 1) // 2)))}[n_rule]()
+    if n < 1 or n > T or (n_rule == "even" and n >= T):
+        draw(st.nothing())
+    b0 = draw(st.floats(1e-5, 1e-3))
+    b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+             draw(st.integers(1, 4)))
+    opts = tuple(sorted((k, tuple(range(n)) if v == "every step" else _draw(draw, v))
+                        for k, v in options.items()))
+    return DiffusersConfig(
+        scheduler=scheduler, T=T, beta_schedule=draw(st.sampled_from(["linear", "scaled_linear",
+                                                                      "squaredcos_cap_v2"])),
+        beta_start=b0, beta_end=b1, n=n, spacing=_draw(draw, spacing) or "leading",
+        prediction_type=draw(st.sampled_from(list(predictions))), tables="float32", shape=shape,
+        seed=draw(st.integers(0, 2**16)), options=opts, mu=_draw(draw, mu))
+
+
+def unipc_families(profile: str) -> list[Family]:
+    c, U = generic_configs, "UniPCMultistepScheduler"
+    spacing = st.sampled_from(["leading", "trailing", "linspace"])
+    order = st.integers(1, 3)
+    note = ("prediction_type (ε, x_0, v), timestep_spacing, beta_schedule and β range drawn; "
+            "n < T (n = T repeats a τ, as for DPMSolverMultistepScheduler)")
+    return [
+        Family("bh2, solver_order 1–3, corrector on, final σ = 0",
+               c(U, profile, spacing=spacing, solver_order=order), FLOAT32, note),
+        Family("bh2, solver_order 1–3, corrector off (disable_corrector every step)",
+               c(U, profile, spacing=spacing, solver_order=order, disable_corrector="every step"),
+               FLOAT32, note),
+        Family("bh2, solver_order 1–3, final_sigmas_type=sigma_min",
+               c(U, profile, spacing="leading", solver_order=order, final_sigmas_type="sigma_min"),
+               FLOAT32, note),
+        Family("bh1, solver_order 1–3, final σ = 0",
+               c(U, profile, spacing=spacing, solver_order=order, solver_type="bh1"), FLOAT32, note),
+        Family("bh1, solver_order 1–3, final_sigmas_type=sigma_min",
+               c(U, profile, spacing="leading", solver_order=order, solver_type="bh1",
+                 final_sigmas_type="sigma_min"), FLOAT32, note),
+        Family("bh2, solver_order 2–3, lower_order_final=False, final σ = 0, n ≥ 2",
+               c(U, profile, spacing=spacing, n_rule="atleast2", T_min=3,
+                 solver_order=st.integers(2, 3), lower_order_final=False), FLOAT32, note),
+        Family("use_flow_sigmas", c(U, profile, use_flow_sigmas=True), FLOAT32, note),
+    ]
+
+
+def dpm_singlestep_families(profile: str) -> list[Family]:
+    c, D = generic_configs, "DPMSolverSinglestepScheduler"
+    note = ("prediction_type (ε, x_0, v), beta_schedule and β range drawn; its own grid "
+            "(linspace over n + 1 points, τ = 0 dropped), n < T")
+    return [
+        Family("2S, lower_order_final, final σ = 0", c(D, profile), FLOAT32, note),
+        Family("2S, lower_order_final, final_sigmas_type=sigma_min",
+               c(D, profile, final_sigmas_type="sigma_min"), FLOAT32, note),
+        Family("2S, lower_order_final=False, final_sigmas_type=sigma_min, even n",
+               c(D, profile, n_rule="even", T_min=3, lower_order_final=False,
+                 final_sigmas_type="sigma_min"), FLOAT32, note),
+        Family("solver_order=1", c(D, profile, solver_order=1), FLOAT32, note),
+        Family("solver_order=3, n ≥ 2", c(D, profile, n_rule="atleast2", T_min=4, solver_order=3),
+               FLOAT32, note),
+    ]
+
+
+def euler_ancestral_families(profile: str) -> list[Family]:
+    c, E = generic_configs, "EulerAncestralDiscreteScheduler"
+    note = ("prediction_type ε and v (its step() raises for x_0: not drawn), beta_schedule and "
+            "β range drawn; each step's noise handed to its randn_tensor")
+    p = ("epsilon", "v_prediction")
+    return [
+        Family("leading, any n", c(E, profile, spacing="leading", n_rule="any", predictions=p),
+               FLOAT32, note),
+        Family("trailing, n divides T", c(E, profile, spacing="trailing", n_rule="divides",
+                                          predictions=p), FLOAT32, note),
+        Family("linspace, (n − 1) | (T − 1) (integer timesteps)",
+               c(E, profile, spacing="linspace", n_rule="whole", predictions=p), FLOAT32, note),
+        Family("linspace, (n − 1) ∤ (T − 1) (non-integer timesteps)",
+               c(E, profile, spacing="linspace", n_rule="frac", T_min=4, predictions=p),
+               FLOAT32, note),
+    ]
+
+
+def flow_families(scheduler: str, profile: str) -> list[Family]:
+    c = generic_configs
+    e = ("epsilon",)  # a flow model predicts the velocity; prediction_type is not read
+    note = "num_train_timesteps (T) and n drawn; the model is a velocity model fed σ"
+    shift = st.floats(1.5, 6.0)
+    out = [
+        Family("shift = 1, any n", c(scheduler, profile, n_rule="any", predictions=e),
+               FLOW32, note),
+        Family("shift ∈ [1.5, 6], any n",
+               c(scheduler, profile, n_rule="any", predictions=e, shift=shift), FLOW32, note),
+    ]
+    if scheduler != "FlowMatchEulerDiscreteScheduler":
+        return out
+    return [
+        *out,
+        Family("use_dynamic_shifting, μ ∈ [0.3, 1.5] (exponential), any n",
+               c(scheduler, profile, n_rule="any", predictions=e, use_dynamic_shifting=True,
+                 mu=st.floats(0.3, 1.5)), FLOW32, note),
+        Family("shift_terminal ∈ [0.05, 0.5], n ≥ 2",
+               c(scheduler, profile, n_rule="atleast2", predictions=e, shift=shift,
+                 shift_terminal=st.floats(0.05, 0.5)), FLOW32, note),
+        Family("shift_terminal, n = 1",
+               c(scheduler, profile, n_rule="one", predictions=e, shift_terminal=st.floats(0.05, 0.5)),
+               FLOW32, note),
+        Family("stochastic_sampling", c(scheduler, profile, n_rule="any", predictions=e,
+                                        stochastic_sampling=True), FLOW32, note),
     ]

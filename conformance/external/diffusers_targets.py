@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from conformance.external import scheduler_target as generic
 from conformance.external.diffusers_config import (
     DiffusersConfig,
     build_scheduler,
@@ -28,12 +29,17 @@ from conformance.external.diffusers_families import (
     ddim_families,
     ddpm_families,
     dpm_families,
+    dpm_singlestep_families,
+    euler_ancestral_families,
+    flow_families,
     sigma_families,
+    unipc_families,
 )
 from conformance.external.methods import DDIM, DDPM, DPMSolverPP, EDMEuler, EDMHeun, Method
 from conformance.external.targets import (
     FLOAT32,
     FLOAT64,
+    FLOW32,
     Claim,
     Family,
     OutsideSpec,
@@ -433,10 +439,108 @@ class DPMSolverTarget(SchedulerTarget):
         return Run(claim=claim, sample=sample, dtype=np.float32, describe=describe, repro=self.code(cfg))
 
 
+# ---------------------------------------------------------------------------------------------
+# The schedulers checked through the generic adapter: a claim of scheduler_target.CLAIMS, the
+# configuration families of their options
+
+
+class GenericTarget(SchedulerTarget):
+    """A diffusers scheduler checked by the generic adapter (`scheduler_target.SchedulerTarget`
+    with the claim `claims`), its DiffusersConfig handed over as a SchedulerConfig: the class
+    built from keyword arguments, its own loop, its float32 tables as shipped. A subclass names
+    the class, the claim and its option families."""
+
+    claims: str
+    grid_spacings = ()  # the grids of Euler's construction are the rows of EulerDiscrete
+
+    def adapter(self) -> generic.SchedulerTarget:
+        return generic.SchedulerTarget(scheduler_class(self.name), self.claims)
+
+    @staticmethod
+    def scheduler_config(cfg: DiffusersConfig) -> generic.SchedulerConfig:
+        return generic.SchedulerConfig(
+            T=cfg.T, n=cfg.n, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+            beta_schedule=cfg.beta_schedule, spacing=cfg.spacing,
+            prediction_type=cfg.prediction_type, shape=cfg.shape, seed=cfg.seed,
+            options=cfg.options, mu=cfg.mu)
+
+    def tolerance(self, cfg: DiffusersConfig) -> Tolerance:
+        return FLOW32 if generic.CLAIMS[self.claims].loop == "flow" else FLOAT32
+
+    def code(self, cfg: DiffusersConfig) -> str:
+        adapter = self.adapter()
+        args = ", ".join(f"{k}={v!r}" for k, v in self.scheduler_config(cfg).kwargs(adapter.accepts).items())
+        mu = "" if cfg.mu is None else f", mu={cfg.mu!r}"
+        return (f"s = {self.name}({args}); s.set_timesteps({cfg.n}{mu})\n"
+                f"  for tau in s.timesteps: x = s.step(model(s.scale_model_input(x, tau), tau), "
+                f"tau, x).prev_sample\n  x_T, noise: shape {cfg.shape}, seed {cfg.seed}\n"
+                f"  rerun: python -m conformance.external diffusers --case '{cfg.to_json()}'")
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        run = self.adapter().prepare(self.scheduler_config(cfg))
+        run.repro = self.code(cfg)
+        return run
+
+
+class UniPCTarget(GenericTarget):
+    """diffusers' UniPCMultistepScheduler against spec.unipc (Zhao et al. 2023): predict_x0,
+    solver_type bh1 / bh2, solver_order 1–3, the corrector on or off, lower_order_final,
+    final_sigmas_type; its states are the predictor's outputs (`methods.UniPC`)."""
+
+    name, claims = "UniPCMultistepScheduler", "unipc"
+
+    def families(self, profile: str) -> list[Family]:
+        return unipc_families(profile)
+
+
+class DPMSolverSinglestepTarget(GenericTarget):
+    """diffusers' DPMSolverSinglestepScheduler (dpmsolver++, midpoint) against spec.dpm_solver's
+    DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1): its order list [1, 2, 1, 2, …] is the grid
+    in pairs, each pair's first call the first-order step to the intermediate time."""
+
+    name, claims = "DPMSolverSinglestepScheduler", "dpmsolver++2s"
+
+    def families(self, profile: str) -> list[Family]:
+        return dpm_singlestep_families(profile)
+
+
+class EulerAncestralTarget(GenericTarget):
+    """diffusers' EulerAncestralDiscreteScheduler against spec.edm.edm_euler_ancestral_step on
+    the VP σ's of its table (x̃ = x_t·√(1 + σ²), as EulerDiscrete), each step's noise handed to
+    its randn_tensor."""
+
+    name, claims = "EulerAncestralDiscreteScheduler", "euler_ancestral"
+
+    def families(self, profile: str) -> list[Family]:
+        return euler_ancestral_families(profile)
+
+
+class FlowMatchEulerTarget(GenericTarget):
+    """diffusers' FlowMatchEulerDiscreteScheduler against spec.flow.flow_euler_step on its own
+    σ's (shift, use_dynamic_shifting with μ, shift_terminal): the steps, not the grid, which is
+    another construction than spec.flow.flow_sigmas (docs/errata.md)."""
+
+    name, claims = "FlowMatchEulerDiscreteScheduler", "flow_euler"
+
+    def families(self, profile: str) -> list[Family]:
+        return flow_families(self.name, profile)
+
+
+class FlowMatchHeunTarget(GenericTarget):
+    """diffusers' FlowMatchHeunDiscreteScheduler against spec.flow.flow_heun_step on its own
+    σ's, two calls per step (interleaved timesteps), Euler into σ = 0 (`methods.FlowHeun`)."""
+
+    name, claims = "FlowMatchHeunDiscreteScheduler", "flow_heun"
+
+    def families(self, profile: str) -> list[Family]:
+        return flow_families(self.name, profile)
+
 
 TARGETS: dict[str, type[SchedulerTarget]] = {
     target.name: target
-    for target in (DDIMTarget, DDPMTarget, EulerTarget, HeunTarget, DPMSolverTarget)
+    for target in (DDIMTarget, DDPMTarget, EulerTarget, HeunTarget, DPMSolverTarget,
+                   UniPCTarget, DPMSolverSinglestepTarget, EulerAncestralTarget,
+                   FlowMatchEulerTarget, FlowMatchHeunTarget)
 }
 """Every adapted scheduler by its diffusers class name, in the order of the report."""
 

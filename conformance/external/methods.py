@@ -19,8 +19,29 @@ import numpy as np
 
 from spec.ddim import ddim_sample_strided, ddim_step_between
 from spec.ddpm import VARIANCES, ddpm_sample, ddpm_step, x0_pred
-from spec.dpm_solver import dpm_solver_pp_2m_sample, dpm_solver_pp_2m_step
-from spec.edm import edm_euler_step, edm_heun_step, edm_sample_euler, edm_sample_heun, edm_to_vp
+from spec.dpm_solver import (
+    dpm_solver_pp_2m_sample,
+    dpm_solver_pp_2m_step,
+    dpm_solver_pp_2s_sample,
+    dpm_solver_pp_2s_step,
+)
+from spec.edm import (
+    edm_euler_ancestral_sample,
+    edm_euler_ancestral_step,
+    edm_euler_step,
+    edm_heun_step,
+    edm_sample_euler,
+    edm_sample_heun,
+    edm_to_vp,
+)
+from spec.flow import (
+    RectifiedFlow,
+    flow_euler_sample,
+    flow_euler_step,
+    flow_heun_sample,
+    flow_heun_step,
+)
+from spec.unipc import unic_step, unip_step, unipc_sample
 
 if TYPE_CHECKING:
     from conformance.external.oracle import SpecOracle
@@ -32,7 +53,13 @@ Nearby = Iterator[tuple[str, Callable[[], np.ndarray]]]
 
 class Method:
     """The defaults of a step rule: one model call per grid time, the whole loop as its steps
-    one after another, no nearby computations."""
+    one after another, no nearby computations, a VP model (ε, x_0 or v of the claim's table).
+
+    velocity: the method runs the rectified flow (spec.flow) and its model is a velocity model
+    v̂(x, σ), fed the flow's σ itself as its time (see `FlowEuler`).
+    """
+
+    velocity = False
 
     @property
     def formula(self) -> str:
@@ -46,16 +73,16 @@ class Method:
         """Raise ValueError when `claim` is outside what this method's spec computes."""
 
     def step(self, o: SpecOracle, i: int, x: np.ndarray, z: np.ndarray,
-             x_before: np.ndarray | None) -> np.ndarray:
-        """The spec's step i: x at path[i] → x at path[i + 1], with noise z; x_before is the
-        state at path[i − 1] (a multistep method reads it)."""
+             before: Sequence[np.ndarray]) -> np.ndarray:
+        """The spec's step i: x at path[i] → x at path[i + 1], with noise z; before: the
+        target's states at path[0..i − 1], oldest first (a multistep method reads them)."""
         raise NotImplementedError
 
     def final(self, o: SpecOracle, x_T: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The spec's whole loop from x_T: the steps one after another."""
         states = [x_T]
         for i in range(len(o.path) - 1):
-            states.append(self.step(o, i, states[i], noise[i], states[i - 1] if i else None))
+            states.append(self.step(o, i, states[i], noise[i], states[:i]))
         return states[-1]
 
     def nearby(self, o: SpecOracle, i: int, x: np.ndarray, z: np.ndarray) -> Nearby:
@@ -86,7 +113,7 @@ class DDIM(Method):
             + ", from each grid time to the next"
         )
 
-    def step(self, o, i, x, z, x_before):
+    def step(self, o, i, x, z, before):
         t, t_prev = o.path[i], o.path[i + 1]
         if t_prev < t:
             return ddim_step_between(o.sched, o.model, t, t_prev, x, self.eta, z, self.clip)
@@ -157,7 +184,7 @@ class DDPM(Method):
         if self.variance not in VARIANCES:
             raise ValueError(f"variance must be one of {sorted(VARIANCES)}, got {self.variance!r}")
 
-    def step(self, o, i, x, z, x_before):
+    def step(self, o, i, x, z, before):
         chain = o.respaced  # x_{t_r} → x_{t_r − 1} in the respaced chain
         model = o.clipped(chain.sched, chain.model) if self.clip else chain.model
         return ddpm_step(chain.sched, model, chain.S.index(o.path[i]), x, z, variance=self.variance)
@@ -203,7 +230,7 @@ class EDMEuler(Method):
     solve_step = staticmethod(edm_euler_step)
     solve = staticmethod(edm_sample_euler)
 
-    def step(self, o, i, x, z, x_before):
+    def step(self, o, i, x, z, before):
         t, t_prev = o.path[i], o.path[i + 1]
         s, s_next = o.sigma(t), (o.sigma(t_prev) if t_prev > 0 else 0.0)
         x_tilde = o.to_edm(t, x)
@@ -273,17 +300,17 @@ class DPMSolverPP(Method):
             "the first step and into ᾱ = 1" + extra
         )
 
-    def step(self, o, i, x, z, x_before):
+    def step(self, o, i, x, z, before):
         t, t_prev = o.path[i], o.path[i + 1]
         if t_prev == t:
             return o.keep_level(t, x)
         x0 = x0_pred(o.sched, o.model, x, t)
         if i == 0 or i in self.first_order:  # the first-order update (Algorithm 2, line 3)
             return dpm_solver_pp_2m_step(o.sched, x, x0, t, t_prev)
-        if x_before is None:
+        if len(before) < i:
             raise ValueError(f"DPM-Solver++(2M) step {i} needs the state at t = {o.path[i - 1]}")
         t_before = o.path[i - 1]
-        x0_before = x0_pred(o.sched, o.model, x_before, t_before)  # the previous output
+        x0_before = x0_pred(o.sched, o.model, before[-1], t_before)  # the previous output
         return dpm_solver_pp_2m_step(o.sched, x, x0, t, t_prev, x0_before, t_before)
 
     def final(self, o, x_T, noise):
@@ -291,3 +318,192 @@ class DPMSolverPP(Method):
         if o.claim.end == 0 and not extra:  # the spec's own sampler, Algorithm 2
             return dpm_solver_pp_2m_sample(o.sched, o.model, x_T, list(o.path))
         return super().final(o, x_T, noise)
+
+
+@dataclass(frozen=True)
+class DPMSolverPP2S(Method):
+    """DPM-Solver++(2S) on the claimed grid (Lu et al. 2022b, Algorithm 1;
+    `spec.dpm_solver.dpm_solver_pp_2s_step`), in VP scale, one model call per grid time.
+
+    The grid is read in pairs from its start, as `dpm_solver_pp_2s_sample` does: step 2k goes
+    from t_{2k} to the intermediate time t_{2k+1} by the first-order step (Algorithm 1, line 4),
+    and step 2k + 1 finishes the pair, t_{2k} → t_{2k+2} through t_{2k+1} (lines 5–6), from the
+    target's state at t_{2k}; an odd last step is first order. first_order: steps 2k + 1 that
+    are taken first order from their own state instead (diffusers' lower_order_final).
+    """
+
+    first_order: tuple[int, ...] = ()
+
+    @property
+    def formula(self) -> str:
+        extra = f"; first order also at steps {list(self.first_order)}" if self.first_order else ""
+        return ("DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1): the grid in pairs t → t_mid → "
+                "t_next, u = first-order step to t_mid, D = (1 − 1/(2r))·x̂_0(t) + 1/(2r)·x̂_0(u, t_mid), "
+                "x' = (σ_next/σ_t)·(x − α_t·D) + α_next·D; an odd last step first order" + extra)
+
+    def step(self, o, i, x, z, before):
+        t, t_next = o.path[i], o.path[i + 1]
+        if t_next == t:
+            return o.keep_level(t, x)
+        if i % 2 == 0 or i in self.first_order:  # the pair's first half: the first-order step
+            return dpm_solver_pp_2m_step(o.sched, x, x0_pred(o.sched, o.model, x, t), t, t_next)
+        if len(before) < i:
+            raise ValueError(f"DPM-Solver++(2S) step {i} needs the state at t = {o.path[i - 1]}")
+        return dpm_solver_pp_2s_step(o.sched, o.model, before[-1], o.path[i - 1], t, t_next)
+
+    def final(self, o, x_T, noise):
+        extra = [i for i in self.first_order if o.path[i + 1] > 0]
+        if o.claim.end == 0 and not extra:  # the spec's own sampler, Algorithm 1 in pairs
+            return dpm_solver_pp_2s_sample(o.sched, o.model, x_T, list(o.path))
+        return super().final(o, x_T, noise)
+
+
+@dataclass(frozen=True)
+class UniPC(Method):
+    """UniPC-p on the claimed grid (Zhao et al. 2023; `spec.unipc.unip_step` and `unic_step`),
+    in VP scale, one model call per grid time.
+
+    order p ∈ {1, 2, 3}; variant "bh1" or "bh2" (B(h)); corrector: UniC after every step but
+    the last; lower_order_final: step i of n takes order min(p, i + 1, n − i) (the spec's
+    `unipc_sample`), else min(p, i + 1).
+
+    The state at path[i] is the predictor's output (what diffusers' step() returns and where
+    the model is evaluated); its corrected value is formed inside the next step. So the spec's
+    step i, from the target's own states x_T, …, x_{t_i}, takes x̂_0 of each (the history m),
+    rebuilds the corrected states from x_T by UniC-q, and takes UniP-q from the last of them.
+    """
+
+    order: int = 2
+    variant: str = "bh2"
+    corrector: bool = True
+    lower_order_final: bool = True
+
+    @property
+    def formula(self) -> str:
+        return (f"UniPC-{self.order} (Zhao et al. 2023, §3; variant {self.variant}, corrector "
+                f"{'UniC after every step but the last' if self.corrector else 'off'}): UniP-q "
+                "x' = x_base − √ᾱ_next·B(h)·Σ ρ_k·D_k from the corrected state, q = min(p, i + 1"
+                + (", n − i)" if self.lower_order_final else ")") + "; into ᾱ = 1 first order (x̂_0)")
+
+    def check(self, claim):
+        if self.order not in (1, 2, 3):
+            raise ValueError(f"UniPC order must be 1, 2 or 3, got {self.order}")
+
+    def q(self, i: int, n: int) -> int:
+        """The order of step i of n."""
+        return min(self.order, i + 1, n - i) if self.lower_order_final else min(self.order, i + 1)
+
+    def step(self, o, i, x, z, before):
+        path, n = o.path, len(o.path) - 1
+        if path[i + 1] == path[i]:
+            return o.keep_level(path[i], x)
+        if len(before) < i:
+            raise ValueError(f"UniPC step {i} needs the states at t = {list(path[:i])}")
+        states = [*before[:i], x]
+        m = [x0_pred(o.sched, o.model, s, path[k]) for k, s in enumerate(states)]
+        xc = states[0]
+        for k in range(1, i + 1):  # the corrected state at path[k], from the one at path[k − 1]
+            q = self.q(k - 1, n)
+            xc = (unic_step(o.sched, xc, m[k - q:k], path[k - q:k], path[k], m[k], self.variant)
+                  if self.corrector else states[k])
+        q = self.q(i, n)
+        return unip_step(o.sched, xc, m[i + 1 - q:i + 1], path[i + 1 - q:i + 1], path[i + 1],
+                         self.variant)
+
+    def final(self, o, x_T, noise):
+        if o.claim.end == 0 and self.lower_order_final:  # the spec's own sampler
+            return unipc_sample(o.sched, o.model, x_T, list(o.path), order=self.order,
+                                variant=self.variant, corrector=self.corrector)
+        return super().final(o, x_T, noise)
+
+
+@dataclass(frozen=True)
+class EDMEulerAncestral(EDMEuler):
+    """The ancestral Euler step in EDM form (k-diffusion's `sample_euler_ancestral`, η = 1;
+    `spec.edm.edm_euler_ancestral_step`) on the VP σ's of the claimed grid and σ = 0 at its
+    end, as `EDMEuler`; noise z_i is added as σ_up·z_i in EDM scale (x̃), as DDPM's is in VP."""
+
+    @property
+    def formula(self) -> str:
+        return ("EDM ancestral Euler (k-diffusion sample_euler_ancestral, η = 1): σ_up = "
+                "min(σ_next, √(σ_next²(σ² − σ_next²)/σ²)), σ_down = √(σ_next² − σ_up²), "
+                "x̃' = x̃ + (σ_down − σ)·(x̃ − D(x̃; σ))/σ + σ_up·z on σ_t = √((1−ᾱ_t)/ᾱ_t), σ = 0 at the end")
+
+    def step(self, o, i, x, z, before):
+        t, t_prev = o.path[i], o.path[i + 1]
+        s, s_next = o.sigma(t), (o.sigma(t_prev) if t_prev > 0 else 0.0)
+        x_tilde = edm_euler_ancestral_step(o.times([t, t_prev]), o.model, o.to_edm(t, x), s,
+                                           s_next, z)
+        return edm_to_vp(s_next, x_tilde)[1]
+
+    def final(self, o, x_T, noise):
+        sigmas = [o.sigma(t) for t in o.claim.grid] + [0.0]
+        x_tilde = edm_euler_ancestral_sample(o.times(list(o.claim.grid)), o.model,
+                                             o.to_edm(o.path[0], x_T), sigmas, noise)
+        return edm_to_vp(0.0, x_tilde)[1]
+
+
+@dataclass(frozen=True)
+class FlowEuler(Method):
+    """Euler's method on the rectified-flow ODE dx/dσ = v̂(x, σ) (SD3 §2;
+    `spec.flow.flow_euler_step`) over the claimed σ's.
+
+    A flow claim states its σ's as a table: T = n, table time t ↔ the grid's σ, read back by
+    `SpecOracle.flow_sigma` (spec.flow.vp_to_flow of the claim's ᾱ_t, the exact VP ↔ flow map),
+    t = 0 ↔ σ = 0; its states are the flow states x_σ themselves. Its model is a velocity model
+    fed σ (`velocity`): both sides read the harness's network as v̂(x, σ) directly, so a claim
+    may start at σ = 1 (ᾱ = 0), where an ε-model says nothing (`targets.flow_betas`).
+    """
+
+    velocity = True
+
+    @property
+    def formula(self) -> str:
+        return "flow Euler (SD3 §2): x' = x + (σ_next − σ)·v̂(x, σ) on the claimed σ's"
+
+    def step(self, o, i, x, z, before):
+        s, s_next = o.flow_sigma(o.path[i]), o.flow_sigma(o.path[i + 1])
+        return flow_euler_step(RectifiedFlow(), o.velocity_model, x, s, s_next)
+
+    def final(self, o, x_T, noise):
+        return flow_euler_sample(RectifiedFlow(), o.velocity_model, x_T,
+                                 [o.flow_sigma(t) for t in o.path])
+
+
+@dataclass(frozen=True)
+class FlowHeun(FlowEuler):
+    """Heun's method on the rectified-flow ODE (`spec.flow.flow_heun_step`: Karras et al. 2022,
+    Algorithm 1's trapezoidal rule on dx/dσ = v̂), over the claimed σ's as `FlowEuler`.
+
+    euler_last: the step into σ = 0 is Euler's, one model call (Algorithm 1 taken literally:
+    its line 7 corrects only when σ_next ≠ 0); the spec's `flow_heun_sample` corrects every step,
+    the velocity being defined at σ = 0 (docs/errata.md). Either way both computations are the
+    spec's own step functions.
+    """
+
+    euler_last: bool = False
+
+    @property
+    def formula(self) -> str:
+        return ("flow Heun (Karras Algorithm 1 on dx/dσ = v̂): d = v̂(x, σ), x_e = x + (σ_next − σ)·d, "
+                "x' = x + (σ_next − σ)·(d + v̂(x_e, σ_next))/2"
+                + ("; Euler into σ = 0" if self.euler_last else ", every step corrected"))
+
+    def calls(self, path: Sequence[int]) -> list[tuple[int, int]]:
+        out = []
+        for i in range(len(path) - 1):
+            out.append((i, path[i]))
+            if path[i + 1] > 0 or not self.euler_last:
+                out.append((i, path[i + 1]))
+        return out
+
+    def step(self, o, i, x, z, before):
+        s, s_next = o.flow_sigma(o.path[i]), o.flow_sigma(o.path[i + 1])
+        rule = flow_euler_step if self.euler_last and o.path[i + 1] == 0 else flow_heun_step
+        return rule(RectifiedFlow(), o.velocity_model, x, s, s_next)
+
+    def final(self, o, x_T, noise):
+        if self.euler_last:
+            return Method.final(self, o, x_T, noise)
+        return flow_heun_sample(RectifiedFlow(), o.velocity_model, x_T,
+                                [o.flow_sigma(t) for t in o.path])

@@ -8,6 +8,7 @@ chain onto a coarser grid (Nichol & Dhariwal 2021, §4), stated where it is done
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from conformance.external.targets import SPEC_PREDICTION, Claim
 from spec.ddim import ddim_prev
 from spec.ddpm import x0_pred
 from spec.edm import vp_to_edm
+from spec.flow import vp_to_flow
 from spec.pf_ode import VPLinearSchedule
 from spec.prediction import PredictionModel, denoise
 from spec.schedule import VPSchedule, time_of_index
@@ -47,6 +49,20 @@ class NonlinearEps:
         s = float(t_norm)
         inner = self.a * x + self.b * np.roll(x, 1, axis=-1) + self.c * np.sin(5.0 * s + self.d)
         return np.tanh(inner) + self.e * np.cos(3.0 * s) * x
+
+
+@dataclass(frozen=True)
+class NativeVelocity:
+    """The harness's network read as a velocity model of the rectified flow (spec.flow's
+    VelocityModel): v̂(x, σ) = model.eps(x, σ), the flow's σ ∈ [0, 1] being its time input.
+    A flow target's model and the spec's are this same function, so no conversion is made.
+    Shapes: x (*shape) -> (*shape).
+    """
+
+    model: NonlinearEps
+
+    def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        return self.model.eps(x, float(sigma))
 
 
 @dataclass(frozen=True)
@@ -138,10 +154,12 @@ class SpecOracle:
         """The oracle of another claim with the same model (for a diagnosis)."""
         return SpecOracle(claim, self.base_model, self.native)
 
-    def step(self, i: int, x: np.ndarray, z: np.ndarray, x_before: np.ndarray | None = None) -> np.ndarray:
-        """The spec's step i: x at path[i] → x at path[i + 1], with noise z. x_before: the state
-        at path[i − 1], read by a multistep method (DPMSolverPP) for its previous x̂_0."""
-        return self.claim.method.step(self, i, x, z, x_before)
+    def step(self, i: int, x: np.ndarray, z: np.ndarray,
+             before: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """The spec's step i: x at path[i] → x at path[i + 1], with noise z. before: the
+        target's states at path[0..i − 1], oldest first, read by a multistep method
+        (DPMSolverPP, DPMSolverPP2S, UniPC) for its earlier x̂_0."""
+        return self.claim.method.step(self, i, x, z, before)
 
     def final(self, x_T: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The spec's whole loop from x_T to x_end (by the spec's own sampler where one exists);
@@ -167,6 +185,16 @@ class SpecOracle:
     def sigma(self, t: int) -> float:
         """σ_t = √((1 − ᾱ_t)/ᾱ_t) of spec.edm.vp_to_edm (0 at t = 0)."""
         return float(vp_to_edm(self.sched.alpha_bar[t], np.zeros(1))[1])
+
+    def flow_sigma(self, t: int) -> float:
+        """The flow σ of table time t of a flow claim: spec.flow.vp_to_flow of ᾱ_t (σ = 0 at
+        t = 0, σ = 1 where ᾱ_t = 0)."""
+        return float(vp_to_flow(float(self.sched.alpha_bar[t]), np.zeros(1))[1])
+
+    @functools.cached_property
+    def velocity_model(self) -> NativeVelocity:
+        """The network read as a velocity model v̂(x, σ) (flow claims, `Method.velocity`)."""
+        return NativeVelocity(self.base_model)
 
     def to_edm(self, t: int, x: np.ndarray) -> np.ndarray:
         """x̃ = x_t/√ᾱ_t (spec.edm.vp_to_edm)."""

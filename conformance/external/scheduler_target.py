@@ -36,16 +36,30 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.external.methods import DDIM, DDPM, DPMSolverPP, EDMEuler, EDMHeun, Method
+from conformance.external.methods import (
+    DDIM,
+    DDPM,
+    DPMSolverPP,
+    DPMSolverPP2S,
+    EDMEuler,
+    EDMEulerAncestral,
+    EDMHeun,
+    FlowEuler,
+    FlowHeun,
+    Method,
+    UniPC,
+)
 from conformance.external.targets import (
     FLOAT32,
     FLOAT64,
+    FLOW32,
     PREDICTIONS,
     Claim,
     Family,
     OutsideSpec,
     Run,
     Tolerance,
+    flow_betas,
 )
 
 SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
@@ -57,8 +71,9 @@ class SchedulerConfig:
     """One configuration of a scheduler class and its sampling loop.
 
     spacing: timestep_spacing (None: the class's own); options: further constructor keyword
-    arguments as (name, value) pairs; eta: passed to step() by the "ddim" claim; shape, seed:
-    of x_T, the noise and the ε-model.
+    arguments as (name, value) pairs; eta: passed to step() by the "ddim" claim; mu: passed to
+    set_timesteps (diffusers' dynamic shifting, σ' = time_shift(σ, e^μ)); shape, seed: of x_T,
+    the noise and the ε-model.
     """
 
     T: int
@@ -72,6 +87,7 @@ class SchedulerConfig:
     shape: tuple[int, ...] = (1, 1, 2, 2)
     seed: int = 0
     options: tuple[tuple[str, Any], ...] = ()
+    mu: float | None = None
 
     def kwargs(self, accepts: Callable[[str], bool]) -> dict[str, Any]:
         """The constructor's keyword arguments, those the class `accepts`."""
@@ -243,12 +259,77 @@ def _dpm_end(s: Any) -> int:
     return 0 if option(s, "final_sigmas_type", "zero") == "zero" else 1
 
 
+def _vp_sigmas_only(s: Any, what: str) -> None:
+    """OutsideSpec for a VP solver run on flow σ's (use_flow_sigmas): not a table of ᾱ_t."""
+    if option(s, "use_flow_sigmas", False):
+        raise OutsideSpec(f"use_flow_sigmas: {what} on the flow σ's 1 − t/T (shifted), with the "
+                          "model read as a flow velocity: spec.unipc and spec.dpm_solver run on a "
+                          "VP table's integer times, spec.flow has Euler and Heun only")
+
+
+def _unipc(cfg: SchedulerConfig, s: Any, n: int) -> Method:
+    _vp_sigmas_only(s, "UniPC")
+    order, variant = int(option(s, "solver_order", 2)), str(option(s, "solver_type", "bh2"))
+    if not option(s, "predict_x0", True) or variant not in ("bh1", "bh2") or order > 3:
+        raise OutsideSpec(f"predict_x0 {option(s, 'predict_x0', True)}, solver_type {variant!r}, "
+                          f"solver_order {order}: spec.unipc has the data-prediction UniPC "
+                          "(bh1, bh2) of orders 1 to 3 only")
+    disabled = set(option(s, "disable_corrector", []) or [])
+    corrected = set(range(n - 1))  # the steps whose output the next step corrects
+    if disabled & corrected and not corrected <= disabled:
+        raise OutsideSpec(f"disable_corrector {sorted(disabled)}: UniC on some steps only; "
+                          "spec.unipc runs it after every step but the last or not at all")
+    return UniPC(order=order, variant=variant, corrector=not corrected <= disabled or n == 1,
+                 lower_order_final=bool(option(s, "lower_order_final", True)))
+
+
+def dpm_2s_first_order(order: int, lower_order_final: bool, final_sigmas_type: str,
+                       n: int) -> tuple[int, ...]:
+    """diffusers' first-order DPMSolverSinglestep steps beyond the spec's own (the first of
+    each pair, an odd last step): every step for solver_order 1; the last of an even grid
+    under lower_order_final (its order list ends [1, 1]) or final_sigmas_type zero."""
+    if order == 1:
+        return tuple(range(1, n, 2))
+    last = n % 2 == 0 and (lower_order_final or final_sigmas_type == "zero")
+    return (n - 1,) if last else ()
+
+
+def _dpm_2s(cfg: SchedulerConfig, s: Any, n: int) -> Method:
+    _vp_sigmas_only(s, "DPM-Solver++(2S)")
+    order = int(option(s, "solver_order", 2))
+    algorithm, solver = str(option(s, "algorithm_type", "dpmsolver++")), str(option(s, "solver_type", "midpoint"))
+    if order not in (1, 2) or algorithm != "dpmsolver++" or solver != "midpoint":
+        raise OutsideSpec(f"solver_order {order}, algorithm_type {algorithm!r}, solver_type "
+                          f"{solver!r}: the spec has DPM-Solver++(2S) (Lu et al. 2022b, Algorithm "
+                          "1, the midpoint r = 1/2 of its λ-interval's pair) and its first-order step only")
+    return DPMSolverPP2S(first_order=dpm_2s_first_order(
+        order, bool(option(s, "lower_order_final", True)), str(option(s, "final_sigmas_type", "zero")), n))
+
+
+def _flow_euler(cfg: SchedulerConfig, s: Any, n: int) -> Method:
+    if option(s, "stochastic_sampling", False):
+        raise OutsideSpec("stochastic_sampling: x' = (1 − σ_next)·x̂_0 + σ_next·z with fresh noise z "
+                          "(x̂_0 = x − σ·v̂) has no spec function: spec.flow integrates the ODE "
+                          "dx/dσ = v̂ only")
+    terminal = option(s, "shift_terminal", None)
+    if terminal and n == 1:
+        raise OutsideSpec(f"shift_terminal {terminal!r} with one step: stretching 1 − σ by "
+                          "(1 − σ_term)/(1 − σ_{n−1}) divides by 1 − σ_0 = 0 (diffusers' sigmas are "
+                          "[nan, 0], a NaN sample); spec.flow.flow_sigmas needs n ≥ 2 there, the one "
+                          "σ of a one-step grid being 1, with nothing strictly between 0 and 1 to stretch")
+    if option(s, "invert_sigmas", False):
+        raise OutsideSpec("invert_sigmas: the σ's run from 0 up to 1 (Mochi): no spec.flow grid")
+    return FlowEuler()
+
+
 @dataclass(frozen=True)
 class Claims:
     """What a scheduler class claims to compute, and how the adapter reads its loop.
 
     method(config, scheduler, n): the spec method (raise OutsideSpec for an option the spec has
-    no function for); loop: "vp" (the sample is x_t) or "edm" (x̃ = x_t·√(1 + σ²)); end(s): the
+    no function for); loop: "vp" (the sample is x_t), "edm" (x̃ = x_t·√(1 + σ²)) or "flow" (the
+    flow state x_σ itself; its σ's, from `sigmas`, are the claim's table, `targets.flow_betas`,
+    and the model is called at the table time of σ = timestep/num_train_timesteps); end(s): the
     spec time the last step lands on; grid / sigma_grid: the claimed grid from `timesteps`, the
     σ of each grid time and the final one from `sigmas`; whole_step(k, last): whether model call
     k ends a step; noise: step() draws noise (handed in by `inject_noise`); eta: η is drawn and
@@ -279,6 +360,22 @@ CLAIMS: dict[str, Claims] = {
     "dpmsolver++2m": Claims(_dpm, "vp", "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2), "
                             "solver_order 1 or 2, lower_order_final, euler_at_final, "
                             "final_sigmas_type", end=_dpm_end),
+    "dpmsolver++2s": Claims(_dpm_2s, "vp", "DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), the "
+                            "grid in pairs from its start, solver_order 1 or 2, lower_order_final, "
+                            "final_sigmas_type", end=_dpm_end),
+    "unipc": Claims(_unipc, "vp", "UniPC (Zhao et al. 2023) of solver_order 1–3, solver_type "
+                    "bh1 / bh2, the corrector on (disable_corrector empty) or off, "
+                    "lower_order_final, final_sigmas_type; the state after a step is the "
+                    "predictor's output", end=_dpm_end),
+    "euler_ancestral": Claims(lambda c, s, n: EDMEulerAncestral(), "edm", "EDM ancestral Euler "
+                              "(k-diffusion sample_euler_ancestral, η = 1) on the VP σ's of the "
+                              "table, then σ = 0; noise through randn_tensor", noise=True),
+    "flow_euler": Claims(_flow_euler, "flow", "Euler on the rectified-flow ODE dx/dσ = v̂ "
+                         "(spec.flow) over the class's own sigmas, ending at σ = 0"),
+    "flow_heun": Claims(lambda c, s, n: FlowHeun(euler_last=True), "flow", "Heun on the "
+                        "rectified-flow ODE (Karras Algorithm 1 on dx/dσ = v̂) over the class's "
+                        "own sigmas, two model calls per step (interleaved timesteps), Euler into σ = 0",
+                        grid=heun_grid, sigma_grid=heun_sigma_grid, whole_step=heun_whole_step),
 }
 """What a scheduler class can claim, by the name `--claims` takes."""
 
@@ -319,8 +416,9 @@ class SchedulerTarget:
         self.cls = load_object(cls) if isinstance(cls, str) else cls
         if claims not in CLAIMS:
             raise ValueError(f"claims must be one of {', '.join(CLAIMS)}, got {claims!r}")
-        missing = [a for a in ("set_timesteps", "step", "scale_model_input")
-                   if not callable(getattr(self.cls, a, None))]
+        needs = ("set_timesteps", "step") + (() if CLAIMS[claims].loop == "flow" else
+                                             ("scale_model_input",))
+        missing = [a for a in needs if not callable(getattr(self.cls, a, None))]
         if missing:
             raise ValueError(f"{self.cls!r} lacks {', '.join(missing)}: not diffusers' scheduler "
                              "interface (set_timesteps, step, timesteps, sigmas, scale_model_input, "
@@ -340,7 +438,7 @@ class SchedulerTarget:
     def build(self, cfg: SchedulerConfig) -> Any:
         """The scheduler of `cfg`, timesteps set."""
         s = self.cls(**cfg.kwargs(self.accepts))
-        s.set_timesteps(cfg.n)
+        s.set_timesteps(cfg.n, **({} if cfg.mu is None else {"mu": cfg.mu}))
         return s
 
     def _probe(self) -> Any:
@@ -348,7 +446,7 @@ class SchedulerTarget:
 
     def families(self, profile: str) -> list[Family]:
         probe = self._probe()
-        tol = FLOAT64 if _table(probe, 10)[1] == np.float64 else FLOAT32
+        tol = self._tolerance(probe, 10)
         spacings = SPACINGS if self.accepts("timestep_spacing") else (None,)
         predictions = PREDICTIONS if self.accepts("prediction_type") else ("epsilon",)
         schedules = self.schedules if self.accepts("beta_schedule") else ("linear",)
@@ -370,25 +468,70 @@ class SchedulerTarget:
                               configs(spacings[0], eta=True), tol, note))
         return out
 
+    def _tolerance(self, s: Any, T: int) -> Tolerance:
+        if self.claims.loop == "flow":
+            return FLOW32
+        return FLOAT64 if _table(s, T)[1] == np.float64 else FLOAT32
+
     def tolerance(self, cfg: SchedulerConfig) -> Tolerance:
-        s = self.build(cfg)
-        return FLOAT64 if _table(s, cfg.T)[1] == np.float64 else FLOAT32
+        return self._tolerance(self.build(cfg), cfg.T)
 
     def code(self, cfg: SchedulerConfig) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in cfg.kwargs(self.accepts).items())
         eta = f", eta={cfg.eta!r}" if cfg.eta else ""
         from conformance.external.check import config_json
 
-        return (f"s = {self.cls.__module__}.{self.cls.__qualname__}({args}); s.set_timesteps({cfg.n})\n"
+        mu = "" if cfg.mu is None else f", mu={cfg.mu!r}"
+        return (f"s = {self.cls.__module__}.{self.cls.__qualname__}({args}); s.set_timesteps({cfg.n}{mu})\n"
                 f"  for tau in s.timesteps: x = s.step(model(s.scale_model_input(x, tau), tau), "
                 f"tau, x{eta}).prev_sample\n  x_T, noise: shape {cfg.shape}, seed {cfg.seed}\n"
                 f"  rerun: python -m conformance.external --scheduler {self.cls.__module__}:"
                 f"{self.cls.__qualname__} --claims {self.claims_name} --case '{config_json(cfg)}'")
 
     def prepare(self, cfg: SchedulerConfig) -> Run:
+        s = self.build(cfg)
+        if self.claims.loop == "flow":
+            return self._prepare_flow(cfg, s)
+        return self._prepare_table(cfg, s)
+
+    def _prepare_flow(self, cfg: SchedulerConfig, s: Any) -> Run:
+        """A flow claim: the class's own σ's as the claim's table (`targets.flow_betas`), the
+        sample x_σ itself, the model called at the table time of σ = timestep / T."""
         import torch
 
-        s = self.build(cfg)
+        sig = self.claims.sigma_grid([float(v) for v in s.sigmas])
+        method = self.claims.method(cfg, s, len(sig) - 1)
+        if sig[-1] != 0.0:
+            raise OutsideSpec(f"sigmas end in σ = {sig[-1]!r}, not 0: spec.flow's samplers end at σ = 0")
+        if not all(a > b for a, b in zip(sig, sig[1:], strict=False)) or sig[0] > 1.0:
+            raise ValueError(f"sigmas {sig} are not a strictly decreasing grid in [0, 1] "
+                             "(spec.flow's samplers need one)")
+        n = len(sig) - 1
+        claim = Claim(betas=flow_betas(sig[:-1]), grid=tuple(range(n, 0, -1)), end=0,
+                      method=method, labels=(*(f"σ={v:.6g}" for v in sig[:-1]), "σ=0"))
+        T_train = float(option(s, "num_train_timesteps", cfg.T))
+
+        def table_time(tau: float) -> int:
+            """The table time of the σ the model is called at (−1: no grid σ)."""
+            d = [abs(v - tau / T_train) for v in sig]
+            j = int(np.argmin(d))
+            return n - j if d[j] <= 1e-6 * max(1.0, sig[j]) else -1
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32))
+            states, last = [x_T], len(s.timesteps) - 1
+            for k, tau in enumerate(s.timesteps):
+                out = torch.from_numpy(np.array(predict(x.numpy(), table_time(float(tau)))))
+                x = s.step(out, tau, x).prev_sample
+                if self.claims.whole_step(k, last):
+                    states.append(x.double().numpy())
+            return states
+
+        return Run(claim=claim, sample=sample, dtype=np.float32, repro=self.code(cfg))
+
+    def _prepare_table(self, cfg: SchedulerConfig, s: Any) -> Run:
+        import torch
+
         ab, dtype = _table(s, cfg.T, cfg)
         taus = integer_timesteps(self.claims.grid([float(v) for v in s.timesteps]), cfg.T)
         n = len(taus)

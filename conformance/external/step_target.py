@@ -17,14 +17,28 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.external.methods import DDIM, DDPM, DPMSolverPP, EDMEuler, EDMHeun, Method
+from conformance.external.methods import (
+    DDIM,
+    DDPM,
+    DPMSolverPP,
+    DPMSolverPP2S,
+    EDMEuler,
+    EDMEulerAncestral,
+    EDMHeun,
+    FlowEuler,
+    FlowHeun,
+    Method,
+    UniPC,
+)
 from conformance.external.targets import (
     FLOAT64,
+    FLOW32,
     PREDICTIONS,
     Claim,
     Family,
     Predict,
     Run,
+    flow_betas,
 )
 
 
@@ -123,6 +137,26 @@ def _ode_families(profile: str, prediction: str) -> list[Family]:
     ]
 
 
+@st.composite
+def _flow_configs(draw, profile: str, prediction: str) -> SpecConfig:
+    """A flow configuration: the σ's of spec.flow.flow_sigmas(n, shift) without its final 0, as
+    the claim's table (`targets.flow_betas`: table time t = n − i is σ_i; σ_t of a step function
+    is spec.flow.vp_to_flow(cfg.alpha_bars[t])[1]); model(x, t) returns the velocity v̂(x, σ_t)."""
+    from spec.flow import flow_sigmas
+
+    n = draw(st.integers(1, 40 if profile == "small" else 200))
+    sigmas = flow_sigmas(n, draw(st.floats(1.0, 6.0)))[:-1]
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+             draw(st.integers(1, 4)))
+    return SpecConfig(tuple(float(b) for b in flow_betas(sigmas)), tuple(range(n, 0, -1)), 0.0,
+                      False, shape, draw(st.integers(0, 2**16)), prediction)
+
+
+def _flow_families(profile: str, prediction: str) -> list[Family]:
+    return [Family("flow_sigmas(n, shift), shift ∈ [1, 6]", _flow_configs(profile, prediction),
+                   FLOW32)]
+
+
 @dataclass(frozen=True)
 class Kind:
     """What a step function of one kind claims: its method (from the drawn config) and the
@@ -148,6 +182,22 @@ KINDS: dict[str, Kind] = {
                           "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): first order on the "
                           "first step and into t = 0; the step function keeps the previous "
                           "x̂_0 itself (make_step is called once per run)"),
+    "dpmsolver++2s": Kind(lambda cfg: DPMSolverPP2S(), _ode_families,
+                          "DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), the grid in pairs: the "
+                          "first step of a pair the first-order step to the intermediate time, the "
+                          "second from the pair's start (the step function keeps it itself)"),
+    "unipc": Kind(lambda cfg: UniPC(), _ode_families,
+                  "UniPC-2, bh2, corrector on (Zhao et al. 2023; spec.unipc_sample's schedule of "
+                  "orders): the state after a step is the predictor's output"),
+    "euler_ancestral": Kind(lambda cfg: EDMEulerAncestral(), _ode_families,
+                            "EDM ancestral Euler (η = 1) on σ_t = √((1−ᾱ_t)/ᾱ_t), σ = 0 at the "
+                            "end; VP states in and out, the noise z added as σ_up·z in EDM scale"),
+    "flow_euler": Kind(lambda cfg: FlowEuler(), _flow_families,
+                       "flow Euler x' = x + (σ_next − σ)·v̂ on the σ's of cfg's table; flow "
+                       "states in and out, model(x, t) the velocity at σ_t"),
+    "flow_heun": Kind(lambda cfg: FlowHeun(euler_last=True), _flow_families,
+                      "flow Heun (Karras Algorithm 1 on dx/dσ = v̂), Euler into σ = 0; the model "
+                      "called at t and at t_prev"),
 }
 """The kinds of step function a `StepTarget` can claim, by name."""
 

@@ -40,9 +40,14 @@ from conformance.external.methods import (
     DDIM,
     DDPM,
     DPMSolverPP,
+    DPMSolverPP2S,
     EDMEuler,
+    EDMEulerAncestral,
     EDMHeun,
+    FlowEuler,
+    FlowHeun,
     Method,
+    UniPC,
 )
 
 Prediction = Literal["epsilon", "sample", "v_prediction"]
@@ -104,7 +109,7 @@ class Claim:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         ab = np.cumprod(1.0 - np.asarray(self.betas, dtype=np.float64))  # ᾱ_1..ᾱ_T
-        if not defined_at_zero_snr(self.prediction) and ab[g[0] - 1] == 0:
+        if not self.method.velocity and not defined_at_zero_snr(self.prediction) and ab[g[0] - 1] == 0:
             raise OutsideSpec(
                 f"an ε-prediction claim cannot start at t = {g[0]}, where ᾱ = 0 (zero terminal "
                 "SNR): ε says nothing about x_0 there (spec.prediction.x0_from_output raises); "
@@ -172,6 +177,7 @@ class Tolerance:
     reason: str
     magnified: bool = False
     cancel: float = 0.0  # + cancel·max 1/(1 − ᾱ_t) over the grid (a low-precision 1 − ᾱ)
+    accumulates: bool = False  # the whole loop gets n × one step's bound (as when magnified)
 
     def bound(self, alpha_bars: np.ndarray, claim: Claim, loop: bool = False) -> float:
         """The bound of one step of `claim` (loop=False) or of its whole loop (loop=True: for a
@@ -184,8 +190,10 @@ class Tolerance:
         if self.magnified:
             b *= max(1.0, *(1.0 / np.sqrt(ab[t]) for t in grid))
         b += self.cancel * max(1.0 / (1.0 - ab[t]) for t in grid)
-        if self.magnified and loop:
+        if (self.magnified or self.accumulates) and loop:
             b *= len(grid)
+        if claim.method.velocity:  # spec.flow's steps divide by nothing: no safe_div term
+            return float(b)
         inv = [1.0 / (1.0 - ab[t]) for t in claim.path if t > 0 and ab[t] < 1.0]
         inv += [1.0 / ab[t] for t in claim.path if ab[t] > 0.0]
         return float(b + 8 * EPS * max(inv, default=0.0))
@@ -210,6 +218,28 @@ FLOAT32 = Tolerance(
     magnified=True,
     cancel=64 * 2.0**-24,
 )
+
+
+FLOW32 = Tolerance(
+    2e-6,
+    "flow, as shipped: the target's σ's and sample are float32 (u = 2^-24 ≈ 6e-8 per rounding) "
+    "and the claim reads its σ's back from the exact VP map in float64 (~1e-9 relative). One "
+    "step x + (σ_next − σ)·v̂ rounds x, v̂ and the product once each, and a Heun step six times: "
+    "2e-6 is about 30 roundings of a value of size max(1, |x|); nothing is magnified (no 1/√ᾱ, "
+    "no 1 − ᾱ); the whole loop: n times one step's bound",
+    accumulates=True,
+)
+
+
+def flow_betas(sigmas: Sequence[float]) -> np.ndarray:
+    """The table of a flow claim: σ_0 > σ_1 > … > σ_{n−1} > 0 as table times t = n, …, 1 (t = 0
+    is σ = 0), by the exact map ᾱ = (1 − σ)²/((1 − σ)² + σ²) of spec.flow.flow_to_vp;
+    returned as the betas of that ᾱ table (β_t = 1 − ᾱ_t/ᾱ_{t−1}; β_n = 1 at σ_0 = 1).
+    Shapes: sigmas (n,) -> (n,)."""
+    from spec.flow import flow_to_vp
+
+    ab = np.array([flow_to_vp(float(s), np.zeros(1))[0] for s in reversed(list(sigmas))])
+    return 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
 
 
 @dataclass(frozen=True)
@@ -319,7 +349,8 @@ def eps_to_prediction(
 
 
 __all__ = [
-    "DDIM", "DDPM", "DPMSolverPP", "EDMEuler", "EDMHeun", "FLOAT32", "FLOAT64", "PREDICTIONS",
+    "DDIM", "DDPM", "DPMSolverPP", "DPMSolverPP2S", "EDMEuler", "EDMEulerAncestral", "EDMHeun",
+    "FLOAT32", "FLOAT64", "FLOW32", "FlowEuler", "FlowHeun", "PREDICTIONS", "UniPC", "flow_betas",
     "SPEC_PREDICTION", "VERDICTS", "Claim", "Family", "InvalidConfig", "Method", "OutsideSpec",
     "Predict", "Run", "Target", "Tolerance", "config_code", "eps_to_prediction", "validate_config",
 ]
