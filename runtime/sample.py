@@ -35,7 +35,8 @@ class K) or, without --class, 10 rows with row k of class k, guided with --guida
 ε(x, ∅) + s·(ε(x, c) − ε(x, ∅)) (s = 1 + w of Ho & Salimans 2022; s = 1: no guidance).
 The EMA weights are used when the checkpoint has them (--no-ema for the raw weights). All noise
 comes from one generator seeded with --seed. The output is a PNG grid (`.png`) or an `.npy` array
-(N, C, H, W) float32 in [0, 1] (`.npy`), written atomically.
+(N, C, H, W) float32 in [0, 1] (`.npy`), written atomically; samples that are not finite (an
+overflow at extreme --eta or --guidance-scale) are an error and nothing is written.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from runtime.plumbing.artifacts import image_grid, save_npy, save_png
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference
 from runtime.plumbing.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
 from runtime.plumbing.config import SampleConfig, parse_config
+from runtime.plumbing.limits import check_memory, sampling_bytes
 from runtime.schedule import Schedule, timestep_grid
 
 DEFAULT_STEPS = 50
@@ -95,6 +97,19 @@ def check_output_path(out: Path) -> None:
     folder = out.parent
     if not folder.is_dir():
         fail(f"--out {out}: folder {folder} does not exist")
+
+
+def check_finite(x0: torch.Tensor, cfg: SampleConfig) -> None:
+    """Samples that are not finite are an error, not an output: nothing is written."""
+    bad = int((~torch.isfinite(x0)).flatten(1).any(1).sum())
+    if bad:
+        unusual = [f"{flag} {value!r}" for flag, value, usual in (
+            ("--eta", cfg.eta, 0.0), ("--guidance-scale", cfg.guidance_scale, 1.0),
+            ("--sigma-max", cfg.sigma_max, None)) if value != usual]
+        fail(f"{bad} of {len(x0)} samples are not finite (NaN or ±inf); nothing written to "
+             f"{cfg.out}. The sampler overflowed"
+             + (f" with {', '.join(unusual)}" if unusual else "")
+             + "; expected settings nearer the defaults, or a checkpoint with finite weights")
 
 
 def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
@@ -156,6 +171,9 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
             labels = torch.arange(num_classes, device=device).repeat_interleave(ncol)
         model = GuidedModel(model, labels, cfg.guidance_scale)
 
+    hidden = int(derived["model"]["config"].get("hidden_channels", 0))
+    check_memory(f"--n {cfg.n}", sampling_bytes(n, (C, H, W), hidden),
+                 f"{n} images of {C}x{H}x{W} and the network's {hidden} channels at once")
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     x_T = torch.randn((n, C, H, W), generator=gen, device=device)
     with torch.no_grad():
@@ -177,6 +195,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
                 sigmas = edm_sigmas(steps, sigma_min, sigma_max)
                 run = edm_sample_heun if cfg.sampler == "heun" else edm_sample_euler
                 x0 = run(sch, model, x_tilde, sigmas, progress=True)
+    check_finite(x0, cfg)
     images01 = from_diffusion_range(x0).clamp(0.0, 1.0).float().cpu().numpy()  # (N, C, H, W)
     if out.suffix.lower() == ".npy":
         save_npy(out, images01.astype(np.float32))
