@@ -167,6 +167,7 @@ MUTANTS = [
 
 
 PIPE = "tests/test_train_pipeline.py::"
+SPEC = "tests/test_commands_match_spec.py::"
 # Pipeline mutants: bugs between the functions (train loop, data, checkpoint, sample, evaluate,
 # artifacts, DDP, the quality metric), each run against the tests of `make test` that should
 # catch it (`make test` whole is too slow to run twenty times on two cores).
@@ -258,6 +259,41 @@ PIPELINE_MUTANTS = [
            "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - "
            "np.trace(covmean))",
            ("tests/test_quality.py::test_frechet_distance_of_diagonal_gaussians_is_closed_form",)),
+    # --- the commands against the spec (tests/test_commands_match_spec.py)
+    Mutant("sampler name dispatched to the wrong sampler (heun runs Euler, euler runs Heun)",
+           "sample.py",
+           '                run = edm_sample_heun if cfg.sampler == "heun" else edm_sample_euler',
+           '                run = edm_sample_euler if cfg.sampler == "heun" else edm_sample_heun',
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("--no-clip silently ignored (DDIM always clips x̂0)",
+           "sample.py",
+           "                                     eta=cfg.eta, clip=cfg.clip, generator=gen, "
+           "progress=True)",
+           "                                     eta=cfg.eta, clip=True, generator=gen, "
+           "progress=True)",
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("--guidance-scale silently ignored (the conditional model alone)",
+           "sample.py", "        model = GuidedModel(model, labels, cfg.guidance_scale)",
+           "        model = GuidedModel(model, labels, 1.0)",
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("--eta silently ignored (DDIM always deterministic)",
+           "sample.py",
+           "                                     eta=cfg.eta, clip=cfg.clip, generator=gen, "
+           "progress=True)",
+           "                                     eta=0.0, clip=cfg.clip, generator=gen, "
+           "progress=True)",
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("dpm-solver++'s grid ignores its σ cap (starts at T, not at t0)",
+           "sample.py",
+           "            x0 = dpm_solver_pp_2m_sample(sched, model, x_T, timestep_grid(t0, steps, "
+           "cfg.spacing),",
+           "            x0 = dpm_solver_pp_2m_sample(sched, model, x_T, timestep_grid(T, steps, "
+           "cfg.spacing),",
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("evaluate feeds the first image's time to the whole batch",
+           "evaluate.py", "            out = model(x_t, time_of_index(t, T, dtype=x0.dtype))",
+           "            out = model(x_t, time_of_index(t[:1].expand_as(t), T, dtype=x0.dtype))",
+           (SPEC + "test_evaluate_prints_the_spec_figures",)),
 ]
 
 
