@@ -3,14 +3,20 @@
 1. Shape checking: every public function of `spec` carries jaxtyping annotations; while the tests
    run, jaxtyping's import hook wraps them with beartype, so a wrong shape or dtype fails loudly.
    The hook must be installed before `spec` is first imported, which is why it lives here.
-2. Hypothesis profiles: `dev` (fast, random) and `ci` (derandomized, fixed example counts).
+2. Threads: under pytest-xdist (`make test` runs one worker per core) each worker runs torch
+   with one thread, so two workers do not fight over the two cores; the trainer subprocesses
+   that tests start inherit OMP_NUM_THREADS. Set it yourself to override.
+3. Hypothesis profiles: `dev` (fast, random) and `ci` (derandomized, fixed example counts).
    Choose with HYPOTHESIS_PROFILE=dev|ci (`make test` uses dev, `.ci/run` uses ci).
 """
 
 import os
 
-from hypothesis import HealthCheck, Phase, settings
-from jaxtyping import install_import_hook
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+from jaxtyping import install_import_hook  # noqa: E402
 
 install_import_hook("spec", "beartype.beartype")
 

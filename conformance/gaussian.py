@@ -9,8 +9,9 @@ and so are the optimal x0- and v-predictors (E[x0 | x_t] and E[v | x_t] = √ᾱ
 
     x0*(x_t) = μ + √ᾱ·s²·(x_t − √ᾱ·μ) / (ᾱ·s² + 1 − ᾱ)
 
-`GaussianData.prediction` ("eps", "x0" or "v") chooses which one the denoiser outputs; it then
-also carries `prediction`, as a Denoiser does.
+`GaussianData.prediction` (a name of the prediction table: "eps", "x0" or "v") chooses which one
+the denoiser outputs, E[target | x_t] = the target's coefficients applied to (x0*, ε*) (the
+target is linear in (x0, ε)); it then also carries `prediction`, as a Denoiser does.
 The model is fed the normalised time t_norm, so each denoiser carries its own ᾱ(t_norm):
 a discrete schedule reads ᾱ at index round(t_norm·T); the PF ODE's continuous schedules use
 ᾱ(t) = exp(−(β0·t + ½(β1 − β0)·t²)) ("continuous", linear) or cos²u(t)/cos²u(0) with
@@ -27,6 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import runtime.prediction
+import spec.prediction
+
 
 @dataclass(frozen=True)
 class GaussianData:
@@ -37,6 +41,9 @@ class GaussianData:
     var: np.ndarray
     schedule: tuple
     prediction: str = "eps"
+
+    def __post_init__(self) -> None:
+        spec.prediction.check_prediction(self.prediction)
 
 
 class GaussianDenoiserNumpy:
@@ -70,13 +77,11 @@ class GaussianDenoiserNumpy:
         return mu + np.sqrt(ab) * var * (x - np.sqrt(ab) * mu) / (ab * var + 1.0 - ab)
 
     def output(self, x: np.ndarray, t_norm: float) -> np.ndarray:
-        """The optimal output of kind `prediction`."""
-        if self.prediction == "eps":
-            return self.eps(x, t_norm)
-        if self.prediction == "x0":
-            return self.x0(x, t_norm)
+        """The optimal output of kind `prediction`: its target row of (x0*, ε*)."""
         ab = self.alpha_bar(t_norm)
-        return np.sqrt(ab) * self.eps(x, t_norm) - np.sqrt(1.0 - ab) * self.x0(x, t_norm)
+        target = spec.prediction.PREDICTION_TABLE[self.prediction].target
+        return spec.prediction.combine(target(np.sqrt(ab), np.sqrt(1.0 - ab)),
+                                       self.x0(x, t_norm), self.eps(x, t_norm))
 
 
 class GaussianDenoiserTorch(torch.nn.Module):
@@ -113,5 +118,6 @@ class GaussianDenoiserTorch(torch.nn.Module):
         denom = ab * self.var + 1.0 - ab
         eps = torch.sqrt(1.0 - ab) * (x64 - torch.sqrt(ab) * self.mu) / denom
         x0 = self.mu + torch.sqrt(ab) * self.var * (x64 - torch.sqrt(ab) * self.mu) / denom
-        out = {"eps": eps, "x0": x0, "v": torch.sqrt(ab) * eps - torch.sqrt(1.0 - ab) * x0}
-        return out[self.prediction].to(x.dtype)
+        target = runtime.prediction.PREDICTION_TABLE[self.prediction].target
+        out = runtime.prediction.combine(target(torch.sqrt(ab), torch.sqrt(1.0 - ab)), x0, eps)
+        return out.to(x.dtype)

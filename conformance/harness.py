@@ -94,15 +94,16 @@ def compare(expected: Any, actual: Any, tol: Tol, where: str = "out") -> None:
     e, a = e.astype(np.float64), a.astype(np.float64)
     both_nan = np.isnan(e) & np.isnan(a)
     err = np.abs(a - e)
-    bad = ~((err <= tol.atol + tol.rtol * np.abs(e)) | both_nan | (e == a))
+    atol = np.broadcast_to(np.asarray(tol.atol, dtype=np.float64), e.shape)  # one, or per element
+    bad = ~((err <= atol + tol.rtol * np.abs(e)) | both_nan | (e == a))
     if bad.any():
-        ratio = np.where(bad, err / (tol.atol + tol.rtol * np.abs(e)), 0.0)
+        ratio = np.where(bad, err / (atol + tol.rtol * np.abs(e)), 0.0)
         ratio = np.nan_to_num(ratio, nan=np.inf)
         idx = np.unravel_index(int(np.argmax(ratio)), e.shape) if e.ndim else ()
         raise Mismatch(
-            f"{where}: {int(bad.sum())}/{e.size} elements outside |a-e| <= {tol.atol:g} + "
+            f"{where}: {int(bad.sum())}/{e.size} elements outside |a-e| <= atol + "
             f"{tol.rtol:g}*|e|; worst at {tuple(int(i) for i in idx)}: runtime {a[idx]!r}, "
-            f"spec {e[idx]!r}, |a-e| = {err[idx]!r}"
+            f"spec {e[idx]!r}, |a-e| = {err[idx]!r}, atol there {atol[idx]:g}"
         )
 
 

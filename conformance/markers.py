@@ -22,6 +22,8 @@ Markers with a batch axis (`BatchMarker`) also give the spec one sample at a tim
     PFSched(b0, b1)    the continuous VP schedule of each side;
     Model(kind, …)     an ε-model: the spec network / runtime module built from ONE dict of
                        parameters, or the closed-form Gaussian denoiser of each side;
+    Velocity(model)    a flow velocity model (spec.flow): a network Model read as v̂(x, σ), fed
+                       σ as its time (spec `.velocity`, runtime the module itself);
     Params(dict)       a parameter dict: NumPy arrays for the spec, tensors for the runtime;
     Cfg(name, fields)  a config dataclass of each side (spec.model.X / runtime.model.X);
     Fn(np_fn, torch_fn) a function written once per side.
@@ -285,6 +287,33 @@ class Model(Marker):
 
 
 @dataclass(frozen=True)
+class _NetVelocity:
+    """A spec network with an `.eps(x, t)` forward, read as a velocity v̂(x, σ)."""
+
+    net: Any
+
+    def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        return self.net.eps(x, sigma)
+
+
+@dataclass(frozen=True)
+class Velocity(Marker):
+    """A velocity model of `spec.flow` from a network `Model` (declared "eps": its forward is
+    taken as v̂ whatever it was initialised for; the model's time input is σ)."""
+
+    model: Model
+
+    def for_spec(self, dtype: torch.dtype) -> Any:
+        return _NetVelocity(self.model.for_spec(dtype))
+
+    def for_runtime(self, dtype: torch.dtype, device: str) -> Any:
+        return self.model.for_runtime(dtype, device)
+
+    def describe(self) -> str:
+        return f"velocity[{self.model.describe()}]"
+
+
+@dataclass(frozen=True)
 class Cfg(Marker):
     name: str
     fields: dict[str, Any]
@@ -360,6 +389,7 @@ __all__ = [
     "Sched",
     "Seq",
     "Times",
+    "Velocity",
     "batch_size",
     "round_to",
     "sub_batch",

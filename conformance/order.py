@@ -24,18 +24,25 @@ Set-up (stated once, used everywhere):
   T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid N, N−1, …, 0 (the model reads
   ᾱ at its integer time). DDIM is then exactly EDM's Euler step (x̃' = x̃ + (σ' − σ)·ε̂; Karras
   et al. 2022 §3), which the tests also check;
-* model evaluations (NFE): N for every sampler except Heun (2N − 1).
+* model evaluations (NFE): each sampler's cost in the sampler table (spec.samplers) at S = N.
+Each sampler runs the set-up of its grid kind (`spec_setup`, `runtime_setup`), so every entry of
+the table with an order gets its order test.
 The order is the negated least-squares slope of log error against log NFE over N = 32..256.
+
+The methods above second order need a lower floor than σ_min = 1e-3 gives (the last step,
+σ_min → 0, lands on x̂_0(σ_min), off by ~σ_min²/(2s²)·|x_0 − μ| ≈ 2e-6): they run with
+HIGH_ORDER_SIGMA_MIN = 1e-5 (a floor of 2e-10); their errors at N = 32..256 stay far above it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+import spec.samplers
 
 MU, S = 0.3, 0.5
 BETA0, BETA1 = 0.1, 20.0
@@ -45,26 +52,20 @@ RHO = 7.0
 SHAPE = (2, 1, 4, 8)  # 64 coordinates, as a batch of two 1×4×8 images
 FIT_STEPS = (32, 64, 128, 256)
 PLOT_STEPS = (2, 4, 8, 16, 32, 64, 128, 256)
+HIGH_ORDER_SIGMA_MIN = 1e-5
+HIGH_ORDER_STEPS = (32, 64, 128, 256)
+LATE_STEPS = (64, 128, 256, 512)
+"""For UniP-2 with bh1, whose error reaches its asymptotic ratio 4 per halving only from N = 64
+(5.4 from 32 to 64: a fitted 2.21 on N = 32..256)."""
 ORDER_TOLERANCE = 0.2
 """|fitted slope − claimed order| allowed. Measured slopes are within 0.1 of the order; a
 first-order method posing as second order is off by ~1."""
 
 
-@dataclass(frozen=True)
-class Sampler:
-    name: str
-    order: int
-    paper: str
-
-
-SAMPLERS = (
-    Sampler("ddim", 1, "DDIM η = 0 (Song, Meng & Ermon 2021)"),
-    Sampler("pf-ode", 1, "PF-ODE Euler (Song et al. 2021)"),
-    Sampler("euler", 1, "Euler, EDM form (Karras et al. 2022)"),
-    Sampler("heun", 2, "Heun, EDM Algorithm 1 (Karras et al. 2022)"),
-    Sampler("dpm-solver++", 2, "DPM-Solver++(2M) (Lu et al. 2022)"),
-)
+SAMPLERS = tuple(s for s in spec.samplers.SAMPLERS.values() if s.order is not None)
+"""The entries of the sampler table with an order of accuracy: each gets its order test."""
 ORDERS = {s.name: s.order for s in SAMPLERS}
+BY_NAME = {s.name: s for s in SAMPLERS}
 
 
 def alpha_bar_linear(t: float) -> float:
@@ -85,6 +86,21 @@ def exact_x0(x: np.ndarray, ab: float) -> np.ndarray:
 
 def eps_star(x, ab: float):  # noqa: ANN001, ANN201 - NumPy array or tensor
     return math.sqrt(1 - ab) * (x - math.sqrt(ab) * MU) / (ab * S**2 + 1 - ab)
+
+
+def velocity_star(x, sigma: float):  # noqa: ANN001, ANN201 - NumPy array or tensor
+    """E[ε − x_0 | x_σ = x] for Gaussian data (the flow's exact velocity)."""
+    v = (1 - sigma) ** 2 * S**2 + sigma**2
+    return (sigma - (1 - sigma) * S**2) * (x - (1 - sigma) * MU) / v - MU
+
+
+class _SpecVelocity:
+    def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        return velocity_star(x, sigma)
+
+
+def _torch_velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return velocity_star(x, float(sigma))
 
 
 def discrete_alpha_bars(sigmas: np.ndarray) -> np.ndarray:
@@ -123,70 +139,68 @@ Run = Callable[[int], tuple[int, np.ndarray]]
 """N ↦ (model evaluations, x̂_0 as a float64 array of SHAPE)."""
 
 
-def spec_runner(name: str) -> Run:
-    """The spec sampler `name` on the set-up above."""
+def spec_setup(kind: str, n: int) -> tuple:
+    """(sched, model, x_T, grid) of the set-up above, N = n, for a sampler of grid kind `kind`."""
     import spec
 
     x, ab = start()
     vp = spec.VPLinearSchedule(BETA0, BETA1)
-    cont = _SpecOracle(vp.alpha_bar)
     x_tilde, sigma_max = spec.vp_to_edm(ab, x)
-
-    def run(n: int) -> tuple[int, np.ndarray]:
-        sigmas = spec.edm_sigmas(n, SIGMA_MIN, sigma_max, RHO)
-        if name == "pf-ode":
-            return n, spec.pf_ode_sample_euler(vp, cont, n, x, T_MAX)
-        if name == "euler":
-            return n, spec.edm_sample_euler(vp, cont, x_tilde, sigmas)
-        if name == "heun":
-            return 2 * n - 1, spec.edm_sample_heun(vp, cont, x_tilde, sigmas)
-        sched = spec.VPSchedule(discrete_betas(sigmas))
-        oracle = _SpecOracle(_table_lookup(sched.alpha_bar))
-        grid = list(range(n, -1, -1))
-        if name == "ddim":
-            return n, spec.ddim_sample_strided(sched, oracle, x, grid)
-        if name == "dpm-solver++":
-            return n, spec.dpm_solver_pp_2m_sample(sched, oracle, x, grid)
-        raise ValueError(f"unknown sampler {name!r}")
-
-    return run
+    sigmas = spec.edm_sigmas(n, SIGMA_MIN, sigma_max, RHO)
+    setups = {
+        "continuous": lambda: (vp, _SpecOracle(vp.alpha_bar), x,
+                               spec.pf_ode_uniform_grid(n, T_MAX)),
+        "sigmas": lambda: (vp, _SpecOracle(vp.alpha_bar), x_tilde, sigmas),
+        "times": lambda: (spec.VPSchedule(discrete_betas(sigmas)),
+                          _SpecOracle(_table_lookup(discrete_alpha_bars(sigmas))), x,
+                          list(range(n, -1, -1))),
+    }
+    return setups[kind]()
 
 
-def runtime_runner(name: str, device: str = "cpu") -> Run:
-    """The runtime sampler `name` on the set-up above, in float64."""
-    import runtime.ddim
-    import runtime.dpm_solver
+def runtime_setup(kind: str, n: int, device: str = "cpu") -> tuple:
+    """`spec_setup`'s (sched, model, x_T, grid) as runtime objects, in float64."""
     import runtime.edm
+    import runtime.flow
     import runtime.pf_ode
     import runtime.schedule
 
     x_np, ab = start()
     x = torch.tensor(x_np, dtype=torch.float64, device=device)
     vp = runtime.pf_ode.VPLinearSchedule(BETA0, BETA1)
-    cont = _TorchOracle(alpha_bar_linear)
     x_tilde, sigma_max = runtime.edm.vp_to_edm(ab, x)
+    sigmas = runtime.edm.edm_sigmas(n, SIGMA_MIN, float(sigma_max), RHO)
+    setups = {
+        "continuous": lambda: (vp, _TorchOracle(alpha_bar_linear), x,
+                               runtime.pf_ode.pf_ode_uniform_grid(n, T_MAX)),
+        "sigmas": lambda: (vp, _TorchOracle(alpha_bar_linear), x_tilde, sigmas),
+        "times": lambda: (runtime.schedule.Schedule(torch.tensor(discrete_betas(sigmas.numpy())),
+                                                    torch.float64, device),
+                          _TorchOracle(_table_lookup(discrete_alpha_bars(sigmas.numpy()))), x,
+                          list(range(n, -1, -1))),
+    }
+    return setups[kind]()
+
+
+def spec_runner(name: str) -> Run:
+    """The spec sampler `name` (an entry of spec.samplers.SAMPLERS) on the set-up above."""
+    entry = spec.samplers.SAMPLERS[name]
 
     def run(n: int) -> tuple[int, np.ndarray]:
-        sigmas = runtime.edm.edm_sigmas(n, SIGMA_MIN, float(sigma_max), RHO)
-        if name == "pf-ode":
-            out, nfe = runtime.pf_ode.pf_ode_sample_euler(vp, cont, n, x, T_MAX), n
-        elif name == "euler":
-            out, nfe = runtime.edm.edm_sample_euler(vp, cont, x_tilde, sigmas), n
-        elif name == "heun":
-            out, nfe = runtime.edm.edm_sample_heun(vp, cont, x_tilde, sigmas), 2 * n - 1
-        else:
-            betas = discrete_betas(sigmas.numpy())
-            sched = runtime.schedule.Schedule(torch.tensor(betas), torch.float64, device)
-            oracle = _TorchOracle(_table_lookup(discrete_alpha_bars(sigmas.numpy())))
-            grid = list(range(n, -1, -1))
-            if name == "ddim":
-                out = runtime.ddim.ddim_sample_strided(sched, oracle, x, grid)
-            elif name == "dpm-solver++":
-                out = runtime.dpm_solver.dpm_solver_pp_2m_sample(sched, oracle, x, grid)
-            else:
-                raise ValueError(f"unknown sampler {name!r}")
-            nfe = n
-        return nfe, out.detach().cpu().double().numpy()
+        return entry.evaluations(n, n), entry.sample(*spec_setup(entry.grid, n))
+
+    return run
+
+
+def runtime_runner(name: str, device: str = "cpu") -> Run:
+    """The runtime sampler `name` (an entry of runtime.samplers.SAMPLERS), in float64."""
+    import runtime.samplers
+
+    entry = runtime.samplers.SAMPLERS[name]
+
+    def run(n: int) -> tuple[int, np.ndarray]:
+        out = entry.sample(*runtime_setup(entry.kind, n, device))
+        return entry.evaluations(n, n), out.detach().cpu().double().numpy()
 
     return run
 

@@ -71,15 +71,20 @@ def sched_of(plan: Plan) -> Sched:
     return Sched(S.betas_of(plan["schedule"]))
 
 
+def prediction_at(plan: Plan, prediction: str) -> str:
+    """`prediction`, or v where the plan's schedule has ᾱ_T = 0 and the prediction's x̂0 does not
+    exist there (ε: a ValueError on both sides, checked by test_same_errors)."""
+    if "schedule" in plan and plan["schedule"]["kind"] == "zero_snr" and \
+            not spec.prediction.PREDICTION_TABLE[prediction].x0_at_zero_snr:
+        return "v"
+    return prediction
+
+
 def model_of(plan: Plan, schedule: tuple | None = None) -> Model:
     """The plan's model: a network (ε, x0 or v) or the Gaussian denoiser of `schedule` (default:
     the plan's discrete schedule)."""
     m, channels = plan["model"], plan["shape"][0]
-    if "schedule" in plan and plan["schedule"]["kind"] == "zero_snr" and \
-            m.get("prediction", "eps") == "eps":
-        # an ε-model cannot be sampled or asked for x̂0 at ᾱ_T = 0 (a ValueError on both sides,
-        # checked by test_same_errors); zero-terminal-SNR plans use a v-model instead
-        m = {**m, "prediction": "v"}
+    m = {**m, "prediction": prediction_at(plan, m.get("prediction", "eps"))}
     if m["kind"] == "gauss":
         if schedule is None:
             schedule = ("discrete", S.betas_of(plan["schedule"]).tolist())

@@ -123,8 +123,8 @@ def _strided_plans(draw: Any) -> Plan:
 def _strided_call(p: Plan) -> Call:
     steps = len(p["timesteps"]) - 1
     noise = Batched(images(p, 1, (steps,)), axis=1) if p["with_noise"] else None
-    return Call([sched_of(p), model_of(p), Batched(images(p, 0)), p["timesteps"], p["eta"], noise,
-                 p["clip"]])
+    return Call([sched_of(p), model_of(p), Batched(images(p, 0)), p["timesteps"], noise],
+                {"eta": p["eta"], "clip": p["clip"]})
 
 
 def _bad_grid(spec_side: bool) -> Any:

@@ -233,3 +233,48 @@ for _name, _skip in (("edm_sample_euler", _edm_skip), ("edm_sample_heun", _heun_
         errors=(("a grid that is not strictly decreasing", lambda: _bad_sigmas(True),
                  lambda: _bad_sigmas(False)),),
     )
+
+
+# --- ancestral Euler (k-diffusion's sample_euler_ancestral, η = 1) ---------------------------
+
+record(
+    name="edm_ancestral_sigmas", batched=False,
+    plan=st.tuples(edm_sigma_values, st.one_of(st.just(0.0), st.floats(0.0, 0.999))).map(
+        lambda sf: {"sigma": sf[0], "sigma_next": sf[0] * sf[1]}),
+    build=lambda p: Call([p["sigma"], p["sigma_next"]]),
+    dtypes=("float64",), dtypes_reason="two Python floats in, two Python floats out",
+    errors=(("sigma_next = sigma", lambda: spec.edm.edm_ancestral_sigmas(1.0, 1.0),
+             lambda: runtime.edm.edm_ancestral_sigmas(1.0, 1.0)),),
+)
+record(
+    name="edm_euler_ancestral_step", plan=_edm_step_plans(), skip=_edm_skip,
+    build=lambda p: Call([*_edm_step_call(p).args, Batched(images(p, 1))]),
+    tolerances={"float32": X0_F32, "bfloat16": MODEL_BF16},
+    errors=(("z of another shape", lambda: spec.edm.edm_euler_ancestral_step(
+        spec.pf_ode.VPLinearSchedule(), spec.model.FunctionEpsModel(lambda y, t: y),
+        np.zeros((1, 2, 2)), 1.0, 0.5, np.zeros((1, 2, 3))),
+        lambda: runtime.edm.edm_euler_ancestral_step(
+            runtime.pf_ode.VPLinearSchedule(), lambda y, t: y, torch.zeros(1, 1, 2, 2), 1.0, 0.5,
+            torch.zeros(1, 1, 2, 3))),),
+)
+
+
+def _missing_noise(spec_side: bool) -> Any:
+    if spec_side:
+        return spec.edm.edm_euler_ancestral_sample(
+            spec.pf_ode.VPLinearSchedule(), spec.model.FunctionEpsModel(lambda y, t: y),
+            np.zeros((1, 2, 2)), [2.0, 1.0, 0.0], np.zeros((1, 1, 2, 2)))
+    return runtime.edm.edm_euler_ancestral_sample(
+        runtime.pf_ode.VPLinearSchedule(), lambda y, t: y, torch.zeros(1, 1, 2, 2),
+        [2.0, 1.0, 0.0], torch.zeros(1, 1, 1, 2, 2))
+
+
+record(
+    name="edm_euler_ancestral_sample", plan=_edm_sample_plans(), skip=_edm_skip, sampler=True,
+    build=lambda p: Call([_cont_sched(p), _cont_model(p), _x_tilde(p, p["sigmas"][0]),
+                          p["sigmas"],
+                          Batched(images(p, 1, (len(p["sigmas"]) - 1,)), axis=1)]),
+    tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,
+    errors=(("noise of the wrong number of steps", lambda: _missing_noise(True),
+             lambda: _missing_noise(False)),),
+)

@@ -22,6 +22,9 @@ from conformance.plans import (
 )
 from conformance.record import Plan, Records
 from conformance.tolerances import Skip, Tol
+from spec.likelihood import VLB_CONVENTIONS as SPEC_VLB_CONVENTIONS
+
+VLB_CONVENTIONS = sorted(SPEC_VLB_CONVENTIONS)
 
 RECORDS = Records()
 record = RECORDS.add
@@ -77,15 +80,20 @@ VLB_SKIP = NOT_IN_BF16 | BF16_ILL_CONDITIONED
 
 @st.composite
 def _vlb_plans(draw: Any) -> Plan:
+    """Both conventions of the bound; "reference-code" needs T >= 2 (β̃_2), so a T = 1
+    schedule is drawn with "beta-1" only."""
     plan = draw(batch_plans(max_T=10, min_beta=1e-4, model=True))
     plan["bins"] = draw(S.bins_counts)
+    plan["convention"] = ("beta-1" if plan["schedule"]["T"] < 2
+                          else draw(st.sampled_from(VLB_CONVENTIONS)))
     return plan
 
 
 def _vlb_call(p: Plan) -> Call:
     x0 = S.binned_images(p["seed"], (p["B"], *p["shape"]), p["bins"])
     noise = images(p, 1, (p["schedule"]["T"],))
-    return Call([sched_of(p), model_of(p), Batched(x0), Batched(noise, axis=1), p["bins"]])
+    return Call([sched_of(p), model_of(p), Batched(x0), Batched(noise, axis=1), p["bins"]],
+                {"convention": p["convention"]})
 
 
 VLB_F32 = Tol(

@@ -137,9 +137,34 @@ record(
     build=lambda p: Call([FIELD, Arr(rng_array(p, 0, p["shape"])), p["t"], p["dt"]]),
 )
 record(
+    name="pf_ode_uniform_grid", batched=False,
+    plan=st.fixed_dictionaries({"steps": st.integers(1, 1000),
+                                "t_start": st.one_of(st.just(1.0), st.floats(1e-3, 1.0))}),
+    build=lambda p: Call([p["steps"], p["t_start"]]),
+    dtypes=("float64",), dtypes_reason="a list of Python floats: compared in float64",
+    errors=(("steps = 0", lambda: spec.pf_ode.pf_ode_uniform_grid(0),
+             lambda: runtime.pf_ode.pf_ode_uniform_grid(0)),
+            ("t_start = 0", lambda: spec.pf_ode.pf_ode_uniform_grid(4, 0.0),
+             lambda: runtime.pf_ode.pf_ode_uniform_grid(4, 0.0))),
+)
+
+
+def _bad_t_grid(spec_side: bool) -> Any:
+    if spec_side:
+        return spec.pf_ode.pf_ode_sample_euler(spec.pf_ode.VPLinearSchedule(),
+                                               spec.model.FunctionEpsModel(lambda y, t: y),
+                                               np.zeros((1, 2, 2)), [1.0, 0.5, 0.5, 0.0])
+    return runtime.pf_ode.pf_ode_sample_euler(runtime.pf_ode.VPLinearSchedule(), lambda y, t: y,
+                                              torch.zeros(1, 1, 2, 2), [1.0, 0.5, 0.5, 0.0])
+
+
+record(
     skip=BF16_ILL_CONDITIONED,
     name="pf_ode_sample_euler", plan=_pf_plans(per_sample_time=False),
-    build=lambda p: Call([_pf(p), _pf_model(p), p["steps"], Batched(images(p, 0))]),
+    build=lambda p: Call([_pf(p), _pf_model(p), Batched(images(p, 0)),
+                          spec.pf_ode.pf_ode_uniform_grid(p["steps"])]),
+    errors=(("a grid that is not strictly decreasing", lambda: _bad_t_grid(True),
+             lambda: _bad_t_grid(False)),),
     sampler=True, tolerances={"float32": SAMPLER_F32, "bfloat16": SAMPLER_BF16}, max_examples=8,
 )
 

@@ -1,4 +1,5 @@
-"""Records of `spec.prediction`: the ε/x0/v conversions, the denoiser, SNR and min-SNR-γ weights."""
+"""Records of `spec.prediction`: the prediction table, the ε/x0/v conversions, the denoiser, SNR and
+min-SNR-γ weights."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import runtime.schedule
 import spec.prediction
 import spec.schedule
 from conformance import strategies as S
+from conformance.harness import to_numpy
 from conformance.markers import Batched, Call, PerSample, Times, batch_size
 from conformance.plans import (
     BF16_ILL_CONDITIONED,
@@ -25,6 +27,7 @@ from conformance.plans import (
     batch_plans,
     images,
     model_of,
+    prediction_at,
     sched_of,
     time_of,
 )
@@ -46,24 +49,67 @@ def _times(p: Plan) -> Any:
     return PerSample(t if p["time"]["per_sample"] else [t] * p["B"])
 
 
-def _not_eps_at_zero_snr(plan: Plan, prediction: str) -> str:
-    """ε cannot give x̂0 at ᾱ_T = 0: zero-terminal-SNR plans use v instead (the ε case is an
-    error case of its own)."""
-    if plan["schedule"]["kind"] == "zero_snr" and prediction == "eps":
-        return "v"
-    return prediction
+def _divisors(prediction: str, ab: np.ndarray) -> dict[str, np.ndarray]:
+    """The divisors d of the prediction's x̂0 and ε̂ (its table row) at each ᾱ of ab: ε → x̂0
+    divides by √ᾱ, x0 → ε̂ by √(1 − ᾱ), v by the literal 1."""
+    row = spec.prediction.PREDICTION_TABLE[prediction]
+    roots = (np.sqrt(ab), np.sqrt(1.0 - ab))
+    return {k: np.broadcast_to(np.asarray(conv(*roots)[2], dtype=np.float64), np.shape(ab))
+            for k, conv in (("x0", row.x0), ("eps", row.eps))}
 
 
 def _ill_conditioned(ab: np.ndarray, prediction: str, dtype: str) -> bool:
-    """A conversion that divides: ε → x̂0 by √ᾱ, x0 → ε̂ by √(1 − ᾱ) (v never divides)."""
+    """A conversion that divides by a d with d² (ᾱ or 1 − ᾱ) below the dtype's floor."""
     floor = X0_MIN_ALPHA_BAR[dtype]
-    if prediction == "eps":
-        return bool(ab.min() < floor)
-    if prediction == "x0":
-        return bool((1.0 - ab).min() < floor)
-    return False
+    return any(bool((d**2).min() < floor) for d in _divisors(prediction, ab).values())
 
 
+def _table_columns(rows: dict, sqrt_ab: Any, sqrt_1m: Any, s: Any, gamma: float,
+                   min_snr: Any) -> dict[str, dict[str, Any]]:
+    """Every coefficient of every row at the schedule's t = 0..T (each (T + 1,), float64) and
+    its min-SNR-γ weight (`min_snr(row, s, γ)`)."""
+    n = len(to_numpy(sqrt_ab))
+
+    def column(c: Any) -> np.ndarray:
+        return np.broadcast_to(np.asarray(to_numpy(c), dtype=np.float64), (n,))
+
+    return {name: {**{k: tuple(column(c) for c in conv(sqrt_ab, sqrt_1m))
+                      for k, conv in (("x0", row.x0), ("eps", row.eps), ("target", row.target))},
+                   "min_snr": column(min_snr(row, s, gamma))}
+            for name, row in rows.items()}
+
+
+def spec_table(sched: spec.schedule.VPSchedule, gamma: float) -> dict[str, dict[str, Any]]:
+    ab = sched.alpha_bar
+    s = [spec.prediction.snr(sched, t) for t in range(sched.T + 1)]
+    return _table_columns(spec.prediction.PREDICTION_TABLE, np.sqrt(ab), np.sqrt(1.0 - ab), s,
+                          gamma, lambda row, s, g: [row.min_snr(v, g) for v in s])
+
+
+def runtime_table(sched: runtime.schedule.Schedule, gamma: float) -> dict[str, dict[str, Any]]:
+    s = sched.snr.float64
+    return _table_columns(runtime.prediction.PREDICTION_TABLE, sched.sqrt_alpha_bar.float64,
+                          sched.sqrt_one_minus_alpha_bar.float64, s, gamma,
+                          lambda row, s, g: row.min_snr(s, torch.full_like(s, float(g))))
+
+
+@st.composite
+def table_plans(draw: Any) -> Plan:
+    plan = draw(batch_plans())
+    plan["gamma"] = draw(st.one_of(st.just(5.0), st.just(math.inf), st.floats(0.1, 20.0)))
+    return plan
+
+
+record(
+    name="PREDICTION_TABLE", plan=table_plans(),
+    build=lambda p: Call([sched_of(p), p["gamma"]]),
+    spec_fn=spec_table, runtime_fn=runtime_table, batched=False,
+    dtypes=("float64",), dtypes_reason="the coefficients are computed from the schedule's "
+    "float64 tables whatever the data dtype",
+    errors=(("an unknown prediction",
+             lambda: spec.prediction.check_prediction("score"),
+             lambda: runtime.prediction.check_prediction("score")),),
+)
 record(
     name="PREDICTIONS", plan=st.just({}), build=lambda p: Call([]),
     spec_fn=lambda: spec.prediction.PREDICTIONS,
@@ -83,7 +129,8 @@ record(
 def output_plans(draw: Any) -> Plan:
     plan: Plan = {"B": draw(S.batch_sizes), "shape": draw(S.image_shapes),
                   "seed": draw(S.seeds), "prediction": draw(st.sampled_from(PREDICTION_NAMES))}
-    low = 1e-3 if plan["prediction"] == "eps" else 0.0
+    # ᾱ = 0 only for a prediction whose x̂0 exists there (ε's is an error case of x0_from_output)
+    low = 0.0 if spec.prediction.PREDICTION_TABLE[plan["prediction"]].x0_at_zero_snr else 1e-3
     ab = st.one_of(st.just(1.0), st.just(low), st.floats(low, 1.0), st.floats(0.1, 0.9))
     plan["ab"] = draw(st.lists(ab, min_size=plan["B"], max_size=plan["B"]))
     return plan
@@ -133,7 +180,7 @@ record(
 @st.composite
 def sched_plans(draw: Any, model: bool = False) -> Plan:
     plan = draw(batch_plans(model=model))
-    plan["prediction"] = _not_eps_at_zero_snr(plan, draw(st.sampled_from(PREDICTION_NAMES)))
+    plan["prediction"] = prediction_at(plan, draw(st.sampled_from(PREDICTION_NAMES)))
     plan["gamma"] = draw(st.one_of(st.none(), st.just(5.0), st.just(math.inf),
                                    st.floats(0.1, 20.0)))
     return plan
@@ -190,18 +237,19 @@ record(
 )
 
 
-def x0_model_at_zero(p: Plan, dtype: str) -> bool:
-    prediction = _not_eps_at_zero_snr(p, p["model"]["prediction"])
+def _eps_divisor(p: Plan) -> np.ndarray:
+    """The divisor of the plan model's ε̂ at the plan's times: √(1 − ᾱ_t) for an x0-model."""
+    ab = spec.schedule.VPSchedule(S.betas_of(p["schedule"])).alpha_bar
     times = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
-    return prediction == "x0" and min(times) == 0
+    return _divisors(prediction_at(p, p["model"]["prediction"]), ab[list(times)])["eps"]
+
+
+def x0_model_at_zero(p: Plan, dtype: str) -> bool:
+    return bool((_eps_divisor(p) == 0).any())
 
 
 def x0_model_small_noise_bf16(p: Plan, dtype: str) -> bool:
-    if dtype != "bfloat16" or p["model"]["prediction"] != "x0":
-        return False
-    ab = spec.schedule.VPSchedule(S.betas_of(p["schedule"])).alpha_bar
-    times = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
-    return bool((1.0 - ab[list(times)]).min() < 0.1)
+    return dtype == "bfloat16" and bool((_eps_divisor(p) ** 2).min() < 0.1)
 
 
 denoise_skip = Skip(

@@ -1,12 +1,14 @@
 """Records of `spec.train`: the training step `runtime.train` runs, checked against the spec.
 
-* train_loss: the batch loss and the gradient, for every network kind. The runtime's autograd
-  gradient g is compared along random unit directions d: ⟨g, d⟩ against the central difference
-  (L(θ + h·d) − L(θ − h·d)) / 2h of the spec loss, in float64.
+* train_loss: the batch loss and the gradient, for every network kind, every prediction target
+  (ε, x0, v) and weighting (none, explicit per-sample weights, min-SNR-γ with the target's own
+  weight). The runtime's autograd gradient g is compared along random unit directions d: ⟨g, d⟩
+  against the central difference (L(θ + h·d) − L(θ − h·d)) / 2h of the spec loss, in float64.
 * adam_step, ema_update: torch's fused Adam (the optimizer `runtime.train` builds) against
   Kingma & Ba's Algorithm 1, and the EMA update, on explicit tensors.
 * train_step: `runtime.train.train_step` itself (the function the CLI's loop calls each
-  iteration) on explicit batch, t, noise, parameters, Adam state and EMA of a small network; the
+  iteration) on explicit batch, t, noise, parameters, Adam state and EMA of a small ε-, x0- or
+  v-network (with or without min-SNR-γ); the
   spec side gets its gradient by central differences of `train_loss`, coordinate by coordinate.
   Compared: loss, parameters after the Adam step, Adam's moments and step count, EMA, and the
   finite flag. Plans with a NaN in the noise check the guard: nothing changes. Adam's state is
@@ -27,9 +29,11 @@ from hypothesis import strategies as st
 import runtime.model
 import runtime.train
 import spec.model
+import spec.prediction
 import spec.train
 from conformance import strategies as S
 from conformance.markers import Arr, Call, Cfg, Params, Sched
+from conformance.plans import PREDICTION_NAMES
 from conformance.record import Plan, Records
 from conformance.tolerances import Tol
 
@@ -54,12 +58,18 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
-def _spec_net(kind: str, cfg: Any, params: dict[str, np.ndarray]) -> Any:
+def _spec_net(kind: str, cfg: Any, params: dict[str, np.ndarray], prediction: str = "eps") -> Any:
     if kind == "film":
-        return spec.model.eps_film_net(cfg, params)
-    if kind == "residual":
-        return spec.model.eps_residual_conv_net(params)
-    return spec.model.eps_conv_net(params)
+        net = spec.model.eps_film_net(cfg, params)
+    elif kind == "residual":
+        net = spec.model.eps_residual_conv_net(params)
+    else:
+        net = spec.model.eps_conv_net(params)
+    return spec.prediction.PredictionModel(net, prediction)
+
+
+# the min-SNR-γ of a plan: none, the paper's 5, or any γ > 0
+gammas = st.one_of(st.none(), st.just(5.0), st.floats(0.5, 20.0))
 
 
 def _cfg_marker(kind: str, channels: int, hidden: int, blocks: int, groups: int) -> Cfg:
@@ -107,6 +117,8 @@ def _loss_plans(draw: Any) -> Plan:
     T = plan["schedule"]["T"]
     plan["t"] = draw(st.lists(st.integers(1, T), min_size=plan["B"], max_size=plan["B"]))
     plan["weighted"] = draw(st.booleans())
+    plan["prediction"] = draw(st.sampled_from(PREDICTION_NAMES))
+    plan["gamma"] = draw(gammas)
     return plan
 
 
@@ -122,14 +134,17 @@ def _loss_call(p: Plan) -> Call:
     weights = _rng(p["seed"], 2).uniform(0.1, 2.0, p["B"]) if p["weighted"] else None
     return Call([Sched(S.betas_of(p["schedule"])), p["kind"], cfg, Params(_init(cfg, p["seed"])),
                  Arr(x01), list(p["t"]), Arr(noise),
-                 None if weights is None else Arr(weights), p["seed"]])
+                 None if weights is None else Arr(weights), p["seed"],
+                 p.get("prediction", "eps"), p.get("gamma")])
 
 
-def _spec_loss_and_slopes(sched, kind, cfg, params, x01, t, eps, weights, seed) -> Any:
+def _spec_loss_and_slopes(sched, kind, cfg, params, x01, t, eps, weights, seed, prediction,
+                          gamma) -> Any:
     """(L, [dL(θ + h·d)/dh at 0 by central differences, for 3 unit directions d])."""
 
     def loss(p: dict[str, np.ndarray]) -> float:
-        return float(spec.train.train_loss(sched, _spec_net(kind, cfg, p), x01, t, eps, weights))
+        return float(spec.train.train_loss(sched, _spec_net(kind, cfg, p, prediction), x01, t,
+                                           eps, weights, gamma))
 
     slopes = []
     for d in _directions(seed, {k: v.shape for k, v in params.items()}, 3):
@@ -139,11 +154,13 @@ def _spec_loss_and_slopes(sched, kind, cfg, params, x01, t, eps, weights, seed) 
     return loss(params), np.array(slopes)
 
 
-def _runtime_loss_and_slopes(sched, kind, cfg, params, x01, t, eps, weights, seed) -> Any:
+def _runtime_loss_and_slopes(sched, kind, cfg, params, x01, t, eps, weights, seed, prediction,
+                             gamma) -> Any:
     """(L, [⟨∇L, d⟩ from autograd, for the same 3 directions])."""
     model = _runtime_model(cfg, params)
     t = torch.tensor(t, dtype=torch.long, device=x01.device)
-    loss, _ = runtime.train.train_loss(sched, model, x01, t, eps, weights)
+    loss, _ = runtime.train.train_loss(sched, model, x01, t, eps, weights, prediction=prediction,
+                                       min_snr_gamma=gamma)
     names = [n for n, _ in model.named_parameters()]
     params_list = [p for _, p in model.named_parameters()]
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(
@@ -211,7 +228,8 @@ def _step_plans(draw: Any) -> Plan:
                   "blocks": draw(st.integers(1, 1)),
                   "step": draw(st.sampled_from([1, 3])), "lr": draw(st.sampled_from([1e-3, 0.05])),
                   "decay": draw(st.sampled_from([0.0, 0.9, 0.995])),
-                  "sync_free": draw(st.booleans()), "nan": draw(st.booleans())}
+                  "sync_free": draw(st.booleans()), "nan": draw(st.booleans()),
+                  "prediction": draw(st.sampled_from(PREDICTION_NAMES)), "gamma": draw(gammas)}
     T = plan["schedule"]["T"]
     plan["t"] = draw(st.lists(st.integers(1, T), min_size=plan["B"], max_size=plan["B"]))
     return plan
@@ -229,7 +247,7 @@ def _step_call(p: Plan) -> Call:
     ema = {k: v + 0.01 * rng.standard_normal(v.shape) for k, v in params.items()}
     return Call([Sched(S.betas_of(p["schedule"])), p["kind"], cfg, Params(params), Params(m),
                  Params(v), p["step"], Params(ema), Arr(x01), list(p["t"]), Arr(noise),
-                 p["lr"], p["decay"], p["sync_free"]])
+                 p["lr"], p["decay"], p["sync_free"], p.get("prediction", "eps"), p.get("gamma")])
 
 
 def _fd_gradient(loss, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -248,23 +266,26 @@ def _fd_gradient(loss, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return grads
 
 
-def _spec_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, decay, sync_free):
+def _spec_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, decay, sync_free,
+               prediction, gamma):
     def net(p: dict[str, np.ndarray]) -> Any:
-        return _spec_net(kind, cfg, p)
+        return _spec_net(kind, cfg, p, prediction)
 
     def loss(p: dict[str, np.ndarray]) -> float:
-        return float(spec.train.train_loss(sched, net(p), x01, t, eps))
+        return float(spec.train.train_loss(sched, net(p), x01, t, eps, min_snr_gamma=gamma))
 
     grads = _fd_gradient(loss, params) if np.isfinite(eps).all() else \
         {k: np.full_like(a, np.nan) for k, a in params.items()}
     out = spec.train.train_step(sched, net, params, grads, {"step": step, "m": m, "v": v},
-                                ema if decay > 0 else None, x01, t, eps, lr, decay)
+                                ema if decay > 0 else None, x01, t, eps, lr, decay,
+                                min_snr_gamma=gamma)
     loss_value, new_params, state, new_ema, finite = out
     return (loss_value, new_params, state["m"], state["v"], float(state["step"]),
             new_ema if new_ema is not None else {}, finite)
 
 
-def _runtime_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, decay, sync_free):
+def _runtime_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, decay, sync_free,
+                  prediction, gamma):
     model = _runtime_model(cfg, params)
     update = runtime.train.GuardedUpdate(model, lr, decay, x01.device, sync_free=sync_free)
     named = dict(model.named_parameters())
@@ -275,7 +296,8 @@ def _runtime_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, de
     if update.ema is not None:
         update.load_ema_state_dict(model, ema)
     t = torch.tensor(t, dtype=torch.long, device=x01.device)
-    result = runtime.train.train_step(sched, model, update, x01, t, eps)
+    result = runtime.train.train_step(sched, model, update, x01, t, eps, prediction=prediction,
+                                      min_snr_gamma=gamma)
     state = {n: update.optimizer.state[p] for n, p in named.items()}
     ema_after = update.ema_state_dict(model) if update.ema is not None else {}
     return (result.loss, {n: p.detach() for n, p in named.items()},

@@ -13,7 +13,7 @@ from conformance.order import SAMPLERS, errors, fitted_order, has_order, runtime
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
 def test_runtime_order_of_accuracy(sampler) -> None:
-    points = errors(runtime_runner(sampler.name))
+    points = errors(runtime_runner(sampler.name), sampler.steps)
     assert has_order(points, sampler.order), (
         f"{sampler.paper}: fitted order {fitted_order(points):.3f}, claimed {sampler.order}; "
         f"(NFE, error) = {points}")

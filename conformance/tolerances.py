@@ -7,6 +7,13 @@ to the runtime's dtype), so the table measures only the runtime's arithmetic, no
 A record may override a dtype's entry; an override must carry its reason (checked by a test).
 A record may also leave some plans out for a dtype: a `Skip(predicate, reason)`, whose reason is
 required; `a | b` leaves out what either leaves out and joins the two reasons.
+
+Where a formula is ill-conditioned (a difference that cancels, a division by √(1 − ᾱ) near t = 0)
+a flat rtol is either too loose to see a coefficient formed in the working dtype or too tight
+for honest rounding. There the tolerance is derived from the formula: `conditioned(dtype,
+scale)` allows OPS roundings of the working dtype relative to `scale`, the sum of the magnitudes
+of the terms the formula adds (divided by what it divides by), plus the rounding of the result
+to its dtype (`ROUNDING`, one row per dtype).
 """
 
 from __future__ import annotations
@@ -16,15 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 
 @dataclass(frozen=True)
 class Tol:
-    """Elementwise tolerance |a − e| ≤ atol + rtol·|e|; `reason` is required for overrides."""
+    """Elementwise tolerance |a − e| ≤ atol + rtol·|e|; `reason` is required for overrides.
+    `atol` is one number, or one per element (`conditioned`)."""
 
     rtol: float
-    atol: float
+    atol: float | np.ndarray
     reason: str = ""
 
 
@@ -58,6 +67,40 @@ TOLERANCES: dict[str, Tol] = {
     # bfloat16: 8 significant bits (2^-9 ≈ 2e-3 per rounding); model layers round each output.
     "bfloat16": Tol(rtol=3e-2, atol=3e-2),
 }
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """Unit roundoffs of a runtime dtype: `work` of the step arithmetic (runtime.core.work_dtype:
+    float32 for 16-bit inputs) and `out` of the result, which is returned in the input's dtype."""
+
+    work: float
+    out: float
+
+
+ROUNDING: dict[str, Rounding] = {
+    "float64": Rounding(work=2.0**-53, out=2.0**-53),
+    "float32": Rounding(work=2.0**-24, out=2.0**-24),
+    "bfloat16": Rounding(work=2.0**-24, out=2.0**-8),  # 8 significant bits, arithmetic in float32
+}
+
+OPS = 8
+"""Roundings a conditioned formula may make relative to its scale: each coefficient is rounded
+once from float64 (≤ 3 per formula), each product, sum and the one division once more (≤ 4), and
+one to spare. A coefficient formed in the working dtype instead (√(1 − ᾱ) after rounding ᾱ to
+float32 near ᾱ = 1) is off by u/(1 − ᾱ), i.e. 2^-24/1e-4 ≈ 6e-4 at t = 1 of a linear schedule:
+hundreds of these roundings."""
+
+
+def conditioned(dtype: str, scale: np.ndarray | float) -> Tol:
+    """The tolerance of one formula on given inputs, from its conditioning:
+    |a − e| ≤ OPS·u_work·scale + u_out·|e| elementwise, with `scale` (float64, the shape of the
+    result) the sum of the magnitudes of the terms the formula adds, over the magnitude of what
+    it divides by (for x̂0 of ε: (|x_t| + √(1 − ᾱ)·|ε̂|)/√ᾱ)."""
+    r = ROUNDING[dtype]
+    return Tol(rtol=r.out, atol=OPS * r.work * np.asarray(scale, dtype=np.float64),
+               reason="derived from the formula's conditioning (conformance.tolerances.conditioned)")
+
 
 DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,

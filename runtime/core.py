@@ -8,6 +8,7 @@ Every function works elementwise on tensors of any shape, dtype and device, and 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -46,6 +47,47 @@ class EpsModel(Protocol):
     def __call__(self, x: Tensor, t_norm: Tensor | float) -> Tensor: ...
 
 
+def decreasing_grid(
+    name: str,
+    values: Sequence[float] | Tensor,
+    low: float = 0,
+    high: float = math.inf,
+    end: float | None = None,
+    integers: bool = False,
+) -> list:
+    """A sampler's grid as a list of ints (`integers`) or floats, after checking it holds at least
+    2 strictly decreasing values, each >= low, values[0] <= high and values[-1] == end (when end
+    is given); else ValueError with the spec's messages (`spec.core.decreasing_grid`).
+    Shapes: values (n + 1,)."""
+    grid = values.tolist() if isinstance(values, Tensor) else list(values)
+    if len(grid) < 2:
+        raise ValueError(f"{name} must hold at least 2 values (a start and an end), got {grid}")
+    if integers:
+        for i, v in enumerate(grid):
+            if isinstance(v, bool) or not hasattr(type(v), "__index__"):  # int, NumPy int
+                raise ValueError(f"{name} must be integers, got {name}[{i}] = {v!r}")
+    grid = [int(v) for v in grid] if integers else [float(v) for v in grid]
+    if not grid[0] <= high:
+        span = f"{{{int(low) + 1}..{high}}}" if integers else f"({low}, {high}]"
+        raise ValueError(f"{name}[0] must be in {span}, got {name}[0] = {grid[0]!r}")
+    if end is not None and grid[-1] != end:
+        raise ValueError(f"{name} must end at {end}, got {name}[-1] = {grid[-1]!r}")
+    if not grid[-1] >= low:
+        raise ValueError(f"{name} must be >= {low}, got {name}[-1] = {grid[-1]!r}")
+    for i in range(len(grid) - 1):
+        if not grid[i] > grid[i + 1]:
+            raise ValueError(f"{name} must be strictly decreasing, got "
+                             f"{name}[{i}] = {grid[i]!r} <= {name}[{i + 1}] = {grid[i + 1]!r}")
+    return grid
+
+
+def check_deterministic(noise: object) -> None:
+    """ValueError unless noise is None: a deterministic sampler draws no noise."""
+    if noise is not None:
+        shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be None: the sampler is deterministic, got noise of {shape}")
+
+
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the step arithmetic runs in: float32 for 16-bit inputs, else the input's dtype.
 
@@ -60,4 +102,14 @@ def coef_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-__all__ = ["EPS", "EpsModel", "coef_dtype", "mse", "safe_div", "sqrt_nonneg", "work_dtype"]
+__all__ = [
+    "EPS",
+    "EpsModel",
+    "check_deterministic",
+    "coef_dtype",
+    "decreasing_grid",
+    "mse",
+    "safe_div",
+    "sqrt_nonneg",
+    "work_dtype",
+]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
+from runtime.core import EpsModel, coef_dtype, decreasing_grid, sqrt_nonneg, work_dtype
 from runtime.prediction import denoise, x0_from_output
 from runtime.schedule import Schedule, TimeIndex
 
@@ -40,6 +40,11 @@ def _ddim_update(
     if z is not None:
         x_prev = x_prev + sigma_eta.to(x0.dtype) * z.to(x0.dtype)
     return x_prev
+
+
+def _ratio(x: Tensor, y: Tensor) -> Tensor:
+    """x / y exactly where y > 0, and 0 where y = 0 (σ_η's two ratios; spec.ddim)."""
+    return torch.where(y > 0, x / torch.where(y > 0, y, 1.0), 0.0)
 
 
 def ddim_prev(
@@ -88,9 +93,10 @@ def ddim_step_between(
     ab_prev = sched.alpha_bar.coef(t_prev, x_t)  # ᾱ_prev, float64
     # 1. x̂0 and ε̂ (working dtype) from the model's output
     x0, eps_hat = denoise(sched, model, x_t, t)
-    # 3. σ_η (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0)
-    sigma_eta = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
-        1.0 - safe_div(ab, ab_prev)
+    # 3. σ_η (in float64: 1 − ᾱ_t/ᾱ_prev cancels badly in low precision near t = 0), divided
+    #    exactly as in the spec (a ratio is 0 where its denominator is)
+    sigma_eta = eta * sqrt_nonneg(_ratio(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(
+        1.0 - _ratio(ab, ab_prev)
     )
     # 2. and 4.
     out = _ddim_update(ab_prev, x0, eps_hat, sigma_eta, z, clip)
@@ -122,46 +128,33 @@ def ddim_timesteps(T: int, num_steps: int) -> list[int]:
     return [(T * (n - i) + n // 2) // n for i in range(n + 1)]
 
 
-def _check_timesteps(timesteps: Sequence[int] | Tensor, T: int) -> list[int]:
-    ts = timesteps.tolist() if isinstance(timesteps, Tensor) else [int(s) for s in timesteps]
-    if len(ts) < 2:
-        raise ValueError(f"timesteps needs at least 2 values (from t to 0), got {ts}")
-    if not 1 <= ts[0] <= T:
-        raise ValueError(f"timesteps[0] = {ts[0]} must be in 1..T = {T}")
-    if ts[-1] != 0:
-        raise ValueError(f"timesteps[-1] = {ts[-1]} must be 0")
-    for i in range(len(ts) - 1):
-        if not ts[i + 1] < ts[i]:
-            raise ValueError(
-                f"timesteps must be strictly decreasing; timesteps[{i}] = {ts[i]}, "
-                f"timesteps[{i + 1}] = {ts[i + 1]}"
-            )
-    return ts
-
-
 @torch.no_grad()
 def ddim_sample_strided(
     sched: Schedule,
     model: EpsModel,
     x_T: Tensor,
-    timesteps: Sequence[int] | Tensor,
+    grid: Sequence[int] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     eta: float = 0.0,
-    noise: Tensor | None = None,
     clip: bool = False,
-    generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> Tensor:
-    """DDIM on a strided grid: x = ddim_step_between(timesteps[i] → timesteps[i+1]) for each i
-    (DDIM §4.2). `timesteps`: strictly decreasing ints, first in 1..T, last 0 (ValueError
-    otherwise). Step i uses `noise[i]` (S = len(timesteps) − 1 steps, in the order they run);
-    with eta > 0 and no `noise`, it draws torch.randn(x.shape, generator=generator) per step.
-    Shapes: x_T (B, C, H, W); noise (S, B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad().
+    """DDIM on a strided grid: x = ddim_step_between(grid[i] → grid[i+1]) for each i
+    (DDIM §4.2). `grid`: strictly decreasing ints, first in 1..T, last 0 (ValueError
+    otherwise). Step i uses `noise[i]` (S = len(grid) − 1 steps, in the order they run); with
+    eta > 0 and a torch.Generator (or None: torch's default one) as `noise`, it draws
+    torch.randn(x.shape, generator=noise) per step.
+    Shapes: x_T (B, C, H, W); grid (S + 1,); noise (S, B, C, H, W) -> (B, C, H, W).
+    Runs under torch.no_grad().
     """
-    ts = _check_timesteps(timesteps, sched.T)
+    ts = decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True)
     steps = len(ts) - 1
+    generator = noise if isinstance(noise, torch.Generator) else None
+    noise = None if generator is not None else noise
     if noise is not None and tuple(noise.shape) != (steps, *x_T.shape):
         raise ValueError(
-            f"noise must have shape (len(timesteps) - 1, *x_T.shape) = {(steps, *x_T.shape)}, "
+            f"noise must have shape (len(grid) - 1, *x_T.shape) = {(steps, *x_T.shape)}, "
             f"got {tuple(noise.shape)}"
         )
     x = x_T

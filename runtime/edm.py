@@ -18,7 +18,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
+from runtime.core import (
+    EpsModel,
+    check_deterministic,
+    coef_dtype,
+    decreasing_grid,
+    safe_div,
+    sqrt_nonneg,
+    work_dtype,
+)
 from runtime.pf_ode import VPContinuousSchedule
 from runtime.prediction import _x0, prediction_of
 
@@ -146,32 +154,24 @@ def edm_heun_step(
     return torch.where(at_zero, x_euler, x_heun).to(x.dtype)
 
 
-def _sigma_list(sigmas: Sequence[float] | Tensor) -> list[float]:
-    values = sigmas.tolist() if isinstance(sigmas, Tensor) else [float(s) for s in sigmas]
-    if len(values) < 2:
-        raise ValueError(f"sigmas needs at least 2 noise levels, got {values}")
-    if not values[-1] >= 0:
-        raise ValueError(f"sigmas must be >= 0, got sigmas[-1] = {values[-1]!r}")
-    for i in range(len(values) - 1):
-        if not values[i] > values[i + 1]:
-            raise ValueError(f"sigmas must be strictly decreasing; sigmas[{i}] = {values[i]!r}, "
-                             f"sigmas[{i + 1}] = {values[i + 1]!r}")
-    return values
-
-
 @torch.no_grad()
 def edm_sample_euler(
     sch: VPContinuousSchedule,
     model: EpsModel,
-    x: Tensor,
-    sigmas: Sequence[float] | Tensor,
+    x_T: Tensor,
+    grid: Sequence[float] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     progress: bool = False,
 ) -> Tensor:
-    """Euler in EDM form over σ_0 > … > σ_N ≥ 0 (N model evaluations); x is x̃ at σ_0.
-    Shapes: x (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    values = _sigma_list(sigmas)
-    for i in tqdm(range(len(values) - 1), desc="euler", disable=not progress):
-        x = edm_euler_step(sch, model, x, values[i], values[i + 1])
+    """Euler in EDM form over the σ grid σ_0 > … > σ_N ≥ 0 (N model evaluations); x_T is x̃ at
+    σ_0. Deterministic: noise must be None.
+    Shapes: x_T (B, C, H, W), grid (N + 1,) -> (B, C, H, W). Runs under torch.no_grad()."""
+    sigmas = decreasing_grid("grid", grid)
+    check_deterministic(noise)
+    x = x_T
+    for i in tqdm(range(len(sigmas) - 1), desc="euler", disable=not progress):
+        x = edm_euler_step(sch, model, x, sigmas[i], sigmas[i + 1])
     return x
 
 
@@ -179,19 +179,75 @@ def edm_sample_euler(
 def edm_sample_heun(
     sch: VPContinuousSchedule,
     model: EpsModel,
-    x: Tensor,
-    sigmas: Sequence[float] | Tensor,
+    x_T: Tensor,
+    grid: Sequence[float] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     progress: bool = False,
 ) -> Tensor:
-    """Heun in EDM form (Karras Algorithm 1) over σ_0 > … > σ_N ≥ 0: 2N − 1 model evaluations
-    when σ_N = 0; x is x̃ at σ_0. Shapes: x (B, C, H, W) -> (B, C, H, W). Runs under no_grad."""
-    values = _sigma_list(sigmas)
-    for i in tqdm(range(len(values) - 1), desc="heun", disable=not progress):
-        x = edm_heun_step(sch, model, x, values[i], values[i + 1])
+    """Heun in EDM form (Karras Algorithm 1) over the σ grid σ_0 > … > σ_N ≥ 0: 2N − 1 model
+    evaluations when σ_N = 0; x_T is x̃ at σ_0. Deterministic: noise must be None.
+    Shapes: x_T (B, C, H, W), grid (N + 1,) -> (B, C, H, W). Runs under no_grad."""
+    sigmas = decreasing_grid("grid", grid)
+    check_deterministic(noise)
+    x = x_T
+    for i in tqdm(range(len(sigmas) - 1), desc="heun", disable=not progress):
+        x = edm_heun_step(sch, model, x, sigmas[i], sigmas[i + 1])
+    return x
+
+
+def edm_ancestral_sigmas(sigma: Sigma, sigma_next: Sigma) -> tuple[Sigma, Sigma]:
+    """(σ_down, σ_up): σ_up = min(σ_next, √(σ_next²·(σ² − σ_next²)/σ²)), σ_down =
+    √(σ_next² − σ_up²) (k-diffusion's get_ancestral_step, η = 1), in float64 for tensors.
+    Shapes: floats or (B,) tensors -> the same."""
+    _check_pair(sigma, sigma_next)
+    if not isinstance(sigma, Tensor) and not isinstance(sigma_next, Tensor):
+        up = min(sigma_next, sqrt_nonneg(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+        return sqrt_nonneg(sigma_next**2 - up**2), up
+    s = torch.as_tensor(sigma, dtype=torch.float64)
+    n = torch.as_tensor(sigma_next, dtype=torch.float64)
+    up = torch.minimum(n, sqrt_nonneg(n**2 * (s**2 - n**2) / s**2))
+    return sqrt_nonneg(n**2 - up**2), up
+
+
+def edm_euler_ancestral_step(sch: VPContinuousSchedule, model: EpsModel, x: Tensor, sigma: Sigma,
+                             sigma_next: Sigma, z: Tensor) -> Tensor:
+    """x̃' = x̃ + (σ_down − σ)·(x̃ − D(x̃; σ))/σ + σ_up·z (k-diffusion's sample_euler_ancestral,
+    η = 1). Shapes: x, z (B, C, H, W); σ, σ_next float or (B,) -> (B, C, H, W)."""
+    if tuple(z.shape) != tuple(x.shape):
+        raise ValueError(f"z must have the shape of x {tuple(x.shape)}, got {tuple(z.shape)}")
+    wd = work_dtype(x.dtype)
+    down, up = edm_ancestral_sigmas(sigma, sigma_next)
+    dsig = _cast(_coef(down, x) - _coef(sigma, x), wd)
+    x_next = x.to(wd) + dsig * _slope(sch, model, x, sigma) + _cast(_coef(up, x), wd) * z.to(wd)
+    return x_next.to(x.dtype)
+
+
+@torch.no_grad()
+def edm_euler_ancestral_sample(sch: VPContinuousSchedule, model: EpsModel, x_T: Tensor,
+                               grid: Sequence[float] | Tensor, noise: Tensor | None = None,
+                               generator: torch.Generator | None = None,
+                               progress: bool = False) -> Tensor:
+    """Ancestral Euler over σ_0 > … > σ_N ≥ 0 (N evaluations); step i uses noise[i] ((N, B, C, H,
+    W)), or, without noise, torch.randn with `generator`. x_T is x̃ at σ_0.
+    Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
+    values = decreasing_grid("grid", grid)
+    n = len(values) - 1
+    if noise is not None and tuple(noise.shape) != (n, *x_T.shape):
+        raise ValueError(f"noise must have shape (len(grid) - 1, *x_T.shape) = "
+                         f"{(n, *x_T.shape)}, got {tuple(noise.shape)}")
+    x = x_T
+    for i in tqdm(range(n), desc="euler-ancestral", disable=not progress):
+        z = noise[i] if noise is not None else torch.randn(x.shape, generator=generator,
+                                                             dtype=x.dtype, device=x.device)
+        x = edm_euler_ancestral_step(sch, model, x, values[i], values[i + 1], z)
     return x
 
 
 __all__ = [
+    "edm_ancestral_sigmas",
+    "edm_euler_ancestral_sample",
+    "edm_euler_ancestral_step",
     "edm_denoise",
     "edm_euler_step",
     "edm_heun_step",

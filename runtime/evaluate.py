@@ -14,11 +14,17 @@ On the test split of the checkpoint's data set (or --dataset/--data-dir):
   L_T the prior term), one noise draw per (t, image). It is an upper bound on the negative
   log-likelihood of the discretized data. The data are on a grid of `bins` values:
   17 for digits (pixel values k/16), 256 for 8-bit images (k/255); --bins overrides it.
+  --bound-convention picks the convention (`runtime.likelihood.VLB_CONVENTIONS`) and the output
+  names it: "reference-code" (the default; L_0's decoder variance β̃_2 and x̂0 clipped to
+  [−1, 1], as the reference code of DDPM and improved DDPM computes the bits/dim they publish)
+  or "beta-1" (decoder variance β_1, x̂0 unclipped; this project's figures before).
 
 - sample quality (--samples N): N images drawn with DDIM (50 steps or T, η = 0, clipped x̂0,
   x_T from a generator seeded with --seed: the images `runtime.sample --seed S` draws), scored by
-  `runtime.plumbing.quality`: the Fréchet distance in the hidden features of a small classifier trained
-  now on the training split, next to the real-vs-real floor at the same n. Not FID.
+  `runtime.plumbing.quality`: the Fréchet distance in the hidden features of a small classifier
+  trained now on the training split, divided by the real-vs-real floor, with its 95 % bootstrap
+  interval and its cost in seconds; n = min(N, half of all real images) (898 for the digits).
+  Not FID.
 
 Prints a small table; --json also writes the numbers.
 """
@@ -37,7 +43,7 @@ import torch
 from runtime.data.datasets import load_dataset
 from runtime.data.transforms import to_diffusion_range
 from runtime.forward import q_sample
-from runtime.likelihood import vlb_terms
+from runtime.likelihood import VLB_CONVENTIONS, vlb_terms
 from runtime.plumbing.artifacts import save_json
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference
 from runtime.plumbing.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
@@ -67,6 +73,32 @@ def snap_to_grid(x01: np.ndarray, bins: int, source: str) -> np.ndarray:
     return (k / (bins - 1)).astype(np.float32)
 
 
+def bound_bits_per_dim(sched: Any, model: Any, x0_all: torch.Tensor, gen: torch.Generator,
+                       batch_size: int, bins: int, convention: str) -> dict[str, Any]:
+    """The variational bound of the images x0_all (N, C, H, W) on the bins grid in [−1, 1], in
+    bits/dim and by term, in `convention`; one noise draw (T, B, C, H, W) from `gen` per batch.
+    Returns bits_per_dim, bits_per_dim_convention and bits_per_dim_terms."""
+    n, T = int(x0_all.shape[0]), sched.T
+    per_image = int(np.prod(x0_all.shape[1:]))
+    term_sums = torch.zeros(T + 1, dtype=torch.float64)
+    bound_batch = max(1, min(batch_size, MAX_NOISE_ELEMENTS // (T * per_image)))
+    with torch.no_grad():
+        for start in range(0, n, bound_batch):
+            x0 = x0_all[start:start + bound_batch]
+            noise = torch.randn((T, *x0.shape), generator=gen, device=x0.device)
+            terms = vlb_terms(sched, model, x0, noise, bins=bins,
+                              convention=convention)  # (B, T + 1) nats
+            term_sums += terms.double().sum(0).cpu()
+    to_bpd = 1.0 / (n * per_image * math.log(2))
+    return {
+        "bits_per_dim": float(term_sums.sum()) * to_bpd,
+        "bits_per_dim_convention": convention,
+        "bits_per_dim_terms": {"L_0": float(term_sums[0]) * to_bpd,
+                               "L_1..L_T-1": float(term_sums[1:T].sum()) * to_bpd,
+                               "L_T": float(term_sums[T]) * to_bpd},
+    }
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     if cfg.json is not None:
@@ -94,11 +126,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     x01 = snap_to_grid(np.asarray(x01), bins, f"{dataset} test split")
     x0_all = to_diffusion_range(torch.from_numpy(x01)).to(device)  # (N, C, H, W) in [-1, 1]
     n, T = int(x0_all.shape[0]), sched.T
-    per_image = int(np.prod(x0_all.shape[1:]))
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     started = time.perf_counter()
-    loss_sum, own_sum, term_sums = 0.0, 0.0, torch.zeros(T + 1, dtype=torch.float64)
+    loss_sum, own_sum = 0.0, 0.0
     prediction = prediction_of(model)
     with torch.no_grad():
         for start in range(0, n, cfg.batch_size):
@@ -111,32 +142,25 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             loss_sum += float(torch.mean(torch.square(eps_hat - eps))) * x0.shape[0]
             target = prediction_target(sched, x0, t, eps, prediction)
             own_sum += float(torch.mean(torch.square(out - target))) * x0.shape[0]
-        bound_batch = max(1, min(cfg.batch_size, MAX_NOISE_ELEMENTS // (T * per_image)))
-        for start in range(0, n, bound_batch):
-            x0 = x0_all[start:start + bound_batch]
-            noise = torch.randn((T, *x0.shape), generator=gen, device=device)
-            terms = vlb_terms(sched, model, x0, noise, bins=bins)  # (B, T + 1) nats
-            term_sums += terms.double().sum(0).cpu()
-    to_bpd = 1.0 / (n * per_image * math.log(2))
+    bound = bound_bits_per_dim(sched, model, x0_all, gen, cfg.batch_size, bins,
+                               cfg.bound_convention)
     result = {
         "checkpoint": str(cfg.checkpoint), "step": int(payload["step"]), "weights": weights,
         "dataset": dataset, "split": "test", "n": n, "bins": bins, "T": T, "seed": cfg.seed,
         "prediction": prediction,
         "eps_loss": loss_sum / n,
         "prediction_loss": own_sum / n,
-        "bits_per_dim": float(term_sums.sum()) * to_bpd,
-        "bits_per_dim_terms": {"L_0": float(term_sums[0]) * to_bpd,
-                               "L_1..L_T-1": float(term_sums[1:T].sum()) * to_bpd,
-                               "L_T": float(term_sums[T]) * to_bpd},
+        **bound,
         "seconds": round(time.perf_counter() - started, 2),
         "quality": None,
     }
     if cfg.samples > 0:
-        from runtime.plumbing.quality import draw_and_score
+        from runtime.plumbing.quality import capacity, draw_and_score
 
-        if len(test.x) < 4:
-            fail(f"--samples needs at least 4 test images, {dataset} has {len(test.x)}")
         train = load_dataset(dataset, data_dir, split="train")
+        if capacity(train, test) < 2:
+            fail(f"--samples needs at least 4 real images, {dataset} has {len(test.x)} test and "
+                 f"{len(train.x)} training images")
         result["quality"] = draw_and_score(
             model, sched, cfg.samples, 50, torch.Generator(device=device).manual_seed(cfg.seed),
             device, train, test)
@@ -153,7 +177,9 @@ def format_table(result: dict[str, Any]) -> str:
         ("data", f"{result['dataset']} test split, {result['n']} images, {result['bins']} bins"),
         ("ε-loss (held out)", f"{result['eps_loss']:.5f}"),
         (f"{result['prediction']}-loss (own target)", f"{result['prediction_loss']:.5f}"),
-        ("bits/dim (Ho et al. Eq. 5)", f"{result['bits_per_dim']:.4f}"),
+        (f"bits/dim (Ho et al. Eq. 5, {result['bits_per_dim_convention']})",
+         f"{result['bits_per_dim']:.4f}  "
+         f"({VLB_CONVENTIONS[result['bits_per_dim_convention']].summary})"),
         ("  L_0 (decoder)", f"{terms['L_0']:.4g}"),
         ("  L_1..L_T-1", f"{terms['L_1..L_T-1']:.4g}"),
         ("  L_T (prior)", f"{terms['L_T']:.4g}"),
@@ -162,7 +188,7 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("quality") is not None:
         from runtime.plumbing.quality import format_quality
 
-        rows.append(("sample quality (Fréchet, classifier features; not FID)",
+        rows.append(("sample quality (Fréchet, classifier features ÷ floor; not FID)",
                      format_quality(result["quality"])))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

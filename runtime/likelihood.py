@@ -1,7 +1,10 @@
 """The variational bound in nats and bits/dim: the twins of `spec.likelihood`, batched.
 
 L = L_T + Σ_{t=2..T} L_{t−1} + L_0 (Ho et al. 2020, Eq. 5) with the reverse variance fixed to β̃_t;
-see `spec.likelihood` for the full statement. Data bins: the values 2k/(bins − 1) − 1; the bin of
+see `spec.likelihood` for the full statement. `convention` (VLB_CONVENTIONS) picks L_0's decoder
+variance σ_1² and whether x̂_0 is clipped: "reference-code" (the default: σ_1² = β̃_2, x̂_0
+clipped to [−1, 1] in every term, as the reference code of DDPM and improved DDPM computes the
+figures they publish) or "beta-1" (σ_1² = β_1, x̂_0 unclipped). Data bins: the values 2k/(bins − 1) − 1; the bin of
 x is [x − 1/(bins−1), x + 1/(bins−1)], the lowest extended to −∞ and the highest to +∞; a value
 farther than 1e-3/(bins − 1) from every bin centre is a ValueError. Log-probabilities are
 log(max(p, 1e-12)).
@@ -15,6 +18,7 @@ x0 against the bins reads the data back to the host once per call (this is evalu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -27,6 +31,27 @@ from runtime.schedule import Schedule
 
 PROB_FLOOR = 1e-12
 """Probabilities are floored here before the log: log(max(p, 1e-12))."""
+
+
+@dataclass(frozen=True)
+class VLBConvention:
+    """One convention of the bound (see `spec.likelihood`)."""
+
+    decoder_variance: str  # σ_1² of L_0: "beta_tilde_2" (β̃_2) or "beta_1" (β_1)
+    clip_x0: bool  # x̂_0 clipped to [−1, 1] before μ_θ, in every term
+    summary: str  # what the commands print beside a figure in this convention
+
+
+VLB_CONVENTIONS = {
+    "reference-code": VLBConvention(
+        "beta_tilde_2", clip_x0=True,
+        summary="L_0 variance β̃_2, x̂0 clipped: the footing of DDPM's and improved DDPM's "
+                "published bits/dim"),
+    "beta-1": VLBConvention("beta_1", clip_x0=False, summary="L_0 variance β_1, x̂0 unclipped"),
+}
+DEFAULT_VLB_CONVENTION = "reference-code"
+# σ_1² by decoder variance: (table of the schedule, t)
+DECODER_VARIANCE = {"beta_tilde_2": ("beta_tilde", 2), "beta_1": ("beta", 1)}
 
 
 def _exp(x: Tensor | float) -> Tensor | float:
@@ -93,18 +118,38 @@ def _sum_per_sample(x: Tensor) -> Tensor:
     return x.flatten(1).sum(dim=1)  # (B, …) -> (B,)
 
 
+def _convention(name: str, T: int) -> VLBConvention:
+    if name not in VLB_CONVENTIONS:
+        raise ValueError(f"convention must be one of {sorted(VLB_CONVENTIONS)}, got {name!r}")
+    if VLB_CONVENTIONS[name].decoder_variance == "beta_tilde_2" and T < 2:
+        raise ValueError(f"convention {name!r} takes L_0's variance from β̃_2, which needs T >= 2, "
+                         f"got T = {T}; use convention 'beta-1'")
+    return VLB_CONVENTIONS[name]
+
+
+def _model_mean(sched: Schedule, model: EpsModel, x_t: Tensor, t: int, clip: bool) -> Tensor:
+    """μ_θ(x_t, t) = μ̃_t(x̂_0, x_t), x̂_0 = x0_pred(x_t, t) clipped to [−1, 1] if clip."""
+    x0_hat = x0_pred(sched, model, x_t, t)
+    if clip:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+    return q_posterior_mean_variance(sched, x0_hat, x_t, t)[0]
+
+
 @torch.no_grad()
 def vlb_terms(
-    sched: Schedule, model: EpsModel, x0: Tensor, noise: Tensor, bins: int = 256
+    sched: Schedule, model: EpsModel, x0: Tensor, noise: Tensor, bins: int = 256,
+    convention: str = DEFAULT_VLB_CONVENTION,
 ) -> Tensor:
     """Per-sample terms of the variational bound in nats (Ho et al. 2020, Eq. 5): column 0 is L_0,
-    column t−1 (t = 2..T) is L_{t−1}, column T is L_T; x_t = q_sample(x0, t, noise[t−1]).
+    column t−1 (t = 2..T) is L_{t−1}, column T is L_T; x_t = q_sample(x0, t, noise[t−1]); L_0's
+    σ_1² and the clipping of x̂_0 follow `convention` (VLB_CONVENTIONS).
     Shapes: x0 (B, C, H, W) on the bins grid, noise (T, B, C, H, W) -> (B, T + 1)."""
     T = sched.T
     if tuple(noise.shape) != (T, *x0.shape):
         raise ValueError(
             f"noise must have shape (T, *x0.shape) = {(T, *x0.shape)}, got {tuple(noise.shape)}"
         )
+    conv = _convention(convention, T)
     _bin_index(x0, bins)
     wd, in_dtype = work_dtype(x0.dtype), x0.dtype
     x0 = x0.to(wd)
@@ -124,27 +169,33 @@ def vlb_terms(
     for t in range(2, T + 1):
         x_t = q_sample(sched, x0, t, noise[t - 1].to(wd))
         mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
-        mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model_wd, x_t, t), x_t, t)
+        mean_p = _model_mean(sched, model_wd, x_t, t, conv.clip_x0)
         log_var = torch.log(sched.beta_tilde.coef(t, x0)).to(x0.device, wd)
         terms[:, t - 1] = _sum_per_sample(normal_kl(mean_q, log_var, mean_p, log_var))
-    # L_0: discretized decoder with σ_1² = β_1
+    # L_0: discretized decoder with σ_1² = β̃_2 or β_1 (β̃_1 = 0)
     x_1 = q_sample(sched, x0, 1, noise[0].to(wd))
-    mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model_wd, x_1, 1), x_1, 1)
-    log_scale = (0.5 * torch.log(sched.beta.coef(1, x0))).to(x0.device, wd)
+    mean_p = _model_mean(sched, model_wd, x_1, 1, conv.clip_x0)
+    table, t_sigma = DECODER_VARIANCE[conv.decoder_variance]
+    log_scale = (0.5 * torch.log(getattr(sched, table).coef(t_sigma, x0))).to(x0.device, wd)
     terms[:, 0] = -_sum_per_sample(discretized_gaussian_log_likelihood(x0, mean_p, log_scale, bins))
     return terms
 
 
 def bits_per_dim(
-    sched: Schedule, model: EpsModel, x0: Tensor, noise: Tensor, bins: int = 256
+    sched: Schedule, model: EpsModel, x0: Tensor, noise: Tensor, bins: int = 256,
+    convention: str = DEFAULT_VLB_CONVENTION,
 ) -> Tensor:
-    """Σ_t vlb_terms / (elements per sample · ln 2), per sample. Shapes: x0 (B, C, H, W) -> (B,)."""
-    terms = vlb_terms(sched, model, x0, noise, bins)
+    """Σ_t vlb_terms / (elements per sample · ln 2), per sample, in `convention`.
+    Shapes: x0 (B, C, H, W) -> (B,)."""
+    terms = vlb_terms(sched, model, x0, noise, bins, convention)
     return terms.sum(dim=1) / (x0[0].numel() * math.log(2))
 
 
 __all__ = [
+    "DEFAULT_VLB_CONVENTION",
     "PROB_FLOOR",
+    "VLBConvention",
+    "VLB_CONVENTIONS",
     "bits_per_dim",
     "discretized_gaussian_log_likelihood",
     "normal_kl",

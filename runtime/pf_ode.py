@@ -13,14 +13,22 @@ Shapes: x (B, C, H, W); t a float, a 0-d tensor or a (B,) tensor.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import EpsModel, coef_dtype, safe_div, sqrt_nonneg, work_dtype
+from runtime.core import (
+    EpsModel,
+    check_deterministic,
+    coef_dtype,
+    decreasing_grid,
+    safe_div,
+    sqrt_nonneg,
+    work_dtype,
+)
 from runtime.prediction import eps_from_output, prediction_of
 
 Time = float | Tensor
@@ -156,32 +164,42 @@ def euler_step(f: Callable[[Tensor, Time], Tensor], x: Tensor, t: Time, dt: Time
     return (x + dt * f(x, t)).to(x.dtype)
 
 
+def pf_ode_uniform_grid(steps: int, t_start: float = 1.0) -> list[float]:
+    """t_i = t_start − i·h, h = t_start/steps, for i = 0..steps−1, then 0: the uniform grid of
+    PF-ODE Euler. t_start ∈ (0, 1]; the cosine schedule needs t_start < 1.
+    Shapes: -> (steps + 1,), a list of floats."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not 0.0 < t_start <= 1.0:
+        raise ValueError(f"t_start must lie in (0, 1], got t_start = {t_start!r}")
+    h = t_start / steps
+    return [t_start - i * h for i in range(steps)] + [0.0]
+
+
 @torch.no_grad()
 def pf_ode_sample_euler(
     sch: VPContinuousSchedule,
     model: EpsModel,
-    steps: int,
-    x1: Tensor,
-    t_start: float = 1.0,
+    x_T: Tensor,
+    grid: Sequence[float] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
     progress: bool = False,
 ) -> Tensor:
-    """Integrate the PF ODE from t = t_start (default 1) to t = 0 with `steps` Euler steps of
-    size h = t_start/steps: x ← x − h·rhs(x, t_i), t_i = t_start − i·h for i = 0..steps−1 (the
-    drift is read at t_start, t_start − h, …, h). t_start ∈ (0, 1]; the cosine schedule needs
-    t_start < 1. Shapes: x1 (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if not 0.0 < t_start <= 1.0:
-        raise ValueError(f"t_start must lie in (0, 1], got t_start = {t_start!r}")
+    """Integrate the PF ODE over the t grid t_0 > … > t_N in [0, 1] with Euler steps:
+    x ← x + (t_{i+1} − t_i)·rhs(x, t_i) (the drift read at t_0, …, t_{N−1}; `pf_ode_uniform_grid`
+    builds the uniform grid ending at 0). Deterministic: noise must be None.
+    Shapes: x_T (B, C, H, W), grid (N + 1,) -> (B, C, H, W). Runs under torch.no_grad()."""
+    ts = decreasing_grid("grid", grid, 0.0, 1.0)
+    check_deterministic(noise)
 
     def rhs(y: Tensor, s: Time) -> Tensor:
         return pf_ode_rhs(sch, model, y, s)
 
-    h = t_start / steps
-    x = x1
-    for i in tqdm(range(steps), desc="pf-ode", disable=not progress):
-        t_i = t_start - i * h
-        x = euler_step(rhs, x, t_i, -h)
+    x = x_T
+    for i in tqdm(range(len(ts) - 1), desc="pf-ode", disable=not progress):
+        t_i, dt = ts[i], ts[i + 1] - ts[i]
+        x = euler_step(rhs, x, t_i, dt)
     return x
 
 
@@ -192,4 +210,5 @@ __all__ = [
     "euler_step",
     "pf_ode_rhs",
     "pf_ode_sample_euler",
+    "pf_ode_uniform_grid",
 ]

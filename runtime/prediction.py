@@ -6,8 +6,10 @@ of `spec.prediction`, batched.
     from v:   x̂0 = √ᾱ·x_t − √(1 − ᾱ)·v̂               ε̂ = √(1 − ᾱ)·x_t + √ᾱ·v̂
     v = √ᾱ·ε − √(1 − ᾱ)·x0   (Salimans & Ho 2022)
 
-`_x0` and `_eps` hold these formulas once; every sampler, the loss, the PF ODE and the likelihood
-reach them through `predict_x0` / `predict_eps` / `denoise` (schedule tables) or
+`PREDICTION_TABLE` holds these formulas once, as the coefficients of x_t and of the output (the
+twin of `spec.prediction.PREDICTION_TABLE`: same names, same coefficients, tied by its conformance
+record), read through `combine` by `_x0` and `_eps`; every sampler, the loss, the PF ODE and the
+likelihood reach them through `predict_x0` / `predict_eps` / `denoise` (schedule tables) or
 `x0_from_output` / `eps_from_output` (a given ᾱ). A runtime model says what it predicts with a
 `prediction` attribute ("eps" when absent: every function, lambda and TorchLean net is an
 ε-model); `prediction_of(model)` reads it.
@@ -20,6 +22,8 @@ Shapes: x_t, out, x0, eps (B, C, H, W); t an int or a (B,) LongTensor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,13 +32,82 @@ from torch import Tensor
 from runtime.core import coef_dtype, safe_div, sqrt_nonneg, work_dtype
 from runtime.schedule import Schedule, TimeIndex, time_of_index
 
-PREDICTIONS = ("eps", "x0", "v")
-"""The three things a network can be trained to predict (same order as the spec)."""
+Coefficients = tuple[Any, Any, Any]
+"""(a, b, d) of the linear form (a·x + b·y)/d that `combine` evaluates."""
 
-ZERO_SNR_EPS = (
-    "an eps-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR: x_T is pure noise); "
-    "sample such a schedule with an x0- or v-prediction model, got alpha_bar = 0"
-)
+
+def _is(c: Any, literal: int) -> bool:
+    """Whether the coefficient c is the literal int `literal` (0 or 1) of a table row."""
+    return isinstance(c, int) and c == literal
+
+
+def combine(coefficients: Coefficients, x: Tensor, y: Tensor) -> Tensor:
+    """(a·x + b·y)/d, with safe_div for the division (spec.prediction.combine). The literals 0
+    and 1 are exact: a 0 term is left out, a factor or divisor 1 is not applied.
+    Shapes: x, y (B, …); a, b, d numbers or broadcastable tensors -> (B, …)."""
+    a, b, d = coefficients
+    terms = [z if _is(c, 1) else c * z for c, z in ((a, x), (b, y)) if not _is(c, 0)]
+    total = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    return total if _is(d, 1) else safe_div(total, d)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One row of PREDICTION_TABLE (spec.prediction.Prediction): x0, eps and target map
+    (√ᾱ, √(1 − ᾱ)) to (a, b, d) of x̂0 = (a·x_t + b·out)/d, ε̂ = (a·x_t + b·out)/d and
+    target = (a·x0 + b·ε)/d; min_snr(s, γ) is the min-SNR-γ weight (tensors s, γ); symbol
+    names the target on the loss plot and `help` in --prediction's help."""
+
+    x0: Callable[[Any, Any], Coefficients]
+    eps: Callable[[Any, Any], Coefficients]
+    target: Callable[[Any, Any], Coefficients]
+    min_snr: Callable[[Tensor, Tensor], Tensor]
+    symbol: str
+    help: str
+
+    @property
+    def x0_at_zero_snr(self) -> bool:
+        """Whether x̂0 exists where ᾱ = 0: its divisor is not 0 at √ᾱ = 0, √(1 − ᾱ) = 1."""
+        return self.x0(0.0, 1.0)[2] != 0
+
+
+PREDICTION_TABLE: dict[str, Prediction] = {
+    "eps": Prediction(
+        x0=lambda sqrt_ab, sqrt_1m: (1, -sqrt_1m, sqrt_ab),
+        eps=lambda sqrt_ab, sqrt_1m: (0, 1, 1),
+        target=lambda sqrt_ab, sqrt_1m: (0, 1, 1),
+        min_snr=lambda s, g: torch.minimum(torch.ones_like(s), safe_div(g, s)),
+        symbol="ε", help="the noise, DDPM",
+    ),
+    "x0": Prediction(
+        x0=lambda sqrt_ab, sqrt_1m: (0, 1, 1),
+        eps=lambda sqrt_ab, sqrt_1m: (1, -sqrt_ab, sqrt_1m),
+        target=lambda sqrt_ab, sqrt_1m: (1, 0, 1),
+        min_snr=lambda s, g: torch.minimum(s, g),
+        symbol="x₀", help="the clean image",
+    ),
+    "v": Prediction(
+        x0=lambda sqrt_ab, sqrt_1m: (sqrt_ab, -sqrt_1m, 1),
+        eps=lambda sqrt_ab, sqrt_1m: (sqrt_1m, sqrt_ab, 1),
+        target=lambda sqrt_ab, sqrt_1m: (-sqrt_1m, sqrt_ab, 1),
+        min_snr=lambda s, g: torch.minimum(s, g) / (s + 1.0),
+        symbol="v", help="√ᾱ·ε − √(1−ᾱ)·x0, Salimans & Ho 2022",
+    ),
+}
+"""What a network can be trained to predict, by name (the twin of the spec's table)."""
+
+PREDICTIONS = tuple(PREDICTION_TABLE)
+"""The names of PREDICTION_TABLE, in the spec's order: eps, x0, v."""
+
+
+def _zero_snr_error(prediction: str) -> ValueError:
+    """The error of a prediction whose x̂0 does not exist at ᾱ = 0 (the spec's message)."""
+    defined = [name for name, row in PREDICTION_TABLE.items() if row.x0_at_zero_snr]
+    return ValueError(
+        f"an {prediction}-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR: x_T "
+        f"is pure noise); sample such a schedule with an {'- or '.join(defined)}-prediction "
+        "model, got alpha_bar = 0"
+    )
 
 
 class Denoiser:
@@ -58,21 +131,13 @@ def prediction_of(model: Any) -> str:
 
 
 def _x0(sqrt_ab: Any, sqrt_1m: Any, x_t: Tensor, out: Tensor, prediction: str) -> Tensor:
-    """x̂0 from the output, given √ᾱ and √(1 − ᾱ) broadcastable to x_t (the formula, once)."""
-    if prediction == "x0":
-        return out
-    if prediction == "v":
-        return sqrt_ab * x_t - sqrt_1m * out
-    return safe_div(x_t - sqrt_1m * out, sqrt_ab)
+    """x̂0 from the output, given √ᾱ and √(1 − ᾱ) broadcastable to x_t (the table's row)."""
+    return combine(PREDICTION_TABLE[prediction].x0(sqrt_ab, sqrt_1m), x_t, out)
 
 
 def _eps(sqrt_ab: Any, sqrt_1m: Any, x_t: Tensor, out: Tensor, prediction: str) -> Tensor:
-    """ε̂ from the output, given √ᾱ and √(1 − ᾱ) broadcastable to x_t (the formula, once)."""
-    if prediction == "eps":
-        return out
-    if prediction == "v":
-        return sqrt_1m * x_t + sqrt_ab * out
-    return safe_div(x_t - sqrt_ab * out, sqrt_1m)
+    """ε̂ from the output, given √ᾱ and √(1 − ᾱ) broadcastable to x_t (the table's row)."""
+    return combine(PREDICTION_TABLE[prediction].eps(sqrt_ab, sqrt_1m), x_t, out)
 
 
 def _check_shapes(x_t: Tensor, out: Tensor) -> None:
@@ -89,12 +154,13 @@ def _roots(ab: Tensor | float, like: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def x0_from_output(ab: Tensor | float, x_t: Tensor, out: Tensor, prediction: str) -> Tensor:
-    """x̂0 from the output at ᾱ = ab (a float, 0-d or (B,) tensor). An ε-prediction at a float
-    ab = 0 is a ValueError (a tensor ab is not checked). Shapes: (B, …) -> (B, …) in x_t's dtype."""
+    """x̂0 from the output at ᾱ = ab (a float, 0-d or (B,) tensor). A prediction whose x̂0 does
+    not exist at ᾱ = 0 (ε) at a float ab = 0 is a ValueError (a tensor ab is not checked).
+    Shapes: (B, …) -> (B, …) in x_t's dtype."""
     check_prediction(prediction)
     _check_shapes(x_t, out)
-    if prediction == "eps" and not isinstance(ab, Tensor) and ab == 0:
-        raise ValueError(ZERO_SNR_EPS)
+    if not PREDICTION_TABLE[prediction].x0_at_zero_snr and not isinstance(ab, Tensor) and ab == 0:
+        raise _zero_snr_error(prediction)
     sqrt_ab, sqrt_1m = _roots(ab, x_t)
     wd = work_dtype(x_t.dtype)
     return _x0(sqrt_ab, sqrt_1m, x_t.to(wd), out.to(wd), prediction).to(x_t.dtype)
@@ -111,12 +177,12 @@ def eps_from_output(ab: Tensor | float, x_t: Tensor, out: Tensor, prediction: st
 
 
 def _check_zero_snr(sched: Schedule, t: TimeIndex, prediction: str) -> None:
-    if prediction != "eps" or sched.first_zero_alpha_bar is None:
+    if PREDICTION_TABLE[prediction].x0_at_zero_snr or sched.first_zero_alpha_bar is None:
         return
     first = sched.first_zero_alpha_bar
     hit = bool((t >= first).any()) if isinstance(t, Tensor) else t >= first
     if hit:
-        raise ValueError(ZERO_SNR_EPS)
+        raise _zero_snr_error(prediction)
 
 
 def _table_roots(sched: Schedule, t: TimeIndex, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,21 +213,20 @@ def predict_eps(sched: Schedule, x_t: Tensor, out: Tensor, t: TimeIndex,
 
 
 def v_target(sched: Schedule, x0: Tensor, t: TimeIndex, eps: Tensor) -> Tensor:
-    """v = √ᾱ_t·ε − √(1 − ᾱ_t)·x0 (Salimans & Ho 2022, §4). Shapes: (B, …) -> (B, …)."""
-    wd = work_dtype(x0.dtype)
-    sqrt_ab, sqrt_1m = _table_roots(sched, t, x0)
-    return (sqrt_ab * eps.to(wd) - sqrt_1m * x0.to(wd)).to(x0.dtype)
+    """v = √ᾱ_t·ε − √(1 − ᾱ_t)·x0 (Salimans & Ho 2022, §4): prediction_target's "v".
+    Shapes: (B, …) -> (B, …)."""
+    return prediction_target(sched, x0, t, eps, "v")
 
 
 def prediction_target(sched: Schedule, x0: Tensor, t: TimeIndex, eps: Tensor,
                       prediction: str) -> Tensor:
-    """The training target of a `prediction` model: ε, x0 or v. Shapes: (B, …) -> (B, …)."""
+    """The training target of a `prediction` model (ε, x0 or v), the table's `target` row of
+    x0 and eps in the working dtype. Shapes: (B, …) -> (B, …) in x0's dtype."""
     check_prediction(prediction)
-    if prediction == "eps":
-        return eps
-    if prediction == "x0":
-        return x0
-    return v_target(sched, x0, t, eps)
+    wd = work_dtype(x0.dtype)
+    sqrt_ab, sqrt_1m = _table_roots(sched, t, x0)
+    target = PREDICTION_TABLE[prediction].target(sqrt_ab, sqrt_1m)
+    return combine(target, x0.to(wd), eps.to(wd)).to(x0.dtype)
 
 
 def denoise(sched: Schedule, model: Any, x_t: Tensor, t: TimeIndex) -> tuple[Tensor, Tensor]:
@@ -184,22 +249,19 @@ def snr(sched: Schedule, t: TimeIndex) -> Tensor:
 
 
 def min_snr_weight(sched: Schedule, t: TimeIndex, gamma: float, prediction: str) -> Tensor:
-    """Min-SNR-γ weight of a prediction's own loss (Hang et al. 2023): eps min(1, γ/SNR),
-    x0 min(SNR, γ), v min(SNR, γ)/(SNR + 1); γ > 0, math.inf allowed.
+    """Min-SNR-γ weight of a prediction's own loss (Hang et al. 2023), the table's `min_snr`:
+    eps min(1, γ/SNR), x0 min(SNR, γ), v min(SNR, γ)/(SNR + 1); γ > 0, math.inf allowed.
     Shapes: t int -> 0-d, (B,) -> (B,); float64 (float32 on MPS)."""
     check_prediction(prediction)
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0 (math.inf for no clipping), got gamma = {gamma!r}")
     s = snr(sched, t)
     g = torch.full_like(s, float(gamma))
-    if prediction == "eps":
-        return torch.minimum(torch.ones_like(s), safe_div(g, s))
-    if prediction == "x0":
-        return torch.minimum(s, g)
-    return torch.minimum(s, g) / (s + 1.0)
+    return PREDICTION_TABLE[prediction].min_snr(s, g)
 
 
 __all__ = [
+    "PREDICTION_TABLE",
     "PREDICTIONS",
     "Denoiser",
     "check_prediction",

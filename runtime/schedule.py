@@ -47,6 +47,7 @@ TABLES = (
     "sqrt_one_minus_alpha_bar",
     "beta_tilde",
     "sqrt_beta_tilde",
+    "sqrt_beta_large",
     "mu_tilde_coef_x0",
     "mu_tilde_coef_x_t",
     "snr",
@@ -75,6 +76,8 @@ def _coefficient_tables(betas: Tensor) -> dict[str, Tensor]:
         "beta_tilde": beta_tilde,
         # σ_t = √β̃_t, DDPM's reverse-step noise scale (Algorithm 2)
         "sqrt_beta_tilde": sqrt_nonneg(beta_tilde),
+        # σ_t = √β_t, DDPM §3.2's "fixed large" noise scale, 0 at t ≤ 1 (Algorithm 2: z = 0 at t = 1)
+        "sqrt_beta_large": torch.cat([zero, zero, sqrt_nonneg(betas[1:])]),
         # DDPM Eq. 7: μ̃_t = mu_tilde_coef_x0·x0 + mu_tilde_coef_x_t·x_t
         "mu_tilde_coef_x0": safe_div(sqrt_nonneg(alpha_bar_prev) * beta, one_minus_alpha_bar),
         "mu_tilde_coef_x_t": safe_div(sqrt_nonneg(alpha) * (1.0 - alpha_bar_prev), one_minus_alpha_bar),
@@ -182,6 +185,7 @@ class Schedule:
     sqrt_one_minus_alpha_bar: Table
     beta_tilde: Table
     sqrt_beta_tilde: Table
+    sqrt_beta_large: Table
     mu_tilde_coef_x0: Table
     mu_tilde_coef_x_t: Table
     snr: Table
@@ -267,8 +271,8 @@ def time_of_index(t: TimeIndex, T: int, dtype: torch.dtype = torch.float64) -> T
 def rescale_zero_terminal_snr(betas: Tensor | Sequence[float]) -> Tensor:
     """Lin et al. 2023, Algorithm 1, in our convention: s_t = √ᾱ_t (t = 1..T);
     s'_t = s_1·(s_t − s_T)/(s_1 − s_T) (s'_1 = s_1 exactly, s'_T = 0); ᾱ' = s'²;
-    β'_1 = 1 − ᾱ'_1, β'_t = 1 − ᾱ'_t/ᾱ'_{t−1} (safe_div, t = 2..T), so β'_T = 1.
-    Needs T ≥ 2 and ᾱ_1 > ᾱ_T. Shapes: (T,) -> (T,) float64."""
+    β'_1 = 1 − ᾱ'_1, β'_t = 1 − ᾱ'_t/ᾱ'_{t−1} (t = 2..T, exact; β'_t = 1 where ᾱ'_{t−1} = 0),
+    so β'_T = 1. Needs T ≥ 2 and ᾱ_1 > ᾱ_T. Shapes: (T,) -> (T,) float64."""
     b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
     _check_betas(b)
     if b.shape[0] < 2:
@@ -279,7 +283,9 @@ def rescale_zero_terminal_snr(betas: Tensor | Sequence[float]) -> Tensor:
         raise ValueError(f"zero terminal SNR needs alpha_bar_1 > alpha_bar_T, got "
                          f"sqrt(alpha_bar_1) = {float(s1)!r} and sqrt(alpha_bar_T) = {float(sT)!r}")
     ab = (s1 * ((s - sT) / (s1 - sT))) ** 2
-    return 1.0 - torch.cat([ab[:1], safe_div(ab[1:], ab[:-1])])
+    prev = ab[:-1]  # ᾱ'_{t−1}, t = 2..T: 0 only where β_t..β_T are all 0 (then ᾱ'_t = 0 too)
+    ratio = torch.where(prev > 0, ab[1:] / torch.where(prev > 0, prev, 1.0), 0.0)
+    return 1.0 - torch.cat([ab[:1], ratio])
 
 
 SPACINGS = ("even", "leading", "linspace", "trailing")

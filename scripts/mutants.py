@@ -4,8 +4,9 @@ Each mutant is a literal (file, old line, new line) replacement in `runtime/`. T
 `runtime/` into a temporary directory (spec/, conformance/, conftest.py and pyproject.toml are
 symlinked beside it), checks that every mutant's old line occurs exactly once (it stops, naming
 the mutant, if the source has changed), runs the suite once unmutated (it must pass), then
-applies one mutant at a time and runs `pytest conformance -x`. The working tree is never
-modified. It prints a table and the kill rate, and exits 1 if any mutant survives.
+applies one mutant at a time and runs `pytest conformance -x` (the precision mutants, which the
+random records cannot see, run only the fixed cases that are there for them:
+conformance/test_precision.py). The working tree is never modified. It prints a table and the kill rate, and exits 1 if any mutant survives.
 
 A second group, the pipeline mutants (P1, P2, …), plants bugs between the functions: the train
 loop, data loading, checkpoint, sample, evaluate, artifacts, DDP and the quality metric. Each is
@@ -44,6 +45,9 @@ class Mutant:
     tests: tuple[str, ...] = ("conformance",)  # what `pytest -x` runs against the mutant
 
 
+PRECISION = ("conformance/test_precision.py",)
+"""What the precision mutants run against (the rest of `conformance` passes them: the gap)."""
+
 MUTANTS = [
     Mutant("time index off by one (DDPM step's x̂0 read at t − 1, the old step index k)",
            "ddpm.py", "    x0_hat = denoise(sched, model, x_t, t)[0]",
@@ -75,7 +79,8 @@ MUTANTS = [
            "pf_ode.py", "        drift_eps = 0.5 * safe_div(beta, sqrt_1m)",
            "        drift_eps = safe_div(beta, sqrt_1m)"),
     Mutant("TorchLean's Euler time order (drift read at h, 2h, …, 1)",
-           "pf_ode.py", "        t_i = t_start - i * h", "        t_i = (i + 1) * h"),
+           "pf_ode.py", "        t_i, dt = ts[i], ts[i + 1] - ts[i]",
+           "        t_i, dt = ts[0] - ts[i + 1], ts[i + 1] - ts[i]"),
     Mutant("FiLM scale applied as r·scale instead of r·(1 + scale)",
            "model.py", "        r = self.norm2(r) * (1 + scale) + shift",
            "        r = self.norm2(r) * scale + shift"),
@@ -94,12 +99,18 @@ MUTANTS = [
            "            values = self.cast(dtype, like.device)[t.to(device=like.device)]  # (B,)",
            "            values = self.cast(dtype, like.device)[t.to(device=like.device)][:1]"),
     Mutant("DDIM σ without η",
-           "ddim.py", "    sigma_eta = eta * sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(",
-           "    sigma_eta = sqrt_nonneg(safe_div(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg("),
-    Mutant("L_0 decoder variance β̃_1 (= 0) instead of β_1",
+           "ddim.py", "    sigma_eta = eta * sqrt_nonneg(_ratio(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg(",
+           "    sigma_eta = sqrt_nonneg(_ratio(1.0 - ab_prev, 1.0 - ab)) * sqrt_nonneg("),
+    Mutant("L_0 decoder variance β̃_1 (= 0) instead of β̃_2 (reference-code convention)",
            "likelihood.py",
-           '    log_scale = (0.5 * torch.log(sched.beta.coef(1, x0))).to(x0.device, wd)',
-           '    log_scale = (0.5 * torch.log(sched.beta_tilde.coef(1, x0))).to(x0.device, wd)'),
+           'DECODER_VARIANCE = {"beta_tilde_2": ("beta_tilde", 2), "beta_1": ("beta", 1)}',
+           'DECODER_VARIANCE = {"beta_tilde_2": ("beta_tilde", 1), "beta_1": ("beta", 1)}'),
+    Mutant("L_0 decoder variance β_2 instead of β_1 (beta-1 convention)",
+           "likelihood.py",
+           'DECODER_VARIANCE = {"beta_tilde_2": ("beta_tilde", 2), "beta_1": ("beta", 1)}',
+           'DECODER_VARIANCE = {"beta_tilde_2": ("beta_tilde", 2), "beta_1": ("beta", 2)}'),
+    Mutant("x̂0 not clipped in the bound (reference-code convention)",
+           "likelihood.py", "        x0_hat = x0_hat.clamp(-1.0, 1.0)", "        x0_hat = x0_hat"),
     Mutant("Heun without its correction step (Euler posing as Heun)",
            "edm.py", "        return (x.to(wd) + dsig * (0.5 * d + 0.5 * d_next)).to(x.dtype)",
            "        return x_euler.to(x.dtype)"),
@@ -126,16 +137,17 @@ MUTANTS = [
            "        tc = t.to(device=x.device, dtype=wd)"),
     # --- prediction targets, timestep grids, zero terminal SNR, min-SNR, guidance ---
     Mutant("v built with the two square roots swapped",
-           "prediction.py", "    return (sqrt_ab * eps.to(wd) - sqrt_1m * x0.to(wd)).to(x0.dtype)",
-           "    return (sqrt_1m * eps.to(wd) - sqrt_ab * x0.to(wd)).to(x0.dtype)"),
+           "prediction.py", "        target=lambda sqrt_ab, sqrt_1m: (-sqrt_1m, sqrt_ab, 1),",
+           "        target=lambda sqrt_ab, sqrt_1m: (-sqrt_ab, sqrt_1m, 1),"),
     Mutant("x̂0 of a v-prediction with the wrong sign",
-           "prediction.py", "        return sqrt_ab * x_t - sqrt_1m * out",
-           "        return sqrt_ab * x_t + sqrt_1m * out"),
+           "prediction.py", "        x0=lambda sqrt_ab, sqrt_1m: (sqrt_ab, -sqrt_1m, 1),",
+           "        x0=lambda sqrt_ab, sqrt_1m: (sqrt_ab, sqrt_1m, 1),"),
     Mutant("ε̂ of an x0-prediction divided by √ᾱ instead of √(1 − ᾱ)",
-           "prediction.py", "    return safe_div(x_t - sqrt_ab * out, sqrt_1m)",
-           "    return safe_div(x_t - sqrt_ab * out, sqrt_ab)"),
+           "prediction.py", "        eps=lambda sqrt_ab, sqrt_1m: (1, -sqrt_ab, sqrt_1m),",
+           "        eps=lambda sqrt_ab, sqrt_1m: (1, -sqrt_ab, sqrt_ab),"),
     Mutant("min-SNR applied as max",
-           "prediction.py", "        return torch.minimum(s, g)", "        return torch.maximum(s, g)"),
+           "prediction.py", "        min_snr=lambda s, g: torch.minimum(s, g),",
+           "        min_snr=lambda s, g: torch.maximum(s, g),"),
     Mutant("an ε-model sampled at ᾱ_T = 0 without the error (per-sample t unchecked)",
            "prediction.py",
            "    hit = bool((t >= first).any()) if isinstance(t, Tensor) else t >= first",
@@ -163,6 +175,36 @@ MUTANTS = [
     Mutant("conditional net ignores its label (label embedding not added)",
            "model.py", "        silu_e = F.silu(e if extra is None else e + extra)  # (B, E)",
            "        silu_e = F.silu(e)  # (B, E)"),
+    # --- precision: a coefficient formed in the working dtype (float32) instead of float64 near
+    # ᾱ = 1, where 1 − ᾱ cancels. Each survives the random records (their flat tolerance is far
+    # above a 6e-4 relative error of a coefficient of size 1e-2) and is run against the fixed
+    # small-t cases held to the formula's conditioning.
+    Mutant("√(1 − ᾱ) of a given ᾱ formed after rounding ᾱ to the working dtype",
+           "prediction.py",
+           "    ab = torch.as_tensor(ab, dtype=coef_dtype(like.device), device=like.device)",
+           "    ab = torch.as_tensor(ab, dtype=work_dtype(like.dtype), device=like.device)",
+           PRECISION),
+    Mutant("√(1 − ᾱ_t) of the conversions from the float32 ᾱ_t table, not the float64 root",
+           "prediction.py",
+           "    return (sched.sqrt_alpha_bar.at(t, like), sched.sqrt_one_minus_alpha_bar.at(t, like))",
+           "    return (sched.sqrt_alpha_bar.at(t, like), sqrt_nonneg(1.0 - sched.alpha_bar.at(t, like)))",
+           PRECISION),
+    Mutant("DPM-Solver++'s σ_next/σ_t formed from ᾱ cast to the working dtype",
+           "dpm_solver.py",
+           "    ratio = safe_div(sqrt_nonneg(1.0 - ab_next), sqrt_nonneg(1.0 - ab)).to(wd)",
+           "    ratio = safe_div(sqrt_nonneg(1.0 - ab_next.to(wd)), sqrt_nonneg(1.0 - ab.to(wd)))",
+           PRECISION),
+    Mutant("DPM-Solver++'s λ_t (log(1 − ᾱ)) from ᾱ cast to the working dtype",
+           "dpm_solver.py",
+           "        lam, lam_next = half_log_snr(ab), half_log_snr(ab_next)",
+           "        lam, lam_next = half_log_snr(ab.to(wd)), half_log_snr(ab_next.to(wd))",
+           PRECISION),
+    Mutant("DDIM's σ_η formed from the working-dtype ᾱ_t",
+           "ddim.py", "    ab = sched.alpha_bar.coef(t, x_t)  # ᾱ_t, float64",
+           "    ab = sched.alpha_bar.at(t, x_t)  # ᾱ_t, float64", PRECISION),
+    Mutant("EDM denoiser's √(1 − ᾱ) from ᾱ = 1/(1 + σ²) cast to the working dtype",
+           "edm.py", "    ab = _coef(ab, x_tilde)", "    ab = _cast(_coef(ab, x_tilde), wd)",
+           PRECISION),
 ]
 
 
@@ -259,36 +301,47 @@ PIPELINE_MUTANTS = [
            "    d2 = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - "
            "np.trace(covmean))",
            ("tests/test_quality.py::test_frechet_distance_of_diagonal_gaussians_is_closed_form",)),
+    Mutant("Fréchet distance with Σ1^½·Σ2^½ for (Σ1·Σ2)^½ (right only for commuting covariances)",
+           "plumbing/quality.py", "    covmean = linalg.sqrtm(s1 @ s2)",
+           "    covmean = linalg.sqrtm(s1) @ linalg.sqrtm(s2)",
+           ("tests/test_quality.py::test_frechet_distance_of_non_commuting_covariances_is_closed_"
+            "form", "tests/test_quality.py::test_frechet_distance_matches_the_symmetric_form_in_"
+            "eight_dimensions")),
+    Mutant("min-SNR-γ weight of the ε-loss applied whatever the model predicts",
+           "train_step.py",
+           "        weights = min_snr_weight(sched, t, min_snr_gamma, prediction).to(per.device)",
+           "        weights = min_snr_weight(sched, t, min_snr_gamma, \"eps\").to(per.device)",
+           ("conformance/test_conformance.py::test_matches_spec[train_loss-float64-cpu]",
+            "conformance/test_conformance.py::test_matches_spec[train_step-float64-cpu]")),
+    Mutant("labels dropped with probability 1 − p instead of p",
+           "train/run.py",
+           "        model_args = (torch.where(drop < cfg.label_dropout, run.model.num_classes,",
+           "        model_args = (torch.where(drop > cfg.label_dropout, run.model.num_classes,",
+           (PIPE + "test_label_dropout_rate_and_kept_labels_of_the_real_trainer",)),
+    Mutant("held-out ε-loss of an x0- or v-model from its raw output, not the converted ε̂",
+           "evaluate.py", "            eps_hat = predict_eps(sched, x_t, out, t, prediction)",
+           "            eps_hat = out",
+           (PIPE + "test_evaluate_held_out_losses_equal_the_spec_conversion",)),
     # --- the commands against the spec (tests/test_commands_match_spec.py)
-    Mutant("sampler name dispatched to the wrong sampler (heun runs Euler, euler runs Heun)",
-           "sample.py",
-           '                run = edm_sample_heun if cfg.sampler == "heun" else edm_sample_euler',
-           '                run = edm_sample_euler if cfg.sampler == "heun" else edm_sample_heun',
+    Mutant("sampler name dispatched to the wrong sampler (--sampler heun runs Euler)",
+           "samplers.py", '        edm_sample_heun, "sigmas", lambda steps, T: 2 * steps - 1, False,',
+           '        edm_sample_euler, "sigmas", lambda steps, T: 2 * steps - 1, False,',
            (SPEC + "test_sample_writes_the_spec_samplers_images",)),
-    Mutant("--no-clip silently ignored (DDIM always clips x̂0)",
-           "sample.py",
-           "                                     eta=cfg.eta, clip=cfg.clip, generator=gen, "
-           "progress=True)",
-           "                                     eta=cfg.eta, clip=True, generator=gen, "
-           "progress=True)",
+    Mutant("--eta silently ignored (DDIM always deterministic)",
+           "sample.py", "    options = {name: getattr(cfg, name) for name in entry.options}",
+           '    options = {name: getattr(cfg, name) for name in entry.options if name != "eta"}',
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("--clip/--no-clip silently ignored (DDIM never clips x̂0)",
+           "sample.py", "    options = {name: getattr(cfg, name) for name in entry.options}",
+           '    options = {name: getattr(cfg, name) for name in entry.options if name != "clip"}',
            (SPEC + "test_sample_writes_the_spec_samplers_images",)),
     Mutant("--guidance-scale silently ignored (the conditional model alone)",
            "sample.py", "        model = GuidedModel(model, labels, cfg.guidance_scale)",
            "        model = GuidedModel(model, labels, 1.0)",
            (SPEC + "test_sample_writes_the_spec_samplers_images",)),
-    Mutant("--eta silently ignored (DDIM always deterministic)",
-           "sample.py",
-           "                                     eta=cfg.eta, clip=cfg.clip, generator=gen, "
-           "progress=True)",
-           "                                     eta=0.0, clip=cfg.clip, generator=gen, "
-           "progress=True)",
-           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
     Mutant("dpm-solver++'s grid ignores its σ cap (starts at T, not at t0)",
-           "sample.py",
-           "            x0 = dpm_solver_pp_2m_sample(sched, model, x_T, timestep_grid(t0, steps, "
-           "cfg.spacing),",
-           "            x0 = dpm_solver_pp_2m_sample(sched, model, x_T, timestep_grid(T, steps, "
-           "cfg.spacing),",
+           "samplers.py", "        lambda s, n, spacing: timestep_grid(s.t0, n, spacing), up_to_t0,",
+           "        lambda s, n, spacing: timestep_grid(s.sched.T, n, spacing), up_to_t0,",
            (SPEC + "test_sample_writes_the_spec_samplers_images",)),
     Mutant("evaluate feeds the first image's time to the whole batch",
            "evaluate.py", "            out = model(x_t, time_of_index(t, T, dtype=x0.dtype))",

@@ -3,11 +3,11 @@
 
     python scripts/sampler_gallery.py --checkpoint runs/d/checkpoint.pt --out docs/sampler-samples.png
 
-Heun costs 2·S − 1 evaluations for S steps, so it runs 5 and 25 steps (9 and 49 evaluations).
-DDPM is left out: it always runs all T steps. It also prints, for the four samplers that solve
-the same ODE from the same start (pf-ode, euler, heun, dpm-solver++; DDIM starts at t = T and
-clips x̂0), the RMS pixel distance (images in [0, 1]) to two fine solutions of that ODE: Heun
-with 200 steps (399 evaluations) and DPM-Solver++(2M) with 500 steps.
+The runs come from the sampler table (`runtime.samplers.SAMPLERS`): each sampler runs the most
+steps within 10 and within 50 evaluations (its cost in the table; a sampler whose cost does not
+depend on the steps, like ddpm's T, is left out). It also prints, for the samplers that solve the
+same ODE from the same start (those that read --sigma-max; DDIM starts at t = T and clips x̂0),
+the RMS pixel distance (images in [0, 1]) to two fine solutions of that ODE (REFERENCES).
 """
 
 from __future__ import annotations
@@ -24,9 +24,23 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.plumbing.config import SampleConfig  # noqa: E402
 from runtime.sample import sample  # noqa: E402
+from runtime.samplers import SAMPLERS, Sampler  # noqa: E402
 
-RUNS = (("ddim", (10, 50)), ("pf-ode", (10, 50)), ("euler", (10, 50)), ("heun", (5, 25)),
-        ("dpm-solver++", (10, 50)))
+TARGETS = (10, 50)
+"""Model evaluations per run (at most)."""
+REFERENCES = (("heun", 200), ("dpm-solver++", 500))
+"""The fine solutions of the ODE the samplers are measured against: (sampler, steps)."""
+
+
+def steps_within(entry: Sampler, evaluations: int, T: int = 1000) -> int:
+    """The most steps whose model evaluations stay within `evaluations`."""
+    return max(s for s in range(1, evaluations + 1) if entry.evaluations(s, T) <= evaluations)
+
+
+RUNS = tuple((name, tuple(steps_within(e, n) for n in TARGETS)) for name, e in SAMPLERS.items()
+             if e.evaluations(1, 1000) != e.evaluations(2, 1000))
+"""(sampler, (steps for each target)): every sampler whose cost depends on its steps."""
+ODE_RUNS = tuple(name for name, _ in RUNS if "sigma_max" in SAMPLERS[name].flags)
 
 
 def tile(images: np.ndarray, cols: int) -> np.ndarray:
@@ -76,21 +90,21 @@ def main() -> int:
         fig.tight_layout()
         fig.savefig(args.out)
         print(f"wrote {args.out}")
-        refs = {"heun 399": draw(tmp, "heun", 200)[0], "dpm 500": draw(tmp, "dpm-solver++", 500)[0]}
+        refs = {f"{name} {steps}": draw(tmp, name, steps)[0] for name, steps in REFERENCES}
 
     def rms(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.sqrt(np.mean((a - b) ** 2)))
 
-    print(f"\nreferences differ by RMS {rms(refs['heun 399'], refs['dpm 500']):.4f}")
-    print("| sampler | evals | RMS to Heun 399 | RMS to DPM-Solver++ 500 | evals | RMS to Heun 399 "
-          "| RMS to DPM-Solver++ 500 |")
-    print("|---|---|---|---|---|---|---|")
-    for name, _ in RUNS[1:]:
+    (ref_a, a), (ref_b, b) = refs.items()
+    print(f"\nreferences ({ref_a} steps, {ref_b} steps) differ by RMS {rms(a, b):.4f}")
+    per_row = " | ".join(["evals", *(f"RMS to {r}" for r in refs)])
+    print(f"| sampler | {per_row} | {per_row} |")
+    print("|---|" + "---|" * 2 * (1 + len(refs)))
+    for name in ODE_RUNS:
         cells = []
-        for row in (0, 1):
+        for row in range(len(TARGETS)):
             images, nfe = results[name, row]
-            cells += [str(nfe), f"{rms(images, refs['heun 399']):.4f}",
-                      f"{rms(images, refs['dpm 500']):.4f}"]
+            cells += [str(nfe), *(f"{rms(images, ref):.4f}" for ref in refs.values())]
         print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 

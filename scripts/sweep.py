@@ -8,12 +8,15 @@ For every configuration below this script
   2. counts the model FLOPs of one training step (forward + backward of the batch, by
      torch.utils.flop_counter) and multiplies by the number of steps,
   3. draws images from the EMA weights (DDIM, 50 steps, η = 0, clipped x̂0) and scores them
-     with runtime.plumbing.quality: against the held-out test split (n = 148, the figure of the pipeline
-     issue, four sampling seeds) and against the training split (n = 750, one seed), and
-     computes the held-out ε-MSE with the same (t, ε) draws for every configuration,
+     with runtime.plumbing.quality: n = 898 generated digits against a real reference set of
+     898, ÷ the real-vs-real floor, with its 95 % bootstrap interval (B = 1000, seed 0), one
+     sampling seed; computes the held-out ε-MSE with the same (t, ε) draws for every
+     configuration, and the bits/dim of the test split in both conventions of the bound
+     (runtime.likelihood.VLB_CONVENTIONS, the same noise for both; --no-bound skips them, the
+     bound costs 2 × 1,000 model calls per test image),
 
 then writes runs/sweep/results.json, the plot docs/sweep.png (quality against training TFLOP,
-the old default marked) and prints the README's table in Markdown.
+the old default marked) and prints docs/training.md's table in Markdown.
 
     python scripts/sweep.py                 # every configuration
     python scripts/sweep.py --only h32-b4-s3000   # some of them (repeat --only)
@@ -39,14 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runtime.data.datasets import load_dataset  # noqa: E402
+from runtime.data.transforms import to_diffusion_range  # noqa: E402
+from runtime.evaluate import bound_bits_per_dim, default_bins, snap_to_grid  # noqa: E402
+from runtime.likelihood import VLB_CONVENTIONS  # noqa: E402
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference  # noqa: E402
-from runtime.plumbing.quality import draw_and_score, fit_feature_net  # noqa: E402
+from runtime.plumbing.quality import capacity, draw_and_score, fit_feature_net  # noqa: E402
 
 OUT = ROOT / "runs" / "sweep"
 OLD_DEFAULT = "old-default"
 NEW_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` runs since this sweep
-SEEDS = (1,)
-TEST_SEEDS = (1, 2, 3, 4)
+SEED = 1  # the sampling seed of the quality figure
 
 # name -> (train flags without --steps, step counts to score at, what it tries). Without a
 # learning-rate schedule a run of N steps is the first N steps of a longer run (resume is
@@ -179,7 +184,17 @@ def held_out_loss(model: torch.nn.Module, sched, test_x, draws: int = 8) -> floa
     return total / draws
 
 
-def score(name: str, n: int, train_set, test_set, net) -> dict:
+def bits_per_dim(model: torch.nn.Module, sched, test_x) -> dict[str, float]:
+    """Bits/dim of the test split in every convention of the bound, with the same noise
+    (generator seed 0) for each."""
+    x01 = snap_to_grid(test_x, default_bins("digits"), "digits test split")
+    x0 = to_diffusion_range(torch.from_numpy(x01))
+    return {name: bound_bits_per_dim(sched, model, x0, torch.Generator().manual_seed(0), 256,
+                                     default_bins("digits"), name)["bits_per_dim"]
+            for name in VLB_CONVENTIONS}
+
+
+def score(name: str, n: int, train_set, test_set, net, bound: bool = True) -> dict:
     arch, steps = CONFIGS[name]
     flags, path = ARCHS[arch][0], stage_path(arch, steps)
     payload = load_checkpoint(path)
@@ -188,12 +203,8 @@ def score(name: str, n: int, train_set, test_set, net) -> dict:
     batch = int(flag(flags, "--batch-size"))
     flops = step_flops(model, batch, shape)
     model.eval()
-    figures = [draw_and_score(model, sched, n, 50, torch.Generator().manual_seed(seed),
-                              torch.device("cpu"), train_set, test_set, "train", net)
-               for seed in SEEDS]
-    held_out = [draw_and_score(model, sched, len(test_set.x) // 2, 50,
-                               torch.Generator().manual_seed(seed), torch.device("cpu"),
-                               train_set, test_set, "test", net) for seed in TEST_SEEDS]
+    q = draw_and_score(model, sched, n, 50, torch.Generator().manual_seed(SEED),
+                       torch.device("cpu"), train_set, test_set, net)
     log_path = (OUT / arch / "train_log.json" if len(ARCHS[arch][1]) == 1
                 else path.with_suffix(".json"))
     log = json.loads(log_path.read_text())
@@ -202,14 +213,12 @@ def score(name: str, n: int, train_set, test_set, net) -> dict:
         "steps": steps,
         "batch_size": batch, "params": sum(p.numel() for p in model.parameters()),
         "step_gflop": flops / 1e9, "train_tflop": flops * steps / 1e12, "weights": weights,
-        "n": figures[0]["n"], "floor": figures[0]["floor"],
-        "distance": [f["distance"] for f in figures],
-        "ratio": sum(f["ratio"] for f in figures) / len(figures),
+        "n": q["n"], "floor": q["floor"], "distance": q["distance"], "ratio": q["ratio"],
+        "ratio_ci": q["ratio_ci"], "excess": q["excess"], "excess_ci": q["excess_ci"],
+        "quality_seconds": q["seconds"], "sampling_seed": SEED,
         "final_loss": log["curve"][-1]["loss"] if log.get("curve") else None,
-        "test_n": held_out[0]["n"], "test_floor": held_out[0]["floor"],
-        "test_ratio": sum(f["ratio"] for f in held_out) / len(held_out),
-        "test_ratios": [f["ratio"] for f in held_out],
         "held_out_eps_mse": held_out_loss(model, sched, test_set.x),
+        "bits_per_dim": bits_per_dim(model, sched, test_set.x) if bound else None,
     }
 
 
@@ -233,10 +242,9 @@ def plot(rows: list[dict], path: Path) -> None:
         style = dict(marker="*" if large else marker,
                      color="crimson" if old else "gold" if new else color, zorder=3)
         x = r["train_tflop"]
-        low, high = min(r["test_ratios"]), max(r["test_ratios"])
-        left.errorbar(x, r["test_ratio"], yerr=[[r["test_ratio"] - low], [high - r["test_ratio"]]],
+        low, high = r["ratio_ci"]
+        left.errorbar(x, r["ratio"], yerr=[[r["ratio"] - low], [high - r["ratio"]]],
                       ms=9 if large else 6, capsize=3, **style)
-        left.scatter(x, r["ratio"], s=30, marker="x", color=style["color"], zorder=3)
         right.scatter(x, r["held_out_eps_mse"], s=70 if large else 36, **style)
         right.annotate(r["name"], (x, r["held_out_eps_mse"]), textcoords="offset points",
                        xytext=(5, 3), fontsize=6)
@@ -247,8 +255,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     left.axhline(1.0, color="gray", lw=0.8)
     left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
-    left.set_title("sample quality: markers test split, n = 148 (4 seeds, min–max);\n"
-                   "crosses training split, n = 750 (1 seed)", fontsize=8)
+    n = rows[0]["n"] if rows else 0
+    left.set_title(f"sample quality: n = {n} generated vs {n} real digits, one sampling seed;\n"
+                   "bars: 95 % bootstrap interval (B = 1000)", fontsize=8)
     right.set_ylabel("held-out ε-MSE (test split)")
     right.set_title("held-out loss of the EMA weights", fontsize=8)
     fig.suptitle("digits: quality against training compute (lower is better). Red star: the "
@@ -260,15 +269,19 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def markdown(rows: list[dict]) -> str:
+    n = rows[0]["n"] if rows else 0
+    names = list(VLB_CONVENTIONS)
     lines = ["| configuration | what | steps | batch | GFLOP/step | TFLOP | held-out ε-MSE | "
-             "÷ floor, train n = 750 | ÷ floor, test n = 148 (4 seeds) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"÷ floor, n = {n} (95 % CI) | "
+             + " | ".join(f"bits/dim ({c})" for c in names) + " |",
+             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names)]
     for r in rows:
-        test_spread = f"{min(r['test_ratios']):.2f}–{max(r['test_ratios']):.2f}"
+        low, high = r["ratio_ci"]
+        bpd = r.get("bits_per_dim") or {}
         lines.append(f"| `{r['name']}` | {r['what']} | {r['steps']} | {r['batch_size']} | "
                      f"{r['step_gflop']:.2f} | {r['train_tflop']:.1f} | "
-                     f"{r['held_out_eps_mse']:.4f} | {r['ratio']:.2f} | "
-                     f"{r['test_ratio']:.2f} ({test_spread}) |")
+                     f"{r['held_out_eps_mse']:.4f} | {r['ratio']:.2f} ({low:.2f}–{high:.2f}) | "
+                     + " | ".join(f"{bpd[c]:.3f}" if c in bpd else "–" for c in names) + " |")
     return "\n".join(lines)
 
 
@@ -280,7 +293,11 @@ def main() -> int:
     parser.add_argument("--train-only", action="store_true", help="score nothing")
     parser.add_argument("--rescore", action="store_true",
                         help="score again the configurations results.json already has")
-    parser.add_argument("--n", type=int, default=750, help="images per quality figure")
+    parser.add_argument("--n", type=int, default=None,
+                        help="images per quality figure (default: as many as two disjoint real "
+                             "sets allow, 898 for the digits)")
+    parser.add_argument("--no-bound", action="store_true",
+                        help="skip the bits/dim of each row (2 × 1,000 model calls per image)")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "sweep.png"))
     args = parser.parse_args()
     names = args.only or list(CONFIGS)
@@ -290,6 +307,7 @@ def main() -> int:
     train_set, test_set = load_dataset("digits", split="train"), load_dataset("digits",
                                                                               split="test")
     net = fit_feature_net(train_set.x, train_set.y, test_set.x, test_set.y)
+    n = args.n if args.n is not None else capacity(train_set, test_set)
     for name in names:
         arch, steps = CONFIGS[name]
         if not args.score_only:
@@ -300,10 +318,11 @@ def main() -> int:
             continue
         if name in results and not args.rescore:
             continue
-        results[name] = score(name, args.n, train_set, test_set, net)
+        results[name] = score(name, n, train_set, test_set, net, bound=not args.no_bound)
         r = results[name]
         print(f"[{name}] {r['train_tflop']:.1f} TFLOP, ratio {r['ratio']:.3f} "
-              f"(distances {r['distance']}, floor {r['floor']:.3f})", flush=True)
+              f"({r['ratio_ci'][0]:.3f}–{r['ratio_ci'][1]:.3f}; distance {r['distance']:.3f}, "
+              f"floor {r['floor']:.3f}, n = {r['n']}), bits/dim {r['bits_per_dim']}", flush=True)
         results_path.write_text(json.dumps(results, indent=1))
     if args.train_only:
         return 0

@@ -26,11 +26,13 @@ something else, the paper's quantity is renamed here (last column: the code).
     β̃_t         (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t, posterior variance   q_posterior_mean_variance
     μ̃_t         posterior mean of q(x_{t−1} | x_t, x_0)          q_posterior_mean_variance
     σ_t         √β̃_t, DDPM's reverse-step noise scale (Alg. 2)   ddpm_step
+                (√β_t with variance="fixed_large", DDPM §3.2)
     σ_η         DDIM's σ_t(η) = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)  ddim_step_between
                 (Eq. 16), renamed so that σ_t stays DDPM's
     x̂_0         predicted clean sample                            x0_pred, predict_x0
     v           √ᾱ_t·ε − √(1 − ᾱ_t)·x_0 (Salimans & Ho 2022)      v_target
-    prediction  what the network outputs: "eps", "x0" or "v"      Denoiser.prediction
+    prediction  what the network outputs: "eps", "x0" or "v"      Denoiser.prediction,
+                (the names of PREDICTION_TABLE)                   PREDICTION_TABLE
     SNR(t)      ᾱ_t / (1 − ᾱ_t)                                   snr
     λ_t         ½·log SNR(t), DPM-Solver's half log-SNR           half_log_snr
     β(t), ᾱ(t)  continuous VP schedule, t ∈ [0, 1] (SDE paper),   VPLinearSchedule,
@@ -40,6 +42,8 @@ something else, the paper's quantity is renamed here (last column: the code).
     √(1 − ᾱ(t)) the std of x_t given x_0 (the SDE paper and       sqrt_one_minus_alpha_bar
                 DPM-Solver write σ_t; written out here)
     σ           EDM's noise level √((1 − ᾱ)/ᾱ) of x̃ = x_t/√ᾱ    vp_to_edm, edm_to_vp, sigma
+                (in spec.flow only: the flow's noise level, x_σ = (1 − σ)·x_0 + σ·ε, σ ∈ [0, 1];
+                EDM's σ of that state is σ/(1 − σ))
     x̃           EDM's state x_0 + σ·ε                             x_tilde
     D(x̃; σ)     EDM's denoiser, x̂_0 of x̃                          edm_denoise
     β1, β2      Adam's moment decay rates (Kingma & Ba), not      adam_step's beta1, beta2
@@ -59,238 +63,37 @@ Time convention (stated here and in docs/conventions.md only; the modules link h
 
 Totality: sqrt_nonneg(x) = sqrt(max(x, 0)) and safe_div(x, y) = x / (y + EPS), EPS = 1e-12, are
 used exactly at: every square root of ᾱ, 1 − ᾱ, α, β̃, σ²-type quantities (incl. σ_η,
-√(1 − ᾱ_prev − σ_η²) and √(1 − ᾱ(t))); every division by √ᾱ_t, √(1 − ᾱ_t), 1 − ᾱ_t, √α_t,
-√(1 − ᾱ(t)), and by 1 − ᾱ_t and ᾱ_prev inside σ_η. Nowhere else.
+√(1 − ᾱ_prev − σ_η²) and √(1 − ᾱ(t))); every division by √ᾱ_t, √(1 − ᾱ_t), 1 − ᾱ_t, √α_t
+and √(1 − ᾱ(t)). Nowhere else. safe_div moves x/y by the relative EPS/y: at most 2.4e-8 on the
+default schedules (T = 1000, linear or cosine, with or without zero terminal SNR; the smallest
+denominators are 1 − ᾱ_1 = 4.1e-5 and √ᾱ_T = 4.9e-5 of the cosine schedule), and about
+EPS/√(β_min·t) for √(1 − ᾱ(t)) of the PF ODE at small t. Two divisions whose denominators go
+far lower divide exactly and state their zero case instead: ᾱ'_t/ᾱ'_{t−1} in
+rescale_zero_terminal_snr, and σ_η's (1 − ᾱ_prev)/(1 − ᾱ_t) and ᾱ_t/ᾱ_prev (ᾱ_999 = 4.2e-9
+under zero terminal SNR, where EPS moved β'_998 by 2e-5, ᾱ'_999 by 1.4e-4 and σ_η by 1e-5).
 
 Errors: bad arguments raise ValueError naming the argument, the value and the allowed range;
 each function checks its arguments in one call (`spec.core.check`) before the math.
 """
 
-from spec.core import EPS, EpsModel, mse, safe_div, sqrt_nonneg
-from spec.data import from_diffusion_range, noised_sample_from_eps, to_diffusion_range
-from spec.ddim import (
-    ddim_prev,
-    ddim_sample,
-    ddim_sample_strided,
-    ddim_step,
-    ddim_step_between,
-    ddim_timesteps,
-)
-from spec.ddpm import ddpm_sample, ddpm_step, x0_pred
-from spec.dpm_solver import dpm_solver_pp_2m_sample, dpm_solver_pp_2m_step, half_log_snr
-from spec.dynamics import (
-    DrivenSystem,
-    DynamicalSystem,
-    driven_trajectory,
-    is_fixed_point,
-    iterate,
-    iterate_with_input,
-    trajectory,
-)
-from spec.edm import (
-    edm_denoise,
-    edm_euler_step,
-    edm_heun_step,
-    edm_sample_euler,
-    edm_sample_heun,
-    edm_sigmas,
-    edm_to_vp,
-    vp_to_edm,
-)
-from spec.forward import q_posterior_mean_variance, q_sample
-from spec.guidance import GuidedModel, guided_output
-from spec.likelihood import (
-    bits_per_dim,
-    discretized_gaussian_log_likelihood,
-    normal_kl,
-    standard_normal_cdf,
-    vlb_terms,
-)
-from spec.loss import eps_pred_loss, prediction_loss
-from spec.model import (
-    CondFiLMNetConfig,
-    EpsConvNetConfig,
-    EpsFiLMNetConfig,
-    append_time_channel,
-    cond_film_net,
-    conv2d_same,
-    eps_conv_net,
-    eps_film_net,
-    eps_residual_conv_net,
-    group_norm,
-    init_cond_film_params,
-    init_film_params,
-    init_params,
-    linear,
-    relu,
-    silu,
-    sinusoidal_embedding,
-)
-from spec.pf_ode import (
-    VPCosineSchedule,
-    VPLinearSchedule,
-    euler_step,
-    pf_ode_rhs,
-    pf_ode_sample_euler,
-)
-from spec.prediction import (
-    PREDICTIONS,
-    Denoiser,
-    denoise,
-    eps_from_output,
-    min_snr_weight,
-    predict_eps,
-    predict_x0,
-    prediction_target,
-    snr,
-    v_target,
-    x0_from_output,
-)
-from spec.schedule import (
-    SPACINGS,
-    VPSchedule,
-    cosine_betas,
-    linear_betas,
-    rescale_zero_terminal_snr,
-    time_of_index,
-    timestep_grid,
-)
-from spec.torchlean import (  # noqa: F401 (TorchLean's names, importable from spec)
-    TORCHLEAN_NAMES,
-    ddim_step_system,
-    ddimPrev,
-    ddimSample,
-    ddimStep,
-    ddimStepSystem,
-    ddpmSample,
-    ddpmStep,
-    epsConvNet,
-    epsPredLoss,
-    epsResidualConvNet,
-    eulerStep,
-    mseSpec,
-    noisedSampleFromEps,
-    pf_ode_euler_system,
-    pfOdeEulerSystem,
-    pfOdeRhs,
-    pfOdeSampleEuler,
-    qSample,
-    safeDiv,
-    sqrtNonneg,
-    timeOfIndex,
-    toDiffusionRange,
-    x0Pred,
-)
-from spec.train import adam_step, ema_update, train_loss, train_step
+import importlib as _importlib
 
-__all__ = [
-    # spec.core
-    "EPS",
-    "sqrt_nonneg",
-    "safe_div",
-    "mse",
-    "EpsModel",
-    # spec.schedule
-    "VPSchedule",
-    "linear_betas",
-    "cosine_betas",
-    "time_of_index",
-    "rescale_zero_terminal_snr",
-    "SPACINGS",
-    "timestep_grid",
-    # spec.forward
-    "q_sample",
-    "q_posterior_mean_variance",
-    # spec.loss
-    "eps_pred_loss",
-    "prediction_loss",
-    # spec.prediction
-    "PREDICTIONS",
-    "Denoiser",
-    "x0_from_output",
-    "eps_from_output",
-    "predict_x0",
-    "predict_eps",
-    "v_target",
-    "prediction_target",
-    "denoise",
-    "snr",
-    "min_snr_weight",
-    # spec.ddpm
-    "x0_pred",
-    "ddpm_step",
-    "ddpm_sample",
-    # spec.ddim
-    "ddim_step",
-    "ddim_sample",
-    "ddim_prev",
-    "ddim_timesteps",
-    "ddim_step_between",
-    "ddim_sample_strided",
-    # spec.pf_ode
-    "VPLinearSchedule",
-    "VPCosineSchedule",
-    "pf_ode_rhs",
-    "euler_step",
-    "pf_ode_sample_euler",
-    # spec.edm
-    "vp_to_edm",
-    "edm_to_vp",
-    "edm_sigmas",
-    "edm_denoise",
-    "edm_euler_step",
-    "edm_heun_step",
-    "edm_sample_euler",
-    "edm_sample_heun",
-    # spec.dpm_solver
-    "half_log_snr",
-    "dpm_solver_pp_2m_step",
-    "dpm_solver_pp_2m_sample",
-    # spec.dynamics
-    "DynamicalSystem",
-    "DrivenSystem",
-    "iterate",
-    "trajectory",
-    "iterate_with_input",
-    "driven_trajectory",
-    "is_fixed_point",
-    # spec.model
-    "append_time_channel",
-    "conv2d_same",
-    "relu",
-    "EpsConvNetConfig",
-    "init_params",
-    "eps_conv_net",
-    "eps_residual_conv_net",
-    "EpsFiLMNetConfig",
-    "init_film_params",
-    "eps_film_net",
-    "silu",
-    "group_norm",
-    "linear",
-    "sinusoidal_embedding",
-    "CondFiLMNetConfig",
-    "init_cond_film_params",
-    "cond_film_net",
-    # spec.guidance
-    "guided_output",
-    "GuidedModel",
-    # spec.data
-    "to_diffusion_range",
-    "from_diffusion_range",
-    "noised_sample_from_eps",
-    # spec.likelihood
-    "normal_kl",
-    "standard_normal_cdf",
-    "discretized_gaussian_log_likelihood",
-    "vlb_terms",
-    "bits_per_dim",
-    # spec.train
-    "train_loss",
-    "adam_step",
-    "ema_update",
-    "train_step",
-    # spec.torchlean
-    "ddim_step_system",
-    "pf_ode_euler_system",
-]
+MODULES = (
+    "core", "schedule", "forward", "loss", "prediction", "ddpm", "ddim", "pf_ode", "edm",
+    "dpm_solver", "unipc", "flow", "samplers", "dynamics", "model", "guidance", "data",
+    "likelihood", "train", "torchlean",
+)
+"""The spec's modules in reading order. `__all__` is gathered from their own `__all__` lists in
+this order (nothing is listed twice); `docs/api.md` is generated from the same lists."""
+
+__all__: list[str] = []
+for _name in MODULES:
+    _module = _importlib.import_module(f"spec.{_name}")
+    globals().update({name: getattr(_module, name) for name in _module.__all__})
+    __all__ += _module.__all__
+
+# TorchLean's names (qSample, ddimStepSystem, …): aliases importable from here, not in __all__.
+_torchlean = _importlib.import_module("spec.torchlean")
+TORCHLEAN_NAMES = _torchlean.TORCHLEAN_NAMES
+globals().update({lean: getattr(_torchlean, lean) for lean in TORCHLEAN_NAMES})
+del _name, _module, _torchlean

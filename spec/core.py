@@ -8,16 +8,20 @@ say (see the list in `spec/__init__.py`), nowhere else:
     safe_div(x, y) = x / (y + EPS),   EPS = 1e-12
 
 EPS is there for the exact zeros (1 − ᾱ_0 = 0, √(1 − ᾱ(0)) = 0). Elsewhere it changes x / y by a relative
-EPS / y: ≤ 1e-12 for denominators of order 1, but about 1e-8 for the smallest non-zero one of a
-default schedule (1 − ᾱ_1 = β_1 ≈ 1e-4). See docs/conventions.md.
+EPS / y: ≤ 1e-12 for denominators of order 1, and at most 2.4e-8 on the default schedules
+(1 − ᾱ_1 = 4.1e-5 and √ᾱ_T = 4.9e-5 of the cosine schedule, T = 1000). Divisions whose
+denominators go lower (zero terminal SNR's ᾱ'_{t−1}, σ_η's ᾱ_prev, down to 4.2e-9) do not use
+it: they divide exactly and handle their zero case explicitly. See spec/__init__.py.
 
 This module also holds the small shared vocabulary of types used in annotations:
 `Scalar` (a Python or NumPy real number, or a 0-d array) and `Index` (a Python or NumPy int),
 and the entry check of every spec function: `check(...)`, one call made of rules
-(`in_range`, `same_shape`, `holds`), so that the math stands on its own lines after it.
+(`in_range`, `same_shape`, `holds`, `decreasing_grid`), so that the math stands on its own lines
+after it.
 """
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -52,7 +56,7 @@ def safe_div(x: ArrayOrScalar, y: ArrayOrScalar) -> ArrayOrScalar:
     """Division with the denominator shifted by EPS.
 
     Formula: safe_div(x, y) = x / (y + EPS), EPS = 1e-12. Every denominator it guards is
-    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, √(1 − ᾱ(t)), ᾱ_prev), so y + EPS > 0.
+    non-negative (√ᾱ, √(1 − ᾱ), 1 − ᾱ, √α, √(1 − ᾱ(t))), so y + EPS > 0.
     Shapes: x, y broadcastable (or scalars) -> broadcast shape.
     """
     return x / (y + EPS)
@@ -106,8 +110,9 @@ def check_same_shape(name: str, value: np.ndarray, other_name: str, shape: tuple
         )
 
 
-Rule = Callable[[], "int | None"]
-"""One entry check: raises ValueError, or returns the checked index (an int) or None."""
+Rule = Callable[[], "int | list | None"]
+"""One entry check: raises ValueError, or returns the checked index (an int), the checked grid
+(a list) or None."""
 
 
 def in_range(name: str, value: Index | None, low: int, high: int) -> Rule:
@@ -132,10 +137,58 @@ def holds(condition: object, message: str) -> Rule:
     return rule
 
 
-def check(*rules: Rule) -> "int | tuple[int, ...] | None":
+def decreasing_grid(
+    name: str,
+    values: "Sequence[Scalar] | np.ndarray",
+    low: Scalar = 0,
+    high: Scalar = math.inf,
+    end: Scalar | None = None,
+    integers: bool = False,
+) -> Rule:
+    """Rule: `values` is a sampler's grid, at least 2 strictly decreasing values, each >= low,
+    values[0] <= high, values[-1] == end (when end is given), integers when `integers`;
+    `check` returns it as a list of ints (integers) or floats. The one grid check of every
+    sampler (times, σ's, continuous t's). Shapes: values (n + 1,).
+    """
+
+    def rule() -> list:
+        grid = list(values)
+        if len(grid) < 2:
+            raise ValueError(f"{name} must hold at least 2 values (a start and an end), got {grid}")
+        if integers:
+            for i, v in enumerate(grid):
+                if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                    raise ValueError(f"{name} must be integers, got {name}[{i}] = {v!r}")
+        grid = [int(v) for v in grid] if integers else [float(v) for v in grid]
+        if not grid[0] <= high:
+            span = f"{{{int(low) + 1}..{high}}}" if integers else f"({low}, {high}]"
+            raise ValueError(f"{name}[0] must be in {span}, got {name}[0] = {grid[0]!r}")
+        if end is not None and grid[-1] != end:
+            raise ValueError(f"{name} must end at {end}, got {name}[-1] = {grid[-1]!r}")
+        if not grid[-1] >= low:
+            raise ValueError(f"{name} must be >= {low}, got {name}[-1] = {grid[-1]!r}")
+        for i in range(len(grid) - 1):
+            if not grid[i] > grid[i + 1]:
+                raise ValueError(
+                    f"{name} must be strictly decreasing, got "
+                    f"{name}[{i}] = {grid[i]!r} <= {name}[{i + 1}] = {grid[i + 1]!r}"
+                )
+        return grid
+
+    return rule
+
+
+def deterministic(noise: object) -> Rule:
+    """Rule: a deterministic sampler was given no noise (noise is None). Shapes: any."""
+    return holds(noise is None, "noise must be None: the sampler is deterministic, got noise of "
+                 f"shape {np.shape(noise)}")
+
+
+def check(*rules: Rule) -> "int | list | tuple | None":
     """The entry check of a spec function, in one call: run the rules in order (the first that
-    fails raises its ValueError) and return the indices `in_range` checked, as ints: None, one
-    int, or a tuple in the order given. Shapes: scalars only.
+    fails raises its ValueError) and return what `in_range` and `decreasing_grid` checked (an
+    int, a grid as a list): None, one value, or a tuple in the order given. Shapes: scalars and
+    grids.
     """
     out = tuple(v for v in (rule() for rule in rules) if v is not None)
     return None if not out else out[0] if len(out) == 1 else out

@@ -22,9 +22,9 @@ from spec.core import (
     Index,
     Scalar,
     check,
+    decreasing_grid,
     holds,
     in_range,
-    safe_div,
     same_shape,
     sqrt_nonneg,
 )
@@ -56,7 +56,9 @@ def ddim_step_between(
     Formula (DDIM's α is DDPM's ᾱ):
       x̂_0, ε̂ = denoise(sched, model, x_t, t) (for an ε-model ε̂ = ε_θ(x_t, t/T) and
       x̂_0 = safe_div(x_t − sqrt_nonneg(1 − ᾱ_t)·ε̂, sqrt_nonneg(ᾱ_t))), x̂_0 clipped to [−1, 1] if clip;
-      σ_η = η·sqrt_nonneg(safe_div(1 − ᾱ_prev, 1 − ᾱ_t))·sqrt_nonneg(1 − safe_div(ᾱ_t, ᾱ_prev));
+      σ_η = η·sqrt_nonneg((1 − ᾱ_prev)/(1 − ᾱ_t))·sqrt_nonneg(1 − ᾱ_t/ᾱ_prev), both divisions
+      exact (no safe_div; ᾱ_prev is 4.2e-9 at t_prev = 999 under zero terminal SNR): the ratio
+      is 0 where its denominator is 0, which happens only where 1 − ᾱ_prev = 0 resp. ᾱ_t = 0 too;
       x_prev = sqrt_nonneg(ᾱ_prev)·x̂_0 + sqrt_nonneg(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z.
     z is required when η > 0; with η = 0 and z None the σ_η·z term is 0. η must be ≥ 0.
     Shapes: x_t (*shape), z (*shape) or None -> (*shape).
@@ -74,10 +76,11 @@ def ddim_step_between(
     x0_hat, eps_hat = denoise(sched, model, x_t, t)
     if clip:
         x0_hat = np.clip(x0_hat, -1, 1)
-    # 3. σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16)
-    sigma_eta = (
-        eta * sqrt_nonneg(safe_div(1 - ab_prev, 1 - ab)) * sqrt_nonneg(1 - safe_div(ab, ab_prev))
-    )
+    # 3. σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)  (Eq. 16); 1 − ᾱ_t = 0 only where
+    #    ᾱ_prev = ᾱ_t = 1, ᾱ_prev = 0 only where ᾱ_t = 0 (both: ratio 0)
+    noise_ratio = (1 - ab_prev) / (1 - ab) if ab < 1 else 0.0
+    signal_ratio = ab / ab_prev if ab_prev > 0 else 0.0
+    sigma_eta = eta * sqrt_nonneg(noise_ratio) * sqrt_nonneg(1 - signal_ratio)
     # 4. x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev − σ_η²)·ε̂ + σ_η·z  (Eq. 12)
     x_prev = sqrt_nonneg(ab_prev) * x0_hat + sqrt_nonneg(1 - ab_prev - sigma_eta**2) * eps_hat
     if z is not None:
@@ -134,10 +137,15 @@ def ddim_sample(
 
 
 def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
-    """The strided DDIM time grid T = τ_0 > τ_1 > … > τ_n = 0 (DDIM §4.2, "uniform" τ).
+    """An evenly strided time grid from T: T = τ_0 > τ_1 > … > τ_n = 0 (`timestep_grid`'s "even").
 
     Formula: n = num_steps ∈ {1..T}; τ_i = (T·(n − i) + n // 2) // n, i = 0..n
     (integer round-half-up of T·(n − i)/n; strictly decreasing since T/n ≥ 1).
+    This is not the DDIM paper's grid. DDIM's sub-sequence τ (§4.2; App. D.2's "linear" choice
+    τ_i = ⌊c·i⌋) is, in the authors' code, range(0, T, T // n) in 0-based timesteps, i.e.
+    1 + i·⌊T/n⌋ in our 1-based t (for n dividing T): `timestep_grid(T, n, "leading")` (901, 801,
+    …, 1 for T = 1000, n = 10) is the spacing that reproduces the paper; "even" starts at T
+    (1000, 900, …, 100).
     Shapes: -> (num_steps + 1,), int64.
     """
     T, n = check(in_range("T", T, 1, 2**62), in_range("num_steps", num_steps, 1, T))
@@ -145,37 +153,14 @@ def ddim_timesteps(T: Index, num_steps: Index) -> Int[np.ndarray, " n_plus_1"]:
     return (T * (n - i) + n // 2) // n
 
 
-def _check_timesteps(timesteps: Sequence[Index] | np.ndarray, T: int) -> list[int]:
-    """Validate a DDIM grid: ints, strictly decreasing, first in {1..T}, last exactly 0."""
-    steps = list(timesteps)
-    if len(steps) < 2:
-        raise ValueError(
-            f"timesteps must hold at least 2 times (from t in 1..{T} down to 0), got {steps}"
-        )
-    for i, s in enumerate(steps):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
-            raise ValueError(f"timesteps must be integers, got timesteps[{i}] = {s!r}")
-    steps = [int(s) for s in steps]
-    if not 1 <= steps[0] <= T:
-        raise ValueError(f"timesteps[0] must be in {{1..{T}}}, got timesteps[0] = {steps[0]}")
-    if steps[-1] != 0:
-        raise ValueError(f"timesteps must end at 0, got timesteps[-1] = {steps[-1]}")
-    for i in range(len(steps) - 1):
-        if not steps[i] > steps[i + 1]:
-            raise ValueError(
-                "timesteps must be strictly decreasing, got "
-                f"timesteps[{i}] = {steps[i]} <= timesteps[{i + 1}] = {steps[i + 1]}"
-            )
-    return steps
-
-
 def ddim_sample_strided(
     sched: VPSchedule,
     model: AnyModel,
     x_T: Float[np.ndarray, "*shape"],
-    timesteps: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
-    eta: Scalar = 0.0,
+    grid: Sequence[Index] | Int[np.ndarray, " n_plus_1"],
     noise: Float[np.ndarray, "..."] | None = None,
+    *,
+    eta: Scalar = 0.0,
     clip: bool = False,
 ) -> Float[np.ndarray, "*shape"]:
     """DDIM sampling on a strided grid τ_0 > … > τ_n = 0 (DDIM Eq. 12 and 16, §4.2).
@@ -183,14 +168,14 @@ def ddim_sample_strided(
     Formula: for i = 0..n−1: x ← ddim_step_between(τ_i, τ_{i+1}, x, η, noise[i], clip).
     noise[i] is used by the step τ_i → τ_{i+1}, in the order the steps run; it is required
     when η > 0. The grid must be strictly decreasing ints, τ_0 ∈ {1..T}, τ_n = 0.
-    Shapes: x_T (*shape), noise (n, *shape) or None -> (*shape).
+    Shapes: x_T (*shape), grid (n + 1,), noise (n, *shape) or None -> (*shape).
     """
-    steps = _check_timesteps(timesteps, sched.T)
+    steps = check(decreasing_grid("grid", grid, 0, sched.T, end=0, integers=True))
     n = len(steps) - 1
     check(
         holds(noise is not None or not eta > 0,
               f"noise is required when eta > 0, got eta = {eta!r} and noise = None"),
-        same_shape("noise", noise, "(len(timesteps) - 1, *x_T.shape)", (n, *x_T.shape)),
+        same_shape("noise", noise, "(len(grid) - 1, *x_T.shape)", (n, *x_T.shape)),
     )
     x = x_T
     for i in range(n):

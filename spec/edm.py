@@ -26,6 +26,18 @@ evaluations on N + 1 σ's ending in 0. The last step, into σ = 0, is a plain Eu
 (x̃ − D)/σ is not defined at σ = 0. Euler is the same loop without the correction (N
 evaluations). Both start from x̃ at σ_0 = σ_max; EDM draws it as σ_max·z, a VP sampler as
 x_T = z, i.e. x̃ = z·√(1 + σ_max²) (`vp_to_edm`).
+
+Ancestral Euler (Karras et al. 2022, §4 and Eq. 6, in the form of k-diffusion's
+`sample_euler_ancestral` with η = 1): each step σ → σ_next splits σ_next² into a deterministic
+part σ_down² and fresh noise σ_up²,
+
+    σ_up = min(σ_next, √(σ_next²·(σ² − σ_next²)/σ²)),   σ_down = √(σ_next² − σ_up²),
+
+takes the Euler step of the ODE to σ_down and adds σ_up·z: x̃' = x̃ + (σ_down − σ)·d + σ_up·z. So
+σ_down² + σ_up² = σ_next² (the noise level the next step expects), and σ_up² = σ_next²·(σ² −
+σ_next²)/σ² is the variance DDPM's posterior q(x_{t_next} | x_t, x_0) adds in EDM scale. The step
+into σ_next = 0 has σ_up = σ_down = 0 (it lands on D(x̃; σ)); its noise is not used. noise[i] is
+the standard normal draw of step i, N steps (N, *shape).
 """
 
 from collections.abc import Sequence
@@ -33,7 +45,18 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check, holds, in_range, safe_div, sqrt_nonneg
+from spec.core import (
+    Index,
+    Scalar,
+    check,
+    decreasing_grid,
+    deterministic,
+    holds,
+    in_range,
+    safe_div,
+    same_shape,
+    sqrt_nonneg,
+)
 from spec.pf_ode import VPContinuousSchedule
 from spec.prediction import AnyModel, model_output, x0_from_output
 
@@ -46,6 +69,9 @@ __all__ = [
     "edm_heun_step",
     "edm_sample_euler",
     "edm_sample_heun",
+    "edm_ancestral_sigmas",
+    "edm_euler_ancestral_step",
+    "edm_euler_ancestral_sample",
 ]
 
 
@@ -162,53 +188,103 @@ def edm_heun_step(
     return x + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)
 
 
-def _check_sigmas(sigmas: Sequence[Scalar] | np.ndarray) -> list[float]:
-    values = [float(v) for v in sigmas]
-    if len(values) < 2:
-        raise ValueError(f"sigmas must hold at least 2 noise levels, got {values}")
-    if not values[-1] >= 0:
-        raise ValueError(f"sigmas must be >= 0, got sigmas[-1] = {values[-1]!r}")
-    for i in range(len(values) - 1):
-        if not values[i] > values[i + 1]:
-            raise ValueError(
-                "sigmas must be strictly decreasing, got "
-                f"sigmas[{i}] = {values[i]!r} <= sigmas[{i + 1}] = {values[i + 1]!r}"
-            )
-    return values
-
-
 def edm_sample_euler(
     sch: VPContinuousSchedule,
     model: AnyModel,
-    x: Float[np.ndarray, "*shape"],
-    sigmas: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    x_T: Float[np.ndarray, "*shape"],
+    grid: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
 ) -> Float[np.ndarray, "*shape"]:
     """Euler in EDM form over σ_0 > … > σ_N ≥ 0 (Karras Algorithm 1 without its correction).
 
-    Formula: for i = 0..N−1: x̃ ← edm_euler_step(σ_i → σ_{i+1}); x is x̃ at σ_0 (EDM scale).
-    N model evaluations. `sigmas`: strictly decreasing, ≥ 0 (e.g. `edm_sigmas`).
-    Shapes: x (*shape) -> (*shape).
+    Formula: for i = 0..N−1: x̃ ← edm_euler_step(σ_i → σ_{i+1}); x_T is x̃ at σ_0 (EDM scale).
+    N model evaluations. `grid`: the σ's, strictly decreasing, ≥ 0 (e.g. `edm_sigmas`).
+    Deterministic: noise must be None.
+    Shapes: x_T (*shape), grid (N + 1,) -> (*shape).
     """
-    values = _check_sigmas(sigmas)
-    for i in range(len(values) - 1):
-        x = edm_euler_step(sch, model, x, values[i], values[i + 1])
+    sigmas = check(decreasing_grid("grid", grid), deterministic(noise))
+    x = x_T
+    for i in range(len(sigmas) - 1):
+        x = edm_euler_step(sch, model, x, sigmas[i], sigmas[i + 1])
     return x
 
 
 def edm_sample_heun(
     sch: VPContinuousSchedule,
     model: AnyModel,
-    x: Float[np.ndarray, "*shape"],
-    sigmas: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    x_T: Float[np.ndarray, "*shape"],
+    grid: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
 ) -> Float[np.ndarray, "*shape"]:
     """Heun's second-order sampler in EDM form (Karras et al. 2022, Algorithm 1).
 
-    Formula: for i = 0..N−1: x̃ ← edm_heun_step(σ_i → σ_{i+1}); x is x̃ at σ_0 (EDM scale).
+    Formula: for i = 0..N−1: x̃ ← edm_heun_step(σ_i → σ_{i+1}); x_T is x̃ at σ_0 (EDM scale).
     2N − 1 model evaluations when σ_N = 0 (the last step is Euler's), 2N otherwise.
-    Shapes: x (*shape) -> (*shape).
+    Deterministic: noise must be None.
+    Shapes: x_T (*shape), grid (N + 1,) -> (*shape).
     """
-    values = _check_sigmas(sigmas)
-    for i in range(len(values) - 1):
-        x = edm_heun_step(sch, model, x, values[i], values[i + 1])
+    sigmas = check(decreasing_grid("grid", grid), deterministic(noise))
+    x = x_T
+    for i in range(len(sigmas) - 1):
+        x = edm_heun_step(sch, model, x, sigmas[i], sigmas[i + 1])
     return x
 
+
+def edm_ancestral_sigmas(sigma: Scalar, sigma_next: Scalar) -> tuple[Scalar, Scalar]:
+    """(σ_down, σ_up) of an ancestral step σ → σ_next, η = 1 (k-diffusion's
+    `get_ancestral_step`; Karras et al. 2022, Eq. 6 with the posterior's noise).
+
+    Formula: σ_up = min(σ_next, sqrt_nonneg(σ_next²·(σ² − σ_next²)/σ²)),
+    σ_down = sqrt_nonneg(σ_next² − σ_up²), 0 ≤ σ_next < σ; σ_down² + σ_up² = σ_next².
+    Shapes: scalars -> (scalar, scalar).
+    """
+    _check_sigma_pair(sigma, sigma_next)
+    sigma_up = min(sigma_next, sqrt_nonneg(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    return sqrt_nonneg(sigma_next**2 - sigma_up**2), sigma_up
+
+
+def edm_euler_ancestral_step(
+    sch: VPContinuousSchedule,
+    model: AnyModel,
+    x: Float[np.ndarray, "*shape"],
+    sigma: Scalar,
+    sigma_next: Scalar,
+    z: Float[np.ndarray, "..."],
+) -> Float[np.ndarray, "*shape"]:
+    """One ancestral Euler step σ → σ_next (k-diffusion's `sample_euler_ancestral`, η = 1).
+
+    Formula: (σ_down, σ_up) = edm_ancestral_sigmas(σ, σ_next); d = (x̃ − D(x̃; σ))/σ;
+    x̃' = x̃ + (σ_down − σ)·d + σ_up·z, z ~ N(0, I) given by the caller (σ_up = 0 into σ = 0).
+    One model evaluation.
+    Shapes: x (*shape), z (*shape), sigma and sigma_next scalars -> (*shape).
+    """
+    check(same_shape("z", z, "x", x.shape))
+    # 1. the split of σ_next² into the ODE's part and fresh noise
+    sigma_down, sigma_up = edm_ancestral_sigmas(sigma, sigma_next)
+    # 2. Euler step of the ODE to σ_down; 3. add the noise σ_up·z
+    return x + (sigma_down - sigma) * _slope(sch, model, x, sigma) + sigma_up * z
+
+
+def edm_euler_ancestral_sample(
+    sch: VPContinuousSchedule,
+    model: AnyModel,
+    x_T: Float[np.ndarray, "*shape"],
+    grid: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
+) -> Float[np.ndarray, "*shape"]:
+    """Ancestral Euler in EDM form over σ_0 > … > σ_N ≥ 0 (k-diffusion's
+    `sample_euler_ancestral`, η = 1; Karras et al. 2022 §4).
+
+    Formula: x̃ ← x_T (the EDM-scale state at σ_0); for i = 0..N−1:
+    x̃ ← edm_euler_ancestral_step(x̃, σ_i → σ_{i+1}, noise[i]). N model evaluations. noise
+    (N, *x_T.shape) is required (the last step's is unused when σ_N = 0).
+    Shapes: x_T (*shape), noise (N, *shape) -> (*shape).
+    """
+    values = check(decreasing_grid("grid", grid))
+    n = len(values) - 1
+    check(holds(noise is not None, "noise (one standard normal draw per step) is required"),
+          same_shape("noise", noise, "(len(grid) - 1, *x_T.shape)", (n, *x_T.shape)))
+    x = x_T
+    for i in range(n):
+        x = edm_euler_ancestral_step(sch, model, x, values[i], values[i + 1], noise[i])
+    return x

@@ -3,9 +3,24 @@
 L = L_T + Σ_{t=2..T} L_{t−1} + L_0 with the reverse variance fixed to β̃_t ("fixed small"):
     L_T     = KL(q(x_T | x_0) ‖ N(0, I))                                (no model)
     L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ N(μ_θ(x_t, t), β̃_t·I)),  t = 2..T
-    L_0     = −log p(x_0 | x_1),  p the discretized Gaussian N(μ_θ(x_1, 1), β_1) on the data bins
-μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x0_pred (unclipped). L_0's decoder
-has variance β_1 (DDPM §3.2's other choice of reverse variance, β_t), because β̃_1 = 0.
+    L_0     = −log p(x_0 | x_1),  p the discretized Gaussian N(μ_θ(x_1, 1), σ_1²) on the data bins
+μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x̂_0 = x0_pred(x_t, t). Since β̃_1 = 0,
+L_0's decoder needs another variance σ_1², and papers and code differ here and on clipping x̂_0;
+`convention` picks one of VLB_CONVENTIONS:
+
+    "reference-code"  σ_1² = β̃_2, x̂_0 clipped to [−1, 1] in every term: what the reference code
+                      of DDPM (diffusion_utils_2.py, calc_bpd_loop with clip_denoised=True and
+                      the "fixedsmall" posterior_log_variance_clipped, whose entry for L_0 is
+                      log β̃_2) and of improved DDPM (Nichol & Dhariwal 2021, gaussian_diffusion.py,
+                      the same) compute, so the numbers they report (DDPM Table 2: 3.75 on
+                      CIFAR-10; improved DDPM: 2.94) are on this footing. The default.
+    "beta-1"          σ_1² = β_1 (DDPM §3.2's other choice of reverse variance, σ_t² = β_t, at
+                      t = 1), x̂_0 unclipped: the bound as Eq. 5 reads with that σ_1.
+
+With the linear betas of DDPM (β_1 = 1e-4, β̃_2 ≈ 5.45e-5) and an exact x̂_0 on 256 bins, L_0
+per element is −log(2Φ(δ/σ_1) − 1) (δ = 1/255): 1.71 bits with β_1 against 1.31 with β̃_2, so the
+two conventions differ by about 0.41 bits/dim there. Clipping only moves x̂_0 toward the data
+range [−1, 1], where x_0 lies, so it never increases a KL term.
 
 Data bins: the values 2k/(bins − 1) − 1, k = 0..bins−1 (256 for 8-bit images, 17 for the digits);
 the bin of x is [x − 1/(bins−1), x + 1/(bins−1)], the lowest extended to −∞ and the highest to
@@ -14,6 +29,7 @@ Log-probabilities are log(max(p, 1e-12)). Each term is summed over every element
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from jaxtyping import Float
@@ -35,6 +51,21 @@ __all__ = [
 ArrayOrScalar = Float[np.ndarray, "..."] | Scalar
 PROB_FLOOR = 1e-12
 """Probabilities are floored here before the log: log(max(p, 1e-12))."""
+
+
+@dataclass(frozen=True)
+class VLBConvention:
+    """One convention of the bound (see the module docstring)."""
+
+    decoder_variance: str  # σ_1² of L_0: "beta_tilde_2" (β̃_2) or "beta_1" (β_1)
+    clip_x0: bool  # x̂_0 clipped to [−1, 1] before μ_θ, in every term
+
+
+VLB_CONVENTIONS = {
+    "reference-code": VLBConvention("beta_tilde_2", clip_x0=True),
+    "beta-1": VLBConvention("beta_1", clip_x0=False),
+}
+DEFAULT_VLB_CONVENTION = "reference-code"
 
 
 def normal_kl(
@@ -103,23 +134,47 @@ def discretized_gaussian_log_likelihood(
     return np.log(np.maximum(cdf_plus - cdf_min, PROB_FLOOR)).astype(x.dtype)
 
 
+def _convention(name: str, T: int) -> VLBConvention:
+    if name not in VLB_CONVENTIONS:
+        raise ValueError(f"convention must be one of {sorted(VLB_CONVENTIONS)}, got {name!r}")
+    if VLB_CONVENTIONS[name].decoder_variance == "beta_tilde_2" and T < 2:
+        raise ValueError(f"convention {name!r} takes L_0's variance from β̃_2, which needs T >= 2, "
+                         f"got T = {T}; use convention 'beta-1'")
+    return VLB_CONVENTIONS[name]
+
+
+def _model_mean(
+    sched: VPSchedule, model: AnyModel, x_t: Float[np.ndarray, "*shape"], t: Index, clip: bool
+) -> Float[np.ndarray, "*shape"]:
+    """μ_θ(x_t, t) = μ̃_t(x̂_0, x_t), x̂_0 = x0_pred(x_t, t) clipped to [−1, 1] if clip."""
+    x0_hat = x0_pred(sched, model, x_t, t)
+    if clip:
+        x0_hat = np.clip(x0_hat, -1.0, 1.0)
+    return q_posterior_mean_variance(sched, x0_hat, x_t, t)[0]
+
+
 def vlb_terms(
     sched: VPSchedule,
     model: AnyModel,
     x0: Float[np.ndarray, "*shape"],
     noise: Float[np.ndarray, "..."],
     bins: Index = 256,
+    convention: str = DEFAULT_VLB_CONVENTION,
 ) -> Float[np.ndarray, " T_plus_1"]:
     """The per-timestep terms of the variational bound, in nats (Ho et al. 2020, Eq. 5).
 
-    Formula: x_t = q_sample(x0, t, noise[t−1]);  index 0: L_0 = −Σ log p(x0 | x_1);
+    Formula: x_t = q_sample(x0, t, noise[t−1]);  index 0: L_0 = −Σ log p(x0 | x_1) with
+    p = N(μ_θ(x_1, 1), σ_1²) discretized (Eq. 13);
     index t−1 (t = 2..T): L_{t−1} = Σ KL(N(μ̃_t(x_0, x_t), β̃_t) ‖ N(μ_θ(x_t, t), β̃_t));
-    index T: L_T = Σ KL(N(√ᾱ_T·x0, 1 − ᾱ_T) ‖ N(0, 1)); see the module docstring.
+    index T: L_T = Σ KL(N(√ᾱ_T·x0, 1 − ᾱ_T) ‖ N(0, 1)). σ_1² and the clipping of x̂_0 in μ_θ
+    follow `convention` (VLB_CONVENTIONS: "reference-code" σ_1² = β̃_2 and clipped x̂_0, needs
+    T ≥ 2; "beta-1" σ_1² = β_1 and unclipped x̂_0); see the module docstring.
     Shapes: x0 (*shape) on the bins grid, noise (T, *shape) -> (T + 1,).
     """
     T = sched.T
     bins = check(same_shape("noise", noise, "(T, *x0.shape)", (T, *x0.shape)),
                  in_range("bins", bins, 2, 2**31))
+    conv = _convention(convention, T)
     _bin_index(x0, bins)
     terms = np.zeros(T + 1, dtype=np.result_type(x0, sched.beta))
     # L_T: the prior term, no model
@@ -129,12 +184,16 @@ def vlb_terms(
     for t in range(2, T + 1):
         x_t = q_sample(sched, x0, t, noise[t - 1])
         mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
-        mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_t, t), x_t, t)
+        mean_p = _model_mean(sched, model, x_t, t, conv.clip_x0)
         terms[t - 1] = np.sum(normal_kl(mean_q, np.log(var), mean_p, np.log(var)))
-    # L_0: discretized decoder with variance β_1 (β̃_1 = 0)
+    # L_0: discretized decoder with variance σ_1² = β̃_2 (Eq. 7 at t = 2) or β_1 (β̃_1 = 0)
     x_1 = q_sample(sched, x0, 1, noise[0])
-    mean_p, _ = q_posterior_mean_variance(sched, x0_pred(sched, model, x_1, 1), x_1, 1)
-    log_scale = 0.5 * np.log(sched.beta[1])
+    mean_p = _model_mean(sched, model, x_1, 1, conv.clip_x0)
+    if conv.decoder_variance == "beta_tilde_2":
+        sigma2 = q_posterior_mean_variance(sched, x0, x0, 2)[1]
+    else:
+        sigma2 = sched.beta[1]
+    log_scale = 0.5 * np.log(sigma2)
     terms[0] = -np.sum(discretized_gaussian_log_likelihood(x0, mean_p, log_scale, bins))
     return terms
 
@@ -145,10 +204,12 @@ def bits_per_dim(
     x0: Float[np.ndarray, "*shape"],
     noise: Float[np.ndarray, "..."],
     bins: Index = 256,
+    convention: str = DEFAULT_VLB_CONVENTION,
 ) -> Scalar:
     """The variational bound in bits per dimension (Ho et al. 2020, Table 2's NLL column).
 
-    Formula: bits_per_dim = Σ_t vlb_terms[t] / (x0.size · ln 2).
+    Formula: bits_per_dim = Σ_t vlb_terms[t] / (x0.size · ln 2), in `convention` (the
+    reference code's by default, the footing of the published figures).
     Shapes: x0 (*shape), noise (T, *shape) -> scalar.
     """
-    return np.sum(vlb_terms(sched, model, x0, noise, bins)) / (x0.size * math.log(2))
+    return np.sum(vlb_terms(sched, model, x0, noise, bins, convention)) / (x0.size * math.log(2))

@@ -20,14 +20,24 @@ docs/errata.md. The functions here follow the paper.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check, holds, in_range, safe_div, sqrt_nonneg
+from spec.core import (
+    Index,
+    Scalar,
+    check,
+    decreasing_grid,
+    deterministic,
+    holds,
+    in_range,
+    safe_div,
+    sqrt_nonneg,
+)
 from spec.prediction import AnyModel, eps_from_output, model_output
 
 __all__ = [
@@ -35,6 +45,7 @@ __all__ = [
     "VPCosineSchedule",
     "pf_ode_rhs",
     "euler_step",
+    "pf_ode_uniform_grid",
     "pf_ode_sample_euler",
 ]
 
@@ -157,27 +168,37 @@ def euler_step(
     return x + dt * f(x, t)
 
 
-def pf_ode_sample_euler(
-    sch: VPContinuousSchedule,
-    model: AnyModel,
-    steps: Index,
-    x1: Float[np.ndarray, "*shape"],
-    t_start: Scalar = 1.0,
-) -> Float[np.ndarray, "*shape"]:
-    """Euler on the PF ODE from t = t_start (default 1) down to 0 (Song et al. 2021 §4.3).
+def pf_ode_uniform_grid(steps: Index, t_start: Scalar = 1.0) -> list[float]:
+    """The uniform t grid of PF-ODE Euler: t_start = t_0 > t_1 > … > t_steps = 0.
 
-    Formula: h = t_start/steps; for i = 0..steps−1: t_i = t_start − i·h,
-    x ← x − h·pf_ode_rhs(x, t_i) (drift at t_start, t_start − h, …, h; TorchLean's
-    `pfOdeSampleEuler` recursion starts at h: see `spec.torchlean`). t_start ∈ (0, 1];
-    the cosine schedule needs t_start < 1 (β(1) = +∞).
-    Shapes: x1 (*shape) -> (*shape).
+    Formula: h = t_start/steps; t_i = t_start − i·h for i = 0..steps−1, then t_steps = 0.
+    t_start ∈ (0, 1]; the cosine schedule needs t_start < 1 (β(1) = +∞).
+    Shapes: -> (steps + 1,), a list of floats.
     """
     steps = check(in_range("steps", steps, 1, 2**62),
                   holds(0 < t_start <= 1, f"t_start must lie in (0, 1], got t_start = {t_start!r}"))
     h = t_start / steps
-    x = x1
-    for i in range(steps):
-        # 1. t_i = t_start − i·h;  2. x ← x + (−h)·f(x, t_i)
-        t_i = t_start - i * h
-        x = euler_step(lambda y, s: pf_ode_rhs(sch, model, y, s), x, t_i, -h)
+    return [t_start - i * h for i in range(steps)] + [0.0]
+
+
+def pf_ode_sample_euler(
+    sch: VPContinuousSchedule,
+    model: AnyModel,
+    x_T: Float[np.ndarray, "*shape"],
+    grid: Sequence[Scalar] | Float[np.ndarray, " n_plus_1"],
+    noise: Float[np.ndarray, "..."] | None = None,
+) -> Float[np.ndarray, "*shape"]:
+    """Euler on the PF ODE over a t grid t_0 > t_1 > … > t_N in [0, 1] (Song et al. 2021 §4.3).
+
+    Formula: for i = 0..N−1: x ← x + (t_{i+1} − t_i)·pf_ode_rhs(x, t_i) (the drift at t_0,
+    t_1, …, t_{N−1}; TorchLean's `pfOdeSampleEuler` recursion reads it at the mirrored times:
+    see `spec.torchlean`). `pf_ode_uniform_grid(N, t_start)` is the uniform grid ending at 0.
+    Deterministic: noise must be None.
+    Shapes: x_T (*shape), grid (N + 1,) -> (*shape).
+    """
+    ts = check(decreasing_grid("grid", grid, 0, 1), deterministic(noise))
+    x = x_T
+    for i in range(len(ts) - 1):
+        # 1. the drift at t_i;  2. x ← x + (t_{i+1} − t_i)·f(x, t_i)
+        x = euler_step(lambda y, s: pf_ode_rhs(sch, model, y, s), x, ts[i], ts[i + 1] - ts[i])
     return x

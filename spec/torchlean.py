@@ -8,7 +8,9 @@ papers' names and the one time convention of `spec/__init__.py`.
 
 The step index k. TorchLean's step functions take k ∈ {0..T−1}, the step that maps x_{k+1} to
 x_k, i.e. the step at time t = k + 1. Only the aliases below keep that signature (`ddpmStep`,
-`ddimStep`, `ddimStepSystem`); every function of `spec` takes the time t.
+`ddimStep`, `ddimStepSystem`); every function of `spec` takes the time t. `ddpmSample` and
+`pfOdeSampleEuler` keep TorchLean's gridless signature and build the grid that the samplers of
+`spec` take (every time T..0; `pf_ode_uniform_grid`).
 
 Errata of TorchLean's Lean spec, both settled in closed form (tests/test_spec_golden.py,
 docs/errata.md) for data ~ N(μ, s²I), where the exact predictor is
@@ -48,6 +50,7 @@ from spec.pf_ode import (
     in_unit_interval,
     pf_ode_rhs,
     pf_ode_sample_euler,
+    pf_ode_uniform_grid,
 )
 from spec.prediction import AnyModel
 from spec.schedule import VPSchedule, time_of_index
@@ -122,6 +125,34 @@ def ddimStepSystem(sched: VPSchedule, model: AnyModel, k: Index) -> DynamicalSys
     return ddim_step_system(sched, model, k + 1)
 
 
+def ddpmSample(  # noqa: N802 (TorchLean's name)
+    sched: VPSchedule,
+    model: AnyModel,
+    x_T: Float[np.ndarray, "*shape"],
+    noise: Float[np.ndarray, "..."],
+) -> Float[np.ndarray, "*shape"]:
+    """TorchLean `ddpmSample`: ancestral sampling over every time, without a grid argument.
+
+    Formula: ddpmSample(x_T, noise) = ddpm_sample(sched, model, x_T, [T, …, 0], noise)
+    (DDPM Algorithm 2; noise[t − 1] at time t).
+    Shapes: x_T (*shape), noise (T, *shape) -> (*shape).
+    """
+    return ddpm_sample(sched, model, x_T, list(range(sched.T, -1, -1)), noise)
+
+
+def pfOdeSampleEuler(  # noqa: N802 (TorchLean's name)
+    sch: VPContinuousSchedule, model: AnyModel, steps: Index, x1: Float[np.ndarray, "*shape"]
+) -> Float[np.ndarray, "*shape"]:
+    """TorchLean `pfOdeSampleEuler`, corrected (erratum 2 above): Euler from t = 1 to 0 in
+    `steps` uniform steps, the drift read at t = 1, 1 − 1/n, …, 1/n.
+
+    Formula: pfOdeSampleEuler(steps, x1) = pf_ode_sample_euler(sch, model, x1,
+    pf_ode_uniform_grid(steps)) (Song et al. 2021, Eq. 13).
+    Shapes: x1 (*shape) -> (*shape).
+    """
+    return pf_ode_sample_euler(sch, model, x1, pf_ode_uniform_grid(steps))
+
+
 # --- the aliases with the same signature as the Python function ------------------------------
 
 sqrtNonneg = sqrt_nonneg  # noqa: N816
@@ -131,12 +162,10 @@ timeOfIndex = time_of_index  # noqa: N816
 qSample = q_sample  # noqa: N816
 epsPredLoss = eps_pred_loss  # noqa: N816
 x0Pred = x0_pred  # noqa: N816
-ddpmSample = ddpm_sample  # noqa: N816
 ddimSample = ddim_sample  # noqa: N816
 ddimPrev = ddim_prev  # noqa: N816
 pfOdeRhs = pf_ode_rhs  # noqa: N816
 eulerStep = euler_step  # noqa: N816
-pfOdeSampleEuler = pf_ode_sample_euler  # noqa: N816
 pfOdeEulerSystem = pf_ode_euler_system  # noqa: N816
 epsConvNet = eps_conv_net  # noqa: N816
 epsResidualConvNet = eps_residual_conv_net  # noqa: N816
@@ -168,8 +197,9 @@ TORCHLEAN_NAMES: dict[str, str] = {
 }
 """TorchLean (Lean) name → the Python name it corresponds to. Each Lean name is also an alias in
 this module. `ddpmStep`, `ddimStep` and `ddimStepSystem` take the step index k where the Python
-function takes t = k + 1; `pfOdeRhs` and `pfOdeSampleEuler` are the corrected functions (see the
-errata above)."""
+function takes t = k + 1; `ddpmSample` and `pfOdeSampleEuler` take no grid (they build the one
+their Python function takes); `pfOdeRhs` and `pfOdeSampleEuler` are the corrected functions (see
+the errata above)."""
 
 TORCHLEAN_ALIASES: tuple[str, ...] = tuple(TORCHLEAN_NAMES)
 """The alias names, importable from `spec` (not part of `spec.__all__`)."""

@@ -7,6 +7,11 @@ DDPM (Ho et al. 2020), Algorithm 1, one iteration on a batch of B images:
     ε ~ N(0, I)                  explicit noise
     gradient step on ∇_θ ‖ε − ε_θ(√ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, t)‖²   (Eq. 14; the model sees t/T)
 
+The model may predict ε, x_0 or v (a `spec.prediction.Denoiser`): each sample's loss is then
+`spec.loss.prediction_loss`, the model's own target, optionally weighted by min-SNR-γ with the
+weight of that target (Hang et al. 2023: min(1, γ/SNR) for ε, min(SNR, γ) for x_0,
+min(SNR, γ)/(SNR + 1) for v). For an ε-model without γ this is Eq. 14 above.
+
 The "gradient step" is Adam (Kingma & Ba 2015, Algorithm 1) on the batch mean of the per-sample
 losses, followed by an exponential moving average of the weights (the EMA of DDPM §B:
 "we used EMA on model parameters with a decay factor of 0.9999").
@@ -29,9 +34,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import EpsModel, Index, Scalar, check, holds, in_range
+from spec.core import Index, Scalar, check, holds, in_range
 from spec.data import to_diffusion_range
-from spec.loss import eps_pred_loss
+from spec.loss import prediction_loss
+from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
 
 __all__ = ["train_loss", "adam_step", "ema_update", "train_step"]
@@ -42,24 +48,31 @@ AdamState = dict  # {"step": int, "m": Params, "v": Params}
 
 def train_loss(
     sched: VPSchedule,
-    model: EpsModel,
+    model: AnyModel,
     x01: Float[np.ndarray, "b c h w"],
     t: Sequence[Index],
     eps: Float[np.ndarray, "b c h w"],
     weights: Float[np.ndarray, " b"] | None = None,
+    min_snr_gamma: Scalar | None = None,
 ) -> Scalar:
-    """The batch loss of one training step (DDPM Algorithm 1, lines 2–5; Eq. 14).
+    """The batch loss of one training step (DDPM Algorithm 1, lines 2–5; Eq. 14; for x_0- and
+    v-models Salimans & Ho 2022 §4, min-SNR-γ Hang et al. 2023 Eq. 7–8).
 
-    Formula: L = (1/B) Σ_i w_i · ℓ_i,  ℓ_i = eps_pred_loss(sched, model, 2·x01_i − 1, t_i, ε_i)
-             = mse(ε_θ(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T), ε_i),  t_i ∈ {1..T},
-    w_i = 1 unless `weights` is given (a per-sample weighting of the ε-loss).
+    Formula: L = (1/B) Σ_i w_i · ℓ_i,  t_i ∈ {1..T},
+      ℓ_i = prediction_loss(sched, model, 2·x01_i − 1, t_i, ε_i)
+          = mse(out(√ᾱ_{t_i}·x0_i + √(1 − ᾱ_{t_i})·ε_i, t_i/T), y_i), y_i the target of what the
+            model predicts (ε_i, x0_i or v_i; an EpsModel predicts ε: Eq. 14);
+      w_i = weights_i if `weights` is given, else min_snr_weight(sched, t_i, γ, the model's
+            prediction) if `min_snr_gamma` = γ is given, else 1.
     Shapes: x01 (B,C,H,W) in [0, 1], t B ints, eps (B,C,H,W), weights (B,) or None -> scalar.
     """
     check(holds(len(t) == x01.shape[0],
                 f"t must hold one time per sample ({x01.shape[0]}), got {len(t)}"),
           *(in_range("t", t_i, 1, sched.T) for t_i in t))
     x0 = to_diffusion_range(x01)
-    losses = np.array([eps_pred_loss(sched, model, x0[i], t[i], eps[i]) for i in range(x0.shape[0])])
+    gamma = min_snr_gamma if weights is None else None  # explicit weights replace min-SNR-γ
+    losses = np.array([prediction_loss(sched, model, x0[i], t[i], eps[i], gamma)
+                       for i in range(x0.shape[0])])
     w = np.ones_like(losses) if weights is None else np.asarray(weights, dtype=losses.dtype)
     return np.mean(w * losses)
 
@@ -108,7 +121,7 @@ def ema_update(ema: Params, params: Params, decay: float) -> Params:
 
 def train_step(
     sched: VPSchedule,
-    net: Callable[[Params], EpsModel],
+    net: Callable[[Params], AnyModel],
     params: Params,
     grads: Params,
     state: AdamState,
@@ -121,17 +134,19 @@ def train_step(
     beta1: float = 0.9,
     beta2: float = 0.999,
     adam_eps: float = 1e-8,
+    min_snr_gamma: Scalar | None = None,
 ) -> tuple[Scalar, Params, AdamState, Params | None, bool]:
     """One iteration of DDPM Algorithm 1: loss, guarded Adam step, EMA update.
 
-    Formula: L = train_loss(sched, net(params), x01, t, ε);  `grads` must be ∂L/∂θ at `params`
+    Formula: L = train_loss(sched, net(params), x01, t, ε, min_snr_gamma=γ) (net(params) an
+    ε-, x_0- or v-model);  `grads` must be ∂L/∂θ at `params`
     (the derivative of the spec loss; see the module docstring). If L and every gradient are
     finite: (θ, state) ← adam_step(θ, grads, state, lr, β1, β2, adam_eps) and, when `ema` is
     given, ema ← ema_update(ema, θ, ema_decay) (with the updated θ). Otherwise θ, state and ema
     are returned unchanged and `finite` is False.
     Shapes: x01, eps (B,C,H,W), t B ints; params, grads, ema dicts -> (L, θ, state, ema, finite).
     """
-    loss = train_loss(sched, net(params), x01, t, eps)
+    loss = train_loss(sched, net(params), x01, t, eps, min_snr_gamma=min_snr_gamma)
     finite = bool(np.isfinite(loss)) and all(bool(np.isfinite(g).all()) for g in grads.values())
     if not finite:
         return loss, params, state, ema, False

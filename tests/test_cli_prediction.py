@@ -124,7 +124,7 @@ def test_min_snr_gamma_zero_means_unweighted():
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--zero-terminal-snr", "--prediction", "eps"],
-     "--zero-terminal-snr needs --prediction v or x0"),
+     "--zero-terminal-snr needs --prediction x0"),
     (["--min-snr-gamma", "-1"], "--min-snr-gamma"),
     (["--label-dropout", "1"], "--label-dropout"),
     (["--class-conditional", "--model", "residual"], "--class-conditional needs --model film"),

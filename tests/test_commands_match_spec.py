@@ -131,17 +131,19 @@ def spec_samples(payload: dict, sampler: str = "ddim", n: int = 3, seed: int = 0
     if sampler == "ddim":
         grid = spec.schedule.timestep_grid(T, steps, spacing)
         noise = np.stack([normal() for _ in grid[1:]]) if eta > 0 else None
-        x0 = spec.ddim.ddim_sample_strided(sched, model, x_T, grid, eta, noise, clip)
+        x0 = spec.ddim.ddim_sample_strided(sched, model, x_T, grid, noise, eta=eta, clip=clip)
     elif sampler == "ddpm":
         drawn = [normal() for _ in range(T)]  # drawn at t = T, …, 1; the spec reads noise[t − 1]
-        x0 = spec.ddpm.ddpm_sample(sched, model, x_T, np.stack(drawn[::-1]))
+        x0 = spec.ddpm.ddpm_sample(sched, model, x_T, list(range(T, -1, -1)),
+                                   np.stack(drawn[::-1]))
     elif sampler == "dpm-solver++":
         grid = spec.schedule.timestep_grid(t0, steps, spacing)
         x0 = spec.dpm_solver.dpm_solver_pp_2m_sample(sched, model, x_T, grid)
     elif sampler == "pf-ode":
         sch = continuous_schedule(payload)
         t_start = min(float(sch.time_of_edm_sigma(sigmas[t0])), 1.0)
-        x0 = spec.pf_ode.pf_ode_sample_euler(sch, model, steps, x_T, t_start)
+        x0 = spec.pf_ode.pf_ode_sample_euler(sch, model, x_T,
+                                             spec.pf_ode.pf_ode_uniform_grid(steps, t_start))
     else:
         sch = continuous_schedule(payload)
         x_tilde, _ = spec.edm.vp_to_edm(1 / (1 + sigmas[t0] ** 2), x_T)
@@ -361,4 +363,4 @@ def test_evaluate_quality_scores_the_spec_ddim_samples(small_run, tmp_path, caps
                                rtol=TOL.rtol, atol=TOL.atol)
     got = json.loads(report.read_text())["quality"]
     assert got["n"] == 8 and got["samples"] == 8
-    assert f"{got['distance']:.3f} (real-vs-real floor {got['floor']:.3f}" in printed
+    assert quality.format_quality(got) in printed

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from runtime.data.datasets import load_dataset
-from runtime.plumbing.quality import fit_feature_net, frechet_distance, sample_quality
+from runtime.plumbing.quality import (
+    bootstrap_distances,
+    capacity,
+    fit_feature_net,
+    frechet_distance,
+    real_sets,
+    sample_quality,
+)
 
 
 def test_frechet_distance_of_diagonal_gaussians_is_closed_form():
@@ -22,6 +29,49 @@ def test_frechet_distance_of_diagonal_gaussians_is_closed_form():
     assert frechet_distance(f1, f2) == pytest.approx(expected, rel=1e-9)
     assert frechet_distance(f1, f1) == pytest.approx(0.0, abs=1e-9)
     assert frechet_distance(f1, f2) == pytest.approx(frechet_distance(f2, f1), rel=1e-9)
+
+
+def _features_with(mean: np.ndarray, cov: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n feature vectors whose sample mean and covariance (ddof = 1) are exactly mean and cov:
+    centred orthonormal columns, scaled by √(n − 1) and mapped by a Cholesky factor of cov."""
+    z = np.random.default_rng(seed).standard_normal((n, len(mean)))
+    q, _ = np.linalg.qr(z - z.mean(0))  # orthonormal columns, each orthogonal to the ones vector
+    q -= q.mean(0)  # (already centred up to rounding)
+    return q * np.sqrt(n - 1) @ np.linalg.cholesky(cov).T + mean
+
+
+def test_frechet_distance_of_non_commuting_covariances_is_closed_form():
+    # For 2×2 covariances, Σ1·Σ2 has the positive eigenvalues of Σ2^½·Σ1·Σ2^½, so
+    # Tr (Σ1·Σ2)^½ = √(Tr(Σ1·Σ2) + 2·√(det Σ1·det Σ2)): d² in closed form. Σ1 and Σ2 do not
+    # commute, so (Σ1·Σ2)^½ ≠ Σ1^½·Σ2^½ (their traces differ here by 5e-3, i.e. d² by 2.6e-3
+    # relative: far above the 1e-9 checked).
+    s1 = np.array([[2.0, 0.9], [0.9, 1.0]])
+    s2 = np.array([[0.5, -0.3], [-0.3, 1.5]])
+    assert not np.allclose(s1 @ s2, s2 @ s1)
+    m1, m2 = np.array([0.3, -1.0]), np.array([1.0, 0.5])
+    f1, f2 = _features_with(m1, s1, 40, 1), _features_with(m2, s2, 25, 2)
+    np.testing.assert_allclose(np.cov(f1, rowvar=False), s1, atol=1e-12)
+    tr_sqrt = np.sqrt(np.trace(s1 @ s2) + 2 * np.sqrt(np.linalg.det(s1) * np.linalg.det(s2)))
+    expected = np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    assert frechet_distance(f1, f2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_matches_the_symmetric_form_in_eight_dimensions():
+    # An independent computation: Tr (Σ1·Σ2)^½ = Tr (Σ2^½·Σ1·Σ2^½)^½, the square roots of
+    # symmetric matrices taken by eigendecomposition (numpy.linalg.eigh), not scipy's sqrtm of
+    # the non-symmetric product.
+    def sqrt_sym(a: np.ndarray) -> np.ndarray:
+        w, v = np.linalg.eigh(a)
+        return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+    rng = np.random.default_rng(5)
+    f1 = rng.standard_normal((60, 8)) @ rng.standard_normal((8, 8))
+    f2 = rng.standard_normal((50, 8)) @ rng.standard_normal((8, 8)) + 0.5
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    r2 = sqrt_sym(s2)
+    expected = (np.sum((f1.mean(0) - f2.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+                - 2 * np.trace(sqrt_sym(r2 @ s1 @ r2)))
+    assert frechet_distance(f1, f2) == pytest.approx(expected, rel=1e-8)
 
 
 def test_frechet_distance_rejects_bad_shapes():
@@ -44,26 +94,89 @@ def test_the_classifier_is_deterministic_and_accurate(digits):
     assert net.test_accuracy > 0.9  # its features separate the digits
 
 
-def test_real_images_sit_at_the_floor_and_noise_far_above(digits):
-    train, test, net = digits
-    real = sample_quality(train.x[:148], train, test, net)  # real, but not the reference images
-    noise = sample_quality(np.random.default_rng(0).uniform(0, 1, (148, 1, 8, 8)), train, test,
-                           net)
-    assert real["n"] == noise["n"] == 148 == len(test.x) // 2
-    assert real["floor"] == noise["floor"] > 0
-    assert real["ratio"] < 2.0 < 5.0 < noise["ratio"]
-    # blurring the digits (a typical failure of a weak generator) is seen too
-    blurred = 0.5 * (train.x[:148] + np.roll(train.x[:148], 1, axis=-1))
-    assert sample_quality(blurred, train, test, net)["distance"] > real["distance"]
+def test_the_bootstrap_fast_path_equals_frechet_distance_of_the_resampled_sets():
+    rng = np.random.default_rng(3)
+    f_gen, f_ref, f_second = (np.maximum(rng.standard_normal((40, 5)) + k, 0) for k in range(3))
+    distances, floors = bootstrap_distances(f_gen, f_ref, f_second, 3, np.random.default_rng(7))
+    # the same draws, in the order bootstrap_distances makes them: G, R, S rows per chunk
+    again = np.random.default_rng(7)
+    rows = [again.integers(0, 40, (3, 40)) for _ in range(3)]
+    for r in range(3):
+        g, ref, second = (f[idx[r]] for f, idx in zip((f_gen, f_ref, f_second), rows, strict=True))
+        assert distances[r] == pytest.approx(frechet_distance(g, ref), rel=1e-8)
+        assert floors[r] == pytest.approx(frechet_distance(second, ref), rel=1e-8)
 
 
-def test_the_training_split_reference_reaches_a_larger_n_and_still_separates(digits):
+def test_the_real_sets_alternate_over_test_then_training_images(digits):
+    train, test, _ = digits
+    assert capacity(train, test) == 898 == (297 + 1500) // 2
+    reference, second = real_sets(train, test, 898)
+    np.testing.assert_array_equal(reference, np.concatenate([test.x[0::2], train.x[1:1499:2]]))
+    np.testing.assert_array_equal(second, np.concatenate([test.x[1::2], train.x[0::2]]))
+    small_ref, small_second = real_sets(train, test, 100)  # small n: held-out images only
+    np.testing.assert_array_equal(small_ref, test.x[0:200:2])
+    np.testing.assert_array_equal(small_second, test.x[1:200:2])
+    with pytest.raises(ValueError, match="2 <= n <= 898"):
+        real_sets(train, test, 899)
+
+
+# Fewer replicates than the default (1000) keep the tests in seconds; the intervals below hold
+# with a wide margin at both.
+REPLICATES = 200
+
+
+def replace_pixels(x, fraction, rng):
+    """Each image with round(fraction · pixels) of its pixels (chosen at random) set to U(0, 1)."""
+    flat = np.array(x, dtype=np.float64).reshape(len(x), -1)
+    k = round(fraction * flat.shape[1])
+    for row in flat:
+        row[rng.choice(flat.shape[1], k, replace=False)] = rng.uniform(0, 1, k)
+    return flat.reshape(np.shape(x))
+
+
+def blur_one_pixel(x):
+    """Each pixel averaged with its left neighbour (kernel [½, ½] along the width, 0 beyond)."""
+    out = 0.5 * np.array(x, dtype=np.float64)
+    out[..., 1:] += 0.5 * np.asarray(x)[..., :-1]
+    return out
+
+
+@pytest.fixture(scope="module")
+def figures(digits):
+    """The figure at the digits' full n = 898 for the second real set itself and for it with
+    10 % of its pixels replaced by noise, blurred by one pixel, and for uniform noise."""
     train, test, net = digits
-    real = sample_quality(test.x, train, test, net, reference="train")  # held-out real images
-    noise = sample_quality(np.random.default_rng(0).uniform(0, 1, test.x.shape), train, test, net,
-                           reference="train")
-    assert real["n"] == noise["n"] == len(test.x) < len(train.x) // 2
-    assert real["reference"] == "train" and real["floor"] == noise["floor"] > 0
-    assert real["ratio"] < 2.0 < 5.0 < noise["ratio"]
-    with pytest.raises(ValueError, match="reference must be one of"):
-        sample_quality(test.x, train, test, net, reference="validation")
+    _, second = real_sets(train, test, 898)
+    rng = np.random.default_rng(0)
+    images = {"real": second, "noise 10 %": replace_pixels(second, 0.10, rng),
+              "blur": blur_one_pixel(second), "uniform": rng.uniform(0, 1, second.shape)}
+    return {name: sample_quality(x, train, test, net, replicates=REPLICATES)
+            for name, x in images.items()}
+
+
+def test_real_images_sit_at_the_floor_inside_their_interval(figures):
+    real = figures["real"]
+    assert real["n"] == 898 and real["bootstrap"]["replicates"] == REPLICATES
+    assert real["ratio"] == 1.0 and real["excess"] == 0.0  # G = S: the distance is the floor
+    assert real["ratio_ci"][0] < 1.0 < real["ratio_ci"][1]
+    assert real["excess_ci"][0] < 0.0 < real["excess_ci"][1]
+    assert real["classifier_test_accuracy"] > 0.9  # its features separate the digits
+
+
+def test_the_figure_detects_ten_percent_noise_pixels_and_a_one_pixel_blur(figures):
+    # detected: the whole interval of the excess over the floor lies above 0
+    for name in ("noise 10 %", "blur", "uniform"):
+        q = figures[name]
+        assert q["excess_ci"][0] > 0.0 and q["ratio_ci"][0] > 1.0, name
+        assert q["floor"] == figures["real"]["floor"]  # one floor per n
+        assert q["ratio"] == pytest.approx(1 + q["excess"] / q["floor"], rel=1e-12)
+        low, high = q["ratio_ci"]
+        assert low < q["ratio"] < high, name
+    assert figures["blur"]["ratio_ci"][0] > figures["noise 10 %"]["ratio_ci"][1]
+    assert figures["uniform"]["ratio_ci"][0] > 50.0
+
+
+def test_sample_quality_rejects_too_few_images(digits):
+    train, test, net = digits
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        sample_quality(test.x[:1], train, test, net)

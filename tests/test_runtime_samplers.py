@@ -10,7 +10,7 @@ from runtime.ddpm import ddpm_sample, ddpm_step
 from runtime.forward import q_sample
 from runtime.loss import eps_pred_loss
 from runtime.model import EpsFiLMNetConfig, from_spec_params, init_film_params
-from runtime.pf_ode import VPLinearSchedule, pf_ode_sample_euler
+from runtime.pf_ode import VPLinearSchedule, pf_ode_sample_euler, pf_ode_uniform_grid
 from runtime.schedule import Schedule, linear_betas
 
 
@@ -23,12 +23,13 @@ def _setup(device: str = "cpu") -> tuple[Schedule, torch.nn.Module]:
 def test_generator_makes_samplers_reproducible() -> None:
     sched, model = _setup()
     x = torch.randn(2, 1, 4, 4)
-    a = ddpm_sample(sched, model, x, generator=torch.Generator().manual_seed(3))
-    b = ddpm_sample(sched, model, x, generator=torch.Generator().manual_seed(3))
+    every = list(range(sched.T, -1, -1))
+    a = ddpm_sample(sched, model, x, every, torch.Generator().manual_seed(3))
+    b = ddpm_sample(sched, model, x, every, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     grid = ddim_timesteps(20, 5)
-    c = ddim_sample_strided(sched, model, x, grid, eta=1.0, generator=torch.Generator().manual_seed(4))
-    d = ddim_sample_strided(sched, model, x, grid, eta=1.0, generator=torch.Generator().manual_seed(4))
+    c = ddim_sample_strided(sched, model, x, grid, torch.Generator().manual_seed(4), eta=1.0)
+    d = ddim_sample_strided(sched, model, x, grid, torch.Generator().manual_seed(4), eta=1.0)
     assert torch.equal(c, d)
 
 
@@ -38,8 +39,9 @@ def test_generator_draws_noise_in_step_order() -> None:
     gen = torch.Generator().manual_seed(5)
     noise = torch.stack([torch.randn(x.shape, generator=gen) for _ in range(sched.T)])
     # step k = T-1 runs first and draws first
-    explicit = ddpm_sample(sched, model, x, noise=noise.flip(0))
-    drawn = ddpm_sample(sched, model, x, generator=torch.Generator().manual_seed(5))
+    every = list(range(sched.T, -1, -1))
+    explicit = ddpm_sample(sched, model, x, every, noise.flip(0))
+    drawn = ddpm_sample(sched, model, x, every, torch.Generator().manual_seed(5))
     assert torch.equal(explicit, drawn)
 
 
@@ -47,7 +49,8 @@ def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     sched, model = _setup()
     ddim_sample(sched, model, torch.randn(1, 1, 4, 4), progress=True)
     assert "ddim" in capsys.readouterr().err
-    pf_ode_sample_euler(VPLinearSchedule(), model, 3, torch.randn(1, 1, 4, 4), progress=True)
+    pf_ode_sample_euler(VPLinearSchedule(), model, torch.randn(1, 1, 4, 4),
+                        pf_ode_uniform_grid(3), progress=True)
     assert "pf-ode" in capsys.readouterr().err
 
 
@@ -55,7 +58,11 @@ def test_sampler_errors_are_actionable() -> None:
     sched, model = _setup()
     x = torch.randn(1, 1, 4, 4)
     with pytest.raises(ValueError, match="noise must have shape"):
-        ddpm_sample(sched, model, x, noise=torch.zeros(3, 1, 1, 4, 4))
+        ddpm_sample(sched, model, x, list(range(20, -1, -1)), torch.zeros(3, 1, 1, 4, 4))
+    with pytest.raises(ValueError, match="every time"):
+        ddpm_sample(sched, model, x, [20, 10, 0])
+    with pytest.raises(ValueError, match="deterministic"):
+        pf_ode_sample_euler(VPLinearSchedule(), model, x, [1.0, 0.0], torch.Generator())
     with pytest.raises(ValueError, match="strictly decreasing"):
         ddim_sample_strided(sched, model, x, [10, 10, 0])
     with pytest.raises(ValueError, match="eta"):
@@ -90,7 +97,7 @@ def test_hot_paths_do_not_synchronise_on_cuda() -> None:
         ddpm_step(sched, model, t_step, x, eps)
         ddim_step_between(sched, model, 9, 3, x, eta=0.5, z=eps, clip=True)
         ddim_step_between(sched, model, t_step, t_step - 1, x)
-        ddpm_sample(sched, model, x, noise=noise)
+        ddpm_sample(sched, model, x, list(range(20, -1, -1)), noise)
 
     hot_paths()  # first use: the schedule's tables are uploaded once per (dtype, device)
     torch.cuda.synchronize()

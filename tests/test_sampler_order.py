@@ -3,9 +3,12 @@ Gaussian data (the set-up is in `conformance/order.py`), plus the laws that tie 
 
 Each sampler's error at t = 0 is measured for N = 32, 64, 128, 256 steps, in float64, and the
 fitted log–log slope against the number of model evaluations must be within
-ORDER_TOLERANCE = 0.2 of the order its paper claims: 1 for DDIM (η = 0), PF-ODE Euler and EDM
-Euler, 2 for Heun (Karras et al. 2022) and DPM-Solver++(2M) (Lu et al. 2022). The last tests
-show that the check has teeth: a first-order method posing as second order fails it.
+ORDER_TOLERANCE = 0.2 of the order its paper claims: 1 for DDIM (η = 0), PF-ODE Euler, EDM
+Euler and flow Euler, 2 for Heun (Karras et al. 2022; EDM and flow form), DPM-Solver++(2M) and
+(2S) (Lu et al. 2022), 3 for DPM-Solver++(3M), p for UniP-p and p + 1 for UniPC-p (UniP-p
+followed by UniC-p; Zhao et al. 2023), p = 1, 2, 3, with B(h) bh1 and bh2. The mutant tests show
+that the check has teeth: a first-order method posing as second order, and DPM-Solver++(3M) with
+the reference code's φ_3 coefficient (half the quadratic term), fail it.
 """
 
 import math
@@ -20,7 +23,7 @@ from conformance.order import FIT_STEPS, SAMPLERS, errors, fitted_order, has_ord
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
 def test_order_of_accuracy(sampler):
-    points = errors(spec_runner(sampler.name))
+    points = errors(spec_runner(sampler.name), sampler.steps)
     slope = fitted_order(points)
     assert has_order(points, sampler.order), (
         f"{sampler.paper}: fitted order {slope:.3f}, claimed {sampler.order} "
@@ -81,7 +84,7 @@ def test_ddim_is_euler_in_edm_form():
 def test_heun_and_dpm_solver_converge_to_the_exact_solution():
     x, ab = order.start()
     exact = order.exact_x0(x, ab)
-    for name in ("heun", "dpm-solver++"):
+    for name in [s.name for s in SAMPLERS if s.order == 2]:
         _, out = spec_runner(name)(FIT_STEPS[-1])
         assert np.max(np.abs(out - exact)) < 1e-3, name
 
@@ -151,3 +154,118 @@ def test_vp_edm_round_trip():
     assert ab == pytest.approx(0.3, rel=1e-11, abs=0)
     np.testing.assert_allclose(back, x, rtol=1e-11)
     assert sigma == pytest.approx(math.sqrt(0.7 / 0.3), rel=1e-11, abs=0)
+
+
+def _dpm_3m_with_reference_phi3(n):
+    """DPM-Solver++(3M) with the third-order term of the authors' code and diffusers:
+    −√ᾱ_n·φ_3·D2, φ_3 = φ_2/h − ½, D2 = h²·d2, i.e. half the spec's (h² − 2(h + E))·d2."""
+    x, ab = order.start()
+    sigmas = spec.edm_sigmas(n, order.HIGH_ORDER_SIGMA_MIN, spec.vp_to_edm(ab, x)[1], order.RHO)
+    sched = spec.VPSchedule(order.discrete_betas(sigmas))
+    model = order._SpecOracle(order._table_lookup(sched.alpha_bar))
+    lam = spec.half_log_snr(sched.alpha_bar)
+    m, ts = [], list(range(n, -1, -1))
+    for i in range(1, n + 1):
+        t, t_next = ts[i - 1], ts[i]
+        m.append(spec.x0_pred(sched, model, x, t))
+        q = min(3, i, n + 1 - i)
+        if q < 3:
+            prev = (m[-2], ts[i - 2]) if q == 2 else (None, None)
+            x = spec.dpm_solver_pp_2m_step(sched, x, m[-1], t, t_next, *prev)
+            continue
+        h, h0, h1 = lam[t_next] - lam[t], lam[t] - lam[ts[i - 2]], lam[ts[i - 2]] - lam[ts[i - 3]]
+        r0, r1 = h0 / h, h1 / h
+        d1_0, d1_1 = (m[-1] - m[-2]) / r0, (m[-2] - m[-3]) / r1
+        D1, D2 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1), (d1_0 - d1_1) / (r0 + r1)
+        phi1 = np.expm1(-h)
+        phi2 = phi1 / h + 1
+        phi3 = phi2 / h - 0.5
+        a_n, s_n, s_t = (math.sqrt(sched.alpha_bar[t_next]), math.sqrt(1 - sched.alpha_bar[t_next]),
+                         math.sqrt(1 - sched.alpha_bar[t]))
+        x = s_n / s_t * x - a_n * phi1 * m[-1] + a_n * phi2 * D1 - a_n * phi3 * D2
+    return n, x
+
+
+def test_dpm_solver_3m_with_the_reference_phi3_is_second_order():
+    """The authors' code and diffusers halve the quadratic term of (3M): their update is exact
+    only for x̂_0 linear in λ, and measures order 2 where the spec's measures 3."""
+    points = errors(_dpm_3m_with_reference_phi3, order.LATE_STEPS)
+    assert not has_order(points, 3), points
+    # each halving of h gains ~4 (2.98, 3.59, 3.82 measured: order 2 approached from below)
+    gains = [a[1] / b[1] for a, b in zip(points, points[1:], strict=False)]
+    assert all(4 / 1.5 < g < 4 * 1.5 for g in gains), gains
+
+
+def _quadratic_in_lambda_history(sched, times, x_shape, rng):
+    """x̂_0(λ) = a + b·λ + c·λ² at the given times (a, b, c random arrays)."""
+    a, b, c = (rng.standard_normal(x_shape) for _ in range(3))
+    lam = spec.half_log_snr(sched.alpha_bar)
+    return [a + b * lam[t] + c * lam[t] ** 2 for t in times], (a, b, c), lam
+
+
+def test_dpm_solver_3m_integrates_a_quadratic_exactly():
+    """For x̂_0 quadratic in λ (the same on the whole step), (3M)'s update equals the exact
+    solution of DPM-Solver++ Eq. 9, x_n = (σ_n/σ_t)·x_t + σ_n·∫ e^λ·x̂_0(λ) dλ, here integrated
+    in closed form: ∫ e^λ·λ^k dλ for k = 0, 1, 2."""
+    sched = spec.VPSchedule(spec.cosine_betas(30))
+    rng = np.random.default_rng(3)
+    (m2, m1, m0), (a, b, c), lam = _quadratic_in_lambda_history(sched, [20, 14, 9], (2, 3), rng)
+    x = rng.standard_normal((2, 3))
+    out = spec.dpm_solver_pp_3m_step(sched, x, m0, 9, 4, m1, 14, m2, 20)
+
+    def antiderivative(v):  # ∫ e^v·(a + b·v + c·v²) dv
+        return np.exp(v) * (a + b * (v - 1) + c * (v**2 - 2 * v + 2))
+
+    ab_t, ab_n = sched.alpha_bar[9], sched.alpha_bar[4]
+    s_t, s_n = math.sqrt(1 - ab_t), math.sqrt(1 - ab_n)
+    exact = s_n / s_t * x + s_n * (antiderivative(lam[4]) - antiderivative(lam[9]))
+    np.testing.assert_allclose(out, exact, rtol=1e-10, atol=1e-12)
+
+
+def test_unip_2_with_bh2_is_dpm_solver_pp_2m_and_unip_3_is_3m():
+    """UniP-2 with B(h) = e^{−h} − 1 and ρ = ½ is DPM-Solver++(2M)'s step; UniP-3 (the solved
+    Vandermonde system, either B(h)) integrates the quadratic through three x̂_0 exactly, which
+    is the spec's (3M) step (and not the reference code's)."""
+    sched = spec.VPSchedule(spec.linear_betas(40, 1e-4, 0.05))
+    rng = np.random.default_rng(4)
+    x, m0, m1, m2 = (rng.standard_normal((1, 3, 3)) for _ in range(4))
+    np.testing.assert_allclose(spec.unip_step(sched, x, [m1, m0], [25, 17], 9, "bh2"),
+                               spec.dpm_solver_pp_2m_step(sched, x, m0, 17, 9, m1, 25),
+                               rtol=1e-12, atol=1e-12)
+    for variant in spec.UNIPC_VARIANTS:
+        np.testing.assert_allclose(spec.unip_step(sched, x, [m2, m1, m0], [31, 25, 17], 9, variant),
+                                   spec.dpm_solver_pp_3m_step(sched, x, m0, 17, 9, m1, 25, m2, 31),
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_unipc_and_dpm_solver_pp_2s_are_exact_for_a_point_mass():
+    """Data = one point μ: x̂_0 = μ on every trajectory, so every exponential-integrator step
+    (predictor, corrector, singlestep) is exact and the output is μ."""
+    mu = -0.4
+    sched = spec.VPSchedule(spec.linear_betas(50, 1e-4, 0.2))
+    ab = sched.alpha_bar
+
+    def eps(x, t_norm):
+        a = ab[round(t_norm * 50)]
+        return (x - math.sqrt(a) * mu) / math.sqrt(1 - a)
+
+    model = spec.model.FunctionEpsModel(eps)
+    x = np.full((1, 2, 2), 0.9)
+    grid = [50, 37, 31, 17, 8, 3, 0]
+    for p in (1, 2, 3):
+        for variant in spec.UNIPC_VARIANTS:
+            out = spec.unipc_sample(sched, model, x, grid, order=p, variant=variant)
+            np.testing.assert_allclose(out, mu, atol=1e-10)
+    np.testing.assert_allclose(spec.dpm_solver_pp_2s_sample(sched, model, x, grid), mu, atol=1e-10)
+    np.testing.assert_allclose(spec.dpm_solver_pp_3m_sample(sched, model, x, grid), mu, atol=1e-10)
+
+
+def test_dpm_solver_pp_2s_pairs_grid_intervals():
+    """(2S) on [τ0, τ1, τ2] is one step through τ1; on a one-interval grid it is DDIM."""
+    sched = spec.VPSchedule(spec.cosine_betas(20))
+    model = order._SpecOracle(order._table_lookup(sched.alpha_bar))
+    x = np.random.default_rng(5).standard_normal((1, 3, 3))
+    np.testing.assert_allclose(spec.dpm_solver_pp_2s_sample(sched, model, x, [15, 7, 0]),
+                               spec.dpm_solver_pp_2s_step(sched, model, x, 15, 7, 0), atol=0)
+    np.testing.assert_allclose(spec.dpm_solver_pp_2s_sample(sched, model, x, [15, 0]),
+                               spec.ddim_sample_strided(sched, model, x, [15, 0]), atol=1e-12)

@@ -101,10 +101,10 @@ def test_ddim_step_between_time_ranges():
 @pytest.mark.parametrize(
     "grid, fragments",
     [
-        ([10, 5, 5, 0], ("strictly decreasing", "timesteps[1] = 5", "timesteps[2] = 5")),
-        ([10, 3, 6, 0], ("strictly decreasing", "timesteps[1] = 3", "timesteps[2] = 6")),
-        ([10, 5, 1], ("end at 0", "timesteps[-1] = 1")),
-        ([11, 5, 0], ("timesteps[0]", "{1..10}", "11")),
+        ([10, 5, 5, 0], ("strictly decreasing", "grid[1] = 5", "grid[2] = 5")),
+        ([10, 3, 6, 0], ("strictly decreasing", "grid[1] = 3", "grid[2] = 6")),
+        ([10, 5, 1], ("end at 0", "grid[-1] = 1")),
+        ([11, 5, 0], ("grid[0]", "{1..10}", "11")),
         ([0], ("at least 2",)),
     ],
 )
@@ -113,10 +113,47 @@ def test_bad_ddim_grids(grid, fragments):
         spec.ddim_sample_strided(SCHED, MODEL, X, grid)
 
 
+VP = spec.VPLinearSchedule()
+
+
+@pytest.mark.parametrize(
+    "sample, grid, fragments",
+    [
+        (spec.dpm_solver_pp_2m_sample, [10, 5, 5, 0], ("strictly decreasing", "grid[1] = 5")),
+        (spec.ddpm_sample, [10, 5, 0], ("every time", "T = 10")),
+        (spec.edm_sample_euler, [2.0, 2.0, 0.0], ("strictly decreasing", "grid[0] = 2.0")),
+        (spec.edm_sample_heun, [1.0, -0.5], (">= 0", "grid[-1] = -0.5")),
+        (spec.pf_ode_sample_euler, [1.5, 0.0], ("grid[0]", "(0, 1]", "1.5")),
+        (spec.pf_ode_sample_euler, [0.5], ("at least 2",)),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_every_sampler_checks_its_grid_with_the_same_messages(sample, grid, fragments):
+    sched = SCHED if sample in (spec.dpm_solver_pp_2m_sample, spec.ddpm_sample) else VP
+    with raises(*fragments):
+        sample(sched, MODEL, X, grid, np.zeros((10, *X.shape)) if sample is spec.ddpm_sample
+               else None)
+
+
+@pytest.mark.parametrize("sample, grid", [(spec.dpm_solver_pp_2m_sample, [10, 0]),
+                                          (spec.edm_sample_euler, [1.0, 0.0]),
+                                          (spec.pf_ode_sample_euler, [1.0, 0.0])],
+                         ids=lambda v: getattr(v, "__name__", None))
+def test_deterministic_samplers_refuse_noise(sample, grid):
+    sched = SCHED if sample is spec.dpm_solver_pp_2m_sample else VP
+    with raises("noise", "deterministic", "(1, 1, 2, 2)"):
+        sample(sched, MODEL, X, grid, np.zeros((1, *X.shape)))
+
+
+def test_ddpm_needs_its_noise():
+    with raises("noise", "required", "None"):
+        spec.ddpm_sample(SCHED, MODEL, X, list(range(10, -1, -1)))
+
+
 def test_ddim_grid_of_non_integers():
     # beartype checks one random element of a Sequence[int] annotation, so under the test hook
     # either the annotation or the ValueError fires; both name the value
-    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="timesteps"):
+    with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="grid"):
         spec.ddim_sample_strided(SCHED, MODEL, X, [10, 4.5, 0])
 
 
@@ -142,9 +179,9 @@ def test_mismatched_shapes():
     with raises("z", "(1, 2, 2)", "(2, 2, 2)"):
         spec.ddpm_step(SCHED, MODEL, 3, X, other)
     with raises("noise", "(10, 1, 2, 2)", "(9, 1, 2, 2)"):
-        spec.ddpm_sample(SCHED, MODEL, X, np.zeros((9, 1, 2, 2)))
+        spec.ddpm_sample(SCHED, MODEL, X, list(range(10, -1, -1)), np.zeros((9, 1, 2, 2)))
     with raises("noise", "(2, 1, 2, 2)", "(3, 1, 2, 2)"):
-        spec.ddim_sample_strided(SCHED, MODEL, X, [10, 5, 0], eta=1.0, noise=np.zeros((3, 1, 2, 2)))
+        spec.ddim_sample_strided(SCHED, MODEL, X, [10, 5, 0], np.zeros((3, 1, 2, 2)), eta=1.0)
     with raises("z", "(1, 2, 2)", "(2, 2, 2)"):
         spec.ddim_step_between(SCHED, MODEL, 3, 2, X, eta=1.0, z=other)
     with raises("eps_hat", "(1, 2, 2)", "(2, 2, 2)"):
@@ -194,7 +231,7 @@ def test_other_ranges():
     with raises("T", "{1..", "0"):
         spec.linear_betas(0, 1e-4, 0.02)
     with raises("steps", "{1..", "0"):
-        spec.pf_ode_sample_euler(spec.VPLinearSchedule(), MODEL, 0, X)
+        spec.pf_ode_uniform_grid(0)
     with raises("t", "[0, 1]", "1.5"):
         spec.pf_ode_rhs(spec.VPLinearSchedule(), MODEL, X, 1.5)
     with raises("n", "{0..", "-1"):

@@ -66,7 +66,8 @@ def test_ddpm_maps_noise_to_the_data_distribution(rng):
     x_T = rng.standard_normal(N)
     noise = rng.standard_normal((LINEAR_1000.T, N))
     assert_is_data_distribution(
-        spec.ddpm_sample(LINEAR_1000, discrete_oracle(LINEAR_1000), x_T, noise), 0.02
+        spec.ddpm_sample(LINEAR_1000, discrete_oracle(LINEAR_1000), x_T,
+                         list(range(LINEAR_1000.T, -1, -1)), noise), 0.02
     )
 
 
@@ -83,19 +84,21 @@ def test_ddim_strided_maps_noise_to_the_data_distribution(rng, eta):
     grid = spec.ddim_timesteps(COSINE_400.T, 200)
     x_T = rng.standard_normal(N)
     noise = rng.standard_normal((len(grid) - 1, N))
-    out = spec.ddim_sample_strided(COSINE_400, discrete_oracle(COSINE_400), x_T, grid, eta, noise)
+    out = spec.ddim_sample_strided(COSINE_400, discrete_oracle(COSINE_400), x_T, grid, noise,
+                                   eta=eta)
     assert_is_data_distribution(out, 0.04)
 
 
 PF_STEPS = 100
 VP = spec.VPLinearSchedule()
 PF_ORACLE = GaussianOracle(VP.alpha_bar)
+PF_GRID = spec.pf_ode_uniform_grid(PF_STEPS)
 
 
 def test_pf_ode_euler_maps_noise_to_the_data_distribution(rng):
     # allowance 2%: Euler's O(1/steps) error; ᾱ(1) = e^(−10.05) makes N(0, I) the right start
     x1 = rng.standard_normal(N)
-    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, PF_STEPS, x1), 0.02)
+    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, x1, PF_GRID), 0.02)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,12 +127,12 @@ def test_torchlean_doubled_score_term_collapses_the_std(rng):
     # The doubled term turns the exact flow's contraction −½β + ½β/v (v = ᾱs² + σ²) into
     # −½β + β/v: the spread is squeezed far below s.
     assert x.std() < 0.05 * S
-    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, PF_STEPS, x1), 0.02)
+    assert_is_data_distribution(spec.pf_ode_sample_euler(VP, PF_ORACLE, x1, PF_GRID), 0.02)
 
 
 def test_torchlean_time_order_shifts_the_mean(rng):
     x1 = rng.standard_normal(N)
-    ours = spec.pf_ode_sample_euler(VP, PF_ORACLE, PF_STEPS, x1)
+    ours = spec.pf_ode_sample_euler(VP, PF_ORACLE, x1, PF_GRID)
     lean = torchlean_order_sample(x1, PF_STEPS)
     assert_is_data_distribution(ours, 0.02)
     # Both samplers are affine in x1 with the same slope, so on the same x1 their means differ
@@ -173,6 +176,15 @@ def test_ddim_timesteps_of_ten_steps_over_a_thousand():
     assert list(spec.ddim_timesteps(10, 4)) == [10, 8, 5, 3, 0]  # 10·4/4, 7.5 → 8, 5, 2.5 → 3, 0
 
 
+@pytest.mark.parametrize("T, n", [(1000, 10), (1000, 50), (1000, 8), (20, 4)])
+def test_the_ddim_papers_grid_is_leading_not_even(T, n):
+    # DDIM's code strides range(0, T, T // n) over 0-based timesteps τ, whose ᾱ is our ᾱ_{τ+1}
+    # (n times when n divides T)
+    paper = [tau + 1 for tau in reversed(range(0, T, T // n))]
+    assert list(spec.timestep_grid(T, n, "leading")) == [*paper, 0]
+    assert list(spec.ddim_timesteps(T, n))[:-1] != paper
+
+
 # ---------------------------------------------------------------------------------------------
 # Identities between samplers
 
@@ -184,9 +196,9 @@ def test_ddim_with_eta_one_on_the_full_grid_is_ddpm():
     model = TanhModel(0.7, -0.4, 0.2)
     rng = np.random.default_rng(7)
     x_T, noise = rng.standard_normal(64), rng.standard_normal((20, 64))
-    ddpm = spec.ddpm_sample(sched, model, x_T, noise)
+    ddpm = spec.ddpm_sample(sched, model, x_T, list(range(20, -1, -1)), noise)
     ddim = spec.ddim_sample_strided(
-        sched, model, x_T, spec.ddim_timesteps(20, 20), 1.0, noise[::-1]
+        sched, model, x_T, spec.ddim_timesteps(20, 20), noise[::-1], eta=1.0
     )
     np.testing.assert_allclose(ddim, ddpm, rtol=1e-8, atol=1e-8)
 
@@ -221,3 +233,19 @@ def test_l_T_of_the_prior_term_in_closed_form():
     want = sum(0.5 * (-1 - math.log(1 - ab) + (1 - ab) + ab * v**2) for v in x0)
     terms = spec.vlb_terms(sched, TanhModel(0.1, 0.1, 0.1), x0, np.zeros((4, 3)), bins=3)
     assert math.isclose(terms[-1], want, rel_tol=1e-12)
+
+
+def test_ddpm_variance_choices_differ_by_their_closed_form_sigma():
+    """DDPM §3.2 with β = (0.1, 0.2): at t = 2 β̃_2 = (1 − 0.9)·0.2/(1 − 0.72) = 1/14, so the two
+    fixed choices differ by exactly (√0.2 − √(1/14))·z; at t = 1 neither adds noise (Algorithm 2)."""
+    sched = spec.VPSchedule(np.array([0.1, 0.2]))
+    model = TanhModel(0.7, -0.4, 0.2)
+    x, z = np.linspace(-1.0, 1.0, 6), np.linspace(2.0, -1.0, 6)
+    small, large = (spec.ddpm_step(sched, model, 2, x, z, variance=v)
+                    for v in ("fixed_small", "fixed_large"))
+    np.testing.assert_allclose(large - small, (math.sqrt(0.2) - math.sqrt(1 / 14)) * z, rtol=1e-9)
+    quiet = spec.ddpm_step(sched, model, 1, x, 0 * z)
+    for v in ("fixed_small", "fixed_large"):
+        np.testing.assert_array_equal(spec.ddpm_step(sched, model, 1, x, z, variance=v), quiet)
+    with pytest.raises(ValueError, match=r"variance must be one of \['fixed_large', 'fixed_small'\], got 'learned'"):
+        spec.ddpm_step(sched, model, 2, x, z, variance="learned")

@@ -236,7 +236,9 @@ def test_ddpm_sample_uses_noise_t_minus_1_in_the_step_at_t(sched, model, x_T, se
     x = x_T
     for t in range(sched.T, 0, -1):
         x = spec.ddpm_step(sched, model, t, x, noise[t - 1])
-    assert np.array_equal(spec.ddpm_sample(sched, model, x_T, noise), x)
+    every = list(range(sched.T, -1, -1))
+    assert np.array_equal(spec.ddpm_sample(sched, model, x_T, every, noise), x)
+    assert np.array_equal(spec.ddpmSample(sched, model, x_T, noise), x)
 
 
 @given(schedules(), tanh_models(), shapes().flatmap(samples))
@@ -302,11 +304,13 @@ def test_frozen_driven_system_is_the_driven_system_fed_a_constant_input(n, xu):
 @given(st.integers(1, 6), tanh_models(), shapes().flatmap(samples))
 def test_pf_ode_sampler_iterates_its_euler_systems_from_t_equals_1(steps, model, x1):
     sch = spec.VPLinearSchedule()
-    h = 1 / steps
+    grid = spec.pf_ode_uniform_grid(steps)
+    assert grid == [1 - i * (1 / steps) for i in range(steps)] + [0.0]
     x = x1
     for i in range(steps):
-        x = spec.pf_ode_euler_system(sch, model, 1 - i * h, -h).step(x)
-    assert np.array_equal(spec.pf_ode_sample_euler(sch, model, steps, x1), x)
+        x = spec.pf_ode_euler_system(sch, model, grid[i], grid[i + 1] - grid[i]).step(x)
+    assert np.array_equal(spec.pf_ode_sample_euler(sch, model, x1, grid), x)
+    assert np.array_equal(spec.pfOdeSampleEuler(sch, model, steps, x1), x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,16 +439,19 @@ def test_standard_normal_cdf_is_symmetric(x):
     tanh_models(),
     bin_counts().flatmap(lambda b: st.tuples(st.just(b), binned_samples((2, 3), b))),
     seeds(),
+    st.sampled_from(sorted(spec.likelihood.VLB_CONVENTIONS)),
 )
 def test_vlb_terms_are_non_negative_and_bits_per_dim_is_their_scaled_sum(
-    sched, model, bins_x0, seed
+    sched, model, bins_x0, seed, convention
 ):
+    if sched.T < 2:  # "reference-code" reads β̃_2
+        convention = "beta-1"
     bins, x0 = bins_x0
     noise = np.random.default_rng(seed).standard_normal((sched.T, *x0.shape))
-    terms = spec.vlb_terms(sched, model, x0, noise, bins)
+    terms = spec.vlb_terms(sched, model, x0, noise, bins, convention)
     assert terms.shape == (sched.T + 1,)
     assert np.all(terms >= -1e-9)  # KLs ≥ 0 and −log p ≥ 0
-    bpd = spec.bits_per_dim(sched, model, x0, noise, bins)
+    bpd = spec.bits_per_dim(sched, model, x0, noise, bins, convention)
     assert math.isclose(bpd, terms.sum() / (x0.size * math.log(2)), rel_tol=1e-12)
 
 

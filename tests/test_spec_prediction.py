@@ -65,7 +65,8 @@ ZERO_SNR_400 = spec.VPSchedule(spec.rescale_zero_terminal_snr(spec.cosine_betas(
 def test_ddpm_with_optimal_x0_or_v_maps_noise_to_the_data(rng, prediction):
     sched = spec.VPSchedule(spec.linear_betas(1000, 1e-4, 0.02))
     x_T, noise = rng.standard_normal(N), rng.standard_normal((1000, N))
-    out = spec.ddpm_sample(sched, discrete(sched, prediction), x_T, noise)
+    out = spec.ddpm_sample(sched, discrete(sched, prediction), x_T, list(range(1000, -1, -1)),
+                           noise)
     assert_is_data_distribution(out, 0.02)  # the fixed-small-variance bias, as for ε*
 
 
@@ -81,7 +82,8 @@ def test_ddim_with_optimal_x0_or_v_maps_noise_to_the_data(rng, prediction, spaci
 @pytest.mark.parametrize("prediction", ["x0", "v"])
 def test_pf_ode_with_optimal_x0_or_v_maps_noise_to_the_data(rng, prediction):
     model = GaussianPredictor(VP.alpha_bar, prediction)
-    out = spec.pf_ode_sample_euler(VP, model, PF_STEPS, rng.standard_normal(N))
+    out = spec.pf_ode_sample_euler(VP, model, rng.standard_normal(N),
+                                   spec.pf_ode_uniform_grid(PF_STEPS))
     assert_is_data_distribution(out, 0.02)
 
 
@@ -91,7 +93,8 @@ def test_zero_terminal_snr_v_model_samples_from_pure_noise(rng, sampler):
     model = discrete(ZERO_SNR_400, "v")
     x_T = rng.standard_normal(N)
     if sampler == "ddpm":
-        out = spec.ddpm_sample(ZERO_SNR_400, model, x_T, rng.standard_normal((400, N)))
+        out = spec.ddpm_sample(ZERO_SNR_400, model, x_T, list(range(400, -1, -1)),
+                               rng.standard_normal((400, N)))
     else:
         out = spec.ddim_sample_strided(ZERO_SNR_400, model, x_T,
                                        spec.timestep_grid(400, 200, "trailing"))
@@ -252,6 +255,44 @@ def test_zero_terminal_snr_rescaling(T, kind):
     s_old, s_new = np.sqrt(old.alpha_bar[1:]), np.sqrt(sched.alpha_bar[1:])
     slope = s_old[0] / (s_old[0] - s_old[-1])
     np.testing.assert_allclose(s_new, slope * (s_old - s_old[-1]), rtol=1e-7, atol=1e-12)
+
+
+def _algorithm_1_alpha_bar(betas):
+    """Lin et al. 2023, Algorithm 1, step by step: ᾱ' = s'² with s' = s_1·(s − s_T)/(s_1 − s_T)."""
+    s = np.sqrt(np.cumprod(1 - betas))
+    return (s[0] * (s - s[-1]) / (s[0] - s[-1])) ** 2
+
+
+def test_zero_terminal_snr_of_ddpm_linear_is_algorithm_1():
+    # ᾱ'_999 = 4.2e-9: dividing by ᾱ'_{t−1} + EPS (the old safe_div) moved β'_998 by 2e-5 and
+    # ᾱ'_999 by 1.4e-4 relative; the exact division leaves only the rounding of 999 products
+    betas = spec.linear_betas(1000, 1e-4, 0.02)
+    want = _algorithm_1_alpha_bar(betas)
+    got = spec.VPSchedule(spec.rescale_zero_terminal_snr(betas)).alpha_bar[1:]
+    assert want[-2] < 5e-9 and got[-1] == 0.0
+    np.testing.assert_allclose(got[:-1], want[:-1], rtol=1e-12, atol=0)
+
+
+def test_zero_terminal_snr_with_trailing_zero_betas_ends_in_betas_of_one():
+    # s = (√0.9, √0.72, √0.72, √0.72): ᾱ' = (0.9, 0, 0, 0), so β' = (0.1, 1, 1, 1), and the
+    # ratios ᾱ'_t/ᾱ'_{t−1} = 0/0 of t = 3, 4 are the explicit zero case, not a NaN
+    got = spec.rescale_zero_terminal_snr(np.array([0.1, 0.2, 0.0, 0.0]))
+    np.testing.assert_allclose(got, [0.1, 1.0, 1.0, 1.0], rtol=1e-15, atol=0)
+
+
+def test_ddim_sigma_eta_under_zero_terminal_snr_is_eq_16_exactly():
+    # an x0-model that outputs 0 at x_t = 0 gives x̂0 = ε̂ = 0, so x_prev = σ_η·z = σ_η for z = 1;
+    # σ_η = η·√((1 − ᾱ_prev)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_prev)) (DDIM Eq. 16). With ᾱ_prev down to
+    # 4.2e-9 the old safe_div denominators moved it by 1e-5 relative (999 → 998, 998 → 997); the
+    # exact divisions by rounding only.
+    sched = spec.VPSchedule(spec.rescale_zero_terminal_snr(spec.linear_betas(1000, 1e-4, 0.02)))
+    zero = PredictionModel(TanhModel(0.0, 0.0, 0.0), "x0")
+    assert np.all(zero.output(np.zeros(1), 0.5) == 0.0)
+    for t, t_prev, eta in [(1000, 999, 1.0), (999, 998, 1.0), (998, 997, 0.5), (2, 1, 1.0)]:
+        ab, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t_prev]
+        want = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+        got = spec.ddim_step_between(sched, zero, t, t_prev, np.zeros(1), eta, np.ones(1))
+        assert math.isclose(float(got[0]), want, rel_tol=1e-14), (t, t_prev, float(got[0]), want)
 
 
 def test_zero_terminal_snr_errors():

@@ -1,6 +1,6 @@
 """The compute sweep (scripts/sweep.py) and the trainer's defaults name the same runs: its
 "new default" row is exactly what `python -m runtime.train` trains with no flags, and its
-"old default" row is the recipe `make train` ran before the sweep (README, Quality per FLOP)."""
+"old default" row is the recipe `make train` ran before the sweep (docs/training.md, Quality per FLOP)."""
 
 from __future__ import annotations
 

@@ -89,16 +89,15 @@ def test_sample_and_evaluate_load_without_the_trainer():
 
 
 def test_the_cli_choice_lists_equal_the_runtime_tables():
-    """runtime.plumbing.config keeps its own --prediction and --lr-schedule choices (so that --help does
-    not import torch); they must name exactly what runtime.prediction and runtime.plumbing.lr_schedule
-    accept."""
+    """--prediction's choices and help are read off runtime.prediction.PREDICTION_TABLE;
+    runtime.plumbing.config keeps its own --lr-schedule choices, which must name exactly what
+    runtime.plumbing.lr_schedule accepts."""
     import runtime.plumbing.config
     import runtime.plumbing.lr_schedule
     import runtime.prediction
 
-    assert runtime.plumbing.config.PREDICTIONS == runtime.prediction.PREDICTIONS
+    assert runtime.plumbing.config.PREDICTIONS == tuple(runtime.prediction.PREDICTION_TABLE)
+    help = runtime.plumbing.config.PREDICTION_HELP
+    assert all(f"{name} ({row.help})" in help
+               for name, row in runtime.prediction.PREDICTION_TABLE.items())
     assert runtime.plumbing.config.LR_SCHEDULES == runtime.plumbing.lr_schedule.LR_SCHEDULES
-    import runtime.train.artifacts
-
-    # the loss plot's label names each prediction's target
-    assert set(runtime.train.artifacts.TARGET_SYMBOL) == set(runtime.plumbing.config.PREDICTIONS)

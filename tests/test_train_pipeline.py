@@ -21,6 +21,7 @@ import runtime.train as train_module
 import runtime.train.loop as loop_module
 import runtime.train_step as step_module
 import spec.ddim
+import spec.forward
 import spec.likelihood
 import spec.model
 import spec.prediction
@@ -157,6 +158,34 @@ def test_t_noise_and_data_drawn_by_the_real_trainer(monkeypatch, tmp_path, capsy
     assert len(set(orders)) == len(orders)  # a fresh permutation every epoch
 
 
+def test_label_dropout_rate_and_kept_labels_of_the_real_trainer():
+    """A class-conditional run's batches (`draw_batch`, what the loop calls each step) replace
+    each label by the null label (num_classes) with probability --label-dropout, independently
+    per sample, and keep the image's own label otherwise: 1,280 draws, a binomial test of the
+    rate (a rate of p/2 or 1 − p fails it with p-value < 1e-12), and every kept label checked."""
+    from runtime.config import TrainConfig
+
+    from runtime.train.run import build_run, draw_batch, load_data
+
+    p, steps = 0.3, 20
+    cfg = TrainConfig(T=10, sample_steps=2, hidden_c=8, batch_size=64, n_total=64,
+                      class_conditional=True,
+                      label_dropout=p, progress=False, quality_samples=0)
+    data = load_data(cfg)
+    run = build_run(cfg, DistInfo(), data, torch.device("cpu"))
+    null = run.model.num_classes
+    label_of = {tuple(img.flatten().tolist()): int(y)
+                for img, y in zip(data.x, data.y, strict=True)}
+    batches = [draw_batch(run) for _ in range(steps)]
+    x = torch.cat([b.x01 for b in batches])
+    labels = torch.cat([b.model_args[0] for b in batches]).numpy()
+    assert len(labels) == steps * 64 and null == max(label_of.values()) + 1
+    dropped = labels == null
+    assert stats.binomtest(int(dropped.sum()), len(labels), p).pvalue > 1e-3
+    kept = [label_of[tuple(img.flatten().tolist())] for img in x[~torch.from_numpy(dropped)]]
+    np.testing.assert_array_equal(labels[~dropped], kept)
+
+
 def test_rank_slices_partition_the_global_batch():
     for world in (1, 2, 3, 4):
         b = 5
@@ -194,7 +223,7 @@ def _spec_ddim_images(payload, n, seed, steps, ema=True) -> np.ndarray:
     x_T = torch.randn((n, C, H, W), generator=torch.Generator().manual_seed(seed)).double()
     grid = spec.ddim.ddim_timesteps(sched.T, steps)
     model = _spec_model(payload, ema)
-    out = [spec.ddim.ddim_sample_strided(sched, model, x_T[i].numpy(), grid, 0.0, clip=True)
+    out = [spec.ddim.ddim_sample_strided(sched, model, x_T[i].numpy(), grid, clip=True)
            for i in range(n)]
     from spec.data import from_diffusion_range
 
@@ -240,13 +269,20 @@ def test_training_samples_come_from_the_ema_weights(tiny_run, tmp_path):  # noqa
     np.testing.assert_array_equal(np.asarray(Image.open(tiny_run / "samples.png")), grids["ema"])
 
 
-def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys):  # noqa: F811
+@pytest.mark.parametrize("convention", [None, "beta-1"])  # None: the default, reference-code
+def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys, convention):  # noqa: F811
     from runtime.evaluate import main as evaluate_main
 
     report = tmp_path / "e.json"
     argv = ["--checkpoint", tiny_run / "checkpoint.pt", "--n", 2, "--seed", 5, "--json", report]
-    assert run_command(evaluate_main, argv, capsys)[0] == 0
+    if convention is not None:
+        argv += ["--bound-convention", convention]
+    code, printed = run_command(evaluate_main, argv, capsys)[:2]
+    assert code == 0
     result = json.loads(report.read_text())
+    convention = convention or "reference-code"
+    assert result["bits_per_dim_convention"] == convention
+    assert f"bits/dim (Ho et al. Eq. 5, {convention})" in printed
     payload = load_checkpoint(tiny_run / "checkpoint.pt")
     sched, model = _spec_sched(payload), _spec_model(payload, ema=True)
     from runtime.data.datasets import load_dataset
@@ -256,11 +292,56 @@ def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys):  # n
     torch.randint(1, sched.T + 1, (2,), generator=gen)
     torch.randn(x0.shape, generator=gen)
     noise = torch.randn((sched.T, *x0.shape), generator=gen).double().numpy()
-    bpd = [spec.likelihood.bits_per_dim(sched, model, x0[i], noise[:, i], 17) for i in range(2)]
+    bpd = [spec.likelihood.bits_per_dim(sched, model, x0[i], noise[:, i], 17, convention)
+           for i in range(2)]
     assert result["bits_per_dim"] == pytest.approx(float(np.mean(bpd)), rel=1e-4)
-    nats = [np.sum(spec.likelihood.vlb_terms(sched, model, x0[i], noise[:, i], 17)) / x0[i].size
-            for i in range(2)]
+    nats = [np.sum(spec.likelihood.vlb_terms(sched, model, x0[i], noise[:, i], 17, convention))
+            / x0[i].size for i in range(2)]
     assert result["bits_per_dim"] == pytest.approx(float(np.mean(nats)) / math.log(2), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_x0_run(tmp_path_factory):
+    from runtime.config import TrainConfig
+
+    from runtime.train import train
+
+    out = tmp_path_factory.mktemp("tiny-x0") / "run"
+    train(TrainConfig(steps=2, T=10, hidden_c=8, n_samples=1, sample_steps=2, progress=False, out=str(out),
+                      prediction="x0", quality_samples=0))
+    return out
+
+
+@pytest.mark.parametrize("run_name", ["tiny_run", "tiny_x0_run"])
+def test_evaluate_held_out_losses_equal_the_spec_conversion(run_name, request, tmp_path, capsys):
+    """The held-out ε-loss of a v- or x0-model is the MSE of ε̂ = spec.prediction.predict_eps of
+    its output (not of the raw output), and the own-target loss is the MSE against v or x0."""
+    from runtime.evaluate import main as evaluate_main
+
+    run = request.getfixturevalue(run_name)
+    report = tmp_path / "e.json"
+    argv = ["--checkpoint", run / "checkpoint.pt", "--n", 3, "--seed", 7, "--json", report]
+    assert run_command(evaluate_main, argv, capsys)[0] == 0
+    result = json.loads(report.read_text())
+    payload = load_checkpoint(run / "checkpoint.pt")
+    sched, model = _spec_sched(payload), _spec_model(payload, ema=True)
+    assert result["prediction"] == model.prediction == {"tiny_run": "v"}.get(run_name, "x0")
+    from runtime.data.datasets import load_dataset
+
+    x0 = 2.0 * load_dataset("digits", None, "test").x[:3].astype(np.float64) - 1.0
+    gen = torch.Generator().manual_seed(7)  # evaluate's stream: t, then ε, of the one batch
+    t = torch.randint(1, sched.T + 1, (3,), generator=gen).tolist()
+    eps = torch.randn(x0.shape, generator=gen).double().numpy()
+    eps_mse, own_mse = [], []
+    for i in range(3):
+        x_t = spec.forward.q_sample(sched, x0[i], t[i], eps[i])
+        out = model.output(x_t, t[i] / sched.T)
+        eps_hat = spec.prediction.predict_eps(sched, x_t, out, t[i], model.prediction)
+        eps_mse.append(np.mean((eps_hat - eps[i]) ** 2))
+        target = spec.prediction.prediction_target(sched, x0[i], t[i], eps[i], model.prediction)
+        own_mse.append(np.mean((out - target) ** 2))
+    assert result["eps_loss"] == pytest.approx(float(np.mean(eps_mse)), rel=1e-4)
+    assert result["prediction_loss"] == pytest.approx(float(np.mean(own_mse)), rel=1e-4)
 
 
 def test_train_log_records_the_quality_figure(tiny_run):  # noqa: F811
@@ -268,3 +349,5 @@ def test_train_log_records_the_quality_figure(tiny_run):  # noqa: F811
     assert quality["n"] == 16 and quality["samples"] == 16
     assert quality["distance"] >= 0 and quality["floor"] > 0
     assert quality["ratio"] == pytest.approx(quality["distance"] / quality["floor"])
+    assert len(quality["ratio_ci"]) == 2 and quality["bootstrap"]["replicates"] == 1000
+    assert set(quality["seconds"]) >= {"sampling", "bootstrap"}  # the cost, stated

@@ -1,12 +1,15 @@
-"""Check implementations we did not write against the spec.
+"""Check implementations we did not write against the spec (docs/external.md is the guide).
 
-    python -m conformance.external diffusers                      # table, exit 0/1
-    python -m conformance.external diffusers --report findings.md # the same as Markdown
-    python -m conformance.external diffusers --expect conformance/external/expected_deviations.toml
-    python -m conformance.external diffusers --case '{"scheduler": "DDIMScheduler", ...}'
+    python -m conformance.external diffusers                        # diffusers' schedulers
+    python -m conformance.external mylib.conformance:targets        # your targets
+    python -m conformance.external --scheduler mylib.sched:MyScheduler --claims ddim
+    diffspec-external ...                                           # the same, installed
 
-Exit status: 0 when every family agrees (with --expect: when the deviations are exactly the
-recorded ones), 1 on a deviation (with --expect: on any difference), 2 on bad usage.
+Every target takes the same options: --profile, --examples, --family, --expect FILE,
+--no-expect, --case JSON, --report FILE.md, --json FILE, --seed, --derandomize.
+Exit status (EXIT_STATUS): 0 every family agrees, or the findings are exactly those of the
+expectations file; 1 a finding that is not expected, or an expected one that is gone; 2 bad
+usage (one line on stderr).
 """
 
 from __future__ import annotations
@@ -20,170 +23,145 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from runtime.plumbing.cli import ArgumentParser, fail, run_main  # noqa: E402
 
-EXPECTED = os.path.join(os.path.dirname(__file__), "expected_deviations.toml")
+EXIT_STATUS = """\
+exit status:
+  0    every family agrees, or the findings (deviates / outside the spec / target failed) are
+       exactly those of the expectations file (diffusers: the shipped one, by default)
+  1    a finding that is not in the expectations file, a recorded one that no longer occurs,
+       a changed verdict, or another installed version than the file pins; --case: the case
+       does not agree
+  2    bad usage: a bad flag, a TARGET that cannot be loaded, a malformed expectations file
+       or --case JSON; one line `error: ...` on stderr"""
 
 
-def load_expected(path: str) -> tuple[str, set[tuple[str, str]], dict[tuple[str, str], str]]:
-    """(diffusers version, {(target, family)}, reasons) from an expectations file."""
-    import tomllib
+def parser() -> ArgumentParser:
+    from conformance.external.check import EXAMPLES
+    from conformance.external.scheduler_target import CLAIMS
 
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        fail(f"{path}: not valid TOML: {exc}")
-    entries = data.get("deviation", [])
-    found, reasons = set(), {}
-    for k, e in enumerate(entries):
-        if not {"target", "family", "reason"} <= set(e):
-            fail(f"{path}: deviation #{k + 1} needs target, family and reason, got {sorted(e)}")
-        found.add((e["target"], e["family"]))
-        reasons[(e["target"], e["family"])] = e["reason"]
-    return str(data.get("diffusers", "")), found, reasons
-
-
-def compare_expected(found: set[tuple[str, str]], expected: set[tuple[str, str]]) -> list[str]:
-    """Lines describing how the findings differ from the recorded ones (empty when equal)."""
-    lines = [f"new deviation (not in the expectations file): {t} × {f}"
-             for t, f in sorted(found - expected)]
-    lines += [f"recorded deviation no longer occurs: {t} × {f}" for t, f in sorted(expected - found)]
-    return lines
-
-
-def diffusers_report(profile: str, examples: int, family: str | None, shrink_budget: int):
-    """Run every diffusers family (and the schedule rows) and return the Report."""
-    import torch
-
-    from conformance.external.check import Report, check_family
-    from conformance.external.diffusers_adapter import (
-        PINNED,
-        SCOPE,
-        all_targets,
-        grid_results,
-        installed_version,
-        karras_results,
-        schedule_results,
+    p = ArgumentParser(
+        prog="python -m conformance.external",
+        description="Check a sampler against the spec: a table of target × configuration family "
+        "with one of four verdicts (agrees; deviates, with the equation; outside the spec, with "
+        "the reason; target failed), and a minimal reproduction for each finding.",
+        epilog=EXIT_STATUS,
     )
+    p.add_argument("target", nargs="?", default=None, metavar="TARGET",
+                   help="diffusers (its DDIM, DDPM, Euler, Heun and DPM-Solver multistep "
+                   "schedulers), or package.module:attribute: a target, a list of targets, or a "
+                   "factory returning either (docs/external.md)")
+    p.add_argument("--scheduler", metavar="MODULE:CLASS", default=None,
+                   help="a class with diffusers' scheduler interface, checked without adapter "
+                   "code against the method --claims names")
+    p.add_argument("--claims", choices=list(CLAIMS), default=None,
+                   help="the spec method the --scheduler class computes: " + "; ".join(
+                       f"{k}: {c.description}" for k, c in CLAIMS.items()))
+    p.add_argument("--profile", choices=list(EXAMPLES), default="full",
+                   help="small: T ≤ 40 (make test); full: T ≤ 1000 (default)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="configurations drawn per family (default: "
+                   + ", ".join(f"{n} {k}" for k, n in EXAMPLES.items()) + ")")
+    p.add_argument("--family", default=None, help="only the families whose name contains this")
+    p.add_argument("--expect", metavar="FILE", default=None,
+                   help="the expectations file: exit 0 when the findings are exactly those it "
+                   "records (default for diffusers: the shipped "
+                   "conformance/external/expected_deviations.toml; for other targets, none)")
+    p.add_argument("--no-expect", action="store_true",
+                   help="ignore any expectations file: exit 0 only when every family agrees")
+    p.add_argument("--record", metavar="FILE", default=None,
+                   help="write the findings as an expectations file to FILE (reasons to edit)")
+    p.add_argument("--case", metavar="JSON", default=None,
+                   help="rerun one configuration printed by a reproduction and exit")
+    p.add_argument("--report", metavar="FILE.md", default=None,
+                   help="also write the table and reproductions as Markdown to FILE.md")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the results (verdicts, reproductions, expectation "
+                   "differences) as JSON to FILE")
+    p.add_argument("--shrink-budget", type=int, default=60,
+                   help="evaluations spent shrinking a finding to a minimal one (default 60)")
+    p.add_argument("--derandomize", action="store_true",
+                   help="draw the same configurations on every run (default: new ones each run)")
+    p.add_argument("--seed", type=int, default=None, help="a fixed hypothesis seed")
+    return p
 
-    torch.set_num_threads(1)  # tiny tensors: thread hand-off costs more than the arithmetic
-    results = []
-    for target in all_targets():
-        for fam in target.families(profile):
-            if family and family not in fam.name:
-                continue
-            results.append(check_family(target, fam, examples, shrink_budget))
-    if not family or "beta_schedule" in family:
-        results += schedule_results(profile, examples)
-    results += [r for r in grid_results(profile, examples) if not family or family in r.family]
-    if not family or family in "use_karras_sigmas vs spec.edm.edm_sigmas (ρ = 7)":
-        results += [r for r in karras_results(profile, examples) if not family or family in r.family]
-    if family and not results:
-        fail(f"--family {family!r} matches no configuration family; the table without --family "
-             "lists them (e.g. 'leading', 'trailing', 'beta_schedule')")
-    version = installed_version()
-    note = "" if version == PINNED else f" (pinned: {PINNED})"
-    return Report(results, title=f"diffusers {version}{note} against the spec ({profile} profile, "
-                                 f"{examples} configurations per family)", scope=SCOPE)
 
-
-def run_one_case(text: str) -> int:
-    """Rerun one diffusers configuration (JSON from a reproduction) and print the comparison."""
-    from conformance.external.check import FLOAT64, run_case
-    from conformance.external.diffusers_adapter import (
-        FLOAT32,
-        DiffusersConfig,
-        DiffusersTarget,
-        DPMSolverTarget,
-        EulerTarget,
-        HeunTarget,
-    )
-
-    try:
-        cfg = DiffusersConfig.from_json(text)
-    except (ValueError, TypeError, KeyError) as exc:
-        fail(f"--case: not a diffusers configuration: {exc}")
-    targets = {"DDIMScheduler": lambda: DiffusersTarget("DDIMScheduler"),
-               "DDPMScheduler": lambda: DiffusersTarget("DDPMScheduler"),
-               "EulerDiscreteScheduler": EulerTarget, "HeunDiscreteScheduler": HeunTarget,
-               "DPMSolverMultistepScheduler": DPMSolverTarget}
-    if cfg.scheduler not in targets:
-        fail(f"--case: scheduler must be one of {', '.join(targets)}, got {cfg.scheduler!r}")
-    tol = FLOAT64 if cfg.tables == "float64" else FLOAT32
-    target = targets[cfg.scheduler]()
-    r = run_case(target, cfg, tol)
-    if r.agrees:
-        print(f"agrees: whole-loop error {r.loop_err:.3g}, largest one-step error "
-              f"{max(r.step_errs, default=0.0):.3g} ({len(r.step_errs)} steps)")
-        return 0
-    print(r.detail)
-    return 1
+def _writable(flag: str, path: str | None) -> None:
+    if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        fail(f"{flag}: folder {os.path.dirname(os.path.abspath(path))} does not exist")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = ArgumentParser(
-        prog="python -m conformance.external",
-        description="Check implementations we did not write against the spec: a table of "
-        "scheduler × configuration family, agrees or deviates (largest error relative to the "
-        "sample's scale), with a minimal reproduction for each deviation.",
+    import json
+
+    from conformance.external.expectations import (
+        ExpectationsError,
+        compare,
+        installed,
+        load_expectations,
+        record,
     )
-    p.add_argument("target", choices=["diffusers"], help="what to check (diffusers' DDIM, DDPM, "
-                   "Euler, Heun and DPM-Solver multistep schedulers; for your own step function "
-                   "see README, 'Checking other implementations')")
-    p.add_argument("--profile", choices=["small", "full"], default="full",
-                   help="small: T ≤ 40 (make test); full: T ≤ 1000 (default)")
-    p.add_argument("--examples", type=int, default=None,
-                   help="configurations drawn per family (default: 6 small, 25 full)")
-    p.add_argument("--family", default=None, help="only the families whose name contains this")
-    p.add_argument("--report", metavar="FILE.md", default=None,
-                   help="also write the table and reproductions as Markdown to FILE.md")
-    p.add_argument("--expect", metavar="FILE", default=None, nargs="?", const=EXPECTED,
-                   help="exit 0 when the deviations are exactly those recorded in FILE (default "
-                   "file: conformance/external/expected_deviations.toml), 1 otherwise")
-    p.add_argument("--case", metavar="JSON", default=None,
-                   help="rerun one configuration printed by a reproduction and exit")
-    p.add_argument("--shrink-budget", type=int, default=60,
-                   help="evaluations spent shrinking a deviation to a minimal one (default 60)")
-    args = p.parse_args(argv)
-    examples = args.examples if args.examples is not None else (6 if args.profile == "small" else 25)
-    if examples < 1:
-        fail(f"--examples must be >= 1, got {examples}")
+    from conformance.external.suite import SuiteError, load_suite, rerun, run_suite
+    from conformance.external.targets import InvalidConfig
+
+    args = parser().parse_args(argv)
+    if args.examples is not None and args.examples < 1:
+        fail(f"--examples must be >= 1, got {args.examples}")
     if args.shrink_budget < 0:
         fail(f"--shrink-budget must be >= 0, got {args.shrink_budget}")
-    if args.report is not None:
-        parent = os.path.dirname(os.path.abspath(args.report))
-        if not os.path.isdir(parent):
-            fail(f"--report: folder {parent} does not exist")
-    expected = load_expected(args.expect) if args.expect else None
-    from conformance.external.diffusers_adapter import installed_version
-
-    if installed_version() is None:
-        fail("diffusers is not installed (make install installs the pinned version)")
-    if args.case is not None:
-        return run_one_case(args.case)
-    start = time.monotonic()
-    report = diffusers_report(args.profile, examples, args.family, args.shrink_budget)
+    if args.expect and args.no_expect:
+        fail(f"--expect {args.expect} and --no-expect contradict each other; give one")
+    for flag, path in (("--report", args.report), ("--json", args.json), ("--record", args.record)):
+        _writable(flag, path)
+    try:
+        suite = load_suite(args.target, scheduler=args.scheduler, claims=args.claims)
+        expect = None if args.no_expect else (args.expect or suite.expected)
+        expected = load_expectations(expect) if expect else None
+        if args.case is not None:
+            r = rerun(suite, args.case)
+            if r.agrees:
+                print(f"agrees: whole-loop error {r.loop_err:.3g}, largest one-step error "
+                      f"{max(r.step_errs, default=0.0):.3g} ({len(r.step_errs)} steps)")
+                return 0
+            print(r.detail)
+            print(f"verdict: {r.kind}")
+            return 1
+        start = time.monotonic()
+        report = run_suite(suite, args.profile, args.examples, args.family, args.shrink_budget,
+                           derandomize=args.derandomize or None, seed=args.seed)
+    except (SuiteError, ExpectationsError, InvalidConfig) as exc:
+        fail(str(exc))
     print(report.text())
     print(f"({time.monotonic() - start:.0f} s)")
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as f:
-            f.write(report.text(markdown=True))
-        print(f"wrote {args.report}")
+    diff: list[str] = []
+    if expected is not None:
+        ran = {(r.target, r.family) for r in report.results} if args.family else None
+        diff = compare(report.findings(), expected, only=ran)  # --family: just those run
+        for line in diff:
+            print(line)
+        if not diff:
+            print(f"findings match {expect}")
+    for path, text in ((args.report, report.text(markdown=True)),
+                       (args.record, record(report.results, {p: v for p in expected.versions
+                                                              if (v := installed(p))}
+                                           if expected else None))):
+        if path:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {path}")
+    if args.json:
+        data = json.loads(report.to_json())
+        data["expectations"] = {"file": expect, "differences": diff} if expected else None
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, ensure_ascii=False)
+        print(f"wrote {args.json}")
     if expected is None:
         return 0 if report.agrees else 1
-    version, recorded, _ = expected
-    from conformance.external.diffusers_adapter import installed_version as iv
-
-    if args.family:
-        recorded = {(t, f) for t, f in recorded if args.family in f}
-    diff = compare_expected(report.deviations(), recorded)
-    if version and version != iv():
-        diff.insert(0, f"the expectations are for diffusers {version}; installed: {iv()}")
-    for line in diff:
-        print(line)
-    if not diff:
-        print(f"findings match {args.expect}")
     return 1 if diff else 0
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `diffspec-external` console script."""
     run_main(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    console()

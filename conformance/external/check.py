@@ -1,5 +1,10 @@
 """Running a target against the spec: one case, one family (hypothesis), a whole report.
 
+Every case and family gets one of four verdicts (`targets.VERDICTS`): agrees; deviates (the
+spec has the method and the target departs from it); outside the spec (the target's `prepare`
+raised `OutsideSpec`: an option or method with no spec function, with the reason); target
+failed (the target raised, or returned a non-finite sample where the spec's is finite).
+
 One case: the target's claim and trajectory from x_T and the noise (both drawn from the case's
 seed), the spec's loop over the same claim from the same x_T and noise, and the spec's step from
 each of the target's own states (so a departure is found at the step where it happens, not
@@ -12,36 +17,39 @@ one (within a budget of evaluations), which becomes the family's reproduction.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import seed as hypothesis_seed
 
 from conformance.external.oracle import NonlinearEps, SpecOracle
 from conformance.external.targets import (
-    DDIM,
-    PREDICTIONS,
+    FLOAT64,
+    VERDICTS,
     Claim,
     Family,
+    InvalidConfig,
+    OutsideSpec,
     Run,
-    SpecConfig,
     Target,
     Tolerance,
+    config_code,
+    defined_at_zero_snr,
     eps_to_prediction,
+    validate_config,
 )
 from spec.schedule import VPSchedule
 
-FLOAT64 = Tolerance(
-    1e-8,
-    "float64 on both sides; what is left is the order of operations (~1e-16 each, magnified "
-    "by 1/√ᾱ_t in x̂_0), ᾱ rebuilt by a cumulative product (~1e-16 per factor) and a variance "
-    "floor such as diffusers' 1e-20 (σ = 1e-10); 1e-8 is 100× the largest of these. Every "
-    "bound adds 8·EPS·max(1/(1−ᾱ_t), 1/ᾱ_t) over the path for the spec's safe_div (EPS = 1e-12)",
-)
+EXAMPLES: dict[str, int] = {"small": 6, "full": 25}
+"""Configurations drawn per family by default, per profile ("small": T ≤ 40, make test;
+"full": T ≤ 1000, the command's default)."""
 
 
 def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -65,10 +73,45 @@ class CaseResult:
     step_errs: list[float] = field(default_factory=list)
     first: int | None = None  # the first step whose one-step error exceeds the tolerance
     detail: str = ""  # the reproduction (empty when the case agrees)
+    kind: str = ""  # a key of VERDICTS; "" is "agrees" or "deviates" as `agrees` says
+
+    def __post_init__(self) -> None:
+        if self.agrees:
+            self.kind = "agrees"
+        elif self.kind in ("", "agrees"):
+            self.kind = "deviates"
+        if self.kind not in VERDICTS:
+            raise ValueError(f"kind must be one of {sorted(VERDICTS)}, got {self.kind!r}")
 
     @property
     def worst(self) -> float:
         return max([self.loop_err, *self.step_errs])
+
+
+class _BadCall(ValueError):
+    """The target called the model at a time outside {0..T} (a deviation, not a failure)."""
+
+
+def config_json(config: Any) -> str | None:
+    """`config` as one line of JSON (a dataclass's fields), or None for another type."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return None
+    try:
+        return json.dumps(dataclasses.asdict(config), separators=(",", ":"))
+    except TypeError:
+        return None
+
+
+def config_from_json(config_type: Any, text: str) -> Any:
+    """The `config_type` dataclass of a JSON line written by `config_json` (lists → tuples)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object of {config_type.__name__}'s fields, got {text[:60]!r}")
+
+    def frozen(v: Any) -> Any:
+        return tuple(frozen(u) for u in v) if isinstance(v, list) else v
+
+    return config_type(**{k: frozen(v) for k, v in data.items()})
 
 
 def draw_inputs(seed: int, shape: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,17 +134,23 @@ def _worst_element(a: np.ndarray, e: np.ndarray) -> str:
     return f"at {tuple(int(i) for i in idx)}: target {float(a[idx])!r}, spec {float(e[idx])!r}"
 
 
-def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
+def run_case(target: Target, config: Any, tol: Tolerance = FLOAT64) -> CaseResult:
     """Compare one configuration of `target` with the spec (never raises for a target's fault)."""
+    validate_config(config)
     try:
         run: Run = target.prepare(config)
         claim: Claim = run.claim
-    except Exception as exc:  # the target cannot state a claim inside the spec's domain
-        code = config.code() if hasattr(config, "code") else repr(config)
+    except OutsideSpec as exc:  # an option or method the spec has no function for
         return CaseResult(
             config, False, math.inf, [], 0,
-            f"configuration: {code}\nthe target's claim is outside the spec: "
-            f"{type(exc).__name__}: {exc}",
+            f"configuration: {config_code(target, config)}\nthe target's claim is outside the spec: "
+            f"{exc}", kind="outside",
+        )
+    except Exception as exc:  # a claim outside the spec's domain (a grid past the schedule)
+        return CaseResult(
+            config, False, math.inf, [], 0,
+            f"configuration: {config_code(target, config)}\nthe target's claim departs from the "
+            f"spec's domain: {type(exc).__name__}: {exc}",
         )
     n = len(claim.grid)
     x_T, noise = draw_inputs(getattr(config, "seed", 0), tuple(config.shape), n)
@@ -112,7 +161,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
     # Zero terminal SNR (ᾱ = 0 on the grid): an ε-model says nothing about x_0 there, so an x_0-
     # or v-claim is run with a model OF that kind on both sides (the same network read as x̂_0 or
     # v̂: spec.prediction.PredictionModel) instead of converting ε (the spec would raise).
-    native = claim.prediction != "epsilon" and any(ab[t] == 0 for t in claim.grid)
+    native = defined_at_zero_snr(claim.prediction) and any(ab[t] == 0 for t in claim.grid)
     oracle = SpecOracle(claim, model, native=native)
     bound, loop_bound = tol.bound(ab, claim), tol.bound(ab, claim, loop=True)
     calls: list[int] = []
@@ -121,7 +170,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
         t = int(t)
         calls.append(t)
         if not 0 <= t <= claim.T:
-            raise ValueError(f"the model was called at t = {t}, outside {{0..{claim.T}}}")
+            raise _BadCall(f"the model was called at t = {t}, outside {{0..{claim.T}}}")
         x64 = np.asarray(x, dtype=np.float64)
         eps = model.eps(x64, t / claim.T)
         out = eps if native else eps_to_prediction(eps, x64, oracle.sched, t, claim.prediction)
@@ -136,6 +185,7 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
             f"{head}\nthe target raised {type(exc).__name__}: {exc} "
             f"(after {len(calls)} model call(s), at t = {calls})\n"
             f"spec formula departed from: {claim.method.formula}",
+            kind="deviates" if isinstance(exc, _BadCall) else "failed",
         )
     if len(states) != n + 1:
         return CaseResult(
@@ -159,6 +209,9 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
     result = CaseResult(config, agrees, loop_err, step_errs)
     if agrees:
         return result
+    finite = [bool(np.all(np.isfinite(np.asarray(x, dtype=np.float64)))) for x in states]
+    if not all(finite) and np.all(np.isfinite(spec_final)):
+        result.kind = "failed"  # a NaN or inf where the spec's sample is finite
     first = bad_steps[0] if bad_steps else None
     if not calls_ok:
         k = next((k for k, (c, (_, t)) in enumerate(zip(calls, plan, strict=False)) if c != t),
@@ -195,6 +248,10 @@ def run_case(target: Target, config: Any, tol: Tolerance) -> CaseResult:
         f"whole loop: error {_fmt(loop_err)} (tolerance {loop_bound:.3g}); worst element "
         + _worst_element(states[-1], spec_final)
     )
+    if result.kind == "failed":
+        k = finite.index(False)
+        lines.append(f"not finite: the target's state {k} ({claim.label(k)}) has NaN or inf; "
+                     "the spec's whole loop is finite")
     lines.append(f"spec formula departed from: {claim.method.formula}")
     result.detail = "\n".join(lines)
     return result
@@ -205,66 +262,22 @@ def _header(run: Run, claim: Claim) -> str:
     if len(shown) > 8:
         shown = [*shown[:3], f"… {len(shown) - 6} more …", *shown[-3:]]
     grid = ", ".join(shown)
-    text = f"configuration: {run.repro}\nclaimed path: {grid}; method {claim.method}; prediction {claim.prediction}"
-    return text
+    return (f"configuration: {run.repro}\nclaimed path: {grid}; method {claim.method}; "
+            f"prediction {claim.prediction}")
 
 
 def diagnose(
     oracle: SpecOracle, i: int, x: np.ndarray, z: np.ndarray, actual: np.ndarray, bound: float
 ) -> str:
-    """Which nearby spec computation the target's step matches, if any (a hint, not a verdict).
-
-    DDIM: Eq. 12 to another t_prev (the grid's time vs. t − 1 or a fixed stride), or with the
-    clipping switched; DDPM: σ² = β_t instead of β̃_t or the reverse, noise on the last step,
-    or the clipping switched.
-    """
-    import dataclasses
-
-    claim = oracle.claim
-    m = claim.method
-    if not hasattr(m, "clip"):  # EDMEuler: no nearby variants to try
-        return ""
-    t = claim.path[i]
-    tried: list[tuple[str, Claim]] = []
-    if isinstance(m, DDIM):
-        for tp in range(t - 1, -1, -1):
-            if tp != claim.path[i + 1]:
-                tried.append((f"matches Eq. 12 from t = {t} to t_prev = {tp} instead of the grid's "
-                              f"t_prev = {claim.path[i + 1]}", _with_step(claim, i, tp)))
-    else:
-        other = "beta" if m.variance == "beta_tilde" else "beta_tilde"
-        name = {"beta": "σ² = β_t", "beta_tilde": "σ² = β̃_t"}
-        tried.append((f"matches the step with {name[other]} instead of {name[m.variance]}",
-                      dataclasses.replace(claim, method=dataclasses.replace(m, variance=other))))
-    tried.append((f"matches the step with clip = {not m.clip}",
-                  dataclasses.replace(claim, method=dataclasses.replace(m, clip=not m.clip))))
-    for text, alt in tried:
+    """Which nearby spec computation the target's step matches, if any (a hint, not a verdict):
+    the first of the claim's method's `nearby` computations within the bound."""
+    for text, compute in oracle.claim.method.nearby(oracle, i, x, z):
         try:
-            o = SpecOracle(alt, oracle.model)
-            if rel_err(actual, o.step(i, x, z)) <= bound:
+            if rel_err(actual, compute()) <= bound:
                 return text
-            if not isinstance(m, DDIM) and rel_err(actual, o.step(i, x, 0 * z)) <= bound:
-                return text + " and without noise"
         except Exception:
             continue
-    if not isinstance(m, DDIM) and i == len(claim.path) - 2:
-        # The last step: does the target add σ·z where Algorithm 2 sets z = 0 at t = 1?
-        sched = oracle.respaced
-        var = sched.beta[1] if m.variance == "beta" else 0.0
-        if var > 0 and rel_err(actual, oracle.step(i, x, z) + np.sqrt(var) * z) <= bound:
-            return ("matches the step plus σ·z with σ² = β'_1 on the last step, where "
-                    "Algorithm 2 sets z = 0 at t = 1")
     return ""
-
-
-def _with_step(claim: Claim, i: int, t_prev: int) -> Claim:
-    """The claim whose step i goes to t_prev instead (later steps dropped)."""
-    import dataclasses
-
-    grid = claim.path[: i + 1]
-    if t_prev == 0:
-        return dataclasses.replace(claim, grid=grid, end=0, labels=())
-    return dataclasses.replace(claim, grid=(*grid, t_prev), end=0, labels=())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,28 +298,59 @@ class FamilyResult:
     agrees: bool
     cases: int
     worst: float  # the largest error over every case evaluated
-    repro: CaseResult | None = None  # the minimal deviating case
+    repro: CaseResult | None = None  # the minimal case that does not agree
     note: str = ""
 
     @property
-    def verdict(self) -> str:
+    def kind(self) -> str:
+        """The family's verdict, a key of VERDICTS: its minimal reproduction's."""
         if self.agrees:
-            return f"agrees (max {_fmt(self.worst)})"
-        return f"deviates (max {_fmt(self.worst)})"
+            return "agrees"
+        return self.repro.kind if self.repro is not None else "deviates"
+
+    @property
+    def verdict(self) -> str:
+        return {
+            "agrees": f"agrees (max {_fmt(self.worst)})",
+            "deviates": f"deviates (max {_fmt(self.worst)})",
+            "outside": "outside the spec",
+            "failed": "target failed",
+        }[self.kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.repro
+        return {
+            "target": self.target, "family": self.family, "verdict": self.kind,
+            "cases": self.cases, "worst": self.worst if math.isfinite(self.worst) else None,
+            "tolerance": self.tolerance.reason, "note": self.note,
+            "reproduction": r.detail if r is not None else None,
+            "case": config_json(r.config) if r is not None else None,
+        }
 
 
 def check_family(
     target: Target, family: Family, examples: int, shrink_budget: int = 60,
-    derandomize: bool | None = None, evaluate_case: Any = None,
+    derandomize: bool | None = None, evaluate_case: Callable[..., CaseResult] | None = None,
+    seed: int | None = None,
 ) -> FamilyResult:
-    """Draw `examples` configurations of `family`; shrink the first deviation (≤ shrink_budget
-    further evaluations). Deterministic when derandomize (default: HYPOTHESIS_PROFILE=ci)."""
+    """Draw `examples` configurations of `family`; shrink the first one that does not agree
+    (≤ shrink_budget further evaluations).
+
+    derandomize: the same draws on every run (hypothesis's derandomize); None reads
+    HYPOTHESIS_PROFILE=ci from the environment (make test's CI setting). seed: a fixed
+    hypothesis seed instead (ignored when derandomized). evaluate_case(target, config, tol):
+    the comparison of one configuration (default `run_case`; a target with its own `evaluate`
+    method, such as the grid rows, is compared by that). Raises InvalidConfig when the family
+    draws a configuration the harness cannot use (`validate_config`).
+    """
     if derandomize is None:
         derandomize = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
+    evaluate_one = evaluate_case or getattr(target, "evaluate", None) or run_case
     memo: dict[Any, CaseResult | None] = {}
-    state = {"after_fail": 0, "failed": False}
+    state: dict[str, Any] = {"after_fail": 0, "failed": False, "invalid": None}
 
     def evaluate(config: Any) -> CaseResult | None:
+        validate_config(config, sampled=evaluate_one is run_case)
         if config in memo:
             return memo[config]
         if state["failed"]:
@@ -314,7 +358,7 @@ def check_family(
             if state["after_fail"] > shrink_budget:
                 memo[config] = None  # beyond the shrink budget: not evaluated
                 return None
-        r = (evaluate_case or run_case)(target, config, family.tolerance)
+        r = evaluate_one(target, config, family.tolerance)
         memo[config] = r
         if not r.agrees:
             state["failed"] = True
@@ -327,21 +371,39 @@ def check_family(
     )
     @given(family.strategy)
     def probe(config: Any) -> None:
-        r = evaluate(config)
+        if state["invalid"] is not None:
+            return
+        try:
+            r = evaluate(config)
+        except InvalidConfig as exc:  # reported once, after hypothesis stops
+            state["invalid"] = exc
+            return
         if r is not None and not r.agrees:
             raise _Deviates(r)
 
+    if seed is not None and not derandomize:
+        probe = hypothesis_seed(seed)(probe)
     repro = None
     try:
         probe()
     except _Deviates as d:
         repro = d.result
+    if state["invalid"] is not None:
+        raise InvalidConfig(f"{target.name} × {family.name}: {state['invalid']}")
     done = [r for r in memo.values() if r is not None]
     worst = max((r.worst for r in done), default=0.0)
     return FamilyResult(
         target.name, family.name, family.tolerance, repro is None, len(done), worst, repro,
         family.note,
     )
+
+
+SECTIONS: dict[str, str] = {
+    "deviates": "Deviations (minimal reproductions)",
+    "failed": "Target failures (minimal reproductions)",
+    "outside": "Outside the spec (no spec function; the reason)",
+}
+"""The report's section for each verdict but "agrees", in the report's order."""
 
 
 @dataclass
@@ -356,8 +418,17 @@ class Report:
     def agrees(self) -> bool:
         return all(r.agrees for r in self.results)
 
+    def findings(self) -> dict[tuple[str, str], str]:
+        """{(target, family): verdict} of every family that does not agree."""
+        return {(r.target, r.family): r.kind for r in self.results if not r.agrees}
+
     def deviations(self) -> set[tuple[str, str]]:
-        return {(r.target, r.family) for r in self.results if not r.agrees}
+        """(target, family) of every family that does not agree, whatever its verdict."""
+        return set(self.findings())
+
+    def counts(self) -> dict[str, int]:
+        """How many families got each verdict."""
+        return {k: sum(r.kind == k for r in self.results) for k in VERDICTS}
 
     def table(self, markdown: bool = False) -> str:
         rows = [(r.target, r.family, r.verdict, str(r.cases)) for r in self.results]
@@ -376,10 +447,14 @@ class Report:
         if self.title:
             parts.append(("# " if markdown else "") + self.title)
         parts.append(self.table(markdown))
-        devs = [r for r in self.results if not r.agrees]
-        if devs:
-            parts.append(("## " if markdown else "") + "Deviations (minimal reproductions)")
-            for r in devs:
+        parts.append(", ".join(f"{n} {VERDICTS[k].split(':')[0]}"
+                               for k, n in self.counts().items()))
+        for kind, heading in SECTIONS.items():
+            found = [r for r in self.results if r.kind == kind]
+            if not found:
+                continue
+            parts.append(("## " if markdown else "") + heading)
+            for r in found:
                 body = r.repro.detail if r.repro else "(no reproduction)"
                 if markdown:
                     parts.append(f"### {r.target} × {r.family}\n\n```\n{body}\n```")
@@ -398,69 +473,26 @@ class Report:
         parts.append("\n".join(f"- {t.rel:g}: {t.reason}" for t in sorted(tols, key=lambda t: t.rel)))
         return "\n\n".join(parts) + "\n"
 
+    def to_json(self) -> str:
+        """The report as JSON: title, the verdict counts, one object per family (target,
+        family, verdict, cases, worst, tolerance, note, reproduction, case), the scope."""
+        return json.dumps({
+            "title": self.title, "counts": self.counts(),
+            "results": [r.to_dict() for r in self.results],
+            "scope": [{"option": a, "status": b, "reason": c} for a, b, c in self.scope],
+        }, indent=1, ensure_ascii=False)
+
 
 def check(target: Target, profile: str = "small", examples: int | None = None,
-          shrink_budget: int = 60) -> Report:
-    """Check every family of `target` (examples per family: 6 for "small", 30 for "full")."""
-    n = examples if examples is not None else (6 if profile == "small" else 30)
-    return Report([check_family(target, f, n, shrink_budget) for f in target.families(profile)],
+          shrink_budget: int = 60, *, derandomize: bool | None = None,
+          seed: int | None = None) -> Report:
+    """Check every family of `target` (examples per family: EXAMPLES[profile] unless given).
+
+    derandomize: True, the same configurations on every run; False, new ones each run (unless
+    `seed` fixes them); None (default) reads HYPOTHESIS_PROFILE=ci from the environment."""
+    if profile not in EXAMPLES:
+        raise ValueError(f"profile must be one of {sorted(EXAMPLES)}, got {profile!r}")
+    n = examples if examples is not None else EXAMPLES[profile]
+    return Report([check_family(target, f, n, shrink_budget, derandomize, seed=seed)
+                   for f in target.families(profile)],
                   title=f"{target.name} against the spec")
-
-
-# ---------------------------------------------------------------------------------------------
-# Families in the spec's own conventions, for a user's StepTarget
-
-
-@st.composite
-def _spec_configs(draw, kind: str, grid_kind: str, profile: str, prediction: str,
-                  eta: str = "zero", clip: bool | None = False) -> SpecConfig:
-    from spec.ddim import ddim_timesteps
-    from spec.schedule import cosine_betas, linear_betas
-
-    T = draw(st.integers(2, 40 if profile == "small" else 1000))
-    if draw(st.booleans()):
-        b0 = draw(st.floats(1e-5, 1e-3))
-        b1 = draw(st.floats(max(2 * b0, 1e-3), min(0.3, 20.0 / T)))
-        betas = linear_betas(T, b0, b1)
-    else:
-        betas = cosine_betas(T)
-    if grid_kind == "every":
-        grid = tuple(range(T, 0, -1))
-    elif grid_kind == "strided":
-        n = draw(st.integers(1, T))
-        grid = tuple(int(t) for t in ddim_timesteps(T, n)[:-1])
-    else:  # any strictly decreasing grid that starts at T
-        rest = draw(st.sets(st.integers(1, T - 1), max_size=min(T - 1, 12)))
-        grid = (T, *sorted(rest, reverse=True))
-    eta_v = 0.0 if eta == "zero" else draw(st.floats(0.1, 1.0))
-    clip_v = draw(st.booleans()) if clip is None else clip
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
-             draw(st.integers(1, 4)))
-    return SpecConfig(tuple(float(b) for b in betas), grid, eta_v, clip_v, shape,
-                      draw(st.integers(0, 2**16)), prediction)
-
-
-def spec_families(kind: str, profile: str = "small", prediction: str = "epsilon") -> list[Family]:
-    """Configuration families for a `StepTarget` of `kind` ("ddim", "ddpm" or "heun")."""
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    c = _spec_configs
-    if kind == "ddim":
-        return [
-            Family("strided grid (ddim_timesteps), η = 0", c(kind, "strided", profile, prediction), FLOAT64),
-            Family("any decreasing grid, η = 0", c(kind, "any", profile, prediction), FLOAT64),
-            Family("any grid, η ∈ [0.1, 1]", c(kind, "any", profile, prediction, "pos"), FLOAT64),
-            Family("any grid, clipped x̂_0", c(kind, "any", profile, prediction, "zero", True), FLOAT64),
-        ]
-    if kind == "ddpm":
-        return [
-            Family("every step", c(kind, "every", profile, prediction), FLOAT64),
-            Family("strided grid", c(kind, "any", profile, prediction), FLOAT64),
-            Family("every step, clipped x̂_0", c(kind, "every", profile, prediction, "zero", True), FLOAT64),
-        ]
-    if kind == "heun":  # the EDM ODE: no η, no clipping (Karras Algorithm 1 has neither)
-        return [
-            Family("strided grid (ddim_timesteps)", c(kind, "strided", profile, prediction), FLOAT64),
-            Family("any decreasing grid", c(kind, "any", profile, prediction), FLOAT64),
-        ]
-    raise ValueError(f"kind must be 'ddim', 'ddpm' or 'heun', got {kind!r}")

@@ -22,18 +22,28 @@ a sampler from a paper's repository, your own step function. The harness asks it
    `predict`; the harness records every call, so a target that evaluates the model at a time its
    grid does not claim is reported.
 
-`StepTarget` turns a plain step function into a target in a few lines (README, "Checking other
-implementations"). `eps_to_prediction` is the ONE place where an ε-model is turned into an x_0-
+The step rules are the classes of `conformance.external.methods`, each with the spec's
+computation of itself. `conformance.external.step_target.StepTarget` turns a plain step function
+into a target in a few lines. `eps_to_prediction` is the ONE place where an ε-model is turned into an x_0-
 or v-model for a target that expects those.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
+
+from conformance.external.methods import (
+    DDIM,
+    DDPM,
+    DPMSolverPP,
+    EDMEuler,
+    EDMHeun,
+    Method,
+)
 
 Prediction = Literal["epsilon", "sample", "v_prediction"]
 PREDICTIONS: tuple[str, ...] = ("epsilon", "sample", "v_prediction")
@@ -42,123 +52,25 @@ Predict = Callable[[np.ndarray, int], np.ndarray]
 """predict(x, t): the model's prediction of the claimed kind for x = x_t at spec time t."""
 
 
-@dataclass(frozen=True)
-class DDIM:
-    """The generalized DDIM step (Song, Meng & Ermon 2021, Eq. 12 with σ from Eq. 16).
+class OutsideSpec(ValueError):
+    """A claim the spec has no function for: an option or a method (UniPC's corrector, a
+    third-order solver, timesteps between table entries), with the reason as its message.
 
-    eta: η ≥ 0; clip: x̂_0 clipped to [−1, 1] before Eq. 12 (the direction keeps the model's ε̂).
+    `prepare` (or a method's `check`) raises it; the harness reports the family as "outside the
+    spec", never as a deviation. Any other exception from `prepare` is a claim that departs from
+    the spec's domain (a grid past the schedule): a deviation.
     """
 
-    eta: float = 0.0
-    clip: bool = False
 
-    @property
-    def formula(self) -> str:
-        return (
-            "DDIM Eq. 12 (Song et al. 2021) with σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev) "
-            "(Eq. 16), x̂_0 from Eq. 9" + (" clipped to [−1, 1]" if self.clip else "")
-            + ", from each grid time to the next"
-        )
-
-
-@dataclass(frozen=True)
-class DDPM:
-    """The ancestral DDPM step (Ho et al. 2020, Algorithm 2) on the claimed grid.
-
-    On a grid coarser than every step the chain is respaced (Nichol & Dhariwal 2021, §4):
-    β'_t = 1 − ᾱ_t/ᾱ_prev between consecutive grid times. variance: "beta_tilde" is σ² = β̃_t
-    (the posterior variance, DDPM Eq. 7), "beta" is σ² = β_t (DDPM §3.2, the other fixed
-    choice). The last step (into t = 0's neighbour) adds no noise: z = 0 at t = 1 (Algorithm 2).
-    clip: x̂_0 clipped to [−1, 1] and the mean taken as μ̃_t(x_t, x̂_0) (DDPM Eq. 7).
-    """
-
-    variance: Literal["beta_tilde", "beta"] = "beta_tilde"
-    clip: bool = False
-
-    @property
-    def formula(self) -> str:
-        var = "σ² = β̃_t (Eq. 7)" if self.variance == "beta_tilde" else "σ² = β_t (§3.2)"
-        mean = (
-            "μ̃_t(x_t, clip(x̂_0)) (Eq. 7)" if self.clip else "μ_θ = (x_t − β_t/√(1−ᾱ_t)·ε̂)/√α_t (Eq. 11)"
-        )
-        return (
-            f"DDPM Algorithm 2 (Ho et al. 2020): mean {mean}, {var}, z = 0 on the last step; "
-            "on a strided grid β'_t = 1 − ᾱ_t/ᾱ_prev (Nichol & Dhariwal 2021, §4)"
-        )
-
-
-@dataclass(frozen=True)
-class EDMEuler:
-    """Euler's method on the EDM ODE dx̃/dσ = (x̃ − D(x̃; σ))/σ (Karras et al. 2022, Algorithm 1
-    without its correction; `spec.edm.edm_euler_step`), on the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of the
-    claimed grid and σ = 0 at its end, x̃ = x_t/√ᾱ_t (`spec.edm.vp_to_edm`). States are compared
-    in VP scale (x_t = x̃/√(1 + σ²)); the model is called at the grid's discrete t.
-    """
-
-    @property
-    def formula(self) -> str:
-        return (
-            "EDM Euler (Karras et al. 2022, Algorithm 1 lines 4–5, no correction): "
-            "x̃' = x̃ + (σ_next − σ)·(x̃ − D(x̃; σ))/σ with σ_t = √((1−ᾱ_t)/ᾱ_t) on the grid, σ = 0 at its end"
-        )
-
-
-@dataclass(frozen=True)
-class EDMHeun:
-    """Heun's method on the EDM ODE (Karras et al. 2022, Algorithm 1; `spec.edm.edm_heun_step`),
-    on the VP σ_t = √((1 − ᾱ_t)/ᾱ_t) of the claimed grid and σ = 0 at its end; states compared
-    in VP scale as for `EDMEuler`.
-
-    The one method here that calls the model twice per step: at t_i (Euler predictor) and at
-    t_{i+1} on the predicted state (the trapezoidal corrector), except on a step into σ = 0,
-    which is Euler's (the slope is undefined at σ = 0): `calls` lists them.
-    """
-
-    def calls(self, path: Sequence[int]) -> list[tuple[int, int]]:
-        """(step, t) of every model call along `path`: 2 per step, 1 on a step into t = 0."""
-        out = []
-        for i in range(len(path) - 1):
-            out.append((i, path[i]))
-            if path[i + 1] > 0:
-                out.append((i, path[i + 1]))
-        return out
-
-    @property
-    def formula(self) -> str:
-        return (
-            "EDM Heun (Karras et al. 2022, Algorithm 1): d = (x̃ − D(x̃; σ))/σ, x̃' = x̃ + (σ_next − σ)·d, "
-            "then x̃ + (σ_next − σ)·(½d + ½(x̃' − D(x̃'; σ_next))/σ_next) unless σ_next = 0 (Euler), "
-            "with σ_t = √((1−ᾱ_t)/ᾱ_t) on the grid, σ = 0 at its end"
-        )
-
-
-@dataclass(frozen=True)
-class DPMSolverPP:
-    """DPM-Solver++(2M) on the claimed grid (Lu et al. 2022b, Algorithm 2;
-    `spec.dpm_solver.dpm_solver_pp_2m_step`), in VP scale, one model call per grid time.
-
-    A multistep method: step i ≥ 1 combines x̂_0 at path[i] with x̂_0 at path[i − 1], the
-    previous model output (line 7). The harness hands the oracle the target's own state at
-    path[i − 1] (`Run.sample`'s states), from which the spec recomputes that x̂_0, so a
-    departure is still found at its own step. first_order: the steps that take the first-order
-    update D = x̂_0 (line 3) besides the spec's own two (step 0, which has no history, and a step
-    into ᾱ = 1): every step for solver order 1, the last one for diffusers' lower_order_final /
-    euler_at_final. A step that keeps the noise level (end = t_{n−1}) is the identity.
-    """
-
-    first_order: tuple[int, ...] = ()
-
-    @property
-    def formula(self) -> str:
-        extra = f"; first order also at steps {list(self.first_order)}" if self.first_order else ""
-        return (
-            "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): D = (1 + 1/(2r))·x̂_0(t) − "
-            "1/(2r)·x̂_0(t_prev), x' = (σ_next/σ_t)·(x − α_t·D) + α_next·D, first order (D = x̂_0) on "
-            "the first step and into ᾱ = 1" + extra
-        )
-
-
-Method = DDIM | DDPM | EDMEuler | EDMHeun | DPMSolverPP
+VERDICTS: dict[str, str] = {
+    "agrees": "agrees: the spec has this method and the target computes it, within the tolerance",
+    "deviates": "deviates: the spec has this method and the target departs from it (the "
+    "reproduction names the equation)",
+    "outside": "outside the spec: an option or method with no spec function (the reason is given)",
+    "failed": "target failed: it raised, or its output is not finite where the spec's is",
+}
+"""The four verdicts of a case or a family, by key: the table, the report, the JSON and the
+expectations file carry these keys."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,12 +104,13 @@ class Claim:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         ab = np.cumprod(1.0 - np.asarray(self.betas, dtype=np.float64))  # ᾱ_1..ᾱ_T
-        if self.prediction == "epsilon" and ab[g[0] - 1] == 0:
-            raise ValueError(
+        if not defined_at_zero_snr(self.prediction) and ab[g[0] - 1] == 0:
+            raise OutsideSpec(
                 f"an ε-prediction claim cannot start at t = {g[0]}, where ᾱ = 0 (zero terminal "
                 "SNR): ε says nothing about x_0 there (spec.prediction.x0_from_output raises); "
                 "only x_0- and v-prediction are defined"
             )
+        self.method.check(self)
 
     @property
     def T(self) -> int:
@@ -210,12 +123,9 @@ class Claim:
 
     @property
     def call_plan(self) -> tuple[tuple[int, int], ...]:
-        """(step, t) of every model call the method makes along the path, in order: one per
-        grid time (step i calls at t_i) for every method but Heun, whose `calls` says."""
-        plan = getattr(self.method, "calls", None)
-        if plan is not None:
-            return tuple(plan(self.path))
-        return tuple(enumerate(self.grid))
+        """(step, t) of every model call the method makes along the path, in order (`Method.calls`:
+        one per grid time, step i at t_i, for every method but Heun)."""
+        return tuple(self.method.calls(self.path))
 
     @property
     def calls(self) -> tuple[int, ...]:
@@ -281,6 +191,27 @@ class Tolerance:
         return float(b + 8 * EPS * max(inv, default=0.0))
 
 
+FLOAT64 = Tolerance(
+    1e-8,
+    "float64 on both sides; what is left is the order of operations (~1e-16 each, magnified "
+    "by 1/√ᾱ_t in x̂_0), ᾱ rebuilt by a cumulative product (~1e-16 per factor) and a variance "
+    "floor such as diffusers' 1e-20 (σ = 1e-10); 1e-8 is 100× the largest of these. Every "
+    "bound adds 8·EPS·max(1/(1−ᾱ_t), 1/ᾱ_t) over the path for the spec's safe_div (EPS = 1e-12)",
+)
+
+
+FLOAT32 = Tolerance(
+    2e-5,
+    "as shipped: the target's ᾱ table, its step coefficients and the sample are float32 "
+    "(u = 2^-24 ≈ 6e-8 per rounding). One step: 2e-5 × max(1, 1/√ᾱ_t) (about 300 roundings, "
+    "magnified by x̂_0 = (x − √(1−ᾱ)ε)/√ᾱ, DDIM Eq. 9) + 64u × max 1/(1 − ᾱ_t) (1 − ᾱ_t and "
+    "DDPM's β'_t = 1 − ᾱ_t/ᾱ_prev are formed by cancellation, and the coefficient of x̂_0 in "
+    "DDPM Eq. 7 divides by 1 − ᾱ_t), over the grid; the whole loop: n times one step's bound",
+    magnified=True,
+    cancel=64 * 2.0**-24,
+)
+
+
 @dataclass(frozen=True)
 class Family:
     """A named family of configurations: a hypothesis strategy drawing configs for `prepare`.
@@ -305,8 +236,48 @@ class Target(Protocol):
         ...
 
     def prepare(self, config: Any) -> Run:
-        """Build the implementation for `config` and return its claim and sampler."""
+        """Build the implementation for `config` and return its claim and sampler; raise
+        `OutsideSpec` (with the reason) for a configuration the spec has no function for."""
         ...
+
+    # Optional: code(config) -> str, the target's own code for a configuration (reproductions);
+    # config_type, the configuration dataclass (for --case JSON); tolerance(config) -> Tolerance
+    # (for --case; default FLOAT64).
+
+
+class InvalidConfig(TypeError):
+    """A drawn configuration the harness cannot use; the message says what is expected."""
+
+
+def validate_config(config: Any, sampled: bool = True) -> None:
+    """Raise InvalidConfig unless `config` is hashable and, for a target that samples
+    (`sampled`), has a `shape` (a tuple of positive ints, the shape of x) and an int `seed` (of
+    x_T, the noise and the model): a frozen dataclass such as `SpecConfig` or `SchedulerConfig`
+    has all three."""
+    kind = type(config).__name__
+    expected = "expected a frozen dataclass with shape: tuple[int, ...] and seed: int"
+    try:
+        hash(config)
+    except TypeError:
+        raise InvalidConfig(f"configuration {config!r:.80} ({kind}) is not hashable; {expected} "
+                            "(a dict or a list is not)") from None
+    if not sampled:
+        return
+    shape = getattr(config, "shape", None)
+    if not (isinstance(shape, tuple) and shape and all(
+            isinstance(k, (int, np.integer)) and k > 0 for k in shape)):
+        raise InvalidConfig(f"configuration {kind} has shape {shape!r}; {expected} (positive "
+                            "sizes, e.g. shape=(1, 3, 4, 4))")
+    seed = getattr(config, "seed", None)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise InvalidConfig(f"configuration {kind} has seed {seed!r}; {expected}")
+
+
+def config_code(target: Any, config: Any) -> str:
+    """How to reproduce `config` in the target's own code: `target.code(config)` where the
+    target has one (optional in the protocol), else the config's repr."""
+    code = getattr(target, "code", None)
+    return code(config) if code is not None else repr(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +285,13 @@ class Target(Protocol):
 
 SPEC_PREDICTION: dict[str, str] = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 """A target's name of a prediction kind (diffusers' prediction_type) → spec.prediction's name."""
+
+
+def defined_at_zero_snr(prediction: str) -> bool:
+    """Whether x̂_0 of a `prediction` output exists at ᾱ = 0 (spec.prediction.PREDICTION_TABLE)."""
+    from spec.prediction import PREDICTION_TABLE
+
+    return PREDICTION_TABLE[SPEC_PREDICTION[prediction]].x0_at_zero_snr
 
 
 def eps_to_prediction(
@@ -340,108 +318,8 @@ def eps_to_prediction(
     return prediction_target(sched, x0, t, eps, SPEC_PREDICTION[prediction])
 
 
-# ---------------------------------------------------------------------------------------------
-# A user's own step function as a target
-
-
-@dataclass(frozen=True)
-class SpecConfig:
-    """A configuration in the spec's own conventions, drawn for a `StepTarget`.
-
-    betas (T,) float64; grid t_0 > … > t_{n−1} ≥ 1 with end 0; eta, clip as in `DDIM`/`DDPM`;
-    shape of x; seed of x_T, the noise and the ε-model.
-    """
-
-    betas: tuple[float, ...]
-    grid: tuple[int, ...]
-    eta: float
-    clip: bool
-    shape: tuple[int, ...]
-    seed: int
-    prediction: str = "epsilon"
-
-    @property
-    def T(self) -> int:
-        return len(self.betas)
-
-    @property
-    def alpha_bars(self) -> np.ndarray:
-        """ᾱ_0..ᾱ_T (T + 1 entries, ᾱ_0 = 1), from the spec's own schedule."""
-        from spec.schedule import VPSchedule
-
-        return VPSchedule(np.asarray(self.betas, dtype=np.float64)).alpha_bar
-
-    def describe(self) -> str:
-        return (
-            f"T={self.T} betas=[{self.betas[0]:.6g} … {self.betas[-1]:.6g}] grid={list(self.grid)}"
-            f"→0 eta={self.eta:g} clip={self.clip} prediction={self.prediction} "
-            f"shape={self.shape} seed={self.seed}"
-        )
-
-
-StepFn = Callable[[Callable[[np.ndarray, Any], np.ndarray], np.ndarray, Any, Any, np.ndarray],
-                  np.ndarray]
-"""step(model, x, t, t_prev, z) -> x_prev; model(x, t) -> prediction; times in the target's labels."""
-
-
-@dataclass
-class StepTarget:
-    """Your own step function as a target.
-
-    make_step(cfg: SpecConfig) returns step(model, x, t, t_prev, z) -> x_prev. The harness runs
-    it over cfg.grid (then to 0) with model(x, t) giving the prediction of cfg.prediction.
-    kind: "ddim" (checked against DDIM Eq. 12 with cfg.eta and cfg.clip), "ddpm" (Algorithm 2,
-      σ² = β̃, cfg.clip) or "heun" (EDM Heun, Karras Algorithm 1, on σ_t = √((1−ᾱ_t)/ᾱ_t) and
-      σ = 0 at the end: your step takes and returns VP states x_t → x_{t_prev} and may call
-      the model twice, at t and at t_prev; η = 0 and no clipping are drawn).
-    label / unlabel: how your code names a spec time t and back (default: the spec's t itself);
-      `label=lambda t: t - 1, unlabel=lambda s: s + 1` is diffusers' τ.
-    families: the configuration families to draw (default: `conformance.external.check.
-      spec_families(kind)`).
-    """
-
-    name: str
-    kind: Literal["ddim", "ddpm", "heun"]
-    make_step: Callable[[SpecConfig], StepFn]
-    label: Callable[[int], Any] = field(default=lambda t: t)
-    unlabel: Callable[[Any], int] = field(default=lambda s: s)
-    prediction: str = "epsilon"
-    custom_families: Sequence[Family] | None = None
-
-    def families(self, profile: str) -> Sequence[Family]:
-        if self.custom_families is not None:
-            return self.custom_families
-        from conformance.external.check import spec_families
-
-        return spec_families(self.kind, profile, self.prediction)
-
-    def prepare(self, config: SpecConfig) -> Run:
-        method: Method
-        if self.kind == "heun":
-            method = EDMHeun()
-        elif self.kind == "ddim":
-            method = DDIM(eta=config.eta, clip=config.clip)
-        else:
-            method = DDPM(variance="beta_tilde", clip=config.clip)
-        path = (*config.grid, 0)
-        claim = Claim(
-            betas=np.asarray(config.betas, dtype=np.float64),
-            grid=tuple(config.grid),
-            end=0,
-            method=method,
-            prediction=config.prediction,
-            labels=tuple(f"{self.label(t)!r}" for t in path),
-        )
-        step = self.make_step(config)
-
-        def sample(x_T: np.ndarray, predict: Predict, noise: np.ndarray) -> list[np.ndarray]:
-            def model(x: np.ndarray, label: Any) -> np.ndarray:
-                return predict(x, self.unlabel(label))
-
-            states = [x_T]
-            for i in range(len(path) - 1):
-                t, t_prev = self.label(path[i]), self.label(path[i + 1])
-                states.append(np.asarray(step(model, states[-1], t, t_prev, noise[i])))
-            return states
-
-        return Run(claim=claim, sample=sample, repro=f"{self.name}: {config.describe()}")
+__all__ = [
+    "DDIM", "DDPM", "DPMSolverPP", "EDMEuler", "EDMHeun", "FLOAT32", "FLOAT64", "PREDICTIONS",
+    "SPEC_PREDICTION", "VERDICTS", "Claim", "Family", "InvalidConfig", "Method", "OutsideSpec",
+    "Predict", "Run", "Target", "Tolerance", "config_code", "eps_to_prediction", "validate_config",
+]

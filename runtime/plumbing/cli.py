@@ -47,7 +47,7 @@ EXIT_FAILURE = 1  # a failure of the program itself (Python's status for an unca
 EXIT_USER_ERROR = 2  # bad input or usage (argparse's convention)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 
-# The epilog of every command's --help (the README's "Faults and exit statuses" says the same).
+# The epilog of every command's --help (docs/cli.md, "Faults and exit statuses", says the same).
 EXIT_STATUS_HELP = """\
 exit status:
   0    success

@@ -24,17 +24,29 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from runtime.likelihood import DEFAULT_VLB_CONVENTION, VLB_CONVENTIONS
 from runtime.plumbing.cli import ArgumentParser, ConfigError
+from runtime.prediction import PREDICTION_TABLE, PREDICTIONS
+from runtime.samplers import SAMPLERS, readers, sampler_help, steps_help
 
 # The --model choices. Not the network kinds of runtime.model.MODELS: --class-conditional turns
 # film into its kind cond_film.
 MODEL_CHOICES = ("film", "residual", "conv")
 SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
-SAMPLERS = ("ddim", "ddpm", "pf-ode", "euler", "heun", "dpm-solver++")
-PREDICTIONS = ("eps", "x0", "v")
 LR_SCHEDULES = ("constant", "cosine")
 SPACINGS = ("even", "leading", "linspace", "trailing")
+
+
+def _one_of(names: list[str]) -> str:
+    """'a, b or c'."""
+    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+
+
+# What --prediction says of each prediction, and the predictions whose x̂0 exists at ᾱ_T = 0.
+PREDICTION_HELP = _one_of([f"{name} ({row.help})" for name, row in PREDICTION_TABLE.items()])
+ZERO_SNR_PREDICTIONS = _one_of([name for name, row in PREDICTION_TABLE.items()
+                                if row.x0_at_zero_snr])
 
 # FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
 FILM_GROUPS = 8
@@ -84,7 +96,7 @@ def _finite(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything `python -m runtime.train` needs. Defaults are the default run (README)."""
+    """Everything `python -m runtime.train` needs. Defaults are the default run (docs/training.md)."""
 
     # --- data ---
     dataset: str = _opt(
@@ -132,12 +144,11 @@ class TrainConfig:
     beta_end: float = _opt(0.02, "last β of the linear schedule", "diffusion", type=float,
                            metavar="β")
     prediction: str = _opt(
-        "v", "what the network predicts: eps (the noise, DDPM), x0 (the clean image) or v "
-        "(√ᾱ·ε − √(1−ᾱ)·x0, Salimans & Ho 2022)", "diffusion", choices=PREDICTIONS,
+        "v", f"what the network predicts: {PREDICTION_HELP}", "diffusion", choices=PREDICTIONS,
     )
     zero_terminal_snr: bool = _opt(
         False, "rescale the betas so that ᾱ_T = 0 (Lin et al. 2023, Algorithm 1); needs "
-        "--prediction v or x0", "diffusion",
+        f"--prediction {ZERO_SNR_PREDICTIONS}", "diffusion",
     )
     min_snr_gamma: float | None = _opt(
         5.0, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023, who use 5); 0: "
@@ -193,8 +204,9 @@ class TrainConfig:
     )
     quality_samples: int | None = _opt(
         None, "samples drawn at the end for the quality figure in train_log.json (Fréchet "
-        "distance in a small classifier's features, with its real-vs-real floor; default: half "
-        "the test split, at most 256; 0: skip)", "sampling", type=int, metavar="N",
+        "distance in a small classifier's features ÷ its real-vs-real floor, with a bootstrap "
+        "interval; default: as many as two disjoint real sets allow, at most 1000: 898 for the "
+        "digits; 0: skip)", "sampling", type=int, metavar="N",
     )
     # --- run folder and outputs ---
     out: str | None = _opt(
@@ -256,9 +268,13 @@ class TrainConfig:
             _require(1 <= self.reconstruct_step <= self.T,
                      f"--reconstruct-step must lie in 1..T = 1..{self.T}, got "
                      f"{self.reconstruct_step}")
-        _require(not (self.zero_terminal_snr and self.prediction == "eps"),
-                 "--zero-terminal-snr needs --prediction v or x0: at ᾱ_T = 0 an ε-prediction "
-                 "cannot give x̂0, so sampling from t = T would fail (Lin et al. 2023 §3.2)")
+        _require(self.prediction in PREDICTIONS, f"--prediction must be one of "
+                 f"{', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        _require(not (self.zero_terminal_snr
+                      and not PREDICTION_TABLE[self.prediction].x0_at_zero_snr),
+                 f"--zero-terminal-snr needs --prediction {ZERO_SNR_PREDICTIONS}: at ᾱ_T = 0 an "
+                 f"{self.prediction}-prediction cannot give x̂0, so sampling from t = T would "
+                 "fail (Lin et al. 2023 §3.2)")
         _require(not (self.zero_terminal_snr and self.T < 2),
                  f"--zero-terminal-snr needs --T >= 2, got {self.T}")
         if self.min_snr_gamma is not None:
@@ -309,23 +325,18 @@ class SampleConfig:
 
     checkpoint: str = _opt(None, "checkpoint file (OUT/checkpoint.pt of a training run)",
                            "input", metavar="CKPT")
-    sampler: str = _opt("ddim", "ddim (strided, Song et al.), ddpm (ancestral, all T steps), "
-                        "pf-ode (Euler on the probability-flow ODE in t), euler or heun (EDM "
-                        "form, Karras et al.; heun costs 2·S − 1 model evaluations) or "
-                        "dpm-solver++ (DPM-Solver++(2M), Lu et al.)",
-                        "sampler", choices=SAMPLERS)
-    steps: int | None = _opt(None, "sampling steps (default: 50, at most T; ddpm always runs all "
-                             "T)", "sampler", type=int, metavar="S")
-    eta: float = _opt(0.0, "DDIM η (ddim only)", "sampler", type=float, metavar="η")
-    spacing: str = _opt("even", "DDIM time grid: even (round(T·(n−i)/n), today's), trailing "
-                        "(starts at T), leading or linspace (Lin et al. 2023, Table 2)",
-                        "sampler", choices=SPACINGS)
-    clip: bool = _opt(True, "clip x̂0 to [-1, 1] in DDIM steps", "sampler")
+    sampler: str = _opt("ddim", sampler_help(), "sampler", choices=tuple(SAMPLERS))
+    steps: int | None = _opt(None, steps_help(), "sampler", type=int, metavar="S")
+    eta: float = _opt(0.0, f"DDIM η (for --sampler {readers('eta')})", "sampler", type=float,
+                      metavar="η")
+    spacing: str = _opt("even", "the table-time grid: even (round(T·(n−i)/n), today's), "
+                        "trailing (starts at T), leading or linspace (Lin et al. 2023, Table 2) "
+                        f"(for --sampler {readers('spacing')})", "sampler", choices=SPACINGS)
+    clip: bool = _opt(True, f"clip x̂0 to [-1, 1] (for --sampler {readers('clip')})", "sampler")
     sigma_max: float | None = _opt(
-        None, "pf-ode, euler, heun and dpm-solver++ start at the last table time t0 with noise "
-        "level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this (default: 80, EDM's σ_max; t0 = T when σ_T is "
-        "smaller)", "sampler",
-        type=float, metavar="σ")
+        None, "start at the last table time t0 with noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this "
+        "(default: 80, EDM's σ_max; t0 = T when σ_T is smaller) (for --sampler "
+        f"{readers('sigma_max')})", "sampler", type=float, metavar="σ")
     class_: int | None = _opt(None, "class-conditional checkpoints: draw every image of this "
                               "class (default: 10 rows, row k of class k)", "guidance",
                               type=int, metavar="K")
@@ -374,10 +385,16 @@ class EvaluateConfig:
     bins: int | None = _opt(None, "discretisation bins of the data (default: 17 for digits, "
                             "256 otherwise)", "evaluation", type=int)
     seed: int = _opt(0, "seed of t and noise", "evaluation", type=int)
+    bound_convention: str = _opt(
+        DEFAULT_VLB_CONVENTION, "the bound's convention (runtime.likelihood.VLB_CONVENTIONS): "
+        "reference-code = L_0's decoder variance β̃_2 and x̂0 clipped to [-1, 1], as the "
+        "reference code of DDPM and improved DDPM computes their published bits/dim; beta-1 = "
+        "decoder variance β_1, x̂0 unclipped", "evaluation", choices=tuple(VLB_CONVENTIONS))
     samples: int = _opt(0, "also draw N samples (DDIM, 50 steps, η 0, clipped x̂0) and report "
-                        "their Fréchet distance in a small classifier's features, next to the "
-                        "real-vs-real floor (n = min(N, half the test split))", "evaluation",
-                        type=int, metavar="N")
+                        "their Fréchet distance in a small classifier's features ÷ the "
+                        "real-vs-real floor, with a bootstrap interval (n = min(N, half of all "
+                        "real images): 898 for the digits; the figure wants n >= 800)",
+                        "evaluation", type=int, metavar="N")
     ema: bool = _opt(True, "use the EMA weights when the checkpoint has them", "evaluation")
     device: str = _opt("auto", "cpu, cuda or auto", "evaluation", choices=DEVICES)
     json: str | None = _opt(None, "also write the results as JSON here", "output",

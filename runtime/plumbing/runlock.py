@@ -50,7 +50,7 @@ class RunLocked(UserError):
 
 
 def _holder_text() -> str:
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     command = " ".join(["python", *sys.argv])[:200].replace("\n", " ")
     return (f"pid={os.getpid()}\nhost={socket.gethostname()}\nstarted={started}\n"
             f"command={command}\n")

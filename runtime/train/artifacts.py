@@ -20,6 +20,7 @@ from runtime.guidance import GuidedModel
 from runtime.model import model_from_description
 from runtime.plumbing.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
 from runtime.plumbing.config import TrainConfig
+from runtime.prediction import PREDICTION_TABLE
 from runtime.schedule import Schedule
 
 from .rng import STREAM_QUALITY, STREAM_SAMPLE, make_generator
@@ -43,8 +44,8 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
         # Samples: x_T ~ N(0, I), DDIM on the strided grid with clipped x̂0.
         x_T = torch.randn((n, C, H, W), generator=gen, device=device)
         samples = ddim_sample_strided(sched, sample_model, x_T,
-                                      ddim_timesteps(cfg.T, cfg.sample_steps),
-                                      eta=cfg.eta, clip=True, generator=gen)
+                                      ddim_timesteps(cfg.T, cfg.sample_steps), gen,
+                                      eta=cfg.eta, clip=True)
         n = cfg.n_samples
         # Reference images (held out), noised to t_r, then DDIM (η = 0, clipped x̂0) back to 0.
         ref01 = torch.from_numpy(np.array(test_x[:n], dtype=np.float32)).to(device)
@@ -72,10 +73,6 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
     return paths
 
 
-# What the loss curve measures, by --prediction: the MSE of the network's own target.
-TARGET_SYMBOL = {"eps": "ε", "x0": "x₀", "v": "v"}
-
-
 def sampling_model(run: Run) -> torch.nn.Module:
     """A fresh copy of the network with the EMA weights (the raw ones when EMA is off), in eval
     mode on the run's device."""
@@ -95,17 +92,18 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
     paths = write_artifacts(cfg, out, sample_model, run.sched, data.test.x, run.device)
     artifacts_s = time.perf_counter() - t_art
     quality = None
-    n_quality = (min(len(data.test.x) // 2, 256) if cfg.quality_samples is None
-                 else cfg.quality_samples)
-    if n_quality >= 2 and data.train is not None and len(data.test.x) >= 4:
-        from runtime.plumbing.quality import draw_and_score
+    if data.train is not None:
+        from runtime.plumbing.quality import DEFAULT_SAMPLES, capacity, draw_and_score
 
-        quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
-                                 make_generator(cfg.seed, STREAM_QUALITY, run.device),
-                                 run.device, data.train, data.test)
+        n_quality = (min(capacity(data.train, data.test), DEFAULT_SAMPLES)
+                     if cfg.quality_samples is None else cfg.quality_samples)
+        if n_quality >= 2 and capacity(data.train, data.test) >= 2:
+            quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
+                                     make_generator(cfg.seed, STREAM_QUALITY, run.device),
+                                     run.device, data.train, data.test)
     steps_done = state.step - start_step
     last = state.history[-1] if state.history else {}
-    target = TARGET_SYMBOL[cfg.prediction]
+    target = PREDICTION_TABLE[cfg.prediction].symbol  # the loss curve is the MSE of this target
     notes = {
         "dataset": cfg.dataset, "data_dir": cfg.data_dir, "n_train": len(data.x),
         "image_shape": data.image_shape, "device": str(run.device),
@@ -145,7 +143,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
     if quality is not None:
         from runtime.plumbing.quality import format_quality
 
-        say(run.info, "sample quality (Fréchet distance in classifier features): "
+        say(run.info, "sample quality (Fréchet distance in classifier features, ÷ floor): "
                       f"{format_quality(quality)}")
     say(run.info, f"done: {state.step} steps, final loss {notes['final_loss']}, "
                   f"wall time {notes['wall_time_s']:.1f} s; run folder: {out}")

@@ -1,0 +1,113 @@
+"""The pytest plugin (entry point `pytest11: diffspec`): each configuration family a test.
+
+    pytest --diffspec-target mylib.conformance:targets --diffspec-expect findings.toml
+    pytest --diffspec-scheduler mylib.sched:MyScheduler --diffspec-claims ddim
+    pytest --diffspec-target diffusers --junitxml=diffspec.xml
+
+Each family of each target becomes one test item, `<target> × <family>`. A family that agrees
+passes. A finding recorded in the expectations file with the same verdict is an xfail (deviates,
+target failed) or a skip (outside the spec), with the recorded reason; any other finding fails
+with its minimal reproduction, and so does a recorded finding that no longer occurs. So
+JUnit XML (--junitxml) and CI annotations come from pytest itself. The draws are derandomized
+(the same configurations on every run) unless --diffspec-seed is given. Without
+--diffspec-target or --diffspec-scheduler the plugin adds nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: Any) -> None:
+    g = parser.getgroup("diffspec", "diffspec: check a sampler against the spec")
+    g.addoption("--diffspec-target", metavar="TARGET", default=None,
+                help="diffusers, or package.module:attribute (a target, a list, a factory)")
+    g.addoption("--diffspec-scheduler", metavar="MODULE:CLASS", default=None,
+                help="a class with diffusers' scheduler interface (with --diffspec-claims)")
+    g.addoption("--diffspec-claims", metavar="METHOD", default=None,
+                help="the spec method the --diffspec-scheduler class computes (ddim, ddpm, ...)")
+    g.addoption("--diffspec-profile", choices=("small", "full"), default="small",
+                help="small: T ≤ 40 (default); full: T ≤ 1000")
+    g.addoption("--diffspec-examples", type=int, default=None,
+                help="configurations drawn per family (default: the profile's)")
+    g.addoption("--diffspec-family", default=None,
+                help="only the families whose name contains this")
+    g.addoption("--diffspec-expect", metavar="FILE", default=None,
+                help="the expectations file (default for diffusers: the shipped one)")
+    g.addoption("--diffspec-seed", type=int, default=None,
+                help="a hypothesis seed (default: derandomized, the same draws every run)")
+    g.addoption("--diffspec-shrink-budget", type=int, default=60,
+                help="evaluations spent shrinking a finding (default 60)")
+
+
+class FamilyItem(pytest.Item):
+    """One configuration family of one target, checked when the item runs."""
+
+    def __init__(self, *, target: Any, family: Any, expected: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.target, self.family, self.expected = target, family, expected
+
+    def runtest(self) -> None:
+        from conformance.external.check import EXAMPLES, check_family
+
+        opt = self.config.getoption
+        n = opt("diffspec_examples") or EXAMPLES[opt("diffspec_profile")]
+        seed = opt("diffspec_seed")
+        r = check_family(self.target, self.family, n, opt("diffspec_shrink_budget"),
+                         derandomize=seed is None, seed=seed)
+        e = self.expected
+        if r.agrees:
+            if e is not None:
+                raise FindingError(f"recorded finding no longer occurs ({e.verdict}: {e.reason}); "
+                                   "remove it from the expectations file")
+            return
+        if e is not None and e.verdict == r.kind:
+            if r.kind == "outside":
+                pytest.skip(f"outside the spec: {e.reason}")
+            pytest.xfail(f"{r.kind}: {e.reason}")
+        what = f"{r.verdict}" + (f" (recorded: {e.verdict})" if e is not None else
+                                 " (not in the expectations file)")
+        raise FindingError(f"{what}\n{r.repro.detail if r.repro else ''}")
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
+        if isinstance(excinfo.value, FindingError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"{self.target.name} × {self.family.name}"
+
+
+class FindingError(AssertionError):
+    """A finding the expectations file does not record (the message: verdict, reproduction)."""
+
+
+def pytest_report_header(config: Any) -> str | None:
+    target = config.getoption("diffspec_target") or config.getoption("diffspec_scheduler")
+    return f"diffspec: checking {target} against the spec" if target else None
+
+
+def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
+    spec = config.getoption("diffspec_target")
+    scheduler = config.getoption("diffspec_scheduler")
+    if spec is None and scheduler is None:
+        return
+    from conformance.external.expectations import ExpectationsError, load_expectations
+    from conformance.external.suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(spec, scheduler=scheduler, claims=config.getoption("diffspec_claims"))
+        path = config.getoption("diffspec_expect") or suite.expected
+        expected = load_expectations(path) if path else None
+    except (SuiteError, ExpectationsError) as exc:
+        raise pytest.UsageError(f"diffspec: {exc}") from None
+    part = config.getoption("diffspec_family")
+    for target in suite.targets:
+        for fam in target.families(config.getoption("diffspec_profile")):
+            if part is not None and part not in fam.name:
+                continue
+            e = expected.entries.get((target.name, fam.name)) if expected else None
+            items.append(FamilyItem.from_parent(session, name=f"{target.name} × {fam.name}",
+                                                target=target, family=fam, expected=e))

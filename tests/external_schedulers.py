@@ -1,0 +1,151 @@
+"""Schedulers with diffusers' interface, written here from the papers (not from diffusers), for
+the no-code `--scheduler ... --claims ...` path: correct ones and ones with a planted bug.
+
+Each keeps ᾱ in float64 (`alphas_cumprod[τ]` = ᾱ after τ + 1 noising steps), builds a trailing
+grid τ_i = ⌊T(n − i)/n⌋ − 1 and steps from each grid timestep to the next (the last one to
+ᾱ = 1). Planted bugs: `StrideDDIM` steps by T // n (diffusers' DDIM rule) instead of to the
+grid's next time; `NaNDDIM` writes √(1 − ᾱ_prev) as (1 − ᾱ_prev)/√(1 − ᾱ_prev), 0/0 on the
+last step; `NoHistoryDPM` forgets the previous x̂_0 (every step first order); `ThirdOrderDPM`
+is configured with solver_order 3, which the spec does not have.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+
+class PaperDDIM:
+    """DDIM (Song et al. 2021, Eq. 12, σ of Eq. 16) with diffusers' scheduler interface."""
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02):
+        betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, 0)
+        self.T = num_train_timesteps
+
+    def set_timesteps(self, n):
+        self.n = n
+        self.timesteps = torch.tensor([self.T * (n - i) // n - 1 for i in range(n)])
+        self.sigmas = ((1 - self.alphas_cumprod[self.timesteps]) / self.alphas_cumprod[self.timesteps]).sqrt()
+
+    def scale_model_input(self, sample, timestep):
+        return sample
+
+    def previous(self, tau):
+        grid = self.timesteps.tolist()
+        k = grid.index(tau)
+        return grid[k + 1] if k + 1 < len(grid) else -1
+
+    def alpha_bar(self, tau):
+        return self.alphas_cumprod[tau] if tau >= 0 else torch.tensor(1.0, dtype=torch.float64)
+
+    def direction(self, a_prev, sigma):
+        return (1 - a_prev - sigma**2).clamp(min=0).sqrt()
+
+    def step(self, model_output, timestep, sample, eta=0.0, variance_noise=None):
+        tau = int(timestep)
+        a, a_prev = self.alpha_bar(tau), self.alpha_bar(self.previous(tau))
+        eps = model_output
+        x0 = (sample - (1 - a).sqrt() * eps) / a.sqrt()  # Eq. 9
+        sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()  # Eq. 16
+        x = a_prev.sqrt() * x0 + self.direction(a_prev, sigma) * eps  # Eq. 12
+        if eta > 0:
+            x = x + sigma * variance_noise
+        return SimpleNamespace(prev_sample=x)
+
+
+class StrideDDIM(PaperDDIM):
+    """Steps from τ to τ − T // n, not to the grid's next timestep."""
+
+    def previous(self, tau):
+        return tau - self.T // self.n
+
+
+class NaNDDIM(PaperDDIM):
+    """√(1 − ᾱ_prev) written as (1 − ᾱ_prev)/√(1 − ᾱ_prev): 0/0 = NaN where ᾱ_prev = 1."""
+
+    def direction(self, a_prev, sigma):
+        return (1 - a_prev - sigma**2) / (1 - a_prev - sigma**2).sqrt()
+
+
+class PaperDPM(PaperDDIM):
+    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2) with diffusers' scheduler interface: a
+    multistep method, which keeps the previous step's x̂_0 and λ."""
+
+    solver_order = 2
+
+    def __init__(self, num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02):
+        super().__init__(num_train_timesteps, beta_start, beta_end)
+        self.config = {"solver_order": self.solver_order, "lower_order_final": False}
+
+    def set_timesteps(self, n):
+        super().set_timesteps(n)
+        self.history = []
+
+    def step(self, model_output, timestep, sample):
+        tau = int(timestep)
+        a, a_prev = self.alpha_bar(tau), self.alpha_bar(self.previous(tau))
+        x0 = (sample - (1 - a).sqrt() * model_output) / a.sqrt()
+        if a_prev == 1:  # into σ = 0: the first-order step is x̂_0 itself
+            return SimpleNamespace(prev_sample=x0)
+        lam, lam_prev = 0.5 * torch.log(a / (1 - a)), 0.5 * torch.log(a_prev / (1 - a_prev))
+        h = lam_prev - lam
+        D = x0  # line 3: first order without history
+        if self.history:
+            x0_last, lam_last = self.history[-1]
+            r = (lam - lam_last) / h  # r_i = h_{i−1}/h_i
+            D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_last  # line 7
+        self.remember(x0, lam)
+        x = ((1 - a_prev) / (1 - a)).sqrt() * sample - a_prev.sqrt() * torch.expm1(-h) * D
+        return SimpleNamespace(prev_sample=x)
+
+    def remember(self, x0, lam):
+        self.history.append((x0, lam))
+
+
+class NoHistoryDPM(PaperDPM):
+    """Forgets the previous x̂_0: every step first order (DPM-Solver++(1)), sold as 2M."""
+
+    def remember(self, x0, lam):
+        pass
+
+
+class ThirdOrderDPM(PaperDPM):
+    """Configured with solver_order 3: a method the spec does not have."""
+
+    solver_order = 3
+
+
+def targets():
+    """A factory of targets, for `python -m conformance.external external_schedulers:targets`:
+    a correct DDIM and a scheduler configured outside the spec."""
+    from conformance.external import SchedulerTarget
+
+    return [SchedulerTarget(PaperDDIM, "ddim", name="paper_ddim"),
+            SchedulerTarget(ThirdOrderDPM, "dpmsolver++2m", name="third_order_dpm")]
+
+
+def plugin_targets():
+    """For the pytest plugin's test: a DDIM that steps by T // n and a correct one."""
+    from conformance.external import SchedulerTarget
+
+    return [SchedulerTarget(StrideDDIM, "ddim"), SchedulerTarget(PaperDDIM, "ddim")]
+
+
+class DictConfigs:
+    """A target whose families draw dicts: the harness stops with one line saying what it needs."""
+
+    name = "dict_configs"
+
+    def families(self, profile):
+        from hypothesis import strategies as st
+
+        from conformance.external import FLOAT64, Family
+
+        return [Family("dicts", st.fixed_dictionaries({"seed": st.just(0)}), FLOAT64)]
+
+    def prepare(self, config):
+        raise AssertionError("never reached")
