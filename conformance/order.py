@@ -16,18 +16,26 @@ Set-up (stated once, used everywhere):
 * the continuous linear VP schedule of Song et al. (β_0 = 0.1, β_1 = 20); every sampler starts
   from the same 64 values x at t_max = 1 (ᾱ(1) = 4.3e-5: far from 0, so nothing degenerates;
   σ_max = √((1 − ᾱ)/ᾱ) = 152);
-* PF-ODE Euler: `pf_ode_sample_euler` with N uniform steps in t from 1 to 0 (its own grid);
-* EDM Euler and Heun: `edm_sigmas(N, σ_min = 1e-3, σ_max, ρ = 7)` (σ_N = 0 appended; the
-  final step σ_min → 0 is Euler's, with error ~σ_min²/(2s²) ≈ 2e-6·|x_0 − μ|, below every error
-  in the fitted range);
-* DDIM (η = 0) and DPM-Solver++(2M): the same N + 1 noise levels, as a discrete schedule of
-  T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid N, N−1, …, 0 (the model reads
-  ᾱ at its integer time). DDIM is then exactly EDM's Euler step (x̃' = x̃ + (σ' − σ)·ε̂; Karras
-  et al. 2022 §3), which the tests also check;
+* grid kind "continuous" (PF-ODE Euler): N uniform steps in t from 1 to 0;
+* grid kind "sigmas" (EDM Euler and Heun): `edm_sigmas(N, σ_min = 1e-3, σ_max, ρ = 7)` (σ_N = 0
+  appended; the final step σ_min → 0 is Euler's, with error ~σ_min²/(2s²) ≈ 2e-6·|x_0 − μ|,
+  below every error in the fitted range);
+* grid kind "times" (DDIM η = 0, DPM-Solver++(2M), (2S), (3M), UniPC): the same N + 1 noise
+  levels, as a discrete schedule of T = N steps with ᾱ_k = 1/(1 + σ_{N−k}²) run on its full grid
+  N, N−1, …, 0 (the model reads ᾱ at its integer time). DDIM is then exactly EDM's Euler step
+  (x̃' = x̃ + (σ' − σ)·ε̂; Karras et al. 2022 §3), which the tests also check;
+* grid kind "flow" (flow Euler and Heun, spec.flow): the start mapped exactly to the flow
+  (`vp_to_flow`: σ_start = √(1 − ᾱ)/(√ᾱ + √(1 − ᾱ)) = 0.9935), N steps uniform in σ from
+  σ_start to 0, with the exact velocity of Gaussian data, v*(x, σ) = (σ − (1 − σ)·s²)·
+  (x − (1 − σ)·μ)/V − μ, V = (1 − σ)²·s² + σ² (E[ε − x_0 | x_σ = x]); the flow ODE is the PF
+  ODE in other coordinates, so the exact x_0 is the same;
 * model evaluations (NFE): each sampler's cost in the sampler table (spec.samplers) at S = N.
-Each sampler runs the set-up of its grid kind (`spec_setup`, `runtime_setup`), so every entry of
-the table with an order gets its order test.
-The order is the negated least-squares slope of log error against log NFE over N = 32..256.
+
+What is measured comes from the sampler table: every `Order` of every entry (`CASES`: the
+default options' order, and the variants', e.g. UniPC's orders and B(h)), each on the set-up of
+its grid kind (`spec_setup`, `runtime_setup`). The order is the negated least-squares slope of
+log error against log NFE over N = n_0, 2·n_0, 4·n_0 (n_0 = the entry's `fit_from`, 32 unless
+the error is still pre-asymptotic there).
 
 The methods above second order need a lower floor than σ_min = 1e-3 gives (the last step,
 σ_min → 0, lands on x̂_0(σ_min), off by ~σ_min²/(2s²)·|x_0 − μ| ≈ 2e-6): they run with
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,13 +59,11 @@ T_MAX = 1.0
 SIGMA_MIN = 1e-3
 RHO = 7.0
 SHAPE = (2, 1, 4, 8)  # 64 coordinates, as a batch of two 1×4×8 images
-FIT_STEPS = (32, 64, 128, 256)
+FIT_STEPS = (32, 64, 128)
+FIT_HALVINGS = 3
+"""N = fit_from·2^k, k = 0..FIT_HALVINGS − 1: three points, two halvings of the step."""
 PLOT_STEPS = (2, 4, 8, 16, 32, 64, 128, 256)
 HIGH_ORDER_SIGMA_MIN = 1e-5
-HIGH_ORDER_STEPS = (32, 64, 128, 256)
-LATE_STEPS = (64, 128, 256, 512)
-"""For UniP-2 with bh1, whose error reaches its asymptotic ratio 4 per halving only from N = 64
-(5.4 from 32 to 64: a fitted 2.21 on N = 32..256)."""
 ORDER_TOLERANCE = 0.2
 """|fitted slope − claimed order| allowed. Measured slopes are within 0.1 of the order; a
 first-order method posing as second order is off by ~1."""
@@ -64,8 +71,52 @@ first-order method posing as second order is off by ~1."""
 
 SAMPLERS = tuple(s for s in spec.samplers.SAMPLERS.values() if s.order is not None)
 """The entries of the sampler table with an order of accuracy: each gets its order test."""
-ORDERS = {s.name: s.order for s in SAMPLERS}
-BY_NAME = {s.name: s for s in SAMPLERS}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One order claim of the sampler table: entry `sampler` run with `claim.options` has order
+    `claim.order`, fitted on `steps` with the grid floor `sigma_min`."""
+
+    sampler: spec.samplers.Sampler
+    claim: spec.samplers.Order
+
+    @property
+    def name(self) -> str:
+        return self.sampler.name
+
+    @property
+    def options(self) -> dict[str, object]:
+        return dict(self.claim.options)
+
+    @property
+    def order(self) -> int:
+        return self.claim.order
+
+    @property
+    def id(self) -> str:
+        """"unipc[order=1,variant=bh1,corrector=False]"; the name alone for default options."""
+        opts = ",".join(f"{k}={v}" for k, v in self.claim.options)
+        return f"{self.name}[{opts}]" if opts else self.name
+
+    @property
+    def sigma_min(self) -> float:
+        return sigma_min_for(self.order)
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return tuple(self.claim.fit_from * 2**k for k in range(FIT_HALVINGS))
+
+
+def sigma_min_for(order: int) -> float:
+    """The last nonzero noise level of the grids of a method of this order (see above)."""
+    return SIGMA_MIN if order <= 2 else HIGH_ORDER_SIGMA_MIN
+
+
+CASES = tuple(Case(s, o) for s in SAMPLERS for o in s.orders)
+"""Every order the table states, the default options' first for each entry."""
+DEFAULT_CASES = tuple(Case(s, s.orders[0]) for s in SAMPLERS)
+"""The default options of each entry with an order."""
 
 
 def alpha_bar_linear(t: float) -> float:
@@ -139,14 +190,18 @@ Run = Callable[[int], tuple[int, np.ndarray]]
 """N ↦ (model evaluations, x̂_0 as a float64 array of SHAPE)."""
 
 
-def spec_setup(kind: str, n: int) -> tuple:
+def spec_setup(kind: str, n: int, sigma_min: float = SIGMA_MIN) -> tuple:
     """(sched, model, x_T, grid) of the set-up above, N = n, for a sampler of grid kind `kind`."""
     import spec
 
     x, ab = start()
+    if kind == "flow":  # the one kind without a VP schedule
+        x_flow, sigma_start = spec.vp_to_flow(ab, x)
+        return (spec.RectifiedFlow(), _SpecVelocity(), x_flow,
+                sigma_start * spec.flow_sigmas(n))
     vp = spec.VPLinearSchedule(BETA0, BETA1)
     x_tilde, sigma_max = spec.vp_to_edm(ab, x)
-    sigmas = spec.edm_sigmas(n, SIGMA_MIN, sigma_max, RHO)
+    sigmas = spec.edm_sigmas(n, sigma_min, sigma_max, RHO)
     setups = {
         "continuous": lambda: (vp, _SpecOracle(vp.alpha_bar), x,
                                spec.pf_ode_uniform_grid(n, T_MAX)),
@@ -158,7 +213,7 @@ def spec_setup(kind: str, n: int) -> tuple:
     return setups[kind]()
 
 
-def runtime_setup(kind: str, n: int, device: str = "cpu") -> tuple:
+def runtime_setup(kind: str, n: int, sigma_min: float = SIGMA_MIN, device: str = "cpu") -> tuple:
     """`spec_setup`'s (sched, model, x_T, grid) as runtime objects, in float64."""
     import runtime.edm
     import runtime.flow
@@ -167,9 +222,13 @@ def runtime_setup(kind: str, n: int, device: str = "cpu") -> tuple:
 
     x_np, ab = start()
     x = torch.tensor(x_np, dtype=torch.float64, device=device)
+    if kind == "flow":
+        x_flow, sigma_start = runtime.flow.vp_to_flow(ab, x)
+        return (runtime.flow.RectifiedFlow(), _torch_velocity, x_flow,
+                sigma_start * runtime.flow.flow_sigmas(n))
     vp = runtime.pf_ode.VPLinearSchedule(BETA0, BETA1)
     x_tilde, sigma_max = runtime.edm.vp_to_edm(ab, x)
-    sigmas = runtime.edm.edm_sigmas(n, SIGMA_MIN, float(sigma_max), RHO)
+    sigmas = runtime.edm.edm_sigmas(n, sigma_min, float(sigma_max), RHO)
     setups = {
         "continuous": lambda: (vp, _TorchOracle(alpha_bar_linear), x,
                                runtime.pf_ode.pf_ode_uniform_grid(n, T_MAX)),
@@ -182,24 +241,29 @@ def runtime_setup(kind: str, n: int, device: str = "cpu") -> tuple:
     return setups[kind]()
 
 
-def spec_runner(name: str) -> Run:
-    """The spec sampler `name` (an entry of spec.samplers.SAMPLERS) on the set-up above."""
+def spec_runner(name: str, options: dict | None = None, sigma_min: float | None = None) -> Run:
+    """The spec sampler `name` (an entry of spec.samplers.SAMPLERS) with keyword `options` on the
+    set-up above; the grid floor of its order unless `sigma_min` is given."""
     entry = spec.samplers.SAMPLERS[name]
+    floor = sigma_min_for(entry.order) if sigma_min is None else sigma_min
 
     def run(n: int) -> tuple[int, np.ndarray]:
-        return entry.evaluations(n, n), entry.sample(*spec_setup(entry.grid, n))
+        return (entry.evaluations(n, n),
+                entry.sample(*spec_setup(entry.grid, n, floor), **(options or {})))
 
     return run
 
 
-def runtime_runner(name: str, device: str = "cpu") -> Run:
+def runtime_runner(name: str, options: dict | None = None, sigma_min: float | None = None,
+                   device: str = "cpu") -> Run:
     """The runtime sampler `name` (an entry of runtime.samplers.SAMPLERS), in float64."""
     import runtime.samplers
 
     entry = runtime.samplers.SAMPLERS[name]
+    floor = sigma_min_for(spec.samplers.SAMPLERS[name].order) if sigma_min is None else sigma_min
 
     def run(n: int) -> tuple[int, np.ndarray]:
-        out = entry.sample(*runtime_setup(entry.kind, n, device))
+        out = entry.sample(*runtime_setup(entry.kind, n, floor, device), **(options or {}))
         return entry.evaluations(n, n), out.detach().cpu().double().numpy()
 
     return run

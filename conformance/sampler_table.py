@@ -11,6 +11,14 @@ HEADER = ("| `--sampler` | method | spec | runtime | grid | model evaluations (S
           "| flags |\n|---|---|---|---|---|---|---|---|")
 
 
+def order_text(s: spec.samplers.Sampler) -> str:
+    """"2"; "3 (1–4 by its options)" for an entry with variants; "–" without an order."""
+    if s.order is None:
+        return "–"
+    orders = [o.order for o in s.orders]
+    return f"{s.order} ({min(orders)}–{max(orders)} by its options)" if s.variants else str(s.order)
+
+
 def samplers_markdown() -> str:
     """One Markdown row per sampler, in the table's order, under HEADER."""
     rows = [HEADER]
@@ -20,5 +28,5 @@ def samplers_markdown() -> str:
         rows.append(
             f"| `{name}` | {s.paper} | `{s.sample.__module__}.{s.sample.__name__}` "
             f"| `{r.sample.__module__}.{r.sample.__name__}` | {s.grid} | {s.evaluations} "
-            f"| {s.order if s.order is not None else '–'} | {flags} |")
+            f"| {order_text(s)} | {flags} |")
     return "\n".join(rows) + "\n"

@@ -224,15 +224,23 @@ def edm_euler_ancestral_step(sch: VPContinuousSchedule, model: EpsModel, x: Tens
 
 
 @torch.no_grad()
-def edm_euler_ancestral_sample(sch: VPContinuousSchedule, model: EpsModel, x_T: Tensor,
-                               grid: Sequence[float] | Tensor, noise: Tensor | None = None,
-                               generator: torch.Generator | None = None,
-                               progress: bool = False) -> Tensor:
+def edm_euler_ancestral_sample(
+    sch: VPContinuousSchedule,
+    model: EpsModel,
+    x_T: Tensor,
+    grid: Sequence[float] | Tensor,
+    noise: Tensor | torch.Generator | None = None,
+    *,
+    progress: bool = False,
+) -> Tensor:
     """Ancestral Euler over σ_0 > … > σ_N ≥ 0 (N evaluations); step i uses noise[i] ((N, B, C, H,
-    W)), or, without noise, torch.randn with `generator`. x_T is x̃ at σ_0.
+    W)), or, with a torch.Generator (or None: torch's default one) as `noise`, draws
+    torch.randn(x.shape, generator=noise) before each step. x_T is x̃ at σ_0.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
     values = decreasing_grid("grid", grid)
     n = len(values) - 1
+    generator = noise if isinstance(noise, torch.Generator) else None
+    noise = None if generator is not None else noise
     if noise is not None and tuple(noise.shape) != (n, *x_T.shape):
         raise ValueError(f"noise must have shape (len(grid) - 1, *x_T.shape) = "
                          f"{(n, *x_T.shape)}, got {tuple(noise.shape)}")

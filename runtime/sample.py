@@ -7,16 +7,19 @@ Samplers: one entry each in `runtime.samplers.SAMPLERS` (the twin of `spec.sampl
 gives `--sampler`'s choices and help, the flags each sampler accepts (a sampler flag given to a
 sampler that does not read it is an error), the `--steps` it accepts, the grid it walks and its
 model evaluations; the dispatch below is one call, `entry.sample(sched, model, x_T, grid, noise,
-**options)`. `--spacing` picks the table-time grid (`timestep_grid`: even is `ddim_timesteps`,
-trailing/leading/linspace are Lin et al. 2023's Table 2).
+**options)`, with the schedule, network and x_T in the form of the sampler's grid kind
+(`runtime.samplers.PROCESSES`). `--spacing` picks the table-time grid (`timestep_grid`: even
+is `ddim_timesteps`, trailing/leading/linspace are Lin et al. 2023's Table 2).
 
 The ODE samplers start from x_T at the same noise level σ_max = σ_{t0} (σ_t =
 √((1 − ᾱ_t)/ᾱ_t) of the table), t0 the last time with σ_t ≤ --sigma-max (default 80, EDM's
-σ_max; t0 = T when σ_T is below it): dpm-solver++ at t0, pf-ode at t = time_of_edm_sigma(σ_max),
-euler/heun at σ_max itself (from x̃ = x_T·√(1 + σ_max²)); `runtime.samplers.Start`. The cosine
-table's σ_T is 2.0e4 (its last β is clipped at 0.999, so ᾱ_T = 2.4e-9): starting there
-multiplies the network's ε̂ error by 2e4 in the first x̂_0, which clipped DDIM survives and the
-unclipped ODE samplers do not. Every sampler prints its number of model evaluations.
+σ_max; t0 = T when σ_T is below it): dpm-solver++, its (2s), (3m) and unipc at t0, pf-ode at
+t = time_of_edm_sigma(σ_max), euler/heun/euler-ancestral at σ_max itself (from x̃ =
+x_T·√(1 + σ_max²)), flow-euler/flow-heun at the flow state of t0 (x_σ = x_T/(√ᾱ + √(1 − ᾱ)),
+the exact VP → flow map, with v̂ = ε̂ − x̂0 of the network at the table times of the grid);
+`runtime.samplers.Start`. The cosine table's σ_T is 2.0e4 (its last β is clipped at 0.999, so
+ᾱ_T = 2.4e-9): starting there multiplies the network's ε̂ error by 2e4 in the first x̂_0, which
+clipped DDIM survives and the unclipped ODE samplers do not. Every sampler prints its number of model evaluations.
 
 Whatever the checkpoint's network predicts (ε, x0 or v, `--prediction` of runtime.train) goes
 through `runtime.prediction`. A class-conditional checkpoint draws --class K (every image of
@@ -150,8 +153,9 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
     grid = entry.grid(start, steps, cfg.spacing)
     options = {name: getattr(cfg, name) for name in entry.options}
     with torch.no_grad():
-        x0 = entry.sample(start.schedule(entry.kind), model, start.state(entry.kind, x_T), grid,
-                          gen if entry.stochastic else None, progress=True, **options)
+        x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),
+                          start.state(entry.kind, x_T), grid, gen if entry.stochastic else None,
+                          progress=True, **options)
     check_finite(x0, cfg)
     images01 = from_diffusion_range(x0).clamp(0.0, 1.0).float().cpu().numpy()  # (N, C, H, W)
     if out.suffix.lower() == ".npy":

@@ -7,6 +7,8 @@ an entry adds what the command needs: the grid it walks, built from a checkpoint
 the cost and `stochastic` are also in `spec.samplers` (the runtime never imports spec);
 conformance/test_sampler_table.py fails when the two tables disagree. `--sampler`'s choices
 and help, the flag checks, the dispatch and the printed model evaluations all read this table.
+A checkpoint is a VP model; `PROCESSES` gives, per grid kind, the schedule, the start state and
+the network as that kind's samplers take them (for the flow samplers the exact VP → flow map).
 """
 
 from __future__ import annotations
@@ -19,8 +21,25 @@ from torch import Tensor
 
 from runtime.ddim import ddim_sample_strided
 from runtime.ddpm import ddpm_sample
-from runtime.dpm_solver import dpm_solver_pp_2m_sample
-from runtime.edm import edm_sample_euler, edm_sample_heun, edm_sigmas, vp_to_edm
+from runtime.dpm_solver import (
+    dpm_solver_pp_2m_sample,
+    dpm_solver_pp_2s_sample,
+    dpm_solver_pp_3m_sample,
+)
+from runtime.edm import (
+    edm_euler_ancestral_sample,
+    edm_sample_euler,
+    edm_sample_heun,
+    edm_sigmas,
+    vp_to_edm,
+)
+from runtime.flow import (
+    RectifiedFlow,
+    flow_euler_sample,
+    flow_heun_sample,
+    velocity_from_vp,
+    vp_to_flow,
+)
 from runtime.pf_ode import (
     VPContinuousSchedule,
     VPCosineSchedule,
@@ -29,6 +48,7 @@ from runtime.pf_ode import (
     pf_ode_uniform_grid,
 )
 from runtime.schedule import Schedule, timestep_grid
+from runtime.unipc import unipc_sample
 
 DEFAULT_STEPS = 50
 EDM_SIGMA_MAX = 80.0
@@ -49,6 +69,65 @@ def sigma_table(sched: Schedule) -> Tensor:
     """σ_t = √((1 − ᾱ_t)/ᾱ_t), t = 0..T, float64 on the CPU (increasing in t)."""
     ab = sched.alpha_bar.float64
     return torch.sqrt((1.0 - ab) / ab)
+
+
+def flow_sigma_table(sched: Schedule) -> Tensor:
+    """σ_t = √(1 − ᾱ_t)/(√ᾱ_t + √(1 − ᾱ_t)), t = 0..T: the flow noise level of the VP state at
+    t (runtime.flow.vp_to_flow), float64 on the CPU (increasing in t, from 0)."""
+    ab = sched.alpha_bar.float64
+    return vp_to_flow(ab, torch.zeros_like(ab))[1]
+
+
+class VPVelocity(torch.nn.Module):
+    """A VP checkpoint's network as a velocity model of the flow samplers: at a flow σ that is
+    the flow noise level of a table time t (a grid of `flow_times`), v̂ = ε̂ − x̂_0 of the VP
+    model at that t (runtime.flow.velocity_from_vp: the exact VP → flow map, so the flow ODE
+    solved is the checkpoint's PF ODE)."""
+
+    def __init__(self, sched: Schedule, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.sched, self.model = sched, model
+        self.time_of = {float(s): t for t, s in enumerate(flow_sigma_table(sched))}
+
+    def forward(self, x_sigma: Tensor, sigma: float) -> Tensor:
+        t = self.time_of.get(float(sigma))
+        if t is None:
+            raise ValueError(f"σ = {sigma!r} is not the flow noise level of a table time "
+                             f"(build the grid with runtime.samplers.flow_times)")
+        return velocity_from_vp(self.sched, self.model, x_sigma, t)
+
+
+def flow_times(sched: Schedule, times: Sequence[int]) -> list[float]:
+    """The flow noise levels of table times (a grid of the flow samplers on a VP checkpoint)."""
+    table = flow_sigma_table(sched)
+    return [float(table[t]) for t in times]
+
+
+@dataclass(frozen=True)
+class Process:
+    """How the samplers of one grid kind see a VP checkpoint: the schedule they take, x_T (a VP
+    state at σ_max) in their scale, and the network in their form."""
+
+    schedule: Callable[[Start], object]
+    state: Callable[[Start, Tensor], Tensor]
+    model: Callable[[Start, torch.nn.Module], torch.nn.Module]
+
+
+def as_is(start: Start, value: Tensor | torch.nn.Module) -> Tensor | torch.nn.Module:
+    return value
+
+
+PROCESSES: dict[str, Process] = {
+    "times": Process(lambda s: s.sched, as_is, as_is),
+    "continuous": Process(lambda s: s.continuous, as_is, as_is),
+    "sigmas": Process(lambda s: s.continuous,
+                      lambda s, x_T: vp_to_edm(s.alpha_bar_max, x_T)[0], as_is),
+    "flow": Process(lambda s: RectifiedFlow(),
+                    lambda s, x_T: vp_to_flow(s.alpha_bar_max, x_T)[0],
+                    lambda s, model: VPVelocity(s.sched, model)),
+}
+"""Grid kind → its view of a VP checkpoint: EDM's x̃ = x_T·√(1 + σ_max²) for σ grids; for the
+flow, the exact VP → flow map (x_σ = x_T/(√ᾱ + √(1 − ᾱ)) and a `VPVelocity`)."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +151,22 @@ class Start:
         return cls(sched, continuous_schedule(stored, sched.T), cap, t0, float(sigmas[t0]),
                    float(sigmas[1]))
 
-    def schedule(self, kind: str) -> Schedule | VPContinuousSchedule:
+    @property
+    def alpha_bar_max(self) -> float:
+        """ᾱ at σ_max: 1/(1 + σ_max²)."""
+        return 1.0 / (1.0 + self.sigma_max**2)
+
+    def schedule(self, kind: str) -> Schedule | VPContinuousSchedule | RectifiedFlow:
         """The schedule a sampler of grid kind `kind` takes."""
-        return self.continuous if kind in CONTINUOUS_KINDS else self.sched
+        return PROCESSES[kind].schedule(self)
 
     def state(self, kind: str, x_T: Tensor) -> Tensor:
-        """x_T (a VP state at σ_max) in the scale of grid kind `kind`: EDM's x̃ for σ grids."""
-        return vp_to_edm(1.0 / (1.0 + self.sigma_max**2), x_T)[0] if kind == "sigmas" else x_T
+        """x_T (a VP state at σ_max) in the scale of grid kind `kind`."""
+        return PROCESSES[kind].state(self, x_T)
+
+    def model(self, kind: str, model: torch.nn.Module) -> torch.nn.Module:
+        """The checkpoint's network as a sampler of grid kind `kind` calls it."""
+        return PROCESSES[kind].model(self, model)
 
 
 @dataclass(frozen=True)
@@ -131,6 +219,11 @@ def per_step(steps: int, T: int) -> int:
     return steps
 
 
+def from_t0(start: Start, steps: int, spacing: str) -> list[int]:
+    """The table-time grid of `steps` steps from t0 to 0 (`--spacing`)."""
+    return timestep_grid(start.t0, steps, spacing)
+
+
 SAMPLERS: dict[str, Sampler] = {
     "ddim": Sampler(
         ddim_sample_strided, "times", per_step, True,
@@ -154,9 +247,34 @@ SAMPLERS: dict[str, Sampler] = {
         lambda s, n, spacing: edm_sigmas(n, s.sigma_min, s.sigma_max), up_to_T,
         "Heun in EDM form (Karras et al.)", (), ("sigma_max",)),
     "dpm-solver++": Sampler(
-        dpm_solver_pp_2m_sample, "times", per_step, False,
-        lambda s, n, spacing: timestep_grid(s.t0, n, spacing), up_to_t0,
+        dpm_solver_pp_2m_sample, "times", per_step, False, from_t0, up_to_t0,
         "DPM-Solver++(2M) (Lu et al.) from t0", (), ("spacing", "sigma_max")),
+    "dpm-solver++(2s)": Sampler(
+        dpm_solver_pp_2s_sample, "times", per_step, False, from_t0, up_to_t0,
+        "DPM-Solver++(2S) (Lu et al.) from t0, grid intervals taken in pairs",
+        (), ("spacing", "sigma_max")),
+    "dpm-solver++(3m)": Sampler(
+        dpm_solver_pp_3m_sample, "times", per_step, False, from_t0, up_to_t0,
+        "DPM-Solver++(3M) from t0, with the exact quadratic term (third order; the reference "
+        "code's is second order)", (), ("spacing", "sigma_max")),
+    "unipc": Sampler(
+        unipc_sample, "times", per_step, False, from_t0, up_to_t0,
+        "UniPC (Zhao et al.) from t0: UniP of --order p, then UniC (order p + 1; none with "
+        "--no-corrector)", ("order", "variant", "corrector"), ("spacing", "sigma_max")),
+    "euler-ancestral": Sampler(
+        edm_euler_ancestral_sample, "sigmas", per_step, True,
+        lambda s, n, spacing: edm_sigmas(n, s.sigma_min, s.sigma_max), up_to_T,
+        "ancestral Euler in EDM form (k-diffusion's, η = 1)", (), ("sigma_max",)),
+    "flow-euler": Sampler(
+        flow_euler_sample, "flow", per_step, False,
+        lambda s, n, spacing: flow_times(s.sched, timestep_grid(s.t0, n, spacing)), up_to_t0,
+        "Euler on the rectified-flow ODE from t0, on a VP checkpoint through the exact VP → "
+        "flow map (x_σ = x_t/(√ᾱ + √(1 − ᾱ)), v̂ = ε̂ − x̂0)", (), ("spacing", "sigma_max")),
+    "flow-heun": Sampler(
+        flow_heun_sample, "flow", lambda steps, T: 2 * steps, False,
+        lambda s, n, spacing: flow_times(s.sched, timestep_grid(s.t0, n, spacing)), up_to_t0,
+        "Heun on the rectified-flow ODE from t0 (every step corrected), through the same exact "
+        "map", (), ("spacing", "sigma_max")),
 }
 """`--sampler` name → its entry (the order of `--help` and of the docs table)."""
 
@@ -192,12 +310,16 @@ __all__ = [
     "CONTINUOUS_KINDS",
     "DEFAULT_STEPS",
     "EDM_SIGMA_MAX",
+    "PROCESSES",
     "SAMPLERS",
     "SAMPLER_FLAGS",
     "Sampler",
     "Start",
     "Steps",
+    "VPVelocity",
     "continuous_schedule",
+    "flow_sigma_table",
+    "flow_times",
     "model_evaluations",
     "readers",
     "sampler_help",

@@ -6,7 +6,8 @@
 The runs come from the sampler table (`runtime.samplers.SAMPLERS`): each sampler runs the most
 steps within 10 and within 50 evaluations (its cost in the table; a sampler whose cost does not
 depend on the steps, like ddpm's T, is left out). It also prints, for the samplers that solve the
-same ODE from the same start (those that read --sigma-max; DDIM starts at t = T and clips x̂0),
+same ODE from the same start (the deterministic ones that read --sigma-max; DDIM starts at t = T
+and clips x̂0, euler-ancestral adds noise),
 the RMS pixel distance (images in [0, 1]) to two fine solutions of that ODE (REFERENCES).
 """
 
@@ -40,7 +41,8 @@ def steps_within(entry: Sampler, evaluations: int, T: int = 1000) -> int:
 RUNS = tuple((name, tuple(steps_within(e, n) for n in TARGETS)) for name, e in SAMPLERS.items()
              if e.evaluations(1, 1000) != e.evaluations(2, 1000))
 """(sampler, (steps for each target)): every sampler whose cost depends on its steps."""
-ODE_RUNS = tuple(name for name, _ in RUNS if "sigma_max" in SAMPLERS[name].flags)
+ODE_RUNS = tuple(name for name, _ in RUNS
+                 if "sigma_max" in SAMPLERS[name].flags and not SAMPLERS[name].stochastic)
 
 
 def tile(images: np.ndarray, cols: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Error against model evaluations for every ODE sampler, on Gaussian data where the PF-ODE's
 solution is known in closed form (the set-up of `conformance/order.py`): prints a Markdown table
-(error at each N, fitted order over N = 32..256) and writes the log–log plot.
+(error at each N, fitted order over the N of the order test) and writes the log–log plot. Each
+entry of the sampler table with an order, with its default options (`DEFAULT_CASES`).
 
     python scripts/sampler_order.py                      # spec samplers (float64, NumPy)
     python scripts/sampler_order.py --side runtime       # the runtime twins (float64, torch)
@@ -17,9 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from conformance.order import (  # noqa: E402
-    FIT_STEPS,
+    DEFAULT_CASES,
     PLOT_STEPS,
-    SAMPLERS,
     errors,
     fitted_order,
     runtime_runner,
@@ -34,15 +34,15 @@ def main() -> int:
     args = parser.parse_args()
     runner = spec_runner if args.side == "spec" else runtime_runner
 
-    curves = {s.name: errors(runner(s.name), PLOT_STEPS) for s in SAMPLERS}
-    print("| sampler | claimed order | fitted order (N = 32..256) | "
+    curves = {c.name: errors(runner(c.name), PLOT_STEPS) for c in DEFAULT_CASES}
+    print("| sampler | claimed order | fitted order (N of the order test) | "
           + " | ".join(f"N = {n}" for n in PLOT_STEPS) + " |")
     print("|---|---|---|" + "---|" * len(PLOT_STEPS))
-    for s in SAMPLERS:
-        fit = fitted_order([p for p, n in zip(curves[s.name], PLOT_STEPS, strict=True)
-                            if n in FIT_STEPS])
-        cells = " | ".join(f"{e:.2e} ({nfe})" for nfe, e in curves[s.name])
-        print(f"| {s.paper} | {s.order} | {fit:.2f} | {cells} |")
+    for c in DEFAULT_CASES:
+        fit = fitted_order([p for p, n in zip(curves[c.name], PLOT_STEPS, strict=True)
+                            if n in c.steps])
+        cells = " | ".join(f"{e:.2e} ({nfe})" for nfe, e in curves[c.name])
+        print(f"| {c.sampler.paper} | {c.order} | {fit:.2f} | {cells} |")
     print("(cells: max |x̂0 − x0| (model evaluations))")
 
     if args.plot:
@@ -52,13 +52,13 @@ def main() -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-        for s in SAMPLERS:
-            nfe = [p[0] for p in curves[s.name]]
-            err = [p[1] for p in curves[s.name]]
+        for c in DEFAULT_CASES:
+            nfe = [p[0] for p in curves[c.name]]
+            err = [p[1] for p in curves[c.name]]
             style = ({"ls": "--", "marker": "s", "mfc": "none", "ms": 7, "lw": 2.5}
-                     if s.name == "ddim" else {"marker": "o", "ms": 3.5})
-            note = " (= EDM Euler on the same σ's)" if s.name == "ddim" else ""
-            ax.loglog(nfe, err, label=f"{s.paper}: order {s.order}{note}", **style)
+                     if c.name == "ddim" else {"marker": "o", "ms": 3.5})
+            note = " (= EDM Euler on the same σ's)" if c.name == "ddim" else ""
+            ax.loglog(nfe, err, label=f"{c.sampler.paper}: order {c.order}{note}", **style)
         ref = [(16, 2e-1), (512, 2e-1 / 32)], [(16, 5e-2), (512, 5e-2 / 32**2)]
         for (a, b), p in zip(ref, (1, 2), strict=True):
             ax.loglog([a[0], b[0]], [a[1], b[1]], "k:", lw=0.8)

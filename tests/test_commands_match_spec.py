@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -42,12 +43,14 @@ import spec.ddim
 import spec.ddpm
 import spec.dpm_solver
 import spec.edm
+import spec.flow
 import spec.forward
 import spec.guidance
 import spec.likelihood
 import spec.pf_ode
 import spec.prediction
 import spec.schedule
+import spec.unipc
 from conformance.models import SPEC_MODELS, spec_forward
 from conformance.tolerances import TOLERANCES
 from runtime.data.datasets import load_dataset
@@ -100,10 +103,24 @@ def continuous_schedule(payload: dict):
     return spec.pf_ode.VPCosineSchedule()
 
 
+@dataclass(frozen=True)
+class VPVelocity:
+    """A VP checkpoint's network as the flow samplers' velocity model: at the flow noise level
+    σ of a table time t, v̂ = ε̂ − x̂_0 of the VP model at t (spec.flow.velocity_from_vp)."""
+
+    sched: spec.schedule.VPSchedule
+    model: object
+    time_of: dict
+
+    def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        return spec.flow.velocity_from_vp(self.sched, self.model, x, self.time_of[float(sigma)])
+
+
 def spec_samples(payload: dict, sampler: str = "ddim", n: int = 3, seed: int = 0,
                  steps: int | None = None, eta: float = 0.0, spacing: str = "even",
                  clip: bool = True, sigma_max: float | None = None, class_: int | None = None,
-                 guidance_scale: float = 1.0, ema: bool = True) -> np.ndarray:
+                 guidance_scale: float = 1.0, ema: bool = True, order: int = 2,
+                 variant: str = "bh2", corrector: bool = True) -> np.ndarray:
     """What `runtime.sample` with these flags must write to an .npy: (N, C, H, W) in [0, 1]."""
     sched = spec_schedule(payload)
     T = sched.T
@@ -126,8 +143,9 @@ def spec_samples(payload: dict, sampler: str = "ddim", n: int = 3, seed: int = 0
     sigmas = np.sqrt((1 - sched.alpha_bar) / sched.alpha_bar)  # σ_t, t = 0..T
     cap = EDM_SIGMA_MAX if sigma_max is None else sigma_max
     t0 = int(np.nonzero(sigmas <= cap)[0].max())  # the last time with σ_t <= cap
+    from_t0 = sampler.startswith(("dpm-solver++", "unipc", "flow-"))
     if steps is None:
-        steps = min(DEFAULT_STEPS, t0 if sampler == "dpm-solver++" else T)
+        steps = min(DEFAULT_STEPS, t0 if from_t0 else T)
     if sampler == "ddim":
         grid = spec.schedule.timestep_grid(T, steps, spacing)
         noise = np.stack([normal() for _ in grid[1:]]) if eta > 0 else None
@@ -136,20 +154,39 @@ def spec_samples(payload: dict, sampler: str = "ddim", n: int = 3, seed: int = 0
         drawn = [normal() for _ in range(T)]  # drawn at t = T, …, 1; the spec reads noise[t − 1]
         x0 = spec.ddpm.ddpm_sample(sched, model, x_T, list(range(T, -1, -1)),
                                    np.stack(drawn[::-1]))
-    elif sampler == "dpm-solver++":
+    elif sampler in ("dpm-solver++", "dpm-solver++(2s)", "dpm-solver++(3m)", "unipc"):
         grid = spec.schedule.timestep_grid(t0, steps, spacing)
-        x0 = spec.dpm_solver.dpm_solver_pp_2m_sample(sched, model, x_T, grid)
+        if sampler == "unipc":
+            x0 = spec.unipc.unipc_sample(sched, model, x_T, grid, order=order, variant=variant,
+                                         corrector=corrector)
+        else:
+            run = {"dpm-solver++": spec.dpm_solver.dpm_solver_pp_2m_sample,
+                   "dpm-solver++(2s)": spec.dpm_solver.dpm_solver_pp_2s_sample,
+                   "dpm-solver++(3m)": spec.dpm_solver.dpm_solver_pp_3m_sample}[sampler]
+            x0 = run(sched, model, x_T, grid)
     elif sampler == "pf-ode":
         sch = continuous_schedule(payload)
         t_start = min(float(sch.time_of_edm_sigma(sigmas[t0])), 1.0)
         x0 = spec.pf_ode.pf_ode_sample_euler(sch, model, x_T,
                                              spec.pf_ode.pf_ode_uniform_grid(steps, t_start))
-    else:
+    elif sampler in ("flow-euler", "flow-heun"):
+        flow_sigmas = [float(spec.flow.vp_to_flow(ab, np.zeros(1))[1]) for ab in sched.alpha_bar]
+        grid = [flow_sigmas[t] for t in spec.schedule.timestep_grid(t0, steps, spacing)]
+        velocity = VPVelocity(sched, model, {s: t for t, s in enumerate(flow_sigmas)})
+        x_sigma, _ = spec.flow.vp_to_flow(1 / (1 + sigmas[t0] ** 2), x_T)
+        run = {"flow-euler": spec.flow.flow_euler_sample,
+               "flow-heun": spec.flow.flow_heun_sample}[sampler]
+        x0 = run(spec.flow.RectifiedFlow(), velocity, x_sigma, grid)
+    else:  # euler, heun, euler-ancestral: EDM's σ grid from σ_max = σ_{t0} down to σ_1, then 0
         sch = continuous_schedule(payload)
         x_tilde, _ = spec.edm.vp_to_edm(1 / (1 + sigmas[t0] ** 2), x_T)
         grid = spec.edm.edm_sigmas(steps, sigmas[1], sigmas[t0])
-        run = {"euler": spec.edm.edm_sample_euler, "heun": spec.edm.edm_sample_heun}[sampler]
-        x0 = run(sch, model, x_tilde, grid)
+        if sampler == "euler-ancestral":
+            noise = np.stack([normal() for _ in grid[1:]])  # one draw per step, in order
+            x0 = spec.edm.edm_euler_ancestral_sample(sch, model, x_tilde, grid, noise)
+        else:
+            run = {"euler": spec.edm.edm_sample_euler, "heun": spec.edm.edm_sample_heun}[sampler]
+            x0 = run(sch, model, x_tilde, grid)
     return np.clip(spec.data.from_diffusion_range(x0), 0.0, 1.0)
 
 
@@ -160,12 +197,11 @@ def flags_of(options: dict) -> list[str]:
     """The command-line flags of `spec_samples`' keyword arguments."""
     argv: list[str] = []
     for name, value in options.items():
-        if name == "clip":
-            argv.append("--clip" if value else "--no-clip")
-        elif name == "ema":
-            argv.append("--ema" if value else "--no-ema")
+        flag = {"class_": "--class"}.get(name, "--" + name.replace("_", "-"))
+        if isinstance(value, bool):  # --clip / --no-clip, --ema / --no-ema, ...
+            argv.append(flag if value else "--no-" + flag[2:])
         else:
-            argv += [{"class_": "--class"}.get(name, "--" + name.replace("_", "-")), str(value)]
+            argv += [flag, str(value)]
     return argv
 
 
@@ -191,6 +227,12 @@ CASES = [
     ("cosine film, EMA", {"sampler": "euler", "steps": 4}),
     ("cosine film, EMA", {"sampler": "heun", "steps": 3}),
     ("cosine film, EMA", {"sampler": "dpm-solver++"}),
+    ("cosine film, EMA", {"sampler": "dpm-solver++(2s)", "steps": 4}),
+    ("cosine film, EMA", {"sampler": "dpm-solver++(3m)", "steps": 4}),
+    ("cosine film, EMA", {"sampler": "unipc", "steps": 4}),
+    ("cosine film, EMA", {"sampler": "euler-ancestral", "steps": 3}),
+    ("cosine film, EMA", {"sampler": "flow-euler", "steps": 3}),
+    ("cosine film, EMA", {"sampler": "flow-heun", "steps": 3}),
     ("linear residual, no EMA", {"sampler": "pf-ode", "steps": 4}),
     ("linear residual, no EMA", {"sampler": "euler", "steps": 3}),
     ("linear residual, no EMA", {"sampler": "heun", "steps": 3}),
@@ -207,6 +249,13 @@ CASES = [
     ("cosine film, EMA", {"sampler": "pf-ode", "steps": 3, "sigma_max": 3.0}),
     ("cosine film, EMA", {"sampler": "heun", "steps": 3, "sigma_max": 3.0}),
     ("linear residual, no EMA", {"sampler": "euler", "steps": 3, "sigma_max": 1.0}),
+    ("cosine film, EMA", {"sampler": "flow-euler", "steps": 3, "spacing": "leading"}),
+    ("cosine film, EMA", {"sampler": "flow-heun", "steps": 2, "sigma_max": 3.0}),
+    ("cosine film, EMA", {"sampler": "euler-ancestral", "steps": 3, "seed": 5}),
+    ("cosine film, EMA", {"sampler": "unipc", "steps": 6, "order": 3}),
+    ("cosine film, EMA", {"sampler": "unipc", "steps": 4, "order": 1}),
+    ("cosine film, EMA", {"sampler": "unipc", "steps": 4, "variant": "bh1"}),
+    ("cosine film, EMA", {"sampler": "unipc", "steps": 4, "corrector": False}),
     ("cosine film, EMA", {"sampler": "ddim", "steps": 3, "ema": False}),
     ("cosine film, EMA", {"sampler": "ddim", "steps": 3, "n": 5}),
     ("cosine film, EMA", {"sampler": "ddim", "steps": 3, "seed": 7}),
@@ -218,7 +267,8 @@ CASES = [
 # What each flag is when not given (None: the flag is the sampler itself, or only sizes the
 # output); a case whose last flag is here must give other images with the default.
 DEFAULTS = {"steps": None, "eta": 0.0, "spacing": "even", "clip": True, "sigma_max": None,
-            "ema": True, "seed": 0, "guidance_scale": 1.0, "class_": None}
+            "ema": True, "seed": 0, "guidance_scale": 1.0, "class_": None, "order": 2,
+            "variant": "bh2", "corrector": True}
 
 
 def _case_id(case) -> str:
@@ -249,7 +299,8 @@ def test_sample_writes_the_spec_samplers_images(case, tmp_path, capsys, request)
 
 
 def test_every_sampler_and_flag_has_a_case():
-    from runtime.plumbing.config import SAMPLERS, SampleConfig
+    from runtime.plumbing.config import SampleConfig
+    from runtime.samplers import SAMPLERS
 
     assert {options["sampler"] for _, options in CASES} == set(SAMPLERS)
     covered = {name for _, options in CASES for name in options} | {"checkpoint", "out",

@@ -106,3 +106,24 @@ def test_hot_paths_do_not_synchronise_on_cuda() -> None:
         hot_paths()
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_flow_euler_on_a_vp_network_is_ddim_on_the_same_times() -> None:
+    """runtime.sample's flow view of a VP checkpoint (runtime.samplers.PROCESSES["flow"]) is the
+    exact VP → flow map: flow Euler from x_T/(√ᾱ + √(1 − ᾱ)) at t0 over the flow σ of the grid's
+    table times, with v̂ = ε̂ − x̂_0 of the network there, is DDIM η = 0 on those times (at t = 0
+    the flow state is the VP state)."""
+    from runtime.flow import RectifiedFlow, flow_euler_sample, vp_to_flow
+    from runtime.samplers import VPVelocity, flow_times
+
+    sched, model = _setup()
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    model = model.double()
+    grid = [17, 11, 6, 2, 0]
+    x_flow = vp_to_flow(float(sched.alpha_bar.float64[17]), x)[0]
+    out = flow_euler_sample(RectifiedFlow(), VPVelocity(sched, model), x_flow,
+                            flow_times(sched, grid))
+    torch.testing.assert_close(out, ddim_sample_strided(sched, model, x, grid), rtol=1e-10,
+                               atol=1e-10)
+    with pytest.raises(ValueError, match="not the flow noise level of a table time"):
+        VPVelocity(sched, model)(x_flow, 0.5)

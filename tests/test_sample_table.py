@@ -23,7 +23,10 @@ from runtime.samplers import SAMPLER_FLAGS, SAMPLERS, Start
 
 # a value other than the default for each sampler flag
 GIVEN = {"eta": ("--eta", "0.5"), "clip": ("--no-clip",), "spacing": ("--spacing", "trailing"),
-         "sigma_max": ("--sigma-max", "3")}
+         "sigma_max": ("--sigma-max", "3"), "order": ("--order", "3"),
+         "variant": ("--variant", "bh1"), "corrector": ("--no-corrector",)}
+# the options the dispatch test passes, each other than its default
+OPTIONS = {"eta": 0.5, "clip": False, "order": 3, "variant": "bh1", "corrector": False}
 
 
 def test_every_sampler_flag_has_a_test_value():
@@ -69,7 +72,8 @@ def _direct(entry, ckpt, steps, seed, n, options):
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n, *(int(v) for v in derived["image_shape"])), generator=gen)
     with torch.no_grad():
-        x0 = entry.sample(start.schedule(entry.kind), model, start.state(entry.kind, x_T),
+        x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),
+                          start.state(entry.kind, x_T),
                           entry.grid(start, steps, "even"), gen if entry.stochastic else None,
                           **options)
     return from_diffusion_range(x0).clamp(0.0, 1.0).float().numpy()
@@ -87,7 +91,7 @@ def test_sample_is_the_sampler_function_on_the_same_noise(sampler, tiny_run, tmp
     ckpt = str(tiny_run / "checkpoint.pt")
     bound = entry.steps(_start(ckpt))
     steps = bound.low if bound.low == bound.high else 3
-    options = {k: v for k, v in {"eta": 0.5, "clip": False}.items() if k in entry.options}
+    options = {k: v for k, v in OPTIONS.items() if k in entry.options}
     cfg = SampleConfig(checkpoint=ckpt, sampler=sampler, steps=steps, n=2, seed=3, device="cpu",
                        out=str(tmp_path / "s.npy"), **options)
     _, ran, nfe = sample(cfg)

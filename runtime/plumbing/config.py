@@ -28,6 +28,7 @@ from runtime.likelihood import DEFAULT_VLB_CONVENTION, VLB_CONVENTIONS
 from runtime.plumbing.cli import ArgumentParser, ConfigError
 from runtime.prediction import PREDICTION_TABLE, PREDICTIONS
 from runtime.samplers import SAMPLERS, readers, sampler_help, steps_help
+from runtime.unipc import UNIPC_VARIANTS
 
 # The --model choices. Not the network kinds of runtime.model.MODELS: --class-conditional turns
 # film into its kind cond_film.
@@ -36,6 +37,7 @@ SCHEDULES = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine")
 SPACINGS = ("even", "leading", "linspace", "trailing")
+UNIPC_ORDERS = (1, 2, 3)
 
 
 def _one_of(names: list[str]) -> str:
@@ -337,6 +339,13 @@ class SampleConfig:
         None, "start at the last table time t0 with noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) <= this "
         "(default: 80, EDM's σ_max; t0 = T when σ_T is smaller) (for --sampler "
         f"{readers('sigma_max')})", "sampler", type=float, metavar="σ")
+    order: int = _opt(2, "order p of UniPC's predictor UniP-p, 1..3 (the corrector UniC-p makes "
+                      f"it p + 1) (for --sampler {readers('order')})", "sampler", type=int,
+                      choices=UNIPC_ORDERS, metavar="P")
+    variant: str = _opt("bh2", "UniPC's B(h): bh1 (h) or bh2 (e^h − 1) (for --sampler "
+                        f"{readers('variant')})", "sampler", choices=UNIPC_VARIANTS)
+    corrector: bool = _opt(True, "UniPC's corrector UniC after every step but the last (no "
+                           f"model evaluation) (for --sampler {readers('corrector')})", "sampler")
     class_: int | None = _opt(None, "class-conditional checkpoints: draw every image of this "
                               "class (default: 10 rows, row k of class k)", "guidance",
                               type=int, metavar="K")
@@ -361,6 +370,9 @@ class SampleConfig:
         if self.sigma_max is not None:
             _finite("sigma-max", self.sigma_max)
             _require(self.sigma_max > 0, f"--sigma-max must be > 0, got {self.sigma_max}")
+        _require(self.order in UNIPC_ORDERS, f"--order must be one of 1, 2, 3, got {self.order!r}")
+        _require(self.variant in UNIPC_VARIANTS,
+                 f"--variant must be one of {', '.join(UNIPC_VARIANTS)}, got {self.variant!r}")
         _finite("guidance-scale", self.guidance_scale)
         if self.class_ is not None:
             _require(isinstance(self.class_, int) and self.class_ >= 0,
