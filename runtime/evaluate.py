@@ -48,6 +48,7 @@ from runtime.plumbing.artifacts import save_json
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference
 from runtime.plumbing.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
 from runtime.plumbing.config import EvaluateConfig, parse_config
+from runtime.plumbing.limits import check_memory, sampling_bytes
 from runtime.prediction import predict_eps, prediction_of, prediction_target
 from runtime.schedule import time_of_index
 
@@ -115,6 +116,11 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if list(test.image_shape) != list(derived["image_shape"]):
         fail(f"the test images of {dataset} are {list(test.image_shape)}, the checkpoint's model "
              f"was trained on {list(derived['image_shape'])}")
+    if cfg.samples > 0:
+        hidden = int(derived["model"]["config"].get("hidden_channels", 0))
+        check_memory(f"--samples {cfg.samples}",
+                     sampling_bytes(cfg.samples, test.image_shape, hidden),
+                     f"drawing {cfg.samples} images at once")
     x01 = test.x if cfg.n is None else test.x[:cfg.n]
     bins = cfg.bins if cfg.bins is not None else default_bins(dataset)
     x01 = snap_to_grid(np.asarray(x01), bins, f"{dataset} test split")

@@ -27,7 +27,8 @@ class K) or, without --class, 10 rows with row k of class k, guided with --guida
 ε(x, ∅) + s·(ε(x, c) − ε(x, ∅)) (s = 1 + w of Ho & Salimans 2022; s = 1: no guidance).
 The EMA weights are used when the checkpoint has them (--no-ema for the raw weights). All noise
 comes from one generator seeded with --seed. The output is a PNG grid (`.png`) or an `.npy` array
-(N, C, H, W) float32 in [0, 1] (`.npy`), written atomically.
+(N, C, H, W) float32 in [0, 1] (`.npy`), written atomically; samples that are not finite (an
+overflow at extreme --eta or --guidance-scale) are an error and nothing is written.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from runtime.plumbing.artifacts import image_grid, save_npy, save_png
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference
 from runtime.plumbing.cli import EXIT_STATUS_HELP, fail, resolve_device, run_main
 from runtime.plumbing.config import SampleConfig, parse_config
+from runtime.plumbing.limits import check_memory, sampling_bytes
 from runtime.samplers import (
     CONTINUOUS_KINDS,
     DEFAULT_STEPS,
@@ -98,6 +100,19 @@ def check_output_path(out: Path) -> None:
         fail(f"--out {out}: folder {folder} does not exist")
 
 
+def check_finite(x0: torch.Tensor, cfg: SampleConfig) -> None:
+    """Samples that are not finite are an error, not an output: nothing is written."""
+    bad = int((~torch.isfinite(x0)).flatten(1).any(1).sum())
+    if bad:
+        unusual = [f"{flag} {value!r}" for flag, value, usual in (
+            ("--eta", cfg.eta, 0.0), ("--guidance-scale", cfg.guidance_scale, 1.0),
+            ("--sigma-max", cfg.sigma_max, None)) if value != usual]
+        fail(f"{bad} of {len(x0)} samples are not finite (NaN or ±inf); nothing written to "
+             f"{cfg.out}. The sampler overflowed"
+             + (f" with {', '.join(unusual)}" if unusual else "")
+             + "; expected settings nearer the defaults, or a checkpoint with finite weights")
+
+
 def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
     """Draw cfg.n images and write cfg.out; return its path, the steps and the model
     evaluations per image."""
@@ -130,6 +145,9 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
             labels = torch.arange(num_classes, device=device).repeat_interleave(ncol)
         model = GuidedModel(model, labels, cfg.guidance_scale)
 
+    hidden = int(derived["model"]["config"].get("hidden_channels", 0))
+    check_memory(f"--n {cfg.n}", sampling_bytes(n, (C, H, W), hidden),
+                 f"{n} images of {C}x{H}x{W} and the network's {hidden} channels at once")
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     x_T = torch.randn((n, C, H, W), generator=gen, device=device)
     grid = entry.grid(start, steps, cfg.spacing)
@@ -138,6 +156,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
         x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),
                           start.state(entry.kind, x_T), grid, gen if entry.stochastic else None,
                           progress=True, **options)
+    check_finite(x0, cfg)
     images01 = from_diffusion_range(x0).clamp(0.0, 1.0).float().cpu().numpy()  # (N, C, H, W)
     if out.suffix.lower() == ".npy":
         save_npy(out, images01.astype(np.float32))

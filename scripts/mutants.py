@@ -209,6 +209,7 @@ MUTANTS = [
 
 
 PIPE = "tests/test_train_pipeline.py::"
+SPEC = "tests/test_commands_match_spec.py::"
 # Pipeline mutants: bugs between the functions (train loop, data, checkpoint, sample, evaluate,
 # artifacts, DDP, the quality metric), each run against the tests of `make test` that should
 # catch it (`make test` whole is too slow to run twenty times on two cores).
@@ -321,6 +322,31 @@ PIPELINE_MUTANTS = [
            "evaluate.py", "            eps_hat = predict_eps(sched, x_t, out, t, prediction)",
            "            eps_hat = out",
            (PIPE + "test_evaluate_held_out_losses_equal_the_spec_conversion",)),
+    # --- the commands against the spec (tests/test_commands_match_spec.py)
+    Mutant("sampler name dispatched to the wrong sampler (--sampler heun runs Euler)",
+           "samplers.py", '        edm_sample_heun, "sigmas", lambda steps, T: 2 * steps - 1, False,',
+           '        edm_sample_euler, "sigmas", lambda steps, T: 2 * steps - 1, False,',
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("--eta silently ignored (DDIM always deterministic)",
+           "sample.py", "    options = {name: getattr(cfg, name) for name in entry.options}",
+           '    options = {name: getattr(cfg, name) for name in entry.options if name != "eta"}',
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("--clip/--no-clip silently ignored (DDIM never clips x̂0)",
+           "sample.py", "    options = {name: getattr(cfg, name) for name in entry.options}",
+           '    options = {name: getattr(cfg, name) for name in entry.options if name != "clip"}',
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("--guidance-scale silently ignored (the conditional model alone)",
+           "sample.py", "        model = GuidedModel(model, labels, cfg.guidance_scale)",
+           "        model = GuidedModel(model, labels, 1.0)",
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("the table-time grid of dpm-solver++ and unipc ignores its σ cap (starts at T, not t0)",
+           "samplers.py", "    return timestep_grid(start.t0, steps, spacing)",
+           "    return timestep_grid(start.sched.T, steps, spacing)",
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    Mutant("evaluate feeds the first image's time to the whole batch",
+           "evaluate.py", "            out = model(x_t, time_of_index(t, T, dtype=x0.dtype))",
+           "            out = model(x_t, time_of_index(t[:1].expand_as(t), T, dtype=x0.dtype))",
+           (SPEC + "test_evaluate_prints_the_spec_figures",)),
 ]
 
 

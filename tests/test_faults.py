@@ -9,6 +9,11 @@
 - headers claiming huge sizes (`.npy`, checkpoint zip, CIFAR tar member and pickle, image
   dimensions): one line, exit status 2 (or the image skipped and named), nothing allocated;
 - image bit depth from the file's format and mode, never from the pixel values;
+- a checkpoint with one flipped bit, SIGTERM in every phase of a run, Ctrl-C inside an atomic
+  write, a named pipe as data, train and test splits of different shapes, requests larger than
+  memory, seeds and flags at their extremes, an empty --out, a resume hint for a folder with a
+  space, a full disk: each ends with its documented exit status and one line, and leaves nothing
+  behind;
 - every command's --help documents the exit statuses.
 
 The trainers run in processes forked from this one (torch and the digits are already loaded, so a
@@ -21,6 +26,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import signal
 import socket
 import struct
@@ -28,13 +34,20 @@ import sys
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from test_data_fixtures import write_fake_cifar_archive
-from test_train_support import assert_one_line_error, run_command, write_data_folder
+from test_train_support import (
+    assert_one_line_error,
+    run_command,
+    tiny_cond_run,  # noqa: F401 - fixture
+    tiny_run,  # noqa: F401 - fixture
+    write_data_folder,
+)
 
 from runtime.data.convert import convert_cifar10, convert_image_folder
 from runtime.data.datasets import DataError, load_digits, save_folder
@@ -80,10 +93,12 @@ def _no_child_outlives_its_test():
 
 
 class Child:
-    """`python -m runtime.train ARGV` in a forked process; output goes to a file."""
+    """`python -m runtime.train ARGV` (or another command's `main`) in a forked process; output
+    goes to a file. `setup()` runs in the child first (a test's fault, planted there only)."""
 
     def __init__(self, argv: list[str], log: Path, kill_in_save: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, setup: Callable[[], None] | None = None,
+                 main: Callable | None = None) -> None:
         self.log = log
         self.returncode: int | None = None
         self.pid = os.fork()
@@ -99,7 +114,9 @@ class Child:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 if kill_in_save is not None:
                     _die_in_save(kill_in_save)
-                run_main(train_main, [str(a) for a in argv])
+                if setup is not None:
+                    setup()
+                run_main(main or train_main, [str(a) for a in argv])
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             except BaseException:  # noqa: BLE001 - report and exit, whatever it was
@@ -526,6 +543,338 @@ def test_images_of_unknown_depth_are_skipped_with_the_reason(tmp_path):
     reasons = dict(zip(report.skipped, report.skip_reasons, strict=True))
     assert "unknown depth" in reasons["int32.tif"]
     assert "unknown range" in reasons["float.tif"]
+
+
+# --------------------------------------------------------------------------- damaged checkpoints
+
+
+def _flip_a_bit_in_a_weight(path: Path) -> str:
+    """Flip one bit in the middle of the largest tensor record of a torch zip checkpoint (the
+    zip headers untouched); return the record's name."""
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename),
+                   key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    raw[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    return info.filename
+
+
+def test_a_flipped_bit_in_a_weight_is_refused_by_every_reader(tiny_run, tmp_path,  # noqa: F811
+                                                             capsys):
+    from runtime.evaluate import main as evaluate_main
+    from runtime.sample import main as sample_main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes((tiny_run / "checkpoint.pt").read_bytes())
+    member = _flip_a_bit_in_a_weight(ckpt)
+    damaged = ckpt.read_bytes()
+    for main, argv in [
+        (sample_main, ["--checkpoint", ckpt, "--device", "cpu", "--n", 2, "--steps", 2,
+                       "--out", tmp_path / "s.npy"]),
+        (evaluate_main, ["--checkpoint", ckpt, "--device", "cpu", "--n", 2]),
+        (train_main, ["--device", "cpu", "--no-progress", "--out", out, "--resume",
+                      "--steps", 5]),
+    ]:
+        code, _, err = run_command(main, argv, capsys)
+        assert_one_line_error(code, err, str(ckpt), member, "CRC-32")
+    assert ckpt.read_bytes() == damaged  # --resume did not rewrite it with a fresh checksum
+    assert sorted(os.listdir(out)) == ["checkpoint.pt"]
+    assert not (tmp_path / "s.npy").exists()
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+def _sigterm_itself() -> None:
+    """Send SIGTERM to this process; its handler runs before the next line (and may raise)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)
+
+
+def _sigterm_on_call(module, name: str, when: Callable[..., bool] = lambda *a: True) -> None:
+    """From now on, `module.name(...)` first sends SIGTERM to this process when `when(...)`."""
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        if when(*args):
+            _sigterm_itself()
+        return real(*args, **kwargs)
+
+    setattr(module, name, wrapper)
+
+
+def _term_at_start_up() -> None:
+    import runtime.train.loop as loop  # the folder and its lock exist, no step has run
+
+    _sigterm_on_call(loop, "build_run")
+
+
+def _term_while_writing_samples_png() -> None:
+    # the moment the finished temporary file is about to be renamed over samples.png
+    _sigterm_on_call(os, "replace", lambda src, dst, *rest: Path(dst).name == "samples.png")
+
+
+def _term_in_the_quality_figure() -> None:
+    import runtime.plumbing.quality as quality
+
+    _sigterm_on_call(quality, "draw_and_score")
+
+
+def _term_in_a_step_then_in_the_save_on_the_way_out() -> None:
+    import runtime.train.loop as loop
+
+    calls = [0]
+
+    def third_step(*args):
+        calls[0] += 1
+        return calls[0] == 3
+
+    _sigterm_on_call(loop, "train_step", third_step)
+    # the first SIGTERM ends the loop after step 3; the second lands in the checkpoint write
+    _sigterm_on_call(os, "replace", lambda src, dst, *rest: calls[0] >= 3
+                     and Path(dst).name == "checkpoint.pt")
+
+
+@pytest.mark.parametrize(("phase", "setup", "saved_step"), [
+    ("start-up", _term_at_start_up, None),
+    ("final pictures", _term_while_writing_samples_png, 5),
+    ("quality figure", _term_in_the_quality_figure, 5),
+    ("second SIGTERM in the last save", _term_in_a_step_then_in_the_save_on_the_way_out, 2),
+])
+def test_sigterm_in_every_phase_ends_like_ctrl_c(phase, setup, saved_step, tmp_path, forkable):
+    out = tmp_path / "run"
+    argv = [*RUN, "--steps", 5, "--checkpoint-every", 2, "--quality-samples", 4, "--out", out]
+    child = Child(argv, tmp_path / "term.log", setup=setup)
+    assert child.wait() == 130, (phase, child.output())
+    assert child.output().rstrip().endswith("interrupted"), child.output()
+    assert "Traceback" not in child.output()
+    left = sorted(os.listdir(out)) if out.exists() else []
+    assert LOCK_NAME not in left and not any(name.endswith(".partial") for name in left), left
+    if saved_step is None:
+        assert "checkpoint.pt" not in left
+        return
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == saved_step
+    again = Child([*RUN, "--quality-samples", 0, "--out", out, "--resume"],
+                  tmp_path / "resume.log")
+    assert again.wait() == 0, again.output()
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 5
+    assert (out / "samples.png").exists() and LOCK_NAME not in os.listdir(out)
+
+
+def test_ctrl_c_right_after_the_temporary_file_is_created_leaves_nothing(tmp_path, monkeypatch):
+    from runtime.plumbing.atomic import atomic_write
+
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+    real_open = os.open
+
+    def open_then_ctrl_c(*args, **kwargs):
+        fd = real_open(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C lands before the caller's next line
+        return fd
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr(os, "open", open_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(target, lambda handle: handle.write(b"new"))
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGINT, previous)
+    assert sorted(os.listdir(tmp_path)) == ["x.bin"]
+    assert target.read_bytes() == b"old"
+
+
+# --------------------------------------------------------------------------- hostile data
+
+
+class _Deadline:
+    """A test that would hang fails instead: SIGALRM after `seconds` raises in the main thread."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        def expire(signum, frame):
+            pytest.fail(f"still blocked after {self.seconds} s")
+
+        self.previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc) -> None:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.previous)
+
+
+def test_a_named_pipe_as_data_is_refused_without_opening_it(tmp_path, capsys):
+    from runtime.data.__main__ import main as data_main
+
+    data = write_data_folder(tmp_path / "data")
+    (data / "train_x.npy").unlink()
+    os.mkfifo(data / "train_x.npy")
+    out = tmp_path / "run"
+    with _Deadline(20):
+        code, _, err = run_command(data_main, ["check", "--data-dir", data], capsys)
+        assert_one_line_error(code, err, "train_x.npy", "not a regular file", "named pipe")
+        code, _, err = run_command(train_main, [*RUN, "--steps", 2, "--dataset", "npy",
+                                                "--data-dir", data, "--out", out], capsys)
+        assert_one_line_error(code, err, "train_x.npy", "not a regular file", "named pipe")
+    assert not out.exists()
+
+
+def test_train_refuses_splits_of_different_shapes_before_the_first_step(tmp_path, capsys):
+    from runtime.data.__main__ import main as data_main
+
+    data = write_data_folder(tmp_path / "data")
+    np.save(data / "test_x.npy", np.zeros((6, 1, 6, 6), np.float32))
+    code, _, check_err = run_command(data_main, ["check", "--data-dir", data], capsys)
+    assert_one_line_error(code, check_err, "(1, 8, 8)", "(1, 6, 6)")
+    out = tmp_path / "run"
+    code, _, err = run_command(train_main, [*RUN, "--steps", 2, "--dataset", "npy",
+                                            "--data-dir", data, "--out", out], capsys)
+    assert_one_line_error(code, err, "train and test image sizes differ", "(1, 8, 8)",
+                          "(1, 6, 6)")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _limit_address_space() -> None:
+    """In a forked child: at most 3 GiB more address space than it has now, so that a request
+    that is not refused fails there instead of calling the OOM killer onto the machine."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[0])
+    now = pages * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (now + (3 << 30), resource.RLIM_INFINITY))
+
+
+def test_requests_larger_than_memory_are_refused_with_the_estimate(tiny_run,  # noqa: F811
+                                                                   tmp_path, forkable):
+    from runtime.evaluate import main as evaluate_main
+    from runtime.sample import main as sample_main
+
+    ckpt = tiny_run / "checkpoint.pt"
+    cases = [
+        (sample_main, ["--checkpoint", ckpt, "--device", "cpu", "--n", 10**11, "--out",
+                       tmp_path / "s.npy"], "--n 100000000000"),
+        (evaluate_main, ["--checkpoint", ckpt, "--device", "cpu", "--n", 4, "--samples", 10**12],
+         "--samples 1000000000000"),
+        (train_main, [*RUN, "--steps", 2, "--T", 10**12, "--out", tmp_path / "r1"],
+         "--T 1000000000000"),
+        (train_main, [*RUN, "--steps", 2, "--n-samples", 10**12, "--out", tmp_path / "r2"],
+         "--n-samples 1000000000000"),
+        (train_main, [*RUN, "--steps", 2, "--batch-size", 10**9, "--out", tmp_path / "r3"],
+         "--batch-size 1000000000"),
+    ]
+    for i, (main, argv, flag) in enumerate(cases):
+        child = Child(argv, tmp_path / f"{i}.log", setup=_limit_address_space, main=main)
+        code = child.wait()
+        assert_one_line_error(code, child.output(), flag, "needs at least", "of memory",
+                              "more than this machine's")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i}.log" for i in range(5)]
+
+
+def test_torch_out_of_memory_is_one_line_with_status_1(capsys):
+    def main(argv):
+        torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: the allocator refuses at once
+
+    with pytest.raises(SystemExit) as info:
+        run_main(main, [])
+    err = capsys.readouterr().err
+    assert info.value.code == EXIT_FAILURE
+    assert err.startswith("error: out of memory") and err.count("\n") == 1, err
+    assert "1024.0 TiB" in err
+
+
+# --------------------------------------------------------------------------- extreme values
+
+
+def test_seeds_outside_64_bits_are_one_line_errors(tiny_run, tmp_path, capsys):  # noqa: F811
+    from runtime.evaluate import main as evaluate_main
+    from runtime.sample import main as sample_main
+
+    ckpt = tiny_run / "checkpoint.pt"
+    for seed in (2**64, -1):
+        for main, argv in [
+            (sample_main, ["--checkpoint", ckpt, "--device", "cpu", "--n", 1, "--steps", 1,
+                           "--out", tmp_path / "s.npy"]),
+            (evaluate_main, ["--checkpoint", ckpt, "--device", "cpu", "--n", 1]),
+            (train_main, [*RUN, "--steps", 1, "--out", tmp_path / "run"]),
+        ]:
+            code, _, err = run_command(main, [*argv, "--seed", seed], capsys)
+            assert_one_line_error(code, err, f"--seed must be an integer in 0..{2**64 - 1}",
+                                  str(seed))
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def _without_progress_bars(err: str) -> str:
+    """stderr less the sampler's tqdm bar (`ddim: 100%|███| 3/3 [...]`, redrawn with \\r)."""
+    return "\n".join(line for line in err.splitlines()
+                     if not re.match(r"^[\w+-]+: +\d+%\|", line))
+
+
+def test_samples_that_are_not_finite_are_not_written(tiny_run, tiny_cond_run,  # noqa: F811
+                                                     tmp_path, capsys):
+    from runtime.sample import main as sample_main
+
+    out = tmp_path / "s.npy"
+    for ckpt, flags in [(tiny_run, ["--eta", "1e300"]),
+                        (tiny_cond_run, ["--guidance-scale", "1e308"])]:
+        argv = ["--checkpoint", ckpt / "checkpoint.pt", "--device", "cpu", "--n", 10,
+                "--steps", 3, *flags, "--out", out]
+        code, _, err = run_command(sample_main, argv, capsys)
+        assert_one_line_error(code, _without_progress_bars(err), "not finite", "nothing written",
+                              flags[0])
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+# --------------------------------------------------------------------------- the run folder
+
+
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_command(train_main, [*RUN, "--steps", 1, "--out", ""], capsys)
+    assert_one_line_error(code, err, "--out", "empty")
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_resume_hint_is_a_command_the_shell_runs(tmp_path, forkable):
+    import shlex
+
+    import runtime.train.loop as loop
+
+    out = tmp_path / "mon dossier é"
+    child = Child([*RUN, "--steps", 3, "--out", out], tmp_path / "hint.log",
+                  setup=lambda: _sigterm_on_call(loop, "train_step"))  # stops after step 1
+    assert child.wait() == 130, child.output()
+    hint = child.output().split("resume with: ", 1)[1].splitlines()[0]
+    assert shlex.split(hint) == ["python", "-m", "runtime.train", "--out", str(out), "--resume"]
+
+
+def test_a_full_disk_names_the_file(tiny_run, tmp_path, capsys, monkeypatch):  # noqa: F811
+    from runtime.sample import main as sample_main
+
+    real_fdopen = os.fdopen
+
+    def onto_a_full_disk(fd, *args, **kwargs):
+        os.close(fd)  # every write to /dev/full fails with ENOSPC, as on a full disk
+        return real_fdopen(os.open("/dev/full", os.O_WRONLY), *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", onto_a_full_disk)
+    out = tmp_path / "s.npy"
+    argv = ["--checkpoint", tiny_run / "checkpoint.pt", "--device", "cpu", "--n", 64,
+            "--steps", 1, "--out", out]
+    code, _, err = run_command(sample_main, argv, capsys)
+    monkeypatch.undo()
+    assert_one_line_error(code, _without_progress_bars(err), "No space left on device", str(out))
+    assert os.listdir(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- exit statuses

@@ -89,3 +89,16 @@ def tiny_linear_run(tmp_path_factory) -> Path:
                       ema_decay=0.0, out=str(out), quality_samples=0)
     train(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_run(tmp_path_factory) -> Path:
+    """A finished tiny class-conditional run on digits (10 classes, 1 residual block)."""
+    from runtime.plumbing.config import TrainConfig
+    from runtime.train import train
+
+    out = tmp_path_factory.mktemp("tiny-cond") / "run"
+    cfg = TrainConfig(steps=2, T=10, hidden_c=8, blocks=1, n_samples=10, sample_steps=2,
+                      progress=False, class_conditional=True, out=str(out), quality_samples=0)
+    train(cfg)
+    return out

@@ -23,6 +23,7 @@ from runtime.data.datasets import (
     SPLITS,
     DataError,
     Dataset,
+    check_same_image_shape,
     describe,
     load_folder,
     load_pair,
@@ -167,11 +168,7 @@ def _check(args: argparse.Namespace) -> None:
             load_folder(args.data_dir, split, args.dataset, args.num_classes) for split in SPLITS
         ]
         train, test = splits
-        if train.image_shape != test.image_shape:
-            raise DataError(
-                f"{args.data_dir}: train and test image sizes differ: got {train.image_shape} and "
-                f"{test.image_shape}; expected the same (C, H, W)"
-            )
+        check_same_image_shape(train, test, args.data_dir)
         print(f"{args.data_dir} ({args.dataset}):")
         num_classes = max(train.num_classes, test.num_classes)
         for ds in splits:

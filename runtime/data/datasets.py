@@ -20,9 +20,12 @@ is accepted too); y has any integer dtype with values >= 0. For folders, `num_cl
 1 + the largest label of either split (the test split alone may miss a class).
 
 Validation (`validate_images`, `validate_labels`, `validate_pair`) checks, for every file: it
-exists and is a readable, complete `.npy` array (no pickles); x has rank 4, a supported dtype,
-no NaN/inf, values in range, N >= 1; y has rank 1, an integer dtype, values in
-[0, num_classes); x and y agree on N. Each failure raises `DataError` with one line:
+exists, is a regular file (a named pipe, socket or device is refused before it is opened: reading
+one could block forever) and is a readable, complete `.npy` array (no pickles); x has rank 4, a
+supported dtype, no NaN/inf, values in range, N >= 1; y has rank 1, an integer dtype, values in
+[0, num_classes); x and y agree on N; the train and test images of a folder have one shape
+(`check_same_image_shape`, which `runtime.train` and `runtime.data check` both run). Each failure
+raises `DataError` with one line:
 `<file>: <what is wrong>: got <value seen>; expected <what is expected>`.
 """
 
@@ -32,6 +35,7 @@ import functools
 import os
 import pickle
 import shutil
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,7 @@ __all__ = [
     "SPLITS",
     "DataError",
     "Dataset",
+    "check_same_image_shape",
     "describe",
     "load_dataset",
     "load_digits",
@@ -264,6 +269,16 @@ def _check_npy_header(path: Path) -> None:
                         f"{format_bytes(limit)} of memory; expected an array that fits in memory")
 
 
+def _file_kind(path: Path) -> str:
+    """What `path` is, for a message: a named pipe (FIFO), a socket, a device, ..."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def load_npy_array(path: str | os.PathLike) -> np.ndarray:
     """Read one `.npy` file fully (no memory map, no pickles); unreadable files raise `DataError`.
 
@@ -275,6 +290,9 @@ def load_npy_array(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: file not found; expected a .npy array there")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; expected a .npy file")
+    if not path.is_file():  # stat only: opening a named pipe would wait for a writer forever
+        raise DataError(f"{path}: not a regular file: got {_file_kind(path)}; expected a .npy "
+                        "file")
     try:
         _check_npy_header(path)
         arr = np.load(path, mmap_mode=None, allow_pickle=False)
@@ -349,6 +367,15 @@ def load_folder(
     x.setflags(write=False)
     y.setflags(write=False)
     return Dataset(name=name, split=split, x=x, y=y, num_classes=num_classes)
+
+
+def check_same_image_shape(train: Dataset, test: Dataset, source: str | os.PathLike) -> None:
+    """The train and test splits of one data set hold images of one (C, H, W)."""
+    if train.image_shape != test.image_shape:
+        raise DataError(
+            f"{source}: train and test image sizes differ: got {train.image_shape} and "
+            f"{test.image_shape}; expected the same (C, H, W)"
+        )
 
 
 # --------------------------------------------------------------------------- digits

@@ -4,6 +4,10 @@
 folder, then renames it over `path` (`os.replace`, atomic on POSIX and Windows). On any failure,
 Ctrl-C included, the temporary file is removed and `path` is left as it was. `durable=True` also
 fsyncs the file and its folder, so the new content survives a power cut (checkpoints, data).
+Creating the temporary file and removing it run with Ctrl-C and SIGTERM deferred
+(`signals_deferred`), so no signal lands between the file's creation and the code that removes
+it. An OS error without a file name (a full disk: `[Errno 28] No space left on device`) is
+raised again naming `path`.
 
 A process killed outright (kill -9, a power cut) cannot remove its temporary file. Its name is
 `.<target>.<pid>-<8 hex>.partial` (`temp_path`; a staging folder, `.partial-folder`), a pattern
@@ -19,12 +23,14 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["atomic_write", "current_umask", "fsync_folder", "is_leftover", "make_temp_folder",
-           "remove_leftovers", "temp_path"]
+           "remove_leftovers", "signals_deferred", "temp_path"]
 
 TEMP_SUFFIX = ".partial"
 FOLDER_SUFFIX = ".partial-folder"
@@ -101,29 +107,61 @@ def make_temp_folder(path: Path) -> Path:
             continue
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM for the body: a signal arriving meanwhile is recorded,
+    and raised again once the handlers in force before are back, so it acts (KeyboardInterrupt,
+    a stop request, the default action) just after the body. Python runs signal handlers in the
+    main thread only; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for signum in caught:
+            signal.raise_signal(signum)
+
+
+def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
+    """A new temporary file for `path` (`temp_path`, 0o666 less the umask), open for writing."""
+    while True:
+        tmp_name = temp_path(path)
+        try:
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        return tmp_name, os.fdopen(fd, "wb")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object],
                  durable: bool = False) -> None:
     """Write `path` through `write(handle)` so that it appears complete or not at all."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    while True:
-        tmp_name = temp_path(path)
-        try:
-            # 0o666 less the umask: the mode an ordinary new file gets.
-            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            break
-        except FileExistsError:
-            continue
+    tmp_name = None
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with signals_deferred():  # the name is known before any signal can act
+            tmp_name, handle = _create_temp(path)
+        with handle:
             write(handle)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
+    except BaseException as exc:
+        with signals_deferred():
+            if tmp_name is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     if durable:
         fsync_folder(folder)

@@ -22,7 +22,10 @@ the new one, never a partial one; if anything fails the old checkpoint is left a
 checkpoint (written before the model table) is read too: `upgrade_model_description` turns its
 flat model description into today's. Before
 torch reads the file, `check_container` compares the sizes its zip headers claim with the file's
-own size (torch then checks each tensor's claimed size against its record before allocating).
+own size (torch then checks each tensor's claimed size against its record before allocating) and
+checks every record against the CRC-32 the zip stores beside it (torch itself never does): a
+single flipped bit in a weight is refused by every reader, `--resume` included, instead of being
+trained on and saved again under a fresh, valid checksum.
 """
 
 from __future__ import annotations
@@ -119,9 +122,10 @@ def upgrade_model_description(description: dict[str, Any]) -> dict[str, Any]:
 
 def check_container(path: Path) -> None:
     """Check the zip container before torch reads it: the file fits in memory, is a zip (what
-    `torch.save` writes; the legacy format is refused), and no member claims more bytes than the
-    file holds. (torch itself checks each tensor's claimed size against its stored record before
-    allocating; this names the file, the member and both sizes in one line.)"""
+    `torch.save` writes; the legacy format is refused), no member claims more bytes than the
+    file holds, and every member matches its CRC-32. (torch itself checks each tensor's claimed
+    size against its stored record before allocating; this names the file, the member and both
+    sizes in one line.)"""
     size = path.stat().st_size
     limit = memory_limit_bytes()
     if size > limit:
@@ -131,14 +135,20 @@ def check_container(path: Path) -> None:
                "checkpoint.pt written by python -m runtime.train")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
+            for info in archive.infolist():
+                if info.file_size > size or info.compress_size > size:
+                    raise CheckpointError(corrupt % (
+                        f"the zip header claims {info.file_size} bytes for {info.filename}, "
+                        f"the whole file holds {size}"))
+            damaged = archive.testzip()  # the first record whose bytes fail their CRC-32
+    except CheckpointError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise CheckpointError(corrupt % f"not a readable zip: {exc}") from None
-    for info in members:
-        if info.file_size > size or info.compress_size > size:
-            raise CheckpointError(corrupt % (
-                f"the zip header claims {info.file_size} bytes for {info.filename}, the whole "
-                f"file holds {size}"))
+    if damaged is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: its record {damaged} fails its "
+                              "CRC-32 check (the bytes on disk are not the bytes written); "
+                              "use an intact copy of the checkpoint")
 
 
 def load_state_dict_checked(module: torch.nn.Module, state: Any, what: str, path: Any) -> None:

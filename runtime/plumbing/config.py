@@ -75,6 +75,21 @@ def _positive_int(name: str, value: int) -> None:
     )
 
 
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits; a larger seed would alias
+
+
+def _seed(value: int) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX,
+        f"--seed must be an integer in 0..{SEED_MAX} (64 bits), got {value!r}",
+    )
+
+
+def _not_empty(flag: str, value: str | None, expected: str) -> None:
+    _require(value is None or str(value).strip() != "",
+             f"{flag} must not be empty, got {value!r}; expected {expected}")
+
+
 def _finite(name: str, value: float) -> None:
     _require(
         isinstance(value, (int, float)) and math.isfinite(value),
@@ -280,6 +295,8 @@ class TrainConfig:
                  f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         _require(not (self.resume and self.out is None),
                  "--resume needs --out DIR, the run folder holding checkpoint.pt")
+        _not_empty("--out", self.out, "a folder (--out . for the current one)")
+        _seed(self.seed)
 
     # Derived values, in one place.
     @property
@@ -366,6 +383,7 @@ class SampleConfig:
                      f"--class must be a class index >= 0, got {self.class_!r}")
         _require(str(self.out).lower().endswith((".png", ".npy")),
                  f"--out must end in .png or .npy, got {self.out!r}")
+        _seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -408,6 +426,8 @@ class EvaluateConfig:
         if self.bins is not None:
             _require(isinstance(self.bins, int) and self.bins >= 2,
                      f"--bins must be an integer >= 2, got {self.bins!r}")
+        _not_empty("--json", self.json, "a file path")
+        _seed(self.seed)
 
 
 C = TypeVar("C")

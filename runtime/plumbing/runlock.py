@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from runtime.plumbing.atomic import remove_leftovers
+from runtime.plumbing.atomic import remove_leftovers, signals_deferred
 from runtime.plumbing.cli import UserError
 
 LOCK_NAME = ".lock"
@@ -150,12 +150,13 @@ def run_lock(out: str | os.PathLike, say: Callable[[str], None] | None = print
                 + ", ".join(p.name for p in removed))
         yield out
     finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # still holding the lock: nobody else owns this file
-            os.close(fd)
-        for d in created:  # innermost first; only folders this call made, and only if empty
-            try:
-                d.rmdir()
-            except OSError:
-                break
+        with signals_deferred():  # a second Ctrl-C or SIGTERM must not leave the lock file
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # still holding the lock: nobody else owns this file
+                os.close(fd)
+            for d in created:  # innermost first; only folders this call made, and only if empty
+                try:
+                    d.rmdir()
+                except OSError:
+                    break

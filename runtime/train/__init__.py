@@ -33,7 +33,9 @@ the same bits. Skips are counted in the log; after `MAX_CONSECUTIVE_NONFINITE` s
 the run stops with exit status 2.
 
 Ctrl-C (or SIGTERM) finishes the current step, writes OUT/checkpoint.pt and exits with status 130
-and a line telling how to resume. A second Ctrl-C stops at once (the last checkpoint stays).
+and a line telling how to resume. A second Ctrl-C stops at once (the last checkpoint stays), as
+does one outside the loop (start-up, the final pictures, the quality figure): status 130, no lock
+or partial file left, the last checkpoint intact.
 
 No other module of `runtime` imports this package (tests/test_train_imports.py checks it).
 """

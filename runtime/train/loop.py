@@ -35,7 +35,7 @@ from runtime.train_step import train_step
 from . import artifacts, resume
 from .folder import CHECKPOINT_NAME, check_output_files, default_out_dir, prepare_out_dir
 from .guard import MAX_CONSECUTIVE_NONFINITE, log_point, skip_run_message, too_many_skips
-from .run import TrainData, build_run, draw_batch, load_data, say
+from .run import TrainData, build_run, check_memory_needs, draw_batch, load_data, say
 from .stop import StopRequest, resume_hint, should_stop
 
 
@@ -75,6 +75,7 @@ def _prepare(cfg: TrainConfig, explicit: set[str] | frozenset[str], info: DistIn
     check_output_files(cfg, out)
     resolve_device(cfg.device)
     train_data = load_data(cfg, data)
+    check_memory_needs(cfg, train_data.image_shape)
     if payload is not None:
         resume.check_resumable(payload, out / CHECKPOINT_NAME, cfg, info, train_data.image_shape)
     if info.is_main:

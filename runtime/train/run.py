@@ -15,14 +15,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from runtime.data.datasets import Dataset, load_dataset
+from runtime.data.datasets import Dataset, check_same_image_shape, load_dataset
 from runtime.model import MODELS, build_model, describe_model
 from runtime.plumbing.cli import fail
 from runtime.plumbing.config import FILM_GROUPS, TrainConfig
 from runtime.plumbing.distributed import DistInfo, all_reduce_min
 from runtime.plumbing.fast_kernels import choose as choose_kernels
 from runtime.plumbing.fast_kernels import common_choice, configure_tf32
-from runtime.schedule import Schedule
+from runtime.plumbing.limits import check_memory, sampling_bytes, training_step_bytes
+from runtime.schedule import TABLES, Schedule
 from runtime.train_step import GuardedUpdate
 
 from .guard import Accumulators
@@ -86,12 +87,15 @@ class TrainData:
 
 
 def load_data(cfg: TrainConfig, data: tuple[Dataset, Dataset] | None = None) -> TrainData:
-    """The data set of `cfg` (or `data`, a (train, test) pair), cut to --n-total."""
+    """The data set of `cfg` (or `data`, a (train, test) pair), cut to --n-total; the two splits
+    must hold images of one shape (the samples, the reconstruction and the quality figure compare
+    them), as `runtime.data check` demands."""
     if data is None:
         train_set = load_dataset(cfg.dataset, cfg.data_dir, split="train")
         test_set = load_dataset(cfg.dataset, cfg.data_dir, split="test")
     else:
         train_set, test_set = data
+    check_same_image_shape(train_set, test_set, cfg.data_dir or cfg.dataset)
     n_available = len(train_set.x)
     if cfg.n_total is not None and cfg.n_total > n_available:
         fail(f"--n-total {cfg.n_total} exceeds the {n_available} training images of "
@@ -99,6 +103,21 @@ def load_data(cfg: TrainConfig, data: tuple[Dataset, Dataset] | None = None) -> 
     cut = slice(None) if cfg.n_total is None else slice(cfg.n_total)
     y = None if train_set is None else train_set.y[cut]
     return TrainData(x=train_set.x[cut], y=y, train=train_set, test=test_set)
+
+
+def check_memory_needs(cfg: TrainConfig, image_shape: list[int]) -> None:
+    """Refuse, before anything is written, a run that cannot fit in this machine's memory: the
+    schedule's tables, one training step, the pictures and the quality samples drawn at the end
+    (lower bounds, `runtime.plumbing.limits`)."""
+    check_memory(f"--T {cfg.T}", len(TABLES) * 8 * (cfg.T + 1),
+                 f"{len(TABLES)} float64 tables of T + 1 entries")
+    check_memory(f"--batch-size {cfg.batch_size}",
+                 training_step_bytes(cfg.batch_size, image_shape, cfg.hidden_c),
+                 f"a training step on {cfg.batch_size} images")
+    for flag, n in (("--n-samples", cfg.n_samples), ("--quality-samples", cfg.quality_samples)):
+        if n:
+            check_memory(f"{flag} {n}", sampling_bytes(n, image_shape, cfg.hidden_c),
+                         f"drawing {n} images at once")
 
 
 def to_device_data(x01: np.ndarray, device: torch.device) -> torch.Tensor:

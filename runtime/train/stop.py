@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 from typing import Any
@@ -53,6 +54,8 @@ def should_stop(stop: StopRequest, info: DistInfo, at_log: bool, is_cuda: bool) 
 
 
 def resume_hint(info: DistInfo, out: Any) -> str:
+    """The command that continues the run in `out`, quoted for a POSIX shell (a folder name with
+    a space, a quote or non-ASCII letters stays one argument)."""
     launcher = (f"torchrun --nproc_per_node={info.world_size} -m runtime.train"
                 if info.enabled else "python -m runtime.train")
-    return f"{launcher} --out {out} --resume"
+    return f"{launcher} --out {shlex.quote(str(out))} --resume"
