@@ -58,7 +58,7 @@ def test_the_wheel_installs_a_working_command_and_plugin(tmp_path):
                  "external_schedulers:StrideDDIM", "--diffspec-claims", "ddim",
                  "--diffspec-examples", "2", "-q", cwd=home, env=env)
     assert plugin.returncode == 1 and "2 failed" in plugin.stdout, plugin.stdout + plugin.stderr
-    where = run(py, "-c", "import conformance.external.pytest_plugin as m; print(m.__file__)",
+    where = run(py, "-c", "import conformance.pytest_plugin as m; print(m.__file__)",
                 cwd=home, env=env)
     assert where.stdout.startswith(str(env_dir)), where.stdout  # the installed copy ran
 
@@ -69,6 +69,6 @@ def test_heavy_packages_are_only_in_the_extras_that_use_them():
     assert not base & {"scikit-learn", "matplotlib", "pillow", "diffusers", "hypothesis"}
     assert "hypothesis" in project["optional-dependencies"]["external"]  # conformance.external imports it
     assert project["scripts"]["diffspec-external"] == "conformance.external.__main__:console"
-    assert project["entry-points"]["pytest11"]["diffspec"] == "conformance.external.pytest_plugin"
+    assert project["entry-points"]["pytest11"]["diffspec"] == "conformance.pytest_plugin"
     make = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "'.[dev,external,train]'" in make  # make install still installs everything

@@ -142,7 +142,7 @@ def test_every_claim_name_has_a_step_target_kind():
 
 def _pytest(tmp_path, *args):
     """pytest in a folder of its own, with the plugin as `make install` installs it: through its
-    pytest11 entry point `diffspec` (a second `-p conformance.external.pytest_plugin` would
+    pytest11 entry point `diffspec` (a second `-p conformance.pytest_plugin` would
     register it twice, which pytest refuses)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "diffspec",

@@ -163,7 +163,7 @@ def test_label_dropout_rate_and_kept_labels_of_the_real_trainer():
     each label by the null label (num_classes) with probability --label-dropout, independently
     per sample, and keep the image's own label otherwise: 1,280 draws, a binomial test of the
     rate (a rate of p/2 or 1 − p fails it with p-value < 1e-12), and every kept label checked."""
-    from runtime.config import TrainConfig
+    from runtime.plumbing.config import TrainConfig
 
     from runtime.train.run import build_run, draw_batch, load_data
 
@@ -302,7 +302,7 @@ def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys, conve
 
 @pytest.fixture(scope="module")
 def tiny_x0_run(tmp_path_factory):
-    from runtime.config import TrainConfig
+    from runtime.plumbing.config import TrainConfig
 
     from runtime.train import train
 

@@ -14,80 +14,78 @@ function. `spec` and `runtime` never import diffusers; only
 the `conformance.external.diffusers_*` modules do, and only when they are asked for.
 """
 
-import importlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
 
-# The public names are loaded on first use (PEP 562), so that importing this package, as pytest
-# does for the plugin entry point `conformance.external.pytest_plugin` before the test suite's
-# conftest runs, imports neither spec nor hypothesis nor diffusers.
-_EXPORTS: dict[str, str] = {
-    "EXAMPLES": "check",
-    "CaseResult": "check",
-    "FamilyResult": "check",
-    "Report": "check",
-    "check": "check",
-    "check_family": "check",
-    "config_from_json": "check",
-    "config_json": "check",
-    "run_case": "check",
-    "Expectations": "expectations",
-    "ExpectationsError": "expectations",
-    "compare": "expectations",
-    "load_expectations": "expectations",
-    "record": "expectations",
-    "DDIM": "methods",
-    "DDPM": "methods",
-    "DPMSolverPP": "methods",
-    "EDMEuler": "methods",
-    "EDMHeun": "methods",
-    "DPMSolverPP2S": "methods",
-    "EDMEulerAncestral": "methods",
-    "FlowEuler": "methods",
-    "FlowHeun": "methods",
-    "UniPC": "methods",
-    "Method": "methods",
-    "CLAIMS": "scheduler_target",
-    "SchedulerConfig": "scheduler_target",
-    "SchedulerTarget": "scheduler_target",
-    "inject_noise": "scheduler_target",
-    "integer_timesteps": "scheduler_target",
-    "scheduler_configs": "scheduler_target",
-    "KINDS": "step_target",
-    "SpecConfig": "step_target",
-    "StepTarget": "step_target",
-    "spec_families": "step_target",
-    "Suite": "suite",
-    "SuiteError": "suite",
-    "load_suite": "suite",
-    "rerun": "suite",
-    "run_suite": "suite",
-    "FLOAT32": "targets",
-    "FLOAT64": "targets",
-    "FLOW32": "targets",
-    "flow_betas": "targets",
-    "VERDICTS": "targets",
-    "Claim": "targets",
-    "Family": "targets",
-    "InvalidConfig": "targets",
-    "OutsideSpec": "targets",
-    "Run": "targets",
-    "Target": "targets",
-    "Tolerance": "targets",
-    "eps_to_prediction": "targets",
-    "validate_config": "targets",
-}
-
-
-def __getattr__(name: str) -> object:
-    """`conformance.external.NAME`: the public name from the module that defines it."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'conformance.external' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"conformance.external.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
+from conformance.external.check import (  # noqa: E402
+    EXAMPLES,
+    CaseResult,
+    FamilyResult,
+    Report,
+    check,
+    check_family,
+    config_from_json,
+    config_json,
+    run_case,
+)
+from conformance.external.expectations import (  # noqa: E402
+    Expectations,
+    ExpectationsError,
+    compare,
+    load_expectations,
+    record,
+)
+from conformance.external.methods import (  # noqa: E402
+    DDIM,
+    DDPM,
+    DPMSolverPP,
+    DPMSolverPP2S,
+    EDMEuler,
+    EDMEulerAncestral,
+    EDMHeun,
+    FlowEuler,
+    FlowHeun,
+    Method,
+    UniPC,
+)
+from conformance.external.scheduler_target import (  # noqa: E402
+    CLAIMS,
+    SchedulerConfig,
+    SchedulerTarget,
+    inject_noise,
+    integer_timesteps,
+    scheduler_configs,
+)
+from conformance.external.step_target import (  # noqa: E402
+    KINDS,
+    SpecConfig,
+    StepTarget,
+    spec_families,
+)
+from conformance.external.suite import (  # noqa: E402
+    Suite,
+    SuiteError,
+    load_suite,
+    rerun,
+    run_suite,
+)
+from conformance.external.targets import (  # noqa: E402
+    FLOAT32,
+    FLOAT64,
+    FLOW32,
+    VERDICTS,
+    Claim,
+    Family,
+    InvalidConfig,
+    OutsideSpec,
+    Run,
+    Target,
+    Tolerance,
+    eps_to_prediction,
+    flow_betas,
+    validate_config,
+)
 
 __all__ = [
     # the protocol and the spec methods a claim names

@@ -11,6 +11,11 @@ with its minimal reproduction, and so does a recorded finding that no longer occ
 JUnit XML (--junitxml) and CI annotations come from pytest itself. The draws are derandomized
 (the same configurations on every run) unless --diffspec-seed is given. Without
 --diffspec-target or --diffspec-scheduler the plugin adds nothing.
+
+It lives beside `conformance.external`, not inside it, and imports the harness only inside its
+hooks: pytest loads every installed plugin before a test suite's conftest.py, and importing
+`conformance.external` (hence `spec`) that early would keep this project's conftest from
+installing jaxtyping's shape checks on `spec` (tests/test_spec_package.py checks they are on).
 """
 
 from __future__ import annotations
