@@ -45,6 +45,7 @@ from runtime.plumbing.config import SampleConfig, parse_config
 from runtime.samplers import (
     CONTINUOUS_KINDS,
     DEFAULT_STEPS,
+    OBJECTIVE_KINDS,
     SAMPLER_FLAGS,
     SAMPLERS,
     Sampler,
@@ -69,6 +70,11 @@ def check_sampler_flags(cfg: SampleConfig) -> None:
 
 def check_start(cfg: SampleConfig, entry: Sampler, start: Start, stored: dict) -> int:
     """The steps of the run, after the checks that need the checkpoint; fails with one line."""
+    kinds = OBJECTIVE_KINDS[start.objective]
+    if entry.kind not in kinds:
+        fail(f"--sampler {cfg.sampler} does not sample {cfg.checkpoint}: it was trained with "
+             f"--objective {start.objective}; use --sampler "
+             f"{', '.join(n for n, s in SAMPLERS.items() if s.kind in kinds) or '(none here)'}")
     if entry.kind in CONTINUOUS_KINDS and stored.get("zero_terminal_snr"):
         fail(f"--sampler {cfg.sampler} follows the continuous {stored.get('schedule')} VP "
              f"schedule, not the zero-terminal-SNR schedule {cfg.checkpoint} was trained with; "

@@ -21,6 +21,7 @@ from runtime.ddim import ddim_sample_strided
 from runtime.ddpm import ddpm_sample
 from runtime.dpm_solver import dpm_solver_pp_2m_sample
 from runtime.edm import edm_sample_euler, edm_sample_heun, edm_sigmas, vp_to_edm
+from runtime.flow import RectifiedFlow, flow_sigmas
 from runtime.pf_ode import (
     VPContinuousSchedule,
     VPCosineSchedule,
@@ -35,6 +36,12 @@ EDM_SIGMA_MAX = 80.0
 """σ_max of Karras et al. 2022 (Table 1, "Ours"): the default start of the ODE samplers."""
 CONTINUOUS_KINDS = ("sigmas", "continuous")
 """Grid kinds whose samplers follow the checkpoint's schedule in continuous time."""
+OBJECTIVE_KINDS = {"vp": ("times", "continuous", "sigmas"), "flow": ("flow",)}
+"""A checkpoint's --objective (runtime.train_step.OBJECTIVES) → the grid kinds whose samplers
+draw from it. A flow checkpoint's network is a velocity model v̂(x, σ) fed σ as its time: only
+the flow samplers (grid kind "flow", runtime.flow) read it; the VP samplers are refused."""
+FLOW_MAX_STEPS = 10_000
+"""The most --steps of a flow sampler on a flow checkpoint (its grid σ_i = 1 − i/S has no T)."""
 
 
 def continuous_schedule(stored: dict, T: int) -> VPContinuousSchedule:
@@ -55,7 +62,8 @@ def sigma_table(sched: Schedule) -> Tensor:
 class Start:
     """Where the samplers of a checkpoint start: its schedule in table and in continuous time,
     t0 = the last table time with σ_t <= cap (--sigma-max, default EDM_SIGMA_MAX), and the noise
-    levels σ_max = σ_{t0} (every ODE sampler starts there) and σ_min = σ_1."""
+    levels σ_max = σ_{t0} (every ODE sampler starts there) and σ_min = σ_1; `objective` is the
+    checkpoint's --objective ("vp" for a checkpoint that predates it)."""
 
     sched: Schedule
     continuous: VPContinuousSchedule
@@ -63,6 +71,7 @@ class Start:
     t0: int
     sigma_max: float
     sigma_min: float
+    objective: str = "vp"
 
     @classmethod
     def of(cls, sched: Schedule, stored: dict, sigma_max: float | None) -> Start:
@@ -70,14 +79,17 @@ class Start:
         cap = EDM_SIGMA_MAX if sigma_max is None else sigma_max
         t0 = int(torch.nonzero(sigmas <= cap).max())
         return cls(sched, continuous_schedule(stored, sched.T), cap, t0, float(sigmas[t0]),
-                   float(sigmas[1]))
+                   float(sigmas[1]), stored.get("objective", "vp"))
 
-    def schedule(self, kind: str) -> Schedule | VPContinuousSchedule:
-        """The schedule a sampler of grid kind `kind` takes."""
+    def schedule(self, kind: str) -> Schedule | VPContinuousSchedule | RectifiedFlow:
+        """The schedule a sampler of grid kind `kind` takes (the flow's: `RectifiedFlow()`)."""
+        if kind == "flow":
+            return RectifiedFlow()
         return self.continuous if kind in CONTINUOUS_KINDS else self.sched
 
     def state(self, kind: str, x_T: Tensor) -> Tensor:
-        """x_T (a VP state at σ_max) in the scale of grid kind `kind`: EDM's x̃ for σ grids."""
+        """x_T (a VP state at σ_max; on a flow checkpoint the flow state at σ = 1, pure noise)
+        in the scale of grid kind `kind`: EDM's x̃ for σ grids."""
         return vp_to_edm(1.0 / (1.0 + self.sigma_max**2), x_T)[0] if kind == "sigmas" else x_T
 
 
@@ -97,6 +109,17 @@ def up_to_T(start: Start) -> Steps:
 def exactly_T(start: Start) -> Steps:
     return Steps(start.sched.T, start.sched.T,
                  f"it runs all T = {start.sched.T} steps; use --sampler ddim for fewer")
+
+
+def flow_steps(start: Start) -> Steps:
+    """The --steps of a flow sampler on a flow checkpoint."""
+    return Steps(1, FLOW_MAX_STEPS, f"at most {FLOW_MAX_STEPS} on a flow checkpoint")
+
+
+def flow_grid(start: Start, steps: int, spacing: str) -> Tensor:
+    """The grid of a flow sampler on a flow checkpoint: σ_i = 1 − i/S, i = 0..S (flow_sigmas;
+    the network was trained on every σ ∈ [0, 1], so the grid starts at pure noise, σ = 1)."""
+    return flow_sigmas(steps)
 
 
 def up_to_t0(start: Start) -> Steps:
@@ -192,12 +215,16 @@ __all__ = [
     "CONTINUOUS_KINDS",
     "DEFAULT_STEPS",
     "EDM_SIGMA_MAX",
+    "FLOW_MAX_STEPS",
+    "OBJECTIVE_KINDS",
     "SAMPLERS",
     "SAMPLER_FLAGS",
     "Sampler",
     "Start",
     "Steps",
     "continuous_schedule",
+    "flow_grid",
+    "flow_steps",
     "model_evaluations",
     "readers",
     "sampler_help",
