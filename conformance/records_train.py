@@ -4,6 +4,9 @@
   (ε, x0, v) and weighting (none, explicit per-sample weights, min-SNR-γ with the target's own
   weight). The runtime's autograd gradient g is compared along random unit directions d: ⟨g, d⟩
   against the central difference (L(θ + h·d) − L(θ − h·d)) / 2h of the spec loss, in float64.
+* flow_train_loss: the flow-matching loss of `runtime.train --objective flow` and its gradient,
+  the same way (a spec network read as a velocity model v̂(x, σ) = net.eps(x, σ); σ per sample
+  in [0, 1], ends included).
 * adam_step, ema_update: torch's fused Adam (the optimizer `runtime.train` builds) against
   Kingma & Ba's Algorithm 1, and the EMA update, on explicit tensors.
 * train_step: `runtime.train.train_step` itself (the function the CLI's loop calls each
@@ -172,6 +175,67 @@ def _runtime_loss_and_slopes(sched, kind, cfg, params, x01, t, eps, weights, see
     return loss, np.array(slopes)
 
 
+# --- flow_train_loss -------------------------------------------------------------------------
+
+
+class _SpecVelocity:
+    """A spec network with an `.eps(x, t)` forward, read as a velocity v̂(x, σ) (σ its time)."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        return self.net.eps(x, sigma)
+
+
+@st.composite
+def _flow_loss_plans(draw: Any) -> Plan:
+    plan: Plan = {"B": draw(S.batch_sizes), "shape": draw(S.image_shapes), "seed": draw(S.seeds),
+                  "kind": draw(st.sampled_from(["conv", "residual", "film"])),
+                  "blocks": draw(st.integers(0, 2)), "groups": draw(st.sampled_from([1, 2, 4]))}
+    unit = st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0))
+    plan["sigma"] = draw(st.lists(unit, min_size=plan["B"], max_size=plan["B"]))
+    return plan
+
+
+def _flow_loss_call(p: Plan) -> Call:
+    cfg = _cfg_marker(p["kind"], p["shape"][0], S.HIDDEN, p["blocks"], p["groups"])
+    x01, noise = _batch(p)
+    return Call([p["kind"], cfg, Params(_init(cfg, p["seed"])), Arr(x01), list(p["sigma"]),
+                 Arr(noise), p["seed"]])
+
+
+def _spec_flow_loss_and_slopes(kind, cfg, params, x01, sigma, eps, seed) -> Any:
+    """(L, [dL(θ + h·d)/dh at 0 by central differences, for 3 unit directions d])."""
+
+    def loss(p: dict[str, np.ndarray]) -> float:
+        return float(spec.train.flow_train_loss(_SpecVelocity(_spec_net(kind, cfg, p)), x01,
+                                                sigma, eps))
+
+    slopes = []
+    for d in _directions(seed, {k: v.shape for k, v in params.items()}, 3):
+        plus = loss({k: v + FD_STEP * d[k] for k, v in params.items()})
+        minus = loss({k: v - FD_STEP * d[k] for k, v in params.items()})
+        slopes.append((plus - minus) / (2 * FD_STEP))
+    return loss(params), np.array(slopes)
+
+
+def _runtime_flow_loss_and_slopes(kind, cfg, params, x01, sigma, eps, seed) -> Any:
+    """(L, [⟨∇L, d⟩ from autograd, for the same 3 directions])."""
+    model = _runtime_model(cfg, params)
+    sigma = torch.tensor(sigma, dtype=x01.dtype, device=x01.device)
+    loss, _ = runtime.train.flow_train_loss(model, x01, sigma, eps)
+    names = [n for n, _ in model.named_parameters()]
+    params_list = [p for _, p in model.named_parameters()]
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(
+        params_list, torch.autograd.grad(loss, params_list, allow_unused=True), strict=True)]
+    shapes = {n: tuple(g.shape) for n, g in zip(names, grads, strict=True)}
+    slopes = [sum(float((g.double().cpu() * torch.from_numpy(d[n])).sum())
+                  for n, g in zip(names, grads, strict=True))
+              for d in _directions(seed, shapes, 3)]
+    return loss, np.array(slopes)
+
+
 # --- adam_step, ema_update -------------------------------------------------------------------
 
 _tensor_plans = st.fixed_dictionaries({
@@ -312,6 +376,12 @@ record = RECORDS.add
 record(
     name="train_loss", plan=_loss_plans(), build=_loss_call, batched=False,
     spec_fn=_spec_loss_and_slopes, runtime_fn=_runtime_loss_and_slopes,
+    dtypes=("float64",), dtypes_reason=ONLY_F64, tolerances={"float64": FD_TOL},
+    max_examples=12,
+)
+record(
+    name="flow_train_loss", plan=_flow_loss_plans(), build=_flow_loss_call, batched=False,
+    spec_fn=_spec_flow_loss_and_slopes, runtime_fn=_runtime_flow_loss_and_slopes,
     dtypes=("float64",), dtypes_reason=ONLY_F64, tolerances={"float64": FD_TOL},
     max_examples=12,
 )

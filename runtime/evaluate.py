@@ -26,6 +26,13 @@ On the test split of the checkpoint's data set (or --dataset/--data-dir):
   interval and its cost in seconds; n = min(N, half of all real images) (898 for the digits).
   Not FID.
 
+A flow checkpoint (runtime.train --objective flow): the held-out loss is the flow-matching MSE
+of the velocity ‖(ε − x0) − v̂((1 − σ)·x0 + σ·ε, σ)‖² (`runtime.train_step.flow_train_loss`),
+σ per image from the checkpoint's --flow-sigma density, as in training; the VP variational
+bound (bits/dim) is skipped, with the reason in the table and in the JSON (`bits_per_dim`
+None): it is a sum over a VP model's discrete times, and a flow model has none. The samples of
+--samples are drawn with flow Euler (50 steps from σ = 1).
+
 Prints a small table; --json also writes the numbers.
 """
 
@@ -51,6 +58,7 @@ from runtime.plumbing.config import EvaluateConfig, parse_config
 from runtime.plumbing.limits import check_memory, sampling_bytes
 from runtime.prediction import predict_eps, prediction_of, prediction_target
 from runtime.schedule import time_of_index
+from runtime.train_step import FLOW_SIGMAS, flow_train_loss
 
 DIGITS_BINS = 17  # scikit-learn's digits take the values 0..16 (divided by 16)
 BYTE_BINS = 256
@@ -99,6 +107,58 @@ def bound_bits_per_dim(sched: Any, model: Any, x0_all: torch.Tensor, gen: torch.
     }
 
 
+BOUND_SKIPPED = ("skipped: the variational bound of Ho et al. Eq. 5 sums a VP model's KL terms "
+                 "over its discrete times; a flow model (--objective flow) has none")
+
+
+def vp_losses(sched: Any, model: Any, x0_all: torch.Tensor, gen: torch.Generator,
+              cfg: EvaluateConfig, bins: int, stored: dict[str, Any]) -> dict[str, Any]:
+    """A VP checkpoint's held-out ε-loss, the loss of its own target, and the bound."""
+    n, T = int(x0_all.shape[0]), sched.T
+    loss_sum, own_sum = 0.0, 0.0
+    prediction = prediction_of(model)
+    with torch.no_grad():
+        for start in range(0, n, cfg.batch_size):
+            x0 = x0_all[start:start + cfg.batch_size]
+            t = torch.randint(1, T + 1, (x0.shape[0],), generator=gen, device=x0.device)
+            eps = torch.randn(x0.shape, generator=gen, device=x0.device)
+            x_t = q_sample(sched, x0, t, eps)
+            out = model(x_t, time_of_index(t, T, dtype=x0.dtype))
+            eps_hat = predict_eps(sched, x_t, out, t, prediction)
+            loss_sum += float(torch.mean(torch.square(eps_hat - eps))) * x0.shape[0]
+            target = prediction_target(sched, x0, t, eps, prediction)
+            own_sum += float(torch.mean(torch.square(out - target))) * x0.shape[0]
+    bound = bound_bits_per_dim(sched, model, x0_all, gen, cfg.batch_size, bins,
+                               cfg.bound_convention)
+    return {"prediction": prediction, "eps_loss": loss_sum / n, "prediction_loss": own_sum / n,
+            **bound}
+
+
+def flow_losses(sched: Any, model: Any, x0_all: torch.Tensor, gen: torch.Generator,
+                cfg: EvaluateConfig, bins: int, stored: dict[str, Any]) -> dict[str, Any]:
+    """A flow checkpoint's held-out flow-matching loss (σ from its --flow-sigma density, drawn
+    on the CPU from `gen`'s seed); no ε-loss and no bound (BOUND_SKIPPED)."""
+    n = int(x0_all.shape[0])
+    density = stored.get("flow_sigma", "logit-normal")
+    sigma_gen = torch.Generator().manual_seed(cfg.seed)
+    loss_sum = 0.0
+    with torch.no_grad():
+        for start in range(0, n, cfg.batch_size):
+            x0 = x0_all[start:start + cfg.batch_size]
+            sigma = FLOW_SIGMAS[density](x0.shape[0], sigma_gen).to(x0.device)
+            eps = torch.randn(x0.shape, generator=gen, device=x0.device)
+            loss = flow_train_loss(model, (x0 + 1) / 2, sigma, eps)[0]
+            loss_sum += float(loss) * x0.shape[0]
+    return {"prediction": "velocity", "flow_sigma": density, "eps_loss": None,
+            "prediction_loss": loss_sum / n, "bits_per_dim": None,
+            "bits_per_dim_convention": None, "bits_per_dim_terms": None,
+            "bits_per_dim_note": BOUND_SKIPPED}
+
+
+HELD_OUT = {"vp": vp_losses, "flow": flow_losses}
+"""A checkpoint's --objective → its held-out figures (runtime.train_step.OBJECTIVES' names)."""
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     if cfg.json is not None:
@@ -126,31 +186,16 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     x01 = snap_to_grid(np.asarray(x01), bins, f"{dataset} test split")
     x0_all = to_diffusion_range(torch.from_numpy(x01)).to(device)  # (N, C, H, W) in [-1, 1]
     n, T = int(x0_all.shape[0]), sched.T
+    objective = stored.get("objective", "vp")
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     started = time.perf_counter()
-    loss_sum, own_sum = 0.0, 0.0
-    prediction = prediction_of(model)
-    with torch.no_grad():
-        for start in range(0, n, cfg.batch_size):
-            x0 = x0_all[start:start + cfg.batch_size]
-            t = torch.randint(1, T + 1, (x0.shape[0],), generator=gen, device=device)
-            eps = torch.randn(x0.shape, generator=gen, device=device)
-            x_t = q_sample(sched, x0, t, eps)
-            out = model(x_t, time_of_index(t, T, dtype=x0.dtype))
-            eps_hat = predict_eps(sched, x_t, out, t, prediction)
-            loss_sum += float(torch.mean(torch.square(eps_hat - eps))) * x0.shape[0]
-            target = prediction_target(sched, x0, t, eps, prediction)
-            own_sum += float(torch.mean(torch.square(out - target))) * x0.shape[0]
-    bound = bound_bits_per_dim(sched, model, x0_all, gen, cfg.batch_size, bins,
-                               cfg.bound_convention)
+    held_out = HELD_OUT[objective](sched, model, x0_all, gen, cfg, bins, stored)
     result = {
         "checkpoint": str(cfg.checkpoint), "step": int(payload["step"]), "weights": weights,
         "dataset": dataset, "split": "test", "n": n, "bins": bins, "T": T, "seed": cfg.seed,
-        "prediction": prediction,
-        "eps_loss": loss_sum / n,
-        "prediction_loss": own_sum / n,
-        **bound,
+        "objective": objective,
+        **held_out,
         "seconds": round(time.perf_counter() - started, 2),
         "quality": None,
     }
@@ -163,7 +208,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                  f"{len(train.x)} training images")
         result["quality"] = draw_and_score(
             model, sched, cfg.samples, 50, torch.Generator(device=device).manual_seed(cfg.seed),
-            device, train, test)
+            device, train, test, objective=objective)
     if cfg.json is not None:
         save_json(cfg.json, result)
     return result
@@ -175,16 +220,22 @@ def format_table(result: dict[str, Any]) -> str:
         ("checkpoint", f"{result['checkpoint']} (step {result['step']}, {result['weights']} "
                        "weights)"),
         ("data", f"{result['dataset']} test split, {result['n']} images, {result['bins']} bins"),
-        ("ε-loss (held out)", f"{result['eps_loss']:.5f}"),
-        (f"{result['prediction']}-loss (own target)", f"{result['prediction_loss']:.5f}"),
-        (f"bits/dim (Ho et al. Eq. 5, {result['bits_per_dim_convention']})",
-         f"{result['bits_per_dim']:.4f}  "
-         f"({VLB_CONVENTIONS[result['bits_per_dim_convention']].summary})"),
-        ("  L_0 (decoder)", f"{terms['L_0']:.4g}"),
-        ("  L_1..L_T-1", f"{terms['L_1..L_T-1']:.4g}"),
-        ("  L_T (prior)", f"{terms['L_T']:.4g}"),
-        ("time", f"{result['seconds']} s"),
     ]
+    if result["eps_loss"] is not None:
+        rows.append(("ε-loss (held out)", f"{result['eps_loss']:.5f}"))
+    rows.append((f"{result['prediction']}-loss (own target)", f"{result['prediction_loss']:.5f}"))
+    if terms is None:
+        rows.append(("bits/dim", result["bits_per_dim_note"]))
+    else:
+        rows += [
+            (f"bits/dim (Ho et al. Eq. 5, {result['bits_per_dim_convention']})",
+             f"{result['bits_per_dim']:.4f}  "
+             f"({VLB_CONVENTIONS[result['bits_per_dim_convention']].summary})"),
+            ("  L_0 (decoder)", f"{terms['L_0']:.4g}"),
+            ("  L_1..L_T-1", f"{terms['L_1..L_T-1']:.4g}"),
+            ("  L_T (prior)", f"{terms['L_T']:.4g}"),
+        ]
+    rows.append(("time", f"{result['seconds']} s"))
     if result.get("quality") is not None:
         from runtime.plumbing.quality import format_quality
 

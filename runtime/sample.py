@@ -50,6 +50,7 @@ from runtime.plumbing.limits import check_memory, sampling_bytes
 from runtime.samplers import (
     CONTINUOUS_KINDS,
     DEFAULT_STEPS,
+    OBJECTIVE_KINDS,
     SAMPLER_FLAGS,
     SAMPLERS,
     Sampler,
@@ -74,6 +75,11 @@ def check_sampler_flags(cfg: SampleConfig) -> None:
 
 def check_start(cfg: SampleConfig, entry: Sampler, start: Start, stored: dict) -> int:
     """The steps of the run, after the checks that need the checkpoint; fails with one line."""
+    kinds = OBJECTIVE_KINDS[start.objective]
+    if entry.kind not in kinds:
+        fail(f"--sampler {cfg.sampler} does not sample {cfg.checkpoint}: it was trained with "
+             f"--objective {start.objective}; use --sampler "
+             f"{', '.join(n for n, s in SAMPLERS.items() if s.kind in kinds) or '(none here)'}")
     if entry.kind in CONTINUOUS_KINDS and stored.get("zero_terminal_snr"):
         fail(f"--sampler {cfg.sampler} follows the continuous {stored.get('schedule')} VP "
              f"schedule, not the zero-terminal-SNR schedule {cfg.checkpoint} was trained with; "
@@ -84,7 +90,7 @@ def check_start(cfg: SampleConfig, entry: Sampler, start: Start, stored: dict) -
     if entry.kind == "sigmas" and not start.sigma_min < start.sigma_max:
         fail(f"σ at t = 1 ({start.sigma_min:g}) must lie below σ_max ({start.sigma_max:g}) for "
              f"--sampler {cfg.sampler}")
-    bound = entry.steps(start)
+    bound = start.steps(entry)
     steps = cfg.steps if cfg.steps is not None else max(bound.low, min(DEFAULT_STEPS, bound.high))
     if not bound.low <= steps <= bound.high:
         span = str(bound.low) if bound.low == bound.high else f"{bound.low}..{bound.high}"
@@ -150,7 +156,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
                  f"{n} images of {C}x{H}x{W} and the network's {hidden} channels at once")
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     x_T = torch.randn((n, C, H, W), generator=gen, device=device)
-    grid = entry.grid(start, steps, cfg.spacing)
+    grid = start.grid(entry, steps, cfg.spacing)
     options = {name: getattr(cfg, name) for name in entry.options}
     with torch.no_grad():
         x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),

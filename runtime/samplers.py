@@ -49,6 +49,7 @@ from runtime.flow import (
     RectifiedFlow,
     flow_euler_sample,
     flow_heun_sample,
+    flow_sigmas,
     velocity_from_vp,
     vp_to_flow,
 )
@@ -67,6 +68,8 @@ EDM_SIGMA_MAX = 80.0
 """σ_max of Karras et al. 2022 (Table 1, "Ours"): the default start of the ODE samplers."""
 CONTINUOUS_KINDS = ("sigmas", "continuous")
 """Grid kinds whose samplers follow the checkpoint's schedule in continuous time."""
+FLOW_MAX_STEPS = 10_000
+"""The most --steps of a flow sampler on a flow checkpoint (its grid σ_i = 1 − i/S has no T)."""
 
 
 def continuous_schedule(stored: dict, T: int) -> VPContinuousSchedule:
@@ -128,27 +131,21 @@ GRID_KINDS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Process:
-    """How the samplers of one grid kind see a VP checkpoint: the schedule they take, x_T (a VP
-    state at σ_max) in their scale, and the network in their form."""
+    """How the samplers of one grid kind see a checkpoint: the schedule they take, x_T in their
+    scale, the network in their form, and (where the checkpoint decides them, not the sampler)
+    the grid and the --steps bound, which otherwise come from the sampler's entry."""
 
     schedule: Callable[[Start], object]
     state: Callable[[Start, Tensor], Tensor]
     model: Callable[[Start, torch.nn.Module], torch.nn.Module]
+    grid: Callable[[Start, int, str], Sequence] | None = None
+    steps: Callable[[Start], Steps] | None = None
 
 
 def as_is(start: Start, value: Tensor | torch.nn.Module) -> Tensor | torch.nn.Module:
     return value
 
 
-PROCESSES: dict[str, Process] = {
-    "times": Process(lambda s: s.sched, as_is, as_is),
-    "continuous": Process(lambda s: s.continuous, as_is, as_is),
-    "sigmas": Process(lambda s: s.continuous,
-                      lambda s, x_T: vp_to_edm(s.alpha_bar_max, x_T)[0], as_is),
-    "flow": Process(lambda s: RectifiedFlow(),
-                    lambda s, x_T: vp_to_flow(s.alpha_bar_max, x_T)[0],
-                    lambda s, model: VPVelocity(s.sched, model)),
-}
 """Grid kind → its view of a VP checkpoint: EDM's x̃ = x_T·√(1 + σ_max²) for σ grids; for the
 flow, the exact VP → flow map (x_σ = x_T/(√ᾱ + √(1 − ᾱ)) and a `VPVelocity`)."""
 
@@ -157,7 +154,8 @@ flow, the exact VP → flow map (x_σ = x_T/(√ᾱ + √(1 − ᾱ)) and a `VPV
 class Start:
     """Where the samplers of a checkpoint start: its schedule in table and in continuous time,
     t0 = the last table time with σ_t <= cap (--sigma-max, default EDM_SIGMA_MAX), and the noise
-    levels σ_max = σ_{t0} (every ODE sampler starts there) and σ_min = σ_1."""
+    levels σ_max = σ_{t0} (every ODE sampler starts there) and σ_min = σ_1; `objective` is the
+    checkpoint's --objective ("vp" for a checkpoint that predates it)."""
 
     sched: Schedule
     continuous: VPContinuousSchedule
@@ -165,6 +163,7 @@ class Start:
     t0: int
     sigma_max: float
     sigma_min: float
+    objective: str = "vp"
 
     @classmethod
     def of(cls, sched: Schedule, stored: dict, sigma_max: float | None) -> Start:
@@ -172,7 +171,7 @@ class Start:
         cap = EDM_SIGMA_MAX if sigma_max is None else sigma_max
         t0 = int(torch.nonzero(sigmas <= cap).max())
         return cls(sched, continuous_schedule(stored, sched.T), cap, t0, float(sigmas[t0]),
-                   float(sigmas[1]))
+                   float(sigmas[1]), stored.get("objective", "vp"))
 
     @property
     def alpha_bar_max(self) -> float:
@@ -181,15 +180,25 @@ class Start:
 
     def schedule(self, kind: str) -> Schedule | VPContinuousSchedule | RectifiedFlow:
         """The schedule a sampler of grid kind `kind` takes."""
-        return PROCESSES[kind].schedule(self)
+        return PROCESSES[self.objective][kind].schedule(self)
 
     def state(self, kind: str, x_T: Tensor) -> Tensor:
         """x_T (a VP state at σ_max) in the scale of grid kind `kind`."""
-        return PROCESSES[kind].state(self, x_T)
+        return PROCESSES[self.objective][kind].state(self, x_T)
 
     def model(self, kind: str, model: torch.nn.Module) -> torch.nn.Module:
         """The checkpoint's network as a sampler of grid kind `kind` calls it."""
-        return PROCESSES[kind].model(self, model)
+        return PROCESSES[self.objective][kind].model(self, model)
+
+    def grid(self, entry: Sampler, steps: int, spacing: str) -> Sequence:
+        """The grid `entry` walks on this checkpoint (the process's, where it decides it)."""
+        process = PROCESSES[self.objective][entry.kind]
+        return (process.grid or entry.grid)(self, steps, spacing)
+
+    def steps(self, entry: Sampler) -> Steps:
+        """The --steps `entry` accepts on this checkpoint (the process's, where it decides it)."""
+        process = PROCESSES[self.objective][entry.kind]
+        return (process.steps or entry.steps)(self)
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,40 @@ def up_to_T(start: Start) -> Steps:
 def exactly_T(start: Start) -> Steps:
     return Steps(start.sched.T, start.sched.T,
                  f"it runs all T = {start.sched.T} steps; use --sampler ddim for fewer")
+
+
+def flow_steps(start: Start) -> Steps:
+    """The --steps of a flow sampler on a flow checkpoint."""
+    return Steps(1, FLOW_MAX_STEPS, f"at most {FLOW_MAX_STEPS} on a flow checkpoint")
+
+
+def flow_grid(start: Start, steps: int, spacing: str) -> Tensor:
+    """The grid of a flow sampler on a flow checkpoint: σ_i = 1 − i/S, i = 0..S (flow_sigmas;
+    the network was trained on every σ ∈ [0, 1], so the grid starts at pure noise, σ = 1)."""
+    return flow_sigmas(steps)
+
+
+PROCESSES: dict[str, dict[str, Process]] = {
+    "vp": {
+        "times": Process(lambda s: s.sched, as_is, as_is),
+        "continuous": Process(lambda s: s.continuous, as_is, as_is),
+        "sigmas": Process(lambda s: s.continuous,
+                          lambda s, x_T: vp_to_edm(s.alpha_bar_max, x_T)[0], as_is),
+        "flow": Process(lambda s: RectifiedFlow(),
+                        lambda s, x_T: vp_to_flow(s.alpha_bar_max, x_T)[0],
+                        lambda s, model: VPVelocity(s.sched, model)),
+    },
+    "flow": {
+        "flow": Process(lambda s: RectifiedFlow(), as_is, as_is, grid=flow_grid, steps=flow_steps),
+    },
+}
+"""A checkpoint's --objective (runtime.train_step.OBJECTIVES) → grid kind → how its samplers see
+it. On a VP checkpoint: EDM's x̃ = x_T·√(1 + σ_max²) for σ grids; for the flow, the exact VP →
+flow map (x_σ = x_T/(√ᾱ + √(1 − ᾱ)) and a `VPVelocity`). A flow checkpoint's network is a
+velocity model v̂(x, σ) fed σ as its time: only the flow samplers read it, from pure noise at
+σ = 1 on `flow_sigmas`; the VP samplers are refused."""
+OBJECTIVE_KINDS = {objective: tuple(kinds) for objective, kinds in PROCESSES.items()}
+"""A checkpoint's --objective → the grid kinds whose samplers draw from it."""
 
 
 def up_to_t0(start: Start) -> Steps:
@@ -444,6 +487,8 @@ __all__ = [
     "GRID_KINDS",
     "Order",
     "PROCESSES",
+    "FLOW_MAX_STEPS",
+    "OBJECTIVE_KINDS",
     "SAMPLERS",
     "SAMPLER_FLAGS",
     "Sampler",
@@ -453,6 +498,8 @@ __all__ = [
     "continuous_schedule",
     "flow_sigma_table",
     "flow_times",
+    "flow_grid",
+    "flow_steps",
     "model_evaluations",
     "readers",
     "sampler_help",

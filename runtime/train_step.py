@@ -16,20 +16,30 @@ those are tested as distributions (tests/test_train_pipeline.py).
 
 `train_loss` is the one place that turns the model's output into a loss: the prediction type
 (ε, x0 or v) chooses its target, and min-SNR-γ or explicit per-sample `weights` its weighting.
+
+`OBJECTIVES` is the table of what a run trains (`--objective`): "vp", the diffusion loss above
+with t ~ U{1..T}, and "flow", rectified-flow matching (`flow_train_loss`, the twin of
+spec.train.flow_train_loss: σ from `--flow-sigma`'s density, x_σ = (1 − σ)·x0 + σ·ε, the
+network fed σ as its time, target ε − x0, plain MSE). Each row says how a step draws the
+per-sample time, which loss it takes, how the loss curve bins the time into quartiles, and which
+TrainConfig fields only it reads (given to the other objective, they are an error).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from runtime.core import work_dtype
 from runtime.data.transforms import to_diffusion_range
+from runtime.flow import flow_interpolation, flow_velocity_target, logit_normal_sigma, uniform_sigma
 from runtime.loss import prediction_loss
-from runtime.prediction import min_snr_weight
+from runtime.prediction import PREDICTION_TABLE, min_snr_weight
 from runtime.schedule import Schedule, TimeIndex
 
 ADAM_BETAS = (0.9, 0.999)
@@ -188,6 +198,85 @@ def train_loss(sched: Schedule, model: Callable[..., Tensor], x01: Tensor, t: Ti
     return loss, per.detach().float()
 
 
+def flow_train_loss(model: Callable[..., Tensor], x01: Tensor, sigma: Tensor,
+                    eps: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch loss of one flow-matching step and its per-sample values (twin of
+    spec.train.flow_train_loss; Esser et al. 2024 §2–3.1).
+
+    loss = mean_i ℓ_i, ℓ_i = ‖(ε_i − x0_i) − out((1 − σ_i)·x0_i + σ_i·ε_i, σ_i)‖²/n,
+    x0 = 2·x01 − 1; the network is fed σ itself as its time input. The per-sample values
+    returned (float32, detached) are for the loss curve.
+    Shapes: x01, eps (B, C, H, W); sigma (B,) float in [0, 1] -> ((), (B,)).
+    """
+    x0 = to_diffusion_range(x01)
+    wd = work_dtype(x0.dtype)
+    x_sigma = flow_interpolation(x0, sigma, eps)
+    out = model(x_sigma, sigma.to(wd))
+    target = flow_velocity_target(x0, eps)
+    per = torch.square(out.to(wd) - target.to(wd)).flatten(1).mean(1)  # (B,)
+    return per.mean(), per.detach().float()
+
+
+def _flow_loss(sched: Schedule, model: Callable[..., Tensor], x01: Tensor, sigma: Tensor,
+               eps: Tensor, weights: Tensor | None = None, *, prediction: str = "eps",
+               min_snr_gamma: float | None = None) -> tuple[Tensor, Tensor]:
+    """`flow_train_loss` under train_loss's signature (the schedule and prediction are unused;
+    the flow loss has no weighting)."""
+    if weights is not None or min_snr_gamma is not None:
+        raise ValueError("the flow loss is unweighted: weights and min_snr_gamma must be None")
+    return flow_train_loss(model, x01, sigma, eps)
+
+
+FLOW_SIGMAS: dict[str, Callable[[int, torch.Generator], Tensor]] = {
+    "uniform": lambda B, gen: uniform_sigma(torch.rand(B, generator=gen)),
+    "logit-normal": lambda B, gen: logit_normal_sigma(torch.randn(B, generator=gen)),
+}
+"""`--flow-sigma` → B training σ's from a generator (SD3 §3.1): uniform, σ = u ~ U[0, 1); or
+logit-normal with m = 0, s = 1 (SD3's best in its Table 1), σ = sigmoid(z), z ~ N(0, 1).
+Shapes: -> (B,) float32 on the CPU."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One `--objective` of runtime.train: `draw(cfg, B, generator)` the B per-sample times of a
+    step ((B,) int64 t ∈ 1..T, or float32 σ ∈ [0, 1]); `loss` with train_loss's signature;
+    `quartile(time, T)` the loss curve's quartile of each time ((B,) int64 in 0..3);
+    `symbol(cfg)` the target named on the loss plot; `reads` the TrainConfig fields only this objective reads;
+    `fixed` the values a run of it records for the other objectives' fields it does not read;
+    `help` for --objective's help."""
+
+    draw: Callable[[Any, int, torch.Generator], Tensor]
+    loss: Callable[..., tuple[Tensor, Tensor]]
+    quartile: Callable[[Tensor, int], Tensor]
+    symbol: Callable[[Any], str]
+    reads: tuple[str, ...]
+    help: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "vp": Objective(
+        draw=lambda cfg, B, gen: torch.randint(1, cfg.T + 1, (B,), generator=gen),
+        loss=train_loss,
+        quartile=lambda t, T: torch.clamp((t - 1) * 4 // T, 0, 3),
+        symbol=lambda cfg: PREDICTION_TABLE[cfg.prediction].symbol, reads=("T", "schedule", "beta_start", "beta_end", "prediction",
+                          "zero_terminal_snr", "min_snr_gamma", "eta", "reconstruct_step"),
+        help="the VP diffusion loss of --prediction, t ~ U{1..T} (DDPM Algorithm 1)"),
+    "flow": Objective(
+        draw=lambda cfg, B, gen: FLOW_SIGMAS[cfg.flow_sigma](B, gen),
+        loss=_flow_loss,
+        quartile=lambda sigma, T: torch.clamp((sigma * 4).long(), 0, 3),
+        symbol=lambda cfg: "ε − x₀", reads=("flow_sigma",),
+        help="rectified-flow matching (SD3 §2–3.1): x_σ = (1 − σ)·x0 + σ·ε, σ from "
+             "--flow-sigma, the network fed σ, target ε − x0, plain MSE",
+        fixed={"prediction": "eps", "min_snr_gamma": None}),
+}
+"""`--objective` → its row (the order of --help). A flow run records prediction "eps" (the
+network's output is read as is: the velocity) and no min-SNR weight."""
+
+OBJECTIVE_NAMES = tuple(OBJECTIVES)
+
+
 class StepResult(NamedTuple):
     loss: Tensor  # () detached
     per_sample: Tensor  # (B,) float32, detached
@@ -200,15 +289,16 @@ def train_step(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor],
                reduce_finite: Callable[[Tensor], Tensor] | None = None,
                weights: Tensor | None = None, prediction: str = "eps",
                min_snr_gamma: float | None = None,
-               model_args: tuple[Tensor, ...] = ()) -> StepResult:
+               model_args: tuple[Tensor, ...] = (), objective: str = "vp") -> StepResult:
     """One training step on explicit inputs (the twin of spec.train.train_step).
 
     `model` is what the loss calls (the module, or its DDP / compiled wrapper); `update` holds
     the parameters, fused Adam and the EMA. `autocast` (a context manager) and `channels_last`
     are the fast-kernel settings; `reduce_finite` makes every rank agree on the finite flag;
     `prediction` and `min_snr_gamma` choose the loss (`train_loss`); `model_args` are passed to
-    the model after (x, t/T) (a class-conditional model's labels).
-    Shapes: x01, noise (B, C, H, W) on the device; t (B,) LongTensor -> StepResult.
+    the model after (x, t/T) (a class-conditional model's labels). `objective` picks the loss
+    of OBJECTIVES: for "flow", `t` holds the σ's ((B,) float) and the loss is flow_train_loss.
+    Shapes: x01, noise (B, C, H, W) on the device; t (B,) LongTensor (σ: float) -> StepResult.
     """
     def call_model(x: Tensor, t_norm: Tensor) -> Tensor:
         if channels_last:
@@ -216,8 +306,9 @@ def train_step(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor],
         return model(x, t_norm, *model_args)
 
     with autocast if autocast is not None else contextlib.nullcontext():
-        loss, per_sample = train_loss(sched, call_model, x01, t, noise, weights,
-                                      prediction=prediction, min_snr_gamma=min_snr_gamma)
+        loss, per_sample = OBJECTIVES[objective].loss(
+            sched, call_model, x01, t, noise, weights, prediction=prediction,
+            min_snr_gamma=min_snr_gamma)
     update.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     finite = all_finite(loss.detach(), update.params)
@@ -227,5 +318,6 @@ def train_step(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor],
     return StepResult(loss.detach(), per_sample, finite)
 
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "GuardedUpdate", "StepResult", "adam_step", "all_finite",
-           "ema_update", "make_adam", "train_loss", "train_step"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "FLOW_SIGMAS", "OBJECTIVES", "OBJECTIVE_NAMES",
+           "GuardedUpdate", "Objective", "StepResult", "adam_step", "all_finite", "ema_update",
+           "flow_train_loss", "make_adam", "train_loss", "train_step"]

@@ -27,6 +27,12 @@ Adam's moments and step count, and the EMA are returned as they were).
 
 Parameters are dicts of arrays (the runtime's state_dict keys); Adam's state is
 {"step": k, "m": {name: array}, "v": {name: array}} with k the number of steps taken.
+
+Flow matching (`runtime.train --objective flow`) replaces lines 3–5 of Algorithm 1 by the
+rectified-flow loss `flow_train_loss` (Esser et al. 2024, "SD3", §2–3.1; Lipman et al. 2023,
+Eq. 23 with t → 1 − σ; notation of spec.flow): σ per sample from a training density
+(spec.flow.uniform_sigma or logit_normal_sigma), x_σ = (1 − σ)·x_0 + σ·ε, the velocity
+network fed σ itself as its time, target ε − x_0. The update (Adam, EMA, guard) is the same.
 """
 
 from collections.abc import Callable, Sequence
@@ -34,13 +40,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check, holds, in_range
+from spec.core import Index, Scalar, check, holds, in_range, mse, same_shape
 from spec.data import to_diffusion_range
+from spec.flow import VelocityModel, flow_interpolation, flow_velocity_target
 from spec.loss import prediction_loss
 from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
 
-__all__ = ["train_loss", "adam_step", "ema_update", "train_step"]
+__all__ = ["train_loss", "flow_train_loss", "adam_step", "ema_update", "train_step"]
 
 Params = dict[str, np.ndarray]
 AdamState = dict  # {"step": int, "m": Params, "v": Params}
@@ -75,6 +82,34 @@ def train_loss(
                        for i in range(x0.shape[0])])
     w = np.ones_like(losses) if weights is None else np.asarray(weights, dtype=losses.dtype)
     return np.mean(w * losses)
+
+
+def flow_train_loss(
+    model: VelocityModel,
+    x01: Float[np.ndarray, "b c h w"],
+    sigma: Sequence[Scalar],
+    eps: Float[np.ndarray, "b c h w"],
+) -> Scalar:
+    """The batch loss of one flow-matching step: conditional flow matching on the rectified-flow
+    path (Esser et al. 2024, "SD3", §2, the loss L_CFM with the "RF" path of §3.1, unweighted;
+    Lipman et al. 2023, Eq. 9 and 23 with σ_min = 0 and t → 1 − σ; Liu et al. 2023, Eq. 1).
+
+    Formula: L = (1/B) Σ_i mse(v̂(x_{σ_i}, σ_i), u_i),  x0 = 2·x01 − 1,
+             x_{σ_i} = flow_interpolation(x0_i, σ_i, ε_i) = (1 − σ_i)·x0_i + σ_i·ε_i,
+             u_i = flow_velocity_target(x0_i, ε_i) = ε_i − x0_i,  σ_i ∈ [0, 1].
+    The σ_i are the caller's draws from a training density (SD3 §3.1: uniform_sigma, or
+    logit_normal_sigma with m = 0, s = 1, SD3's best "lognorm(0.00, 1.00)" of Table 1); no
+    weighting (SD3 writes the densities as weights of one loss, here they are the sampling).
+    The network is fed σ itself as its time input (spec.flow's convention, in [0, 1] like t/T).
+    Shapes: x01 (B,C,H,W) in [0, 1], sigma B scalars, eps (B,C,H,W) -> scalar.
+    """
+    check(holds(len(sigma) == x01.shape[0],
+                f"sigma must hold one value per sample ({x01.shape[0]}), got {len(sigma)}"),
+          same_shape("eps", eps, "x01", x01.shape))
+    x0 = to_diffusion_range(x01)
+    losses = [mse(model.velocity(flow_interpolation(x0[i], sigma[i], eps[i]), sigma[i]),
+                  flow_velocity_target(x0[i], eps[i])) for i in range(x0.shape[0])]
+    return np.mean(np.array(losses))
 
 
 def adam_step(

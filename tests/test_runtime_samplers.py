@@ -109,7 +109,7 @@ def test_hot_paths_do_not_synchronise_on_cuda() -> None:
 
 
 def test_flow_euler_on_a_vp_network_is_ddim_on_the_same_times() -> None:
-    """runtime.sample's flow view of a VP checkpoint (runtime.samplers.PROCESSES["flow"]) is the
+    """runtime.sample's flow view of a VP checkpoint (runtime.samplers.PROCESSES["vp"]["flow"]) is the
     exact VP → flow map: flow Euler from x_T/(√ᾱ + √(1 − ᾱ)) at t0 over the flow σ of the grid's
     table times, with v̂ = ε̂ − x̂_0 of the network there, is DDIM η = 0 on those times (at t = 0
     the flow state is the VP state)."""

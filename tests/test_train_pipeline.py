@@ -164,7 +164,6 @@ def test_label_dropout_rate_and_kept_labels_of_the_real_trainer():
     per sample, and keep the image's own label otherwise: 1,280 draws, a binomial test of the
     rate (a rate of p/2 or 1 − p fails it with p-value < 1e-12), and every kept label checked."""
     from runtime.plumbing.config import TrainConfig
-
     from runtime.train.run import build_run, draw_batch, load_data
 
     p, steps = 0.3, 20
@@ -303,7 +302,6 @@ def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys, conve
 @pytest.fixture(scope="module")
 def tiny_x0_run(tmp_path_factory):
     from runtime.plumbing.config import TrainConfig
-
     from runtime.train import train
 
     out = tmp_path_factory.mktemp("tiny-x0") / "run"

@@ -101,10 +101,15 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+QUARTILES_T = ("t ≤ T/4", "T/4 < t ≤ T/2", "T/2 < t ≤ 3T/4", "3T/4 < t")
+QUARTILES_SIGMA = ("σ < 1/4", "1/4 ≤ σ < 1/2", "1/2 ≤ σ < 3/4", "3/4 ≤ σ")
+
+
 def save_loss_plot(path: str | os.PathLike, history: Sequence[dict[str, Any]],
-                   title: str = "training loss", target: str = "ε") -> None:
+                   title: str = "training loss", target: str = "ε",
+                   quartiles: Sequence[str] = QUARTILES_T) -> None:
     """loss.png: the mean MSE of the model's `target` (ε, x₀ or v) per log interval, and one
-    curve per timestep quartile."""
+    curve per time quartile (labelled `quartiles`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,8 +118,7 @@ def save_loss_plot(path: str | os.PathLike, history: Sequence[dict[str, Any]],
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     steps = [entry["step"] for entry in history]
     ax.plot(steps, [entry["loss"] for entry in history], color="black", lw=1.8, label="mean")
-    labels = ("t ≤ T/4", "T/4 < t ≤ T/2", "T/2 < t ≤ 3T/4", "3T/4 < t")
-    for q, label in enumerate(labels):
+    for q, label in enumerate(quartiles):
         values = [entry["quartile_loss"][q] for entry in history]
         if any(v is not None for v in values):
             ax.plot(steps, [math.nan if v is None else v for v in values], lw=0.9, alpha=0.8,

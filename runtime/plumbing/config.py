@@ -29,6 +29,7 @@ from runtime.likelihood import DEFAULT_VLB_CONVENTION, VLB_CONVENTIONS
 from runtime.plumbing.cli import ArgumentParser, ConfigError
 from runtime.prediction import PREDICTION_TABLE, PREDICTIONS
 from runtime.samplers import SAMPLERS, readers, sampler_help, steps_help
+from runtime.train_step import FLOW_SIGMAS, OBJECTIVES
 from runtime.unipc import UNIPC_VARIANTS
 
 # The --model choices. Not the network kinds of runtime.model.MODELS: --class-conditional turns
@@ -137,6 +138,16 @@ class TrainConfig:
         "(the unconditional branch of guidance)", "model", type=float, metavar="P",
     )
     # --- diffusion ---
+    objective: str = _opt(
+        "vp", "what is trained: " + _one_of([f"{name} ({row.help})"
+                                             for name, row in OBJECTIVES.items()]),
+        "diffusion", choices=tuple(OBJECTIVES),
+    )
+    flow_sigma: str = _opt(
+        "logit-normal", "with --objective flow: the training density of σ, uniform (U[0, 1]) "
+        "or logit-normal (m = 0, s = 1, SD3's default: σ = sigmoid(z), z ~ N(0, 1))",
+        "diffusion", choices=tuple(FLOW_SIGMAS),
+    )
     T: int = _opt(1000, "number of diffusion steps", "diffusion", type=int)
     schedule: str = _opt(
         "cosine", "β schedule: cosine (Nichol & Dhariwal 2021) or linear (Ho et al. 2020)",
@@ -297,6 +308,22 @@ class TrainConfig:
                  "--resume needs --out DIR, the run folder holding checkpoint.pt")
         _not_empty("--out", self.out, "a folder (--out . for the current one)")
         _seed(self.seed)
+        self._check_objective()
+
+    def _check_objective(self) -> None:
+        """The fields only another objective reads keep their default (or the value this
+        objective records for them, `Objective.fixed`), and are then set to that value."""
+        _require(self.objective in OBJECTIVES, f"--objective must be one of "
+                 f"{', '.join(OBJECTIVES)}, got {self.objective!r}")
+        row = OBJECTIVES[self.objective]
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for name in objective_foreign_fields(self.objective):
+            value = getattr(self, name)
+            given = flag_of(name) if isinstance(value, bool) else f"{flag_of(name)} {value}"
+            _require(value in (defaults[name], row.fixed.get(name, defaults[name])),
+                     f"{given} does not apply to --objective {self.objective} "
+                     f"(it applies to: --objective {objective_readers(name)})")
+            object.__setattr__(self, name, row.fixed.get(name, value))
 
     # Derived values, in one place.
     @property
@@ -308,18 +335,40 @@ class TrainConfig:
         return max(1, self.T // 2) if self.reconstruct_step is None else self.reconstruct_step
 
 
+def objective_foreign_fields(objective: str) -> tuple[str, ...]:
+    """The TrainConfig fields that only other objectives read (OBJECTIVES' `reads`)."""
+    own = set(OBJECTIVES[objective].reads)
+    return tuple(dict.fromkeys(name for other, row in OBJECTIVES.items() if other != objective
+                               for name in row.reads if name not in own))
+
+
+def objective_readers(name: str) -> str:
+    """The objectives that read the TrainConfig field `name`: "vp"."""
+    return ", ".join(o for o, row in OBJECTIVES.items() if name in row.reads)
+
+
+def check_objective_flags(cfg: TrainConfig, explicit: set[str] | frozenset[str]) -> None:
+    """A flag given on the command line that only another objective reads is an error, also at
+    its default value (`--prediction v --objective flow`)."""
+    for name in objective_foreign_fields(cfg.objective):
+        if name in explicit:
+            raise ConfigError(f"{flag_of(name)} does not apply to --objective {cfg.objective} "
+                              f"(it applies to: --objective {objective_readers(name)})")
+
+
 # Fields that define what is trained; on --resume they must agree with the checkpoint.
 # (--batch-size is checked through the global batch, world_size × batch_size.)
 TRAINING_IDENTITY = (
     "dataset", "n_total", "model", "hidden_c", "blocks", "T", "schedule", "beta_start",
     "beta_end", "lr", "ema_decay", "seed", "prediction", "zero_terminal_snr", "min_snr_gamma",
-    "class_conditional", "label_dropout", "lr_schedule", "warmup_steps",
+    "class_conditional", "label_dropout", "lr_schedule", "warmup_steps", "objective", "flow_sigma",
 )
 # Identity fields added after the first checkpoints: a checkpoint without one was trained with
 # the value below (an old checkpoint is an unweighted, unconditional ε-model).
 IDENTITY_DEFAULTS = {"prediction": "eps", "zero_terminal_snr": False, "min_snr_gamma": None,
                      "class_conditional": False, "label_dropout": 0.1,
-                     "lr_schedule": "constant", "warmup_steps": 0}
+                     "lr_schedule": "constant", "warmup_steps": 0, "objective": "vp",
+                     "flow_sigma": "logit-normal"}
 
 
 @dataclass(frozen=True)

@@ -274,28 +274,49 @@ def format_quality(q: dict[str, Any]) -> str:
             f"{q['bootstrap']['replicates']}, seed {q['bootstrap']['seed']}; {cost})")
 
 
+def _ddim_draw(model: Any, sched: Any, x_T: Any, steps: int) -> tuple[Any, str]:
+    from runtime.ddim import ddim_sample_strided, ddim_timesteps
+
+    steps = min(steps, sched.T)
+    return (ddim_sample_strided(sched, model, x_T, ddim_timesteps(sched.T, steps), eta=0.0,
+                                clip=True), f"ddim, {steps} steps, eta 0, clipped x0")
+
+
+def _flow_euler_draw(model: Any, sched: Any, x_T: Any, steps: int) -> tuple[Any, str]:
+    from runtime.flow import RectifiedFlow, flow_euler_sample, flow_sigmas
+
+    return (flow_euler_sample(RectifiedFlow(), model, x_T, flow_sigmas(steps)),
+            f"flow-euler, {steps} steps, sigma_i = 1 - i/{steps}")
+
+
+DRAWS = {"vp": _ddim_draw, "flow": _flow_euler_draw}
+"""A training objective (runtime.train_step.OBJECTIVES) → how its model's images are drawn for
+the figure: (model, sched, x_T, steps) -> (x0 in [-1, 1], a description). vp: DDIM on
+ddim_timesteps(T, steps), η = 0, clipped x̂0; flow: Euler on the flow ODE from σ = 1 (x_T is
+the pure-noise state) over σ_i = 1 − i/steps."""
+
+
 def draw_and_score(model: Any, sched: Any, n: int, steps: int, generator: Any, device: Any,
-                   train_set: Any, test_set: Any, net: FeatureNet | None = None) -> dict[str, Any]:
-    """Draw n images (DDIM on ddim_timesteps(T, steps), η = 0, clipped x̂0, x_T from
-    `generator`), map them to [0, 1] and score them with `sample_quality`; n is capped at
-    `capacity` first, so no image is drawn in vain."""
+                   train_set: Any, test_set: Any, net: FeatureNet | None = None,
+                   objective: str = "vp") -> dict[str, Any]:
+    """Draw n images as `DRAWS[objective]` does (x_T from `generator`), map them to [0, 1] and
+    score them with `sample_quality`; n is capped at `capacity` first, so no image is drawn in
+    vain."""
     import torch
 
     from runtime.data.transforms import from_diffusion_range
-    from runtime.ddim import ddim_sample_strided, ddim_timesteps
 
     n = min(n, capacity(train_set, test_set))
     shape = tuple(int(v) for v in test_set.x.shape[1:])
     started = time.perf_counter()
     with torch.no_grad():
         x_T = torch.randn((n, *shape), generator=generator, device=device)
-        x0 = ddim_sample_strided(sched, model, x_T, ddim_timesteps(sched.T, min(steps, sched.T)),
-                                 eta=0.0, clip=True)
+        x0, sampler = DRAWS[objective](model, sched, x_T, steps)
     samples01 = from_diffusion_range(x0).clamp(0.0, 1.0).float().cpu().numpy()
     sampling_s = round(time.perf_counter() - started, 2)
     result = sample_quality(samples01, train_set, test_set, net)
     result["seconds"] = {"sampling": sampling_s, **result["seconds"]}
-    result.update(sampler=f"ddim, {min(steps, sched.T)} steps, eta 0, clipped x0", samples=n)
+    result.update(sampler=sampler, samples=n)
     return result
 
 

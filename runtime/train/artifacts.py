@@ -2,11 +2,18 @@
 clipped x̂0, EMA weights when on), reference.png (held-out test images), noisy.png (them at
 t = --reconstruct-step), reconstruct.png (DDIM with clipped x̂0 from there back to t = 0, as in
 TorchLean), the PPM files asked for, the quality figure, train_log.json and loss.png.
+
+A flow run (--objective flow) draws them with flow Euler instead (`PICTURES`): samples.png from
+σ = 1 over σ_i = 1 − i/S (S = --sample-steps), noisy.png the references at σ = 0.5
+(x_σ = (1 − σ)·x0 + σ·ε) and reconstruct.png flow Euler from there back to σ = 0 over
+σ_i = 0.5·(1 − i/k), k = max(1, S // 2) (steps of the samples' length).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +22,89 @@ import torch
 
 from runtime.data.transforms import from_diffusion_range, to_diffusion_range
 from runtime.ddim import ddim_sample_strided, ddim_timesteps
+from runtime.flow import RectifiedFlow, flow_euler_sample, flow_interpolation, flow_sigmas
 from runtime.forward import q_sample
 from runtime.guidance import GuidedModel
 from runtime.model import model_from_description
-from runtime.plumbing.artifacts import image_grid, save_json, save_loss_plot, save_png, save_ppm
-from runtime.plumbing.config import TrainConfig
-from runtime.prediction import PREDICTION_TABLE
+from runtime.plumbing.artifacts import (
+    QUARTILES_SIGMA,
+    QUARTILES_T,
+    image_grid,
+    save_json,
+    save_loss_plot,
+    save_png,
+    save_ppm,
+)
+from runtime.plumbing.config import TrainConfig, objective_foreign_fields
 from runtime.schedule import Schedule
+from runtime.train_step import OBJECTIVES
 
 from .rng import STREAM_QUALITY, STREAM_SAMPLE, make_generator
 from .run import Run, TrainData, say
+
+FLOW_RECONSTRUCT_SIGMA = 0.5
+"""The flow run's noisy.png: the reference images at σ = 0.5 (half data, half noise)."""
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """How a run of one objective draws its pictures and names its loss: `sample(cfg, sched,
+    model, x_T, gen)` the samples from x_T ~ N(0, I); `noised(cfg, sched, x0, noise)` the noisy
+    references; `back(cfg, sched, model, noisy)` their reconstruction (Shapes: (B, C, H, W) in
+    [-1, 1]); `notes(cfg, target)` train_log.json's loss and quartile notes; `title(cfg)` the
+    loss plot's; `quartiles` the plot's labels of the four time quartiles."""
+
+    sample: Callable[..., torch.Tensor]
+    noised: Callable[..., torch.Tensor]
+    back: Callable[..., torch.Tensor]
+    notes: Callable[[TrainConfig, str], dict[str, str]]
+    title: Callable[[TrainConfig], str]
+    quartiles: tuple[str, ...]
+
+
+def _ddim_back(cfg: TrainConfig, sched: Schedule, model: Any, noisy: torch.Tensor) -> torch.Tensor:
+    t_r = cfg.reconstruct_t
+    grid = ddim_timesteps(t_r, min(cfg.sample_steps, t_r))
+    return ddim_sample_strided(sched, model, noisy, grid, eta=0.0, clip=True)
+
+
+PICTURES: dict[str, Pictures] = {
+    "vp": Pictures(
+        sample=lambda cfg, sched, model, x_T, gen: ddim_sample_strided(
+            sched, model, x_T, ddim_timesteps(cfg.T, cfg.sample_steps), gen, eta=cfg.eta,
+            clip=True),
+        noised=lambda cfg, sched, x0, noise: q_sample(sched, x0, cfg.reconstruct_t, noise),
+        back=_ddim_back,
+        notes=lambda cfg, target: {
+            "loss_note": f"final_loss and the curve: the unweighted {target}-MSE of the "
+                         f"{cfg.prediction}-prediction loss (before any min-SNR weight)",
+            "quartile_note": f"mean {target}-MSE of the last log interval for t in (0, T/4], "
+                             "(T/4, T/2], (T/2, 3T/4], (3T/4, T]"},
+        title=lambda cfg: f"{cfg.prediction}-prediction, {cfg.schedule} betas, T={cfg.T}",
+        quartiles=QUARTILES_T),
+    "flow": Pictures(
+        sample=lambda cfg, sched, model, x_T, gen: flow_euler_sample(
+            RectifiedFlow(), model, x_T, flow_sigmas(cfg.sample_steps)),
+        noised=lambda cfg, sched, x0, noise: flow_interpolation(x0, FLOW_RECONSTRUCT_SIGMA,
+                                                                noise),
+        back=lambda cfg, sched, model, noisy: flow_euler_sample(
+            RectifiedFlow(), model, noisy,
+            FLOW_RECONSTRUCT_SIGMA * flow_sigmas(max(1, cfg.sample_steps // 2))),
+        notes=lambda cfg, target: {
+            "loss_note": f"final_loss and the curve: the flow-matching MSE of the velocity "
+                         f"target {target} at σ from the {cfg.flow_sigma} density (unweighted)",
+            "quartile_note": f"mean {target}-MSE of the last log interval for σ in [0, 1/4), "
+                             "[1/4, 1/2), [1/2, 3/4), [3/4, 1]"},
+        title=lambda cfg: f"rectified flow, {cfg.flow_sigma} σ", quartiles=QUARTILES_SIGMA),
+}
+"""`--objective` → how its run draws samples.png, noisy.png and reconstruct.png."""
 
 
 def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: Schedule,
                     test_x: np.ndarray, device: torch.device) -> dict[str, str]:
     """samples.png, reference.png, noisy.png, reconstruct.png (and PPMs when asked)."""
     gen = make_generator(cfg.seed, STREAM_SAMPLE, device)
+    pictures = PICTURES[cfg.objective]
     n = cfg.n_samples
     C, H, W = (int(v) for v in test_x.shape[1:])
     sample_model, ncol = model, None
@@ -41,19 +115,16 @@ def write_artifacts(cfg: TrainConfig, out: Path, model: torch.nn.Module, sched: 
         labels = torch.arange(k, device=device).repeat_interleave(ncol)
         sample_model = GuidedModel(model, labels, 1.0)
     with torch.no_grad():
-        # Samples: x_T ~ N(0, I), DDIM on the strided grid with clipped x̂0.
+        # Samples: x_T ~ N(0, I), DDIM on the strided grid with clipped x̂0 (flow: flow Euler).
         x_T = torch.randn((n, C, H, W), generator=gen, device=device)
-        samples = ddim_sample_strided(sched, sample_model, x_T,
-                                      ddim_timesteps(cfg.T, cfg.sample_steps), gen,
-                                      eta=cfg.eta, clip=True)
+        samples = pictures.sample(cfg, sched, sample_model, x_T, gen)
         n = cfg.n_samples
-        # Reference images (held out), noised to t_r, then DDIM (η = 0, clipped x̂0) back to 0.
+        # Reference images (held out), noised to t_r, then DDIM (η = 0, clipped x̂0) back to 0
+        # (flow: to σ = 0.5, then flow Euler back to σ = 0).
         ref01 = torch.from_numpy(np.array(test_x[:n], dtype=np.float32)).to(device)
-        t_r = cfg.reconstruct_t
         noise = torch.randn(ref01.shape, generator=gen, device=device)
-        noisy = q_sample(sched, to_diffusion_range(ref01), t_r, noise)
-        grid_r = ddim_timesteps(t_r, min(cfg.sample_steps, t_r))
-        recon = ddim_sample_strided(sched, model, noisy, grid_r, eta=0.0, clip=True)
+        noisy = pictures.noised(cfg, sched, to_diffusion_range(ref01), noise)
+        recon = pictures.back(cfg, sched, model, noisy)
     images = {
         "samples": from_diffusion_range(samples),
         "reference": ref01,
@@ -100,16 +171,19 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
         if n_quality >= 2 and capacity(data.train, data.test) >= 2:
             quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
                                      make_generator(cfg.seed, STREAM_QUALITY, run.device),
-                                     run.device, data.train, data.test)
+                                     run.device, data.train, data.test,
+                                     objective=cfg.objective)
     steps_done = state.step - start_step
     last = state.history[-1] if state.history else {}
-    target = PREDICTION_TABLE[cfg.prediction].symbol  # the loss curve is the MSE of this target
+    target = OBJECTIVES[cfg.objective].symbol(cfg)  # the loss curve is the MSE of this target
+    pictures = PICTURES[cfg.objective]
     notes = {
         "dataset": cfg.dataset, "data_dir": cfg.data_dir, "n_train": len(data.x),
         "image_shape": data.image_shape, "device": str(run.device),
         "world_size": run.info.world_size, "fast_kernels": cfg.fast_kernels,
         "kernels": run.kernels.as_log(), "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "objective": cfg.objective, "flow_sigma": cfg.flow_sigma,
         "model": cfg.model, "hidden": cfg.hidden_c, "blocks": cfg.residual_blocks,
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "prediction": cfg.prediction, "min_snr_gamma": cfg.min_snr_gamma,
@@ -126,20 +200,20 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
         "wall_time_s": round(time.perf_counter() - times["t_start"], 3),
         "final_loss": last.get("loss"),
         "quartile_loss": last.get("quartile_loss"),
-        "loss_note": f"final_loss and the curve: the unweighted {target}-MSE of the "
-                     f"{cfg.prediction}-prediction loss (before any min-SNR weight)",
-        "quartile_note": f"mean {target}-MSE of the last log interval for t in (0, T/4], "
-                         "(T/4, T/2], (T/2, 3T/4], (3T/4, T]",
+        **pictures.notes(cfg, target),
         "skipped_steps": last.get("skipped", 0),
         "quality": quality,
     }
+    for name in objective_foreign_fields(cfg.objective):  # settings this objective never read
+        if name in notes:
+            notes[name] = None
     log: dict[str, Any] = {"notes": notes, "curve": state.history, "artifacts": paths}
     save_json(out / "train_log.json", log)
     if cfg.log is not None:
         save_json(cfg.log, log)
     save_loss_plot(out / "loss.png", state.history,
-                   title=f"{cfg.dataset}: {cfg.model} net, {cfg.prediction}-prediction, "
-                         f"{cfg.schedule} betas, T={cfg.T}", target=target)
+                   title=f"{cfg.dataset}: {cfg.model} net, {pictures.title(cfg)}", target=target,
+                   quartiles=pictures.quartiles)
     if quality is not None:
         from runtime.plumbing.quality import format_quality
 

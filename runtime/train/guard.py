@@ -23,7 +23,8 @@ class Accumulators:
     """Loss sums kept on the device between host syncs.
 
     interval: sum and count of per-sample losses since the last log point, overall and per
-    timestep quartile (quartile q holds t in ((q·T/4), (q+1)·T/4]); skips: total skipped steps,
+    time quartile (the objective's `quartile`: q holds t in ((q·T/4), (q+1)·T/4], or σ in
+    [q/4, (q+1)/4)); skips: total skipped steps,
     current run of consecutive skips and the longest run since the last sync.
     """
 
@@ -37,11 +38,11 @@ class Accumulators:
         self.consecutive = torch.zeros((), dtype=torch.int64, device=device)
         self.max_consecutive = torch.zeros((), dtype=torch.int64, device=device)
 
-    def add(self, per_sample: torch.Tensor, t: torch.Tensor, T: int,
+    def add(self, per_sample: torch.Tensor, quartile: torch.Tensor,
             finite: torch.Tensor) -> None:
+        """per_sample (B,) losses, quartile (B,) int64 in 0..3, finite 0-d bool."""
         per_sample = torch.where(finite, per_sample.detach().to(torch.float64), 0.0)
         weight = torch.ones_like(per_sample) * finite
-        quartile = torch.clamp((t - 1) * 4 // T, 0, 3)
         self.loss_sum += per_sample.sum()
         self.loss_count += weight.sum()
         self.q_sum.index_add_(0, quartile, per_sample)

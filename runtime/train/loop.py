@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from runtime.plumbing.cli import UserError, fail, resolve_device
-from runtime.plumbing.config import TrainConfig
+from runtime.plumbing.config import TrainConfig, check_objective_flags
 from runtime.plumbing.distributed import (
     DistInfo,
     all_reduce_min,
@@ -30,7 +30,7 @@ from runtime.plumbing.distributed import (
 )
 from runtime.plumbing.lr_schedule import lr_factor, set_lr
 from runtime.plumbing.runlock import run_lock
-from runtime.train_step import train_step
+from runtime.train_step import OBJECTIVES, train_step
 
 from . import artifacts, resume
 from .folder import CHECKPOINT_NAME, check_output_files, default_out_dir, prepare_out_dir
@@ -72,6 +72,7 @@ def _prepare(cfg: TrainConfig, explicit: set[str] | frozenset[str], info: DistIn
     """The config, the checkpoint continued from and the data, all validated before anything
     but the lock is written; then the run folder (rank 0 creates it)."""
     cfg, payload = resume.read_resume(cfg, explicit, out / CHECKPOINT_NAME)
+    check_objective_flags(cfg, explicit)
     check_output_files(cfg, out)
     resolve_device(cfg.device)
     train_data = load_data(cfg, data)
@@ -100,12 +101,14 @@ def run_training(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str,
                      if info.enabled else None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.kernels.bf16)
     state, start_step, interrupted = run.state, run.state.step, False
+    objective = OBJECTIVES[cfg.objective]
     bar = progress_bar(cfg, info, start_step)
     run.model.train()
     loop_start = first_loop_start = time.perf_counter()
     with StopRequest() as stop, contextlib.closing(bar):
         while state.step < cfg.steps:
-            # 1. this rank's slice of the global batch: images, t ~ U{1..T}, ε ~ N(0, I)
+            # 1. this rank's slice of the global batch: images, t ~ U{1..T} (flow: σ from
+            #    --flow-sigma), ε ~ N(0, I)
             x01, t, noise, model_args = draw_batch(run)
             # 2. the step spec.train.train_step describes (conformance-checked), at this step's
             #    learning rate (runtime.plumbing.lr_schedule)
@@ -114,8 +117,9 @@ def run_training(cfg: TrainConfig, info: DistInfo, out: Path, payload: dict[str,
             result = train_step(run.sched, run.train_model, run.update, x01, t, noise,
                                 autocast=autocast, channels_last=run.kernels.channels_last,
                                 reduce_finite=reduce_finite, prediction=cfg.prediction,
-                                min_snr_gamma=cfg.min_snr_gamma, model_args=model_args)
-            run.acc.add(result.per_sample, t, cfg.T, result.finite)
+                                min_snr_gamma=cfg.min_snr_gamma, model_args=model_args,
+                                objective=cfg.objective)
+            run.acc.add(result.per_sample, objective.quartile(t, cfg.T), result.finite)
             state.step += 1
             bar.update(1)
             # 3. a point of the loss curve (a host sync), and the skip-run check

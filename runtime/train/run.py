@@ -24,7 +24,7 @@ from runtime.plumbing.fast_kernels import choose as choose_kernels
 from runtime.plumbing.fast_kernels import common_choice, configure_tf32
 from runtime.plumbing.limits import check_memory, sampling_bytes, training_step_bytes
 from runtime.schedule import TABLES, Schedule
-from runtime.train_step import GuardedUpdate
+from runtime.train_step import OBJECTIVES, GuardedUpdate
 
 from .guard import Accumulators
 from .resume import restore
@@ -183,20 +183,20 @@ def build_run(cfg: TrainConfig, info: DistInfo, data: TrainData, device: torch.d
 
 class Batch(NamedTuple):
     x01: torch.Tensor  # (b, C, H, W) in [0, 1] on the device
-    t: torch.Tensor  # (b,) int64 in 1..T on the device
+    t: torch.Tensor  # (b,) int64 in 1..T on the device (flow: σ, float32 in [0, 1])
     noise: torch.Tensor  # (b, C, H, W)
     model_args: tuple[torch.Tensor, ...]  # the labels of a class-conditional model
 
 
 def draw_batch(run: Run) -> Batch:
     """This rank's slice of the next global batch: indices from the epoch permutation,
-    t ~ U{1..T}, ε ~ N(0, I) and, for a class-conditional model, the labels, each replaced by
+    t ~ U{1..T} (or σ, the objective's `draw`), ε ~ N(0, I) and, for a class-conditional model, the labels, each replaced by
     the null label with probability --label-dropout. Every rank draws the whole global batch
     from the shared streams and keeps its slice."""
     cfg, info, streams, data_x = run.cfg, run.info, run.streams, run.data_x
     B, b, (C, H, W) = run.global_batch, cfg.batch_size, data_x.shape[1:]
     idx = info.shard(streams.data.next(B), b)
-    t = info.shard(torch.randint(1, cfg.T + 1, (B,), generator=streams.t), b)
+    t = info.shard(OBJECTIVES[cfg.objective].draw(cfg, B, streams.t), b)
     noise = info.shard(torch.randn((B, C, H, W), generator=streams.noise,
                                    device=streams.noise.device), b).to(run.device)
     if data_x.is_pinned():  # large data on the host: gather into pinned memory, async copy
