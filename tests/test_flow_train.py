@@ -22,7 +22,7 @@ from runtime.plumbing.cli import ConfigError
 from runtime.plumbing.config import EvaluateConfig, SampleConfig, TrainConfig
 from runtime.sample import main as sample_main
 from runtime.sample import sample
-from runtime.samplers import SAMPLERS, Sampler, flow_grid, flow_steps, per_step
+from runtime.samplers import SAMPLERS
 from runtime.train import main as train_main
 from runtime.train import train
 from runtime.train_step import FLOW_SIGMAS, flow_train_loss
@@ -34,28 +34,11 @@ FLOW_ARGS = ["--device", "cpu", "--objective", "flow", "--n-total", "12", "--ste
              "--hidden-c", "8", "--n-samples", "2", "--sample-steps", "2", "--log-every", "1",
              "--no-progress", "--quality-samples", "0"]
 
-# The flow samplers' entries come with the samplers branch; until then these stand in for them,
-# built from the flow checkpoint's grid and steps of runtime.samplers.
-STAND_INS = {
-    "flow-euler": Sampler(flow_euler_sample, "flow", per_step, False, flow_grid, flow_steps,
-                          "flow Euler (stand-in)"),
-    "flow-heun": Sampler(flow_heun_sample, "flow", lambda steps, T: 2 * steps, False, flow_grid,
-                         flow_steps, "flow Heun (stand-in)"),
-}
-
-
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("flow") / "run"
     train(dataclasses.replace(FLOW, out=str(out)))
     return out
-
-
-@pytest.fixture
-def flow_samplers(monkeypatch):
-    for name, entry in STAND_INS.items():
-        if name not in SAMPLERS:
-            monkeypatch.setitem(SAMPLERS, name, entry)
 
 
 def test_the_checkpoint_and_log_record_the_objective(flow_run):
@@ -72,8 +55,7 @@ def test_the_checkpoint_and_log_record_the_objective(flow_run):
 
 
 @pytest.mark.parametrize("sampler", ["flow-euler", "flow-heun"])
-def test_flow_samplers_draw_what_the_flow_functions_draw(sampler, flow_run, tmp_path,
-                                                         flow_samplers):
+def test_flow_samplers_draw_what_the_flow_functions_draw(sampler, flow_run, tmp_path):
     ckpt = str(flow_run / "checkpoint.pt")
     cfg = SampleConfig(checkpoint=ckpt, sampler=sampler, steps=3, n=2, seed=5, device="cpu",
                        out=str(tmp_path / "s.npy"))
@@ -88,11 +70,9 @@ def test_flow_samplers_draw_what_the_flow_functions_draw(sampler, flow_run, tmp_
                                   from_diffusion_range(x0).clamp(0, 1).numpy())
 
 
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("sampler", sorted(s for s, e in SAMPLERS.items() if e.kind != "flow"))
 def test_a_vp_sampler_on_a_flow_checkpoint_is_one_error_line(sampler, flow_run, tmp_path,
                                                              capsys):
-    if SAMPLERS[sampler].kind == "flow":
-        pytest.skip("a flow sampler")
     argv = ["--checkpoint", flow_run / "checkpoint.pt", "--sampler", sampler, "--device", "cpu",
             "--out", tmp_path / "s.npy"]
     code, _, err = run_command(sample_main, argv, capsys)
