@@ -179,13 +179,14 @@ def _runtime_loss_and_slopes(sched, kind, cfg, params, x01, t, eps, weights, see
 
 
 class _SpecVelocity:
-    """A spec network with an `.eps(x, t)` forward, read as a velocity v̂(x, σ) (σ its time)."""
+    """A spec network (`_spec_net`: its raw output, `.output(x, t)`) read as a velocity v̂(x, σ),
+    σ its time input."""
 
     def __init__(self, net: Any) -> None:
         self.net = net
 
     def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
-        return self.net.eps(x, sigma)
+        return self.net.output(x, sigma)
 
 
 @st.composite

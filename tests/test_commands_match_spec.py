@@ -120,7 +120,8 @@ def spec_samples(payload: dict, sampler: str = "ddim", n: int = 3, seed: int = 0
                  steps: int | None = None, eta: float = 0.0, spacing: str = "even",
                  clip: bool = True, sigma_max: float | None = None, class_: int | None = None,
                  guidance_scale: float = 1.0, ema: bool = True, order: int = 2,
-                 variant: str = "bh2", corrector: bool = True) -> np.ndarray:
+                 variant: str = "bh2", corrector: bool = True,
+                 variance: str = "fixed_small") -> np.ndarray:
     """What `runtime.sample` with these flags must write to an .npy: (N, C, H, W) in [0, 1]."""
     sched = spec_schedule(payload)
     T = sched.T
@@ -153,7 +154,7 @@ def spec_samples(payload: dict, sampler: str = "ddim", n: int = 3, seed: int = 0
     elif sampler == "ddpm":
         drawn = [normal() for _ in range(T)]  # drawn at t = T, …, 1; the spec reads noise[t − 1]
         x0 = spec.ddpm.ddpm_sample(sched, model, x_T, list(range(T, -1, -1)),
-                                   np.stack(drawn[::-1]))
+                                   np.stack(drawn[::-1]), variance=variance)
     elif sampler in ("dpm-solver++", "dpm-solver++(2s)", "dpm-solver++(3m)", "unipc"):
         grid = spec.schedule.timestep_grid(t0, steps, spacing)
         if sampler == "unipc":
@@ -256,6 +257,7 @@ CASES = [
     ("cosine film, EMA", {"sampler": "unipc", "steps": 4, "order": 1}),
     ("cosine film, EMA", {"sampler": "unipc", "steps": 4, "variant": "bh1"}),
     ("cosine film, EMA", {"sampler": "unipc", "steps": 4, "corrector": False}),
+    ("cosine film, EMA", {"sampler": "ddpm", "n": 2, "variance": "fixed_large"}),
     ("cosine film, EMA", {"sampler": "ddim", "steps": 3, "ema": False}),
     ("cosine film, EMA", {"sampler": "ddim", "steps": 3, "n": 5}),
     ("cosine film, EMA", {"sampler": "ddim", "steps": 3, "seed": 7}),
@@ -268,7 +270,7 @@ CASES = [
 # output); a case whose last flag is here must give other images with the default.
 DEFAULTS = {"steps": None, "eta": 0.0, "spacing": "even", "clip": True, "sigma_max": None,
             "ema": True, "seed": 0, "guidance_scale": 1.0, "class_": None, "order": 2,
-            "variant": "bh2", "corrector": True}
+            "variant": "bh2", "corrector": True, "variance": "fixed_small"}
 
 
 def _case_id(case) -> str:
