@@ -14,12 +14,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,external,train]'
 	touch $(STAMP)
 
-# Both cores: pytest-xdist runs one worker per core (conftest.py gives each one torch thread).
+# Both cores: pytest-xdist runs one worker per core (conftest.py gives each one torch thread);
+# worksteal lets an idle worker take queued tests from a busy one, so a long test near the end
+# does not leave a core idle.
 test: $(STAMP)
-	$(PY) -m pytest -n $(WORKERS) tests conformance
+	$(PY) -m pytest -n $(WORKERS) --dist worksteal tests conformance
 
 conformance: $(STAMP)
-	$(PY) -m pytest -n $(WORKERS) conformance
+	$(PY) -m pytest -n $(WORKERS) --dist worksteal conformance
 
 # diffusers' schedulers against the spec (full profile); exit 0 when the findings are exactly
 # the recorded ones in conformance/external/expected_deviations.toml (the default for diffusers)

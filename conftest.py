@@ -26,9 +26,11 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# ci: 25 derandomized examples a test (40 until the suite outgrew its 2-core budget; every
+# `make mutants` mutant is killed with the dev profile's 20).
 settings.register_profile(
     "ci",
-    max_examples=40,
+    max_examples=25,
     derandomize=True,
     deadline=None,
     print_blob=True,

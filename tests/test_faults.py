@@ -232,13 +232,16 @@ def test_kill_9_anywhere_then_resume_is_bit_identical_and_leaves_nothing(tmp_pat
 def test_one_owner_per_run_folder(tmp_path, capsys, forkable):
     out = tmp_path / "run"
     forever = [*RUN, "--steps", 10**6, "--checkpoint-every", 5, "--out", out]
-    a = Child(forever, tmp_path / "a.log")
-    b = Child(forever, tmp_path / "b.log")
+    # The second trainer starts once the first holds the folder and has said so: started
+    # together, the loser could read the lock before the winner has written who it is (then it
+    # says "in use by another process", also right, but not what this test checks).
+    winner = Child(forever, tmp_path / "a.log")
+    winner.wait_for("run folder:")
+    loser = Child(forever, tmp_path / "b.log")
     end = time.monotonic() + DEADLINE_S
-    while a.poll() is None and b.poll() is None:
-        assert time.monotonic() < end, a.output() + b.output()
+    while loser.poll() is None:
+        assert time.monotonic() < end, winner.output() + loser.output()
         time.sleep(0.005)
-    loser, winner = (a, b) if a.poll() is not None else (b, a)
     try:
         assert loser.returncode == 2, loser.output()
         error = [line for line in loser.output().splitlines() if line.strip()]
@@ -246,7 +249,6 @@ def test_one_owner_per_run_folder(tmp_path, capsys, forkable):
         holder = f"in use by pid {winner.pid} on host {socket.gethostname()}, started "
         assert holder in error[0]
         assert winner.poll() is None  # the first one trains on
-        winner.wait_for("run folder:")
         # --resume while it runs: refused before the checkpoint is read (not "does not exist").
         code, _, err = run_command(train_main, [*RUN, "--out", out, "--resume"], capsys)
         assert_one_line_error(code, err, f"pid {winner.pid}")
