@@ -25,8 +25,9 @@ PER_RANK = 4
 # The default recipe (cosine rate, min-SNR-5 weights, EMA 0.99) with a warm-up of 2 steps.
 COMMON = ["--steps", "3", "--T", "10", "--hidden-c", "8", "--n-samples", "2",
           "--sample-steps", "2", "--log-every", "1", "--no-progress", "--n-total", "20",
-          "--warmup-steps", "2"]
+          "--warmup-steps", "2", "--quality-samples", "0"]
 SINGLE = TrainConfig(steps=3, T=10, hidden_c=8, n_samples=2, sample_steps=2, log_every=1,
+                     quality_samples=0,
                      progress=False, n_total=20, batch_size=2 * PER_RANK, warmup_steps=2)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),

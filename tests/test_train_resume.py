@@ -21,7 +21,7 @@ from runtime.train import train
 # with a warm-up shorter than the run.
 BASE = TrainConfig(dataset="digits", n_total=12, steps=6, T=10, hidden_c=8, batch_size=5,
                    n_samples=2, sample_steps=2, log_every=2, progress=False, checkpoint_every=0,
-                   warmup_steps=2)
+                   warmup_steps=2, quality_samples=0)
 
 
 def _assert_same_state(a: dict, b: dict, same_curve: bool = True) -> None:
