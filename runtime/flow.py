@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from runtime.core import EpsModel, work_dtype
+from runtime.core import EpsModel, check_deterministic, decreasing_grid, work_dtype
 from runtime.edm import Sigma, _cast, _coef
 from runtime.prediction import denoise
 from runtime.schedule import Schedule, TimeIndex
@@ -198,27 +198,14 @@ def flow_heun_step(flow: RectifiedFlow, model: VelocityModel, x: Tensor, sigma: 
     return (x.to(wd) + dsig * (0.5 * d + 0.5 * d_next)).to(x.dtype)
 
 
-def _grid_list(grid: Sequence[float] | Tensor, noise: object, name: str) -> list[float]:
-    if noise is not None:
-        raise ValueError(f"{name} is deterministic: noise must be None, got {type(noise)}")
-    values = grid.tolist() if isinstance(grid, Tensor) else [float(s) for s in grid]
-    if len(values) < 2:
-        raise ValueError(f"grid must hold at least 2 sigmas, got {values}")
-    if not (0.0 <= values[-1] and values[0] <= 1.0):
-        raise ValueError(f"grid must lie in [0, 1], got grid[0] = {values[0]!r}, "
-                         f"grid[-1] = {values[-1]!r}")
-    if not all(a > b for a, b in zip(values, values[1:], strict=False)):
-        raise ValueError(f"grid must be strictly decreasing, got {values}")
-    return values
-
-
 @torch.no_grad()
 def flow_euler_sample(flow: RectifiedFlow, model: VelocityModel, x_T: Tensor,
                       grid: Sequence[float] | Tensor, noise: None = None,
                       progress: bool = False) -> Tensor:
     """Euler over σ_0 > … > σ_N ≥ 0 (N evaluations); x_T is the state at σ_0. noise must be None.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    values = _grid_list(grid, noise, "flow_euler_sample")
+    values = decreasing_grid("grid", grid, 0.0, 1.0)
+    check_deterministic(noise)
     x = x_T
     for i in tqdm(range(len(values) - 1), desc="flow-euler", disable=not progress):
         x = flow_euler_step(flow, model, x, values[i], values[i + 1])
@@ -231,7 +218,8 @@ def flow_heun_sample(flow: RectifiedFlow, model: VelocityModel, x_T: Tensor,
                      progress: bool = False) -> Tensor:
     """Heun over σ_0 > … > σ_N ≥ 0 (2N evaluations); x_T is the state at σ_0. noise must be None.
     Shapes: x_T (B, C, H, W) -> (B, C, H, W). Runs under torch.no_grad()."""
-    values = _grid_list(grid, noise, "flow_heun_sample")
+    values = decreasing_grid("grid", grid, 0.0, 1.0)
+    check_deterministic(noise)
     x = x_T
     for i in tqdm(range(len(values) - 1), desc="flow-heun", disable=not progress):
         x = flow_heun_step(flow, model, x, values[i], values[i + 1])

@@ -52,7 +52,17 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from jaxtyping import Float
 
-from spec.core import Index, Scalar, check, holds, in_range, same_shape, sqrt_nonneg
+from spec.core import (
+    Index,
+    Scalar,
+    check,
+    decreasing_grid,
+    deterministic,
+    holds,
+    in_range,
+    same_shape,
+    sqrt_nonneg,
+)
 from spec.prediction import AnyModel, denoise
 from spec.schedule import VPSchedule
 
@@ -297,19 +307,6 @@ def flow_heun_step(
     return x + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)
 
 
-def _check_flow_grid(grid: Sequence[Scalar] | np.ndarray, noise: object, name: str) -> list[float]:
-    values = [float(v) for v in grid]
-    check(
-        holds(noise is None, f"{name} is deterministic: noise must be None, got {type(noise)}"),
-        holds(len(values) >= 2, f"grid must hold at least 2 sigmas, got {values}"),
-        holds(lambda: 0 <= values[-1] and values[0] <= 1,
-              f"grid must lie in [0, 1], got grid[0] = {values[0]!r}, grid[-1] = {values[-1]!r}"),
-        holds(lambda: all(a > b for a, b in zip(values, values[1:], strict=False)),
-              f"grid must be strictly decreasing, got {values}"),
-    )
-    return values
-
-
 def flow_euler_sample(
     flow: RectifiedFlow,
     model: VelocityModel,
@@ -323,7 +320,7 @@ def flow_euler_sample(
     x ← flow_euler_step(x, σ_i → σ_{i+1}). N model evaluations. Deterministic: noise is None.
     Shapes: x_T (*shape) -> (*shape).
     """
-    values = _check_flow_grid(grid, noise, "flow_euler_sample")
+    values = check(decreasing_grid("grid", grid, 0, 1), deterministic(noise))
     x = x_T
     for i in range(len(values) - 1):
         x = flow_euler_step(flow, model, x, values[i], values[i + 1])
@@ -344,7 +341,7 @@ def flow_heun_sample(
     evaluations (every step corrected, see `flow_heun_step`). Deterministic: noise is None.
     Shapes: x_T (*shape) -> (*shape).
     """
-    values = _check_flow_grid(grid, noise, "flow_heun_sample")
+    values = check(decreasing_grid("grid", grid, 0, 1), deterministic(noise))
     x = x_T
     for i in range(len(values) - 1):
         x = flow_heun_step(flow, model, x, values[i], values[i + 1])
