@@ -26,6 +26,7 @@ from conformance.external.diffusers_config import (  # noqa: E402
     PINNED,
     DiffusersConfig,
     build_scheduler,
+    dpm_step_orders,
     final_time,
     installed_version,
     scheduler_class,
@@ -475,6 +476,44 @@ def test_dpm_solver_n_equal_t_really_fails_in_diffusers(spacing, T, error):
         with pytest.raises(IndexError):
             for tau in s.timesteps:
                 x = s.step(torch.tanh(x), tau, x).prev_sample
+
+
+@pytest.mark.parametrize("kw", [
+    dict(n=5), dict(n=16), dict(n=5, lower_order_final=False, final_sigmas_type="sigma_min"),
+    dict(n=6, euler_at_final=True, final_sigmas_type="sigma_min"), dict(n=4, solver_order=2),
+])
+def test_dpm_step_orders_are_the_orders_step_takes(kw):
+    """dpm_step_orders (the claim's orders) against the update diffusers' step() really calls."""
+    import torch
+
+    c = dpm_cfg(**{"solver_order": 3, "spacing": "leading", **kw})
+    s = _scheduler(c)
+    taken = []
+    for q, name in enumerate(("dpm_solver_first_order_update", "multistep_dpm_solver_second_order_update",
+                              "multistep_dpm_solver_third_order_update"), start=1):
+        update = getattr(s, name)
+        setattr(s, name, lambda *a, q=q, update=update, **k: (taken.append(q), update(*a, **k))[1])
+    x = torch.linspace(-1, 1, 4)
+    for tau in s.timesteps:
+        x = s.step(torch.tanh(x), tau, x).prev_sample
+    orders = dpm_step_orders(c.solver_order, c.lower_order_final, c.euler_at_final,
+                             c.final_sigmas_type, len(s.timesteps))
+    assert tuple(taken) == orders
+    assert orders[:3] == ((1, 2, 3) if c.solver_order == 3 else (1, 2, 2))
+
+
+def test_dpm_solver_3m_departs_by_the_halved_quadratic_term_only():
+    """solver_order=3 (the recorded case): its steps of order 1 and 2 agree with the spec; its
+    first third-order step parts, by the spec's (3M) step with the quadratic term halved, the
+    reference code's φ_3·D2 (docs/errata.md §4)."""
+    c = dpm_cfg(T=10, n=4, spacing="leading", beta_start=1e-5, beta_end=0.25, solver_order=3,
+                lower_order_final=False, shape=(1, 1, 1, 1), seed=0)
+    assert DPMSolverTarget().prepare(c).claim.method.orders == (1, 2, 3, 1)
+    r = run_case(DPMSolverTarget(), c, FLOAT32)
+    assert r.kind == "deviates" and r.first == 2, r.detail
+    assert max(r.step_errs[:2] + r.step_errs[3:]) < 1e-5 < 1e-2 < r.step_errs[2]
+    assert "diagnosis: matches the third-order step with its quadratic term halved" in r.detail
+    assert "model_outputs[-3] from τ = 8" in r.detail  # diffusers' own account of step 2
 
 
 # ---------------------------------------------------------------------------------------------

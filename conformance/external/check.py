@@ -244,7 +244,8 @@ def run_case(target: Target, config: Any, tol: Tolerance = FLOAT64) -> CaseResul
             + _worst_element(states[i + 1], spec_steps[i])
         )
         hint = diagnose(oracle, i, np.asarray(states[i], dtype=np.float64), noise[i],
-                        np.asarray(states[i + 1], dtype=np.float64), bound)
+                        np.asarray(states[i + 1], dtype=np.float64), bound,
+                        [np.asarray(s, dtype=np.float64) for s in states[:i]])
         if hint:
             lines.append(f"  diagnosis: {hint}")
     lines.append(
@@ -270,11 +271,13 @@ def _header(run: Run, claim: Claim) -> str:
 
 
 def diagnose(
-    oracle: SpecOracle, i: int, x: np.ndarray, z: np.ndarray, actual: np.ndarray, bound: float
+    oracle: SpecOracle, i: int, x: np.ndarray, z: np.ndarray, actual: np.ndarray, bound: float,
+    before: list[np.ndarray] | None = None,
 ) -> str:
     """Which nearby spec computation the target's step matches, if any (a hint, not a verdict):
-    the first of the claim's method's `nearby` computations within the bound."""
-    for text, compute in oracle.claim.method.nearby(oracle, i, x, z):
+    the first of the claim's method's `nearby` computations within the bound (`before`: the
+    target's states at path[0..i − 1], which a multistep method's computations read)."""
+    for text, compute in oracle.claim.method.nearby(oracle, i, x, z, before or []):
         try:
             if rel_err(actual, compute()) <= bound:
                 return text

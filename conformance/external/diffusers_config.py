@@ -151,6 +151,27 @@ class DiffusersConfig:
         )
 
 
+def dpm_step_orders(solver_order: int, lower_order_final: bool, euler_at_final: bool,
+                    final_sigmas_type: str, n: int) -> tuple[int, ...]:
+    """The order of each of the n steps of DPMSolverMultistepScheduler.step() (dpmsolver++), by
+    its own rule: step i is first order when i = 0, solver_order = 1 or it is the last step under
+    euler_at_final, lower_order_final with n < 15, or final_sigmas_type "zero"; else second order
+    when i = 1, solver_order = 2 or it is the second-to-last step under lower_order_final with
+    n < 15; else third order (n = 5, solver_order 3: 1, 2, 3, 2, 1)."""
+    out = []
+    for i in range(n):
+        last = i == n - 1 and (euler_at_final or (lower_order_final and n < 15)
+                               or final_sigmas_type == "zero")
+        second_last = i == n - 2 and lower_order_final and n < 15
+        if solver_order == 1 or i == 0 or last:
+            out.append(1)
+        elif solver_order == 2 or i == 1 or second_last:
+            out.append(2)
+        else:
+            out.append(3)
+    return tuple(out)
+
+
 def scheduler_class(name: str) -> Any:
     import diffusers
 

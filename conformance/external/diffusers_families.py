@@ -8,7 +8,11 @@ import functools
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.external.diffusers_config import DiffusersConfig, build_scheduler
+from conformance.external.diffusers_config import (
+    DiffusersConfig,
+    build_scheduler,
+    dpm_step_orders,
+)
 from conformance.external.targets import (
     FLOAT32,
     FLOAT64,
@@ -52,8 +56,11 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
              offset: int = 0, variance: tuple[str, ...] = ("fixed_small", "fixed_small_log"),
              tables: str = "float64", T_min: int = 2,
              alpha_one: bool | None = None, rescale: bool = False, order: int = 2,
-             final: str | None = "zero", eta_one: bool = False) -> DiffusersConfig:
-    T_max = 40 if profile == "small" else 1000
+             final: str | None = "zero", eta_one: bool = False,
+             third: bool | None = None, beta_end_min: float = 1e-3,
+             schedules: tuple[str, ...] = ("linear", "scaled_linear", "squaredcos_cap_v2"),
+             T_max: int | None = None) -> DiffusersConfig:
+    T_max = T_max or (40 if profile == "small" else 1000)
     if n_rule == "trailing_extra":
         T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
     else:
@@ -83,6 +90,10 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         n = draw(st.sampled_from([k for k in range(1, T + 1) if k == 1 or (T - 1) % (k - 1) == 0]))
     elif n_rule == "atleast2":
         n = draw(st.integers(2, T))
+    elif n_rule == "upto4":  # n ≤ 4, n < T
+        n = draw(st.integers(1, min(4, T - 1)))
+    elif n_rule == "few":  # 4 ≤ n ≤ 8, n ≤ T/2
+        n = draw(st.integers(4, min(8, T // 2)))
     elif n_rule == "trailing_extra":
         ns = [k for k in range(2, T) if trailing_extra(T, k)]
         n = draw(st.sampled_from(ns)) if ns else T  # T: no extra; filtered out below
@@ -90,9 +101,9 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
         raise ValueError(n_rule)
     if spacing == "trailing" and (n_rule == "trailing_extra") != trailing_extra(T, n):
         draw(st.nothing())  # keep the family homogeneous
-    schedule = draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]))
+    schedule = draw(st.sampled_from(list(schedules)))
     b0 = draw(st.floats(1e-5, 1e-3))
-    b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
+    b1 = draw(st.floats(max(2 * b0, beta_end_min), max(2 * b0, beta_end_min, min(0.3, 20.0 / T))))
     ddim = scheduler == "DDIMScheduler"
     # under zero terminal SNR, η near 1 makes Eq. 12's radicand 1 − ᾱ_prev − σ² a rounded 0
     # (σ² = 1 − ᾱ_prev at ᾱ_t = 0): those draws are the family with eta_one
@@ -121,6 +132,10 @@ def _configs(draw, scheduler: str, profile: str, spacing: str, n_rule: str, *,
     )
     if eta_one and not direction_radicand_negative(made):
         draw(st.nothing())  # keep the family homogeneous: only the draws whose radicand is < 0
+    if third is not None and (3 in dpm_step_orders(
+            made.solver_order, made.lower_order_final, made.euler_at_final,
+            made.final_sigmas_type, len(build_scheduler(made).timesteps))) != third:
+        draw(st.nothing())  # keep the family homogeneous: with or without a third-order step
     return made
 
 
@@ -203,7 +218,8 @@ def dpm_families(profile: str) -> list[Family]:
     c = _configs
     D = "DPMSolverMultistepScheduler"
     note = ("prediction_type (ε, x_0, v), lower_order_final, euler_at_final, beta_schedule and β "
-            "range drawn freely; algorithm_type dpmsolver++, solver_type midpoint")
+            "range drawn freely (3M: final_sigmas_type too); algorithm_type dpmsolver++, "
+            "solver_type midpoint")
     f32 = dict(tables="float32")
     return [
         Family("2M, leading, n < T, final σ = 0", c(D, profile, "leading", "lt", **f32), FLOAT32, note),
@@ -225,6 +241,16 @@ def dpm_families(profile: str) -> list[Family]:
                c(D, profile, "trailing", "divides", final="sigma_min", **f32), FLOAT32, note),
         Family("solver_order=1 (DPM-Solver++(1)), leading, n < T, final σ drawn",
                c(D, profile, "leading", "lt", order=1, final=None, **f32), FLOAT32, note),
+        # where the term the reference code halves is resolved in float32: few steps (large h)
+        # on a schedule that reaches low ᾱ (β_T ≥ 0.2 or cosine), T ≤ 40 in both profiles
+        Family("3M (solver_order=3), leading, 4 ≤ n ≤ min(8, T/2), β_T ≥ 0.2 or cosine (a "
+               "third-order step resolved in float32)",
+               c(D, profile, "leading", "few", order=3, final=None, third=True, T_min=10,
+                 T_max=40, beta_end_min=0.2, schedules=("linear", "squaredcos_cap_v2"), **f32),
+               FLOAT32, note),
+        Family("3M (solver_order=3), leading, n ≤ 4 without a third-order step",
+               c(D, profile, "leading", "upto4", order=3, final=None, third=False, **f32),
+               FLOAT32, note),
     ]
 
 

@@ -19,6 +19,7 @@ from conformance.external.diffusers_config import (
     DiffusersConfig,
     build_scheduler,
     ddpm_noise,
+    dpm_step_orders,
     final_time,
     integer_taus,
     scheduler_class,
@@ -35,7 +36,15 @@ from conformance.external.diffusers_families import (
     sigma_families,
     unipc_families,
 )
-from conformance.external.methods import DDIM, DDPM, DPMSolverPP, EDMEuler, EDMHeun, Method
+from conformance.external.methods import (
+    DDIM,
+    DDPM,
+    DPMSolverPP,
+    DPMSolverPP3M,
+    EDMEuler,
+    EDMHeun,
+    Method,
+)
 from conformance.external.targets import (
     FLOAT32,
     FLOAT64,
@@ -349,7 +358,8 @@ class HeunTarget(SigmaTarget):
 
 class DPMSolverTarget(SchedulerTarget):
     """diffusers' DPMSolverMultistepScheduler (algorithm_type "dpmsolver++", solver_type
-    "midpoint", solver_order 1 or 2) against spec.dpm_solver (Lu et al. 2022b, Algorithm 2).
+    "midpoint", solver_order 1, 2 or 3) against spec.dpm_solver: DPM-Solver++(2M) (Lu et al.
+    2022b, Algorithm 2) and, for solver_order 3, DPM-Solver++(3M) (`DPMSolverPP3M`).
 
     Its conventions, mapped here:
     * Time: its timesteps τ are spec t = τ + 1 (integers for every spacing: its linspace and
@@ -368,6 +378,10 @@ class DPMSolverTarget(SchedulerTarget):
       for solver_order = 1, and the last step when euler_at_final, or lower_order_final with
       fewer than 15 steps, or final_sigmas_type "zero" (diffusers' `lower_order_final` flag in
       step()); the spec computes them with dpm_solver_pp_2m_step without history (line 3).
+    * solver_order 3: the order of each step is step()'s own (`dpm_step_orders`: 1, 2, then 3,
+      the last two steps 2 and 1 under lower_order_final with fewer than 15 steps); a
+      third-order step reads model_outputs[-2] and [-3], which the spec recomputes from the
+      target's states at t_{i−1} and t_{i−2} (`DPMSolverPP3M`).
     * prediction_type: ε, x_0, v of the same ε-model, converted by convert_model_output with
       the σ of the step. step() upcasts the sample to float32: float32 as shipped.
     """
@@ -395,8 +409,9 @@ class DPMSolverTarget(SchedulerTarget):
     def prepare(self, cfg: DiffusersConfig) -> Run:
         import torch
 
-        if cfg.solver_order not in (1, 2):
-            raise OutsideSpec(f"solver_order {cfg.solver_order}: the spec has DPM-Solver++(1) and (2M) only")
+        if cfg.solver_order not in (1, 2, 3):
+            raise OutsideSpec(f"solver_order {cfg.solver_order}: the spec has DPM-Solver++(1), "
+                              "(2M) and (3M) only")
         s = scheduler_class(self.name)(**cfg.kwargs())
         s.set_timesteps(cfg.n)
         taus = integer_taus(cfg, [float(v) for v in s.timesteps])
@@ -410,8 +425,12 @@ class DPMSolverTarget(SchedulerTarget):
                 "or runs past the end of sigmas; no strictly decreasing grid is claimed"
             )
         end = 0 if cfg.final_sigmas_type == "zero" else 1
+        orders = dpm_step_orders(cfg.solver_order, cfg.lower_order_final, cfg.euler_at_final,
+                                 cfg.final_sigmas_type, n)
+        method = (DPMSolverPP3M(orders=orders) if cfg.solver_order == 3
+                  else DPMSolverPP(first_order=self.first_order(cfg, n)))
         claim = Claim(betas=table_betas(s), grid=tuple(spec_time(tau) for tau in taus), end=end,
-                      method=DPMSolverPP(first_order=self.first_order(cfg, n)),
+                      method=method,
                       prediction=cfg.prediction_type,
                       labels=(*(f"τ={tau}" for tau in taus),
                               "σ=0" if end == 0 else "σ_min (alphas_cumprod[0])"))
@@ -428,11 +447,9 @@ class DPMSolverTarget(SchedulerTarget):
             return states
 
         def describe(i: int) -> str:
-            # step()'s own rule: lower_order_nums < 1, solver_order 1, or its lower_order_final
-            final = i == n - 1 and (cfg.euler_at_final or (cfg.lower_order_final and n < 15)
-                                    or cfg.final_sigmas_type == "zero")
-            order = 1 if i == 0 or cfg.solver_order == 1 or final else 2
-            hist = f", with model_outputs[-2] from τ = {taus[i - 1]}" if order == 2 else ""
+            order = orders[i]  # step()'s own rule (dpm_step_orders)
+            hist = (f", with model_outputs[-2] from τ = {taus[i - 1]}" if order >= 2 else "") + (
+                f" and model_outputs[-3] from τ = {taus[i - 2]}" if order == 3 else "")
             return (f"model at τ = {taus[i]} (spec t = {spec_time(taus[i])}); σ = {sig[i]!r} → "
                     f"σ_next = {sig[i + 1]!r}; order {order}{hist}")
 

@@ -24,6 +24,9 @@ from spec.dpm_solver import (
     dpm_solver_pp_2m_step,
     dpm_solver_pp_2s_sample,
     dpm_solver_pp_2s_step,
+    dpm_solver_pp_3m_sample,
+    dpm_solver_pp_3m_step,
+    half_log_snr,
 )
 from spec.edm import (
     edm_euler_ancestral_sample,
@@ -85,7 +88,9 @@ class Method:
             states.append(self.step(o, i, states[i], noise[i], states[:i]))
         return states[-1]
 
-    def nearby(self, o: SpecOracle, i: int, x: np.ndarray, z: np.ndarray) -> Nearby:
+    def nearby(self, o: SpecOracle, i: int, x: np.ndarray, z: np.ndarray,
+               before: Sequence[np.ndarray] = ()) -> Nearby:
+        """What step i (from x, noise z; `before` as for `step`) is often found to match."""
         return iter(())
 
 
@@ -125,7 +130,7 @@ class DDIM(Method):
                                        clip=self.clip)
         return super().final(o, x_T, noise)
 
-    def nearby(self, o, i, x, z):
+    def nearby(self, o, i, x, z, before=()):
         """Eq. 12 to another t_prev (t − 1 or a fixed stride instead of the grid's), or with the
         clipping switched."""
         t, grid_prev = o.path[i], o.path[i + 1]
@@ -197,7 +202,7 @@ class DDPM(Method):
                                variance=self.variance)
         return super().final(o, x_T, noise)
 
-    def nearby(self, o, i, x, z):
+    def nearby(self, o, i, x, z, before=()):
         """The other variance, the clipping switched (each also without noise), and noise on the
         last step where Algorithm 2 has none."""
         other = "fixed_large" if self.variance == "fixed_small" else "fixed_small"
@@ -318,6 +323,96 @@ class DPMSolverPP(Method):
         if o.claim.end == 0 and not extra:  # the spec's own sampler, Algorithm 2
             return dpm_solver_pp_2m_sample(o.sched, o.model, x_T, list(o.path))
         return super().final(o, x_T, noise)
+
+
+@dataclass(frozen=True)
+class DPMSolverPP3M(Method):
+    """DPM-Solver++(3M) on the claimed grid (`spec.dpm_solver.dpm_solver_pp_3m_step`: DPM-Solver++
+    Eq. 9 integrated exactly for x̂_0 quadratic in λ through the last three x̂_0), in VP scale,
+    one model call per grid time, multistep as `DPMSolverPP`: step i recomputes x̂_0 at
+    path[i − 1] and path[i − 2] from the target's own states there.
+
+    orders: the order of each step, 1 (the first-order update, Algorithm 2 line 3), 2 ((2M),
+    line 7) or 3; empty: the spec sampler's min(3, i + 1, n − i) (`dpm_solver_pp_3m_sample`).
+    A step into ᾱ = 1 is first order whatever its order says (both spec steps land on x̂_0).
+    """
+
+    orders: tuple[int, ...] = ()
+
+    @property
+    def formula(self) -> str:
+        return ("DPM-Solver++(3M) (spec.dpm_solver, DPM-Solver++ Eq. 9 integrated exactly): "
+                "x' = (σ_next/σ_t)·x + √ᾱ_next·[(1 − e^{−h})·m0 + (h − 1 + e^{−h})·d1 + "
+                "(h² − 2h + 2 − 2e^{−h})·d2], d1, d2 the first and half the second divided "
+                "differences of x̂_0 in λ; orders "
+                + (str(list(self.orders)) if self.orders else "min(3, i + 1, n − i)")
+                + " (1: DDIM's step, 2: (2M))")
+
+    def check(self, claim):
+        n = len(claim.grid)
+        if self.orders and (len(self.orders) != n or any(
+                not 1 <= q <= min(3, i + 1) for i, q in enumerate(self.orders))):
+            raise ValueError(f"DPM-Solver++(3M) orders must give step i of {n} an order in "
+                             f"1..min(3, i + 1), got {list(self.orders)}")
+
+    def order(self, i: int, n: int) -> int:
+        """The order of step i of n."""
+        return self.orders[i] if self.orders else min(3, i + 1, n - i)
+
+    def _history(self, o, i, x, before):
+        """x̂_0 at path[i], path[i − 1], … (as many as step i's order reads), newest first."""
+        q = self.order(i, len(o.path) - 1)
+        if len(before) < q - 1:
+            raise ValueError(f"DPM-Solver++(3M) step {i} needs the states at t = "
+                             f"{list(o.path[i + 1 - q:i])}")
+        states = [x, *before[::-1][:q - 1]]
+        return [x0_pred(o.sched, o.model, s, o.path[i - k]) for k, s in enumerate(states)]
+
+    def step(self, o, i, x, z, before):
+        path = o.path
+        t, t_next = path[i], path[i + 1]
+        if t_next == t:
+            return o.keep_level(t, x)
+        m = self._history(o, i, x, before)
+        if len(m) == 3:
+            return dpm_solver_pp_3m_step(o.sched, x, m[0], t, t_next, m[1], path[i - 1], m[2],
+                                         path[i - 2])
+        if len(m) == 2:
+            return dpm_solver_pp_2m_step(o.sched, x, m[0], t, t_next, m[1], path[i - 1])
+        return dpm_solver_pp_2m_step(o.sched, x, m[0], t, t_next)
+
+    def final(self, o, x_T, noise):
+        n = len(o.path) - 1
+        if o.claim.end == 0 and all(self.order(i, n) == min(3, i + 1, n - i) for i in range(n)):
+            return dpm_solver_pp_3m_sample(o.sched, o.model, x_T, list(o.path))
+        return super().final(o, x_T, noise)
+
+    def nearby(self, o, i, x, z, before=()):
+        """The third-order step with its quadratic term halved: the authors' code's and
+        diffusers' −√ᾱ_next·φ_3·D2 with φ_3 = (e^{−h} − 1 + h)/h² − ½ and D2 = h²·d2
+        (docs/errata.md §4), written out here from the same x̂_0 (a hint, not a spec function)."""
+        path = o.path
+        t, t_next = path[i], path[i + 1]
+        if self.order(i, len(path) - 1) != 3 or t_next == t or t_next == 0:
+            return
+
+        def reference() -> np.ndarray:
+            ab = o.sched.alpha_bar
+            lam2, lam1, lam0, lam_n = half_log_snr(np.array(
+                [ab[path[i - 2]], ab[path[i - 1]], ab[t], ab[t_next]]))
+            m0, m1, m2 = self._history(o, i, x, before)
+            h = lam_n - lam0
+            r0, r1 = (lam0 - lam1) / h, (lam1 - lam2) / h
+            d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+            D1, D2 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1), (d1_0 - d1_1) / (r0 + r1)
+            phi1 = np.expm1(-h)
+            phi2, a_n = phi1 / h + 1, np.sqrt(ab[t_next])
+            return (np.sqrt((1 - ab[t_next]) / (1 - ab[t])) * x - a_n * phi1 * m0
+                    + a_n * phi2 * D1 - a_n * (phi2 / h - 0.5) * D2)
+
+        yield ("matches the third-order step with its quadratic term halved (the reference "
+               "code's φ_3·D2, φ_3 = (e^{−h} − 1 + h)/h² − ½, D2 = h²·d2: docs/errata.md §4)",
+               reference)
 
 
 @dataclass(frozen=True)

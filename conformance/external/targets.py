@@ -41,6 +41,7 @@ from conformance.external.methods import (
     DDPM,
     DPMSolverPP,
     DPMSolverPP2S,
+    DPMSolverPP3M,
     EDMEuler,
     EDMEulerAncestral,
     EDMHeun,
@@ -349,7 +350,7 @@ def eps_to_prediction(
 
 
 __all__ = [
-    "DDIM", "DDPM", "DPMSolverPP", "DPMSolverPP2S", "EDMEuler", "EDMEulerAncestral", "EDMHeun",
+    "DDIM", "DDPM", "DPMSolverPP", "DPMSolverPP2S", "DPMSolverPP3M", "EDMEuler", "EDMEulerAncestral", "EDMHeun",
     "FLOAT32", "FLOAT64", "FLOW32", "FlowEuler", "FlowHeun", "PREDICTIONS", "UniPC", "flow_betas",
     "SPEC_PREDICTION", "VERDICTS", "Claim", "Family", "InvalidConfig", "Method", "OutsideSpec",
     "Predict", "Run", "Target", "Tolerance", "config_code", "eps_to_prediction", "validate_config",
