@@ -128,7 +128,7 @@ record(
 @st.composite
 def _flow_sigmas_plans(draw: Any) -> Plan:
     n = draw(st.integers(1, 60))
-    term = draw(st.one_of(st.none(), st.floats(0.01, 0.9))) if n >= 2 else None
+    term = draw(st.one_of(st.none(), st.floats(0.01, 0.9)))
     return {"n": n, "shift": draw(st.one_of(st.just(1.0), st.just(3.0), st.floats(0.2, 8.0))),
             "terminal": term}
 
@@ -138,8 +138,8 @@ record(
     build=lambda p: Call([p["n"], p["shift"], p["terminal"]]),
     dtypes=("float64",), dtypes_reason="returns float64 by contract, whatever the caller uses",
     errors=(("n = 0", lambda: spec.flow.flow_sigmas(0), lambda: runtime.flow.flow_sigmas(0)),
-            ("shift_terminal with n = 1", lambda: spec.flow.flow_sigmas(1, 1.0, 0.1),
-             lambda: runtime.flow.flow_sigmas(1, 1.0, 0.1))),
+            ("shift_terminal = 1", lambda: spec.flow.flow_sigmas(2, 1.0, 1.0),
+             lambda: runtime.flow.flow_sigmas(2, 1.0, 1.0))),
 )
 
 

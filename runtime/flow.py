@@ -141,22 +141,18 @@ def logit_normal_density(sigma: Tensor | float, m: float = 0.0, s: float = 1.0) 
 
 
 def flow_sigmas(n: int, shift: float = 1.0, shift_terminal: float | None = None) -> Tensor:
-    """1 = σ_0 > … > σ_n = 0: σ_i = 1 − i/n, shifted (time_shift), and, with shift_terminal,
-    1 − σ_i scaled by (1 − σ_term)/(1 − σ_{n−1}) for i < n (σ_n = 0 kept).
+    """1 = σ_0 > … > σ_n = 0: σ_i = 1 − i/n, shifted (time_shift), and, with shift_terminal and
+    n ≥ 2, 1 − σ_i scaled by (1 − σ_term)/(1 − σ_{n−1}) for i < n (σ_n = 0 kept; n = 1: [1, 0]).
     Shapes: -> (n + 1,) float64 on the CPU."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if not shift > 0:
         raise ValueError(f"shift must be > 0, got shift = {shift!r}")
-    if shift_terminal is not None:
-        if not 0.0 < shift_terminal < 1.0:
-            raise ValueError(f"shift_terminal must lie in (0, 1), got {shift_terminal!r}")
-        if n < 2:
-            raise ValueError(f"shift_terminal needs n >= 2 (a nonzero sigma below 1 to stretch), "
-                             f"got n = {n}")
+    if shift_terminal is not None and not 0.0 < shift_terminal < 1.0:
+        raise ValueError(f"shift_terminal must lie in (0, 1), got {shift_terminal!r}")
     sigmas = 1.0 - torch.arange(n + 1, dtype=torch.float64) / n
     sigmas = time_shift(sigmas, shift)
-    if shift_terminal is not None:
+    if shift_terminal is not None and n >= 2:
         scale = (1.0 - shift_terminal) / (1.0 - sigmas[n - 1])
         sigmas[:n] = 1.0 - (1.0 - sigmas[:n]) * scale
     return sigmas

@@ -239,14 +239,19 @@ def flow_sigmas(
 
     Formula: (1) σ_i = 1 − i/n, i = 0..n (uniform in σ: every step has length 1/n);
     (2) σ_i ← time_shift(σ_i, shift) (σ_0 = 1 and σ_n = 0 stay);
-    (3) if shift_terminal = σ_term is given, every nonzero σ is stretched so that the last one,
-    σ_{n−1}, becomes σ_term and σ_0 stays 1: 1 − σ_i ← (1 − σ_i)·(1 − σ_term)/(1 − σ_{n−1}),
-    i = 0..n−1 (diffusers' `stretch_shift_to_terminal`); σ_n = 0 is kept.
+    (3) if shift_terminal = σ_term is given and n ≥ 2, every nonzero σ is stretched so that
+    the last one, σ_{n−1}, becomes σ_term and σ_0 stays 1: 1 − σ_i ← (1 − σ_i)·(1 − σ_term)/
+    (1 − σ_{n−1}), i = 0..n−1 (diffusers' `stretch_shift_to_terminal`); σ_n = 0 is kept.
     Choices where the papers are silent: the grid ends with σ_n = 0 exactly, one of its n + 1
     points, not appended after a grid that ends at a small σ_min (SD3's reference code and
     diffusers put n points between 1 and σ_min = 1/1000 and append 0, so their last step is
-    σ_min → 0 and the others have length (1 − σ_min)/(n − 1)). Needs n ≥ 1, shift > 0 and, with
-    shift_terminal ∈ (0, 1), n ≥ 2 (n = 1 has no σ strictly between 0 and 1 to stretch).
+    σ_min → 0 and the others have length (1 − σ_min)/(n − 1)); the shift is applied once to
+    each point, so the grid depends on (n, shift, σ_term) alone and rebuilding it gives the same
+    grid (at n = T its nonzero σ's are time_shift(t/T, shift), t = T..1). With n = 1 the grid is
+    [1, 0] whatever σ_term: the stretch, like the shift, keeps σ = 1 and σ = 0 and moves the
+    points strictly between them, of which a one-step grid has none (1 − σ_{n−1} = 0, so the
+    formula of (3) would be 0/0); refusing instead would make a configuration valid for n ≥ 2
+    fail at n = 1. Needs n ≥ 1, shift > 0, shift_terminal ∈ (0, 1) or None.
     Shapes: -> (n + 1,), float64.
     """
     n = check(
@@ -254,15 +259,13 @@ def flow_sigmas(
         holds(shift > 0, f"shift must be > 0, got shift = {shift!r}"),
         holds(shift_terminal is None or 0 < shift_terminal < 1,
               f"shift_terminal must lie in (0, 1), got shift_terminal = {shift_terminal!r}"),
-        holds(shift_terminal is None or n >= 2,
-              f"shift_terminal needs n >= 2 (a nonzero sigma below 1 to stretch), got n = {n!r}"),
     )
     # 1. uniform in σ from 1 to 0
     sigmas = 1 - np.arange(n + 1, dtype=np.float64) / n
     # 2. SD3's shift (Eq. 23)
     sigmas = time_shift(sigmas, shift)
-    # 3. stretch 1 − σ so that the last nonzero σ is σ_term; σ_n = 0 stays
-    if shift_terminal is not None:
+    # 3. stretch 1 − σ so that the last nonzero σ is σ_term; σ_0 = 1 and σ_n = 0 stay
+    if shift_terminal is not None and n >= 2:
         scale = (1 - shift_terminal) / (1 - sigmas[n - 1])
         sigmas[:n] = 1 - (1 - sigmas[:n]) * scale
     return sigmas

@@ -60,7 +60,7 @@ from conformance.external.expectations import (  # noqa: E402
 )
 from conformance.external.suite import DIFFUSERS_EXPECTED as EXPECTED  # noqa: E402
 from conformance.external.suite import load_suite, run_suite  # noqa: E402
-from conformance.external.targets import FLOAT32, FLOAT64  # noqa: E402
+from conformance.external.targets import FLOAT32, FLOAT64, FLOW32  # noqa: E402
 from runtime.plumbing.cli import UserError  # noqa: E402
 from spec.schedule import VPSchedule, linear_betas  # noqa: E402
 
@@ -558,3 +558,78 @@ def test_ddim_eta_one_at_zero_terminal_snr_really_gives_nan():
     out = s.step(x, s.timesteps[0], x, eta=1.0, variance_noise=torch.zeros_like(x)).prev_sample
     assert torch.isnan(out).all()
     assert not direction_radicand_negative(cfg(T=4, n=2, spacing="trailing", eta=0.5, rescale=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# FlowMatchEulerDiscreteScheduler: the rebuilt grid's σ_min, custom grids, shift_terminal at n = 1
+
+
+def flow_cfg(**kw) -> DiffusersConfig:
+    base = dict(scheduler="FlowMatchEulerDiscreteScheduler", T=10, n=4, spacing="leading",
+                tables="float32", shape=(1, 1, 2, 2), seed=3)
+    base.update(kw)
+    return cfg(**base)
+
+
+def test_flow_match_rebuilt_grid_shifts_sigma_min_twice():
+    """At n = T the spec's grid is the scheduler's own table; set_timesteps(T) ends at σ_min
+    shifted twice (outside the spec: a choice of grid), and with σ_min shifted once it would
+    be the spec's grid exactly."""
+    import spec.flow
+    from conformance.external.diffusers_flow_rows import (
+        FLOW_GRID_TOL,
+        FlowGridConfig,
+        _flow_grid_case,
+    )
+
+    F = scheduler_class("FlowMatchEulerDiscreteScheduler")
+    s = F(num_train_timesteps=10, shift=3.0)
+    np.testing.assert_allclose(s.sigmas.numpy(), spec.flow.flow_sigmas(10, 3.0)[:-1], rtol=1e-6)
+    s.set_timesteps(10)
+    twice = spec.flow.time_shift(spec.flow.time_shift(0.1, 3.0), 3.0)
+    assert s.sigmas[-2].item() == pytest.approx(twice, rel=1e-6) and twice == pytest.approx(0.5)
+    s.sigma_min = 0.1  # σ_min unshifted: the rebuilt grid is the spec's (and its table)
+    s.set_timesteps(10)
+    np.testing.assert_allclose(s.sigmas.numpy(), spec.flow.flow_sigmas(10, 3.0), rtol=1e-6)
+    r = _flow_grid_case(None, FlowGridConfig("FlowMatchEulerDiscreteScheduler", 10, 3.0),
+                        FLOW_GRID_TOL)
+    assert r.kind == "outside" and "= 0.5 where the spec's" in r.detail, r.detail
+    for ok in (FlowGridConfig("FlowMatchHeunDiscreteScheduler", 10, 1.0),
+               FlowGridConfig("FlowMatchEulerDiscreteScheduler", 10, mu=float(np.log(3.0)))):
+        assert _flow_grid_case(None, ok, FLOW_GRID_TOL).agrees
+
+
+def test_flow_match_custom_timesteps_call_the_model_at_another_sigma():
+    """Custom timesteps are used as given while their σ's are shifted: the model is called at a
+    σ that is not the state's (shift ≠ 1). Custom sigmas alone are shifted by Eq. 23 and agree."""
+    import spec.flow
+
+    target = TARGETS["FlowMatchEulerDiscreteScheduler"]()
+    grid = (1.0, 0.6, 0.3)
+    timesteps = ("timesteps", tuple(10 * v for v in grid))
+    for custom, shift, kind in (((timesteps,), 3.0, "deviates"), ((timesteps,), 1.0, "agrees"),
+                                ((("sigmas", grid), timesteps), 3.0, "deviates"),
+                                ((("sigmas", grid),), 3.0, "agrees")):
+        c = flow_cfg(n=3, options=(("shift", shift),), custom=custom)
+        r = run_case(target, c, FLOW32)
+        assert r.kind == kind, (custom, shift, r.detail)
+    assert "t = −1: a flow target's model time is a σ none of the claim's σ's" in run_case(
+        target, flow_cfg(n=3, options=(("shift", 3.0),), custom=(timesteps,)), FLOW32).detail
+    claim = target.prepare(flow_cfg(n=3, options=(("shift", 3.0),), custom=(("sigmas", grid),))).claim
+    from conformance.external.oracle import SpecOracle
+
+    o = SpecOracle(claim, None)
+    np.testing.assert_allclose([o.flow_sigma(t) for t in claim.grid],
+                               spec.flow.time_shift(np.array(grid), 3.0), rtol=1e-6)
+
+
+def test_flow_match_shift_terminal_with_one_step_fails_where_the_spec_is_finite():
+    import torch
+
+    c = flow_cfg(n=1, options=(("shift_terminal", 0.5),))
+    s = TARGETS["FlowMatchEulerDiscreteScheduler"]().adapter(c).build(
+        TARGETS["FlowMatchEulerDiscreteScheduler"].scheduler_config(c))
+    assert torch.isnan(s.sigmas[0]) and s.sigmas[1] == 0 and torch.isnan(s.timesteps[0])
+    r = run_case(TARGETS["FlowMatchEulerDiscreteScheduler"](), c, FLOW32)
+    assert r.kind == "failed" and "IndexError" in r.detail, r.detail
+    assert "σ=1 (its sigmas[0] = nan" in r.detail  # the claim: spec.flow.flow_sigmas(1, 1, 0.5)

@@ -78,8 +78,14 @@ def test_flow_sigmas_grid():
     g = spec.flow_sigmas(12, 3.0, 0.1)
     assert g[0] == 1.0 and g[-2] == pytest.approx(0.1, abs=1e-15) and g[-1] == 0.0
     assert np.all(np.diff(g) < 0)
+    # one step: nothing strictly between 1 and 0 to stretch (or shift), the grid is [1, 0]
+    for shift in (1.0, 3.0):
+        np.testing.assert_array_equal(spec.flow_sigmas(1, shift, 0.1), [1.0, 0.0])
+    # n = T: the nonzero σ's are time_shift(t/T), t = T..1, shifted once (rebuilt: the same grid)
+    np.testing.assert_allclose(spec.flow_sigmas(20, 3.0)[:-1],
+                               spec.time_shift(np.arange(20, 0, -1) / 20, 3.0), atol=1e-15)
     with pytest.raises(ValueError):
-        spec.flow_sigmas(1, 1.0, 0.1)
+        spec.flow_sigmas(2, 1.0, 1.0)
 
 
 @pytest.mark.parametrize("t", [0, 1, 7, 19, 20])

@@ -171,7 +171,9 @@ def run_case(target: Target, config: Any, tol: Tolerance = FLOAT64) -> CaseResul
         t = int(t)
         calls.append(t)
         if not 0 <= t <= claim.T:
-            raise _BadCall(f"the model was called at t = {t}, outside {{0..{claim.T}}}")
+            raise _BadCall(f"the model was called at t = {t}, outside {{0..{claim.T}}}" + (
+                " (t = −1: a flow target's model time is a σ none of the claim's σ's, so the "
+                "velocity is not evaluated at the σ of the state)" if velocity and t == -1 else ""))
         x64 = np.asarray(x, dtype=np.float64)
         if velocity:
             return oracle.velocity_model.velocity(x64, oracle.flow_sigma(t)).astype(np.asarray(x).dtype)

@@ -86,6 +86,7 @@ class DiffusersConfig:
     final_sigmas_type: str = "zero"  # DPM: "zero" or "sigma_min"
     options: tuple[tuple[str, Any], ...] = ()  # the generic adapter's targets: constructor options
     mu: float | None = None  # set_timesteps(n, mu=μ): dynamic shifting (flow schedulers)
+    custom: tuple[tuple[str, tuple[float, ...]], ...] = ()  # set_timesteps' sigmas / timesteps
 
     def kwargs(self) -> dict[str, Any]:
         """The scheduler's constructor arguments (everything else at diffusers' defaults)."""
@@ -126,6 +127,7 @@ class DiffusersConfig:
         d["shape"] = tuple(d["shape"])
         d["options"] = tuple((k, tuple(v) if isinstance(v, list) else v)
                              for k, v in d.get("options", ()))
+        d["custom"] = tuple((k, tuple(v)) for k, v in d.get("custom", ()))
         return cls(**d)
 
     def code(self) -> str:

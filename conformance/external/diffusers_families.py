@@ -264,14 +264,32 @@ def _draw(draw, value):
 
 
 @st.composite
+def custom_grids(draw, n: int, T: int, given: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """set_timesteps' custom grid of n steps: σ's k/1000 (k ∈ {1..1000} distinct, decreasing),
+    passed as `sigmas` (given "sigmas"), or as `timesteps` T·σ with or without those `sigmas`
+    (given "timesteps")."""
+    ks = sorted(draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n, unique=True)),
+                reverse=True)
+    sigmas = tuple(k / 1000 for k in ks)
+    if given == "sigmas":
+        return (("sigmas", sigmas),)
+    timesteps = ("timesteps", tuple(T * v for v in sigmas))
+    return (("sigmas", sigmas), timesteps) if draw(st.booleans()) else (timesteps,)
+
+
+@st.composite
 def generic_configs(draw, scheduler: str, profile: str, *, spacing=None, n_rule: str = "lt",
                     predictions: tuple[str, ...] = PREDICTIONS, T_min: int = 2,
-                    mu=None, **options) -> DiffusersConfig:
+                    mu=None, custom: str | None = None, **options) -> DiffusersConfig:
     """A DiffusersConfig of a generic-adapter scheduler: T ≤ 40 ("small") or ≤ 1000, n by
     `n_rule`, β range and schedule, prediction type; spacing, μ and each option fixed or a
-    strategy. An option given as the string "every step" becomes range(n) (disable_corrector)."""
+    strategy; `custom` ("sigmas" or "timesteps"): set_timesteps given a custom grid
+    (`custom_grids`). An option given as the string "every step" becomes range(n)
+    (disable_corrector)."""
     T = draw(st.integers(T_min, 40 if profile == "small" else 1000))
     n = {"any": lambda: draw(st.integers(1, T)), "lt": lambda: draw(st.integers(1, T - 1)),
+         "upto40": lambda: draw(st.integers(1, min(T, 40))),
+         "2to40": lambda: draw(st.integers(2, min(T, 40))),
          "divides": lambda: draw(st.sampled_from(_divisors(T))),
          "whole": lambda: draw(st.sampled_from(
              [k for k in range(1, T + 1) if k == 1 or (T - 1) % (k - 1) == 0])),
@@ -291,7 +309,8 @@ def generic_configs(draw, scheduler: str, profile: str, *, spacing=None, n_rule:
                                                                       "squaredcos_cap_v2"])),
         beta_start=b0, beta_end=b1, n=n, spacing=_draw(draw, spacing) or "leading",
         prediction_type=draw(st.sampled_from(list(predictions))), tables="float32", shape=shape,
-        seed=draw(st.integers(0, 2**16)), options=opts, mu=_draw(draw, mu))
+        seed=draw(st.integers(0, 2**16)), options=opts, mu=_draw(draw, mu),
+        custom=draw(custom_grids(n, T, custom)) if custom else ())
 
 
 def unipc_families(profile: str) -> list[Family]:
@@ -382,4 +401,13 @@ def flow_families(scheduler: str, profile: str) -> list[Family]:
                FLOW32, note),
         Family("stochastic_sampling", c(scheduler, profile, n_rule="any", predictions=e,
                                         stochastic_sampling=True), FLOW32, note),
+        Family("custom sigmas (set_timesteps(n, sigmas=σ)), shift ∈ {1} ∪ [1.5, 6]",
+               c(scheduler, profile, n_rule="upto40", predictions=e, custom="sigmas",
+                 shift=st.one_of(st.just(1.0), shift)), FLOW32, note),
+        Family("custom timesteps (set_timesteps(n, timesteps=T·σ), with or without sigmas=σ), "
+               "shift = 1", c(scheduler, profile, n_rule="upto40", predictions=e,
+                              custom="timesteps"), FLOW32, note),
+        Family("custom timesteps (with or without sigmas), shift ∈ [1.5, 6], n ≥ 2",
+               c(scheduler, profile, n_rule="2to40", predictions=e, custom="timesteps",
+                 shift=shift), FLOW32, note),
     ]

@@ -413,7 +413,9 @@ def karras_rows(scheduler: str) -> RowTarget:
 
 
 def row_targets() -> list[RowTarget]:
-    """Every row of the diffusers report, in its order: schedules, grids, Karras σ's."""
+    """Every row of the diffusers report, in its order: schedules, grids, Karras σ's, flow σ's."""
+    from conformance.external.diffusers_flow_rows import flow_rows
+
     return [SCHEDULE_ROWS, *(grid_rows(name) for name, t in TARGETS.items() if t.grid_spacings),
-            *(karras_rows(name) for name, t in TARGETS.items() if t.karras)]
+            *(karras_rows(name) for name, t in TARGETS.items() if t.karras), *flow_rows()]
 

@@ -43,6 +43,7 @@ from conformance.external.methods import (
     DPMSolverPP3M,
     EDMEuler,
     EDMHeun,
+    FlowEuler,
     Method,
 )
 from conformance.external.targets import (
@@ -54,6 +55,7 @@ from conformance.external.targets import (
     OutsideSpec,
     Run,
     Tolerance,
+    flow_betas,
 )
 
 
@@ -532,15 +534,110 @@ class EulerAncestralTarget(GenericTarget):
         return euler_ancestral_families(profile)
 
 
+class CustomGridAdapter(generic.SchedulerTarget):
+    """The generic adapter with set_timesteps given a custom grid: `custom`, its keyword
+    arguments `sigmas` and / or `timesteps` (DiffusersConfig.custom)."""
+
+    def __init__(self, cls: Any, claims: str, custom: dict[str, list[float]]) -> None:
+        super().__init__(cls, claims)
+        self.custom = custom
+
+    def build(self, cfg: generic.SchedulerConfig) -> Any:
+        import logging
+
+        s = self.cls(**cfg.kwargs(self.accepts))
+        # its warning that timesteps without sigmas "may not be consistent" is the finding the
+        # families report; silenced here so that it does not print once per configuration drawn
+        logger = logging.getLogger(self.cls.__module__)
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            s.set_timesteps(cfg.n, **({} if cfg.mu is None else {"mu": cfg.mu}), **self.custom)
+        finally:
+            logger.setLevel(level)
+        return s
+
+
 class FlowMatchEulerTarget(GenericTarget):
     """diffusers' FlowMatchEulerDiscreteScheduler against spec.flow.flow_euler_step on its own
-    σ's (shift, use_dynamic_shifting with μ, shift_terminal): the steps, not the grid, which is
-    another construction than spec.flow.flow_sigmas (docs/errata.md)."""
+    σ's (shift, use_dynamic_shifting with μ, shift_terminal, custom sigmas / timesteps): the
+    steps, not the grid, which is another construction than spec.flow.flow_sigmas
+    (docs/errata.md §5; its σ's at n = T are the rows FlowMatchEulerDiscreteScheduler.sigmas).
+
+    Custom grids (`set_timesteps(n, sigmas=…, timesteps=…)`): given sigmas, its σ's must be
+    SD3 Eq. 23 of them (spec.flow.time_shift, the shift it documents applying), else the claim
+    departs; given timesteps, the model is called at timestep/T, which the recorded calls
+    compare with the σ of the state. Non-finite σ's (shift_terminal with one step: [nan, 0]):
+    the claim is the grid its options ask for, spec.flow.flow_sigmas(n, shift, shift_terminal),
+    on which the spec's sample is finite; its timesteps are NaN and name no σ, so the model is
+    given the claim's σ of the step, and what fails is its own step()."""
 
     name, claims = "FlowMatchEulerDiscreteScheduler", "flow_euler"
 
     def families(self, profile: str) -> list[Family]:
         return flow_families(self.name, profile)
+
+    def adapter(self, cfg: DiffusersConfig | None = None) -> generic.SchedulerTarget:
+        custom = {k: list(v) for k, v in (cfg.custom if cfg is not None else ())}
+        return CustomGridAdapter(scheduler_class(self.name), self.claims, custom)
+
+    def code(self, cfg: DiffusersConfig) -> str:
+        text = super().code(cfg)
+        if not cfg.custom:
+            return text
+        custom = "".join(f", {k}={list(v)!r}" for k, v in cfg.custom)
+        mu = "" if cfg.mu is None else f", mu={cfg.mu!r}"
+        return text.replace(f"s.set_timesteps({cfg.n}{mu})", f"s.set_timesteps({cfg.n}{mu}{custom})", 1)
+
+    @staticmethod
+    def shift(cfg: DiffusersConfig) -> float:
+        """The s of its σ' = s·σ/(1 + (s − 1)·σ): e^μ under use_dynamic_shifting, else `shift`."""
+        options = dict(cfg.options)
+        return float(np.exp(cfg.mu)) if options.get("use_dynamic_shifting") else float(
+            options.get("shift", 1.0))
+
+    def prepare(self, cfg: DiffusersConfig) -> Run:
+        from spec.flow import time_shift
+
+        adapter, sc = self.adapter(cfg), self.scheduler_config(cfg)
+        s = adapter.build(sc)
+        sig = s.sigmas.double().numpy()
+        given = dict(cfg.custom).get("sigmas")
+        if given is not None:
+            want = time_shift(np.array(given), self.shift(cfg))
+            if not np.allclose(sig[:-1], want, rtol=1e-6, atol=0):
+                raise ValueError(f"set_timesteps(sigmas={list(given)}) made sigmas {list(sig)}: "
+                                 f"not SD3 Eq. 23 of the given σ's, spec.flow.time_shift(σ, "
+                                 f"{self.shift(cfg)!r}) = {list(want)}")
+        run = adapter.prepare(sc) if np.all(np.isfinite(sig)) else self.spec_grid_run(cfg, s)
+        run.repro = self.code(cfg)
+        return run
+
+    def spec_grid_run(self, cfg: DiffusersConfig, s: Any) -> Run:
+        """The run of a scheduler whose σ's are not finite, on the grid its options ask for."""
+        import torch
+
+        from spec.flow import flow_sigmas
+
+        n = cfg.n
+        sig = flow_sigmas(n, self.shift(cfg), dict(cfg.options).get("shift_terminal"))
+        its, taus = [float(v) for v in s.sigmas], [float(v) for v in s.timesteps]
+        claim = Claim(betas=flow_betas(sig[:-1]), grid=tuple(range(n, 0, -1)), end=0,
+                      method=FlowEuler(),
+                      labels=(*(f"σ={v:.6g} (its sigmas[{i}] = {w!r}, timesteps[{i}] = {u!r})"
+                                for i, (v, w, u) in enumerate(zip(sig[:-1], its[:-1], taus, strict=True))),
+                              "σ=0"))
+
+        def sample(x_T: np.ndarray, predict: Any, noise: np.ndarray) -> list[np.ndarray]:
+            x = torch.from_numpy(np.array(x_T, dtype=np.float32))
+            states = [x_T]
+            for k, tau in enumerate(s.timesteps):  # τ = NaN: the model gets the claim's σ_k
+                out = torch.from_numpy(np.array(predict(x.numpy(), n - k)))
+                x = s.step(out, tau, x).prev_sample
+                states.append(x.double().numpy())
+            return states
+
+        return Run(claim=claim, sample=sample, dtype=np.float32)
 
 
 class FlowMatchHeunTarget(GenericTarget):

@@ -315,8 +315,9 @@ def _flow_euler(cfg: SchedulerConfig, s: Any, n: int) -> Method:
     if terminal and n == 1:
         raise OutsideSpec(f"shift_terminal {terminal!r} with one step: stretching 1 − σ by "
                           "(1 − σ_term)/(1 − σ_{n−1}) divides by 1 − σ_0 = 0 (diffusers' sigmas are "
-                          "[nan, 0], a NaN sample); spec.flow.flow_sigmas needs n ≥ 2 there, the one "
-                          "σ of a one-step grid being 1, with nothing strictly between 0 and 1 to stretch")
+                          "[nan, 0]); a claim of Euler on the class's own σ's has no grid here "
+                          "(spec.flow.flow_sigmas' one-step grid is [1, 0], which the diffusers "
+                          "suite's adapter claims)")
     if option(s, "invert_sigmas", False):
         raise OutsideSpec("invert_sigmas: the σ's run from 0 up to 1 (Mochi): no spec.flow grid")
     return FlowEuler()
