@@ -302,8 +302,8 @@ def generic_configs(draw, scheduler: str, profile: str, *, spacing=None, n_rule:
     b1 = draw(st.floats(max(2 * b0, 1e-3), max(2 * b0, min(0.3, 20.0 / T))))
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
              draw(st.integers(1, 4)))
-    opts = tuple(sorted((k, tuple(range(n)) if v == "every step" else _draw(draw, v))
-                        for k, v in options.items()))
+    drawn = {k: _draw(draw, v) for k, v in options.items()}
+    opts = tuple(sorted((k, tuple(range(n)) if v == "every step" else v) for k, v in drawn.items()))
     return DiffusersConfig(
         scheduler=scheduler, T=T, beta_schedule=draw(st.sampled_from(["linear", "scaled_linear",
                                                                       "squaredcos_cap_v2"])),
@@ -316,7 +316,7 @@ def generic_configs(draw, scheduler: str, profile: str, *, spacing=None, n_rule:
 def unipc_families(profile: str) -> list[Family]:
     c, U = generic_configs, "UniPCMultistepScheduler"
     spacing = st.sampled_from(["leading", "trailing", "linspace"])
-    order = st.integers(1, 3)
+    order, variant = st.integers(1, 3), st.sampled_from(["bh1", "bh2"])
     note = ("prediction_type (ε, x_0, v), timestep_spacing, beta_schedule and β range drawn; "
             "n < T (n = T repeats a τ, as for DPMSolverMultistepScheduler)")
     return [
@@ -336,6 +336,14 @@ def unipc_families(profile: str) -> list[Family]:
         Family("bh2, solver_order 2–3, lower_order_final=False, final σ = 0, n ≥ 2",
                c(U, profile, spacing=spacing, n_rule="atleast2", T_min=3,
                  solver_order=st.integers(2, 3), lower_order_final=False), FLOAT32, note),
+        Family("bh1 / bh2, solver_order 1–3, corrector off, final_sigmas_type=sigma_min",
+               c(U, profile, spacing="leading", solver_order=order, solver_type=variant,
+                 disable_corrector="every step", final_sigmas_type="sigma_min"), FLOAT32, note),
+        Family("bh1 / bh2, solver_order 1–3, corrector on or off, lower_order_final=False, "
+               "final_sigmas_type=sigma_min",
+               c(U, profile, spacing="leading", solver_order=order, solver_type=variant,
+                 disable_corrector=st.sampled_from([(), "every step"]), lower_order_final=False,
+                 final_sigmas_type="sigma_min"), FLOAT32, note),
         Family("use_flow_sigmas", c(U, profile, use_flow_sigmas=True), FLOAT32, note),
     ]
 
