@@ -59,18 +59,25 @@ from runtime.samplers import (
 )
 
 
+def given_flags(cfg: SampleConfig, names: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, as typed) of each flag of `names` given at other than its default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
+    out = []
+    for name in names:
+        value = getattr(cfg, name)
+        if value != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            out.append((name, (flag if value else "--no-" + flag[2:]) if isinstance(value, bool)
+                        else f"{flag} {value}"))
+    return out
+
+
 def check_sampler_flags(cfg: SampleConfig) -> None:
     """A sampler flag given (not at its default) to a sampler that does not read it is an error."""
     entry = SAMPLERS[cfg.sampler]
-    defaults = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
-    for name in SAMPLER_FLAGS:
-        value = getattr(cfg, name)
-        if name not in entry.flags and value != defaults[name]:
-            flag = "--" + name.replace("_", "-")
-            given = (flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else (
-                f"{flag} {value}")
-            fail(f"{given} does not apply to --sampler {cfg.sampler} (it applies to: "
-                 f"{readers(name)})")
+    for name, given in given_flags(cfg, [n for n in SAMPLER_FLAGS if n not in entry.flags]):
+        fail(f"{given} does not apply to --sampler {cfg.sampler} (it applies to: "
+             f"{readers(name)})")
 
 
 def check_start(cfg: SampleConfig, entry: Sampler, start: Start, stored: dict) -> int:
@@ -84,7 +91,12 @@ def check_start(cfg: SampleConfig, entry: Sampler, start: Start, stored: dict) -
         fail(f"--sampler {cfg.sampler} follows the continuous {stored.get('schedule')} VP "
              f"schedule, not the zero-terminal-SNR schedule {cfg.checkpoint} was trained with; "
              f"use --sampler {', '.join(n for n, s in SAMPLERS.items() if s.kind == 'times')}")
-    if "sigma_max" in entry.flags and start.t0 < 1:
+    reads = start.flags(entry)
+    for _, given in given_flags(cfg, [n for n in entry.flags if n not in reads]):
+        fail(f"{given} does not apply to --sampler {cfg.sampler} on {cfg.checkpoint}, trained "
+             f"with --objective {start.objective} (there it reads: "
+             f"{', '.join('--' + n.replace('_', '-') for n in reads) or 'no sampler flag'})")
+    if "sigma_max" in reads and start.t0 < 1:
         fail(f"--sigma-max {start.cap:g} is below σ at t = 1 ({start.sigma_min:g}): "
              "nothing to sample")
     if entry.kind == "sigmas" and not start.sigma_min < start.sigma_max:
@@ -132,7 +144,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
     T = sched.T
     C, H, W = (int(v) for v in derived["image_shape"])
     entry = SAMPLERS[cfg.sampler]
-    start = Start.of(sched, stored, cfg.sigma_max)
+    start = Start.of(sched, stored, cfg.sigma_max, cfg.shift)
     steps = check_start(cfg, entry, start, stored)
     nfe = entry.evaluations(steps, T)
     num_classes = model.num_classes  # every network declares it (0: unconditional)

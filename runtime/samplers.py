@@ -133,13 +133,15 @@ GRID_KINDS: dict[str, str] = {
 class Process:
     """How the samplers of one grid kind see a checkpoint: the schedule they take, x_T in their
     scale, the network in their form, and (where the checkpoint decides them, not the sampler)
-    the grid and the --steps bound, which otherwise come from the sampler's entry."""
+    the grid, the sampler flags that grid reads (`grid_flags`) and the --steps bound, which
+    otherwise come from the sampler's entry."""
 
     schedule: Callable[[Start], object]
     state: Callable[[Start, Tensor], Tensor]
     model: Callable[[Start, torch.nn.Module], torch.nn.Module]
     grid: Callable[[Start, int, str], Sequence] | None = None
     steps: Callable[[Start], Steps] | None = None
+    grid_flags: tuple[str, ...] = ()
 
 
 def as_is(start: Start, value: Tensor | torch.nn.Module) -> Tensor | torch.nn.Module:
@@ -155,7 +157,8 @@ class Start:
     """Where the samplers of a checkpoint start: its schedule in table and in continuous time,
     t0 = the last table time with σ_t <= cap (--sigma-max, default EDM_SIGMA_MAX), and the noise
     levels σ_max = σ_{t0} (every ODE sampler starts there) and σ_min = σ_1; `objective` is the
-    checkpoint's --objective ("vp" for a checkpoint that predates it)."""
+    checkpoint's --objective ("vp" for a checkpoint that predates it); `shift` is --shift, SD3's
+    time shift of a flow checkpoint's grid (`flow_grid`)."""
 
     sched: Schedule
     continuous: VPContinuousSchedule
@@ -164,14 +167,16 @@ class Start:
     sigma_max: float
     sigma_min: float
     objective: str = "vp"
+    shift: float = 1.0
 
     @classmethod
-    def of(cls, sched: Schedule, stored: dict, sigma_max: float | None) -> Start:
+    def of(cls, sched: Schedule, stored: dict, sigma_max: float | None,
+           shift: float = 1.0) -> Start:
         sigmas = sigma_table(sched)
         cap = EDM_SIGMA_MAX if sigma_max is None else sigma_max
         t0 = int(torch.nonzero(sigmas <= cap).max())
         return cls(sched, continuous_schedule(stored, sched.T), cap, t0, float(sigmas[t0]),
-                   float(sigmas[1]), stored.get("objective", "vp"))
+                   float(sigmas[1]), stored.get("objective", "vp"), shift)
 
     @property
     def alpha_bar_max(self) -> float:
@@ -200,6 +205,12 @@ class Start:
         process = PROCESSES[self.objective][entry.kind]
         return (process.steps or entry.steps)(self)
 
+    def flags(self, entry: Sampler) -> tuple[str, ...]:
+        """The sampler flags `entry` reads on this checkpoint: its options and the flags of the
+        grid it walks here (the process's, where it decides the grid)."""
+        process = PROCESSES[self.objective][entry.kind]
+        return entry.options + (process.grid_flags if process.grid else entry.grid_flags)
+
 
 @dataclass(frozen=True)
 class Steps:
@@ -225,9 +236,10 @@ def flow_steps(start: Start) -> Steps:
 
 
 def flow_grid(start: Start, steps: int, spacing: str) -> Tensor:
-    """The grid of a flow sampler on a flow checkpoint: σ_i = 1 − i/S, i = 0..S (flow_sigmas;
-    the network was trained on every σ ∈ [0, 1], so the grid starts at pure noise, σ = 1)."""
-    return flow_sigmas(steps)
+    """The grid of a flow sampler on a flow checkpoint: σ_i = 1 − i/S, i = 0..S, shifted by
+    --shift s, σ' = s·σ/(1 + (s − 1)·σ) (flow_sigmas; SD3 Eq. 23; the network was trained on
+    every σ ∈ [0, 1], so the grid starts at pure noise, σ = 1)."""
+    return flow_sigmas(steps, start.shift)
 
 
 PROCESSES: dict[str, dict[str, Process]] = {
@@ -241,14 +253,16 @@ PROCESSES: dict[str, dict[str, Process]] = {
                         lambda s, model: VPVelocity(s.sched, model)),
     },
     "flow": {
-        "flow": Process(lambda s: RectifiedFlow(), as_is, as_is, grid=flow_grid, steps=flow_steps),
+        "flow": Process(lambda s: RectifiedFlow(), as_is, as_is, grid=flow_grid, steps=flow_steps,
+                        grid_flags=("shift",)),
     },
 }
 """A checkpoint's --objective (runtime.train_step.OBJECTIVES) → grid kind → how its samplers see
 it. On a VP checkpoint: EDM's x̃ = x_T·√(1 + σ_max²) for σ grids; for the flow, the exact VP →
 flow map (x_σ = x_T/(√ᾱ + √(1 − ᾱ)) and a `VPVelocity`). A flow checkpoint's network is a
 velocity model v̂(x, σ) fed σ as its time: only the flow samplers read it, from pure noise at
-σ = 1 on `flow_sigmas`; the VP samplers are refused."""
+σ = 1 on `flow_sigmas`, shifted by --shift (the one flag its grid reads: --spacing and
+--sigma-max place a grid on a VP table); the VP samplers are refused."""
 OBJECTIVE_KINDS = {objective: tuple(kinds) for objective, kinds in PROCESSES.items()}
 """A checkpoint's --objective → the grid kinds whose samplers draw from it."""
 
@@ -298,7 +312,8 @@ class Sampler:
     command: `sample`, the runtime function (the spec function's twin); `grid`, the grid it walks
     on a checkpoint ((start, steps, spacing) -> grid); `steps`, the --steps it accepts;
     `options`, the SampleConfig fields passed to it as keyword options, and `grid_flags`, the
-    ones its grid reads; `help`, its line of `--sampler`'s help."""
+    ones its grid reads (on a checkpoint whose process decides the grid, that process's
+    `grid_flags` instead: `Start.flags`); `help`, its line of `--sampler`'s help."""
 
     spec: str
     sample: Callable[..., Tensor]
@@ -316,8 +331,11 @@ class Sampler:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """Every sampler flag (SampleConfig field) it reads."""
-        return self.options + self.grid_flags
+        """Every sampler flag (SampleConfig field) it reads on some checkpoint: its options, its
+        grid's flags and those of every process grid of its kind."""
+        grids = [p[self.kind].grid_flags for p in PROCESSES.values()
+                 if self.kind in p and p[self.kind].grid]
+        return tuple(dict.fromkeys(self.options + self.grid_flags + sum(grids, ())))
 
     @property
     def orders(self) -> tuple[Order, ...]:
@@ -433,7 +451,8 @@ SAMPLERS: dict[str, Sampler] = {
         paper="Euler on the rectified-flow ODE (Esser et al. 2024, §2)",
         grid=flow_from_t0, steps=up_to_t0,
         help="Euler on the rectified-flow ODE from t0, on a VP checkpoint through the exact "
-             "VP → flow map (x_σ = x_t/(√ᾱ + √(1 − ᾱ)), v̂ = ε̂ − x̂0)",
+             "VP → flow map (x_σ = x_t/(√ᾱ + √(1 − ᾱ)), v̂ = ε̂ − x̂0); on a flow checkpoint "
+             "from σ = 1 on σ_i = 1 − i/S shifted by --shift",
         grid_flags=("spacing", "sigma_max")),
     "flow-heun": Sampler(
         spec="spec.flow.flow_heun_sample", sample=flow_heun_sample, kind="flow",

@@ -82,6 +82,8 @@ def test_sample_user_errors(tiny_run, tmp_path, capsys):  # noqa: F811
         (["--checkpoint", ckpt, "--sampler", "dpm-solver++", "--steps", 10], "dpm-solver++"),
         (["--checkpoint", ckpt, "--sampler", "heun", "--sigma-max", "1e-9"], "sigma-max"),
         (["--checkpoint", ckpt, "--sampler", "euler", "--sigma-max", "-1"], "--sigma-max"),
+        (["--checkpoint", ckpt, "--sampler", "flow-euler", "--shift", "0"], "--shift must be > 0"),
+        (["--checkpoint", ckpt, "--sampler", "flow-euler", "--shift", "nan"], "--shift"),
         (["--checkpoint", ckpt, "--sampler", "ddpm", "--steps", 3], "ddpm"),
         (["--checkpoint", ckpt, "--steps", 11], "--steps"),
         (["--checkpoint", ckpt, "--n", 0], "--n"),

@@ -35,6 +35,7 @@ import torch
 from test_train_support import (
     run_command,
     tiny_cond_run,  # noqa: F401 - fixture
+    tiny_flow_run,  # noqa: F401 - fixture
     tiny_linear_run,  # noqa: F401 - fixture
 )
 
@@ -116,13 +117,32 @@ class VPVelocity:
         return spec.flow.velocity_from_vp(self.sched, self.model, x, self.time_of[float(sigma)])
 
 
+@dataclass(frozen=True)
+class NetVelocity:
+    """A flow checkpoint's network as spec.flow's velocity model: v̂(x, σ) is its forward with
+    σ as its time input (runtime/sample.py's docstring)."""
+
+    net: object
+
+    def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        return self.net.eps(x, sigma)
+
+
 def spec_samples(payload: dict, sampler: str = "ddim", n: int = 3, seed: int = 0,
                  steps: int | None = None, eta: float = 0.0, spacing: str = "even",
                  clip: bool = True, sigma_max: float | None = None, class_: int | None = None,
                  guidance_scale: float = 1.0, ema: bool = True, order: int = 2,
                  variant: str = "bh2", corrector: bool = True,
-                 variance: str = "fixed_small") -> np.ndarray:
+                 variance: str = "fixed_small", shift: float = 1.0) -> np.ndarray:
     """What `runtime.sample` with these flags must write to an .npy: (N, C, H, W) in [0, 1]."""
+    if payload["config"].get("objective") == "flow":  # a velocity network, from σ = 1
+        shape = tuple(payload["config"]["derived"]["image_shape"])
+        x_T = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+        run = {"flow-euler": spec.flow.flow_euler_sample,
+               "flow-heun": spec.flow.flow_heun_sample}[sampler]
+        x0 = run(spec.flow.RectifiedFlow(), NetVelocity(spec_model(payload, ema).net),
+                 x_T.double().numpy(), spec.flow.flow_sigmas(steps or DEFAULT_STEPS, shift))
+        return np.clip(spec.data.from_diffusion_range(x0), 0.0, 1.0)
     sched = spec_schedule(payload)
     T = sched.T
     shape = tuple(payload["config"]["derived"]["image_shape"])
@@ -217,7 +237,7 @@ def sample_npy(ckpt, options: dict, tmp_path, capsys) -> np.ndarray:
 
 
 RUNS = {"cosine film, EMA": "small_run", "linear residual, no EMA": "tiny_linear_run",
-        "class-conditional": "tiny_cond_run"}
+        "class-conditional": "tiny_cond_run", "flow film, EMA": "tiny_flow_run"}
 
 # (run, the flags; the flag of the case last, checked to matter against its default)
 CASES = [
@@ -265,12 +285,15 @@ CASES = [
     ("class-conditional", {"sampler": "ddim", "steps": 3, "n": 10, "guidance_scale": 3.0}),
     ("class-conditional", {"sampler": "heun", "steps": 3, "n": 3, "class_": 7,
                            "guidance_scale": 2.0}),
+    # a flow checkpoint: the flow samplers from σ = 1 on spec.flow.flow_sigmas(S, --shift)
+    ("flow film, EMA", {"sampler": "flow-euler", "steps": 3, "shift": 3.0}),
+    ("flow film, EMA", {"sampler": "flow-heun", "steps": 2, "shift": 0.5}),
 ]
 # What each flag is when not given (None: the flag is the sampler itself, or only sizes the
 # output); a case whose last flag is here must give other images with the default.
 DEFAULTS = {"steps": None, "eta": 0.0, "spacing": "even", "clip": True, "sigma_max": None,
             "ema": True, "seed": 0, "guidance_scale": 1.0, "class_": None, "order": 2,
-            "variant": "bh2", "corrector": True, "variance": "fixed_small"}
+            "variant": "bh2", "corrector": True, "variance": "fixed_small", "shift": 1.0}
 
 
 def _case_id(case) -> str:

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import torch
 from test_train_resume import _assert_same_state
-from test_train_support import assert_one_line_error, run_command
+from test_train_support import (
+    assert_one_line_error,
+    run_command,
+    tiny_flow_config,
+    tiny_flow_run,  # noqa: F401 - fixture
+    tiny_run,  # noqa: F401 - fixture
+)
 
 from runtime.data.transforms import from_diffusion_range
 from runtime.evaluate import evaluate
@@ -27,18 +33,14 @@ from runtime.train import main as train_main
 from runtime.train import train
 from runtime.train_step import FLOW_SIGMAS, flow_train_loss
 
-FLOW = TrainConfig(dataset="digits", n_total=12, steps=4, hidden_c=8, batch_size=5, n_samples=2,
-                   sample_steps=2, log_every=2, progress=False, checkpoint_every=0,
-                   warmup_steps=2, objective="flow", quality_samples=0, device="cpu")
+FLOW = tiny_flow_config()
 FLOW_ARGS = ["--device", "cpu", "--objective", "flow", "--n-total", "12", "--steps", "2",
              "--hidden-c", "8", "--n-samples", "2", "--sample-steps", "2", "--log-every", "1",
              "--no-progress", "--quality-samples", "0"]
 
-@pytest.fixture(scope="module")
-def flow_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flow") / "run"
-    train(dataclasses.replace(FLOW, out=str(out)))
-    return out
+@pytest.fixture
+def flow_run(tiny_flow_run):  # noqa: F811 - the session's tiny flow run, read only here
+    return tiny_flow_run
 
 
 def test_the_checkpoint_and_log_record_the_objective(flow_run):
@@ -68,6 +70,21 @@ def test_flow_samplers_draw_what_the_flow_functions_draw(sampler, flow_run, tmp_
     x0 = fn(RectifiedFlow(), model, x_T, flow_sigmas(3))  # the network fed σ as its time
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"),
                                   from_diffusion_range(x0).clamp(0, 1).numpy())
+
+
+@pytest.mark.parametrize(("ckpt", "flag", "reads"), [
+    ("flow", ["--spacing", "leading"], "--shift"),  # its grid is flow_sigmas(S, --shift)
+    ("vp", ["--shift", "3"], "--spacing, --sigma-max"),  # the flow σ's of table times
+])
+def test_the_grid_flags_are_those_of_the_checkpoint(ckpt, flag, reads, flow_run, tiny_run,  # noqa: F811
+                                                    tmp_path, capsys):
+    run = flow_run if ckpt == "flow" else tiny_run
+    argv = ["--checkpoint", run / "checkpoint.pt", "--sampler", "flow-euler", "--steps", "2",
+            *flag, "--device", "cpu", "--out", tmp_path / "s.npy"]
+    code, _, err = run_command(sample_main, argv, capsys)
+    assert_one_line_error(code, err, f"{flag[0]} {flag[1]}", f"--objective {ckpt}",
+                          f"there it reads: {reads}")
+    assert not (tmp_path / "s.npy").exists()
 
 
 @pytest.mark.parametrize("sampler", sorted(s for s, e in SAMPLERS.items() if e.kind != "flow"))

@@ -25,7 +25,7 @@ from runtime.samplers import SAMPLER_FLAGS, SAMPLERS, Start
 GIVEN = {"eta": ("--eta", "0.5"), "clip": ("--no-clip",), "spacing": ("--spacing", "trailing"),
          "sigma_max": ("--sigma-max", "3"), "order": ("--order", "3"),
          "variant": ("--variant", "bh1"), "corrector": ("--no-corrector",),
-         "variance": ("--variance", "fixed_large")}
+         "variance": ("--variance", "fixed_large"), "shift": ("--shift", "3")}
 # the options the dispatch test passes, each other than its default
 OPTIONS = {"eta": 0.5, "clip": False, "order": 3, "variant": "bh1", "corrector": False,
            "variance": "fixed_large"}

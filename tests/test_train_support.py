@@ -78,6 +78,28 @@ def tiny_run(tmp_path_factory) -> Path:
     return out
 
 
+def tiny_flow_config(**changes):
+    """The tiny flow run's TrainConfig (--objective flow, logit-normal σ, digits), changed."""
+    import dataclasses
+
+    from runtime.plumbing.config import TrainConfig
+
+    return dataclasses.replace(TrainConfig(
+        dataset="digits", n_total=12, steps=4, hidden_c=8, batch_size=5, n_samples=2,
+        sample_steps=2, log_every=2, progress=False, checkpoint_every=0, warmup_steps=2,
+        objective="flow", quality_samples=0, device="cpu"), **changes)
+
+
+@pytest.fixture(scope="session")
+def tiny_flow_run(tmp_path_factory) -> Path:
+    """A finished tiny flow run (`tiny_flow_config`), shared by the read-only tests."""
+    from runtime.train import train
+
+    out = tmp_path_factory.mktemp("tiny-flow") / "run"
+    train(tiny_flow_config(out=str(out)))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_linear_run(tmp_path_factory) -> Path:
     from runtime.plumbing.config import TrainConfig

@@ -396,6 +396,10 @@ class SampleConfig:
                         f"{readers('variant')})", "sampler", choices=UNIPC_VARIANTS)
     corrector: bool = _opt(True, "UniPC's corrector UniC after every step but the last (no "
                            f"model evaluation) (for --sampler {readers('corrector')})", "sampler")
+    shift: float = _opt(1.0, "on a flow checkpoint, SD3's time shift s of the grid, σ' = "
+                        "s·σ/(1 + (s − 1)·σ) (Esser et al. 2024, Eq. 23; s > 1 moves the steps "
+                        f"towards noise) (for --sampler {readers('shift')})", "sampler",
+                        type=float, metavar="S")
     variance: str = _opt("fixed_small", "DDPM's reverse variance σ_t² (Ho et al. 2020 §3.2): "
                          "fixed_small β̃_t or fixed_large β_t (for --sampler "
                          f"{readers('variance')})", "sampler", choices=tuple(VARIANCES))
@@ -423,6 +427,8 @@ class SampleConfig:
         if self.sigma_max is not None:
             _finite("sigma-max", self.sigma_max)
             _require(self.sigma_max > 0, f"--sigma-max must be > 0, got {self.sigma_max}")
+        _finite("shift", self.shift)
+        _require(self.shift > 0, f"--shift must be > 0, got {self.shift}")
         _require(self.order in UNIPC_ORDERS, f"--order must be one of 1, 2, 3, got {self.order!r}")
         _require(self.variant in UNIPC_VARIANTS,
                  f"--variant must be one of {', '.join(UNIPC_VARIANTS)}, got {self.variant!r}")
