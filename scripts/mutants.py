@@ -350,6 +350,10 @@ PIPELINE_MUTANTS = [
            "evaluate.py", "            out = model(x_t, time_of_index(t, T, dtype=x0.dtype))",
            "            out = model(x_t, time_of_index(t[:1].expand_as(t), T, dtype=x0.dtype))",
            (SPEC + "test_evaluate_prints_the_spec_figures",)),
+    Mutant("--shift silently ignored (a flow checkpoint's grid left unshifted)",
+           "samplers.py", "    return flow_sigmas(steps, start.shift)",
+           "    return flow_sigmas(steps)",
+           (SPEC + "test_sample_writes_the_spec_samplers_images",)),
 ]
 
 
