@@ -536,6 +536,19 @@ def test_flow_shift_of_diffusers_agrees_through_the_public_check(scheduler, shif
     assert abs(last - time_shift(1e-3, shift)) < 1e-6
 
 
+def test_guide_table_checks_run_as_printed():
+    """docs/external.md's table-check block on diffusers' Euler: three agreements."""
+    import re
+
+    text = (ROOT / "docs" / "external.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+                 if b.startswith("# table checks"))
+    namespace: dict = {}
+    exec(compile(block, "table checks", "exec"), namespace)  # noqa: S102
+    assert [namespace[k].kind for k in ("grid", "sigmas", "karras")] == ["agrees"] * 3
+    assert namespace["grid"].loop_err == 0 and namespace["sigmas"].loop_err <= 1
+
+
 def test_recorded_reproductions_still_deviate(capsys):
     """Every `case` in the expectations file reruns (--case) as a deviation of its own target."""
     entries = [(key, e) for key, e in load_expectations(EXPECTED).entries.items() if e.case]

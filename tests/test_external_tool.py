@@ -23,6 +23,7 @@ from external_schedulers import PaperDDIM, PaperEuler, PaperFlow, StaleSigmaEule
 from conformance.external import (
     CLAIMS,
     KINDS,
+    SIGMAS,
     InvalidConfig,
     SchedulerTarget,
     SpecConfig,
@@ -254,6 +255,12 @@ def test_table_checks_give_outside_and_failed_verdicts():
     assert r.kind == "failed" and "RuntimeError: no grid of 4 steps" in r.detail
     r = check_sigmas(NaNSigmas(20), 4, "vp")
     assert r.kind == "failed" and "not finite" in r.detail
+
+
+def test_the_guide_describes_every_sigma_construction():
+    """One table, SIGMAS: each of its names has its item in docs/external.md."""
+    text = GUIDE.read_text(encoding="utf-8")
+    assert all(f"\n- `{name}`: " in text for name in SIGMAS), [n for n in SIGMAS if f"- `{n}`" not in text]
 
 
 def test_scheduler_suites_carry_rows_for_what_their_tables_claim():
