@@ -22,14 +22,15 @@ with install_import_hook("spec", "beartype.beartype"):
 
 from conformance.harness import (  # noqa: E402
     Mismatch,
+    case_tolerance,
     describe,
     run_batch_independence,
     run_case,
     runtime_result,
     spec_result,
-    tolerance,
 )
 from conformance.registry import REGISTRY  # noqa: E402
+from conformance.tolerances import Tol  # noqa: E402
 
 EXIT_STATUS = """\
 exit status:
@@ -45,6 +46,26 @@ def _flat(x: object) -> np.ndarray:
     if isinstance(x, dict):
         return _flat(list(x.values()))
     return np.asarray(x, dtype=np.float64).ravel()
+
+
+def _first(tol: object) -> Tol:
+    return _first(tol[0]) if isinstance(tol, (list, tuple)) else tol  # type: ignore[return-value]
+
+
+def _flat_tolerance(expected: object, tol: object) -> tuple[np.ndarray, np.ndarray]:
+    """(atol, rtol) per element of `_flat(expected)`: one Tol, or a structure of them."""
+    if isinstance(expected, dict):
+        return _flat_tolerance(list(expected.values()),
+                               list(tol.values()) if isinstance(tol, dict) else tol)
+    if isinstance(expected, (list, tuple)):
+        parts = [_flat_tolerance(e, tol[j] if isinstance(tol, (list, tuple)) else tol)
+                 for j, e in enumerate(expected)]
+        if not parts:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate([a for a, _ in parts]), np.concatenate([r for _, r in parts])
+    shape = np.shape(expected)
+    return (np.broadcast_to(np.asarray(tol.atol, dtype=np.float64), shape).ravel(),
+            np.broadcast_to(np.asarray(tol.rtol, dtype=np.float64), shape).ravel())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,15 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.check == "batch":
             run_batch_independence(record, plan, args.dtype, args.device)
         else:
-            expected = _flat(spec_result(record, call, args.dtype))
+            expected_parts = spec_result(record, call, args.dtype)
+            expected = _flat(expected_parts)
             actual = _flat(runtime_result(record, call, args.dtype, args.device))
-            tol = tolerance(record, args.dtype)
-            if expected.shape == actual.shape and expected.size:
+            tol = case_tolerance(record, call, args.dtype)
+            atol, rtol = _flat_tolerance(expected_parts, tol)
+            if expected.shape == actual.shape == atol.shape and expected.size:
                 err = np.abs(actual - expected)
-                i = int(np.nanargmax(err / (tol.atol + tol.rtol * np.abs(expected))))
+                i = int(np.nanargmax(err / (atol + rtol * np.abs(expected))))
+                reason = _first(tol).reason
                 print(f"max |a-e| = {np.nanmax(err):.3e}; worst element {i}: runtime {actual[i]!r}, "
-                      f"spec {expected[i]!r}; tolerance atol={tol.atol:g} rtol={tol.rtol:g}"
-                      + (f" ({tol.reason})" if tol.reason else ""))
+                      f"spec {expected[i]!r}; tolerance there atol={atol[i]:g} rtol={rtol[i]:g}"
+                      + (f" ({reason})" if reason else ""))
             run_case(record, plan, args.dtype, args.device)
     except Mismatch as exc:
         print(f"FAIL\n{exc}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from conformance.markers import BatchMarker, Call, Marker, batch_size, sub_batch
-from conformance.tolerances import DTYPES, TOLERANCES, Tol
+from conformance.tolerances import DTYPES, TOLERANCES, Tol, conditioned
 
 # ---------------------------------------------------------------------------------------------
 # Conversions
@@ -68,21 +68,23 @@ class Mismatch(AssertionError):
     pass
 
 
-def compare(expected: Any, actual: Any, tol: Tol, where: str = "out") -> None:
-    """Raise Mismatch unless actual matches expected elementwise within tol (recursively)."""
+def compare(expected: Any, actual: Any, tol: Any, where: str = "out") -> None:
+    """Raise Mismatch unless actual matches expected elementwise within tol (recursively).
+    `tol` is one Tol for every output, or a structure of Tols shaped like `expected`."""
     if isinstance(expected, (list, tuple)):
         if not isinstance(actual, (list, tuple)) or len(actual) != len(expected):
             raise Mismatch(f"{where}: expected a sequence of {len(expected)}, got {type(actual).__name__}"
                            f" of {len(actual) if isinstance(actual, (list, tuple)) else '-'}")
         for j, (e, a) in enumerate(zip(expected, actual, strict=True)):
-            compare(e, a, tol, f"{where}[{j}]")
+            compare(e, a, tol[j] if isinstance(tol, (list, tuple)) else tol, f"{where}[{j}]")
         return
     if isinstance(expected, dict):
         if not isinstance(actual, dict) or list(actual) != list(expected):
             raise Mismatch(f"{where}: keys differ: expected {list(expected)}, got "
                            f"{list(actual) if isinstance(actual, dict) else type(actual).__name__}")
         for k in expected:
-            compare(expected[k], actual[k], tol, f"{where}[{k!r}]")
+            compare(expected[k], actual[k], tol[k] if isinstance(tol, dict) else tol,
+                    f"{where}[{k!r}]")
         return
     e, a = np.asarray(expected), np.asarray(actual)
     if e.dtype.kind not in "fc":
@@ -93,7 +95,8 @@ def compare(expected: Any, actual: Any, tol: Tol, where: str = "out") -> None:
         raise Mismatch(f"{where}: shape: expected {e.shape}, got {a.shape}")
     e, a = e.astype(np.float64), a.astype(np.float64)
     both_nan = np.isnan(e) & np.isnan(a)
-    err = np.abs(a - e)
+    with np.errstate(invalid="ignore"):  # inf − inf where both are the same infinity
+        err = np.abs(a - e)
     atol = np.broadcast_to(np.asarray(tol.atol, dtype=np.float64), e.shape)  # one, or per element
     bad = ~((err <= atol + tol.rtol * np.abs(e)) | both_nan | (e == a))
     if bad.any():
@@ -145,20 +148,38 @@ def repro_line(name: str, dtype: str, device: str, plan: Any, shapes: str, test:
 
 
 def tolerance(record: Any, dtype: str) -> Tol:
+    """The record's flat tolerance for the dtype: its override, else the dtype's row."""
     return record.tolerances.get(dtype, TOLERANCES[dtype])
+
+
+def _conditioned(scale: Any, dtype: str) -> Any:
+    if isinstance(scale, (list, tuple)):
+        return type(scale)(_conditioned(s, dtype) for s in scale)
+    return conditioned(dtype, scale)
+
+
+def case_tolerance(record: Any, call: Call, dtype: str) -> Any:
+    """The tolerance of one case: for a record with a `conditioning` in float32 or bfloat16,
+    conditioned(dtype, scale) with the scale its conditioning gives on the spec's inputs (one
+    Tol per output, per element); else the flat `tolerance(record, dtype)`."""
+    if record.conditioning is None or dtype == "float64":
+        return tolerance(record, dtype)
+    return _conditioned(spec_result(record, call, dtype, record.conditioning), dtype)
 
 
 # ---------------------------------------------------------------------------------------------
 # Running a case
 
 
-def spec_result(record: Any, call: Call, dtype_name: str) -> Any:
+def spec_result(record: Any, call: Call, dtype_name: str,
+                fn: Callable[..., Any] | None = None) -> Any:
     """The spec's float64 answer on the inputs rounded to `dtype_name`: per sample (stacked, or
-    averaged for reduce="mean") when the record is batched, else one call."""
+    averaged for reduce="mean") when the record is batched, else one call. `fn` in place of the
+    spec function (its conditioning) is called the same way."""
     dtype = DTYPES[dtype_name]
     args = [spec_static(a, dtype) for a in call.args]
     kwargs = {k: spec_static(v, dtype) for k, v in call.kwargs.items()}
-    fn = record.spec_callable()
+    fn = fn or record.spec_callable()
     if not record.batched:
         return fn(*[spec_sample(a, None) for a in args],
                   **{k: spec_sample(v, None) for k, v in kwargs.items()})
@@ -190,7 +211,7 @@ def run_case(record: Any, plan: Any, dtype: str, device: str) -> None:
     try:
         expected = spec_result(record, call, dtype)
         actual = runtime_result(record, call, dtype, device)
-        compare(expected, actual, tolerance(record, dtype))
+        compare(expected, actual, case_tolerance(record, call, dtype))
     except Exception as exc:  # noqa: BLE001 - every failure gets the reproduction line
         raise Mismatch(
             f"{repro_line(record.name, dtype, device, plan, shapes)}\n"
@@ -218,6 +239,7 @@ __all__ = [
     "DTYPES",
     "Mismatch",
     "batch_size",
+    "case_tolerance",
     "compare",
     "describe",
     "describe_arg",

@@ -7,8 +7,11 @@
 Each family of each target becomes one test item, `<target> × <family>`. A family that agrees
 passes. A finding recorded in the expectations file with the same verdict is an xfail (deviates,
 target failed) or a skip (outside the spec), with the recorded reason; any other finding fails
-with its minimal reproduction, and so does a recorded finding that no longer occurs. So
-JUnit XML (--junitxml) and CI annotations come from pytest itself. The draws are derandomized
+with its minimal reproduction, and so does a recorded finding that no longer occurs. A recorded
+finding whose family is not collected is an item too: a skip naming it when --diffspec-family
+left it out, a failure when no family of that name exists (the file is stale, as the command
+reports it); so is a version the file pins that is not the installed one. So JUnit XML
+(--junitxml) and CI annotations come from pytest itself. The draws are derandomized
 (the same configurations on every run) unless --diffspec-seed is given. Without
 --diffspec-target or --diffspec-scheduler the plugin adds nothing.
 
@@ -33,6 +36,11 @@ def pytest_addoption(parser: Any) -> None:
                 help="a class with diffusers' scheduler interface (with --diffspec-claims)")
     g.addoption("--diffspec-claims", metavar="METHOD", default=None,
                 help="the spec method the --diffspec-scheduler class computes (ddim, ddpm, ...)")
+    g.addoption("--diffspec-grid", action="append", metavar="SPACING", default=None,
+                help="with --diffspec-scheduler: a spacing its timesteps claim (repeatable; none)")
+    g.addoption("--diffspec-sigmas", action="append", metavar="NAME", default=None,
+                help="with --diffspec-scheduler: a σ construction its sigmas claim (vp, karras, "
+                "karras_grid, flow_shift; repeatable; none)")
     g.addoption("--diffspec-profile", choices=("small", "full"), default="small",
                 help="small: T ≤ 40 (default); full: T ≤ 1000")
     g.addoption("--diffspec-examples", type=int, default=None,
@@ -89,6 +97,30 @@ class FindingError(AssertionError):
     """A finding the expectations file does not record (the message: verdict, reproduction)."""
 
 
+class RecordedItem(pytest.Item):
+    """What the expectations file records outside the collected families: a finding of a family
+    --diffspec-family left out (skipped, named), or of no family at all, or a version pin that
+    is not the installed version (both fail)."""
+
+    def __init__(self, *, outcome: str, message: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.outcome, self.message = outcome, message
+
+    def runtest(self) -> None:
+        if self.outcome == "skip":
+            pytest.skip(self.message)
+        if self.outcome == "fail":
+            raise FindingError(self.message)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
+        if isinstance(excinfo.value, FindingError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+
 def pytest_report_header(config: Any) -> str | None:
     target = config.getoption("diffspec_target") or config.getoption("diffspec_scheduler")
     return f"diffspec: checking {target} against the spec" if target else None
@@ -99,20 +131,43 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -
     scheduler = config.getoption("diffspec_scheduler")
     if spec is None and scheduler is None:
         return
-    from conformance.external.expectations import ExpectationsError, load_expectations
+    from conformance.external.expectations import ExpectationsError, installed, load_expectations
     from conformance.external.suite import SuiteError, load_suite
 
+    def named(values: list[str] | None) -> list[str] | None:
+        return None if values is None else [v for v in values if v != "none"]
+
     try:
-        suite = load_suite(spec, scheduler=scheduler, claims=config.getoption("diffspec_claims"))
+        suite = load_suite(spec, scheduler=scheduler, claims=config.getoption("diffspec_claims"),
+                           grid=named(config.getoption("diffspec_grid")),
+                           sigmas=named(config.getoption("diffspec_sigmas")))
         path = config.getoption("diffspec_expect") or suite.expected
         expected = load_expectations(path) if path else None
-    except (SuiteError, ExpectationsError) as exc:
+    except (SuiteError, ExpectationsError, ValueError) as exc:
         raise pytest.UsageError(f"diffspec: {exc}") from None
     part = config.getoption("diffspec_family")
+    families = set()
     for target in suite.targets:
         for fam in target.families(config.getoption("diffspec_profile")):
+            families.add((target.name, fam.name))
             if part is not None and part not in fam.name:
                 continue
             e = expected.entries.get((target.name, fam.name)) if expected else None
             items.append(FamilyItem.from_parent(session, name=f"{target.name} × {fam.name}",
                                                 target=target, family=fam, expected=e))
+    if expected is None:
+        return
+    for (t, f), e in expected.entries.items():
+        if (t, f) in families and (part is None or part in f):
+            continue
+        outcome, message = ("skip", f"recorded {e.verdict} not checked: --diffspec-family {part!r} "
+                            f"left it out ({e.reason})") if (t, f) in families else (
+            "fail", f"recorded finding no longer occurs: {t} × {f} ({e.verdict}) names no "
+            f"configuration family of the suite; remove it from {path} (or the family was renamed)")
+        items.append(RecordedItem.from_parent(session, name=f"{t} × {f}", outcome=outcome,
+                                              message=message))
+    for package, version in sorted(expected.versions.items()):
+        got = installed(package)
+        items.append(RecordedItem.from_parent(
+            session, name=f"{path}: {package} == {version}", outcome="pass" if got == version
+            else "fail", message=f"the expectations are for {package} {version}; installed: {got}"))

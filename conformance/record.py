@@ -60,6 +60,10 @@ class Record:
     errors: tuple[tuple[str, Callable[[], Any], Callable[[], Any]], ...] = ()
     exempt: str = ""  # reason the name has no comparison (types and constants only)
     skip: Skip | None = None  # plans left out for a dtype, with the reason
+    # the formula's conditioning (conformance.conditioning): called like the spec function, it
+    # gives the scale of every output; float32 and bfloat16 are then held to
+    # conditioned(dtype, scale) instead of their flat row (float64 keeps its row)
+    conditioning: Callable[..., Any] | None = None
 
     def spec_callable(self) -> Callable[..., Any]:
         return self.spec_fn or getattr(importlib.import_module(f"spec.{self.module}"), self.name)

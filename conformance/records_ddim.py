@@ -13,6 +13,7 @@ import runtime.schedule
 import spec.ddim
 import spec.model
 import spec.schedule
+from conformance import conditioning
 from conformance import strategies as S
 from conformance.markers import Batched, Call, PerSample
 from conformance.plans import (
@@ -59,6 +60,7 @@ record(
     name="ddim_prev", plan=_ddim_prev_plans(),
     build=lambda p: Call([p["ab_prev"], p["ab"], Batched(images(p, 0)),
                           Batched(images(p, 1)), p["clip"]]),
+    conditioning=conditioning.ddim_prev,
 )
 record(
     name="ddim_timesteps", batched=False,

@@ -14,6 +14,7 @@ import runtime.schedule
 import spec.dpm_solver
 import spec.model
 import spec.schedule
+from conformance import conditioning
 from conformance import strategies as S
 from conformance.markers import Arr, Batched, Call, PerSample
 from conformance.plans import (
@@ -32,7 +33,7 @@ from conformance.plans import (
     small_arrays,
 )
 from conformance.record import Plan, Records
-from conformance.tolerances import Skip, Tol
+from conformance.tolerances import Skip
 
 RECORDS = Records()
 record = RECORDS.add
@@ -58,27 +59,6 @@ DPM_CONDITIONING = (
     "c·x̂0_prev amplifies the dtype's rounding of the two x̂0 by c, and random grids reach "
     "c ~ 1e4 (a long step after a tiny one); such steps are checked in float64"
 )
-
-
-def _dpm_c(p: Plan) -> float:
-    """The largest c = (λ_next − λ_t)/(2(λ_t − λ_prev)) of a step plan (0 without history)."""
-    if not p["with_prev"]:
-        return 0.0
-    ab = np.cumprod(np.concatenate([[1.0], 1.0 - S.betas_of(p["schedule"])]))
-    ts = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
-    nx = p["t_next"] if p["time"]["per_sample"] else [p["t_next"]]
-    pv = p["t_prev"] if p["time"]["per_sample"] else [p["t_prev"]]
-    worst = 0.0
-    for t, n, v in zip(ts, nx, pv, strict=True):
-        if ab[n] < 1.0:
-            lam = spec.dpm_solver.half_log_snr(ab[[v, t, n]])
-            worst = max(worst, float((lam[2] - lam[1]) / (2 * (lam[1] - lam[0]))))
-    return worst
-
-
-_dpm_step_skip = (Skip(lambda p, dtype: dtype != "float64" and _dpm_c(p) > DPM_C_MAX,
-                       DPM_CONDITIONING)
-                  | BF16_ILL_CONDITIONED)
 
 
 @st.composite
@@ -111,9 +91,7 @@ def _dpm_step_call(p: Plan) -> Call:
 
 record(
     name="dpm_solver_pp_2m_step", plan=_dpm_step_plans(),
-    build=_dpm_step_call, skip=_dpm_step_skip,
-    tolerances={"bfloat16": Tol(5e-2, 5e-2, reason="x̂0, x̂0_prev and x_t are bfloat16 and c "
-                                "up to 50 multiplies the rounding of x̂0 − x̂0_prev")},
+    build=_dpm_step_call, conditioning=conditioning.dpm_solver_pp_2m_step,
     errors=(("x0_hat_prev without t_prev", lambda: spec.dpm_solver.dpm_solver_pp_2m_step(
         spec.schedule.VPSchedule(np.array([0.1, 0.2])), np.zeros((1, 2, 2)), np.zeros((1, 2, 2)),
         2, 1, np.zeros((1, 2, 2))),
@@ -255,13 +233,6 @@ def _amp_2s_plan(p: Plan) -> float:
                zip(ts, _per_sample(p, "dn1"), _per_sample(p, "dn2"), strict=True))
 
 
-def _amp_3m_plan(p: Plan) -> float:
-    ts = _per_sample({**p, "t0": p["time"]["t"]}, "t0")
-    return max(_amp_3m(*_lams(p, a, b, t, n)) for a, b, t, n in
-               zip(_per_sample(p, "up2"), _per_sample(p, "up1"), ts, _per_sample(p, "dn1"),
-                   strict=True))
-
-
 record(
     name="dpm_solver_pp_2s_step", plan=_chain_plans(0, 2),
     build=lambda p: Call([sched_of(p), model_of(p), Batched(images(p, 0)),
@@ -280,9 +251,7 @@ record(
     build=lambda p: Call([sched_of(p), Batched(images(p, 0)), Batched(images(p, 1)),
                           _idx(p, p["time"]["t"]), _idx(p, p["dn1"]), Batched(images(p, 2)),
                           _idx(p, p["up1"]), Batched(images(p, 3)), _idx(p, p["up2"])]),
-    skip=_lower_skip(_amp_3m_plan) | BF16_ILL_CONDITIONED,
-    tolerances={"bfloat16": Tol(5e-2, 5e-2, reason="x̂0 history and x_t are bfloat16 and the "
-                                "(3M) weights, up to 50, multiply their rounding")},
+    conditioning=conditioning.dpm_solver_pp_3m_step,
     errors=(("t_prev2 = t_prev", lambda: spec.dpm_solver.dpm_solver_pp_3m_step(
         spec.schedule.VPSchedule(np.array([0.1, 0.2, 0.3])), np.zeros((1, 2, 2)),
         np.zeros((1, 2, 2)), 1, 0, np.zeros((1, 2, 2)), 2, np.zeros((1, 2, 2)), 2),

@@ -14,15 +14,14 @@ import runtime.prediction
 import runtime.schedule
 import spec.prediction
 import spec.schedule
+from conformance import conditioning
 from conformance import strategies as S
 from conformance.harness import to_numpy
 from conformance.markers import Batched, Call, PerSample, Times, batch_size
 from conformance.plans import (
-    BF16_ILL_CONDITIONED,
     MODEL_BF16,
     PREDICTION_NAMES,
     X0_F32,
-    X0_MIN_ALPHA_BAR,
     X0_SKIP,
     batch_plans,
     images,
@@ -56,12 +55,6 @@ def _divisors(prediction: str, ab: np.ndarray) -> dict[str, np.ndarray]:
     roots = (np.sqrt(ab), np.sqrt(1.0 - ab))
     return {k: np.broadcast_to(np.asarray(conv(*roots)[2], dtype=np.float64), np.shape(ab))
             for k, conv in (("x0", row.x0), ("eps", row.eps))}
-
-
-def _ill_conditioned(ab: np.ndarray, prediction: str, dtype: str) -> bool:
-    """A conversion that divides by a d with d² (ᾱ or 1 − ᾱ) below the dtype's floor."""
-    floor = X0_MIN_ALPHA_BAR[dtype]
-    return any(bool((d**2).min() < floor) for d in _divisors(prediction, ab).values())
 
 
 def _table_columns(rows: dict, sqrt_ab: Any, sqrt_1m: Any, s: Any, gamma: float,
@@ -141,24 +134,9 @@ def output_call(p: Plan) -> Call:
                  p["prediction"]])
 
 
-def output_ill_conditioned(p: Plan, dtype: str) -> bool:
-    # dividing by √ᾱ (ε → x̂0) or √(1 − ᾱ) (x0 → ε̂) amplifies rounding like x0_pred
-    if dtype == "float64":
-        return False
-    return _ill_conditioned(np.asarray(p["ab"], dtype=np.float64), p["prediction"], dtype)
-
-
-output_skip = Skip(
-    output_ill_conditioned,
-    "a conversion that divides by √ᾱ (x̂0 of ε) or √(1 − ᾱ) (ε̂ of x0) is checked in "
-    "float64 only where that ᾱ or 1 − ᾱ is below 1e-4 (float32) or 0.1 (bfloat16): the "
-    "difference it divides cancels, so the dtype's rounding of the output is amplified "
-    "beyond any useful tolerance (see x0_pred)",
-)
-
 record(
     name="x0_from_output", plan=output_plans(), build=output_call,
-    skip=output_skip,
+    conditioning=conditioning.x0_from_output,
     errors=(("an eps-prediction at alpha_bar = 0",
              lambda: spec.prediction.x0_from_output(0.0, np.zeros((1, 2, 2)),
                                                     np.zeros((1, 2, 2)), "eps"),
@@ -172,7 +150,7 @@ record(
 )
 record(
     name="eps_from_output", plan=output_plans(), build=output_call,
-    skip=output_skip,
+    conditioning=conditioning.eps_from_output,
 )
 
 # --- conversions on a schedule -----------------------------------------------------------
@@ -191,17 +169,6 @@ def sched_call(p: Plan) -> Call:
                  time_of(p["time"]), p["prediction"]])
 
 
-def sched_ill_conditioned(p: Plan, dtype: str) -> bool:
-    if dtype == "float64":
-        return False
-    ab = spec.schedule.VPSchedule(S.betas_of(p["schedule"])).alpha_bar
-    times = p["time"]["t"] if p["time"]["per_sample"] else [p["time"]["t"]]
-    return _ill_conditioned(ab[list(times)], p["prediction"], dtype)
-
-
-sched_skip = Skip(sched_ill_conditioned, output_skip.reason) | BF16_ILL_CONDITIONED
-
-
 def zero_snr_eps(spec_side: bool, per_sample: bool) -> Any:
     betas = spec.schedule.rescale_zero_terminal_snr(spec.schedule.linear_betas(4, 0.1, 0.2))
     if spec_side:
@@ -215,7 +182,7 @@ def zero_snr_eps(spec_side: bool, per_sample: bool) -> Any:
 
 record(
     name="predict_x0", plan=sched_plans(), build=sched_call,
-    skip=sched_skip, tolerances={"float32": X0_F32},
+    conditioning=conditioning.predict_x0,
     errors=(("eps at t = T of a zero-terminal-SNR schedule (int t)",
              lambda: zero_snr_eps(True, False), lambda: zero_snr_eps(False, False)),
             ("eps at t = T of a zero-terminal-SNR schedule (per-sample t)",
@@ -223,17 +190,19 @@ record(
 )
 record(
     name="predict_eps", plan=sched_plans(), build=sched_call,
-    skip=sched_skip, tolerances={"float32": X0_F32},
+    conditioning=conditioning.predict_eps,
 )
 record(
     name="v_target", plan=batch_plans(),
     build=lambda p: Call([sched_of(p), Batched(images(p, 0)), time_of(p["time"]),
                           Batched(images(p, 1))]),
+    conditioning=conditioning.v_target,
 )
 record(
     name="prediction_target", plan=sched_plans(),
     build=lambda p: Call([sched_of(p), Batched(images(p, 0)), time_of(p["time"]),
                           Batched(images(p, 1)), p["prediction"]]),
+    conditioning=conditioning.prediction_target,
 )
 
 

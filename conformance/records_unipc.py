@@ -14,15 +14,13 @@ import runtime.unipc
 import spec.model
 import spec.schedule
 import spec.unipc
+from conformance import conditioning
 from conformance import strategies as S
 from conformance.markers import Batched, Call
 from conformance.plans import (
-    BF16_ILL_CONDITIONED,
     SAMPLER_BF16,
     SAMPLER_F32,
     SAMPLER_SKIP,
-    X0_FLOAT32,
-    X0_MIN_ALPHA_BAR,
     batch_plans,
     images,
     model_of,
@@ -30,7 +28,7 @@ from conformance.plans import (
 )
 from conformance.record import Plan, Records
 from conformance.records_dpm_solver import DPM_C_MAX, DPM_CONDITIONING, _dpm_sample_plans
-from conformance.tolerances import Skip, Tol
+from conformance.tolerances import Skip
 
 RECORDS = Records()
 record = RECORDS.add
@@ -75,19 +73,6 @@ def _amplification(p: Plan, corrector: bool) -> float:
     return float(max(abs(B * rho[k] / r[k]) for k in range(len(r))) / -np.expm1(-h))
 
 
-def _step_skip(corrector: bool) -> Skip:
-    def ill(p: Plan, dtype: str) -> bool:
-        if dtype == "float64":
-            return False
-        return bool(_alpha_bars(p)[p["times"]].min() < X0_MIN_ALPHA_BAR[dtype]
-                    or _amplification(p, corrector) > DPM_C_MAX)
-    return Skip(ill, DPM_CONDITIONING.replace("c = 1/(2r)", "ρ_k·B(h)/r_k") + "; " + X0_FLOAT32)
-
-
-STEP_BF16 = Tol(5e-2, 5e-2, reason="x_t and the x̂0 history are bfloat16 and the UniPC weights, "
-                "up to 50, multiply their rounding")
-
-
 def _history(p: Plan) -> Batched:
     return Batched(images(p, 1, (len(p["times"]),)), axis=1)
 
@@ -107,7 +92,7 @@ record(
     name="unip_step", plan=_unipc_step_plans(),
     build=lambda p: Call([sched_of(p), Batched(images(p, 0)), _history(p), p["times"],
                           p["t_next"], p["variant"]]),
-    skip=_step_skip(False) | BF16_ILL_CONDITIONED, tolerances={"bfloat16": STEP_BF16},
+    conditioning=conditioning.unip_step,
     errors=(("times not decreasing", partial(_bad_times, "unip_step", True),
              partial(_bad_times, "unip_step", False)),),
 )
@@ -115,7 +100,7 @@ record(
     name="unic_step", plan=_unipc_step_plans(),
     build=lambda p: Call([sched_of(p), Batched(images(p, 0)), _history(p), p["times"],
                           p["t_next"], Batched(images(p, 2)), p["variant"]]),
-    skip=_step_skip(True) | BF16_ILL_CONDITIONED, tolerances={"bfloat16": STEP_BF16},
+    conditioning=conditioning.unic_step,
     errors=(("times not decreasing", partial(_bad_times, "unic_step", True),
              partial(_bad_times, "unic_step", False)),),
 )

@@ -3,7 +3,8 @@ of its spec module, every spec module with its records file, and each runtime tw
 name in the runtime module of the same name.
 
 Also checks the registry's own hygiene: every tolerance override and every skip carries its
-reason; every exemption is a type or a constant.
+reason (and a record whose float32/bfloat16 tolerance comes from its conditioning carries no
+override there); every exemption is a type or a constant.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def test_overrides_and_skips_carry_a_reason(name: str) -> None:
         assert record.skip.reason.strip(), f"{name}: skip without a reason"
     if set(record.dtypes) != set(TOLERANCES):
         assert record.dtypes_reason.strip(), f"{name}: dtypes {record.dtypes} without a reason"
+    if record.conditioning is not None:  # float32/bfloat16 are derived: an override is dead
+        dead = sorted(set(record.tolerances) - {"float64"})
+        assert not dead, f"{name}: has a conditioning, so its {dead} override is never used"
 
 
 @pytest.mark.parametrize("name", sorted(n for n, r in REGISTRY.items() if r.exempt))

@@ -13,7 +13,9 @@ a flat rtol is either too loose to see a coefficient formed in the working dtype
 for honest rounding. There the tolerance is derived from the formula: `conditioned(dtype,
 scale)` allows OPS roundings of the working dtype relative to `scale`, the sum of the magnitudes
 of the terms the formula adds (divided by what it divides by), plus the rounding of the result
-to its dtype (`ROUNDING`, one row per dtype).
+to its dtype (`ROUNDING`, one row per dtype). A record names the formula's scale with
+`conditioning=` (its twin in `conformance.conditioning`, called like the spec function); its
+float32 and bfloat16 cases are then held to `conditioned` on each case's own inputs.
 """
 
 from __future__ import annotations

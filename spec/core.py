@@ -17,9 +17,12 @@ This module also holds the small shared vocabulary of types used in annotations:
 `Scalar` (a Python or NumPy real number, or a 0-d array) and `Index` (a Python or NumPy int),
 and the entry check of every spec function: `check(...)`, one call made of rules
 (`in_range`, `same_shape`, `holds`, `decreasing_grid`), so that the math stands on its own lines
-after it.
+after it. A rule is a lambda or a `functools.partial` of a module-level function, never a nested
+`def`: the test suite's shape checker wraps every `def` it finds, and a nested one would be
+wrapped anew (a code generation) on every call of the function that defines it.
 """
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -129,12 +132,12 @@ def same_shape(name: str, value: np.ndarray | None, other_name: str, shape: tupl
 def holds(condition: object, message: str) -> Rule:
     """Rule: `condition` is true, else ValueError(message). A callable condition is called only
     when the rule runs (after the rules before it passed). Shapes: scalars."""
+    return functools.partial(_holds, condition, message)
 
-    def rule() -> None:
-        if not (condition() if callable(condition) else condition):
-            raise ValueError(message)
 
-    return rule
+def _holds(condition: object, message: str) -> None:
+    if not (condition() if callable(condition) else condition):
+        raise ValueError(message)
 
 
 def decreasing_grid(
@@ -150,32 +153,33 @@ def decreasing_grid(
     `check` returns it as a list of ints (integers) or floats. The one grid check of every
     sampler (times, σ's, continuous t's). Shapes: values (n + 1,).
     """
+    return functools.partial(_decreasing_grid, name, values, low, high, end, integers)
 
-    def rule() -> list:
-        grid = list(values)
-        if len(grid) < 2:
-            raise ValueError(f"{name} must hold at least 2 values (a start and an end), got {grid}")
-        if integers:
-            for i, v in enumerate(grid):
-                if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-                    raise ValueError(f"{name} must be integers, got {name}[{i}] = {v!r}")
-        grid = [int(v) for v in grid] if integers else [float(v) for v in grid]
-        if not grid[0] <= high:
-            span = f"{{{int(low) + 1}..{high}}}" if integers else f"({low}, {high}]"
-            raise ValueError(f"{name}[0] must be in {span}, got {name}[0] = {grid[0]!r}")
-        if end is not None and grid[-1] != end:
-            raise ValueError(f"{name} must end at {end}, got {name}[-1] = {grid[-1]!r}")
-        if not grid[-1] >= low:
-            raise ValueError(f"{name} must be >= {low}, got {name}[-1] = {grid[-1]!r}")
-        for i in range(len(grid) - 1):
-            if not grid[i] > grid[i + 1]:
-                raise ValueError(
-                    f"{name} must be strictly decreasing, got "
-                    f"{name}[{i}] = {grid[i]!r} <= {name}[{i + 1}] = {grid[i + 1]!r}"
-                )
-        return grid
 
-    return rule
+def _decreasing_grid(name: str, values: "Sequence[Scalar] | np.ndarray", low: Scalar,
+                     high: Scalar, end: Scalar | None, integers: bool) -> list:
+    grid = list(values)
+    if len(grid) < 2:
+        raise ValueError(f"{name} must hold at least 2 values (a start and an end), got {grid}")
+    if integers:
+        for i, v in enumerate(grid):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name} must be integers, got {name}[{i}] = {v!r}")
+    grid = [int(v) for v in grid] if integers else [float(v) for v in grid]
+    if not grid[0] <= high:
+        span = f"{{{int(low) + 1}..{high}}}" if integers else f"({low}, {high}]"
+        raise ValueError(f"{name}[0] must be in {span}, got {name}[0] = {grid[0]!r}")
+    if end is not None and grid[-1] != end:
+        raise ValueError(f"{name} must end at {end}, got {name}[-1] = {grid[-1]!r}")
+    if not grid[-1] >= low:
+        raise ValueError(f"{name} must be >= {low}, got {name}[-1] = {grid[-1]!r}")
+    for i in range(len(grid) - 1):
+        if not grid[i] > grid[i + 1]:
+            raise ValueError(
+                f"{name} must be strictly decreasing, got "
+                f"{name}[{i}] = {grid[i]!r} <= {name}[{i + 1}] = {grid[i + 1]!r}"
+            )
+    return grid
 
 
 def deterministic(noise: object) -> Rule:

@@ -481,29 +481,33 @@ def _film_forward(cfg: EpsFiLMNetConfig, p: Params, x: np.ndarray, t_norm: Scala
                   extra: object) -> np.ndarray:
     """The FiLM net's forward (see `eps_film_net`) with `extra` added to the time embedding e
     (0 for the unconditional net, the label embedding for `cond_film_net`)."""
-    hid = cfg.hidden_channels
-
-    def conv(name: str, x: np.ndarray) -> np.ndarray:
-        return conv2d_same(x, p[f"{name}.weight"], p[f"{name}.bias"])
-
-    def norm(name: str, x: np.ndarray) -> np.ndarray:
-        return group_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], cfg.groups)
-
-    def lin(name: str, x: np.ndarray) -> np.ndarray:
-        return linear(x, p[f"{name}.weight"], p[f"{name}.bias"])
-
+    hid, g = cfg.hidden_channels, cfg.groups
     _check_image(x)
-    e = lin("time_mlp.2", silu(lin("time_mlp.0", sinusoidal_embedding(t_norm, cfg.embed_dim))))
+    e = _lin(p, "time_mlp.2", silu(_lin(p, "time_mlp.0", sinusoidal_embedding(t_norm, cfg.embed_dim))))
     e = e + extra  # (E,), or (N, E) with per-sample labels
-    h = conv("stem", append_time_channel(x, t_norm))  # (…, H, h, w)
+    h = _conv(p, "stem", append_time_channel(x, t_norm))  # (…, H, h, w)
     for i in range(cfg.residual_blocks):
         b = f"blocks.{i}"
-        r = conv(f"{b}.conv1", silu(norm(f"{b}.norm1", h)))
-        film = lin(f"{b}.film", silu(e))  # (2H,) or (N, 2H)
+        r = _conv(p, f"{b}.conv1", silu(_norm(p, f"{b}.norm1", h, g)))
+        film = _lin(p, f"{b}.film", silu(e))  # (2H,) or (N, 2H)
         scale, shift = film[..., :hid, None, None], film[..., hid:, None, None]  # (…, H, 1, 1)
-        r = norm(f"{b}.norm2", r) * (1 + scale) + shift
-        h = h + conv(f"{b}.conv2", silu(r))
-    return conv("out", silu(norm("out_norm", h)))
+        r = _norm(p, f"{b}.norm2", r, g) * (1 + scale) + shift
+        h = h + _conv(p, f"{b}.conv2", silu(r))
+    return _conv(p, "out", silu(_norm(p, "out_norm", h, g)))
+
+
+# The layers of `_film_forward`, each reading its weight and bias off params by layer name.
+# Module-level, not nested in `_film_forward`: see spec/core.py on nested defs.
+def _conv(p: Params, name: str, x: np.ndarray) -> np.ndarray:
+    return conv2d_same(x, p[f"{name}.weight"], p[f"{name}.bias"])
+
+
+def _norm(p: Params, name: str, x: np.ndarray, groups: int) -> np.ndarray:
+    return group_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], groups)
+
+
+def _lin(p: Params, name: str, x: np.ndarray) -> np.ndarray:
+    return linear(x, p[f"{name}.weight"], p[f"{name}.bias"])
 
 
 def _check_image(x: np.ndarray) -> None:

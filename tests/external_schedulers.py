@@ -7,10 +7,15 @@ grid τ_i = ⌊T(n − i)/n⌋ − 1 and steps from each grid timestep to the ne
 grid's next time; `NaNDDIM` writes √(1 − ᾱ_prev) as (1 − ᾱ_prev)/√(1 − ᾱ_prev), 0/0 on the
 last step; `NoHistoryDPM` forgets the previous x̂_0 (every step first order); `ThirdOrderDPM`
 is configured with solver_order 3, which the spec does not have.
+
+For the table rows (`conformance.external.tables`): `PaperEuler` takes timestep_spacing and
+builds Lin et al.'s grids exactly, with the VP σ's of its table; `StaleSigmaEuler` reads each σ
+one table entry late. `PaperFlow` shifts its σ's as SD3 does; `TwiceShiftedFlow` shifts twice.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from types import SimpleNamespace
 
 import torch
@@ -149,3 +154,90 @@ class DictConfigs:
 
     def prepare(self, config):
         raise AssertionError("never reached")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables: grids and σ's (conformance.external.tables)
+
+
+class PaperEuler:
+    """EDM Euler (Karras et al. 2022, Algorithm 1 without its correction) on the VP σ's of its
+    table, with diffusers' scheduler interface: the grids of Lin et al. 2023, Table 2 in exact
+    integer arithmetic (t = τ + 1), σ_t = √((1 − ᾱ_t)/ᾱ_t) at each grid time, then σ = 0."""
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                 beta_schedule="linear", timestep_spacing="leading"):
+        if beta_schedule != "linear":
+            raise ValueError(f"beta_schedule {beta_schedule!r}: only linear")
+        betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, 0)
+        self.config = dict(num_train_timesteps=num_train_timesteps, beta_start=beta_start,
+                           beta_end=beta_end, beta_schedule=beta_schedule,
+                           timestep_spacing=timestep_spacing)
+
+    def grid(self, n):
+        """Lin et al. 2023, Table 2: the spec times t_0 > … > t_{n−1}, rounded half to even."""
+        T, spacing = self.config["num_train_timesteps"], self.config["timestep_spacing"]
+        if spacing == "leading":
+            return [1 + (n - 1 - i) * (T // n) for i in range(n)]
+        if spacing == "trailing":
+            return [round(Fraction(T * (n - i), n)) for i in range(n)]
+        return [1] if n == 1 else [round(Fraction(n - 1 + (n - 1 - i) * (T - 1), n - 1)) for i in range(n)]
+
+    def sigma(self, t):
+        a = self.alphas_cumprod[t - 1]  # alphas_cumprod[τ] = ᾱ_{τ+1}
+        return ((1 - a) / a).sqrt()
+
+    def set_timesteps(self, n):
+        ts = self.grid(n)
+        self.timesteps = torch.tensor([t - 1 for t in ts])
+        self.sigmas = torch.stack([*(self.sigma(t) for t in ts), torch.zeros((), dtype=torch.float64)])
+
+    def index(self, timestep):
+        return self.timesteps.tolist().index(int(timestep))
+
+    def scale_model_input(self, sample, timestep):
+        return sample / (1 + self.sigmas[self.index(timestep)] ** 2).sqrt()  # x̃ → x_t
+
+    def step(self, model_output, timestep, sample):
+        i = self.index(timestep)  # x̃' = x̃ + (σ_next − σ)·ε̂: the slope (x̃ − D)/σ is ε̂
+        return SimpleNamespace(prev_sample=sample + (self.sigmas[i + 1] - self.sigmas[i]) * model_output)
+
+
+class StaleSigmaEuler(PaperEuler):
+    """Reads σ at alphas_cumprod[t] (ᾱ_{t+1}) instead of alphas_cumprod[τ] = alphas_cumprod[t − 1]:
+    the spec's t taken for diffusers' τ, one table entry late (clamped at the table's end)."""
+
+    def sigma(self, t):
+        a = self.alphas_cumprod[min(t, len(self.alphas_cumprod) - 1)]
+        return ((1 - a) / a).sqrt()
+
+
+class PaperFlow:
+    """Flow-matching Euler on SD3's shifted σ's (Esser et al. 2024, Eq. 23): σ = s·u/(1 + (s − 1)u)
+    of u evenly spaced from 1 to 1/T, then 0; the model called at timestep σ·T."""
+
+    def __init__(self, num_train_timesteps=1000, shift=1.0):
+        self.config = dict(num_train_timesteps=num_train_timesteps, shift=shift)
+
+    def shifted(self, u):
+        s = self.config["shift"]
+        return s * u / (1 + (s - 1) * u)
+
+    def set_timesteps(self, n):
+        u = torch.linspace(1.0, 1.0 / self.config["num_train_timesteps"], n, dtype=torch.float64)
+        self.sigmas = torch.cat([self.shifted(u), torch.zeros(1, dtype=torch.float64)])
+        self.timesteps = self.sigmas[:-1] * self.config["num_train_timesteps"]
+
+    def step(self, model_output, timestep, sample):
+        i = int(torch.argmin((self.timesteps - timestep).abs()))
+        return SimpleNamespace(prev_sample=sample + (self.sigmas[i + 1] - self.sigmas[i]) * model_output)
+
+
+class TwiceShiftedFlow(PaperFlow):
+    """Applies the shift twice: σ = shift(shift(u)), SD3's Eq. 23 with s² instead of s."""
+
+    def shifted(self, u):
+        return super().shifted(super().shifted(u))

@@ -36,13 +36,7 @@ from conformance.external.diffusers_families import (  # noqa: E402
     direction_radicand_negative,
     trailing_extra,
 )
-from conformance.external.diffusers_rows import (  # noqa: E402  # noqa: E402
-    GRID_TOL,
-    KARRAS_TOL,
-    GridConfig,
-    KarrasConfig,
-    _grid_case,
-    _karras_case,
+from conformance.external.diffusers_rows import (  # noqa: E402
     linspace_tie,
     trailing_misround,
 )
@@ -60,6 +54,7 @@ from conformance.external.expectations import (  # noqa: E402
 )
 from conformance.external.suite import DIFFUSERS_EXPECTED as EXPECTED  # noqa: E402
 from conformance.external.suite import load_suite, run_suite  # noqa: E402
+from conformance.external.tables import check_sigmas, check_timesteps  # noqa: E402
 from conformance.external.targets import FLOAT32, FLOAT64, FLOW32  # noqa: E402
 from runtime.plumbing.cli import UserError  # noqa: E402
 from spec.schedule import VPSchedule, linear_betas  # noqa: E402
@@ -292,26 +287,35 @@ def test_zero_terminal_snr_wrong_v_step_is_caught():
 # The grid: scheduler.timesteps against spec.timestep_grid
 
 
+def grid_check(scheduler: str, T: int, n: int, spacing: str, steps_offset: int = 0):
+    """The public timesteps check on a diffusers scheduler (Heun's interleaved list read as its grid)."""
+    s = scheduler_class(scheduler)(num_train_timesteps=T, timestep_spacing=spacing,
+                                   steps_offset=steps_offset)
+    return check_timesteps(s, n, spacing, read=TARGETS[scheduler].grid)
+
+
 @pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DDPMScheduler"])
 def test_grid_rows_compare_timesteps_plus_one_with_timestep_grid(scheduler):
     # Lin et al. 2023 Table 2 (T = 1000, n = 10): trailing 1000, 900, …, 100; leading 901, …, 1
-    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "trailing"), GRID_TOL).agrees
-    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "leading"), GRID_TOL).agrees
-    shifted = _grid_case(None, GridConfig(scheduler, 1000, 10, "leading", 1), GRID_TOL)
-    assert not shifted.agrees and shifted.loop_err == 10  # every entry one too late
-    tie = _grid_case(None, GridConfig(scheduler, 4, 3, "linspace"), GRID_TOL)
+    assert grid_check(scheduler, 1000, 10, "trailing").agrees
+    assert grid_check(scheduler, 1000, 10, "leading").agrees
+    shifted = grid_check(scheduler, 1000, 10, "leading", 1)
+    assert shifted.kind == "deviates" and shifted.loop_err == 10  # every entry one too late
+    tie = grid_check(scheduler, 4, 3, "linspace")
     assert not tie.agrees and "[4, 3, 1]" in tie.detail and "[4, 2, 1]" in tie.detail
-    extra = _grid_case(None, GridConfig(scheduler, 17, 7, "trailing"), GRID_TOL)
+    extra = grid_check(scheduler, 17, 7, "trailing")
     assert not extra.agrees and extra.first == 7  # the (n+1)-th entry, τ = −1
 
 
 @pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "HeunDiscreteScheduler"])
 def test_grid_rows_read_euler_and_heun_grids(scheduler):
-    """Heun's interleaved [τ_0, τ_1, τ_1, …] is read as its grid τ_0, τ_1, …; Euler's as is."""
-    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "trailing"), GRID_TOL).agrees
-    assert _grid_case(None, GridConfig(scheduler, 1000, 10, "leading"), GRID_TOL).agrees
-    shifted = _grid_case(None, GridConfig(scheduler, 1000, 10, "leading", 1), GRID_TOL)
+    """Heun's interleaved [τ_0, τ_1, τ_1, …] is read as its grid τ_0, τ_1, …; Euler's as is;
+    their unrounded linspace (T = 4, n = 3: τ = 3, 1.5, 0) is outside a discrete grid."""
+    assert grid_check(scheduler, 1000, 10, "trailing").agrees
+    assert grid_check(scheduler, 1000, 10, "leading").agrees
+    shifted = grid_check(scheduler, 1000, 10, "leading", 1)
     assert not shifted.agrees and shifted.loop_err == 10  # every entry one too late
+    assert grid_check(scheduler, 4, 3, "linspace").kind == "outside"
 
 
 def test_grid_families_are_split_by_the_rounding_case():
@@ -523,14 +527,65 @@ def test_dpm_solver_3m_departs_by_the_halved_quadratic_term_only():
 @pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "HeunDiscreteScheduler",
                                        "DPMSolverMultistepScheduler"])
 def test_karras_sigmas_agree_with_spec_edm_sigmas_and_another_rho_is_caught(scheduler, monkeypatch):
-    import spec.edm
+    import conformance.external.tables as tables
 
-    k = KarrasConfig(scheduler, 40, 7, "leading", "scaled_linear", 0.00085, 0.012)
-    assert _karras_case(None, k, KARRAS_TOL).agrees
-    rho7 = spec.edm.edm_sigmas
-    monkeypatch.setattr(spec.edm, "edm_sigmas", lambda n, lo, hi: rho7(n, lo, hi, rho=5.0))
-    r = _karras_case(None, k, KARRAS_TOL)
-    assert not r.agrees and "Karras et al. 2022, Eq. 5" in r.detail and "use_karras_sigmas=True" in r.detail
+    kw = dict(num_train_timesteps=40, beta_schedule="scaled_linear", beta_start=0.00085,
+              beta_end=0.012, timestep_spacing="leading")
+    cls, target = scheduler_class(scheduler), TARGETS[scheduler]
+
+    def karras():
+        if target.karras_from_table:  # DPM: σ_min, σ_max of the table
+            return check_sigmas(cls(**kw, use_karras_sigmas=True), 7, "karras")
+        return check_sigmas(cls(**kw, use_karras_sigmas=True), 7, "karras_grid", plain=cls(**kw),
+                            grid=target.grid, sigma_grid=target.sigma_grid)
+
+    assert karras().agrees
+    rho7 = tables.edm_sigmas
+    monkeypatch.setattr(tables, "edm_sigmas", lambda n, lo, hi: rho7(n, lo, hi, rho=5.0))
+    r = karras()
+    assert r.kind == "deviates" and "Karras et al. 2022, Eq. 5" in r.detail
+    assert "use_karras_sigmas=True" in r.detail
+
+
+@pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                                       "EulerAncestralDiscreteScheduler"])
+def test_vp_sigmas_of_diffusers_agree_through_the_public_check(scheduler):
+    """Their σ's are the VP σ of their float32 table at t = τ + 1, then 0, within 4u."""
+    target = TARGETS[scheduler]
+    for spacing in ("leading", "trailing"):
+        s = scheduler_class(scheduler)(num_train_timesteps=30, timestep_spacing=spacing,
+                                       beta_schedule="squaredcos_cap_v2")
+        r = check_sigmas(s, 6, "vp", grid=target.grid, sigma_grid=target.sigma_grid)
+        assert r.agrees and 0 < r.loop_err <= 1, r.detail
+
+
+@pytest.mark.parametrize("scheduler", ["FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"])
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_flow_shift_of_diffusers_agrees_through_the_public_check(scheduler, shift):
+    """SD3's shift of an evenly spaced grid. Its σ_min is shifted at construction and again in
+    set_timesteps, which only moves where that grid ends (u_{n−1} = time_shift(1/T, s))."""
+    from conformance.external import heun_sigma_grid
+    from spec.flow import time_shift
+
+    read = heun_sigma_grid if "Heun" in scheduler else list
+    s = scheduler_class(scheduler)(num_train_timesteps=1000, shift=shift)
+    r = check_sigmas(s, 9, "flow_shift", sigma_grid=read)
+    assert r.agrees and r.loop_err <= 1, r.detail
+    last = time_shift(float(s.sigmas[-2]), 1 / shift)  # the u its last σ shifts
+    assert abs(last - time_shift(1e-3, shift)) < 1e-6
+
+
+def test_guide_table_checks_run_as_printed():
+    """docs/external.md's table-check block on diffusers' Euler: three agreements."""
+    import re
+
+    text = (ROOT / "docs" / "external.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+                 if b.startswith("# table checks"))
+    namespace: dict = {}
+    exec(compile(block, "table checks", "exec"), namespace)  # noqa: S102
+    assert [namespace[k].kind for k in ("grid", "sigmas", "karras")] == ["agrees"] * 3
+    assert namespace["grid"].loop_err == 0 and namespace["sigmas"].loop_err <= 1
 
 
 def test_recorded_reproductions_still_deviate(capsys):
@@ -573,30 +628,29 @@ def flow_cfg(**kw) -> DiffusersConfig:
 
 def test_flow_match_rebuilt_grid_shifts_sigma_min_twice():
     """At n = T the spec's grid is the scheduler's own table; set_timesteps(T) ends at σ_min
-    shifted twice (outside the spec: a choice of grid), and with σ_min shifted once it would
-    be the spec's grid exactly."""
+    shifted twice (outside the spec: a choice of grid), twice called the same; with σ_min
+    shifted once it would be the spec's grid exactly, which check_sigmas' flow_grid accepts."""
+    import torch
+
     import spec.flow
-    from conformance.external.diffusers_flow_rows import (
-        FLOW_GRID_TOL,
-        FlowGridConfig,
-        _flow_grid_case,
-    )
+    from conformance.external import heun_sigma_grid
 
     F = scheduler_class("FlowMatchEulerDiscreteScheduler")
     s = F(num_train_timesteps=10, shift=3.0)
     np.testing.assert_allclose(s.sigmas.numpy(), spec.flow.flow_sigmas(10, 3.0)[:-1], rtol=1e-6)
-    s.set_timesteps(10)
+    r = check_sigmas(s, 10, "flow_grid")
+    assert r.kind == "outside" and "σ_min is shifted twice" in r.detail, r.detail
     twice = spec.flow.time_shift(spec.flow.time_shift(0.1, 3.0), 3.0)
     assert s.sigmas[-2].item() == pytest.approx(twice, rel=1e-6) and twice == pytest.approx(0.5)
-    s.sigma_min = 0.1  # σ_min unshifted: the rebuilt grid is the spec's (and its table)
+    first = s.sigmas.clone()
     s.set_timesteps(10)
-    np.testing.assert_allclose(s.sigmas.numpy(), spec.flow.flow_sigmas(10, 3.0), rtol=1e-6)
-    r = _flow_grid_case(None, FlowGridConfig("FlowMatchEulerDiscreteScheduler", 10, 3.0),
-                        FLOW_GRID_TOL)
-    assert r.kind == "outside" and "= 0.5 where the spec's" in r.detail, r.detail
-    for ok in (FlowGridConfig("FlowMatchHeunDiscreteScheduler", 10, 1.0),
-               FlowGridConfig("FlowMatchEulerDiscreteScheduler", 10, mu=float(np.log(3.0)))):
-        assert _flow_grid_case(None, ok, FLOW_GRID_TOL).agrees
+    assert torch.equal(s.sigmas, first)  # rebuilding again gives the same grid
+    s.sigma_min = 0.1  # σ_min unshifted: the rebuilt grid is the spec's (and its table)
+    assert check_sigmas(s, 10, "flow_grid").agrees
+    H = scheduler_class("FlowMatchHeunDiscreteScheduler")
+    assert check_sigmas(H(num_train_timesteps=10), 10, "flow_grid", sigma_grid=heun_sigma_grid).agrees
+    dynamic = F(num_train_timesteps=10, use_dynamic_shifting=True)  # s = e^μ, its table unshifted
+    assert check_sigmas(dynamic, 10, "flow_grid", mu=float(np.log(3.0))).agrees
 
 
 def test_flow_match_custom_timesteps_call_the_model_at_another_sigma():

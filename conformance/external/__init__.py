@@ -10,7 +10,9 @@ The spec is the oracle: a target states its claim in the spec's conventions (`ta
 naming a step rule of `methods`), the spec computes that claim (`oracle.SpecOracle`, which calls
 the method's own `step` and `final`), and `check` compares one step and the whole loop on
 configurations drawn by hypothesis. `step_target.StepTarget` makes a target of your own step
-function. `spec` and `runtime` never import diffusers; only
+function. `tables` checks a scheduler's alphas_cumprod, timesteps and sigmas against the spec
+(`check_timesteps`, `check_sigmas`; rows of a report: `TimestepsRows`, `SigmasRows`).
+`spec` and `runtime` never import diffusers; only
 the `conformance.external.diffusers_*` modules do, and only when they are asked for.
 """
 
@@ -54,6 +56,8 @@ from conformance.external.scheduler_target import (  # noqa: E402
     CLAIMS,
     SchedulerConfig,
     SchedulerTarget,
+    heun_grid,
+    heun_sigma_grid,
     inject_noise,
     integer_timesteps,
     scheduler_configs,
@@ -70,6 +74,18 @@ from conformance.external.suite import (  # noqa: E402
     load_suite,
     rerun,
     run_suite,
+)
+from conformance.external.tables import (  # noqa: E402
+    SCHEDULES,
+    SIGMAS,
+    ScheduleRows,
+    SigmasRows,
+    TableConfig,
+    TimestepsRows,
+    check_schedule,
+    check_sigmas,
+    check_timesteps,
+    scheduler_rows,
 )
 from conformance.external.targets import (  # noqa: E402
     FLOAT32,
@@ -99,6 +115,10 @@ __all__ = [
     "StepTarget", "KINDS", "SpecConfig", "spec_families", "SchedulerTarget", "CLAIMS",
     "SchedulerConfig", "scheduler_configs", "inject_noise", "integer_timesteps",
     "eps_to_prediction",
+    # a scheduler's tables: alphas_cumprod, timesteps and sigmas against the spec
+    "check_schedule", "check_timesteps", "check_sigmas", "SCHEDULES", "SIGMAS", "heun_grid",
+    "heun_sigma_grid", "ScheduleRows", "TimestepsRows", "SigmasRows", "TableConfig",
+    "scheduler_rows",
     # running checks
     "check", "check_family", "run_case", "rerun", "EXAMPLES", "CaseResult", "FamilyResult",
     "Report", "Suite", "SuiteError", "load_suite", "run_suite", "validate_config",

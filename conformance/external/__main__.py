@@ -6,7 +6,8 @@
     diffspec-external ...                                           # the same, installed
 
 Every target takes the same options: --profile, --examples, --family, --expect FILE,
---no-expect, --case JSON, --report FILE.md, --json FILE, --seed, --derandomize.
+--no-expect, --case JSON, --report FILE.md, --json FILE, --seed, --derandomize; --scheduler
+also --grid and --sigmas (what its timesteps and sigmas claim).
 Exit status (EXIT_STATUS): 0 every family agrees, or the findings are exactly those of the
 expectations file; 1 a finding that is not expected, or an expected one that is gone; 2 bad
 usage (one line on stderr).
@@ -37,6 +38,7 @@ exit status:
 def parser() -> ArgumentParser:
     from conformance.external.check import EXAMPLES
     from conformance.external.scheduler_target import CLAIMS
+    from conformance.external.tables import GRID_SPACINGS, SIGMAS
 
     p = ArgumentParser(
         prog="python -m conformance.external",
@@ -55,6 +57,14 @@ def parser() -> ArgumentParser:
     p.add_argument("--claims", choices=list(CLAIMS), default=None,
                    help="the spec method the --scheduler class computes: " + "; ".join(
                        f"{k}: {c.description}" for k, c in CLAIMS.items()))
+    p.add_argument("--grid", action="append", choices=[*GRID_SPACINGS, "none"], default=None,
+                   help="with --scheduler: a spacing whose spec.timestep_grid its timesteps claim "
+                   "(repeat for several; default: every timestep_spacing the class takes; none: "
+                   "no timesteps rows)")
+    p.add_argument("--sigmas", action="append", choices=[*SIGMAS, "none"], default=None,
+                   help="with --scheduler: a construction its sigmas claim (repeat for several; "
+                   "default: vp for the EDM claims, flow_shift for the flow ones; none: no sigmas "
+                   "rows): " + "; ".join(f"{k}: {c.description}" for k, c in SIGMAS.items()))
     p.add_argument("--profile", choices=list(EXAMPLES), default="full",
                    help="small: T ≤ 40 (make test); full: T ≤ 1000 (default)")
     p.add_argument("--examples", type=int, default=None,
@@ -89,6 +99,11 @@ def _writable(flag: str, path: str | None) -> None:
         fail(f"{flag}: folder {os.path.dirname(os.path.abspath(path))} does not exist")
 
 
+def _named(values: list[str] | None) -> list[str] | None:
+    """A repeated flag's values: None when not given, [] for "none"."""
+    return None if values is None else [v for v in values if v != "none"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import json
 
@@ -112,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, path in (("--report", args.report), ("--json", args.json), ("--record", args.record)):
         _writable(flag, path)
     try:
-        suite = load_suite(args.target, scheduler=args.scheduler, claims=args.claims)
+        suite = load_suite(args.target, scheduler=args.scheduler, claims=args.claims,
+                           grid=_named(args.grid), sigmas=_named(args.sigmas))
         expect = None if args.no_expect else (args.expect or suite.expected)
         expected = load_expectations(expect) if expect else None
         if args.case is not None:

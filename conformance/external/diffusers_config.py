@@ -15,7 +15,8 @@ Conventions, all mapped in these modules and nowhere else:
 * **The grid it claims** is `scheduler.timesteps` after `set_timesteps(n)` (whatever
   `timestep_spacing` and `steps_offset` made of it), each step going to the next entry and the
   last one to the final time. Whether that grid is the one Lin et al. 2023 (Table 2) describe
-  is a separate check (`grid_results`: t = τ + 1 against `spec.timestep_grid`).
+  is a separate check (the timesteps rows, `tables.check_timesteps`: t = τ + 1 against
+  `spec.timestep_grid`).
 * **The schedule.** The spec side is given the scheduler's own `alphas_cumprod` (float32
   values, as float64) as a VPSchedule, so a step check tests the step, not the schedule; the
   schedule is checked on its own against `spec.linear_betas` / `spec.cosine_betas`.

@@ -2,7 +2,8 @@
 
     load_suite("diffusers")                        # diffusers' schedulers and their rows
     load_suite("mylib.conformance:targets")        # a target, a list of targets, or a factory
-    load_suite(scheduler="mylib:MySched", claims="ddim")   # a scheduler class, no adapter code
+    load_suite(scheduler="mylib:MySched", claims="ddim")   # a scheduler class, no adapter code,
+                                                           # and the rows of its tables
 
 A suite is its targets, a report title and scope, and its default expectations file (the
 findings recorded for it; diffusers ships one). `run_suite` checks every family and returns
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,20 +69,31 @@ def diffusers_suite() -> Suite:
 
 
 def load_suite(spec: str | None = None, *, scheduler: str | None = None,
-               claims: str | None = None) -> Suite:
+               claims: str | None = None, grid: Sequence[str] | None = None,
+               sigmas: Sequence[str] | None = None) -> Suite:
     """The suite a command line names: "diffusers", "package.module:attribute" (a target, a list
-    of targets, or a factory returning either), or a scheduler class and the method it claims."""
+    of targets, or a factory returning either), or a scheduler class and the method it claims,
+    with the rows of its tables (`tables.scheduler_rows`; grid: the spacings its timesteps
+    claim, sigmas: the σ constructions its sigmas claim, [] for none; None: the defaults)."""
     if scheduler is not None or claims is not None:
         if spec is not None:
             raise SuiteError(f"give a TARGET ({spec!r}) or --scheduler, not both")
         if scheduler is None or claims is None:
             raise SuiteError("--scheduler and --claims go together (e.g. --scheduler "
                              "mylib.sched:MyScheduler --claims ddim)")
+        from conformance.external.tables import scheduler_rows
+
+        flags = "".join(f" --grid {g}" for g in grid or ([] if grid is None else ["none"]))
+        flags += "".join(f" --sigmas {g}" for g in sigmas or ([] if sigmas is None else ["none"]))
         try:
             target = SchedulerTarget(scheduler, claims)
+            rows = scheduler_rows(target, grid, sigmas, rerun="python -m conformance.external "
+                                  f"--scheduler {scheduler} --claims {claims}{flags}")
         except ValueError as exc:
             raise SuiteError(f"--scheduler {scheduler} --claims {claims}: {exc}") from None
-        return Suite([target], f"{target.name} (claims {claims}) against the spec")
+        return Suite([target, *rows], f"{target.name} (claims {claims}) against the spec")
+    if grid is not None or sigmas is not None:
+        raise SuiteError("--grid and --sigmas go with --scheduler (they say what its tables claim)")
     if spec is None:
         raise SuiteError("name a TARGET (diffusers, or package.module:attribute) or --scheduler "
                          "package.module:Class --claims METHOD")
