@@ -4,6 +4,10 @@ STAMP   := .venv/.installed
 HYPOTHESIS_PROFILE ?= dev
 WORKERS ?= 2
 export HYPOTHESIS_PROFILE
+# Let Python cache compiled modules (in the ignored __pycache__ folders) even where the
+# environment says not to: the suites start many Python processes (xdist workers, the commands
+# under test), and each would otherwise compile every module of the project and its test files anew.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install test conformance conformance-external lint train bench mutants gpu-check clean
 
