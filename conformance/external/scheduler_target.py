@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from conformance.external.diffusers_config import dpm_step_orders
 from conformance.external.methods import (
     DDIM,
     DDPM,
     DPMSolverPP,
     DPMSolverPP2S,
+    DPMSolverPP3M,
     EDMEuler,
     EDMEulerAncestral,
     EDMHeun,
@@ -255,6 +257,18 @@ def _dpm(cfg: SchedulerConfig, s: Any, n: int) -> Method:
         str(option(s, "final_sigmas_type", "zero")), n))
 
 
+def _dpm_3m(cfg: SchedulerConfig, s: Any, n: int) -> Method:
+    order = int(option(s, "solver_order", 3))
+    algorithm, solver = str(option(s, "algorithm_type", "dpmsolver++")), str(option(s, "solver_type", "midpoint"))
+    if order not in (1, 2, 3) or algorithm != "dpmsolver++" or solver != "midpoint":
+        raise OutsideSpec(f"solver_order {order}, algorithm_type {algorithm!r}, solver_type "
+                          f"{solver!r}: the spec has DPM-Solver++(3M) and its lower orders (1), (2M) "
+                          "(Lu et al. 2022b, Algorithm 2, the midpoint form) only")
+    return DPMSolverPP3M(orders=dpm_step_orders(
+        order, bool(option(s, "lower_order_final", True)), bool(option(s, "euler_at_final", False)),
+        str(option(s, "final_sigmas_type", "zero")), n))
+
+
 def _dpm_end(s: Any) -> int:
     return 0 if option(s, "final_sigmas_type", "zero") == "zero" else 1
 
@@ -361,6 +375,11 @@ CLAIMS: dict[str, Claims] = {
     "dpmsolver++2m": Claims(_dpm, "vp", "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2), "
                             "solver_order 1 or 2, lower_order_final, euler_at_final, "
                             "final_sigmas_type", end=_dpm_end),
+    "dpmsolver++3m": Claims(_dpm_3m, "vp", "DPM-Solver++(3M) (spec.dpm_solver: DPM-Solver++ "
+                            "Eq. 9 integrated exactly for x̂_0 quadratic in λ through the last "
+                            "three x̂_0), solver_order 3 (1, 2: its lower orders), the order of "
+                            "each step by diffusers' rule (1, 2, then 3), lower_order_final, "
+                            "euler_at_final, final_sigmas_type", end=_dpm_end),
     "dpmsolver++2s": Claims(_dpm_2s, "vp", "DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), the "
                             "grid in pairs from its start, solver_order 1 or 2, lower_order_final, "
                             "final_sigmas_type", end=_dpm_end),

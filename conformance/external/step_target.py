@@ -22,6 +22,7 @@ from conformance.external.methods import (
     DDPM,
     DPMSolverPP,
     DPMSolverPP2S,
+    DPMSolverPP3M,
     EDMEuler,
     EDMEulerAncestral,
     EDMHeun,
@@ -182,6 +183,10 @@ KINDS: dict[str, Kind] = {
                           "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): first order on the "
                           "first step and into t = 0; the step function keeps the previous "
                           "x̂_0 itself (make_step is called once per run)"),
+    "dpmsolver++3m": Kind(lambda cfg: DPMSolverPP3M(), _ode_families,
+                          "DPM-Solver++(3M) (spec.dpm_solver_pp_3m_sample): step i of n of order "
+                          "min(3, i + 1, n − i), first order into t = 0; the step function keeps "
+                          "the last two x̂_0 itself (make_step is called once per run)"),
     "dpmsolver++2s": Kind(lambda cfg: DPMSolverPP2S(), _ode_families,
                           "DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), the grid in pairs: the "
                           "first step of a pair the first-order step to the intermediate time, the "
