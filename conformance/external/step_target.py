@@ -28,6 +28,7 @@ from conformance.external.methods import (
     EDMHeun,
     FlowEuler,
     FlowHeun,
+    FlowUniPC,
     Method,
     UniPC,
 )
@@ -200,6 +201,9 @@ KINDS: dict[str, Kind] = {
     "flow_euler": Kind(lambda cfg: FlowEuler(), _flow_families,
                        "flow Euler x' = x + (σ_next − σ)·v̂ on the σ's of cfg's table; flow "
                        "states in and out, model(x, t) the velocity at σ_t"),
+    "flow_unipc": Kind(lambda cfg: FlowUniPC(), _flow_families,
+                       "UniPC-2, bh2, corrector on, on the σ's of cfg's table through spec.flow's "
+                       "exact VP ↔ flow map; flow states in and out, model(x, t) the velocity at σ_t"),
     "flow_heun": Kind(lambda cfg: FlowHeun(euler_last=True), _flow_families,
                       "flow Heun (Karras Algorithm 1 on dx/dσ = v̂), Euler into σ = 0; the model "
                       "called at t and at t_prev"),
