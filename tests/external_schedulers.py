@@ -6,7 +6,8 @@ grid τ_i = ⌊T(n − i)/n⌋ − 1 and steps from each grid timestep to the ne
 ᾱ = 1). Planted bugs: `StrideDDIM` steps by T // n (diffusers' DDIM rule) instead of to the
 grid's next time; `NaNDDIM` writes √(1 − ᾱ_prev) as (1 − ᾱ_prev)/√(1 − ᾱ_prev), 0/0 on the
 last step; `NoHistoryDPM` forgets the previous x̂_0 (every step first order); `ThirdOrderDPM`
-is configured with solver_order 3, which the spec does not have.
+is configured with solver_order 3, which the spec's 2M claim does not have. `PaperDPM3M` is
+DPM-Solver++(3M), Eq. 9 integrated exactly; `HalvedDPM3M` halves its quadratic term.
 
 For the table rows (`conformance.external.tables`): `PaperEuler` takes timestep_spacing and
 builds Lin et al.'s grids exactly, with the VP σ's of its table; `StaleSigmaEuler` reads each σ
@@ -122,6 +123,43 @@ class ThirdOrderDPM(PaperDPM):
     """Configured with solver_order 3: a method the spec does not have."""
 
     solver_order = 3
+
+
+class PaperDPM3M(PaperDPM):
+    """DPM-Solver++(3M): its first two steps are (2M)'s (Algorithm 2, lines 3 and 7); from the
+    third, Lu et al. 2022b's Eq. 9, x_s = (σ_s/σ_t)·x_t + σ_s·∫ e^λ·x̂_0(λ) dλ over [λ_t, λ_s],
+    with x̂_0 the quadratic in λ through the last three x̂_0, integrated exactly; into σ = 0, x̂_0."""
+
+    solver_order = 3
+    halve_quadratic = False
+
+    def step(self, model_output, timestep, sample):
+        tau = int(timestep)
+        a, a_prev = self.alpha_bar(tau), self.alpha_bar(self.previous(tau))
+        if len(self.history) < 2 or a_prev == 1:
+            return super().step(model_output, timestep, sample)
+        x0 = (sample - (1 - a).sqrt() * model_output) / a.sqrt()
+        lam, lam_prev = 0.5 * torch.log(a / (1 - a)), 0.5 * torch.log(a_prev / (1 - a_prev))
+        h = lam_prev - lam
+        # x̂_0(λ_t + u) = x0 + d1·u + d2·u², Newton's divided differences through the last three
+        (x2, l2), (x1, l1) = self.history[-2:]
+        f01, f12 = (x0 - x1) / (lam - l1), (x1 - x2) / (l1 - l2)
+        d2 = (f01 - f12) / (lam - l2)
+        d1 = f01 + (lam - l1) * d2
+        self.remember(x0, lam)
+        # e^{−h}·∫_0^h e^u·u^k du for k = 0, 1, 2
+        e = torch.exp(-h)
+        i0, i1, i2 = 1 - e, h - 1 + e, h**2 - 2 * h + 2 - 2 * e
+        if self.halve_quadratic:
+            i2 = i2 / 2
+        x = ((1 - a_prev) / (1 - a)).sqrt() * sample + a_prev.sqrt() * (i0 * x0 + i1 * d1 + i2 * d2)
+        return SimpleNamespace(prev_sample=x)
+
+
+class HalvedDPM3M(PaperDPM3M):
+    """The quadratic term halved, as the reference codes write it (docs/errata.md §4)."""
+
+    halve_quadratic = True
 
 
 def targets():

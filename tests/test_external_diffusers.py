@@ -687,3 +687,26 @@ def test_flow_match_shift_terminal_with_one_step_fails_where_the_spec_is_finite(
     r = run_case(TARGETS["FlowMatchEulerDiscreteScheduler"](), c, FLOW32)
     assert r.kind == "failed" and "IndexError" in r.detail, r.detail
     assert "σ=1 (its sigmas[0] = nan" in r.detail  # the claim: spec.flow.flow_sigmas(1, 1, 0.5)
+
+
+def test_unipc_flow_sigmas_steps_are_spec_unipc_and_only_the_model_time_is_truncated(monkeypatch):
+    """use_flow_sigmas (the claim flow_unipc): as shipped the model is called at τ = ⌊σ·T⌋ (the
+    recorded deviation: no claimed σ); fed σ·T unrounded, every step is spec.unipc under
+    spec.flow's exact VP ↔ flow map, third order and a shift included."""
+    c = cfg(scheduler="UniPCMultistepScheduler", T=40, n=5, prediction_type="flow_prediction",
+            tables="float32", shape=(1, 1, 2, 2), seed=3,
+            options=(("flow_shift", 3.0), ("solver_order", 3), ("use_flow_sigmas", True)))
+    target = TARGETS["UniPCMultistepScheduler"]()
+    assert type(target.prepare(c).claim.method).__name__ == "FlowUniPC"
+    r = run_case(target, c, FLOW32)
+    assert r.kind == "deviates" and "t = −1: a flow target's model time" in r.detail, r.detail
+    U = scheduler_class("UniPCMultistepScheduler")
+    shipped = U.set_timesteps
+
+    def unrounded(self, *args, **kwargs):
+        shipped(self, *args, **kwargs)
+        self.timesteps = self.sigmas[:-1].double() * self.config.num_train_timesteps
+
+    monkeypatch.setattr(U, "set_timesteps", unrounded)
+    r = run_case(target, c, FLOW32)
+    assert r.agrees and len(r.step_errs) == 5 and max(r.step_errs) < 2e-6, r.detail

@@ -47,15 +47,20 @@ def scheduler(name: str, claims: str) -> list[str]:
     return ["--scheduler", f"external_schedulers:{name}", "--claims", claims, *SMALL]
 
 
-@pytest.mark.parametrize("name, claims, status, verdict", [
-    ("PaperDDIM", "ddim", 0, "agrees"),
-    ("StrideDDIM", "ddim", 1, "deviates"),
-    ("NaNDDIM", "ddim", 1, "target failed"),
-    ("PaperDPM", "dpmsolver++2m", 0, "agrees"),
-    ("NoHistoryDPM", "dpmsolver++2m", 1, "deviates"),
-    ("ThirdOrderDPM", "dpmsolver++2m", 1, "outside the spec"),
+@pytest.mark.parametrize("name, claims, status, verdict, parts", [
+    ("PaperDDIM", "ddim", 0, "agrees", None),
+    ("StrideDDIM", "ddim", 1, "deviates", None),
+    ("NaNDDIM", "ddim", 1, "target failed", None),
+    ("PaperDPM", "dpmsolver++2m", 0, "agrees", None),
+    ("NoHistoryDPM", "dpmsolver++2m", 1, "deviates", None),
+    ("ThirdOrderDPM", "dpmsolver++2m", 1, "outside the spec", None),
+    ("PaperDPM3M", "dpmsolver++3m", 0, "agrees", None),
+    # the halved quadratic term parts at the first third-order step, step 2 (orders 1, 2, 3, …)
+    ("HalvedDPM3M", "dpmsolver++3m", 1, "deviates", r"orders=\(1, 2, 3, .*\n"
+     r"first step that parts: step 2 of"),
 ])
-def test_a_scheduler_class_is_checked_without_adapter_code(name, claims, status, verdict, capsys):
+def test_a_scheduler_class_is_checked_without_adapter_code(name, claims, status, verdict, parts,
+                                                            capsys):
     assert main(scheduler(name, claims)) == status
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.match(rf"{name}\s{{2,}}\S", line)]
@@ -63,6 +68,8 @@ def test_a_scheduler_class_is_checked_without_adapter_code(name, claims, status,
     if status:
         assert "configuration: s = external_schedulers." + name in out
         assert f"--claims {claims} --case '" in out  # the reproduction reruns itself
+    if parts:
+        assert re.search(parts, out), out
 
 
 def test_the_reproduction_reruns_with_case(capsys):

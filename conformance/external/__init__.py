@@ -49,6 +49,7 @@ from conformance.external.methods import (  # noqa: E402
     EDMHeun,
     FlowEuler,
     FlowHeun,
+    FlowUniPC,
     Method,
     UniPC,
 )
@@ -108,7 +109,7 @@ __all__ = [
     # the protocol and the spec methods a claim names
     "Claim", "Run", "Family", "Target", "Method", "DDIM", "DDPM", "DPMSolverPP", "EDMEuler",
     "EDMHeun", "DPMSolverPP2S", "EDMEulerAncestral", "FlowEuler", "FlowHeun", "UniPC",
-    "DPMSolverPP3M", "OutsideSpec", "VERDICTS", "flow_betas",
+    "DPMSolverPP3M", "FlowUniPC", "OutsideSpec", "VERDICTS", "flow_betas",
     # tolerance models
     "Tolerance", "FLOAT64", "FLOAT32", "FLOW32",
     # targets without a Target class: a step function, a scheduler class

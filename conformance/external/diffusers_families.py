@@ -344,7 +344,12 @@ def unipc_families(profile: str) -> list[Family]:
                c(U, profile, spacing="leading", solver_order=order, solver_type=variant,
                  disable_corrector=st.sampled_from([(), "every step"]), lower_order_final=False,
                  final_sigmas_type="sigma_min"), FLOAT32, note),
-        Family("use_flow_sigmas", c(U, profile, use_flow_sigmas=True), FLOAT32, note),
+        Family("use_flow_sigmas, flow_prediction, bh2, solver_order 1–3, flow_shift ∈ [1, 6]",
+               c(U, profile, predictions=("flow_prediction",), solver_order=order,
+                 use_flow_sigmas=True, flow_shift=st.floats(1.0, 6.0)), FLOW32,
+               "UniPC on flow states (spec.flow's exact VP ↔ flow map) over its own σ's, "
+               "linspace(1, 1/T, n + 1)[:−1] shifted, σ_0 = 1 − 1e−6, then 0; beta_schedule and "
+               "β range drawn (unused by flow σ's)"),
     ]
 
 

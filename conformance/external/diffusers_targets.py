@@ -472,8 +472,12 @@ class GenericTarget(SchedulerTarget):
     claims: str
     grid_spacings = ()  # the grids of Euler's construction are the rows of EulerDiscrete
 
-    def adapter(self) -> generic.SchedulerTarget:
-        return generic.SchedulerTarget(scheduler_class(self.name), self.claims)
+    def claim_of(self, cfg: DiffusersConfig | None) -> str:
+        """The claim of a configuration (one claim per class unless a subclass says otherwise)."""
+        return self.claims
+
+    def adapter(self, cfg: DiffusersConfig | None = None) -> generic.SchedulerTarget:
+        return generic.SchedulerTarget(scheduler_class(self.name), self.claim_of(cfg))
 
     @staticmethod
     def scheduler_config(cfg: DiffusersConfig) -> generic.SchedulerConfig:
@@ -484,10 +488,10 @@ class GenericTarget(SchedulerTarget):
             options=cfg.options, mu=cfg.mu)
 
     def tolerance(self, cfg: DiffusersConfig) -> Tolerance:
-        return FLOW32 if generic.CLAIMS[self.claims].loop == "flow" else FLOAT32
+        return FLOW32 if generic.CLAIMS[self.claim_of(cfg)].loop == "flow" else FLOAT32
 
     def code(self, cfg: DiffusersConfig) -> str:
-        adapter = self.adapter()
+        adapter = self.adapter(cfg)
         args = ", ".join(f"{k}={v!r}" for k, v in self.scheduler_config(cfg).kwargs(adapter.accepts).items())
         mu = "" if cfg.mu is None else f", mu={cfg.mu!r}"
         return (f"s = {self.name}({args}); s.set_timesteps({cfg.n}{mu})\n"
@@ -496,7 +500,7 @@ class GenericTarget(SchedulerTarget):
                 f"  rerun: python -m conformance.external diffusers --case '{cfg.to_json()}'")
 
     def prepare(self, cfg: DiffusersConfig) -> Run:
-        run = self.adapter().prepare(self.scheduler_config(cfg))
+        run = self.adapter(cfg).prepare(self.scheduler_config(cfg))
         run.repro = self.code(cfg)
         return run
 
@@ -507,6 +511,10 @@ class UniPCTarget(GenericTarget):
     final_sigmas_type; its states are the predictor's outputs (`methods.UniPC`)."""
 
     name, claims = "UniPCMultistepScheduler", "unipc"
+
+    def claim_of(self, cfg: DiffusersConfig | None) -> str:
+        """use_flow_sigmas: UniPC on flow states (α = 1 − σ), the claim flow_unipc."""
+        return "flow_unipc" if cfg is not None and dict(cfg.options).get("use_flow_sigmas") else "unipc"
 
     def families(self, profile: str) -> list[Family]:
         return unipc_families(profile)
@@ -579,7 +587,7 @@ class FlowMatchEulerTarget(GenericTarget):
 
     def adapter(self, cfg: DiffusersConfig | None = None) -> generic.SchedulerTarget:
         custom = {k: list(v) for k, v in (cfg.custom if cfg is not None else ())}
-        return CustomGridAdapter(scheduler_class(self.name), self.claims, custom)
+        return CustomGridAdapter(scheduler_class(self.name), self.claim_of(cfg), custom)
 
     def code(self, cfg: DiffusersConfig) -> str:
         text = super().code(cfg)

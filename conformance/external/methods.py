@@ -43,6 +43,8 @@ from spec.flow import (
     flow_euler_step,
     flow_heun_sample,
     flow_heun_step,
+    flow_to_vp,
+    vp_to_flow,
 )
 from spec.unipc import unic_step, unip_step, unipc_sample
 
@@ -510,6 +512,37 @@ class UniPC(Method):
             return unipc_sample(o.sched, o.model, x_T, list(o.path), order=self.order,
                                 variant=self.variant, corrector=self.corrector)
         return super().final(o, x_T, noise)
+
+
+@dataclass(frozen=True)
+class FlowUniPC(UniPC):
+    """UniPC (`UniPC`) run on a flow claim's σ's through spec.flow's exact VP ↔ flow map: the
+    flow state x_σ is the VP state x_t = x_σ·(√ᾱ_t + √(1 − ᾱ_t)) of the claim's table
+    (spec.flow.flow_to_vp; λ_t = log((1 − σ)/σ) is half_log_snr(ᾱ_t)), the velocity model read
+    as x̂_0 = x_σ − σ·v̂ (`oracle.VelocityAsX0`); the spec's UniPC steps in VP scale and its
+    result is mapped back (spec.flow.vp_to_flow). Every UniPC coefficient is a function of λ and
+    of the ratios σ_next/σ_t, α_next/α_t, which the map keeps, so this is UniPC on α = 1 − σ."""
+
+    velocity = True
+
+    @property
+    def formula(self) -> str:
+        return (super().formula + "; on flow states x_σ = x_t/(√ᾱ_t + √(1 − ᾱ_t)), σ = √(1 − ᾱ_t)/"
+                "(√ᾱ_t + √(1 − ᾱ_t)) (spec.flow's exact map), x̂_0 = x_σ − σ·v̂(x_σ, σ)")
+
+    @property
+    def on_vp(self) -> UniPC:
+        """The same UniPC on VP states."""
+        return UniPC(self.order, self.variant, self.corrector, self.lower_order_final)
+
+    def step(self, o, i, x, z, before):
+        states = [flow_to_vp(o.flow_sigma(t), s)[1] for t, s in zip(o.path, [*before[:i], x], strict=False)]
+        x_next = self.on_vp.step(o.flow_as_vp(), i, states[-1], z, states[:-1])
+        return vp_to_flow(float(o.sched.alpha_bar[o.path[i + 1]]), x_next)[0]
+
+    def final(self, o, x_T, noise):
+        x = self.on_vp.final(o.flow_as_vp(), flow_to_vp(o.flow_sigma(o.path[0]), x_T)[1], noise)
+        return vp_to_flow(float(o.sched.alpha_bar[o.path[-1]]), x)[0]
 
 
 @dataclass(frozen=True)

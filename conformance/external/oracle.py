@@ -18,7 +18,7 @@ from conformance.external.targets import SPEC_PREDICTION, Claim
 from spec.ddim import ddim_prev
 from spec.ddpm import x0_pred
 from spec.edm import vp_to_edm
-from spec.flow import vp_to_flow
+from spec.flow import vp_to_flow, x0_from_velocity
 from spec.pf_ode import VPLinearSchedule
 from spec.prediction import PredictionModel, denoise
 from spec.schedule import VPSchedule, time_of_index
@@ -63,6 +63,26 @@ class NativeVelocity:
 
     def velocity(self, x: np.ndarray, sigma: float) -> np.ndarray:
         return self.model.eps(x, float(sigma))
+
+
+@dataclass(frozen=True)
+class VelocityAsX0:
+    """A velocity model read on the VP table of a flow claim: the x_0-model whose output at the
+    VP state x_t of table time t is x̂_0 = x_σ − σ·v̂(x_σ, σ) (spec.flow.x0_from_velocity), with
+    (x_σ, σ) = spec.flow.vp_to_flow(ᾱ_t, x_t), the same x_0 and ε.
+
+    Formula: output(x_t, t/T) = x0_from_velocity(x_σ, σ, velocity(x_σ, σ)); prediction "x0".
+    Shapes: x (*shape) -> (*shape).
+    """
+
+    velocity_model: NativeVelocity
+    sched: VPSchedule
+    prediction: str = "x0"
+
+    def output(self, x: np.ndarray, t_norm: float) -> np.ndarray:
+        t = round(float(t_norm) * self.sched.T)
+        x_sigma, sigma = vp_to_flow(float(self.sched.alpha_bar[t]), x)
+        return x0_from_velocity(x_sigma, sigma, self.velocity_model.velocity(x_sigma, sigma))
 
 
 @dataclass(frozen=True)
@@ -195,6 +215,13 @@ class SpecOracle:
     def velocity_model(self) -> NativeVelocity:
         """The network read as a velocity model v̂(x, σ) (flow claims, `Method.velocity`)."""
         return NativeVelocity(self.base_model)
+
+    def flow_as_vp(self) -> SpecOracle:
+        """This oracle with its velocity model read as a VP x_0-model (`VelocityAsX0`): a VP
+        method run on a flow claim's table, its states mapped by spec.flow.flow_to_vp."""
+        vp = SpecOracle(self.claim, self.base_model)
+        vp.model = VelocityAsX0(self.velocity_model, self.sched)
+        return vp
 
     def to_edm(self, t: int, x: np.ndarray) -> np.ndarray:
         """x̃ = x_t/√ᾱ_t (spec.edm.vp_to_edm)."""

@@ -26,6 +26,7 @@ A new spec method is its class in `methods` and one entry here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import sys
@@ -36,16 +37,19 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from conformance.external.diffusers_config import dpm_step_orders
 from conformance.external.methods import (
     DDIM,
     DDPM,
     DPMSolverPP,
     DPMSolverPP2S,
+    DPMSolverPP3M,
     EDMEuler,
     EDMEulerAncestral,
     EDMHeun,
     FlowEuler,
     FlowHeun,
+    FlowUniPC,
     Method,
     UniPC,
 )
@@ -255,6 +259,18 @@ def _dpm(cfg: SchedulerConfig, s: Any, n: int) -> Method:
         str(option(s, "final_sigmas_type", "zero")), n))
 
 
+def _dpm_3m(cfg: SchedulerConfig, s: Any, n: int) -> Method:
+    order = int(option(s, "solver_order", 3))
+    algorithm, solver = str(option(s, "algorithm_type", "dpmsolver++")), str(option(s, "solver_type", "midpoint"))
+    if order not in (1, 2, 3) or algorithm != "dpmsolver++" or solver != "midpoint":
+        raise OutsideSpec(f"solver_order {order}, algorithm_type {algorithm!r}, solver_type "
+                          f"{solver!r}: the spec has DPM-Solver++(3M) and its lower orders (1), (2M) "
+                          "(Lu et al. 2022b, Algorithm 2, the midpoint form) only")
+    return DPMSolverPP3M(orders=dpm_step_orders(
+        order, bool(option(s, "lower_order_final", True)), bool(option(s, "euler_at_final", False)),
+        str(option(s, "final_sigmas_type", "zero")), n))
+
+
 def _dpm_end(s: Any) -> int:
     return 0 if option(s, "final_sigmas_type", "zero") == "zero" else 1
 
@@ -263,12 +279,13 @@ def _vp_sigmas_only(s: Any, what: str) -> None:
     """OutsideSpec for a VP solver run on flow σ's (use_flow_sigmas): not a table of ᾱ_t."""
     if option(s, "use_flow_sigmas", False):
         raise OutsideSpec(f"use_flow_sigmas: {what} on the flow σ's 1 − t/T (shifted), with the "
-                          "model read as a flow velocity: spec.unipc and spec.dpm_solver run on a "
-                          "VP table's integer times, spec.flow has Euler and Heun only")
+                          "model read as a flow velocity: spec.dpm_solver runs on a VP table's "
+                          "integer times (of the multistep solvers, UniPC has a flow claim, flow_unipc)")
 
 
-def _unipc(cfg: SchedulerConfig, s: Any, n: int) -> Method:
-    _vp_sigmas_only(s, "UniPC")
+def _unipc_options(s: Any, n: int) -> UniPC:
+    """The UniPC of the scheduler's options: solver_order, solver_type, disable_corrector,
+    lower_order_final (predict_x0 on)."""
     order, variant = int(option(s, "solver_order", 2)), str(option(s, "solver_type", "bh2"))
     if not option(s, "predict_x0", True) or variant not in ("bh1", "bh2") or order > 3:
         raise OutsideSpec(f"predict_x0 {option(s, 'predict_x0', True)}, solver_type {variant!r}, "
@@ -281,6 +298,21 @@ def _unipc(cfg: SchedulerConfig, s: Any, n: int) -> Method:
                           "spec.unipc runs it after every step but the last or not at all")
     return UniPC(order=order, variant=variant, corrector=not corrected <= disabled or n == 1,
                  lower_order_final=bool(option(s, "lower_order_final", True)))
+
+
+def _unipc(cfg: SchedulerConfig, s: Any, n: int) -> Method:
+    if option(s, "use_flow_sigmas", False):
+        raise OutsideSpec("use_flow_sigmas: UniPC on flow states x_σ = (1 − σ)·x_0 + σ·ε, the claim "
+                          "flow_unipc (spec.flow's exact VP ↔ flow map), not unipc on a VP table")
+    return _unipc_options(s, n)
+
+
+def _flow_unipc(cfg: SchedulerConfig, s: Any, n: int) -> Method:
+    prediction = option(s, "prediction_type", "flow_prediction")
+    if prediction != "flow_prediction":
+        raise OutsideSpec(f"prediction_type {prediction!r}: the flow claims read the network as a "
+                          "velocity v̂(x_σ, σ) on both sides (prediction_type flow_prediction)")
+    return FlowUniPC(**dataclasses.asdict(_unipc_options(s, n)))
 
 
 def dpm_2s_first_order(order: int, lower_order_final: bool, final_sigmas_type: str,
@@ -361,6 +393,11 @@ CLAIMS: dict[str, Claims] = {
     "dpmsolver++2m": Claims(_dpm, "vp", "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2), "
                             "solver_order 1 or 2, lower_order_final, euler_at_final, "
                             "final_sigmas_type", end=_dpm_end),
+    "dpmsolver++3m": Claims(_dpm_3m, "vp", "DPM-Solver++(3M) (spec.dpm_solver: DPM-Solver++ "
+                            "Eq. 9 integrated exactly for x̂_0 quadratic in λ through the last "
+                            "three x̂_0), solver_order 3 (1, 2: its lower orders), the order of "
+                            "each step by diffusers' rule (1, 2, then 3), lower_order_final, "
+                            "euler_at_final, final_sigmas_type", end=_dpm_end),
     "dpmsolver++2s": Claims(_dpm_2s, "vp", "DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), the "
                             "grid in pairs from its start, solver_order 1 or 2, lower_order_final, "
                             "final_sigmas_type", end=_dpm_end),
@@ -373,6 +410,10 @@ CLAIMS: dict[str, Claims] = {
                               "table, then σ = 0; noise through randn_tensor", noise=True),
     "flow_euler": Claims(_flow_euler, "flow", "Euler on the rectified-flow ODE dx/dσ = v̂ "
                          "(spec.flow) over the class's own sigmas, ending at σ = 0"),
+    "flow_unipc": Claims(_flow_unipc, "flow", "UniPC (Zhao et al. 2023) on the rectified flow, "
+                         "α = 1 − σ (use_flow_sigmas): spec.unipc on the VP table of the class's own "
+                         "σ's by spec.flow's exact map, its states x_σ = x_t/(√ᾱ + √(1 − ᾱ)); "
+                         "prediction_type flow_prediction; options as unipc; ending at σ = 0"),
     "flow_heun": Claims(lambda c, s, n: FlowHeun(euler_last=True), "flow", "Heun on the "
                         "rectified-flow ODE (Karras Algorithm 1 on dx/dσ = v̂) over the class's "
                         "own sigmas, two model calls per step (interleaved timesteps), Euler into σ = 0",

@@ -22,11 +22,13 @@ from conformance.external.methods import (
     DDPM,
     DPMSolverPP,
     DPMSolverPP2S,
+    DPMSolverPP3M,
     EDMEuler,
     EDMEulerAncestral,
     EDMHeun,
     FlowEuler,
     FlowHeun,
+    FlowUniPC,
     Method,
     UniPC,
 )
@@ -182,6 +184,10 @@ KINDS: dict[str, Kind] = {
                           "DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): first order on the "
                           "first step and into t = 0; the step function keeps the previous "
                           "x̂_0 itself (make_step is called once per run)"),
+    "dpmsolver++3m": Kind(lambda cfg: DPMSolverPP3M(), _ode_families,
+                          "DPM-Solver++(3M) (spec.dpm_solver_pp_3m_sample): step i of n of order "
+                          "min(3, i + 1, n − i), first order into t = 0; the step function keeps "
+                          "the last two x̂_0 itself (make_step is called once per run)"),
     "dpmsolver++2s": Kind(lambda cfg: DPMSolverPP2S(), _ode_families,
                           "DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), the grid in pairs: the "
                           "first step of a pair the first-order step to the intermediate time, the "
@@ -195,6 +201,9 @@ KINDS: dict[str, Kind] = {
     "flow_euler": Kind(lambda cfg: FlowEuler(), _flow_families,
                        "flow Euler x' = x + (σ_next − σ)·v̂ on the σ's of cfg's table; flow "
                        "states in and out, model(x, t) the velocity at σ_t"),
+    "flow_unipc": Kind(lambda cfg: FlowUniPC(), _flow_families,
+                       "UniPC-2, bh2, corrector on, on the σ's of cfg's table through spec.flow's "
+                       "exact VP ↔ flow map; flow states in and out, model(x, t) the velocity at σ_t"),
     "flow_heun": Kind(lambda cfg: FlowHeun(euler_last=True), _flow_families,
                       "flow Heun (Karras Algorithm 1 on dx/dσ = v̂), Euler into σ = 0; the model "
                       "called at t and at t_prev"),

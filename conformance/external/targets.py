@@ -47,6 +47,7 @@ from conformance.external.methods import (
     EDMHeun,
     FlowEuler,
     FlowHeun,
+    FlowUniPC,
     Method,
     UniPC,
 )
@@ -351,7 +352,7 @@ def eps_to_prediction(
 
 __all__ = [
     "DDIM", "DDPM", "DPMSolverPP", "DPMSolverPP2S", "DPMSolverPP3M", "EDMEuler", "EDMEulerAncestral", "EDMHeun",
-    "FLOAT32", "FLOAT64", "FLOW32", "FlowEuler", "FlowHeun", "PREDICTIONS", "UniPC", "flow_betas",
+    "FLOAT32", "FLOAT64", "FLOW32", "FlowEuler", "FlowHeun", "FlowUniPC", "PREDICTIONS", "UniPC", "flow_betas",
     "SPEC_PREDICTION", "VERDICTS", "Claim", "Family", "InvalidConfig", "Method", "OutsideSpec",
     "Predict", "Run", "Target", "Tolerance", "config_code", "eps_to_prediction", "validate_config",
 ]
