@@ -36,17 +36,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runtime.data.datasets import load_dataset  # noqa: E402
-from runtime.data.transforms import to_diffusion_range  # noqa: E402
+from runtime.data.transforms import from_diffusion_range, to_diffusion_range  # noqa: E402
 from runtime.evaluate import bound_bits_per_dim, default_bins, snap_to_grid  # noqa: E402
 from runtime.likelihood import VLB_CONVENTIONS  # noqa: E402
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference  # noqa: E402
-from runtime.plumbing.quality import capacity, draw_and_score, fit_feature_net  # noqa: E402
+from runtime.plumbing.config import SampleConfig  # noqa: E402
+from runtime.plumbing.quality import (  # noqa: E402
+    BOOTSTRAP,
+    BOOTSTRAP_SEED,
+    capacity,
+    fit_feature_net,
+    frechet_distance,
+    real_sets,
+    sample_quality,
+)
 
 OUT = ROOT / "runs" / "sweep"
 OLD_DEFAULT = "old-default"
@@ -64,6 +74,7 @@ CONST = ["--lr-schedule", "constant", "--warmup-steps", "0"]
 COS = ["--lr-schedule", "cosine", "--warmup-steps", "50"]
 PLAIN = ["--min-snr-gamma", "0", "--ema-decay", "0.995"]
 SNR = ["--min-snr-gamma", "5", "--ema-decay", "0.99"]
+UNWEIGHTED = ["--min-snr-gamma", "0", "--ema-decay", "0.99"]  # min-SNR off, the same EMA
 
 
 def flags_of(hidden: int, batch: int, lr_schedule: list[str], weighting: list[str], *,
@@ -103,6 +114,14 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
                                 "the new default: v-prediction, lr 3e-3"),
     "v-h64-b4-bs32-s2400": (flags_of(64, 32, COS, SNR, prediction="v"), [2400],
                             "v-prediction, fewer steps"),
+    # The second sweep (n = 898 figure, bits/dim on every row): min-SNR off for v, and the
+    # step counts the 3-minute estimate allows (docs/training.md, Quality per FLOP).
+    "v0-h64-b4-bs32-s2400-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [2400],
+                                 "the current default with min-SNR off (γ = 0)"),
+    "v-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR, **V3), [1500],
+                                "the current default, 1,500 steps"),
+    "v0-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1500],
+                                 "min-SNR off, 1,500 steps"),
     "snr-h64-b4-bs16-s4800": (flags_of(64, 16, COS, SNR), [4800], "min-SNR, batch 16 (an eighth)"),
     "snr-h64-b4-s800": (flags_of(64, 128, COS, SNR), [800], "cosine, min-SNR-5 weights, EMA 0.99"),
     "snr-h48-b4-s1000": (flags_of(48, 128, COS, SNR), [1000], "as above, narrower"),
@@ -184,14 +203,97 @@ def held_out_loss(model: torch.nn.Module, sched, test_x, draws: int = 8) -> floa
     return total / draws
 
 
+class SharedCalls:
+    """The network's outputs of a first pass of the bound, replayed in the same order for the
+    other conventions: the conventions differ only after the network (L_0's variance, the
+    clipping of x̂0), and with the same noise they call it on the same (x_t, t) in the same
+    order, so one pass of network calls serves all. A replayed call whose input differs from the
+    recorded one is an error, not a silent reuse."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from runtime.prediction import prediction_of
+
+        self.model, self.prediction = model, prediction_of(model)
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.replaying, self.next = False, 0
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        if not self.replaying:
+            out = self.model(x, t)
+            self.calls.append((x.clone(), torch.as_tensor(t).clone(), out))
+            return out
+        x_seen, t_seen, out = self.calls[self.next]
+        self.next += 1
+        if not (torch.equal(x, x_seen) and torch.equal(torch.as_tensor(t), t_seen)):
+            raise RuntimeError(f"call {self.next} of the bound differs from the first pass's")
+        return out
+
+    def replay(self) -> None:
+        self.replaying, self.next = True, 0
+
+
 def bits_per_dim(model: torch.nn.Module, sched, test_x) -> dict[str, float]:
     """Bits/dim of the test split in every convention of the bound, with the same noise
-    (generator seed 0) for each."""
+    (generator seed 0) for each: the network runs once per (x_t, t) (SharedCalls)."""
     x01 = snap_to_grid(test_x, default_bins("digits"), "digits test split")
     x0 = to_diffusion_range(torch.from_numpy(x01))
-    return {name: bound_bits_per_dim(sched, model, x0, torch.Generator().manual_seed(0), 256,
-                                     default_bins("digits"), name)["bits_per_dim"]
-            for name in VLB_CONVENTIONS}
+    shared, out = SharedCalls(model), {}
+    for name in VLB_CONVENTIONS:
+        out[name] = bound_bits_per_dim(sched, shared, x0, torch.Generator().manual_seed(0), 256,
+                                       default_bins("digits"), name)["bits_per_dim"]
+        shared.replay()
+    return out
+
+
+# The sampler side (`--samplers NAME`): name -> (--sampler, --steps, options of
+# runtime.sample), each drawn from the same x_T and scored like the rows. "ddim-50" is the rows'
+# own draw (DDIM, even grid = ddim_timesteps, η = 0, clipped x̂0).
+SAMPLER_ROWS: dict[str, tuple[str, int, dict]] = {
+    "ddim-50": ("ddim", 50, {}),
+    "ddim-50-noclip": ("ddim", 50, {"clip": False}),
+    "dpm-solver++-10": ("dpm-solver++", 10, {}),
+    "dpm-solver++-15": ("dpm-solver++", 15, {}),
+    "dpm-solver++-25": ("dpm-solver++", 25, {}),
+    "heun-13": ("heun", 13, {}),  # 2·13 − 1 = 25 evaluations
+}
+
+
+def draw(model: torch.nn.Module, sched, stored: dict, row: str, n: int,
+         shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """n images in [0, 1] of sampler row `row`, dispatched as runtime.sample does, x_T from
+    seed SEED (the same starting noise for every row and sampler); and the model evaluations
+    per image."""
+    from runtime.samplers import SAMPLERS, Start
+
+    sampler, steps, options = SAMPLER_ROWS[row]
+    cfg = SampleConfig(checkpoint="-", sampler=sampler, steps=steps, **options)
+    entry = SAMPLERS[sampler]
+    start = Start.of(sched, stored, cfg.sigma_max)
+    gen = torch.Generator().manual_seed(SEED)
+    x_T = torch.randn((n, *shape), generator=gen)
+    with torch.no_grad():
+        x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),
+                          start.state(entry.kind, x_T), start.grid(entry, steps, cfg.spacing),
+                          gen if entry.stochastic else None, progress=False,
+                          **{name: getattr(cfg, name) for name in entry.options})
+    return (from_diffusion_range(x0).clamp(0.0, 1.0).float().numpy(),
+            entry.evaluations(steps, sched.T))
+
+
+def samples_path(name: str, row: str) -> Path:
+    return OUT / "samples" / f"{name}--{row}.npy"
+
+
+def figure(name: str, row: str, model, sched, stored, n, shape, train_set, test_set,
+           net) -> dict:
+    """The quality figure of configuration `name` drawn with sampler row `row`; the images are
+    kept in runs/sweep/samples/ for paired comparisons (--compare)."""
+    samples01, nfe = draw(model, sched, stored, row, n, shape)
+    samples_path(name, row).parent.mkdir(parents=True, exist_ok=True)
+    np.save(samples_path(name, row), samples01)
+    q = sample_quality(samples01, train_set, test_set, net)
+    keep = ("n", "floor", "distance", "ratio", "ratio_ci", "excess", "excess_ci")
+    return {"sampler": row, "evaluations": nfe, **{k: q[k] for k in keep}}
 
 
 def score(name: str, n: int, train_set, test_set, net, bound: bool = True) -> dict:
@@ -203,8 +305,8 @@ def score(name: str, n: int, train_set, test_set, net, bound: bool = True) -> di
     batch = int(flag(flags, "--batch-size"))
     flops = step_flops(model, batch, shape)
     model.eval()
-    q = draw_and_score(model, sched, n, 50, torch.Generator().manual_seed(SEED),
-                       torch.device("cpu"), train_set, test_set, net)
+    q = figure(name, "ddim-50", model, sched, payload["config"], n, shape, train_set, test_set,
+               net)
     log_path = (OUT / arch / "train_log.json" if len(ARCHS[arch][1]) == 1
                 else path.with_suffix(".json"))
     log = json.loads(log_path.read_text())
@@ -213,13 +315,48 @@ def score(name: str, n: int, train_set, test_set, net, bound: bool = True) -> di
         "steps": steps,
         "batch_size": batch, "params": sum(p.numel() for p in model.parameters()),
         "step_gflop": flops / 1e9, "train_tflop": flops * steps / 1e12, "weights": weights,
-        "n": q["n"], "floor": q["floor"], "distance": q["distance"], "ratio": q["ratio"],
-        "ratio_ci": q["ratio_ci"], "excess": q["excess"], "excess_ci": q["excess_ci"],
-        "quality_seconds": q["seconds"], "sampling_seed": SEED,
+        **{k: q[k] for k in ("n", "floor", "distance", "ratio", "ratio_ci", "excess",
+                             "excess_ci")},
+        "sampling_seed": SEED,
         "final_loss": log["curve"][-1]["loss"] if log.get("curve") else None,
         "held_out_eps_mse": held_out_loss(model, sched, test_set.x),
         "bits_per_dim": bits_per_dim(model, sched, test_set.x) if bound else None,
     }
+
+
+def score_samplers(name: str, n: int, train_set, test_set, net) -> dict[str, dict]:
+    """Every SAMPLER_ROWS entry on configuration `name`'s checkpoint."""
+    arch, steps = CONFIGS[name]
+    path = stage_path(arch, steps)
+    payload = load_checkpoint(path)
+    model, sched, derived, _ = restore_for_inference(payload, path, torch.device("cpu"))
+    shape = tuple(derived["image_shape"])
+    return {row: figure(name, row, model, sched, payload["config"], n, shape, train_set,
+                        test_set, net) for row in SAMPLER_ROWS}
+
+
+def paired_difference(a: str, b: str, train_set, test_set, net,
+                      replicates: int = BOOTSTRAP) -> dict:
+    """d²(G_a, R) − d²(G_b, R) of two kept sample sets (NAME--ROW) ÷ the floor, with a paired
+    95 % percentile bootstrap interval: each replicate draws one index set for both generated
+    sets (they start from the same x_T, so image i of one pairs with image i of the other) and
+    one for R, shared by both distances, so the noise of R and of x_T, common to both figures,
+    cancels instead of widening the interval as two separate intervals do."""
+    f_a, f_b = (net.features(np.load(OUT / "samples" / f"{k}.npy")) for k in (a, b))
+    n = len(f_a)
+    reference, second = real_sets(train_set, test_set, n)
+    f_ref, floor = net.features(reference), frechet_distance(net.features(second),
+                                                              net.features(reference))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    diffs = np.empty(replicates)
+    for i in range(replicates):
+        g, r = rng.integers(0, n, n), rng.integers(0, n, n)
+        diffs[i] = frechet_distance(f_a[g], f_ref[r]) - frechet_distance(f_b[g], f_ref[r])
+    low, high = np.percentile(diffs, [2.5, 97.5]) / floor
+    d = (frechet_distance(f_a, f_ref) - frechet_distance(f_b, f_ref)) / floor
+    return {"a": a, "b": b, "n": n, "ratio_difference": float(d),
+            "ratio_difference_ci": [float(low), float(high)], "replicates": replicates,
+            "separated": bool(low > 0 or high < 0)}
 
 
 FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
@@ -285,6 +422,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sampler_markdown(name: str, rows: dict[str, dict]) -> str:
+    lines = [f"| sampler on `{name}` | model evaluations | ÷ floor, n = "
+             f"{next(iter(rows.values()))['n']} (95 % CI) |", "|---|---:|---:|"]
+    for row, r in rows.items():
+        low, high = r["ratio_ci"]
+        lines.append(f"| `{row}` | {r['evaluations']} | {r['ratio']:.2f} ({low:.2f}–{high:.2f}) |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS),
@@ -297,10 +443,15 @@ def main() -> int:
                         help="images per quality figure (default: as many as two disjoint real "
                              "sets allow, 898 for the digits)")
     parser.add_argument("--no-bound", action="store_true",
-                        help="skip the bits/dim of each row (2 × 1,000 model calls per image)")
+                        help="skip the bits/dim of each row (1,000 model calls per test image)")
+    parser.add_argument("--samplers", choices=sorted(CONFIGS), metavar="NAME",
+                        help="score every SAMPLER_ROWS entry on this trained configuration")
+    parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
+                        help="paired bootstrap of two kept sample sets, NAME--SAMPLER_ROW "
+                             "(e.g. old-default--ddim-50); repeatable")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "sweep.png"))
     args = parser.parse_args()
-    names = args.only or list(CONFIGS)
+    names = args.only or ([] if args.samplers or args.compare else list(CONFIGS))
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -325,6 +476,22 @@ def main() -> int:
               f"floor {r['floor']:.3f}, n = {r['n']}), bits/dim {r['bits_per_dim']}", flush=True)
         results_path.write_text(json.dumps(results, indent=1))
     if args.train_only:
+        return 0
+    if args.samplers:
+        found = score_samplers(args.samplers, n, train_set, test_set, net)
+        (OUT / "samplers.json").write_text(json.dumps({"configuration": args.samplers,
+                                                       "rows": found}, indent=1))
+        print(sampler_markdown(args.samplers, found))
+    for a, b in args.compare or []:
+        pairs_path = OUT / "paired.json"
+        pairs = json.loads(pairs_path.read_text()) if pairs_path.is_file() else {}
+        pairs[f"{a} vs {b}"] = found = paired_difference(a, b, train_set, test_set, net)
+        pairs_path.write_text(json.dumps(pairs, indent=1))
+        low, high = found["ratio_difference_ci"]
+        print(f"{a} − {b}: {found['ratio_difference']:+.3f}× the floor (paired 95 % CI "
+              f"{low:+.3f}…{high:+.3f}, n = {found['n']}, B = {found['replicates']}): "
+              f"{'separated' if found['separated'] else 'not separated'}")
+    if not names:
         return 0
     rows = [results[k] for k in CONFIGS if k in results]
     plot(rows, Path(args.plot))
