@@ -49,18 +49,18 @@ from runtime.likelihood import VLB_CONVENTIONS  # noqa: E402
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference  # noqa: E402
 from runtime.plumbing.config import SampleConfig  # noqa: E402
 from runtime.plumbing.quality import (  # noqa: E402
-    BOOTSTRAP,
-    BOOTSTRAP_SEED,
     capacity,
     fit_feature_net,
     frechet_distance,
+    paired_difference,
     real_sets,
     sample_quality,
 )
 
 OUT = ROOT / "runs" / "sweep"
 OLD_DEFAULT = "old-default"
-NEW_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` runs since this sweep
+FIRST_SWEEP_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` ran after the first sweep
+NEW_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` runs since the second sweep
 SEED = 1  # the sampling seed of the quality figure
 
 # name -> (train flags without --steps, step counts to score at, what it tries). Without a
@@ -335,72 +335,64 @@ def score_samplers(name: str, n: int, train_set, test_set, net) -> dict[str, dic
                         test_set, net) for row in SAMPLER_ROWS}
 
 
-def paired_difference(a: str, b: str, train_set, test_set, net,
-                      replicates: int = BOOTSTRAP) -> dict:
-    """d²(G_a, R) − d²(G_b, R) of two kept sample sets (NAME--ROW) ÷ the floor, with a paired
-    95 % percentile bootstrap interval: each replicate draws one index set for both generated
-    sets (they start from the same x_T, so image i of one pairs with image i of the other) and
-    one for R, shared by both distances, so the noise of R and of x_T, common to both figures,
-    cancels instead of widening the interval as two separate intervals do."""
+def compare(a: str, b: str, train_set, test_set, net) -> dict:
+    """runtime.plumbing.quality.paired_difference of two kept sample sets (NAME--ROW)."""
     f_a, f_b = (net.features(np.load(OUT / "samples" / f"{k}.npy")) for k in (a, b))
-    n = len(f_a)
-    reference, second = real_sets(train_set, test_set, n)
-    f_ref, floor = net.features(reference), frechet_distance(net.features(second),
-                                                              net.features(reference))
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    diffs = np.empty(replicates)
-    for i in range(replicates):
-        g, r = rng.integers(0, n, n), rng.integers(0, n, n)
-        diffs[i] = frechet_distance(f_a[g], f_ref[r]) - frechet_distance(f_b[g], f_ref[r])
-    low, high = np.percentile(diffs, [2.5, 97.5]) / floor
-    d = (frechet_distance(f_a, f_ref) - frechet_distance(f_b, f_ref)) / floor
-    return {"a": a, "b": b, "n": n, "ratio_difference": float(d),
-            "ratio_difference_ci": [float(low), float(high)], "replicates": replicates,
-            "separated": bool(low > 0 or high < 0)}
+    reference, second = real_sets(train_set, test_set, len(f_a))
+    f_ref = net.features(reference)
+    return {"a": a, "b": b, **paired_difference(f_a, f_b, f_ref,
+                                                 frechet_distance(net.features(second), f_ref))}
 
 
 FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
-                "v": ("D", "tab:purple")}
+                "v": ("D", "tab:purple"), "v0": ("P", "tab:brown")}
+STARS = {OLD_DEFAULT: "crimson", FIRST_SWEEP_DEFAULT: "darkorange", NEW_DEFAULT: "gold"}
+BOUND_GOAL = 3.8  # bits/dim: the new default's bound may be no worse (issue 22, item 3)
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Left: quality against training compute. Right: the trade-off, bits/dim of the test split
+    (both conventions) against quality, for the rows that have a bound."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
-    budget = rows[0]["train_tflop"] / 3 if rows and rows[0]["name"] == OLD_DEFAULT else None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4), dpi=110)
     for r in rows:
-        old, new = r["name"] == OLD_DEFAULT, r["name"] == NEW_DEFAULT
-        large = old or new  # both defaults: a large star
-        family = r["name"].split("-")[0]
-        marker, color = FAMILY_STYLE.get(family, FAMILY_STYLE["h64"])
-        style = dict(marker="*" if large else marker,
-                     color="crimson" if old else "gold" if new else color, zorder=3)
-        x = r["train_tflop"]
+        large = r["name"] in STARS  # the defaults: a large star
+        marker, color = FAMILY_STYLE.get(r["name"].split("-")[0], FAMILY_STYLE["h64"])
+        style = dict(marker="*" if large else marker, color=STARS.get(r["name"], color),
+                     zorder=3, ms=11 if large else 6, capsize=3, mec="k" if large else color)
         low, high = r["ratio_ci"]
-        left.errorbar(x, r["ratio"], yerr=[[r["ratio"] - low], [high - r["ratio"]]],
-                      ms=9 if large else 6, capsize=3, **style)
-        right.scatter(x, r["held_out_eps_mse"], s=70 if large else 36, **style)
-        right.annotate(r["name"], (x, r["held_out_eps_mse"]), textcoords="offset points",
-                       xytext=(5, 3), fontsize=6)
-    for ax in (left, right):
-        if budget:
-            ax.axvline(budget, color="gray", ls="--", lw=1)
-        ax.set_xlabel("training compute (TFLOP of model FLOPs, forward + backward)")
-        ax.grid(alpha=0.3)
-    left.axhline(1.0, color="gray", lw=0.8)
-    left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
+        err = [[r["ratio"] - low], [high - r["ratio"]]]
+        left.errorbar(r["train_tflop"], r["ratio"], yerr=err, **style)
+        left.annotate(r["name"], (r["train_tflop"], r["ratio"]), textcoords="offset points",
+                      xytext=(5, 3), fontsize=6)
+        bpd = r.get("bits_per_dim") or {}
+        for convention, fill in (("reference-code", None), ("beta-1", "none")):
+            if convention in bpd:
+                right.errorbar(r["ratio"], bpd[convention], xerr=err,
+                               **{**style, "mfc": fill or style["color"]})
+        if bpd:
+            right.annotate(r["name"], (r["ratio"], bpd["reference-code"]),
+                           textcoords="offset points", xytext=(5, -9), fontsize=6)
     n = rows[0]["n"] if rows else 0
+    left.set_xlabel("training compute (TFLOP of model FLOPs, forward + backward)")
+    left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
     left.set_title(f"sample quality: n = {n} generated vs {n} real digits, one sampling seed;\n"
                    "bars: 95 % bootstrap interval (B = 1000)", fontsize=8)
-    right.set_ylabel("held-out ε-MSE (test split)")
-    right.set_title("held-out loss of the EMA weights", fontsize=8)
-    fig.suptitle("digits: quality against training compute (lower is better). Red star: the "
-                 "old default, gold star: the new one; circles: constant lr; squares: cosine lr;"
-                 "\ntriangles: cosine lr + min-SNR-5 + EMA 0.99; diamonds: the same with "
-                 "v-prediction; dashed: a third of the old default's compute", fontsize=8)
+    right.axhline(BOUND_GOAL, color="gray", ls="--", lw=1)
+    right.set_xlabel("Fréchet distance ÷ floor (bars: 95 % interval)")
+    right.set_ylabel("bits/dim of the 297 test digits (17 bins)")
+    right.set_title("the trade-off: filled = reference-code convention, open = beta-1;\n"
+                    f"dashed: the goal, {BOUND_GOAL} bits/dim", fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle("digits, lower is better on every axis. Stars: the defaults (red: before the "
+                 "first sweep, orange: chosen by the first sweep, gold: chosen by this one);\n"
+                 "diamonds: v-prediction with min-SNR-5; plus signs: v without min-SNR",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -485,11 +477,12 @@ def main() -> int:
     for a, b in args.compare or []:
         pairs_path = OUT / "paired.json"
         pairs = json.loads(pairs_path.read_text()) if pairs_path.is_file() else {}
-        pairs[f"{a} vs {b}"] = found = paired_difference(a, b, train_set, test_set, net)
+        pairs[f"{a} vs {b}"] = found = compare(a, b, train_set, test_set, net)
         pairs_path.write_text(json.dumps(pairs, indent=1))
         low, high = found["ratio_difference_ci"]
         print(f"{a} − {b}: {found['ratio_difference']:+.3f}× the floor (paired 95 % CI "
-              f"{low:+.3f}…{high:+.3f}, n = {found['n']}, B = {found['replicates']}): "
+              f"{low:+.3f}…{high:+.3f}, n = {found['n']}, B = "
+              f"{found['bootstrap']['replicates']}): "
               f"{'separated' if found['separated'] else 'not separated'}")
     if not names:
         return 0
