@@ -75,6 +75,7 @@ COS = ["--lr-schedule", "cosine", "--warmup-steps", "50"]
 PLAIN = ["--min-snr-gamma", "0", "--ema-decay", "0.995"]
 SNR = ["--min-snr-gamma", "5", "--ema-decay", "0.99"]
 UNWEIGHTED = ["--min-snr-gamma", "0", "--ema-decay", "0.99"]  # min-SNR off, the same EMA
+SNR20 = ["--min-snr-gamma", "20", "--ema-decay", "0.99"]  # between the two
 
 
 def flags_of(hidden: int, batch: int, lr_schedule: list[str], weighting: list[str], *,
@@ -122,6 +123,8 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
                                 "the current default, 1,500 steps"),
     "v0-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1500],
                                  "min-SNR off, 1,500 steps"),
+    "v20-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR20, **V3), [1500],
+                                  "min-SNR-20, 1,500 steps"),
     "snr-h64-b4-bs16-s4800": (flags_of(64, 16, COS, SNR), [4800], "min-SNR, batch 16 (an eighth)"),
     "snr-h64-b4-s800": (flags_of(64, 128, COS, SNR), [800], "cosine, min-SNR-5 weights, EMA 0.99"),
     "snr-h48-b4-s1000": (flags_of(48, 128, COS, SNR), [1000], "as above, narrower"),
@@ -345,7 +348,8 @@ def compare(a: str, b: str, train_set, test_set, net) -> dict:
 
 
 FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
-                "v": ("D", "tab:purple"), "v0": ("P", "tab:brown")}
+                "v": ("D", "tab:purple"), "v0": ("P", "tab:brown"),
+                "v20": ("X", "tab:pink")}
 STARS = {OLD_DEFAULT: "crimson", FIRST_SWEEP_DEFAULT: "darkorange", NEW_DEFAULT: "gold"}
 BOUND_GOAL = 3.8  # bits/dim: the new default's bound may be no worse (issue 22, item 3)
 
@@ -391,26 +395,41 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle("digits, lower is better on every axis. Stars: the defaults (red: before the "
                  "first sweep, orange: chosen by the first sweep, gold: chosen by this one);\n"
-                 "diamonds: v-prediction with min-SNR-5; plus signs: v without min-SNR",
+                 "diamonds: v-prediction with min-SNR-5; crosses: min-SNR-20; plus signs: v without "
+                 "min-SNR",
                  fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
 
+# The 3-minute estimate of `python -m runtime.train` for a batch-32 recipe: the first sweep's
+# default measured on the quiet 2-core AMD EPYC with AVX2 (torch 2.13.0 CPU): 246 s for 2,400
+# steps at 12.0 steps/s, i.e. 200 s of steps + 46 s of start-up, pictures and the 898-sample
+# figure. Other batch sizes run at other rates per FLOP and get no estimate.
+QUIET_STEPS_PER_S, QUIET_OVERHEAD_S, QUIET_BATCH = 12.0, 46.0, 32
+
+
+def estimated_seconds(r: dict) -> float | None:
+    if r["batch_size"] != QUIET_BATCH:
+        return None
+    return QUIET_OVERHEAD_S + r["steps"] / QUIET_STEPS_PER_S
+
+
 def markdown(rows: list[dict]) -> str:
     n = rows[0]["n"] if rows else 0
     names = list(VLB_CONVENTIONS)
-    lines = ["| configuration | what | steps | batch | GFLOP/step | TFLOP | held-out ε-MSE | "
+    lines = ["| configuration | what | steps | batch | TFLOP | est. quiet s | held-out ε-MSE | "
              f"÷ floor, n = {n} (95 % CI) | "
              + " | ".join(f"bits/dim ({c})" for c in names) + " |",
              "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names)]
     for r in rows:
         low, high = r["ratio_ci"]
         bpd = r.get("bits_per_dim") or {}
+        seconds = estimated_seconds(r)
         lines.append(f"| `{r['name']}` | {r['what']} | {r['steps']} | {r['batch_size']} | "
-                     f"{r['step_gflop']:.2f} | {r['train_tflop']:.1f} | "
+                     f"{r['train_tflop']:.1f} | {'–' if seconds is None else f'{seconds:.0f}'} | "
                      f"{r['held_out_eps_mse']:.4f} | {r['ratio']:.2f} ({low:.2f}–{high:.2f}) | "
-                     + " | ".join(f"{bpd[c]:.3f}" if c in bpd else "–" for c in names) + " |")
+                     + " | ".join(f"{bpd[c]:.2f}" if c in bpd else "–" for c in names) + " |")
     return "\n".join(lines)
 
 
