@@ -60,7 +60,7 @@ from runtime.plumbing.quality import (  # noqa: E402
 OUT = ROOT / "runs" / "sweep"
 OLD_DEFAULT = "old-default"
 FIRST_SWEEP_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` ran after the first sweep
-NEW_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` runs since the second sweep
+NEW_DEFAULT = "v0-h64-b4-bs32-s1500-lr3"  # what `make train` runs since the second sweep
 SEED = 1  # the sampling seed of the quality figure
 
 # name -> (train flags without --steps, step counts to score at, what it tries). Without a
@@ -112,7 +112,7 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     "v-h64-b4-bs32-s2200-lr3": (flags_of(64, 32, COS, SNR, **V3), [2200],
                                 "v-prediction, lr 3e-3, fewer steps"),
     "v-h64-b4-bs32-s2400-lr3": (flags_of(64, 32, COS, SNR, **V3), [2400],
-                                "the new default: v-prediction, lr 3e-3"),
+                                "the first sweep's default: v-prediction, lr 3e-3"),
     "v-h64-b4-bs32-s2400": (flags_of(64, 32, COS, SNR, prediction="v"), [2400],
                             "v-prediction, fewer steps"),
     # The second sweep (n = 898 figure, bits/dim on every row): min-SNR off for v, and the
@@ -122,7 +122,7 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     "v-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR, **V3), [1500],
                                 "the current default, 1,500 steps"),
     "v0-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1500],
-                                 "min-SNR off, 1,500 steps"),
+                                 "the new default: min-SNR off, 1,500 steps"),
     "v20-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR20, **V3), [1500],
                                   "min-SNR-20, 1,500 steps"),
     "snr-h64-b4-bs16-s4800": (flags_of(64, 16, COS, SNR), [4800], "min-SNR, batch 16 (an eighth)"),
