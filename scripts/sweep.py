@@ -118,9 +118,9 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     # The second sweep (n = 898 figure, bits/dim on every row): min-SNR off for v, and the
     # step counts the 3-minute estimate allows (docs/training.md, Quality per FLOP).
     "v0-h64-b4-bs32-s2400-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [2400],
-                                 "the current default with min-SNR off (γ = 0)"),
+                                 "the first sweep's default with min-SNR off (γ = 0)"),
     "v-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR, **V3), [1500],
-                                "the current default, 1,500 steps"),
+                                "the first sweep's default (min-SNR-5), 1,500 steps"),
     "v0-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1500],
                                  "the new default: min-SNR off, 1,500 steps"),
     "v20-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR20, **V3), [1500],
