@@ -7,20 +7,26 @@ For every configuration below this script
      continues where it stopped),
   2. counts the model FLOPs of one training step (forward + backward of the batch, by
      torch.utils.flop_counter) and multiplies by the number of steps,
-  3. draws images from the EMA weights (DDIM, 50 steps, η = 0, clipped x̂0) and scores them
-     with runtime.plumbing.quality: n = 898 generated digits against a real reference set of
-     898, ÷ the real-vs-real floor, with its 95 % bootstrap interval (B = 1000, seed 0), one
-     sampling seed; computes the held-out ε-MSE with the same (t, ε) draws for every
-     configuration, and the bits/dim of the test split in both conventions of the bound
-     (runtime.likelihood.VLB_CONVENTIONS, the same noise for both; --no-bound skips them, the
-     bound costs 2 × 1,000 model calls per test image),
+  3. draws images from the EMA weights (DDIM, 50 steps, η = 0, clipped x̂0; x_T from sampling
+     seed 1) and scores them with runtime.plumbing.quality: n = 898 generated digits against a
+     real reference set of 898, ÷ the real-vs-real floor, with its 95 % bootstrap interval
+     (B = 1000, seed 0); keeps the images in runs/sweep/samples/; computes the held-out ε-MSE
+     with the same (t, ε) draws for every configuration, and the bits/dim of the test split in
+     both conventions of the bound (runtime.likelihood.VLB_CONVENTIONS, the same noise for both,
+     one pass of 1,000 model calls per test image serving both: SharedCalls; --no-bound skips
+     them),
 
 then writes runs/sweep/results.json, the plot docs/sweep.png (quality against training TFLOP,
-the old default marked) and prints docs/training.md's table in Markdown.
+and bits/dim against quality) and prints docs/training.md's table in Markdown. Two more jobs:
+--samplers NAME scores every SAMPLER_ROWS entry (DDIM with and without clipping,
+DPM-Solver++(2M), Heun) on one trained configuration from the same x_T, and --compare A B runs
+runtime.plumbing.quality.paired_difference on two kept image sets (NAME--SAMPLER_ROW).
 
     python scripts/sweep.py                 # every configuration
     python scripts/sweep.py --only h32-b4-s3000   # some of them (repeat --only)
     python scripts/sweep.py --score-only    # re-score the trained ones, train nothing
+    python scripts/sweep.py --samplers v0-h64-b4-bs32-s1500-lr3
+    python scripts/sweep.py --compare old-default--ddim-50 v-h64-b4-bs32-s2400-lr3--ddim-50
 
 Wall time depends on the machine; the FLOPs and the figures do not (training is bit-exact for a
 given seed and machine kind).
