@@ -393,8 +393,8 @@ def plot(rows: list[dict], path: Path) -> None:
     if gflop:  # the most TFLOP of a batch-32 recipe the 3-minute estimate allows
         left.axvline((180 - QUIET_OVERHEAD_S) * QUIET_STEPS_PER_S * gflop / 1e3, color="gray",
                      ls="--", lw=1)
-    left.set_xlabel("training compute (TFLOP of model FLOPs, forward + backward); dashed: the "
-                    "3-minute estimate at batch 32", fontsize=8)
+    left.set_xlabel("training TFLOP (model FLOPs, forward + backward);\ndashed: the 3-minute "
+                    "estimate at batch 32", fontsize=8)
     left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
     left.set_title(f"sample quality: n = {n} generated vs {n} real digits, one sampling seed;\n"
                    "bars: 95 % bootstrap interval (B = 1000)", fontsize=8)
