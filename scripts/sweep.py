@@ -7,20 +7,26 @@ For every configuration below this script
      continues where it stopped),
   2. counts the model FLOPs of one training step (forward + backward of the batch, by
      torch.utils.flop_counter) and multiplies by the number of steps,
-  3. draws images from the EMA weights (DDIM, 50 steps, η = 0, clipped x̂0) and scores them
-     with runtime.plumbing.quality: n = 898 generated digits against a real reference set of
-     898, ÷ the real-vs-real floor, with its 95 % bootstrap interval (B = 1000, seed 0), one
-     sampling seed; computes the held-out ε-MSE with the same (t, ε) draws for every
-     configuration, and the bits/dim of the test split in both conventions of the bound
-     (runtime.likelihood.VLB_CONVENTIONS, the same noise for both; --no-bound skips them, the
-     bound costs 2 × 1,000 model calls per test image),
+  3. draws images from the EMA weights (DDIM, 50 steps, η = 0, clipped x̂0; x_T from sampling
+     seed 1) and scores them with runtime.plumbing.quality: n = 898 generated digits against a
+     real reference set of 898, ÷ the real-vs-real floor, with its 95 % bootstrap interval
+     (B = 1000, seed 0); keeps the images in runs/sweep/samples/; computes the held-out ε-MSE
+     with the same (t, ε) draws for every configuration, and the bits/dim of the test split in
+     both conventions of the bound (runtime.likelihood.VLB_CONVENTIONS, the same noise for both,
+     one pass of 1,000 model calls per test image serving both: SharedCalls; --no-bound skips
+     them),
 
 then writes runs/sweep/results.json, the plot docs/sweep.png (quality against training TFLOP,
-the old default marked) and prints docs/training.md's table in Markdown.
+and bits/dim against quality) and prints docs/training.md's table in Markdown. Two more jobs:
+--samplers NAME scores every SAMPLER_ROWS entry (DDIM with and without clipping,
+DPM-Solver++(2M), Heun) on one trained configuration from the same x_T, and --compare A B runs
+runtime.plumbing.quality.paired_difference on two kept image sets (NAME--SAMPLER_ROW).
 
     python scripts/sweep.py                 # every configuration
     python scripts/sweep.py --only h32-b4-s3000   # some of them (repeat --only)
     python scripts/sweep.py --score-only    # re-score the trained ones, train nothing
+    python scripts/sweep.py --samplers v0-h64-b4-bs32-s1500-lr3
+    python scripts/sweep.py --compare old-default--ddim-50 v-h64-b4-bs32-s2400-lr3--ddim-50
 
 Wall time depends on the machine; the FLOPs and the figures do not (training is bit-exact for a
 given seed and machine kind).
@@ -36,21 +42,31 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runtime.data.datasets import load_dataset  # noqa: E402
-from runtime.data.transforms import to_diffusion_range  # noqa: E402
+from runtime.data.transforms import from_diffusion_range, to_diffusion_range  # noqa: E402
 from runtime.evaluate import bound_bits_per_dim, default_bins, snap_to_grid  # noqa: E402
 from runtime.likelihood import VLB_CONVENTIONS  # noqa: E402
 from runtime.plumbing.checkpoint import load_checkpoint, restore_for_inference  # noqa: E402
-from runtime.plumbing.quality import capacity, draw_and_score, fit_feature_net  # noqa: E402
+from runtime.plumbing.config import SampleConfig  # noqa: E402
+from runtime.plumbing.quality import (  # noqa: E402
+    capacity,
+    fit_feature_net,
+    frechet_distance,
+    paired_difference,
+    real_sets,
+    sample_quality,
+)
 
 OUT = ROOT / "runs" / "sweep"
 OLD_DEFAULT = "old-default"
-NEW_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` runs since this sweep
+FIRST_SWEEP_DEFAULT = "v-h64-b4-bs32-s2400-lr3"  # what `make train` ran after the first sweep
+NEW_DEFAULT = "v0-h64-b4-bs32-s1500-lr3"  # what `make train` runs since the second sweep
 SEED = 1  # the sampling seed of the quality figure
 
 # name -> (train flags without --steps, step counts to score at, what it tries). Without a
@@ -64,6 +80,8 @@ CONST = ["--lr-schedule", "constant", "--warmup-steps", "0"]
 COS = ["--lr-schedule", "cosine", "--warmup-steps", "50"]
 PLAIN = ["--min-snr-gamma", "0", "--ema-decay", "0.995"]
 SNR = ["--min-snr-gamma", "5", "--ema-decay", "0.99"]
+UNWEIGHTED = ["--min-snr-gamma", "0", "--ema-decay", "0.99"]  # min-SNR off, the same EMA
+SNR20 = ["--min-snr-gamma", "20", "--ema-decay", "0.99"]  # between the two
 
 
 def flags_of(hidden: int, batch: int, lr_schedule: list[str], weighting: list[str], *,
@@ -100,9 +118,19 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     "v-h64-b4-bs32-s2200-lr3": (flags_of(64, 32, COS, SNR, **V3), [2200],
                                 "v-prediction, lr 3e-3, fewer steps"),
     "v-h64-b4-bs32-s2400-lr3": (flags_of(64, 32, COS, SNR, **V3), [2400],
-                                "the new default: v-prediction, lr 3e-3"),
+                                "the first sweep's default: v-prediction, lr 3e-3"),
     "v-h64-b4-bs32-s2400": (flags_of(64, 32, COS, SNR, prediction="v"), [2400],
                             "v-prediction, fewer steps"),
+    # The second sweep (n = 898 figure, bits/dim on every row): min-SNR off for v, and the
+    # step counts the 3-minute estimate allows (docs/training.md, Quality per FLOP).
+    "v0-h64-b4-bs32-s2400-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [2400],
+                                 "the first sweep's default with min-SNR off (γ = 0)"),
+    "v-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR, **V3), [1500],
+                                "the first sweep's default (min-SNR-5), 1,500 steps"),
+    "v0-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1500],
+                                 "the new default: min-SNR off, 1,500 steps"),
+    "v20-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR20, **V3), [1500],
+                                  "min-SNR-20, 1,500 steps"),
     "snr-h64-b4-bs16-s4800": (flags_of(64, 16, COS, SNR), [4800], "min-SNR, batch 16 (an eighth)"),
     "snr-h64-b4-s800": (flags_of(64, 128, COS, SNR), [800], "cosine, min-SNR-5 weights, EMA 0.99"),
     "snr-h48-b4-s1000": (flags_of(48, 128, COS, SNR), [1000], "as above, narrower"),
@@ -184,14 +212,97 @@ def held_out_loss(model: torch.nn.Module, sched, test_x, draws: int = 8) -> floa
     return total / draws
 
 
+class SharedCalls:
+    """The network's outputs of a first pass of the bound, replayed in the same order for the
+    other conventions: the conventions differ only after the network (L_0's variance, the
+    clipping of x̂0), and with the same noise they call it on the same (x_t, t) in the same
+    order, so one pass of network calls serves all. A replayed call whose input differs from the
+    recorded one is an error, not a silent reuse."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from runtime.prediction import prediction_of
+
+        self.model, self.prediction = model, prediction_of(model)
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.replaying, self.next = False, 0
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        if not self.replaying:
+            out = self.model(x, t)
+            self.calls.append((x.clone(), torch.as_tensor(t).clone(), out))
+            return out
+        x_seen, t_seen, out = self.calls[self.next]
+        self.next += 1
+        if not (torch.equal(x, x_seen) and torch.equal(torch.as_tensor(t), t_seen)):
+            raise RuntimeError(f"call {self.next} of the bound differs from the first pass's")
+        return out
+
+    def replay(self) -> None:
+        self.replaying, self.next = True, 0
+
+
 def bits_per_dim(model: torch.nn.Module, sched, test_x) -> dict[str, float]:
     """Bits/dim of the test split in every convention of the bound, with the same noise
-    (generator seed 0) for each."""
+    (generator seed 0) for each: the network runs once per (x_t, t) (SharedCalls)."""
     x01 = snap_to_grid(test_x, default_bins("digits"), "digits test split")
     x0 = to_diffusion_range(torch.from_numpy(x01))
-    return {name: bound_bits_per_dim(sched, model, x0, torch.Generator().manual_seed(0), 256,
-                                     default_bins("digits"), name)["bits_per_dim"]
-            for name in VLB_CONVENTIONS}
+    shared, out = SharedCalls(model), {}
+    for name in VLB_CONVENTIONS:
+        out[name] = bound_bits_per_dim(sched, shared, x0, torch.Generator().manual_seed(0), 256,
+                                       default_bins("digits"), name)["bits_per_dim"]
+        shared.replay()
+    return out
+
+
+# The sampler side (`--samplers NAME`): name -> (--sampler, --steps, options of
+# runtime.sample), each drawn from the same x_T and scored like the rows. "ddim-50" is the rows'
+# own draw (DDIM, even grid = ddim_timesteps, η = 0, clipped x̂0).
+SAMPLER_ROWS: dict[str, tuple[str, int, dict]] = {
+    "ddim-50": ("ddim", 50, {}),
+    "ddim-50-noclip": ("ddim", 50, {"clip": False}),
+    "dpm-solver++-10": ("dpm-solver++", 10, {}),
+    "dpm-solver++-15": ("dpm-solver++", 15, {}),
+    "dpm-solver++-25": ("dpm-solver++", 25, {}),
+    "heun-13": ("heun", 13, {}),  # 2·13 − 1 = 25 evaluations
+}
+
+
+def draw(model: torch.nn.Module, sched, stored: dict, row: str, n: int,
+         shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """n images in [0, 1] of sampler row `row`, dispatched as runtime.sample does, x_T from
+    seed SEED (the same starting noise for every row and sampler); and the model evaluations
+    per image."""
+    from runtime.samplers import SAMPLERS, Start
+
+    sampler, steps, options = SAMPLER_ROWS[row]
+    cfg = SampleConfig(checkpoint="-", sampler=sampler, steps=steps, **options)
+    entry = SAMPLERS[sampler]
+    start = Start.of(sched, stored, cfg.sigma_max)
+    gen = torch.Generator().manual_seed(SEED)
+    x_T = torch.randn((n, *shape), generator=gen)
+    with torch.no_grad():
+        x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),
+                          start.state(entry.kind, x_T), start.grid(entry, steps, cfg.spacing),
+                          gen if entry.stochastic else None, progress=False,
+                          **{name: getattr(cfg, name) for name in entry.options})
+    return (from_diffusion_range(x0).clamp(0.0, 1.0).float().numpy(),
+            entry.evaluations(steps, sched.T))
+
+
+def samples_path(name: str, row: str) -> Path:
+    return OUT / "samples" / f"{name}--{row}.npy"
+
+
+def figure(name: str, row: str, model, sched, stored, n, shape, train_set, test_set,
+           net) -> dict:
+    """The quality figure of configuration `name` drawn with sampler row `row`; the images are
+    kept in runs/sweep/samples/ for paired comparisons (--compare)."""
+    samples01, nfe = draw(model, sched, stored, row, n, shape)
+    samples_path(name, row).parent.mkdir(parents=True, exist_ok=True)
+    np.save(samples_path(name, row), samples01)
+    q = sample_quality(samples01, train_set, test_set, net)
+    keep = ("n", "floor", "distance", "ratio", "ratio_ci", "excess", "excess_ci")
+    return {"sampler": row, "evaluations": nfe, **{k: q[k] for k in keep}}
 
 
 def score(name: str, n: int, train_set, test_set, net, bound: bool = True) -> dict:
@@ -203,8 +314,8 @@ def score(name: str, n: int, train_set, test_set, net, bound: bool = True) -> di
     batch = int(flag(flags, "--batch-size"))
     flops = step_flops(model, batch, shape)
     model.eval()
-    q = draw_and_score(model, sched, n, 50, torch.Generator().manual_seed(SEED),
-                       torch.device("cpu"), train_set, test_set, net)
+    q = figure(name, "ddim-50", model, sched, payload["config"], n, shape, train_set, test_set,
+               net)
     log_path = (OUT / arch / "train_log.json" if len(ARCHS[arch][1]) == 1
                 else path.with_suffix(".json"))
     log = json.loads(log_path.read_text())
@@ -213,75 +324,133 @@ def score(name: str, n: int, train_set, test_set, net, bound: bool = True) -> di
         "steps": steps,
         "batch_size": batch, "params": sum(p.numel() for p in model.parameters()),
         "step_gflop": flops / 1e9, "train_tflop": flops * steps / 1e12, "weights": weights,
-        "n": q["n"], "floor": q["floor"], "distance": q["distance"], "ratio": q["ratio"],
-        "ratio_ci": q["ratio_ci"], "excess": q["excess"], "excess_ci": q["excess_ci"],
-        "quality_seconds": q["seconds"], "sampling_seed": SEED,
+        **{k: q[k] for k in ("n", "floor", "distance", "ratio", "ratio_ci", "excess",
+                             "excess_ci")},
+        "sampling_seed": SEED,
         "final_loss": log["curve"][-1]["loss"] if log.get("curve") else None,
         "held_out_eps_mse": held_out_loss(model, sched, test_set.x),
         "bits_per_dim": bits_per_dim(model, sched, test_set.x) if bound else None,
     }
 
 
+def score_samplers(name: str, n: int, train_set, test_set, net) -> dict[str, dict]:
+    """Every SAMPLER_ROWS entry on configuration `name`'s checkpoint."""
+    arch, steps = CONFIGS[name]
+    path = stage_path(arch, steps)
+    payload = load_checkpoint(path)
+    model, sched, derived, _ = restore_for_inference(payload, path, torch.device("cpu"))
+    shape = tuple(derived["image_shape"])
+    return {row: figure(name, row, model, sched, payload["config"], n, shape, train_set,
+                        test_set, net) for row in SAMPLER_ROWS}
+
+
+def compare(a: str, b: str, train_set, test_set, net) -> dict:
+    """runtime.plumbing.quality.paired_difference of two kept sample sets (NAME--ROW)."""
+    f_a, f_b = (net.features(np.load(OUT / "samples" / f"{k}.npy")) for k in (a, b))
+    reference, second = real_sets(train_set, test_set, len(f_a))
+    f_ref = net.features(reference)
+    return {"a": a, "b": b, **paired_difference(f_a, f_b, f_ref,
+                                                 frechet_distance(net.features(second), f_ref))}
+
+
 FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
-                "v": ("D", "tab:purple")}
+                "v": ("D", "tab:purple"), "v0": ("P", "tab:brown"),
+                "v20": ("X", "tab:pink")}
+STARS = {OLD_DEFAULT: "crimson", FIRST_SWEEP_DEFAULT: "darkorange", NEW_DEFAULT: "gold"}
+BOUND_GOAL = 3.8  # bits/dim: the new default's bound may be no worse (issue 22, item 3)
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Left: quality against training compute. Right: the trade-off, bits/dim of the test split
+    (both conventions) against quality, for the rows that have a bound."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
-    budget = rows[0]["train_tflop"] / 3 if rows and rows[0]["name"] == OLD_DEFAULT else None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4), dpi=110)
     for r in rows:
-        old, new = r["name"] == OLD_DEFAULT, r["name"] == NEW_DEFAULT
-        large = old or new  # both defaults: a large star
-        family = r["name"].split("-")[0]
-        marker, color = FAMILY_STYLE.get(family, FAMILY_STYLE["h64"])
-        style = dict(marker="*" if large else marker,
-                     color="crimson" if old else "gold" if new else color, zorder=3)
-        x = r["train_tflop"]
+        large = r["name"] in STARS  # the defaults: a large star
+        marker, color = FAMILY_STYLE.get(r["name"].split("-")[0], FAMILY_STYLE["h64"])
+        style = dict(marker="*" if large else marker, color=STARS.get(r["name"], color),
+                     zorder=3, ms=11 if large else 6, capsize=3, mec="k" if large else color)
         low, high = r["ratio_ci"]
-        left.errorbar(x, r["ratio"], yerr=[[r["ratio"] - low], [high - r["ratio"]]],
-                      ms=9 if large else 6, capsize=3, **style)
-        right.scatter(x, r["held_out_eps_mse"], s=70 if large else 36, **style)
-        right.annotate(r["name"], (x, r["held_out_eps_mse"]), textcoords="offset points",
-                       xytext=(5, 3), fontsize=6)
-    for ax in (left, right):
-        if budget:
-            ax.axvline(budget, color="gray", ls="--", lw=1)
-        ax.set_xlabel("training compute (TFLOP of model FLOPs, forward + backward)")
-        ax.grid(alpha=0.3)
-    left.axhline(1.0, color="gray", lw=0.8)
-    left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
+        err = [[r["ratio"] - low], [high - r["ratio"]]]
+        x = r["train_tflop"] + (0.08 if r["name"].startswith("v0-") else 0.0)  # side by side
+        left.errorbar(x, r["ratio"], yerr=err, **style)
+        left.annotate(r["name"], (x, r["ratio"]), textcoords="offset points", xytext=(5, 3),
+                      fontsize=6)
+        bpd = r.get("bits_per_dim") or {}
+        for convention, fill in (("reference-code", None), ("beta-1", "none")):
+            if convention in bpd:
+                right.errorbar(r["ratio"], bpd[convention], xerr=err,
+                               **{**style, "mfc": fill or style["color"]})
+        if bpd:
+            right.annotate(r["name"], (r["ratio"], bpd["reference-code"]),
+                           textcoords="offset points", xytext=(5, -9), fontsize=6)
     n = rows[0]["n"] if rows else 0
+    gflop = next((r["step_gflop"] for r in rows if r["batch_size"] == QUIET_BATCH), None)
+    if gflop:  # the most TFLOP of a batch-32 recipe the 3-minute estimate allows
+        left.axvline((180 - QUIET_OVERHEAD_S) * QUIET_STEPS_PER_S * gflop / 1e3, color="gray",
+                     ls="--", lw=1)
+    left.set_xlabel("training TFLOP (model FLOPs, forward + backward);\ndashed: the 3-minute "
+                    "estimate at batch 32", fontsize=8)
+    left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
     left.set_title(f"sample quality: n = {n} generated vs {n} real digits, one sampling seed;\n"
                    "bars: 95 % bootstrap interval (B = 1000)", fontsize=8)
-    right.set_ylabel("held-out ε-MSE (test split)")
-    right.set_title("held-out loss of the EMA weights", fontsize=8)
-    fig.suptitle("digits: quality against training compute (lower is better). Red star: the "
-                 "old default, gold star: the new one; circles: constant lr; squares: cosine lr;"
-                 "\ntriangles: cosine lr + min-SNR-5 + EMA 0.99; diamonds: the same with "
-                 "v-prediction; dashed: a third of the old default's compute", fontsize=8)
+    right.axhline(BOUND_GOAL, color="gray", ls="--", lw=1)
+    right.set_xlabel("Fréchet distance ÷ floor (bars: 95 % interval)")
+    right.set_ylabel("bits/dim of the 297 test digits (17 bins)")
+    right.set_title("the trade-off: filled = reference-code convention, open = beta-1;\n"
+                    f"dashed: the goal, {BOUND_GOAL} bits/dim", fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle("digits, lower is better on every axis. Stars: the defaults (red: before the "
+                 "first sweep, orange: chosen by the first sweep, gold: chosen by this one);\n"
+                 "diamonds: v-prediction with min-SNR-5; plus signs: v without min-SNR (drawn 0.08 "
+                 "TFLOP to the right)",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
+
+
+# The 3-minute estimate of `python -m runtime.train` for a batch-32 recipe: the first sweep's
+# default measured on the quiet 2-core AMD EPYC with AVX2 (torch 2.13.0 CPU): 246 s for 2,400
+# steps at 12.0 steps/s, i.e. 200 s of steps + 46 s of start-up, pictures and the 898-sample
+# figure. Other batch sizes run at other rates per FLOP and get no estimate.
+QUIET_STEPS_PER_S, QUIET_OVERHEAD_S, QUIET_BATCH = 12.0, 46.0, 32
+
+
+def estimated_seconds(r: dict) -> float | None:
+    if r["batch_size"] != QUIET_BATCH:
+        return None
+    return QUIET_OVERHEAD_S + r["steps"] / QUIET_STEPS_PER_S
 
 
 def markdown(rows: list[dict]) -> str:
     n = rows[0]["n"] if rows else 0
     names = list(VLB_CONVENTIONS)
-    lines = ["| configuration | what | steps | batch | GFLOP/step | TFLOP | held-out ε-MSE | "
+    lines = ["| configuration | what | steps | batch | TFLOP | est. quiet s | held-out ε-MSE | "
              f"÷ floor, n = {n} (95 % CI) | "
              + " | ".join(f"bits/dim ({c})" for c in names) + " |",
              "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names)]
     for r in rows:
         low, high = r["ratio_ci"]
         bpd = r.get("bits_per_dim") or {}
+        seconds = estimated_seconds(r)
         lines.append(f"| `{r['name']}` | {r['what']} | {r['steps']} | {r['batch_size']} | "
-                     f"{r['step_gflop']:.2f} | {r['train_tflop']:.1f} | "
+                     f"{r['train_tflop']:.1f} | {'–' if seconds is None else f'{seconds:.0f}'} | "
                      f"{r['held_out_eps_mse']:.4f} | {r['ratio']:.2f} ({low:.2f}–{high:.2f}) | "
-                     + " | ".join(f"{bpd[c]:.3f}" if c in bpd else "–" for c in names) + " |")
+                     + " | ".join(f"{bpd[c]:.2f}" if c in bpd else "–" for c in names) + " |")
+    return "\n".join(lines)
+
+
+def sampler_markdown(name: str, rows: dict[str, dict]) -> str:
+    lines = [f"| sampler on `{name}` | model evaluations | ÷ floor, n = "
+             f"{next(iter(rows.values()))['n']} (95 % CI) |", "|---|---:|---:|"]
+    for row, r in rows.items():
+        low, high = r["ratio_ci"]
+        lines.append(f"| `{row}` | {r['evaluations']} | {r['ratio']:.2f} ({low:.2f}–{high:.2f}) |")
     return "\n".join(lines)
 
 
@@ -297,10 +466,15 @@ def main() -> int:
                         help="images per quality figure (default: as many as two disjoint real "
                              "sets allow, 898 for the digits)")
     parser.add_argument("--no-bound", action="store_true",
-                        help="skip the bits/dim of each row (2 × 1,000 model calls per image)")
+                        help="skip the bits/dim of each row (1,000 model calls per test image)")
+    parser.add_argument("--samplers", choices=sorted(CONFIGS), metavar="NAME",
+                        help="score every SAMPLER_ROWS entry on this trained configuration")
+    parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
+                        help="paired bootstrap of two kept sample sets, NAME--SAMPLER_ROW "
+                             "(e.g. old-default--ddim-50); repeatable")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "sweep.png"))
     args = parser.parse_args()
-    names = args.only or list(CONFIGS)
+    names = args.only or ([] if args.samplers or args.compare else list(CONFIGS))
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -325,6 +499,23 @@ def main() -> int:
               f"floor {r['floor']:.3f}, n = {r['n']}), bits/dim {r['bits_per_dim']}", flush=True)
         results_path.write_text(json.dumps(results, indent=1))
     if args.train_only:
+        return 0
+    if args.samplers:
+        found = score_samplers(args.samplers, n, train_set, test_set, net)
+        (OUT / "samplers.json").write_text(json.dumps({"configuration": args.samplers,
+                                                       "rows": found}, indent=1))
+        print(sampler_markdown(args.samplers, found))
+    for a, b in args.compare or []:
+        pairs_path = OUT / "paired.json"
+        pairs = json.loads(pairs_path.read_text()) if pairs_path.is_file() else {}
+        pairs[f"{a} vs {b}"] = found = compare(a, b, train_set, test_set, net)
+        pairs_path.write_text(json.dumps(pairs, indent=1))
+        low, high = found["ratio_difference_ci"]
+        print(f"{a} − {b}: {found['ratio_difference']:+.3f}× the floor (paired 95 % CI "
+              f"{low:+.3f}…{high:+.3f}, n = {found['n']}, B = "
+              f"{found['bootstrap']['replicates']}): "
+              f"{'separated' if found['separated'] else 'not separated'}")
+    if not names:
         return 0
     rows = [results[k] for k in CONFIGS if k in results]
     plot(rows, Path(args.plot))

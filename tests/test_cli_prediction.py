@@ -115,11 +115,13 @@ def test_an_old_checkpoint_is_an_eps_model_and_refuses_other_settings(tmp_path, 
 
 
 def test_min_snr_gamma_zero_means_unweighted():
-    """The default run weighs by min-SNR-5; `--min-snr-gamma 0` is the flag's way back to the
-    plain loss (the old default), stored as None, the value of an unweighted checkpoint."""
-    assert TrainConfig().min_snr_gamma == 5.0
+    """The default run is unweighted (0, stored as None, the value of an unweighted checkpoint);
+    `--min-snr-gamma 5` is the flag's way back to the first sweep's min-SNR-5."""
+    assert TrainConfig().min_snr_gamma is None
     cfg, explicit = parse_config(TrainConfig, ["--min-snr-gamma", "0"], "train", "")
     assert cfg.min_snr_gamma is None and "min_snr_gamma" in explicit
+    cfg, _ = parse_config(TrainConfig, ["--min-snr-gamma", "5"], "train", "")
+    assert cfg.min_snr_gamma == 5.0
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

@@ -11,6 +11,7 @@ from runtime.plumbing.quality import (
     capacity,
     fit_feature_net,
     frechet_distance,
+    paired_difference,
     real_sets,
     sample_quality,
 )
@@ -180,3 +181,21 @@ def test_sample_quality_rejects_too_few_images(digits):
     train, test, net = digits
     with pytest.raises(ValueError, match="at least 2 samples"):
         sample_quality(test.x[:1], train, test, net)
+
+
+def test_the_paired_difference_separates_what_two_intervals_do_not(digits, figures):
+    # 5 of 64 pixels of each real image replaced by noise: its own interval overlaps the real
+    # set's, the paired interval of the difference (same images, same R draws) excludes 0.
+    train, test, net = digits
+    reference, second = real_sets(train, test, 898)
+    f_ref, f_second = net.features(reference), net.features(second)
+    noisy = replace_pixels(second, 5 / 64, np.random.default_rng(0))
+    unpaired = sample_quality(noisy, train, test, net, replicates=REPLICATES)
+    assert unpaired["ratio_ci"][0] < figures["real"]["ratio_ci"][1]  # the intervals overlap
+    floor = figures["real"]["floor"]
+    paired = paired_difference(net.features(noisy), f_second, f_ref, floor, REPLICATES)
+    assert paired["ratio_difference"] == pytest.approx(unpaired["ratio"] - 1.0, rel=1e-9)
+    low, high = paired["ratio_difference_ci"]
+    assert 0.0 < low < paired["ratio_difference"] < high and paired["separated"]
+    same = paired_difference(f_second, f_second, f_ref, floor, 20)
+    assert same["ratio_difference_ci"] == [0.0, 0.0] and not same["separated"]

@@ -1,6 +1,7 @@
 """The compute sweep (scripts/sweep.py) and the trainer's defaults name the same runs: its
-"new default" row is exactly what `python -m runtime.train` trains with no flags, and its
-"old default" row is the recipe `make train` ran before the sweep (docs/training.md, Quality per FLOP)."""
+"new default" row is exactly what `python -m runtime.train` trains with no flags, its "old
+default" row the recipe `make train` ran before the first sweep, and its "first sweep default"
+row the recipe it ran between the two sweeps (docs/training.md, Quality per FLOP)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,13 @@ def test_the_old_default_row_is_the_recipe_before_the_sweep():
         "eps", None, 128, 2500, 2e-3, "constant", 0, 0.995)
     assert (old.model, old.hidden_c, old.residual_blocks, old.schedule, old.T) == (
         "film", 64, 4, "cosine", 1000)
+
+
+def test_the_first_sweep_default_row_is_the_recipe_between_the_sweeps():
+    sweep = _sweep()
+    first = _config_of(sweep, sweep.FIRST_SWEEP_DEFAULT)
+    assert (first.prediction, first.min_snr_gamma, first.batch_size, first.steps, first.lr,
+            first.lr_schedule, first.warmup_steps, first.ema_decay) == (
+        "v", 5.0, 32, 2400, 3e-3, "cosine", 50, 0.99)
+    default = TrainConfig()
+    assert (default.min_snr_gamma, default.steps) == (None, 1500)  # what the second sweep changed

@@ -54,7 +54,7 @@ def test_base_is_the_default_recipe():
     default = TrainConfig()
     for name in ("lr_schedule", "min_snr_gamma", "ema_decay", "lr", "prediction", "schedule"):
         assert getattr(BASE, name) == getattr(default, name), name
-    assert (BASE.lr_schedule, BASE.min_snr_gamma, BASE.ema_decay) == ("cosine", 5.0, 0.99)
+    assert (BASE.lr_schedule, BASE.min_snr_gamma, BASE.ema_decay) == ("cosine", None, 0.99)
 
 
 def test_extending_a_constant_rate_run_is_bit_identical(tmp_path):

@@ -165,13 +165,14 @@ class TrainConfig:
         f"--prediction {ZERO_SNR_PREDICTIONS}", "diffusion",
     )
     min_snr_gamma: float | None = _opt(
-        5.0, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023, who use 5); 0: "
-        "unweighted, as trained before the compute sweep", "diffusion", type=float,
+        0.0, "weigh each sample's loss by min-SNR-γ (Hang et al. 2023, who use 5; the default "
+        "of the first compute sweep); 0: unweighted, the default since the second sweep (min-SNR "
+        "starves the small-t terms of the bound)", "diffusion", type=float,
         metavar="G",
     )
     # --- optimisation ---
     steps: int = _opt(
-        2400, "total optimiser steps (with --resume: the total to reach, not an increment)",
+        1500, "total optimiser steps (with --resume: the total to reach, not an increment)",
         "optimisation", type=int, metavar="N",
     )
     batch_size: int = _opt(
