@@ -131,6 +131,13 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
                                  "the new default: min-SNR off, 1,500 steps"),
     "v20-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR20, **V3), [1500],
                                   "min-SNR-20, 1,500 steps"),
+    # Issue 22, item 2: min-SNR tuned per prediction target. For ε the min-SNR paper's γ = 5
+    # against none, at the v rows' recipe (1,500 steps, lr 3e-3).
+    "eps5-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR, prediction="eps", lr="3e-3"),
+                                   [1500], "ε-prediction, min-SNR-5, 1,500 steps"),
+    "eps0-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, UNWEIGHTED, prediction="eps",
+                                            lr="3e-3"), [1500],
+                                   "ε-prediction, min-SNR off, 1,500 steps"),
     "snr-h64-b4-bs16-s4800": (flags_of(64, 16, COS, SNR), [4800], "min-SNR, batch 16 (an eighth)"),
     "snr-h64-b4-s800": (flags_of(64, 128, COS, SNR), [800], "cosine, min-SNR-5 weights, EMA 0.99"),
     "snr-h48-b4-s1000": (flags_of(48, 128, COS, SNR), [1000], "as above, narrower"),
@@ -355,7 +362,8 @@ def compare(a: str, b: str, train_set, test_set, net) -> dict:
 
 FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
                 "v": ("D", "tab:purple"), "v0": ("P", "tab:brown"),
-                "v20": ("X", "tab:pink")}
+                "v20": ("X", "tab:pink"), "eps5": ("v", "tab:olive"),
+                "eps0": ("<", "tab:cyan")}
 STARS = {OLD_DEFAULT: "crimson", FIRST_SWEEP_DEFAULT: "darkorange", NEW_DEFAULT: "gold"}
 BOUND_GOAL = 3.8  # bits/dim: the new default's bound may be no worse (issue 22, item 3)
 
