@@ -689,6 +689,60 @@ def test_flow_match_shift_terminal_with_one_step_fails_where_the_spec_is_finite(
     assert "σ=1 (its sigmas[0] = nan" in r.detail  # the claim: spec.flow.flow_sigmas(1, 1, 0.5)
 
 
+def test_flow_sigma_one_rounded_up_in_float32_is_read_as_one():
+    """A float32 shift of σ = 1 can round to 1 + 2^-23 (shift 1.9907…, T = 1000): the rounding of
+    an exact 1, read as σ = 1 (SIGMA_ONE_FLOAT32), so both flow schedulers agree; a σ_0 farther
+    above 1 is still refused."""
+    from conformance.external.scheduler_target import SIGMA_ONE_FLOAT32
+
+    options = (("shift", 1.990745372686343),)
+    for scheduler in ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"):
+        c = flow_cfg(scheduler=scheduler, T=1000, n=1, options=options)
+        target = TARGETS[scheduler]()
+        assert float(target.adapter(c).build(target.scheduler_config(c)).sigmas[0]) == 1 + 2.0**-23
+        r = run_case(target, c, FLOW32)
+        assert r.kind == "agrees", r.detail
+    target = TARGETS["FlowMatchEulerDiscreteScheduler"]()
+    c = flow_cfg(n=2, options=(("shift", 2.0),))
+    adapter, sc = target.adapter(c), target.scheduler_config(c)
+    s = adapter.build(sc)
+    s.sigmas[0] = 1.0 + 4 * (SIGMA_ONE_FLOAT32 - 1.0)
+    with pytest.raises(ValueError, match="not a strictly decreasing grid in"):
+        adapter._prepare_flow(sc, s)
+
+
+def test_flow_heun_tolerance_models_the_denoiser_form_and_still_catches_a_slip(monkeypatch):
+    """diffusers' flow Heun forms D = x_e − σ_next·v̂ and d' = (x_e − D)/σ_next in float32 (Karras
+    Algorithm 1's denoiser form): at σ = 0.668 → σ_next = 0.0042 its rounding is magnified by
+    |σ − σ_next|/σ_next ≈ 157 (2.4e-6, over the flat 2e-6). FLOW32 adds 8u × that ratio; the
+    case agrees, and a 0.1 % slip in the second-stage velocity is still a deviation."""
+    from diffusers import FlowMatchHeunDiscreteScheduler
+
+    c = flow_cfg(scheduler="FlowMatchHeunDiscreteScheduler", T=942, n=3,
+                 options=(("shift", 2.0),), shape=(2, 3, 2, 1), seed=2)
+    target = TARGETS["FlowMatchHeunDiscreteScheduler"]()
+    run = target.prepare(c)
+    sig = [float(v) for v in target.adapter(c).build(target.scheduler_config(c)).sigmas[::2]]
+    from conformance.external.oracle import SpecOracle
+
+    o = SpecOracle(run.claim, None)
+    ab = np.asarray(o.sched.alpha_bar)
+    ratio = FLOW32.stage_ratio(ab, run.claim)
+    assert ratio == pytest.approx((sig[1] - sig[2]) / sig[2], rel=1e-5) and ratio > 150
+    assert FLOW32.bound(ab, run.claim) == pytest.approx(2e-6 + 8 * 2.0**-24 * ratio)
+    r = run_case(target, c, FLOW32)
+    assert r.kind == "agrees" and max(r.step_errs) > 2e-6, r.detail
+    step = FlowMatchHeunDiscreteScheduler.step
+
+    def slipped(self, model_output, timestep, sample, *args, **kwargs):
+        if not self.state_in_first_order:
+            model_output = model_output * (1 + 1e-3)
+        return step(self, model_output, timestep, sample, *args, **kwargs)
+
+    monkeypatch.setattr(FlowMatchHeunDiscreteScheduler, "step", slipped)
+    assert run_case(target, c, FLOW32).kind == "deviates"
+
+
 def test_unipc_flow_sigmas_steps_are_spec_unipc_and_only_the_model_time_is_truncated(monkeypatch):
     """use_flow_sigmas (the claim flow_unipc): as shipped the model is called at τ = ⌊σ·T⌋ (the
     recorded deviation: no claimed σ); fed σ·T unrounded, every step is spec.unipc under

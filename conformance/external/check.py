@@ -268,8 +268,9 @@ def _header(run: Run, claim: Claim) -> str:
     if len(shown) > 8:
         shown = [*shown[:3], f"… {len(shown) - 6} more …", *shown[-3:]]
     grid = ", ".join(shown)
-    return (f"configuration: {run.repro}\nclaimed path: {grid}; method {claim.method}; "
-            f"prediction {claim.prediction}")
+    model = ("a velocity v̂(x, σ)" if claim.method.velocity
+             else f"prediction {claim.prediction}")  # a flow claim's model is read as v̂
+    return f"configuration: {run.repro}\nclaimed path: {grid}; method {claim.method}; model {model}"
 
 
 def diagnose(

@@ -285,9 +285,16 @@ def generic_configs(draw, scheduler: str, profile: str, *, spacing=None, n_rule:
     `n_rule`, β range and schedule, prediction type; spacing, μ and each option fixed or a
     strategy; `custom` ("sigmas" or "timesteps"): set_timesteps given a custom grid
     (`custom_grids`). An option given as the string "every step" becomes range(n)
-    (disable_corrector)."""
-    T = draw(st.integers(T_min, 40 if profile == "small" else 1000))
+    (disable_corrector). A "trailing" grid whose float arange adds τ = −1 (`trailing_extra`) is
+    drawn by n_rule "trailing_extra" only, so that it is a family of its own."""
+    T_max = 40 if profile == "small" else 1000
+    if n_rule == "trailing_extra":
+        T = draw(st.sampled_from(_extra_Ts(T_min, T_max)))
+    else:
+        T = draw(st.integers(T_min, T_max))
     n = {"any": lambda: draw(st.integers(1, T)), "lt": lambda: draw(st.integers(1, T - 1)),
+         "trailing_extra": lambda: draw(st.sampled_from(
+             [k for k in range(2, T) if trailing_extra(T, k)])),
          "upto40": lambda: draw(st.integers(1, min(T, 40))),
          "2to40": lambda: draw(st.integers(2, min(T, 40))),
          "divides": lambda: draw(st.sampled_from(_divisors(T))),
@@ -304,10 +311,13 @@ def generic_configs(draw, scheduler: str, profile: str, *, spacing=None, n_rule:
              draw(st.integers(1, 4)))
     drawn = {k: _draw(draw, v) for k, v in options.items()}
     opts = tuple(sorted((k, tuple(range(n)) if v == "every step" else v) for k, v in drawn.items()))
+    schedule = draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]))
+    spacing = _draw(draw, spacing) or "leading"
+    if spacing == "trailing" and (n_rule == "trailing_extra") != trailing_extra(T, n):
+        draw(st.nothing())  # a grid ending in τ = −1 is its own family (n_rule trailing_extra)
     return DiffusersConfig(
-        scheduler=scheduler, T=T, beta_schedule=draw(st.sampled_from(["linear", "scaled_linear",
-                                                                      "squaredcos_cap_v2"])),
-        beta_start=b0, beta_end=b1, n=n, spacing=_draw(draw, spacing) or "leading",
+        scheduler=scheduler, T=T, beta_schedule=schedule,
+        beta_start=b0, beta_end=b1, n=n, spacing=spacing,
         prediction_type=draw(st.sampled_from(list(predictions))), tables="float32", shape=shape,
         seed=draw(st.integers(0, 2**16)), options=opts, mu=_draw(draw, mu),
         custom=draw(custom_grids(n, T, custom)) if custom else ())
@@ -322,6 +332,9 @@ def unipc_families(profile: str) -> list[Family]:
     return [
         Family("bh2, solver_order 1–3, corrector on, final σ = 0",
                c(U, profile, spacing=spacing, solver_order=order), FLOAT32, note),
+        Family("bh2, solver_order 1–3, trailing, float arange adds τ = −1 (e.g. T=17, n=7)",
+               c(U, profile, spacing="trailing", n_rule="trailing_extra", T_min=15,
+                 solver_order=order), FLOAT32, note),
         Family("bh2, solver_order 1–3, corrector off (disable_corrector every step)",
                c(U, profile, spacing=spacing, solver_order=order, disable_corrector="every step"),
                FLOAT32, note),

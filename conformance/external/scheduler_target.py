@@ -66,6 +66,12 @@ from conformance.external.targets import (
     flow_betas,
 )
 
+SIGMA_ONE_FLOAT32 = 1.0 + 2.0**-22
+"""A flow target's σ_0 up to two float32 ulps above 1 is read as σ = 1: a float32 shift
+s·σ/(1 + (s − 1)·σ) of σ = 1 rounds to 1 + 2^-23 for some s (1.91 at T = 2, for one), which is
+the rounding of an exact 1, not a σ outside [0, 1]; the step then differs by at most
+2^-22·|v̂|, inside FLOW32. Farther above 1 the grid is refused."""
+
 SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
 """diffusers' timestep_spacing values, each drawn as its own family where the class takes it."""
 
@@ -545,6 +551,8 @@ class SchedulerTarget:
         method = self.claims.method(cfg, s, len(sig) - 1)
         if sig[-1] != 0.0:
             raise OutsideSpec(f"sigmas end in σ = {sig[-1]!r}, not 0: spec.flow's samplers end at σ = 0")
+        if 1.0 < sig[0] <= SIGMA_ONE_FLOAT32:
+            sig[0] = 1.0  # the float32 rounding of s·1/(1 + (s − 1)·1) = 1, read as σ = 1
         if not all(a > b for a, b in zip(sig, sig[1:], strict=False)) or sig[0] > 1.0:
             raise ValueError(f"sigmas {sig} are not a strictly decreasing grid in [0, 1] "
                              "(spec.flow's samplers need one)")

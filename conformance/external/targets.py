@@ -180,6 +180,21 @@ class Tolerance:
     magnified: bool = False
     cancel: float = 0.0  # + cancel·max 1/(1 − ᾱ_t) over the grid (a low-precision 1 − ᾱ)
     accumulates: bool = False  # the whole loop gets n × one step's bound (as when magnified)
+    stage: float = 0.0  # + stage·max |σ − σ_c|/σ_c over a flow step's calls at a later σ_c > 0
+
+    @staticmethod
+    def stage_ratio(alpha_bars: np.ndarray, claim: Claim) -> float:
+        """max |σ_i − σ_c|/σ_c over the model calls of flow step i at a σ_c > 0 other than its
+        own σ_i (a Heun step's second stage at σ_next), σ by spec.flow.vp_to_flow; 0 without."""
+        from spec.flow import vp_to_flow
+
+        path = claim.path
+
+        def sigma(t: int) -> float:
+            return float(vp_to_flow(float(alpha_bars[t]), np.zeros(1))[1])
+
+        return max((abs(sigma(path[i]) - sigma(t)) / sigma(t)
+                    for i, t in claim.method.calls(path) if t not in (path[i], 0)), default=0.0)
 
     def bound(self, alpha_bars: np.ndarray, claim: Claim, loop: bool = False) -> float:
         """The bound of one step of `claim` (loop=False) or of its whole loop (loop=True: for a
@@ -192,6 +207,8 @@ class Tolerance:
         if self.magnified:
             b *= max(1.0, *(1.0 / np.sqrt(ab[t]) for t in grid))
         b += self.cancel * max(1.0 / (1.0 - ab[t]) for t in grid)
+        if self.stage and claim.method.velocity:
+            b += self.stage * self.stage_ratio(ab, claim)
         if (self.magnified or self.accumulates) and loop:
             b *= len(grid)
         if claim.method.velocity:  # spec.flow's steps divide by nothing: no safe_div term
@@ -227,9 +244,13 @@ FLOW32 = Tolerance(
     "flow, as shipped: the target's σ's and sample are float32 (u = 2^-24 ≈ 6e-8 per rounding) "
     "and the claim reads its σ's back from the exact VP map in float64 (~1e-9 relative). One "
     "step x + (σ_next − σ)·v̂ rounds x, v̂ and the product once each, and a Heun step six times: "
-    "2e-6 is about 30 roundings of a value of size max(1, |x|); nothing is magnified (no 1/√ᾱ, "
-    "no 1 − ᾱ); the whole loop: n times one step's bound",
+    "2e-6 is about 30 roundings of a value of size max(1, |x|); no 1/√ᾱ, no 1 − ᾱ. A Heun step's "
+    "second stage in Karras Algorithm 1's denoiser form, d' = (x_e − D)/σ_next with "
+    "D = x_e − σ_next·v̂, divides D's rounding (u·|x_e|) by σ_next and multiplies it by "
+    "|σ − σ_next|/2: + 8u × max |σ − σ_next|/σ_next over those stages; the whole loop: n times "
+    "one step's bound",
     accumulates=True,
+    stage=8 * 2.0**-24,
 )
 
 
