@@ -14,7 +14,8 @@ and t_norm a float, a 0-d tensor or a (B,) float tensor: t/T, or the PF ODE's co
   ε̂ = out(h).
 * `EpsConvNet` — TorchLean's epsConvNet: ε̂ = out(relu(stem(append_time_channel(x, t)))).
 * `EpsFiLMNet` — the default training model (docs/default-network.md): a sinusoidal embedding of t through
-  a 2-layer MLP scales and shifts (FiLM) each GroupNorm/SiLU residual block. Built from plain
+  a 2-layer MLP scales and shifts (FiLM) each GroupNorm/SiLU residual block; `down_blocks` > 0
+  adds a stage of blocks at half the resolution between its two halves. Built from plain
   nn modules with no per-sample loops, so it runs under bf16 autocast and with channels_last;
   the embedding is computed in at least float32.
 * `CondFiLMNet` — the FiLM net with a class-label embedding (classifier-free guidance).

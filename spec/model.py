@@ -13,7 +13,8 @@ Three networks, one dict of arrays driving both spec and runtime (keys = state_d
   ε̂ = out(relu(stem(append_time_channel(x, t)))).
 * `eps_film_net(cfg, params)` — the improved net of the default run (docs/default-network.md): a sinusoidal
   time embedding through a 2-layer MLP scales and shifts (FiLM) each residual block; GroupNorm
-  and SiLU (the formula is in its docstring).
+  and SiLU; optionally a stage of blocks at half the resolution (`down_blocks`, with
+  `avg_pool2` and `upsample_nearest2`; the formula is in its docstring).
 
 The two time-channel nets return a `TimeChannelEpsModel`, whose `body(x_aug)` is the network on
 the time-augmented input (C+1 channels), so `eps(x, t) = body(append_time_channel(x, t))`:
