@@ -133,7 +133,8 @@ film_configs = st.fixed_dictionaries({"data_channels": st.integers(1, 3),
                                       "groups": st.sampled_from([1, 2, 4]),
                                       "per_group": st.integers(1, 4),
                                       "residual_blocks": st.integers(0, 3),
-                                      "half_embed": st.integers(1, 8)})
+                                      "half_embed": st.integers(1, 8),
+                                      "down_blocks": st.integers(0, 2)})
 
 
 # ---------------------------------------------------------------------------------------------

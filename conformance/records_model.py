@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 
 import runtime.model
@@ -95,6 +96,21 @@ record(
 )
 
 
+
+def _even(p: Plan) -> Plan:
+    """The plan with its image height and width rounded down to even (4, 6 or 8)."""
+    c, h, w = p["shape"]
+    return {**p, "shape": [c, h - h % 2, w - w % 2]}
+
+
+record(name="avg_pool2", plan=image_plans().map(_even),
+       build=lambda p: Call([Batched(images(p, 0))]),
+       errors=(("an odd height", lambda: spec.model.avg_pool2(np.zeros((1, 5, 4))),
+                lambda: runtime.model.avg_pool2(torch.zeros(1, 5, 4))),))
+record(name="upsample_nearest2", plan=image_plans(),
+       build=lambda p: Call([Batched(images(p, 0))]))
+
+
 conv_configs = st.fixed_dictionaries({"data_channels": st.integers(1, 3),
                                       "hidden_channels": st.integers(1, 16),
                                       "residual_blocks": st.integers(0, 3)})
@@ -104,7 +120,8 @@ def _film_cfg(p: Plan) -> Cfg:
     return Cfg("EpsFiLMNetConfig", {"data_channels": p["data_channels"],
                                     "hidden_channels": p["groups"] * p["per_group"],
                                     "residual_blocks": p["residual_blocks"],
-                                    "embed_dim": 2 * p["half_embed"], "groups": p["groups"]})
+                                    "embed_dim": 2 * p["half_embed"], "groups": p["groups"],
+                                    "down_blocks": p["down_blocks"]})
 
 
 record(
@@ -146,6 +163,10 @@ record(
 def _net_plans(draw: Any, kind: str) -> Plan:
     plan = draw(image_plans())
     plan["model"] = draw(S.network_models.map(lambda m: {**m, "kind": kind}))
+    if kind == "film":  # the half-resolution stage too: 0, 1 or 2 blocks, on even images
+        plan["model"]["down_blocks"] = draw(st.integers(0, 2))
+        if plan["model"]["down_blocks"]:
+            plan = _even(plan)
     return plan
 
 

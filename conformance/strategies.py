@@ -190,7 +190,8 @@ network_models = eps_models.filter(lambda m: m["kind"] != "gauss")
 def config_of(plan: Plan, channels: int) -> Any:
     """The spec config of a network plan."""
     if plan["kind"] == "film":
-        return spec_model.EpsFiLMNetConfig(channels, HIDDEN, plan["blocks"], EMBED, plan["groups"])
+        return spec_model.EpsFiLMNetConfig(channels, HIDDEN, plan["blocks"], EMBED, plan["groups"],
+                                           plan.get("down_blocks", 0))
     blocks = 0 if plan["kind"] == "conv" else plan["blocks"]
     return spec_model.EpsConvNetConfig(channels, HIDDEN, blocks)
 

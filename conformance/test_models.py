@@ -50,3 +50,17 @@ def test_each_kind_computes_its_spec_forward(kind):
         want = net.eps(x, t_norm)
         got = module(torch.from_numpy(x), t_norm)
     np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["film", "cond_film"])
+def test_the_half_resolution_stage_passes_through_both_film_kinds(kind):
+    config = {**CONFIGS[kind], "down_blocks": 1}
+    torch.manual_seed(0)
+    module = runtime.model.build_model(kind, config).double().eval()
+    assert "down.0.conv2.weight" in module.state_dict()
+    net = spec_forward(kind, SPEC_MODELS[kind][0](**config), runtime.model.to_spec_params(module))
+    x, t_norm = np.random.default_rng(1).standard_normal((3, 2, 4, 6)), 0.625
+    labels = (np.array([0, 2, 3]),) if kind == "cond_film" else ()
+    want = net.eps(x, t_norm, *labels)
+    got = module(torch.from_numpy(x), t_norm, *map(torch.from_numpy, labels))
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-10, atol=1e-12)

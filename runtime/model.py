@@ -14,7 +14,8 @@ and t_norm a float, a 0-d tensor or a (B,) float tensor: t/T, or the PF ODE's co
   ε̂ = out(h).
 * `EpsConvNet` — TorchLean's epsConvNet: ε̂ = out(relu(stem(append_time_channel(x, t)))).
 * `EpsFiLMNet` — the default training model (docs/default-network.md): a sinusoidal embedding of t through
-  a 2-layer MLP scales and shifts (FiLM) each GroupNorm/SiLU residual block. Built from plain
+  a 2-layer MLP scales and shifts (FiLM) each GroupNorm/SiLU residual block; `down_blocks` > 0
+  adds a stage of blocks at half the resolution between its two halves. Built from plain
   nn modules with no per-sample loops, so it runs under bf16 autocast and with channels_last;
   the embedding is computed in at least float32.
 * `CondFiLMNet` — the FiLM net with a class-label embedding (classifier-free guidance).
@@ -106,6 +107,21 @@ def sinusoidal_embedding(
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
 
+def avg_pool2(x: Tensor) -> Tensor:
+    """y[c, r, s] = ¼·Σ_{a, b ∈ {0,1}} x[c, 2r + a, 2s + b]: 2×2 average pooling, stride 2.
+    Shapes: x (…, C, H, W), H and W even -> (…, C, H/2, W/2)."""
+    if x.ndim not in (3, 4) or x.shape[-2] % 2 or x.shape[-1] % 2:
+        raise ValueError(f"avg_pool2 needs x of shape (…, C, H, W) with H and W even, got "
+                         f"{tuple(x.shape)}")
+    return F.avg_pool2d(x, 2)
+
+
+def upsample_nearest2(x: Tensor) -> Tensor:
+    """y[c, r, s] = x[c, ⌊r/2⌋, ⌊s/2⌋]: nearest-neighbour 2× upsampling.
+    Shapes: x (…, C, H, W) -> (…, C, 2H, 2W)."""
+    return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
 def _time_vector(t_norm: Tensor | float, x: Tensor) -> Tensor:
     """t_norm as a (B,) tensor on x's device, in at least float32 (float64 for float64 x)."""
     dtype = torch.promote_types(x.dtype, torch.float32)
@@ -138,18 +154,22 @@ class EpsConvNetConfig:
 @dataclass(frozen=True)
 class EpsFiLMNetConfig:
     """Shape of the FiLM residual net: data_channels C; hidden_channels H (divisible by groups);
-    residual_blocks B; embed_dim E (even; the time embedding width); groups G (GroupNorm)."""
+    residual_blocks B; embed_dim E (even; the time embedding width); groups G (GroupNorm);
+    down_blocks D (blocks at half resolution after the first B − ⌊B/2⌋; 0: none; D > 0 needs
+    images of even height and width)."""
 
     data_channels: int
     hidden_channels: int = 64
     residual_blocks: int = 4
     embed_dim: int = 64
     groups: int = 8
+    down_blocks: int = 0
 
     def __post_init__(self) -> None:
         _check_positive("data_channels", self.data_channels, 1)
         _check_positive("hidden_channels", self.hidden_channels, 1)
         _check_positive("residual_blocks", self.residual_blocks, 0)
+        _check_positive("down_blocks", self.down_blocks, 0)
         _check_positive("embed_dim", self.embed_dim, 2)
         _check_positive("groups", self.groups, 1)
         if self.embed_dim % 2:
@@ -258,18 +278,33 @@ class EpsFiLMNet(_EpsModule):
         self.blocks = nn.ModuleList(FiLMBlock(hid, e, cfg.groups) for _ in range(cfg.residual_blocks))
         self.out_norm = nn.GroupNorm(cfg.groups, hid)
         self.out = _conv3(hid, c)
+        # The half-resolution stage, registered last: down_blocks = 0 keeps the parameters (and
+        # the init draws) of the net without it.
+        self.down = nn.ModuleList(FiLMBlock(hid, e, cfg.groups) for _ in range(cfg.down_blocks))
 
     def forward(self, x: Tensor, t_norm: Tensor | float) -> Tensor:
         return self._forward(x, t_norm, None)
 
     def _forward(self, x: Tensor, t_norm: Tensor | float, extra: Tensor | None) -> Tensor:
         """The FiLM forward with `extra` (B, E) added to the time embedding (None: nothing)."""
+        if len(self.down) and (x.shape[-2] % 2 or x.shape[-1] % 2):
+            raise ValueError(f"a FiLM net with down_blocks = {len(self.down)} needs images of even "
+                             f"height and width (a 2×2 average pooling), got x of shape "
+                             f"{tuple(x.shape)}")
         t = _time_vector(t_norm, x)  # (B,), float32 or float64
         emb = sinusoidal_embedding(t, self.cfg.embed_dim)  # (B, E)
         e = self.time_mlp(emb.to(self.time_mlp[0].weight.dtype))  # (B, E)
         silu_e = F.silu(e if extra is None else e + extra)  # (B, E)
         h = self.stem(append_time_channel(x, t))  # (B, H, h, w)
-        for block in self.blocks:
+        split = len(self.blocks) - len(self.blocks) // 2
+        for block in self.blocks[:split]:
+            h = block(h, silu_e)
+        if len(self.down):
+            d = avg_pool2(h)  # (B, H, h/2, w/2)
+            for block in self.down:
+                d = block(d, silu_e)
+            h = h + upsample_nearest2(d)
+        for block in self.blocks[split:]:
             h = block(h, silu_e)
         return self.out(F.silu(self.out_norm(h)))
 
@@ -285,6 +320,7 @@ class CondFiLMNetConfig:
     residual_blocks: int = 4
     embed_dim: int = 64
     groups: int = 8
+    down_blocks: int = 0
 
     def __post_init__(self) -> None:
         _check_positive("num_classes", self.num_classes, 1)
@@ -293,7 +329,7 @@ class CondFiLMNetConfig:
     def film(self) -> EpsFiLMNetConfig:
         """The unconditional part's config."""
         return EpsFiLMNetConfig(self.data_channels, self.hidden_channels, self.residual_blocks,
-                                self.embed_dim, self.groups)
+                                self.embed_dim, self.groups, self.down_blocks)
 
 
 class CondFiLMNet(EpsFiLMNet):
@@ -521,6 +557,7 @@ __all__ = [
     "EpsResidualConvNet",
     "MODELS",
     "append_time_channel",
+    "avg_pool2",
     "build_model",
     "cond_film_net",
     "conv2d_same",
@@ -541,4 +578,5 @@ __all__ = [
     "sinusoidal_embedding",
     "spec_config_kind",
     "to_spec_params",
+    "upsample_nearest2",
 ]

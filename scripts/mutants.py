@@ -244,6 +244,8 @@ MUTANTS = [
            "int t does not promote them)",
            "forward.py", "        sched.mu_tilde_coef_x0.at(t, x0) * x0.to(wd)",
            "        sched.mu_tilde_coef_x0.at(t, x0) * x0", PRECISION),
+    Mutant("the half-resolution stage pools by taking one pixel of each 2×2 window, not the mean",
+           "model.py", "    return F.avg_pool2d(x, 2)", "    return x[..., ::2, ::2]"),
 ]
 
 

@@ -85,10 +85,14 @@ SNR20 = ["--min-snr-gamma", "20", "--ema-decay", "0.99"]  # between the two
 
 
 def flags_of(hidden: int, batch: int, lr_schedule: list[str], weighting: list[str], *,
-             blocks: int = 4, prediction: str = "eps", lr: str = "2e-3") -> list[str]:
+             blocks: int = 4, prediction: str = "eps", lr: str = "2e-3",
+             down_blocks: int = 0) -> list[str]:
     """The train flags of one configuration (without --steps). `prediction` and `lr` default to
-    the trainer's values before this sweep changed them (ε, 2e-3)."""
-    return ["--hidden-c", str(hidden), "--blocks", str(blocks), "--batch-size", str(batch),
+    the trainer's values before this sweep changed them (ε, 2e-3); `down_blocks` (the FiLM
+    net's half-resolution stage) adds --down-blocks only when it is not 0, so the rows from
+    before it keep their flags."""
+    down = ["--down-blocks", str(down_blocks)] if down_blocks else []
+    return ["--hidden-c", str(hidden), "--blocks", str(blocks), *down, "--batch-size", str(batch),
             *lr_schedule, *weighting, "--prediction", prediction, "--lr", lr]
 
 
@@ -148,6 +152,14 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     "h32-b4": (flags_of(32, 128, CONST, PLAIN), [1500, 3000], "half the width"),
     "h64-b2": (flags_of(64, 128, CONST, PLAIN, blocks=2), [800, 1500], "half the depth"),
     "h64-b4-bs64": (flags_of(64, 64, CONST, PLAIN), [1000, 1600], "half the batch"),
+    # Issue 22, item 2: the new default's recipe with a 4×4 stage (--down-blocks, the FiLM net's
+    # half-resolution blocks between its first and second halves; docs/default-network.md).
+    "down2-h64-b4-bs32-s1500-lr3": (
+        flags_of(64, 32, COS, UNWEIGHTED, **V3, down_blocks=2), [1500],
+        "the new default plus 2 blocks at 4×4 (about 12 % more FLOPs)"),
+    "down4-h64-b2-bs32-s1500-lr3": (
+        flags_of(64, 32, COS, UNWEIGHTED, **V3, blocks=2, down_blocks=4), [1500],
+        "2 blocks at 8×8 around 4 at 4×4 (fewer FLOPs than the new default)"),
 }
 CONFIGS = {f"{arch}-s{steps}" if len(stages) > 1 else arch: (arch, steps)
            for arch, (_, stages, _) in ARCHS.items() for steps in stages}
@@ -363,7 +375,7 @@ def compare(a: str, b: str, train_set, test_set, net) -> dict:
 FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
                 "v": ("D", "tab:purple"), "v0": ("P", "tab:brown"),
                 "v20": ("X", "tab:pink"), "eps5": ("v", "tab:olive"),
-                "eps0": ("<", "tab:cyan")}
+                "eps0": ("<", "tab:cyan"), "down2": ("h", "tab:gray"), "down4": ("8", "tab:red")}
 STARS = {OLD_DEFAULT: "crimson", FIRST_SWEEP_DEFAULT: "darkorange", NEW_DEFAULT: "gold"}
 BOUND_GOAL = 3.8  # bits/dim: the new default's bound may be no worse (issue 22, item 3)
 

@@ -13,7 +13,8 @@ Three networks, one dict of arrays driving both spec and runtime (keys = state_d
   ε̂ = out(relu(stem(append_time_channel(x, t)))).
 * `eps_film_net(cfg, params)` — the improved net of the default run (docs/default-network.md): a sinusoidal
   time embedding through a 2-layer MLP scales and shifts (FiLM) each residual block; GroupNorm
-  and SiLU (the formula is in its docstring).
+  and SiLU; optionally a stage of blocks at half the resolution (`down_blocks`, with
+  `avg_pool2` and `upsample_nearest2`; the formula is in its docstring).
 
 The two time-channel nets return a `TimeChannelEpsModel`, whose `body(x_aug)` is the network on
 the time-augmented input (C+1 channels), so `eps(x, t) = body(append_time_channel(x, t))`:
@@ -43,6 +44,8 @@ __all__ = [
     "group_norm",
     "linear",
     "sinusoidal_embedding",
+    "avg_pool2",
+    "upsample_nearest2",
     "EpsConvNetConfig",
     "init_params",
     "eps_conv_net",
@@ -169,6 +172,34 @@ def sinusoidal_embedding(t_norm: Scalar, dim: Index) -> Float[np.ndarray, " dim"
     freqs = np.exp(-math.log(10000) * np.arange(half, dtype=np.float64) / half)
     args = 1000 * t_norm * freqs
     return np.concatenate([np.sin(args), np.cos(args)])
+
+
+def avg_pool2(x: Float[np.ndarray, "*batch c h w"]) -> Float[np.ndarray, "*batch c h//2 w//2"]:
+    """2×2 average pooling, stride 2 (torch.nn.functional.avg_pool2d(x, 2)): the way down of a
+    U-Net (Ronneberger et al. 2015, §2), here by averaging.
+
+    Formula: y[c, r, s] = ¼·Σ_{a, b ∈ {0,1}} x[c, 2r + a, 2s + b].
+    Shapes: x (…, C, H, W), H and W even -> (…, C, H/2, W/2).
+    """
+    _check_image(x)
+    h, w = x.shape[-2:]
+    check(holds(h % 2 == 0 and w % 2 == 0,
+                f"avg_pool2 needs x of shape (…, C, H, W) with H and W even, got {x.shape}"))
+    windows = x.reshape(x.shape[:-2] + (h // 2, 2, w // 2, 2))  # (…, C, H/2, a, W/2, b)
+    return windows.mean(axis=(-3, -1))
+
+
+def upsample_nearest2(
+    x: Float[np.ndarray, "*batch c h w"],
+) -> Float[np.ndarray, "*batch c 2*h 2*w"]:
+    """Nearest-neighbour 2× upsampling (torch.nn.functional.interpolate(x, scale_factor=2)):
+    the way back up of a U-Net (Ronneberger et al. 2015, §2), here by repeating pixels.
+
+    Formula: y[c, r, s] = x[c, ⌊r/2⌋, ⌊s/2⌋].
+    Shapes: x (…, C, H, W) -> (…, C, 2H, 2W).
+    """
+    _check_image(x)
+    return np.repeat(np.repeat(x, 2, axis=-2), 2, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +338,9 @@ class EpsFiLMNetConfig:
     """Shape of the FiLM residual net.
 
     data_channels C; hidden_channels H (width; divisible by groups); residual_blocks B;
-    embed_dim E (time embedding width; even); groups G (GroupNorm groups).
+    embed_dim E (time embedding width; even); groups G (GroupNorm groups); down_blocks D
+    (blocks of the half-resolution stage between the first B − ⌊B/2⌋ blocks and the rest;
+    0: none, the net of the first runs; D > 0 needs images of even height and width).
     Shapes: -.
     """
 
@@ -316,12 +349,14 @@ class EpsFiLMNetConfig:
     residual_blocks: int = 4
     embed_dim: int = 64
     groups: int = 8
+    down_blocks: int = 0
 
     def __post_init__(self) -> None:
         check(
             in_range("data_channels", self.data_channels, 1, 2**31),
             in_range("hidden_channels", self.hidden_channels, 1, 2**31),
             in_range("residual_blocks", self.residual_blocks, 0, 2**31),
+            in_range("down_blocks", self.down_blocks, 0, 2**31),
             in_range("embed_dim", self.embed_dim, 2, 2**31),
             in_range("groups", self.groups, 1, self.hidden_channels),
             holds(lambda: self.embed_dim % 2 == 0,
@@ -336,26 +371,34 @@ def film_net_shapes(cfg: EpsFiLMNetConfig) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of the FiLM net for cfg, in state_dict (registration) order.
 
     Shapes: time_mlp.{0,2} (E, E), stem (H, C+1, 3, 3), blocks.{i}.norm{1,2} (H,),
-    blocks.{i}.conv{1,2} (H, H, 3, 3), blocks.{i}.film (2H, E), out_norm (H,), out (C, H, 3, 3).
+    blocks.{i}.conv{1,2} (H, H, 3, 3), blocks.{i}.film (2H, E), out_norm (H,), out (C, H, 3, 3),
+    then down.{j}.* (the half-resolution blocks, shaped as blocks.{i}.*), last so that
+    down_blocks = 0 is the net without them, parameter for parameter.
     """
     c, h, e = cfg.data_channels, cfg.hidden_channels, cfg.embed_dim
     shapes: dict[str, tuple[int, ...]] = {}
     for name, shape in [("time_mlp.0", (e, e)), ("time_mlp.2", (e, e)), ("stem", (h, c + 1, 3, 3))]:
         shapes[f"{name}.weight"], shapes[f"{name}.bias"] = shape, (shape[0],)
     for i in range(cfg.residual_blocks):
-        for part, shape in [
-            ("norm1", (h,)),
-            ("conv1", (h, h, 3, 3)),
-            ("film", (2 * h, e)),
-            ("norm2", (h,)),
-            ("conv2", (h, h, 3, 3)),
-        ]:
-            shapes[f"blocks.{i}.{part}.weight"], shapes[f"blocks.{i}.{part}.bias"] = (
-                shape,
-                (shape[0],),
-            )
+        shapes.update(_film_block_shapes(f"blocks.{i}", h, e))
     shapes["out_norm.weight"], shapes["out_norm.bias"] = (h,), (h,)
     shapes["out.weight"], shapes["out.bias"] = (c, h, 3, 3), (c,)
+    for j in range(cfg.down_blocks):
+        shapes.update(_film_block_shapes(f"down.{j}", h, e))
+    return shapes
+
+
+def _film_block_shapes(block: str, h: int, e: int) -> dict[str, tuple[int, ...]]:
+    """The parameters of one FiLM block named `block` (blocks.{i} or down.{j}), in order."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for part, shape in [
+        ("norm1", (h,)),
+        ("conv1", (h, h, 3, 3)),
+        ("film", (2 * h, e)),
+        ("norm2", (h,)),
+        ("conv2", (h, h, 3, 3)),
+    ]:
+        shapes[f"{block}.{part}.weight"], shapes[f"{block}.{part}.bias"] = shape, (shape[0],)
     return shapes
 
 
@@ -374,14 +417,20 @@ def eps_film_net(cfg: EpsFiLMNetConfig, params: Params) -> FunctionEpsModel:
 
     Formula (x (…, C, H, W), t = t_norm, all convs 3×3 same, GN = group_norm with G groups):
       e = time_mlp.2(silu(time_mlp.0(sinusoidal_embedding(t, E))))
+      block_k(h):  r = conv1_k(silu(GN(h, norm1_k)))
+                   scale, shift = split(film_k(silu(e)), 2)          # scale first, H each
+                   r = GN(r, norm2_k)·(1 + scale) + shift            # per channel
+                   block_k(h) = h + conv2_k(silu(r))
       h = stem(append_time_channel(x, t))
-      for i < B:  r = conv1_i(silu(GN(h, norm1_i)))
-                  scale, shift = split(film_i(silu(e)), 2)          # scale first, H each
-                  r = GN(r, norm2_i)·(1 + scale) + shift            # per channel
-                  h = h + conv2_i(silu(r))
+      h = block_i(h)  for i < B − ⌊B/2⌋                         # full resolution
+      if D > 0:  d = avg_pool2(h);  d = down_j(d) for j < D     # half resolution
+                 h = h + upsample_nearest2(d)
+      h = block_i(h)  for B − ⌊B/2⌋ ≤ i < B
       ε̂ = out(silu(GN(h, out_norm)))
+    The down_j (D = down_blocks) are FiLM blocks with their own parameters and the same e; with
+    D = 0 the net is the plain stack of B blocks.
     params must have exactly the keys and shapes of `film_net_shapes(cfg)` (ValueError otherwise).
-    Shapes: x (…, C, H, W) -> (…, C, H, W).
+    Shapes: x (…, C, H, W) -> (…, C, H, W); H and W even when D > 0.
     """
     _check_params(params, film_net_shapes(cfg), "eps_film_net")
 
@@ -409,6 +458,7 @@ class CondFiLMNetConfig:
     residual_blocks: int = 4
     embed_dim: int = 64
     groups: int = 8
+    down_blocks: int = 0
 
     def __post_init__(self) -> None:
         check(in_range("num_classes", self.num_classes, 1, 2**31))
@@ -417,7 +467,7 @@ class CondFiLMNetConfig:
     def film(self) -> EpsFiLMNetConfig:
         """The unconditional part's config. Shapes: -."""
         return EpsFiLMNetConfig(self.data_channels, self.hidden_channels, self.residual_blocks,
-                                self.embed_dim, self.groups)
+                                self.embed_dim, self.groups, self.down_blocks)
 
 
 def cond_film_net_shapes(cfg: CondFiLMNetConfig) -> dict[str, tuple[int, ...]]:
@@ -481,19 +531,33 @@ def _film_forward(cfg: EpsFiLMNetConfig, p: Params, x: np.ndarray, t_norm: Scala
                   extra: object) -> np.ndarray:
     """The FiLM net's forward (see `eps_film_net`) with `extra` added to the time embedding e
     (0 for the unconditional net, the label embedding for `cond_film_net`)."""
-    hid, g = cfg.hidden_channels, cfg.groups
     _check_image(x)
+    _check_even(x, cfg.down_blocks)
     e = _lin(p, "time_mlp.2", silu(_lin(p, "time_mlp.0", sinusoidal_embedding(t_norm, cfg.embed_dim))))
     e = e + extra  # (E,), or (N, E) with per-sample labels
     h = _conv(p, "stem", append_time_channel(x, t_norm))  # (…, H, h, w)
-    for i in range(cfg.residual_blocks):
-        b = f"blocks.{i}"
-        r = _conv(p, f"{b}.conv1", silu(_norm(p, f"{b}.norm1", h, g)))
-        film = _lin(p, f"{b}.film", silu(e))  # (2H,) or (N, 2H)
-        scale, shift = film[..., :hid, None, None], film[..., hid:, None, None]  # (…, H, 1, 1)
-        r = _norm(p, f"{b}.norm2", r, g) * (1 + scale) + shift
-        h = h + _conv(p, f"{b}.conv2", silu(r))
-    return _conv(p, "out", silu(_norm(p, "out_norm", h, g)))
+    split = cfg.residual_blocks - cfg.residual_blocks // 2
+    for i in range(split):
+        h = _film_block(cfg, p, f"blocks.{i}", h, e)
+    if cfg.down_blocks > 0:
+        d = avg_pool2(h)  # (…, H, h/2, w/2)
+        for j in range(cfg.down_blocks):
+            d = _film_block(cfg, p, f"down.{j}", d, e)
+        h = h + upsample_nearest2(d)
+    for i in range(split, cfg.residual_blocks):
+        h = _film_block(cfg, p, f"blocks.{i}", h, e)
+    return _conv(p, "out", silu(_norm(p, "out_norm", h, cfg.groups)))
+
+
+def _film_block(cfg: EpsFiLMNetConfig, p: Params, b: str, h: np.ndarray,
+                e: np.ndarray) -> np.ndarray:
+    """block_k(h) of `eps_film_net`, k the block named b (blocks.{i} or down.{j})."""
+    hid, g = cfg.hidden_channels, cfg.groups
+    r = _conv(p, f"{b}.conv1", silu(_norm(p, f"{b}.norm1", h, g)))
+    film = _lin(p, f"{b}.film", silu(e))  # (2H,) or (N, 2H)
+    scale, shift = film[..., :hid, None, None], film[..., hid:, None, None]  # (…, H, 1, 1)
+    r = _norm(p, f"{b}.norm2", r, g) * (1 + scale) + shift
+    return h + _conv(p, f"{b}.conv2", silu(r))
 
 
 # The layers of `_film_forward`, each reading its weight and bias off params by layer name.
@@ -513,6 +577,12 @@ def _lin(p: Params, name: str, x: np.ndarray) -> np.ndarray:
 def _check_image(x: np.ndarray) -> None:
     if x.ndim not in (3, 4):
         raise ValueError(f"x must be (C, H, W) or (N, C, H, W), got shape {x.shape}")
+
+
+def _check_even(x: np.ndarray, down_blocks: int) -> None:
+    if down_blocks > 0 and (x.shape[-2] % 2 or x.shape[-1] % 2):
+        raise ValueError(f"a FiLM net with down_blocks = {down_blocks} needs images of even height "
+                         f"and width (a 2×2 average pooling), got x of shape {x.shape}")
 
 
 def _uniform_init(shapes: dict[str, tuple[int, ...]], seed: Index) -> Params:

@@ -20,6 +20,7 @@ from test_train_support import (
 
 from runtime.plumbing.artifacts import read_ppm
 from runtime.plumbing.checkpoint import load_checkpoint
+from runtime.sample import main as sample_main
 from runtime.train import main as train_main
 
 ARTIFACTS = ("checkpoint.pt", "train_log.json", "loss.png", "samples.png", "reference.png",
@@ -148,6 +149,8 @@ def test_cifar_labels_out_of_range(tmp_path, capsys):
     (["--steps", "ten"], "--steps"),
     (["--model", "unet"], "--model"),
     (["--hidden-c", "12"], "--hidden-c"),
+    (["--down-blocks", "-1"], "--down-blocks"),
+    (["--model", "residual", "--down-blocks", "1"], "--down-blocks"),
     (["--ema-decay", "1"], "--ema-decay"),
     (["--lr", "nan"], "--lr"),
     (["--sample-steps", "11"], "--sample-steps"),
@@ -196,3 +199,31 @@ def test_other_models_and_options_run(tmp_path, capsys, extra):
     assert np.isfinite(notes["final_loss"])
     if "--fast-kernels" in extra:
         assert notes["fast_kernels"] is True
+
+
+def test_down_blocks_need_even_images(tmp_path, capsys):
+    data = write_data_folder(tmp_path / "odd", shape=(1, 7, 8))
+    out = tmp_path / "run"
+    code, _, err = run_command(
+        train_main, [*TINY, "--dataset", "npy", "--data-dir", data, "--out", out,
+                     "--down-blocks", "1"], capsys)
+    assert_one_line_error(code, err, "--down-blocks 1", "7x8")
+    assert not out.exists()
+
+
+def test_down_blocks_are_trained_stored_restored_and_part_of_the_identity(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [*TINY, "--out", out, "--blocks", "1", "--down-blocks", "2"]
+    code, _, err = run_command(train_main, argv, capsys)
+    assert code == 0, err
+    payload = load_checkpoint(out / "checkpoint.pt")
+    assert payload["config"]["down_blocks"] == 2
+    assert payload["config"]["derived"]["model"]["config"]["down_blocks"] == 2
+    assert "down.1.conv2.weight" in payload["model"]
+    code, _, err = run_command(sample_main, ["--checkpoint", out / "checkpoint.pt", "--n", "2",
+                                             "--steps", "2", "--out", tmp_path / "s.npy"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (2, 1, 8, 8)
+    code, _, err = run_command(
+        train_main, [*argv[:-1], "1", "--resume", "--steps", "4"], capsys)
+    assert_one_line_error(code, err, "--down-blocks 2")

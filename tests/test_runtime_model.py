@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from runtime.model import (
     EpsConvNet,
@@ -12,9 +16,11 @@ from runtime.model import (
     EpsFiLMNet,
     EpsFiLMNetConfig,
     EpsResidualConvNet,
+    append_time_channel,
     from_spec_params,
     init_film_params,
     init_params,
+    sinusoidal_embedding,
     to_spec_params,
 )
 
@@ -54,13 +60,14 @@ def test_config_validation() -> None:
         EpsFiLMNetConfig(1, 8, 1, 7, 4)
 
 
-def _film() -> EpsFiLMNet:
-    cfg = EpsFiLMNetConfig(3, 16, 2, 16, 4)
+def _film(down_blocks: int = 0) -> EpsFiLMNet:
+    cfg = EpsFiLMNetConfig(3, 16, 2, 16, 4, down_blocks)
     return from_spec_params(cfg, init_film_params(cfg, 0), dtype=torch.float32).eval()
 
 
-def test_film_runs_channels_last_and_under_bf16_autocast() -> None:
-    model = _film()
+@pytest.mark.parametrize("down_blocks", [0, 1])
+def test_film_runs_channels_last_and_under_bf16_autocast(down_blocks: int) -> None:
+    model = _film(down_blocks)
     x = torch.randn(4, 3, 8, 8)
     t = torch.rand(4)
     ref = model(x, t)
@@ -92,7 +99,53 @@ def test_film_sample_outputs_do_not_depend_on_the_batch() -> None:
         assert torch.allclose(full[i : i + 1], model(x[i : i + 1], t[i : i + 1]), atol=1e-5)
 
 
-def test_film_backward_reaches_every_parameter() -> None:
-    model = _film().train()
+@pytest.mark.parametrize("down_blocks", [0, 2])
+def test_film_backward_reaches_every_parameter(down_blocks: int) -> None:
+    model = _film(down_blocks).train()
     model(torch.randn(2, 3, 8, 8), torch.rand(2)).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_no_down_blocks_is_the_plain_stack_of_blocks() -> None:
+    """down_blocks = 0 is the FiLM net from before the half-resolution stage: the same parameter
+    names in the same order, the same init draws, the output of the plain stack of B blocks bit
+    for bit. A stage's parameters come after all of those, so its draws come last."""
+    cfg = EpsFiLMNetConfig(1, 8, 3, 8, 2)
+    params = init_film_params(cfg, 0)
+    parts = ("norm1", "conv1", "film", "norm2", "conv2")
+    layers = ["time_mlp.0", "time_mlp.2", "stem",
+              *(f"blocks.{i}.{part}" for i in range(3) for part in parts), "out_norm", "out"]
+    assert list(params) == [f"{layer}.{p}" for layer in layers for p in ("weight", "bias")]
+    staged = init_film_params(dataclasses.replace(cfg, down_blocks=2), 0)
+    assert list(staged)[: len(params)] == list(params)
+    assert all(torch.equal(staged[k], v) for k, v in params.items())
+    assert list(staged)[len(params)] == "down.0.norm1.weight"
+    model = from_spec_params(cfg, params)
+    x, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    silu_e = F.silu(model.time_mlp(sinusoidal_embedding(t, 8)))  # (B, E)
+    h = model.stem(append_time_channel(x, t))
+    for block in model.blocks:
+        h = block(h, silu_e)
+    with torch.no_grad():
+        assert torch.equal(model(x, t), model.out(F.silu(model.out_norm(h))))
+
+
+def _step_flops(cfg: EpsFiLMNetConfig, batch: int) -> int:
+    """Model FLOPs of a training step (forward + backward), as scripts/sweep.py counts them."""
+    model = EpsFiLMNet(cfg).train()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(batch, 1, 8, 8), torch.zeros(batch)).square().mean().backward()
+    return counter.get_total_flops()
+
+
+def test_a_block_at_half_resolution_costs_a_quarter_of_its_convolutions() -> None:
+    hidden, embed, batch = 16, 16, 4
+    base = _step_flops(EpsFiLMNetConfig(1, hidden, 2, embed, 2), batch)
+    full = _step_flops(EpsFiLMNetConfig(1, hidden, 4, embed, 2), batch) - base  # 2 blocks, 8×8
+    half = _step_flops(EpsFiLMNetConfig(1, hidden, 2, embed, 2, 2), batch) - base  # 2 at 4×4
+    # forward FLOPs of one block at 8×8: two 3×3 convs (2·N·H·W·C·C·9 each) and the FiLM linear
+    # (2·N·E·2C), which does not see the pixels; the backward doubles both
+    conv, film = 2 * 2 * batch * 64 * hidden * hidden * 9, 2 * batch * embed * 2 * hidden
+    assert full == 2 * 3 * (conv + film)
+    assert half == 2 * 3 * (conv // 4 + film)
+    assert 0.25 < half / full < 0.26

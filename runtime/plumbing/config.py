@@ -129,6 +129,12 @@ class TrainConfig:
         None, "residual blocks (default: 4 for film, 2 for residual; conv has none)", "model",
         type=int, metavar="B",
     )
+    down_blocks: int = _opt(
+        0, "FiLM blocks of a half-resolution stage: the activations after the first B - B//2 "
+        "blocks are 2x2-average-pooled, go through D blocks of their own and are upsampled "
+        "(nearest) and added back before the rest (0: none, the net of the first runs; needs "
+        "--model film and images of even height and width)", "model", type=int, metavar="D",
+    )
     class_conditional: bool = _opt(
         False, "condition the FiLM net on the class label (a label embedding added to the time "
         "embedding; classifier-free guidance at sampling, Ho & Salimans 2022)", "model",
@@ -261,6 +267,10 @@ class TrainConfig:
             _require(self.blocks >= 0, f"--blocks must be >= 0, got {self.blocks}")
             _require(self.model != "conv" or self.blocks == 0,
                      f"--model conv has no residual blocks, got --blocks {self.blocks}")
+        _require(self.down_blocks >= 0, f"--down-blocks must be >= 0, got {self.down_blocks}")
+        _require(self.model == "film" or self.down_blocks == 0,
+                 f"--down-blocks needs --model film, got --model {self.model} with "
+                 f"--down-blocks {self.down_blocks}")
         if self.model == "film":
             _require(self.hidden_c % FILM_GROUPS == 0,
                      f"--hidden-c must be a multiple of {FILM_GROUPS} for --model film "
@@ -360,7 +370,7 @@ def check_objective_flags(cfg: TrainConfig, explicit: set[str] | frozenset[str])
 # Fields that define what is trained; on --resume they must agree with the checkpoint.
 # (--batch-size is checked through the global batch, world_size × batch_size.)
 TRAINING_IDENTITY = (
-    "dataset", "n_total", "model", "hidden_c", "blocks", "T", "schedule", "beta_start",
+    "dataset", "n_total", "model", "hidden_c", "blocks", "down_blocks", "T", "schedule", "beta_start",
     "beta_end", "lr", "ema_decay", "seed", "prediction", "zero_terminal_snr", "min_snr_gamma",
     "class_conditional", "label_dropout", "lr_schedule", "warmup_steps", "objective", "flow_sigma",
 )
@@ -369,7 +379,7 @@ TRAINING_IDENTITY = (
 IDENTITY_DEFAULTS = {"prediction": "eps", "zero_terminal_snr": False, "min_snr_gamma": None,
                      "class_conditional": False, "label_dropout": 0.1,
                      "lr_schedule": "constant", "warmup_steps": 0, "objective": "vp",
-                     "flow_sigma": "logit-normal"}
+                     "flow_sigma": "logit-normal", "down_blocks": 0}
 
 
 @dataclass(frozen=True)

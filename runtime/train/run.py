@@ -60,12 +60,14 @@ def schedule_betas(kind: str, T: int, beta_start: float, beta_end: float,
 def model_config(cfg: TrainConfig, data_channels: int, num_classes: int = 0) -> tuple[str, Any]:
     """(kind, config) of the network `cfg` asks for: `--model`, or cond_film with
     --class-conditional; the config of that kind (runtime.model.MODELS) takes the fields it has
-    from the data, `--hidden-c`, `--blocks`, the FiLM embedding width and groups, the classes."""
+    from the data, `--hidden-c`, `--blocks`, `--down-blocks`, the FiLM embedding width and
+    groups, the classes."""
     kind = "cond_film" if cfg.class_conditional else cfg.model
     config_cls = MODELS[kind][0]
     offered = {"data_channels": int(data_channels), "hidden_channels": cfg.hidden_c,
                "residual_blocks": cfg.residual_blocks, "embed_dim": FILM_EMBED_DIM,
-               "groups": FILM_GROUPS, "num_classes": int(num_classes)}
+               "groups": FILM_GROUPS, "num_classes": int(num_classes),
+               "down_blocks": cfg.down_blocks}
     return kind, config_cls(**{f.name: offered[f.name] for f in dataclasses.fields(config_cls)})
 
 
@@ -89,13 +91,17 @@ class TrainData:
 def load_data(cfg: TrainConfig, data: tuple[Dataset, Dataset] | None = None) -> TrainData:
     """The data set of `cfg` (or `data`, a (train, test) pair), cut to --n-total; the two splits
     must hold images of one shape (the samples, the reconstruction and the quality figure compare
-    them), as `runtime.data check` demands."""
+    them), as `runtime.data check` demands, of even height and width with --down-blocks."""
     if data is None:
         train_set = load_dataset(cfg.dataset, cfg.data_dir, split="train")
         test_set = load_dataset(cfg.dataset, cfg.data_dir, split="test")
     else:
         train_set, test_set = data
     check_same_image_shape(train_set, test_set, cfg.data_dir or cfg.dataset)
+    height, width = train_set.x.shape[-2:]
+    if cfg.down_blocks and (height % 2 or width % 2):
+        fail(f"--down-blocks {cfg.down_blocks} needs images of even height and width (a 2x2 "
+             f"average pooling), {cfg.data_dir or cfg.dataset} has {height}x{width} images")
     n_available = len(train_set.x)
     if cfg.n_total is not None and cfg.n_total > n_available:
         fail(f"--n-total {cfg.n_total} exceeds the {n_available} training images of "
