@@ -288,10 +288,6 @@ PIPELINE_MUTANTS = [
            "train_step.py", "    weight = 1.0 - decay", "    weight = decay",
            ("conformance/test_conformance.py::test_matches_spec[train_step-float64-cpu]",
             "conformance/test_train_step_fixed.py")),
-    Mutant("EMA warm-up without its cap (the decay never settles at --ema-decay)",
-           "train_step.py", "    return torch.clamp((1 + n) / (10 + n), max=decay)",
-           "    return (1 + n) / (10 + n)",
-           ("conformance/test_conformance.py::test_matches_spec[ema_decay_at-float64-cpu]",)),
     Mutant("Adam's β2 = 0.99 in the optimizer the trainer builds",
            "train_step.py",
            "    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)",
@@ -397,6 +393,11 @@ PIPELINE_MUTANTS = [
            "samplers.py", "    return flow_sigmas(steps, start.shift)",
            "    return flow_sigmas(steps)",
            (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    # --- the training options
+    Mutant("EMA warm-up without its cap (the decay never settles at --ema-decay)",
+           "train_step.py", "    return torch.clamp((1 + n) / (10 + n), max=decay)",
+           "    return (1 + n) / (10 + n)",
+           ("conformance/test_conformance.py::test_matches_spec[ema_decay_at-float64-cpu]",)),
 ]
 
 
