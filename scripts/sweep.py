@@ -82,6 +82,9 @@ PLAIN = ["--min-snr-gamma", "0", "--ema-decay", "0.995"]
 SNR = ["--min-snr-gamma", "5", "--ema-decay", "0.99"]
 UNWEIGHTED = ["--min-snr-gamma", "0", "--ema-decay", "0.99"]  # min-SNR off, the same EMA
 SNR20 = ["--min-snr-gamma", "20", "--ema-decay", "0.99"]  # between the two
+# min-SNR off with a longer EMA warmed up (--ema-warmup: decay min(D, (1 + n)/(10 + n)) at update n)
+EMAW999 = ["--min-snr-gamma", "0", "--ema-decay", "0.999", "--ema-warmup"]
+EMAW995 = ["--min-snr-gamma", "0", "--ema-decay", "0.995", "--ema-warmup"]
 
 
 def flags_of(hidden: int, batch: int, lr_schedule: list[str], weighting: list[str], *,
@@ -141,6 +144,11 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     "h32-b4": (flags_of(32, 128, CONST, PLAIN), [1500, 3000], "half the width"),
     "h64-b2": (flags_of(64, 128, CONST, PLAIN, blocks=2), [800, 1500], "half the depth"),
     "h64-b4-bs64": (flags_of(64, 64, CONST, PLAIN), [1000, 1600], "half the batch"),
+    # Issue 22, item 2: EMA with warm-up, at the new default's recipe (1,500 steps, v, lr 3e-3).
+    "emaw999-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, EMAW999, **V3), [1500],
+                                      "the new default with EMA 0.999 warmed up"),
+    "emaw995-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, EMAW995, **V3), [1500],
+                                      "the new default with EMA 0.995 warmed up"),
 }
 CONFIGS = {f"{arch}-s{steps}" if len(stages) > 1 else arch: (arch, steps)
            for arch, (_, stages, _) in ARCHS.items() for steps in stages}
@@ -354,6 +362,7 @@ def compare(a: str, b: str, train_set, test_set, net) -> dict:
 
 
 FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^", "tab:green"),
+                "emaw999": ("h", "tab:red"), "emaw995": ("p", "tab:gray"),
                 "v": ("D", "tab:purple"), "v0": ("P", "tab:brown"),
                 "v20": ("X", "tab:pink")}
 STARS = {OLD_DEFAULT: "crimson", FIRST_SWEEP_DEFAULT: "darkorange", NEW_DEFAULT: "gold"}
