@@ -9,9 +9,11 @@
   in [0, 1], ends included).
 * adam_step, ema_update: torch's fused Adam (the optimizer `runtime.train` builds) against
   Kingma & Ba's Algorithm 1, and the EMA update, on explicit tensors.
+* ema_decay_at: the EMA decay with and without its warm-up, n given as the trainer holds it
+  (Adam's step count, a 0-d float32 tensor), from the first updates to n = 2^24.
 * train_step: `runtime.train.train_step` itself (the function the CLI's loop calls each
   iteration) on explicit batch, t, noise, parameters, Adam state and EMA of a small ε-, x0- or
-  v-network (with or without min-SNR-γ); the
+  v-network (with or without min-SNR-γ, with or without the EMA warm-up); the
   spec side gets its gradient by central differences of `train_loss`, coordinate by coordinate.
   Compared: loss, parameters after the Adam step, Adam's moments and step count, EMA, and the
   finite flag. Plans with a NaN in the noise check the guard: nothing changes. Adam's state is
@@ -237,13 +239,19 @@ def _runtime_flow_loss_and_slopes(kind, cfg, params, x01, sigma, eps, seed) -> A
     return loss, np.array(slopes)
 
 
-# --- adam_step, ema_update -------------------------------------------------------------------
+# --- adam_step, ema_update, ema_decay_at ------------------------------------------------------
 
 _tensor_plans = st.fixed_dictionaries({
     "shapes": st.lists(S.array_shapes, min_size=1, max_size=3), "seed": S.seeds,
     "step": st.sampled_from([0, 1, 7, 1000]), "lr": st.sampled_from([1e-3, 2e-3, 0.1]),
     "beta1": st.sampled_from([0.9, 0.5]), "beta2": st.sampled_from([0.999, 0.99]),
     "eps": st.sampled_from([1e-8, 1e-3]), "decay": st.sampled_from([0.0, 0.5, 0.995, 0.9999])})
+
+# n from the first updates (where the warm-up is below every decay but 0) to 2^24 (where it is
+# above all of them, and float32 still counts exactly)
+_decay_plans = st.fixed_dictionaries({
+    "decay": st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.995, 0.999, 0.9999]),
+    "n": st.one_of(st.integers(1, 20), st.integers(1, 2**24)), "warmup": st.booleans()})
 
 
 def _named(p: Plan, stream: int, scale: float = 1.0, positive: bool = False) -> dict:
@@ -275,6 +283,11 @@ def _runtime_adam(params, grads, m, v, step, lr, b1, b2, eps) -> Any:
     return new, state["m"], state["v"], state["step"]
 
 
+def _runtime_decay_at(decay, n, warmup) -> Any:
+    """n as GuardedUpdate holds it: Adam's step count, a 0-d float32 tensor."""
+    return runtime.train.ema_decay_at(decay, torch.tensor(float(n), dtype=torch.float32), warmup)
+
+
 def _runtime_ema(ema, params, decay) -> Any:
     names = list(ema)
     out = runtime.train.ema_update([ema[n].clone() for n in names], [params[n] for n in names],
@@ -294,6 +307,7 @@ def _step_plans(draw: Any) -> Plan:
                   "step": draw(st.sampled_from([1, 3])), "lr": draw(st.sampled_from([1e-3, 0.05])),
                   "decay": draw(st.sampled_from([0.0, 0.9, 0.995])),
                   "sync_free": draw(st.booleans()), "nan": draw(st.booleans()),
+                  "ema_warmup": draw(st.booleans()),
                   "prediction": draw(st.sampled_from(PREDICTION_NAMES)), "gamma": draw(gammas)}
     T = plan["schedule"]["T"]
     plan["t"] = draw(st.lists(st.integers(1, T), min_size=plan["B"], max_size=plan["B"]))
@@ -312,7 +326,8 @@ def _step_call(p: Plan) -> Call:
     ema = {k: v + 0.01 * rng.standard_normal(v.shape) for k, v in params.items()}
     return Call([Sched(S.betas_of(p["schedule"])), p["kind"], cfg, Params(params), Params(m),
                  Params(v), p["step"], Params(ema), Arr(x01), list(p["t"]), Arr(noise),
-                 p["lr"], p["decay"], p["sync_free"], p.get("prediction", "eps"), p.get("gamma")])
+                 p["lr"], p["decay"], p["sync_free"], p.get("prediction", "eps"), p.get("gamma"),
+                 p.get("ema_warmup", False)])
 
 
 def _fd_gradient(loss, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -332,7 +347,7 @@ def _fd_gradient(loss, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _spec_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, decay, sync_free,
-               prediction, gamma):
+               prediction, gamma, ema_warmup):
     def net(p: dict[str, np.ndarray]) -> Any:
         return _spec_net(kind, cfg, p, prediction)
 
@@ -343,16 +358,17 @@ def _spec_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, decay
         {k: np.full_like(a, np.nan) for k, a in params.items()}
     out = spec.train.train_step(sched, net, params, grads, {"step": step, "m": m, "v": v},
                                 ema if decay > 0 else None, x01, t, eps, lr, decay,
-                                min_snr_gamma=gamma)
+                                min_snr_gamma=gamma, ema_warmup=ema_warmup)
     loss_value, new_params, state, new_ema, finite = out
     return (loss_value, new_params, state["m"], state["v"], float(state["step"]),
             new_ema if new_ema is not None else {}, finite)
 
 
 def _runtime_step(sched, kind, cfg, params, m, v, step, ema, x01, t, eps, lr, decay, sync_free,
-                  prediction, gamma):
+                  prediction, gamma, ema_warmup):
     model = _runtime_model(cfg, params)
-    update = runtime.train.GuardedUpdate(model, lr, decay, x01.device, sync_free=sync_free)
+    update = runtime.train.GuardedUpdate(model, lr, decay, x01.device, sync_free=sync_free,
+                                         ema_warmup=ema_warmup)
     named = dict(model.named_parameters())
     for name, p in named.items():
         update.optimizer.state[p]["step"].fill_(float(step))
@@ -397,6 +413,12 @@ record(
     build=lambda p: Call([Params(_named(p, 1)), Params(_named(p, 2)), p["decay"]]),
     runtime_fn=_runtime_ema, dtypes=("float64", "float32"),
     dtypes_reason="EMA weights are kept in float32 (float64 for a float64 model)",
+)
+record(
+    name="ema_decay_at", plan=_decay_plans, batched=False,
+    build=lambda p: Call([p["decay"], p["n"], p["warmup"]]), runtime_fn=_runtime_decay_at,
+    dtypes=("float64",), dtypes_reason="the decay is computed in float64 whatever the EMA's "
+    "dtype (ema_update rounds its weight 1 − d_n once, to the EMA's dtype)",
 )
 record(
     name="train_step", plan=_step_plans(), build=_step_call,

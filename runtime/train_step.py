@@ -9,7 +9,8 @@ conformance record of `spec.train.train_step` checks the step the CLI runs, not 
     zero grads; loss.backward()
     finite = loss and every gradient finite          (one device flag, no host sync)
     update.step(finite): fused Adam (Kingma & Ba Algorithm 1, as torch.optim.Adam computes it)
-                         and ema ← ema + (1 − decay)·(θ − ema), both skipped when not finite
+                         and ema ← ema + (1 − d_n)·(θ − ema), both skipped when not finite
+                         (d_n = decay, or its warm-up ema_decay_at at the n-th update taken)
 
 Drawing t ~ U{1..T}, the noise and the batch indices stays in the loop (`runtime.train`):
 those are tested as distributions (tests/test_train_pipeline.py).
@@ -78,21 +79,41 @@ def adam_step(params: dict[str, Tensor], grads: dict[str, Tensor], state: dict[s
              "v": {n: opt.state[p]["exp_avg_sq"] for n, p in zip(names, leaves, strict=True)}})
 
 
-def ema_update(ema: list[Tensor], params: Sequence[Tensor], decay: float,
+def ema_update(ema: list[Tensor], params: Sequence[Tensor], decay: float | Tensor,
                finite: Tensor | None = None) -> list[Tensor]:
     """ema ← ema + w·(θ − ema), w = (1 − decay)·finite, in place (a skipped step: w = 0).
 
-    The twin of spec.train.ema_update (lists of tensors for dicts; `finite` a 0-d bool tensor).
+    The twin of spec.train.ema_update (lists of tensors for dicts; `decay` a float, or a 0-d
+    tensor on the device from `ema_decay_at`; `finite` a 0-d bool tensor). w is rounded once to
+    the EMA's dtype.
     Shapes: lists of equally shaped tensors -> ema (the same list).
     """
+    dtype = ema[0].dtype if ema else torch.float32
     weight = 1.0 - decay
     if finite is not None:
-        weight = finite.to(ema[0].dtype if ema else torch.float32) * weight
+        weight = finite.to(dtype) * weight
+    if isinstance(weight, Tensor):
+        weight = weight.to(dtype)
     diffs = torch._foreach_sub([p.detach().to(e.dtype) for p, e in zip(params, ema, strict=True)],
                                ema)
     torch._foreach_mul_(diffs, weight)
     torch._foreach_add_(ema, diffs)
     return ema
+
+
+def ema_decay_at(decay: float, n: Tensor, warmup: bool) -> float | Tensor:
+    """d_n = min(d, (1 + n)/(10 + n)) with the warm-up, d without (TensorFlow's
+    ExponentialMovingAverage with num_updates = n).
+
+    The twin of spec.train.ema_decay_at: `n` is a 0-d tensor on the device (the updates taken,
+    `GuardedUpdate.taken_updates`), so the warmed-up decay is computed there, in float64, and
+    never read on the host.
+    Shapes: n () -> () float64 tensor (the float d without the warm-up).
+    """
+    if not warmup:
+        return decay
+    n = n.to(torch.float64)
+    return torch.clamp((1 + n) / (10 + n), max=decay)
 
 
 class GuardedUpdate:
@@ -101,16 +122,18 @@ class GuardedUpdate:
     sync_free (the default on CUDA): `finite` is never read on the host; fused Adam gets
     `found_inf = 1 − finite` and skips its update on the device, and the EMA weight is multiplied
     by `finite`. Otherwise (CPU, where reading a flag costs nothing) the step is simply not
-    taken. Both give bit-identical results.
+    taken. Both give bit-identical results. With `ema_warmup` the EMA decay of the n-th update
+    taken is `ema_decay_at(ema_decay, n, True)`, n read from Adam's step count on the device.
     """
 
     def __init__(self, model: torch.nn.Module, lr: float, ema_decay: float,
-                 device: torch.device, sync_free: bool | None = None) -> None:
+                 device: torch.device, sync_free: bool | None = None,
+                 ema_warmup: bool = False) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.sync_free = device.type == "cuda" if sync_free is None else sync_free
         # Both paths use fused Adam, so they stay bit-identical.
         self.optimizer = make_adam(self.params, lr)
-        self.ema_decay = ema_decay
+        self.ema_decay, self.ema_warmup = ema_decay, ema_warmup
         # EMA weights, one per parameter, in float32 (float64 for a float64 model; None when
         # EMA is off).
         self.ema = ([p.detach().clone().to(torch.promote_types(p.dtype, torch.float32))
@@ -142,9 +165,16 @@ class GuardedUpdate:
             self._ema_update(finite)
         del self.optimizer.found_inf
 
+    def taken_updates(self) -> Tensor:
+        """n, the updates taken so far: fused Adam's step count (0-d float32 on the device, exact
+        up to 2^24), which a skipped step leaves as it was (fused Adam subtracts found_inf) and
+        the checkpoint keeps with Adam's state. Read after the step, it counts that step."""
+        return self.optimizer.state[self.params[0]]["step"]
+
     def _ema_update(self, finite: Tensor) -> None:
         if self.ema is not None:
-            ema_update(self.ema, self.params, self.ema_decay, finite)
+            decay = ema_decay_at(self.ema_decay, self.taken_updates(), self.ema_warmup)
+            ema_update(self.ema, self.params, decay, finite)
 
     def ema_state_dict(self, model: torch.nn.Module) -> dict[str, Tensor] | None:
         """The model's state_dict with every parameter replaced by its EMA weight."""
@@ -319,5 +349,5 @@ def train_step(sched: Schedule, model: Callable[[Tensor, Tensor], Tensor],
 
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "FLOW_SIGMAS", "OBJECTIVES", "OBJECTIVE_NAMES",
-           "GuardedUpdate", "Objective", "StepResult", "adam_step", "all_finite", "ema_update",
-           "flow_train_loss", "make_adam", "train_loss", "train_step"]
+           "GuardedUpdate", "Objective", "StepResult", "adam_step", "all_finite", "ema_decay_at",
+           "ema_update", "flow_train_loss", "make_adam", "train_loss", "train_step"]

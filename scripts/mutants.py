@@ -395,6 +395,11 @@ PIPELINE_MUTANTS = [
            "samplers.py", "    return flow_sigmas(steps, start.shift)",
            "    return flow_sigmas(steps)",
            (SPEC + "test_sample_writes_the_spec_samplers_images",)),
+    # --- the training options
+    Mutant("EMA warm-up without its cap (the decay never settles at --ema-decay)",
+           "train_step.py", "    return torch.clamp((1 + n) / (10 + n), max=decay)",
+           "    return (1 + n) / (10 + n)",
+           ("conformance/test_conformance.py::test_matches_spec[ema_decay_at-float64-cpu]",)),
 ]
 
 

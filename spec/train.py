@@ -14,7 +14,8 @@ min(SNR, γ)/(SNR + 1) for v). For an ε-model without γ this is Eq. 14 above.
 
 The "gradient step" is Adam (Kingma & Ba 2015, Algorithm 1) on the batch mean of the per-sample
 losses, followed by an exponential moving average of the weights (the EMA of DDPM §B:
-"we used EMA on model parameters with a decay factor of 0.9999").
+"we used EMA on model parameters with a decay factor of 0.9999"), optionally with a warm-up of
+its decay (`ema_decay_at`).
 
 NumPy has no automatic differentiation, so the spec does not compute the gradient: it is, by
 definition, the derivative of `train_loss` with respect to the parameters, and `train_step`
@@ -47,7 +48,8 @@ from spec.loss import prediction_loss
 from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
 
-__all__ = ["train_loss", "flow_train_loss", "adam_step", "ema_update", "train_step"]
+__all__ = ["train_loss", "flow_train_loss", "adam_step", "ema_update", "ema_decay_at",
+           "train_step"]
 
 Params = dict[str, np.ndarray]
 AdamState = dict  # {"step": int, "m": Params, "v": Params}
@@ -154,6 +156,25 @@ def ema_update(ema: Params, params: Params, decay: float) -> Params:
     return {name: ema[name] + (1 - decay) * (params[name] - ema[name]) for name in ema}
 
 
+def ema_decay_at(decay: float, n: Index, warmup: bool) -> float:
+    """The EMA decay of the n-th update taken (n = 1, 2, …; a skipped non-finite step is not
+    one), fixed or warmed up.
+
+    Formula: d_n = min(d, (1 + n)/(10 + n)) with the warm-up, d_n = d without.
+    The warm-up is the decay of TensorFlow's tf.train.ExponentialMovingAverage given
+    num_updates, min(decay, (1 + num_updates)/(10 + num_updates)); the spec's choice is
+    num_updates = n, the count of updates including this one (Adam's step count after its
+    step), so d_1 = 2/11 and d_n reaches d = 0.99 at n = 890, d = 0.999 at n = 8,990.
+    Why: the EMA starts at the initial random weights θ_0, and after N updates of a fixed decay
+    θ_0 keeps the share d^N of the average (0.999^1500 ≈ 0.22); with the warm-up the early
+    updates nearly replace the average (the first one weighs 1 − d_1 = 9/11), and θ_0 keeps
+    Π_{k=1..N} d_k ≤ 10!·(N + 1)!/(N + 10)! (9e-23 at N = 1500).
+    Shapes: scalars -> scalar.
+    """
+    check(holds(n >= 1, f"n counts the updates taken, from 1; got {n}"))
+    return min(decay, (1 + n) / (10 + n)) if warmup else decay
+
+
 def train_step(
     sched: VPSchedule,
     net: Callable[[Params], AnyModel],
@@ -170,6 +191,7 @@ def train_step(
     beta2: float = 0.999,
     adam_eps: float = 1e-8,
     min_snr_gamma: Scalar | None = None,
+    ema_warmup: bool = False,
 ) -> tuple[Scalar, Params, AdamState, Params | None, bool]:
     """One iteration of DDPM Algorithm 1: loss, guarded Adam step, EMA update.
 
@@ -177,8 +199,9 @@ def train_step(
     ε-, x_0- or v-model);  `grads` must be ∂L/∂θ at `params`
     (the derivative of the spec loss; see the module docstring). If L and every gradient are
     finite: (θ, state) ← adam_step(θ, grads, state, lr, β1, β2, adam_eps) and, when `ema` is
-    given, ema ← ema_update(ema, θ, ema_decay) (with the updated θ). Otherwise θ, state and ema
-    are returned unchanged and `finite` is False.
+    given, ema ← ema_update(ema, θ, d_n) (with the updated θ), d_n = ema_decay_at(ema_decay, n,
+    ema_warmup) at n = the updated state["step"] (the updates taken, this one included).
+    Otherwise θ, state and ema are returned unchanged and `finite` is False.
     Shapes: x01, eps (B,C,H,W), t B ints; params, grads, ema dicts -> (L, θ, state, ema, finite).
     """
     loss = train_loss(sched, net(params), x01, t, eps, min_snr_gamma=min_snr_gamma)
@@ -187,5 +210,5 @@ def train_step(
         return loss, params, state, ema, False
     params, state = adam_step(params, grads, state, lr, beta1, beta2, adam_eps)
     if ema is not None:
-        ema = ema_update(ema, params, ema_decay)
+        ema = ema_update(ema, params, ema_decay_at(ema_decay, state["step"], ema_warmup))
     return loss, params, state, ema, True

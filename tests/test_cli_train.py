@@ -78,7 +78,8 @@ def test_help_lists_flags_with_defaults(capsys):
                  "--beta-end", "--lr", "--batch-size", "--seed", "--data-dir", "--device",
                  "--cuda", "--fast-kernels", "--log", "--sample-ppm", "--reference-ppm",
                  "--noisy-ppm", "--reconstruct-ppm", "--reconstruct-step", "--out", "--schedule",
-                 "--sample-steps", "--eta", "--ema-decay", "--resume", "--model"):
+                 "--sample-steps", "--eta", "--ema-decay", "--ema-warmup", "--resume",
+                 "--model"):
         assert flag in text, flag
     assert "(default: cosine)" in text and "(default: film)" in text
 
@@ -152,6 +153,7 @@ def test_cifar_labels_out_of_range(tmp_path, capsys):
     (["--down-blocks", "-1"], "--down-blocks"),
     (["--model", "residual", "--down-blocks", "1"], "--down-blocks"),
     (["--ema-decay", "1"], "--ema-decay"),
+    (["--ema-decay", "0", "--ema-warmup"], "--ema-warmup"),
     (["--lr", "nan"], "--lr"),
     (["--sample-steps", "11"], "--sample-steps"),
     (["--n-total", "100000"], "--n-total"),

@@ -242,3 +242,5 @@ def test_other_ranges():
         spec.append_time_channel(np.zeros((1, 1, 1, 2, 2)), 0.5)
     with raises("dim", "even", "3"):
         spec.sinusoidal_embedding(0.5, 3)
+    with raises("n", "from 1", "0"):
+        spec.ema_decay_at(0.99, 0, True)

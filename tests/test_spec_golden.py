@@ -141,6 +141,20 @@ def test_torchlean_time_order_shifts_the_mean(rng):
 
 
 # ---------------------------------------------------------------------------------------------
+# Training
+
+
+def test_ema_warmup_decay_in_closed_form():
+    # d_n = min(d, (1 + n)/(10 + n)): 2/11 at the first update, 3/12 at the second; for d = 0.99
+    # the cap is reached where (1 + n)/(10 + n) = 0.99, at n = 890 (891/900)
+    assert spec.ema_decay_at(0.999, 1, True) == 2 / 11
+    assert spec.ema_decay_at(0.999, 2, True) == 0.25
+    assert spec.ema_decay_at(0.99, 889, True) == 890 / 899 < 0.99
+    assert spec.ema_decay_at(0.99, 890, True) == 0.99 == spec.ema_decay_at(0.99, 10**6, True)
+    assert spec.ema_decay_at(0.99, 1, False) == 0.99  # off: the fixed decay from the start
+
+
+# ---------------------------------------------------------------------------------------------
 # Schedules
 
 

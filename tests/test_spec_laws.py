@@ -402,6 +402,17 @@ def test_sinusoidal_embedding_is_sin_then_cos(t, dim):
 
 
 # ---------------------------------------------------------------------------------------------
+# Training
+
+
+@given(st.floats(0, 1, exclude_max=True, width=64), st.integers(1, 10**7))
+def test_ema_warmup_decay_rises_to_the_decay_and_stays_there(decay, n):
+    d_n, d_next = spec.ema_decay_at(decay, n, True), spec.ema_decay_at(decay, n + 1, True)
+    assert d_n <= d_next <= decay  # monotone in n, capped at d
+    assert d_n in (decay, (1 + n) / (10 + n))  # the cap, or the warm-up's own value
+
+
+# ---------------------------------------------------------------------------------------------
 # Likelihood
 
 

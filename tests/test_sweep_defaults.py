@@ -1,10 +1,12 @@
 """The compute sweep (scripts/sweep.py) and the trainer's defaults name the same runs: its
 "new default" row is exactly what `python -m runtime.train` trains with no flags, its "old
 default" row the recipe `make train` ran before the first sweep, and its "first sweep default"
-row the recipe it ran between the two sweeps (docs/training.md, Quality per FLOP)."""
+row the recipe it ran between the two sweeps (docs/training.md, Quality per FLOP); its EMA
+warm-up rows are the new default with only the EMA changed."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 from test_train_support import REPO
@@ -52,3 +54,13 @@ def test_the_first_sweep_default_row_is_the_recipe_between_the_sweeps():
         "v", 5.0, 32, 2400, 3e-3, "cosine", 50, 0.99)
     default = TrainConfig()
     assert (default.min_snr_gamma, default.steps) == (None, 1500)  # what the second sweep changed
+
+
+def test_the_ema_warmup_rows_are_the_new_default_with_a_warmed_up_ema():
+    sweep = _sweep()
+    new = _config_of(sweep, sweep.NEW_DEFAULT)
+    for name, decay in (("emaw999-h64-b4-bs32-s1500-lr3", 0.999),
+                        ("emaw99-h64-b4-bs32-s1500-lr3", 0.99)):
+        row = _config_of(sweep, name)
+        assert (row.ema_decay, row.ema_warmup) == (decay, True), name
+        assert dataclasses.replace(row, ema_decay=new.ema_decay, ema_warmup=False) == new, name

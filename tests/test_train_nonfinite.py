@@ -69,6 +69,30 @@ def test_guarded_update_equals_adam_and_ema_when_finite(sync_free):
         torch.testing.assert_close(e, f, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_a_skipped_step_does_not_advance_the_ema_warmup(sync_free):
+    """n counts the updates taken: finite, NaN, finite mixes the EMA with d_1 = 2/11, then
+    d_2 = 3/12, bit for bit as the run without the NaN step."""
+    runs = []
+    for xs in ([1.0, math.nan, -2.0], [1.0, -2.0]):
+        model = _model()
+        update = GuardedUpdate(model, lr=0.1, ema_decay=0.99, device=torch.device("cpu"),
+                               sync_free=sync_free, ema_warmup=True)
+        expected, n = [p.detach().clone() for p in update.params], 0
+        for scale in xs:
+            update.step(all_finite(_backward(model, torch.ones(5, 3) * scale), update.params))
+            if math.isfinite(scale):
+                n += 1
+                d_n = (1 + n) / (10 + n)
+                expected = [e + (1 - d_n) * (p.detach() - e)
+                            for e, p in zip(expected, update.params, strict=True)]
+        assert update.taken_updates().item() == 2.0
+        for e, f in zip(update.ema, expected, strict=True):
+            torch.testing.assert_close(e, f, rtol=0, atol=1e-7)
+        runs.append(_snapshot(update))
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
 def test_a_nan_step_is_skipped_and_logged(tmp_path, capsys, monkeypatch):
     real_loss = step_module.prediction_loss
     calls = {"n": 0}

@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_train_support import TINY, assert_one_line_error, run_command
 
-from runtime.plumbing.checkpoint import load_checkpoint
+from runtime.plumbing.checkpoint import CheckpointError, load_checkpoint
 from runtime.plumbing.config import TrainConfig
 from runtime.train import main as train_main
-from runtime.train import train
+from runtime.train import merge_resume_config, train
 
 # Small but not trivial: more steps than one epoch of 12 images / batch 5, EMA on, 3 log points;
 # the default run's recipe (cosine learning rate after a warm-up, min-SNR-5 weights, EMA 0.99),
@@ -95,6 +95,40 @@ def test_ctrl_c_saves_and_resume_is_bit_identical(tmp_path, uninterrupted):
     # Resume takes every setting from the checkpoint: only --out and --resume are given.
     train(dataclasses.replace(TrainConfig(), out=out, resume=True), explicit={"out", "resume"})
     _assert_same_state(load_checkpoint(tmp_path / "run" / "checkpoint.pt"), uninterrupted)
+
+
+def test_ema_warmup_run_resumes_bit_identical(tmp_path, uninterrupted):
+    """--ema-warmup counts its updates with Adam's step count, which the checkpoint keeps: a run
+    interrupted at step 4 and resumed from the checkpoint alone ends as the uninterrupted one.
+    The warm-up changes the EMA only (the weights are the plain run's, bit for bit)."""
+    warm = dataclasses.replace(BASE, ema_warmup=True)
+    train(dataclasses.replace(warm, out=str(tmp_path / "straight")))
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    assert straight["config"]["ema_warmup"] is True
+    for name, value in straight["model"].items():
+        assert torch.equal(value, uninterrupted["model"][name]), name
+    assert any(not torch.equal(value, uninterrupted["ema"][name])
+               for name, value in straight["ema"].items())
+    out = str(tmp_path / "run")
+
+    def interrupt_at_4(step: int) -> None:
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(dataclasses.replace(warm, out=out), on_step=interrupt_at_4)
+    train(dataclasses.replace(TrainConfig(), out=out, resume=True), explicit={"out", "resume"})
+    _assert_same_state(load_checkpoint(tmp_path / "run" / "checkpoint.pt"), straight)
+
+
+def test_a_checkpoint_without_ema_warmup_was_trained_without_it(tmp_path):
+    stored = dataclasses.asdict(dataclasses.replace(BASE, out=str(tmp_path)))
+    del stored["ema_warmup"]  # written before the flag existed
+    resumed = TrainConfig(out=str(tmp_path), resume=True)
+    assert not merge_resume_config(resumed, {"out", "resume"}, stored, tmp_path).ema_warmup
+    with pytest.raises(CheckpointError, match="--ema-warmup"):
+        merge_resume_config(dataclasses.replace(resumed, ema_warmup=True),
+                            {"out", "resume", "ema_warmup"}, stored, tmp_path)
 
 
 def test_ctrl_c_message_and_exit_code(tmp_path, capsys, monkeypatch):

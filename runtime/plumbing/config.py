@@ -199,6 +199,11 @@ class TrainConfig:
         0.99, "EMA decay of the weights used for sampling (0 turns EMA off)", "optimisation",
         type=float, metavar="D",
     )
+    ema_warmup: bool = _opt(
+        False, "warm up the EMA decay: min(D, (1 + n)/(10 + n)) at the n-th update (TensorFlow's "
+        "ExponentialMovingAverage), so that the random initial weights leave the average early",
+        "optimisation",
+    )
     seed: int = _opt(
         0, "seed of every random stream (data order, t, noise, init, samples)", "optimisation",
         type=int,
@@ -286,6 +291,9 @@ class TrainConfig:
         _require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         _require(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         _require(0.0 <= self.ema_decay < 1.0, f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+        _require(not (self.ema_warmup and self.ema_decay == 0),
+                 "--ema-warmup needs an EMA, got --ema-decay 0 (EMA off); give --ema-decay D "
+                 "with D in (0, 1)")
         _require(self.eta >= 0.0, f"--eta must be >= 0, got {self.eta}")
         _require(self.sample_steps <= self.T,
                  f"--sample-steps must lie in 1..T = 1..{self.T}, got {self.sample_steps}")
@@ -370,16 +378,17 @@ def check_objective_flags(cfg: TrainConfig, explicit: set[str] | frozenset[str])
 # Fields that define what is trained; on --resume they must agree with the checkpoint.
 # (--batch-size is checked through the global batch, world_size × batch_size.)
 TRAINING_IDENTITY = (
-    "dataset", "n_total", "model", "hidden_c", "blocks", "down_blocks", "T", "schedule", "beta_start",
-    "beta_end", "lr", "ema_decay", "seed", "prediction", "zero_terminal_snr", "min_snr_gamma",
-    "class_conditional", "label_dropout", "lr_schedule", "warmup_steps", "objective", "flow_sigma",
+    "dataset", "n_total", "model", "hidden_c", "blocks", "down_blocks", "T", "schedule",
+    "beta_start", "beta_end", "lr", "ema_decay", "ema_warmup", "seed", "prediction",
+    "zero_terminal_snr", "min_snr_gamma", "class_conditional", "label_dropout", "lr_schedule",
+    "warmup_steps", "objective", "flow_sigma",
 )
 # Identity fields added after the first checkpoints: a checkpoint without one was trained with
 # the value below (an old checkpoint is an unweighted, unconditional ε-model).
 IDENTITY_DEFAULTS = {"prediction": "eps", "zero_terminal_snr": False, "min_snr_gamma": None,
                      "class_conditional": False, "label_dropout": 0.1,
                      "lr_schedule": "constant", "warmup_steps": 0, "objective": "vp",
-                     "flow_sigma": "logit-normal", "down_blocks": 0}
+                     "flow_sigma": "logit-normal", "down_blocks": 0, "ema_warmup": False}
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from runtime.train_step import (  # noqa: F401 (twins of spec.train, re-exported
     GuardedUpdate,
     adam_step,
     all_finite,
+    ema_decay_at,
     ema_update,
     flow_train_loss,
     train_loss,
@@ -114,8 +115,8 @@ __all__ = [
     "CHECKPOINT_NAME", "DESCRIPTION", "EPILOG", "MAX_CONSECUTIVE_NONFINITE", "SESSION_FIELDS",
     "STREAM_DATA", "STREAM_INIT", "STREAM_LABEL", "STREAM_NOISE", "STREAM_QUALITY",
     "STREAM_SAMPLE", "STREAM_T", "Accumulators", "EpochSampler", "GuardedUpdate", "Schedule",
-    "TrainConfig", "adam_step", "all_finite", "ema_update", "flow_train_loss", "init_parameters",
-    "main",
+    "TrainConfig", "adam_step", "all_finite", "ema_decay_at", "ema_update", "flow_train_loss",
+    "init_parameters", "main",
     "make_generator", "merge_resume_config", "model_config", "schedule_betas", "stream_seed",
     "train", "train_loss", "train_step", "write_artifacts",
 ]

@@ -169,7 +169,8 @@ def build_run(cfg: TrainConfig, info: DistInfo, data: TrainData, device: torch.d
     run = Run(cfg=cfg, info=info, device=device,
               sched=Schedule(betas, dtype=torch.float32, device=device), model=model,
               train_model=model, kernels=kernels,
-              update=GuardedUpdate(model, cfg.lr, cfg.ema_decay, device),
+              update=GuardedUpdate(model, cfg.lr, cfg.ema_decay, device,
+                                   ema_warmup=cfg.ema_warmup),
               streams=Streams.create(cfg.seed, len(data.x), device, cfg.class_conditional),
               acc=Accumulators(device), data_x=torch.empty(0), labels=labels, derived=derived)
     if payload is not None:
