@@ -215,8 +215,8 @@ def held_out_loss(model: torch.nn.Module, sched, test_x, draws: int = 8) -> floa
 class SharedCalls:
     """The network's outputs of a first pass of the bound, replayed in the same order for the
     other conventions: the conventions differ only after the network (the reverse variance, L_0's
-    variance, the clipping of x̂0), and with the same noise they call it on the same (x_t, t) in the same
-    order, so one pass of network calls serves all. A replayed call whose input differs from the
+    variance, the clipping of x̂0), and with the same noise they call it on the same (x_t, t) in
+    the same order, so one pass of network calls serves all. A replayed call whose input differs from the
     recorded one is an error, not a silent reuse."""
 
     def __init__(self, model: torch.nn.Module) -> None:
