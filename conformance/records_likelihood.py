@@ -80,8 +80,9 @@ VLB_SKIP = NOT_IN_BF16 | BF16_ILL_CONDITIONED
 
 @st.composite
 def _vlb_plans(draw: Any) -> Plan:
-    """Both conventions of the bound; "reference-code" needs T >= 2 (β̃_2), so a T = 1
-    schedule is drawn with "beta-1" only."""
+    """Every convention of the bound; "reference-code" and "fixed-large" need T >= 2 (β̃_2),
+    so a T = 1 schedule is drawn with "beta-1" only (test_bound_conventions runs each convention
+    in every dtype on one fixed plan)."""
     plan = draw(batch_plans(max_T=10, min_beta=1e-4, model=True))
     plan["bins"] = draw(S.bins_counts)
     plan["convention"] = ("beta-1" if plan["schedule"]["T"] < 2

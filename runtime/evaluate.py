@@ -10,14 +10,16 @@ On the test split of the checkpoint's data set (or --dataset/--data-dir):
   ε̂ is converted from its output (`runtime.prediction.predict_eps`), so the figure compares
   across prediction types; the MSE against the model's own target (x0 or v) is reported too.
 - bits/dim: `runtime.likelihood.bits_per_dim`, the variational bound of Ho et al. 2020, Eq. 5
-  (L_0 a discretized Gaussian decoder, L_1..L_{T−1} KL terms with the "fixed small" variance,
+  (L_0 a discretized Gaussian decoder, L_1..L_{T−1} KL terms with a fixed reverse variance,
   L_T the prior term), one noise draw per (t, image). It is an upper bound on the negative
   log-likelihood of the discretized data. The data are on a grid of `bins` values:
   17 for digits (pixel values k/16), 256 for 8-bit images (k/255); --bins overrides it.
   --bound-convention picks the convention (`runtime.likelihood.VLB_CONVENTIONS`) and the output
-  names it: "reference-code" (the default; L_0's decoder variance β̃_2 and x̂0 clipped to
-  [−1, 1], as the reference code of DDPM and improved DDPM computes the bits/dim they publish)
-  or "beta-1" (decoder variance β_1, x̂0 unclipped; this project's figures before).
+  names it: "reference-code" (the default; reverse variance β̃_t, L_0's decoder variance β̃_2
+  and x̂0 clipped to [−1, 1], as the reference code of DDPM and improved DDPM computes the
+  bits/dim they publish), "beta-1" (decoder variance β_1, x̂0 unclipped; this project's figures
+  before) or "fixed-large" (reverse variance β_t in L_1..L_{T−1}, otherwise reference-code: the
+  reference code's "fixedlarge").
 
 - sample quality (--samples N): N images drawn with DDIM (50 steps or T, η = 0, clipped x̂0,
   x_T from a generator seeded with --seed: the images `runtime.sample --seed S` draws), scored by

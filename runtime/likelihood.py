@@ -1,10 +1,12 @@
 """The variational bound in nats and bits/dim: the twins of `spec.likelihood`, batched.
 
-L = L_T + Σ_{t=2..T} L_{t−1} + L_0 (Ho et al. 2020, Eq. 5) with the reverse variance fixed to β̃_t;
-see `spec.likelihood` for the full statement. `convention` (VLB_CONVENTIONS) picks L_0's decoder
-variance σ_1² and whether x̂_0 is clipped: "reference-code" (the default: σ_1² = β̃_2, x̂_0
-clipped to [−1, 1] in every term, as the reference code of DDPM and improved DDPM computes the
-figures they publish) or "beta-1" (σ_1² = β_1, x̂_0 unclipped). Data bins: the values 2k/(bins − 1) − 1; the bin of
+L = L_T + Σ_{t=2..T} L_{t−1} + L_0 (Ho et al. 2020, Eq. 5) with a fixed reverse variance σ_t²
+(§3.2); see `spec.likelihood` for the full statement. `convention` (VLB_CONVENTIONS) picks σ_t²
+of the L_{t−1} terms, L_0's decoder variance σ_1² and whether x̂_0 is clipped: "reference-code"
+(the default: σ_t² = β̃_t, σ_1² = β̃_2, x̂_0 clipped to [−1, 1] in every term, as the reference
+code of DDPM and improved DDPM computes the figures they publish), "beta-1" (σ_t² = β̃_t,
+σ_1² = β_1, x̂_0 unclipped) or "fixed-large" (σ_t² = β_t, σ_1² = β̃_2, x̂_0 clipped: the
+reference code's "fixedlarge"). Data bins: the values 2k/(bins − 1) − 1; the bin of
 x is [x − 1/(bins−1), x + 1/(bins−1)], the lowest extended to −∞ and the highest to +∞; a value
 farther than 1e-3/(bins − 1) from every bin centre is a ValueError. Log-probabilities are
 log(max(p, 1e-12)).
@@ -39,19 +41,27 @@ class VLBConvention:
 
     decoder_variance: str  # σ_1² of L_0: "beta_tilde_2" (β̃_2) or "beta_1" (β_1)
     clip_x0: bool  # x̂_0 clipped to [−1, 1] before μ_θ, in every term
+    reverse_variance: str  # σ_t² of L_{t−1}, t = 2..T: a name of runtime.ddpm.VARIANCES
     summary: str  # what the commands print beside a figure in this convention
 
 
 VLB_CONVENTIONS = {
     "reference-code": VLBConvention(
-        "beta_tilde_2", clip_x0=True,
+        "beta_tilde_2", clip_x0=True, reverse_variance="fixed_small",
         summary="L_0 variance β̃_2, x̂0 clipped: the footing of DDPM's and improved DDPM's "
                 "published bits/dim"),
-    "beta-1": VLBConvention("beta_1", clip_x0=False, summary="L_0 variance β_1, x̂0 unclipped"),
+    "beta-1": VLBConvention("beta_1", clip_x0=False, reverse_variance="fixed_small",
+                            summary="L_0 variance β_1, x̂0 unclipped"),
+    "fixed-large": VLBConvention(
+        "beta_tilde_2", clip_x0=True, reverse_variance="fixed_large",
+        summary="reverse variance β_t in L_1..L_T-1, L_0 variance β̃_2, x̂0 clipped: the "
+                "reference code's fixedlarge"),
 }
 DEFAULT_VLB_CONVENTION = "reference-code"
 # σ_1² by decoder variance: (table of the schedule, t)
 DECODER_VARIANCE = {"beta_tilde_2": ("beta_tilde", 2), "beta_1": ("beta", 1)}
+# σ_t² of L_{t−1} (t = 2..T) by reverse variance (runtime.ddpm.VARIANCES): table of the schedule
+REVERSE_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta"}
 
 
 def _exp(x: Tensor | float) -> Tensor | float:
@@ -141,8 +151,9 @@ def vlb_terms(
     convention: str = DEFAULT_VLB_CONVENTION,
 ) -> Tensor:
     """Per-sample terms of the variational bound in nats (Ho et al. 2020, Eq. 5): column 0 is L_0,
-    column t−1 (t = 2..T) is L_{t−1}, column T is L_T; x_t = q_sample(x0, t, noise[t−1]); L_0's
-    σ_1² and the clipping of x̂_0 follow `convention` (VLB_CONVENTIONS).
+    column t−1 (t = 2..T) is L_{t−1}, column T is L_T; x_t = q_sample(x0, t, noise[t−1]); the
+    reverse variance σ_t² of L_{t−1}, L_0's σ_1² and the clipping of x̂_0 follow `convention`
+    (VLB_CONVENTIONS).
     Shapes: x0 (B, C, H, W) on the bins grid, noise (T, B, C, H, W) -> (B, T + 1)."""
     T = sched.T
     if tuple(noise.shape) != (T, *x0.shape):
@@ -165,13 +176,15 @@ def vlb_terms(
     ab_T = sched.alpha_bar.coef(T, x0).to(x0.device)
     prior = normal_kl(sqrt_nonneg(ab_T).to(wd) * x0, torch.log(1 - ab_T).to(wd), 0.0, 0.0)
     terms[:, T] = _sum_per_sample(prior)
-    # L_{t−1}, t = 2..T: posterior vs model, both with variance β̃_t
+    # L_{t−1}, t = 2..T: posterior N(μ̃_t, β̃_t) vs model N(μ_θ, σ_t²), σ_t² = β̃_t or β_t
+    reverse = getattr(sched, REVERSE_VARIANCE[conv.reverse_variance])
     for t in range(2, T + 1):
         x_t = q_sample(sched, x0, t, noise[t - 1].to(wd))
-        mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
+        mean_q = q_posterior_mean_variance(sched, x0, x_t, t)[0]
         mean_p = _model_mean(sched, model_wd, x_t, t, conv.clip_x0)
         log_var = torch.log(sched.beta_tilde.coef(t, x0)).to(x0.device, wd)
-        terms[:, t - 1] = _sum_per_sample(normal_kl(mean_q, log_var, mean_p, log_var))
+        log_var_p = torch.log(reverse.coef(t, x0)).to(x0.device, wd)
+        terms[:, t - 1] = _sum_per_sample(normal_kl(mean_q, log_var, mean_p, log_var_p))
     # L_0: discretized decoder with σ_1² = β̃_2 or β_1 (β̃_1 = 0)
     x_1 = q_sample(sched, x0, 1, noise[0].to(wd))
     mean_p = _model_mean(sched, model_wd, x_1, 1, conv.clip_x0)

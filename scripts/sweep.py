@@ -12,8 +12,8 @@ For every configuration below this script
      real reference set of 898, ÷ the real-vs-real floor, with its 95 % bootstrap interval
      (B = 1000, seed 0); keeps the images in runs/sweep/samples/; computes the held-out ε-MSE
      with the same (t, ε) draws for every configuration, and the bits/dim of the test split in
-     both conventions of the bound (runtime.likelihood.VLB_CONVENTIONS, the same noise for both,
-     one pass of 1,000 model calls per test image serving both: SharedCalls; --no-bound skips
+     every convention of the bound (runtime.likelihood.VLB_CONVENTIONS, the same noise for each,
+     one pass of 1,000 model calls per test image serving all: SharedCalls; --no-bound skips
      them),
 
 then writes runs/sweep/results.json, the plot docs/sweep.png (quality against training TFLOP,
@@ -244,9 +244,9 @@ def held_out_loss(model: torch.nn.Module, sched, test_x, draws: int = 8) -> floa
 
 class SharedCalls:
     """The network's outputs of a first pass of the bound, replayed in the same order for the
-    other conventions: the conventions differ only after the network (L_0's variance, the
-    clipping of x̂0), and with the same noise they call it on the same (x_t, t) in the same
-    order, so one pass of network calls serves all. A replayed call whose input differs from the
+    other conventions: the conventions differ only after the network (the reverse variance, L_0's
+    variance, the clipping of x̂0), and with the same noise they call it on the same (x_t, t) in
+    the same order, so one pass of network calls serves all. A replayed call whose input differs from the
     recorded one is an error, not a silent reuse."""
 
     def __init__(self, model: torch.nn.Module) -> None:

@@ -1,12 +1,17 @@
 """The variational bound in nats and bits/dim (DDPM, Ho et al. 2020, Eq. 5 and §3.3).
 
-L = L_T + Σ_{t=2..T} L_{t−1} + L_0 with the reverse variance fixed to β̃_t ("fixed small"):
+L = L_T + Σ_{t=2..T} L_{t−1} + L_0 with a fixed reverse variance σ_t² (DDPM §3.2):
     L_T     = KL(q(x_T | x_0) ‖ N(0, I))                                (no model)
-    L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ N(μ_θ(x_t, t), β̃_t·I)),  t = 2..T
+    L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ N(μ_θ(x_t, t), σ_t²·I)),  t = 2..T
     L_0     = −log p(x_0 | x_1),  p the discretized Gaussian N(μ_θ(x_1, 1), σ_1²) on the data bins
-μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x̂_0 = x0_pred(x_t, t). Since β̃_1 = 0,
-L_0's decoder needs another variance σ_1², and papers and code differ here and on clipping x̂_0;
-`convention` picks one of VLB_CONVENTIONS:
+μ_θ(x_t, t) is the posterior mean μ̃_t with x_0 replaced by x̂_0 = x0_pred(x_t, t). Per element,
+with q = N(μ̃_t, β̃_t) (Eq. 7):
+    σ_t² = β̃_t ("fixed small"):  L_{t−1} = (μ̃_t − μ_θ)²/(2β̃_t)
+    σ_t² = β_t  ("fixed large"):  L_{t−1} = (μ̃_t − μ_θ)²/(2β_t) + ½·(β̃_t/β_t − 1 − log(β̃_t/β_t))
+§3.2 finds both give similar samples: β̃_t is optimal for x_0 one fixed point, β_t for
+x_0 ~ N(0, I); the second costs the variance mismatch even with an exact x̂_0 (β̃_t < β_t).
+Since β̃_1 = 0, L_0's decoder needs another variance σ_1², and papers and code differ here and on
+clipping x̂_0; `convention` picks one of VLB_CONVENTIONS:
 
     "reference-code"  σ_1² = β̃_2, x̂_0 clipped to [−1, 1] in every term: what the reference code
                       of DDPM (diffusion_utils_2.py, calc_bpd_loop with clip_denoised=True and
@@ -16,11 +21,18 @@ L_0's decoder needs another variance σ_1², and papers and code differ here and
                       CIFAR-10; improved DDPM: 2.94) are on this footing. The default.
     "beta-1"          σ_1² = β_1 (DDPM §3.2's other choice of reverse variance, σ_t² = β_t, at
                       t = 1), x̂_0 unclipped: the bound as Eq. 5 reads with that σ_1.
+    "fixed-large"     σ_t² = β_t in every L_{t−1} (t = 2..T), σ_1² = β̃_2, x̂_0 clipped: the
+                      reference code's model_var_type "fixedlarge", whose variance table is
+                      [β̃_2, β_2, β_3, …, β_T] (posterior_variance[1] at t = 1, then betas[1:]).
+
+The first two use σ_t² = β̃_t ("fixed small") in every L_{t−1}.
 
 With the linear betas of DDPM (β_1 = 1e-4, β̃_2 ≈ 5.45e-5) and an exact x̂_0 on 256 bins, L_0
-per element is −log(2Φ(δ/σ_1) − 1) (δ = 1/255): 1.71 bits with β_1 against 1.31 with β̃_2, so the
-two conventions differ by about 0.41 bits/dim there. Clipping only moves x̂_0 toward the data
-range [−1, 1], where x_0 lies, so it never increases a KL term.
+per element is −log(2Φ(δ/σ_1) − 1) (δ = 1/255): 1.71 bits with β_1 against 1.31 with β̃_2, so
+"beta-1" and "reference-code" differ by about 0.41 bits/dim there; "fixed-large" adds the
+mismatch terms, Σ_{t=2..T} ½·(r_t − 1 − log r_t) with r_t = β̃_t/β_t, 0.49 bits/dim at T = 1000
+(0.18 of it at t = 2). Clipping only moves x̂_0 toward the data range [−1, 1], where x_0 lies,
+so it never increases a KL term.
 
 Data bins: the values 2k/(bins − 1) − 1, k = 0..bins−1 (256 for 8-bit images, 17 for the digits);
 the bin of x is [x − 1/(bins−1), x + 1/(bins−1)], the lowest extended to −∞ and the highest to
@@ -35,7 +47,7 @@ import numpy as np
 from jaxtyping import Float
 
 from spec.core import Index, Scalar, check, in_range, same_shape, sqrt_nonneg
-from spec.ddpm import x0_pred
+from spec.ddpm import VARIANCES, x0_pred
 from spec.forward import q_posterior_mean_variance, q_sample
 from spec.prediction import AnyModel
 from spec.schedule import VPSchedule
@@ -59,11 +71,13 @@ class VLBConvention:
 
     decoder_variance: str  # σ_1² of L_0: "beta_tilde_2" (β̃_2) or "beta_1" (β_1)
     clip_x0: bool  # x̂_0 clipped to [−1, 1] before μ_θ, in every term
+    reverse_variance: str  # σ_t² of L_{t−1}, t = 2..T: a name of spec.ddpm.VARIANCES
 
 
 VLB_CONVENTIONS = {
-    "reference-code": VLBConvention("beta_tilde_2", clip_x0=True),
-    "beta-1": VLBConvention("beta_1", clip_x0=False),
+    "reference-code": VLBConvention("beta_tilde_2", clip_x0=True, reverse_variance="fixed_small"),
+    "beta-1": VLBConvention("beta_1", clip_x0=False, reverse_variance="fixed_small"),
+    "fixed-large": VLBConvention("beta_tilde_2", clip_x0=True, reverse_variance="fixed_large"),
 }
 DEFAULT_VLB_CONVENTION = "reference-code"
 
@@ -165,10 +179,11 @@ def vlb_terms(
 
     Formula: x_t = q_sample(x0, t, noise[t−1]);  index 0: L_0 = −Σ log p(x0 | x_1) with
     p = N(μ_θ(x_1, 1), σ_1²) discretized (Eq. 13);
-    index t−1 (t = 2..T): L_{t−1} = Σ KL(N(μ̃_t(x_0, x_t), β̃_t) ‖ N(μ_θ(x_t, t), β̃_t));
-    index T: L_T = Σ KL(N(√ᾱ_T·x0, 1 − ᾱ_T) ‖ N(0, 1)). σ_1² and the clipping of x̂_0 in μ_θ
-    follow `convention` (VLB_CONVENTIONS: "reference-code" σ_1² = β̃_2 and clipped x̂_0, needs
-    T ≥ 2; "beta-1" σ_1² = β_1 and unclipped x̂_0); see the module docstring.
+    index t−1 (t = 2..T): L_{t−1} = Σ KL(N(μ̃_t(x_0, x_t), β̃_t) ‖ N(μ_θ(x_t, t), σ_t²));
+    index T: L_T = Σ KL(N(√ᾱ_T·x0, 1 − ᾱ_T) ‖ N(0, 1)). σ_t², σ_1² and the clipping of x̂_0 in
+    μ_θ follow `convention` (VLB_CONVENTIONS: "reference-code" σ_t² = β̃_t, σ_1² = β̃_2 and
+    clipped x̂_0, needs T ≥ 2; "beta-1" σ_t² = β̃_t, σ_1² = β_1 and unclipped x̂_0;
+    "fixed-large" σ_t² = β_t, σ_1² = β̃_2 and clipped x̂_0, needs T ≥ 2); see the module docstring.
     Shapes: x0 (*shape) on the bins grid, noise (T, *shape) -> (T + 1,).
     """
     T = sched.T
@@ -180,12 +195,13 @@ def vlb_terms(
     # L_T: the prior term, no model
     ab_T = sched.alpha_bar[T]
     terms[T] = np.sum(normal_kl(sqrt_nonneg(ab_T) * x0, np.log(1 - ab_T), 0.0, 0.0))
-    # L_{t−1}, t = 2..T: posterior vs model, both with variance β̃_t
+    # L_{t−1}, t = 2..T: posterior N(μ̃_t, β̃_t) vs model N(μ_θ, σ_t²), σ_t² = β̃_t or β_t (§3.2)
     for t in range(2, T + 1):
         x_t = q_sample(sched, x0, t, noise[t - 1])
         mean_q, var = q_posterior_mean_variance(sched, x0, x_t, t)
         mean_p = _model_mean(sched, model, x_t, t, conv.clip_x0)
-        terms[t - 1] = np.sum(normal_kl(mean_q, np.log(var), mean_p, np.log(var)))
+        var_p = VARIANCES[conv.reverse_variance](sched, t, var)
+        terms[t - 1] = np.sum(normal_kl(mean_q, np.log(var), mean_p, np.log(var_p)))
     # L_0: discretized decoder with variance σ_1² = β̃_2 (Eq. 7 at t = 2) or β_1 (β̃_1 = 0)
     x_1 = q_sample(sched, x0, 1, noise[0])
     mean_p = _model_mean(sched, model, x_1, 1, conv.clip_x0)

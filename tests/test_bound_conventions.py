@@ -1,5 +1,6 @@
-"""The two conventions of the variational bound (`spec.likelihood.VLB_CONVENTIONS` and its runtime
-twin): L_0's decoder variance (β̃_2 or β_1) and the clipping of x̂_0, in closed form."""
+"""The conventions of the variational bound (`spec.likelihood.VLB_CONVENTIONS` and its runtime
+twin): the reverse variance of L_{t−1} (β̃_t or β_t), L_0's decoder variance (β̃_2 or β_1) and
+the clipping of x̂_0, in closed form."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from spec_strategies import bin_counts, binned_samples, schedules, seeds
 
+import runtime.ddpm
 import runtime.likelihood as rl
 import runtime.schedule as rs
 import spec
@@ -77,6 +82,18 @@ def test_l0_of_each_convention_in_closed_form_and_their_difference_of_about_041_
         - l0_bits_of_an_exact_model(X0, beta_tilde_2(betas), 256), rel=REL)
 
 
+# β̃_t = safe_div(…, 1 − ᾱ_t) adds EPS = 1e-12 to 1 − ᾱ_t ≥ 1e-4: up to 1e-8 on β̃_t/β_t
+MISMATCH_REL = 1e-7
+
+
+def variance_mismatch_nats(betas: np.ndarray, t: int) -> float:
+    """KL(N(μ, β̃_t) ‖ N(μ, β_t)) per element = ½·(r − 1 − log r), r = β̃_t/β_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)
+    (Eq. 7): what σ_t² = β_t costs an exact x̂_0 in L_{t−1}."""
+    ab = np.cumprod(1 - betas)  # ᾱ_1..ᾱ_T
+    r = (1 - ab[t - 2]) / (1 - ab[t - 1])
+    return 0.5 * (r - 1 - math.log(r))
+
+
 def test_the_runtime_twin_gives_the_same_closed_form():
     betas = BETAS
     noise = np.random.default_rng(0).standard_normal((T, 1, 1, 1, X0.size))
@@ -87,10 +104,47 @@ def test_the_runtime_twin_gives_the_same_closed_form():
         return noise_t[round(float(t_norm) * T) - 1]
 
     x0 = torch.from_numpy(X0).reshape(1, 1, 1, X0.size)
-    for name, sigma2 in (("reference-code", beta_tilde_2(betas)), ("beta-1", BETA_1)):
+    for name, sigma2 in (("reference-code", beta_tilde_2(betas)), ("beta-1", BETA_1),
+                         ("fixed-large", beta_tilde_2(betas))):
         terms = rl.vlb_terms(sched, exact_eps, x0, noise_t, 256, convention=name)
         assert float(terms[0, 0]) / math.log(2) == pytest.approx(
             l0_bits_of_an_exact_model(X0, sigma2, 256), rel=REL)
+        large = VLB_CONVENTIONS[name].reverse_variance == "fixed_large"
+        for t in range(2, T + 1):
+            assert float(terms[0, t - 1]) == pytest.approx(
+                X0.size * variance_mismatch_nats(betas, t) * large, rel=MISMATCH_REL, abs=1e-9)
+
+
+@dataclass
+class PerStepOracle:
+    """The ε-model of a T-step schedule that returns the noise that made x_t: x̂_0 = x_0."""
+
+    noise: np.ndarray  # (T, *shape)
+
+    def eps(self, x, t_norm):
+        return self.noise[round(t_norm * len(self.noise)) - 1]
+
+
+@given(schedules(min_T=2, max_T=8),
+       bin_counts().flatmap(lambda b: st.tuples(st.just(b), binned_samples((2, 3), b))), seeds())
+def test_fixed_large_costs_an_exact_model_the_variance_mismatch_in_every_kl_term(
+    sched, bins_x0, seed
+):
+    # x̂_0 = x_0, so μ_θ = μ̃_t and L_{t−1} is the KL of two Gaussians of one mean: 0 with
+    # σ_t² = β̃_t (fixed small), ½·(β̃_t/β_t − 1 − log(β̃_t/β_t)) per element with σ_t² = β_t;
+    # L_0 and L_T are the reference code's (same σ_1² = β̃_2, same clipping).
+    bins, x0 = bins_x0
+    noise = np.random.default_rng(seed).standard_normal((sched.T, *x0.shape))
+    model = PerStepOracle(noise)
+    large = spec.vlb_terms(sched, model, x0, noise, bins, convention="fixed-large")
+    small = spec.vlb_terms(sched, model, x0, noise, bins, convention="reference-code")
+    betas = np.asarray(sched.beta[1:])
+    for t in range(2, sched.T + 1):
+        mismatch = x0.size * variance_mismatch_nats(betas, t)
+        assert large[t - 1] == pytest.approx(mismatch, rel=MISMATCH_REL, abs=1e-12)
+        assert small[t - 1] == pytest.approx(0.0, abs=1e-9)
+        assert large[t - 1] >= small[t - 1]
+    assert (large[0], large[sched.T]) == (small[0], small[sched.T])
 
 
 @dataclass
@@ -126,7 +180,10 @@ def test_runtime_table_equals_the_spec_table_and_the_default_is_the_reference_co
     assert set(rl.VLB_CONVENTIONS) == set(VLB_CONVENTIONS)
     for name, conv in VLB_CONVENTIONS.items():
         twin = rl.VLB_CONVENTIONS[name]
-        assert (twin.decoder_variance, twin.clip_x0) == (conv.decoder_variance, conv.clip_x0)
+        assert (twin.decoder_variance, twin.clip_x0, twin.reverse_variance) == (
+            conv.decoder_variance, conv.clip_x0, conv.reverse_variance)
+        assert conv.reverse_variance in spec.ddpm.VARIANCES
+    assert set(rl.REVERSE_VARIANCE) == set(runtime.ddpm.VARIANCES) == set(spec.ddpm.VARIANCES)
     assert rl.DEFAULT_VLB_CONVENTION == spec.likelihood.DEFAULT_VLB_CONVENTION == "reference-code"
 
 
@@ -136,6 +193,8 @@ def test_conventions_are_checked():
     model = PredictionModel(X0Constant(0.0), "x0")
     with pytest.raises(ValueError, match="needs T >= 2, got T = 1"):
         spec.vlb_terms(sched, model, x0, noise, bins=3)  # the default needs β̃_2
+    with pytest.raises(ValueError, match="needs T >= 2, got T = 1"):
+        spec.vlb_terms(sched, model, x0, noise, bins=3, convention="fixed-large")
     assert spec.vlb_terms(sched, model, x0, noise, bins=3, convention="beta-1").shape == (2,)
     with pytest.raises(ValueError, match="convention must be one of"):
         spec.vlb_terms(sched, model, x0, noise, bins=3, convention="beta_1")

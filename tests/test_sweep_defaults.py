@@ -64,3 +64,32 @@ def test_the_ema_warmup_rows_are_the_new_default_with_a_warmed_up_ema():
         row = _config_of(sweep, name)
         assert (row.ema_decay, row.ema_warmup) == (decay, True), name
         assert dataclasses.replace(row, ema_decay=new.ema_decay, ema_warmup=False) == new, name
+
+
+def test_the_bound_in_every_convention_costs_one_pass_of_model_calls():
+    """sweep.bits_per_dim serves every convention of the bound (fixed-large too) from one pass of
+    network calls (SharedCalls), and each figure is the one a model of its own would give."""
+    import numpy as np
+    import torch
+
+    from runtime.evaluate import bound_bits_per_dim
+    from runtime.likelihood import VLB_CONVENTIONS
+    from runtime.schedule import Schedule
+
+    class CountingNet(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x, t_norm):
+            CountingNet.calls += 1
+            return torch.tanh(0.5 * x + torch.as_tensor(t_norm).reshape(-1, 1, 1, 1))
+
+    sweep, net = _sweep(), CountingNet()
+    sched = Schedule(torch.linspace(1e-3, 0.2, 4, dtype=torch.float64))
+    test_x = (np.random.default_rng(0).integers(0, 17, (3, 1, 4, 4)) / 16).astype(np.float32)
+    bpd = sweep.bits_per_dim(net, sched, test_x)
+    assert list(bpd) == list(VLB_CONVENTIONS)
+    assert CountingNet.calls == sched.T  # one batch, one call per t, for all conventions
+    x0 = 2.0 * torch.from_numpy(test_x) - 1.0
+    for name, value in bpd.items():
+        alone = bound_bits_per_dim(sched, net, x0, torch.Generator().manual_seed(0), 256, 17, name)
+        assert value == alone["bits_per_dim"], name

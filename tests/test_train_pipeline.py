@@ -268,7 +268,7 @@ def test_training_samples_come_from_the_ema_weights(tiny_run, tmp_path):  # noqa
     np.testing.assert_array_equal(np.asarray(Image.open(tiny_run / "samples.png")), grids["ema"])
 
 
-@pytest.mark.parametrize("convention", [None, "beta-1"])  # None: the default, reference-code
+@pytest.mark.parametrize("convention", [None, "beta-1", "fixed-large"])  # None: reference-code
 def test_evaluate_bits_per_dim_equals_the_spec(tiny_run, tmp_path, capsys, convention):  # noqa: F811
     from runtime.evaluate import main as evaluate_main
 

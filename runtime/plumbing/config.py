@@ -478,9 +478,8 @@ class EvaluateConfig:
     seed: int = _opt(0, "seed of t and noise", "evaluation", type=int)
     bound_convention: str = _opt(
         DEFAULT_VLB_CONVENTION, "the bound's convention (runtime.likelihood.VLB_CONVENTIONS): "
-        "reference-code = L_0's decoder variance β̃_2 and x̂0 clipped to [-1, 1], as the "
-        "reference code of DDPM and improved DDPM computes their published bits/dim; beta-1 = "
-        "decoder variance β_1, x̂0 unclipped", "evaluation", choices=tuple(VLB_CONVENTIONS))
+        + "; ".join(f"{name} = {c.summary}" for name, c in VLB_CONVENTIONS.items()),
+        "evaluation", choices=tuple(VLB_CONVENTIONS))
     samples: int = _opt(0, "also draw N samples (DDIM, 50 steps, η 0, clipped x̂0) and report "
                         "their Fréchet distance in a small classifier's features ÷ the "
                         "real-vs-real floor, with a bootstrap interval (n = min(N, half of all "
