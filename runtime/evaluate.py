@@ -21,8 +21,9 @@ On the test split of the checkpoint's data set (or --dataset/--data-dir):
   before) or "fixed-large" (reverse variance β_t in L_1..L_{T−1}, otherwise reference-code: the
   reference code's "fixedlarge").
 
-- sample quality (--samples N): N images drawn with DDIM (50 steps or T, η = 0, clipped x̂0,
-  x_T from a generator seeded with --seed: the images `runtime.sample --seed S` draws), scored by
+- sample quality (--samples N): N images drawn with DPM-Solver++(2M), 10 steps from t0 (x_T from
+  a generator seeded with --seed: the images `runtime.sample --sampler dpm-solver++ --steps 10
+  --seed S` draws; `runtime.plumbing.quality.DRAWS`, the train_log.json figure's), scored by
   `runtime.plumbing.quality`: the Fréchet distance in the hidden features of a small classifier
   trained now on the training split, divided by the real-vs-real floor, with its 95 % bootstrap
   interval and its cost in seconds; n = min(N, half of all real images) (898 for the digits).
@@ -209,7 +210,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             fail(f"--samples needs at least 4 real images, {dataset} has {len(test.x)} test and "
                  f"{len(train.x)} training images")
         result["quality"] = draw_and_score(
-            model, sched, cfg.samples, 50, torch.Generator(device=device).manual_seed(cfg.seed),
+            model, sched, cfg.samples, torch.Generator(device=device).manual_seed(cfg.seed),
             device, train, test, objective=objective)
     if cfg.json is not None:
         save_json(cfg.json, result)

@@ -411,10 +411,10 @@ def test_evaluate_prints_the_spec_figures(flags, small_run, tmp_path, capsys):
         assert figure in printed
 
 
-def test_evaluate_quality_scores_the_spec_ddim_samples(small_run, tmp_path, capsys,
-                                                       monkeypatch):
-    """--samples N: the images scored are DDIM's (min(50, T) steps, η = 0, clipped x̂0, x_T
-    from --seed), as the spec draws them. The score is runtime.plumbing.quality's Fréchet
+def test_evaluate_quality_scores_the_spec_dpm_solver_samples(small_run, tmp_path, capsys,
+                                                             monkeypatch):
+    """--samples N: the images scored are DPM-Solver++(2M)'s (10 steps from t0, or t0 steps
+    where t0 < 10; x_T from --seed), as the spec draws them. The score is runtime.plumbing.quality's Fréchet
     distance of those images (tested in closed form in tests/test_quality.py; it has no spec
     twin): the images it was handed are recorded on their way in."""
     import runtime.plumbing.quality as quality
@@ -435,8 +435,12 @@ def test_evaluate_quality_scores_the_spec_ddim_samples(small_run, tmp_path, caps
     assert code == 0, err
     payload = load_checkpoint(small_run / "checkpoint.pt")
     assert len(scored) == 1
-    np.testing.assert_allclose(scored[0], spec_samples(payload, "ddim", n=8, seed=4),
+    ab = spec_schedule(payload).alpha_bar
+    t0 = int(np.nonzero(np.sqrt((1 - ab) / ab) <= EDM_SIGMA_MAX)[0].max())  # σ_t <= 80
+    np.testing.assert_allclose(scored[0], spec_samples(payload, "dpm-solver++", n=8, seed=4,
+                                                       steps=min(10, t0)),
                                rtol=TOL.rtol, atol=TOL.atol)
     got = json.loads(report.read_text())["quality"]
+    assert got["sampler"].startswith(f"dpm-solver++(2m), {min(10, t0)} steps")
     assert got["n"] == 8 and got["samples"] == 8
     assert quality.format_quality(got) in printed

@@ -229,7 +229,8 @@ class TrainConfig:
         "sampling", type=int, metavar="t",
     )
     quality_samples: int | None = _opt(
-        None, "samples drawn at the end for the quality figure in train_log.json (Fréchet "
+        None, "samples drawn at the end for the quality figure in train_log.json "
+        "(DPM-Solver++(2M), 10 steps; flow: flow Euler, 50; Fréchet "
         "distance in a small classifier's features ÷ its real-vs-real floor, with a bootstrap "
         "interval; default: as many as two disjoint real sets allow, at most 1000: 898 for the "
         "digits; 0: skip)", "sampling", type=int, metavar="N",
@@ -480,7 +481,8 @@ class EvaluateConfig:
         DEFAULT_VLB_CONVENTION, "the bound's convention (runtime.likelihood.VLB_CONVENTIONS): "
         + "; ".join(f"{name} = {c.summary}" for name, c in VLB_CONVENTIONS.items()),
         "evaluation", choices=tuple(VLB_CONVENTIONS))
-    samples: int = _opt(0, "also draw N samples (DDIM, 50 steps, η 0, clipped x̂0) and report "
+    samples: int = _opt(0, "also draw N samples (DPM-Solver++(2M), 10 steps; flow checkpoints: "
+                        "flow Euler, 50) and report "
                         "their Fréchet distance in a small classifier's features ÷ the "
                         "real-vs-real floor, with a bootstrap interval (n = min(N, half of all "
                         "real images): 898 for the digits; the figure wants n >= 800)",

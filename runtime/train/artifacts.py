@@ -169,7 +169,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
         n_quality = (min(capacity(data.train, data.test), DEFAULT_SAMPLES)
                      if cfg.quality_samples is None else cfg.quality_samples)
         if n_quality >= 2 and capacity(data.train, data.test) >= 2:
-            quality = draw_and_score(sample_model, run.sched, n_quality, cfg.sample_steps,
+            quality = draw_and_score(sample_model, run.sched, n_quality,
                                      make_generator(cfg.seed, STREAM_QUALITY, run.device),
                                      run.device, data.train, data.test,
                                      objective=cfg.objective)
