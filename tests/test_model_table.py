@@ -66,10 +66,12 @@ def test_bad_descriptions_are_refused():
 
 
 @pytest.mark.parametrize(("flags", "kind", "config"), [
-    ({}, "film", EpsFiLMNetConfig(1, 64, 4, 64, 8)),
+    ({}, "film", EpsFiLMNetConfig(1, 64, 2, 64, 8, 4)),
+    ({"blocks": 4, "down_blocks": 0}, "film", EpsFiLMNetConfig(1, 64, 4, 64, 8)),
     ({"model": "residual"}, "residual", EpsConvNetConfig(1, 64, 2)),
     ({"model": "conv", "hidden_c": 16}, "conv", EpsConvNetConfig(1, 16, 0)),
-    ({"class_conditional": True, "blocks": 2}, "cond_film", CondFiLMNetConfig(1, 10, 64, 2, 64, 8)),
+    ({"class_conditional": True, "blocks": 2}, "cond_film",
+     CondFiLMNetConfig(1, 10, 64, 2, 64, 8, 4)),
 ])
 def test_the_trainer_picks_the_kind_and_fills_its_config(flags, kind, config):
     assert model_config(TrainConfig(**flags), 1, 10) == (kind, config)

@@ -30,8 +30,8 @@ def _config_of(sweep, name: str) -> TrainConfig:
 def test_the_new_default_row_is_the_trainers_default():
     sweep, default = _sweep(), TrainConfig()
     row = _config_of(sweep, sweep.NEW_DEFAULT)
-    for name in (*TRAINING_IDENTITY, "steps", "batch_size", "residual_blocks"):
-        if name == "blocks":  # None (the model's default) in the trainer, 4 in the row
+    for name in (*TRAINING_IDENTITY, "steps", "batch_size", "residual_blocks", "stage_blocks"):
+        if name in ("blocks", "down_blocks"):  # None (the model's default) in the trainer
             continue
         assert getattr(row, name) == getattr(default, name), name
 
@@ -53,12 +53,16 @@ def test_the_first_sweep_default_row_is_the_recipe_between_the_sweeps():
             first.lr_schedule, first.warmup_steps, first.ema_decay) == (
         "v", 5.0, 32, 2400, 3e-3, "cosine", 50, 0.99)
     default = TrainConfig()
-    assert (default.min_snr_gamma, default.steps) == (None, 1500)  # what the second sweep changed
+    assert (default.min_snr_gamma, default.steps) == (None, 1900)  # what the sweeps changed
+    second = _config_of(sweep, sweep.SECOND_SWEEP_DEFAULT)
+    assert (second.min_snr_gamma, second.steps, second.residual_blocks, second.stage_blocks) == (
+        None, 1500, 4, 0)
+    assert (default.residual_blocks, default.stage_blocks) == (2, 4)  # what the third changed
 
 
 def test_the_ema_warmup_rows_are_the_new_default_with_a_warmed_up_ema():
     sweep = _sweep()
-    new = _config_of(sweep, sweep.NEW_DEFAULT)
+    new = _config_of(sweep, sweep.SECOND_SWEEP_DEFAULT)
     for name, decay in (("emaw999-h64-b4-bs32-s1500-lr3", 0.999),
                         ("emaw99-h64-b4-bs32-s1500-lr3", 0.99)):
         row = _config_of(sweep, name)

@@ -204,8 +204,8 @@ def _spec_model(payload, ema: bool):
     params = to_spec_params(module)
     cfg = module.cfg
     net = spec.model.eps_film_net(spec.model.EpsFiLMNetConfig(
-        cfg.data_channels, cfg.hidden_channels, cfg.residual_blocks, cfg.embed_dim, cfg.groups),
-        params)
+        cfg.data_channels, cfg.hidden_channels, cfg.residual_blocks, cfg.embed_dim, cfg.groups,
+        cfg.down_blocks), params)
     # the network predicts what the run trained it to (the default run: v)
     return spec.prediction.PredictionModel(net, payload["config"]["derived"]["model"]["prediction"])
 

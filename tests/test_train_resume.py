@@ -131,6 +131,22 @@ def test_a_checkpoint_without_ema_warmup_was_trained_without_it(tmp_path):
                             {"out", "resume", "ema_warmup"}, stored, tmp_path)
 
 
+def test_a_checkpoint_of_the_old_default_net_resumes_with_the_net_it_built(tmp_path):
+    """Before the third sweep the film net's defaults were 4 blocks and no 4×4 stage: a
+    checkpoint that stored --blocks None and no --down-blocks resumes with the shape its
+    network was built with (derived.model), not with today's defaults (2 and 4)."""
+    stored = dataclasses.asdict(dataclasses.replace(BASE, out=str(tmp_path)))
+    stored.update(blocks=None, derived={"model": {"kind": "film", "config": {
+        "data_channels": 1, "hidden_channels": 8, "residual_blocks": 4, "embed_dim": 64,
+        "groups": 8}}})
+    del stored["down_blocks"]  # written before the flag existed
+    resumed = merge_resume_config(TrainConfig(out=str(tmp_path), resume=True), {"out", "resume"},
+                                  stored, tmp_path)
+    assert (resumed.residual_blocks, resumed.stage_blocks) == (4, 0)
+    fresh = TrainConfig()
+    assert (fresh.residual_blocks, fresh.stage_blocks) == (2, 4)
+
+
 def test_ctrl_c_message_and_exit_code(tmp_path, capsys, monkeypatch):
     import runtime.train as train_module
 

@@ -55,7 +55,11 @@ ZERO_SNR_PREDICTIONS = _one_of([name for name, row in PREDICTION_TABLE.items()
 # FiLM nets normalise with GroupNorm(FILM_GROUPS, hidden): hidden must be a multiple of it.
 FILM_GROUPS = 8
 # Residual blocks when --blocks is not given: 4 for the FiLM net (docs/default-network.md), 2 for TorchLean's.
-DEFAULT_BLOCKS = {"film": 4, "residual": 2, "conv": 0}
+DEFAULT_BLOCKS = {"film": 2, "residual": 2, "conv": 0}
+DEFAULT_DOWN_BLOCKS = {"film": 4, "residual": 0, "conv": 0}
+# --blocks / --down-blocks not given: these, by --model. The film net's were 4 and 0 until the
+# second sweep's 4×4-stage rows (docs/training.md); a checkpoint that stored None for either is
+# resumed with the shape its network was built with (runtime/train/resume.py).
 
 
 def _opt(default: Any, help: str, group: str, **argparse_kwargs: Any):
@@ -126,14 +130,15 @@ class TrainConfig:
     )
     hidden_c: int = _opt(64, "hidden channels of the network", "model", type=int, metavar="C")
     blocks: int | None = _opt(
-        None, "residual blocks (default: 4 for film, 2 for residual; conv has none)", "model",
+        None, "residual blocks (default: 2 for film, 2 for residual; conv has none)", "model",
         type=int, metavar="B",
     )
-    down_blocks: int = _opt(
-        0, "FiLM blocks of a half-resolution stage: the activations after the first B - B//2 "
+    down_blocks: int | None = _opt(
+        None, "FiLM blocks of a half-resolution stage: the activations after the first B - B//2 "
         "blocks are 2x2-average-pooled, go through D blocks of their own and are upsampled "
-        "(nearest) and added back before the rest (0: none, the net of the first runs; needs "
-        "--model film and images of even height and width)", "model", type=int, metavar="D",
+        "(nearest) and added back before the rest (default: 4 for film, 0 otherwise; 0: none, "
+        "the net of the first runs; needs --model film and images of even height and width)",
+        "model", type=int, metavar="D",
     )
     class_conditional: bool = _opt(
         False, "condition the FiLM net on the class label (a label embedding added to the time "
@@ -178,7 +183,7 @@ class TrainConfig:
     )
     # --- optimisation ---
     steps: int = _opt(
-        1500, "total optimiser steps (with --resume: the total to reach, not an increment)",
+        1900, "total optimiser steps (with --resume: the total to reach, not an increment)",
         "optimisation", type=int, metavar="N",
     )
     batch_size: int = _opt(
@@ -273,8 +278,8 @@ class TrainConfig:
             _require(self.blocks >= 0, f"--blocks must be >= 0, got {self.blocks}")
             _require(self.model != "conv" or self.blocks == 0,
                      f"--model conv has no residual blocks, got --blocks {self.blocks}")
-        _require(self.down_blocks >= 0, f"--down-blocks must be >= 0, got {self.down_blocks}")
-        _require(self.model == "film" or self.down_blocks == 0,
+        _require(self.stage_blocks >= 0, f"--down-blocks must be >= 0, got {self.down_blocks}")
+        _require(self.model == "film" or self.stage_blocks == 0,
                  f"--down-blocks needs --model film, got --model {self.model} with "
                  f"--down-blocks {self.down_blocks}")
         if self.model == "film":
@@ -349,6 +354,11 @@ class TrainConfig:
     @property
     def residual_blocks(self) -> int:
         return DEFAULT_BLOCKS[self.model] if self.blocks is None else self.blocks
+
+    @property
+    def stage_blocks(self) -> int:
+        """The blocks of the half-resolution stage: --down-blocks, else the model's default."""
+        return DEFAULT_DOWN_BLOCKS[self.model] if self.down_blocks is None else self.down_blocks
 
     @property
     def reconstruct_t(self) -> int:

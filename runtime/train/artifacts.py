@@ -185,7 +185,7 @@ def finish(run: Run, out: Path, data: TrainData, times: dict[str, float], start_
         "threads": torch.get_num_threads(),
         "objective": cfg.objective, "flow_sigma": cfg.flow_sigma,
         "model": cfg.model, "hidden": cfg.hidden_c, "blocks": cfg.residual_blocks,
-        "down_blocks": cfg.down_blocks,
+        "down_blocks": cfg.stage_blocks,
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "prediction": cfg.prediction, "min_snr_gamma": cfg.min_snr_gamma,
         "schedule": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start,

@@ -45,6 +45,10 @@ def merge_resume_config(cfg: TrainConfig, explicit: set[str], stored: dict[str, 
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)} - SESSION_FIELDS
     stored = {**IDENTITY_DEFAULTS, **stored}  # an old checkpoint: the values it was trained with
+    built = stored.get("derived", {}).get("model", {}).get("config", {})
+    for name, field in (("blocks", "residual_blocks"), ("down_blocks", "down_blocks")):
+        if stored.get(name) is None and field in built:  # a default then: what was built
+            stored[name] = built[field]
     for name in TRAINING_IDENTITY:
         if name in explicit and name in stored and stored[name] != getattr(cfg, name):
             raise CheckpointError(

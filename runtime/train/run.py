@@ -67,7 +67,7 @@ def model_config(cfg: TrainConfig, data_channels: int, num_classes: int = 0) -> 
     offered = {"data_channels": int(data_channels), "hidden_channels": cfg.hidden_c,
                "residual_blocks": cfg.residual_blocks, "embed_dim": FILM_EMBED_DIM,
                "groups": FILM_GROUPS, "num_classes": int(num_classes),
-               "down_blocks": cfg.down_blocks}
+               "down_blocks": cfg.stage_blocks}
     return kind, config_cls(**{f.name: offered[f.name] for f in dataclasses.fields(config_cls)})
 
 
@@ -99,8 +99,8 @@ def load_data(cfg: TrainConfig, data: tuple[Dataset, Dataset] | None = None) -> 
         train_set, test_set = data
     check_same_image_shape(train_set, test_set, cfg.data_dir or cfg.dataset)
     height, width = train_set.x.shape[-2:]
-    if cfg.down_blocks and (height % 2 or width % 2):
-        fail(f"--down-blocks {cfg.down_blocks} needs images of even height and width (a 2x2 "
+    if cfg.stage_blocks and (height % 2 or width % 2):
+        fail(f"--down-blocks {cfg.stage_blocks} needs images of even height and width (a 2x2 "
              f"average pooling), {cfg.data_dir or cfg.dataset} has {height}x{width} images")
     n_available = len(train_set.x)
     if cfg.n_total is not None and cfg.n_total > n_available:
