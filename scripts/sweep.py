@@ -136,12 +136,11 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     "v-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR, **V3), [1500],
                                 "the first sweep's default (min-SNR-5), 1,500 steps"),
     "v0-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1500],
-                                 "the new default: min-SNR off, 1,500 steps"),
+                                 "the second sweep's default: min-SNR off, 1,500 steps"),
     "v0-h64-b4-bs32-s1800-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1800],
-                                 "the new default, 1,800 steps (3 minutes with a 10-step "
-                                 "figure sampler)"),
+                                 "the second sweep's default, 1,800 steps"),
     "v0-h64-b4-bs32-s1700-lr3": (flags_of(64, 32, COS, UNWEIGHTED, **V3), [1700],
-                                 "the new default, 1,700 steps"),
+                                 "the second sweep's default, 1,700 steps"),
     "v20-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, SNR20, **V3), [1500],
                                   "min-SNR-20, 1,500 steps"),
     # Issue 22, item 2: min-SNR tuned per prediction target. For ε the min-SNR paper's γ = 5
@@ -161,25 +160,25 @@ ARCHS: dict[str, tuple[list[str], list[int], str]] = {
     "h32-b4": (flags_of(32, 128, CONST, PLAIN), [1500, 3000], "half the width"),
     "h64-b2": (flags_of(64, 128, CONST, PLAIN, blocks=2), [800, 1500], "half the depth"),
     "h64-b4-bs64": (flags_of(64, 64, CONST, PLAIN), [1000, 1600], "half the batch"),
-    # Issue 22, item 2: the new default's recipe with a 4×4 stage (--down-blocks, the FiLM net's
+    # Issue 22, item 2: the second sweep's default's recipe with a 4×4 stage (--down-blocks, the FiLM net's
     # half-resolution blocks between its first and second halves; docs/default-network.md).
     "down2-h64-b4-bs32-s1500-lr3": (
         flags_of(64, 32, COS, UNWEIGHTED, **V3, down_blocks=2), [1500],
-        "the new default plus 2 blocks at 4×4 (about 12 % more FLOPs)"),
+        "the second sweep's default plus 2 blocks at 4×4 (1.125× its FLOPs)"),
     "down4-h64-b2-bs32-s1500-lr3": (
         flags_of(64, 32, COS, UNWEIGHTED, **V3, blocks=2, down_blocks=4), [1500],
-        "2 blocks at 8×8 around 4 at 4×4 (fewer FLOPs than the new default)"),
-    # Issue 22, item 2: EMA with warm-up, at the new default's recipe (1,500 steps, v, lr 3e-3).
+        "2 blocks at 8×8 around 4 at 4×4 (0.75× the FLOPs)"),
+    # Issue 22, item 2: EMA with warm-up, at the second sweep's default's recipe (1,500 steps, v, lr 3e-3).
     # d_n = min(D, (1 + n)/(10 + n)) reaches 0.99 at n = 890 and 0.999 only at n = 8,990, so over
     # 1,500 steps the first row averages with 0.99 from step 890 on and the second follows
     # (1 + n)/(10 + n) throughout (d_1500 ≈ 0.994).
     "down4-h64-b2-bs32-s1900-lr3": (
         flags_of(64, 32, COS, UNWEIGHTED, **V3, blocks=2, down_blocks=4), [1900],
-        "as above, 1,900 steps (3 minutes with the 10-step figure sampler)"),
+        "the third round's default: as above, 1,900 steps"),
     "emaw99-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, EMAW99, **V3), [1500],
-                                     "the new default with its EMA 0.99 warmed up"),
+                                     "the second sweep's default with its EMA 0.99 warmed up"),
     "emaw999-h64-b4-bs32-s1500-lr3": (flags_of(64, 32, COS, EMAW999, **V3), [1500],
-                                      "the new default with EMA 0.999 warmed up"),
+                                      "the second sweep's default with EMA 0.999 warmed up"),
 }
 CONFIGS = {f"{arch}-s{steps}" if len(stages) > 1 else arch: (arch, steps)
            for arch, (_, stages, _) in ARCHS.items() for steps in stages}
@@ -399,7 +398,7 @@ FAMILY_STYLE = {"h64": ("o", "tab:blue"), "cos": ("s", "tab:orange"), "snr": ("^
                 "eps0": ("<", "tab:cyan"), "down2": ("h", "tab:gray"), "down4": ("8", "tab:red")}
 STARS = {OLD_DEFAULT: "crimson", FIRST_SWEEP_DEFAULT: "darkorange",
          SECOND_SWEEP_DEFAULT: "gold", NEW_DEFAULT: "deepskyblue"}
-BOUND_GOAL = 3.8  # bits/dim: the new default's bound may be no worse (issue 22, item 3)
+BOUND_GOAL = 3.8  # bits/dim: the default's bound may be no worse (issue 22, item 3)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -427,16 +426,18 @@ def plot(rows: list[dict], path: Path) -> None:
             if convention in bpd:
                 right.errorbar(r["ratio"], bpd[convention], xerr=err,
                                **{**style, "mfc": fill or style["color"]})
-        if bpd:
+        if bpd and large:  # the defaults only: the other names are on the left
             right.annotate(r["name"], (r["ratio"], bpd["reference-code"]),
                            textcoords="offset points", xytext=(5, -9), fontsize=6)
     n = rows[0]["n"] if rows else 0
-    gflop = next((r["step_gflop"] for r in rows if r["batch_size"] == QUIET_BATCH), None)
-    if gflop:  # the most TFLOP of a batch-32 recipe the 3-minute estimate allows
-        left.axvline((180 - QUIET_OVERHEAD_S) * QUIET_STEPS_PER_S * gflop / 1e3, color="gray",
-                     ls="--", lw=1)
-    left.set_xlabel("training TFLOP (model FLOPs, forward + backward);\ndashed: the 3-minute "
-                    "estimate at batch 32", fontsize=8)
+    gflops = {net_of(r): r["step_gflop"] for r in rows if r["batch_size"] == QUIET_BATCH}
+    for net, rate in QUIET_STEPS_PER_S.items():  # the most TFLOP 3 minutes allow, by net
+        if net in gflops:
+            left.axvline((180 - QUIET_OVERHEAD_S) * rate * gflops[net] / 1e3, color="gray",
+                         ls="--" if net == (4, 0) else ":", lw=1)
+    left.set_xlabel("training TFLOP (model FLOPs, forward + backward); the 3-minute estimate "
+                    "at batch 32:\ndashed: 4 blocks; dotted: 2 blocks + 4 at 4×4", fontsize=8)
+    left.set_xscale("log")
     left.set_ylabel("Fréchet distance ÷ real-vs-real floor")
     left.set_title(f"sample quality: n = {n} generated vs {n} real digits, one sampling seed;\n"
                    "bars: 95 % bootstrap interval (B = 1000)", fontsize=8)
@@ -448,25 +449,37 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.suptitle("digits, lower is better on every axis. Stars: the defaults (red: before the "
-                 "first sweep, orange: chosen by the first sweep, gold: chosen by this one);\n"
+                 "first sweep, orange: the first's, gold: the second's, blue: the third's);\n"
                  "diamonds: v-prediction with min-SNR-5; plus signs: v without min-SNR (drawn 0.08 "
-                 "TFLOP to the right)",
+                 "TFLOP to the right); 8-gons and hexagons: the 4×4 stage",
                  fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
 
-# The 3-minute estimate of `python -m runtime.train` for a batch-32 recipe: the first sweep's
-# default measured on the quiet 2-core AMD EPYC with AVX2 (torch 2.13.0 CPU): 246 s for 2,400
-# steps at 12.0 steps/s, i.e. 200 s of steps + 46 s of start-up, pictures and the 898-sample
-# figure. Other batch sizes run at other rates per FLOP and get no estimate.
-QUIET_STEPS_PER_S, QUIET_OVERHEAD_S, QUIET_BATCH = 12.0, 46.0, 32
+# The 3-minute estimate of `python -m runtime.train` for a batch-32 recipe, from the quiet
+# 2-core AMD EPYC with AVX2 (torch 2.13.0 CPU) on 2026-12-06: the default run of the third round
+# took 135 s for 1,900 steps at 16.1 steps/s (118 s of steps, 17 s of start-up, pictures and the
+# 898-sample figure drawn by DPM-Solver++(2M) in 10 steps), and 400-step runs back to back gave
+# 15.1-15.4 steps/s for the 4-block net without the 4×4 stage, 16.2 with 2 + 4 (--blocks,
+# --down-blocks). The same machine ran the 4-block net at 11.9 steps/s in an earlier session:
+# its speed drifts, so these are estimates. Other nets and batches get none.
+QUIET_STEPS_PER_S = {(4, 0): 15.3, (2, 4): 16.2}
+QUIET_OVERHEAD_S, QUIET_BATCH = 17.0, 32
+
+
+def net_of(r: dict) -> tuple[int, int]:
+    """(--blocks, --down-blocks) of a row, from its flags."""
+    flags = r["flags"]
+    down = int(flag(flags, "--down-blocks")) if "--down-blocks" in flags else 0
+    return int(flag(flags, "--blocks")), down
 
 
 def estimated_seconds(r: dict) -> float | None:
-    if r["batch_size"] != QUIET_BATCH:
+    rate = QUIET_STEPS_PER_S.get(net_of(r))
+    if r["batch_size"] != QUIET_BATCH or rate is None:
         return None
-    return QUIET_OVERHEAD_S + r["steps"] / QUIET_STEPS_PER_S
+    return QUIET_OVERHEAD_S + r["steps"] / rate
 
 
 def markdown(rows: list[dict]) -> str:
@@ -480,7 +493,8 @@ def markdown(rows: list[dict]) -> str:
         low, high = r["ratio_ci"]
         bpd = r.get("bits_per_dim") or {}
         seconds = estimated_seconds(r)
-        lines.append(f"| `{r['name']}` | {r['what']} | {r['steps']} | {r['batch_size']} | "
+        what = ARCHS[CONFIGS[r["name"]][0]][2] if r["name"] in CONFIGS else r["what"]
+        lines.append(f"| `{r['name']}` | {what} | {r['steps']} | {r['batch_size']} | "
                      f"{r['train_tflop']:.1f} | {'–' if seconds is None else f'{seconds:.0f}'} | "
                      f"{r['held_out_eps_mse']:.4f} | {r['ratio']:.2f} ({low:.2f}–{high:.2f}) | "
                      + " | ".join(f"{bpd[c]:.2f}" if c in bpd else "–" for c in names) + " |")
