@@ -6,9 +6,10 @@
 Samplers: one entry each in `runtime.samplers.SAMPLERS` (the sampler table), which
 gives `--sampler`'s choices and help, the flags each sampler accepts (a sampler flag given to a
 sampler that does not read it is an error), the `--steps` it accepts, the grid it walks and its
-model evaluations; the dispatch below is one call, `entry.sample(sched, model, x_T, grid, noise,
-**options)`, with the schedule, network and x_T in the form of the sampler's grid kind
-(`runtime.samplers.PROCESSES`). `--spacing` picks the table-time grid (`timestep_grid`: even
+model evaluations; the dispatch below is one call, `Start.draw`, i.e. `entry.sample(sched,
+model, x_T, grid, noise, **options)` with the schedule, network and x_T in the form of the
+sampler's grid kind (`runtime.samplers.PROCESSES`); the quality figure and the sweep draw through
+the same call. `--spacing` picks the table-time grid (`timestep_grid`: even
 is `ddim_timesteps`, trailing/leading/linspace are Lin et al. 2023's Table 2).
 
 The ODE samplers start from x_T at the same noise level σ_max = σ_{t0} (σ_t =
@@ -168,12 +169,9 @@ def sample(cfg: SampleConfig) -> tuple[Path, int, int]:
                  f"{n} images of {C}x{H}x{W} and the network's {hidden} channels at once")
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     x_T = torch.randn((n, C, H, W), generator=gen, device=device)
-    grid = start.grid(entry, steps, cfg.spacing)
     options = {name: getattr(cfg, name) for name in entry.options}
     with torch.no_grad():
-        x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),
-                          start.state(entry.kind, x_T), grid, gen if entry.stochastic else None,
-                          progress=True, **options)
+        x0 = start.draw(entry, model, x_T, steps, cfg.spacing, gen, progress=True, **options)
     check_finite(x0, cfg)
     images01 = from_diffusion_range(x0).clamp(0.0, 1.0).float().cpu().numpy()  # (N, C, H, W)
     if out.suffix.lower() == ".npy":

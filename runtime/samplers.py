@@ -200,6 +200,18 @@ class Start:
         process = PROCESSES[self.objective][entry.kind]
         return (process.grid or entry.grid)(self, steps, spacing)
 
+    def draw(self, entry: Sampler, model: torch.nn.Module, x_T: Tensor, steps: int,
+             spacing: str, generator: torch.Generator | None = None, progress: bool = False,
+             **options: object) -> Tensor:
+        """x_0 of `entry` in `steps` steps from x_T on this checkpoint: its schedule, model,
+        state and grid as this start sees them (the one dispatch of `python -m runtime.sample`);
+        `generator` is handed to a stochastic sampler only, `options` are its SampleConfig
+        options. Shapes: x_T (B, C, H, W) -> (B, C, H, W)."""
+        return entry.sample(self.schedule(entry.kind), self.model(entry.kind, model),
+                            self.state(entry.kind, x_T), self.grid(entry, steps, spacing),
+                            generator if entry.stochastic else None, progress=progress,
+                            **options)
+
     def steps(self, entry: Sampler) -> Steps:
         """The --steps `entry` accepts on this checkpoint (the process's, where it decides it)."""
         process = PROCESSES[self.objective][entry.kind]

@@ -319,10 +319,8 @@ def draw(model: torch.nn.Module, sched, stored: dict, row: str, n: int,
     gen = torch.Generator().manual_seed(SEED)
     x_T = torch.randn((n, *shape), generator=gen)
     with torch.no_grad():
-        x0 = entry.sample(start.schedule(entry.kind), start.model(entry.kind, model),
-                          start.state(entry.kind, x_T), start.grid(entry, steps, cfg.spacing),
-                          gen if entry.stochastic else None, progress=False,
-                          **{name: getattr(cfg, name) for name in entry.options})
+        x0 = start.draw(entry, model, x_T, steps, cfg.spacing, gen,
+                        **{name: getattr(cfg, name) for name in entry.options})
     return (from_diffusion_range(x0).clamp(0.0, 1.0).float().numpy(),
             entry.evaluations(steps, sched.T))
 

@@ -309,12 +309,11 @@ def format_quality(q: dict[str, Any]) -> str:
 
 
 def _dpm_draw(model: Any, sched: Any, x_T: Any, steps: int) -> tuple[Any, str]:
-    from runtime.dpm_solver import dpm_solver_pp_2m_sample
-    from runtime.samplers import Start, from_t0
+    from runtime.samplers import SAMPLERS, Start
 
     start = Start.of(sched, {}, None)  # t0: the last table time with σ_t <= 80 (EDM's σ_max)
     steps = min(steps, start.t0)
-    return (dpm_solver_pp_2m_sample(sched, model, x_T, from_t0(start, steps, "even")),
+    return (start.draw(SAMPLERS["dpm-solver++"], model, x_T, steps, "even"),
             f"dpm-solver++(2m), {steps} steps from t0 = {start.t0}, even grid")
 
 
