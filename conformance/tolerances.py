@@ -74,16 +74,21 @@ TOLERANCES: dict[str, Tol] = {
 @dataclass(frozen=True)
 class Rounding:
     """Unit roundoffs of a runtime dtype: `work` of the step arithmetic (runtime.core.work_dtype:
-    float32 for 16-bit inputs) and `out` of the result, which is returned in the input's dtype."""
+    float32 for 16-bit inputs) and `out` of the result, which is returned in the input's dtype;
+    `work_floor` and `out_floor`, the smallest subnormals of those dtypes: below them a value
+    cannot be held at all (it rounds to 0), whatever its relative precision."""
 
     work: float
     out: float
+    work_floor: float
+    out_floor: float
 
 
 ROUNDING: dict[str, Rounding] = {
-    "float64": Rounding(work=2.0**-53, out=2.0**-53),
-    "float32": Rounding(work=2.0**-24, out=2.0**-24),
-    "bfloat16": Rounding(work=2.0**-24, out=2.0**-8),  # 8 significant bits, arithmetic in float32
+    "float64": Rounding(work=2.0**-53, out=2.0**-53, work_floor=2.0**-1074, out_floor=2.0**-1074),
+    "float32": Rounding(work=2.0**-24, out=2.0**-24, work_floor=2.0**-149, out_floor=2.0**-149),
+    # 8 significant bits, arithmetic in float32
+    "bfloat16": Rounding(work=2.0**-24, out=2.0**-8, work_floor=2.0**-149, out_floor=2.0**-133),
 }
 
 OPS = 8
@@ -96,11 +101,14 @@ hundreds of these roundings."""
 
 def conditioned(dtype: str, scale: np.ndarray | float) -> Tol:
     """The tolerance of one formula on given inputs, from its conditioning:
-    |a − e| ≤ OPS·u_work·scale + u_out·|e| elementwise, with `scale` (float64, the shape of the
-    result) the sum of the magnitudes of the terms the formula adds, over the magnitude of what
-    it divides by (for x̂0 of ε: (|x_t| + √(1 − ᾱ)·|ε̂|)/√ᾱ)."""
+    |a − e| ≤ OPS·(u_work·scale + floor_work) + u_out·|e| + floor_out elementwise, with `scale`
+    (float64, the shape of the result) the sum of the magnitudes of the terms the formula adds,
+    over the magnitude of what it divides by (for x̂0 of ε: (|x_t| + √(1 − ᾱ)·|ε̂|)/√ᾱ); the
+    floors are the dtypes' smallest subnormals (a schedule drawn with β_1 = 2.5e-215 gives
+    results near 1e-203, which float32 holds as 0)."""
     r = ROUNDING[dtype]
-    return Tol(rtol=r.out, atol=OPS * r.work * np.asarray(scale, dtype=np.float64),
+    scale = np.asarray(scale, dtype=np.float64)
+    return Tol(rtol=r.out, atol=OPS * (r.work * scale + r.work_floor) + r.out_floor,
                reason="derived from the formula's conditioning (conformance.tolerances.conditioned)")
 
 
